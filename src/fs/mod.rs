@@ -1,0 +1,394 @@
+//! The filesystem core: POSIX semantics over one view of a container. No FUSE types here; the
+//! adapter in `fuse.rs` converts and calls these methods.
+//!
+//! Every mutating operation takes the store's write lock, builds one [`Batch`] and writes it
+//! atomically. Reads resolve, for each key, the newest version in the view's epoch chain.
+
+mod data;
+mod dir;
+mod node;
+mod xattr;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{self, Dirent, Inode, Kind, Ts};
+use crate::error::{FsError, FsResult};
+use crate::keys;
+use crate::kv::{Batch, Dir, KvRead, Space};
+use crate::store::{self, Chain, Store};
+
+pub use dir::DirEntry;
+pub use node::{SetAttr, TimeSet};
+
+pub use crate::store::ROOT_INO;
+
+/// Longest file name accepted, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes (PATH_MAX less the NUL).
+pub const SYMLINK_MAX: usize = 4095;
+/// Largest file size (offsets past it get EFBIG).
+pub const MAX_FILE_SIZE: u64 = 1 << 60;
+/// Largest xattr value (Linux XATTR_SIZE_MAX).
+pub const XATTR_VALUE_MAX: usize = 65536;
+
+/// Who is asking (from the kernel request).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+}
+
+/// Filesystem statistics for `statfs`.
+#[derive(Debug, Clone, Copy)]
+pub struct Statfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+enum Handle {
+    File {
+        ino: u64,
+        append: bool,
+    },
+    Dir {
+        ino: u64,
+        entries: Option<Arc<Vec<DirEntry>>>,
+    },
+}
+
+#[derive(Default)]
+struct Handles {
+    map: HashMap<u64, Handle>,
+    /// Open file handles per inode (an unlinked inode lives until its count drops to zero).
+    open: HashMap<u64, u32>,
+}
+
+/// One mounted view: the head of a container.
+pub struct Fs {
+    store: Arc<Store>,
+    container: Vec<u8>,
+    head: RwLock<Chain>,
+    handles: Mutex<Handles>,
+    next_fh: AtomicU64,
+}
+
+/// A write transaction: holds the store's write lock and collects one atomic batch.
+struct Tx<'a> {
+    fs: &'a Fs,
+    chain: Chain,
+    batch: Batch,
+    _guard: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl Tx<'_> {
+    fn epoch(&self) -> u64 {
+        self.chain.epoch
+    }
+
+    fn inode(&self, ino: u64) -> FsResult<Inode> {
+        self.fs.inode_in(&self.chain, ino)
+    }
+
+    fn put_inode(&mut self, ino: u64, inode: &Inode) {
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::inode(ino),
+            e,
+            codec::encode_live(inode),
+        );
+    }
+
+    fn dirent(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
+        self.fs.dirent_in(&self.chain, parent, name)
+    }
+
+    fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent) {
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::dirent(parent, name),
+            e,
+            codec::encode_live(&d),
+        );
+    }
+
+    fn del_dirent(&mut self, parent: u64, name: &[u8]) {
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::dirent(parent, name),
+            e,
+            codec::tombstone(),
+        );
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        self.fs.store.alloc_id(&mut self.batch)
+    }
+
+    /// Physically drops this head epoch's own versions of every key under `prefix` (found
+    /// through the change index). Only for keys no view can reach any more.
+    fn drop_own(&mut self, space: Space, prefix: &[u8]) -> FsResult<()> {
+        let e = self.epoch();
+        let start = keys::change(e, space, prefix);
+        let end = crate::kv::prefix_end(&start);
+        let mut bases = Vec::new();
+        self.fs
+            .store
+            .kv()
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
+                if let Some((_, _, base)) = keys::split_change(k) {
+                    bases.push(base.to_vec());
+                }
+                true
+            })?;
+        for base in bases {
+            store::drop_version(&mut self.batch, space, &base, e);
+        }
+        Ok(())
+    }
+
+    fn commit(self) -> FsResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.fs.store.kv().write(self.batch, false)?;
+        Ok(())
+    }
+}
+
+pub fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(FsError::Invalid("bad file name"));
+    }
+    Ok(())
+}
+
+/// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the
+/// chain. Returns the raw value.
+fn resolve(r: &dyn KvRead, space: Space, base: &[u8], chain: &Chain) -> FsResult<Option<Vec<u8>>> {
+    let start = keys::versioned(base, 0);
+    let end = keys::versioned(base, chain.epoch.saturating_add(1));
+    let mut found = None;
+    r.scan(
+        space,
+        &start,
+        &end,
+        Dir::Reverse,
+        &mut |k, v| match keys::split_version(k) {
+            Some((b, e)) if b == base && chain.contains(e) => {
+                found = Some(v.to_vec());
+                false
+            }
+            _ => true,
+        },
+    )?;
+    Ok(found)
+}
+
+/// Visits, in reverse key order, the visible version of every versioned key in
+/// `[start, end)`; `f(base, value)` returns false to stop.
+fn scan_visible(
+    r: &dyn KvRead,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    chain: &Chain,
+    f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> FsResult<()> {
+    let mut done_base: Option<Vec<u8>> = None;
+    r.scan(space, start, end, Dir::Reverse, &mut |k, v| {
+        let Some((base, e)) = keys::split_version(k) else {
+            return true;
+        };
+        if done_base.as_deref() == Some(base) || !chain.contains(e) {
+            return true;
+        }
+        done_base = Some(base.to_vec());
+        f(base, v)
+    })?;
+    Ok(())
+}
+
+fn now() -> Ts {
+    Ts::now()
+}
+
+impl Fs {
+    /// Opens the head view of `container`.
+    pub fn new(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
+        let rec = store.container(container)?.ok_or(FsError::NotFound)?;
+        let chain = store.chain(rec.head);
+        let fs = Fs {
+            store,
+            container: container.to_vec(),
+            head: RwLock::new(chain),
+            handles: Mutex::new(Handles::default()),
+            next_fh: AtomicU64::new(1),
+        };
+        fs.purge_orphans()?;
+        Ok(fs)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn container(&self) -> &[u8] {
+        &self.container
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.store.block_size()
+    }
+
+    fn chain(&self) -> Chain {
+        self.head.read().clone()
+    }
+
+    fn begin(&self) -> Tx<'_> {
+        let guard = self.store.write_lock();
+        Tx {
+            fs: self,
+            chain: self.chain(),
+            batch: Batch::new(),
+            _guard: guard,
+        }
+    }
+
+    fn inode_in(&self, chain: &Chain, ino: u64) -> FsResult<Inode> {
+        match resolve(self.store.kv(), Space::Meta, &keys::inode(ino), chain)? {
+            None => Err(FsError::NotFound),
+            Some(v) => codec::decode::<Inode>(&v)?.live().ok_or(FsError::NotFound),
+        }
+    }
+
+    fn dirent_in(&self, chain: &Chain, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
+        match resolve(
+            self.store.kv(),
+            Space::Meta,
+            &keys::dirent(parent, name),
+            chain,
+        )? {
+            None => Ok(None),
+            Some(v) => Ok(codec::decode::<Dirent>(&v)?.live()),
+        }
+    }
+
+    /// The attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+        self.inode_in(&self.chain(), ino)
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<(u64, Inode)> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let chain = self.chain();
+        let dir = self.inode_in(&chain, parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if name == b"." {
+            return Ok((parent, dir));
+        }
+        if name == b".." {
+            let p = dir.parent;
+            return Ok((p, self.inode_in(&chain, p)?));
+        }
+        let d = self
+            .dirent_in(&chain, parent, name)?
+            .ok_or(FsError::NotFound)?;
+        Ok((d.ino, self.inode_in(&chain, d.ino)?))
+    }
+
+    /// Makes every write so far durable.
+    pub fn fsync(&self) -> FsResult<()> {
+        self.store.kv().sync()?;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsResult<Statfs> {
+        let bsize = self.block_size();
+        let (blocks, bfree, bavail) = match self.store.kv().path() {
+            Some(p) => match nix::sys::statvfs::statvfs(p) {
+                Ok(s) => {
+                    let frag = s.fragment_size().max(1) as u128;
+                    let scale = |n: u64| ((n as u128 * frag) / bsize as u128) as u64;
+                    (
+                        scale(s.blocks() as u64),
+                        scale(s.blocks_free() as u64),
+                        scale(s.blocks_available() as u64),
+                    )
+                }
+                Err(e) => return Err(FsError::Io(format!("statvfs: {e}"))),
+            },
+            None => {
+                let total = (1u64 << 40) / bsize as u64;
+                (total, total, total)
+            }
+        };
+        Ok(Statfs {
+            blocks,
+            bfree,
+            bavail,
+            files: u32::MAX as u64,
+            ffree: u32::MAX as u64,
+            bsize,
+            namelen: NAME_MAX as u32,
+        })
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Removes inodes that were unlinked while open when the store was last closed.
+    fn purge_orphans(&self) -> FsResult<()> {
+        let e = self.chain().epoch;
+        let prefix = keys::orphan_prefix(e);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut inos = Vec::new();
+        self.store
+            .kv()
+            .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, _| {
+                if let Some(ino) = keys::u64_at(k, 9) {
+                    inos.push(ino);
+                }
+                true
+            })?;
+        for ino in inos {
+            let mut tx = self.begin();
+            if let Ok(inode) = tx.inode(ino) {
+                if inode.nlink == 0 {
+                    node::free_inode(&mut tx, ino, &inode)?;
+                }
+            }
+            tx.batch.delete(Space::Meta, keys::orphan(e, ino));
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The key schema: every key snapfs stores, in one table.
+//!
+//! All integers are fixed-width big-endian so that byte order equals numeric order. Names are
+//! raw bytes (never NUL, which POSIX forbids in names) followed by a `0x00` terminator, so all
+//! versions of one name sort together and before any longer name sharing its prefix.
+//! Versioned keys end with the epoch that wrote them: `seek_for_prev(key|E)` walks a key's
+//! versions downward from epoch `E`.
+//!
+//! | space | tag  | layout                                    | value                        |
+//! |-------|------|-------------------------------------------|------------------------------|
+//! | Meta  | 0x01 | tag, setting name (ASCII)                 | store settings (raw)         |
+//! | Meta  | 0x02 | tag, epoch u64                            | `EpochRecord`                |
+//! | Meta  | 0x03 | tag, container name                       | `ContainerRecord`            |
+//! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
+//! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
+//! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
+//! | Meta  | 0x20 | tag, epoch u64, space u8, unversioned key | change index: bytes (u64)    |
+//! | Meta  | 0x30 | tag, epoch u64, ino u64                   | orphan (unlinked while open) |
+//! | Data  | 0x40 | tag, data id u64, block index u64, epoch  | versioned block bytes        |
+//!
+//! The change index (0x20) is written in the same batch as every version: its key is the
+//! version's key without the trailing epoch, prefixed by that epoch, so everything one epoch
+//! wrote is one contiguous range.
+
+use crate::kv::Space;
+
+pub const TAG_SETTING: u8 = 0x01;
+pub const TAG_EPOCH: u8 = 0x02;
+pub const TAG_CONTAINER: u8 = 0x03;
+pub const TAG_INODE: u8 = 0x10;
+pub const TAG_DIRENT: u8 = 0x11;
+pub const TAG_XATTR: u8 = 0x12;
+pub const TAG_CHANGE: u8 = 0x20;
+pub const TAG_ORPHAN: u8 = 0x30;
+pub const TAG_BLOCK: u8 = 0x40;
+
+/// Width of the epoch suffix of a versioned key.
+pub const EPOCH_LEN: usize = 8;
+
+fn with_u64(tag: u8, a: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 + EPOCH_LEN);
+    k.push(tag);
+    k.extend_from_slice(&a.to_be_bytes());
+    k
+}
+
+fn with_name(tag: u8, a: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 + name.len() + 1 + EPOCH_LEN);
+    k.push(tag);
+    k.extend_from_slice(&a.to_be_bytes());
+    k.extend_from_slice(name);
+    k.push(0);
+    k
+}
+
+/// A store setting (`format`, `block_size`, `next_id`, `next_epoch`).
+pub fn setting(name: &str) -> Vec<u8> {
+    let mut k = vec![TAG_SETTING];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn epoch(e: u64) -> Vec<u8> {
+    with_u64(TAG_EPOCH, e)
+}
+
+pub fn container(name: &[u8]) -> Vec<u8> {
+    let mut k = vec![TAG_CONTAINER];
+    k.extend_from_slice(name);
+    k
+}
+
+/// Unversioned inode key (append an epoch with [`versioned`]).
+pub fn inode(ino: u64) -> Vec<u8> {
+    with_u64(TAG_INODE, ino)
+}
+
+/// Unversioned directory entry key.
+pub fn dirent(parent: u64, name: &[u8]) -> Vec<u8> {
+    with_name(TAG_DIRENT, parent, name)
+}
+
+/// Prefix of every directory entry of `parent`.
+pub fn dirent_prefix(parent: u64) -> Vec<u8> {
+    with_u64(TAG_DIRENT, parent)
+}
+
+/// Unversioned xattr key.
+pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
+    with_name(TAG_XATTR, ino, name)
+}
+
+pub fn xattr_prefix(ino: u64) -> Vec<u8> {
+    with_u64(TAG_XATTR, ino)
+}
+
+/// Unversioned block key.
+pub fn block(data_id: u64, index: u64) -> Vec<u8> {
+    let mut k = with_u64(TAG_BLOCK, data_id);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn block_prefix(data_id: u64) -> Vec<u8> {
+    with_u64(TAG_BLOCK, data_id)
+}
+
+/// `base` with `epoch` appended: the key of one version.
+pub fn versioned(base: &[u8], epoch: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(base.len() + EPOCH_LEN);
+    k.extend_from_slice(base);
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// Splits a versioned key into its unversioned base and epoch.
+pub fn split_version(key: &[u8]) -> Option<(&[u8], u64)> {
+    if key.len() < EPOCH_LEN + 1 {
+        return None;
+    }
+    let (base, e) = key.split_at(key.len() - EPOCH_LEN);
+    Some((base, u64::from_be_bytes(e.try_into().ok()?)))
+}
+
+/// Change-index key for a version of `base` (in `space`) written by `epoch`.
+pub fn change(epoch: u64, space: Space, base: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(TAG_CHANGE, epoch);
+    k.push(space_byte(space));
+    k.extend_from_slice(base);
+    k
+}
+
+/// Prefix of everything `epoch` wrote in `space`.
+pub fn change_prefix(epoch: u64, space: Space) -> Vec<u8> {
+    let mut k = with_u64(TAG_CHANGE, epoch);
+    k.push(space_byte(space));
+    k
+}
+
+/// Decodes a change-index key into (epoch, space, unversioned base key).
+pub fn split_change(key: &[u8]) -> Option<(u64, Space, &[u8])> {
+    if key.len() < 10 || key[0] != TAG_CHANGE {
+        return None;
+    }
+    let epoch = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let space = match key[9] {
+        0 => Space::Meta,
+        1 => Space::Data,
+        _ => return None,
+    };
+    Some((epoch, space, &key[10..]))
+}
+
+fn space_byte(space: Space) -> u8 {
+    match space {
+        Space::Meta => 0,
+        Space::Data => 1,
+    }
+}
+
+pub fn orphan(epoch: u64, ino: u64) -> Vec<u8> {
+    let mut k = with_u64(TAG_ORPHAN, epoch);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+pub fn orphan_prefix(epoch: u64) -> Vec<u8> {
+    with_u64(TAG_ORPHAN, epoch)
+}
+
+/// Reads a big-endian u64 at `at` in `key`.
+pub fn u64_at(key: &[u8], at: usize) -> Option<u64> {
+    key.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+/// The name part of a dirent or xattr base key (without the terminator).
+pub fn name_of(base: &[u8]) -> Option<&[u8]> {
+    if base.len() < 10 || *base.last()? != 0 {
+        return None;
+    }
+    Some(&base[9..base.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_keys_order_by_epoch() {
+        let base = inode(7);
+        let a = versioned(&base, 1);
+        let b = versioned(&base, 256);
+        let c = versioned(&base, u64::MAX);
+        assert!(a < b && b < c);
+        assert_eq!(split_version(&b), Some((&base[..], 256)));
+    }
+
+    #[test]
+    fn inode_keys_order_numerically() {
+        let mut last = inode(0);
+        for n in [1u64, 255, 256, 65535, 1 << 32, u64::MAX] {
+            let k = inode(n);
+            assert!(k > last, "{n}");
+            last = k;
+        }
+    }
+
+    #[test]
+    fn dirent_versions_of_one_name_are_contiguous() {
+        // Versions of "a" must all sort before "a\x01" and "ab", whatever the epoch.
+        let a_hi = versioned(&dirent(5, b"a"), u64::MAX);
+        let a_lo = versioned(&dirent(5, b"a"), 0);
+        let a1 = versioned(&dirent(5, b"a\x01"), 0);
+        let ab = versioned(&dirent(5, b"ab"), 0);
+        assert!(a_lo < a_hi && a_hi < a1 && a1 < ab);
+        // And never leave the parent's prefix.
+        let p = dirent_prefix(5);
+        assert!(a_lo.starts_with(&p) && ab.starts_with(&p));
+        assert!(versioned(&dirent(6, b""), 0) > versioned(&dirent(5, &[0xff; 255]), u64::MAX));
+    }
+
+    #[test]
+    fn name_round_trips_non_utf8() {
+        let name = [0xffu8, 0xfe, b'x', 0x80];
+        let base = dirent(9, &name);
+        assert_eq!(name_of(&base), Some(&name[..]));
+    }
+
+    #[test]
+    fn change_key_round_trips() {
+        let base = block(3, 4);
+        let k = change(42, Space::Data, &base);
+        assert_eq!(split_change(&k), Some((42, Space::Data, &base[..])));
+        assert!(k.starts_with(&change_prefix(42, Space::Data)));
+        assert!(change(42, Space::Meta, &[0xff; 20]) < change_prefix(42, Space::Data));
+        assert!(change(43, Space::Meta, &[]) > change(42, Space::Data, &[0xff; 40]));
+    }
+
+    #[test]
+    fn block_keys_order_by_index_then_epoch() {
+        let k1 = versioned(&block(1, 1), 9);
+        let k2 = versioned(&block(1, 2), 1);
+        let k3 = versioned(&block(2, 0), 0);
+        assert!(k1 < k2 && k2 < k3);
+    }
+}

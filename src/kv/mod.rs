@@ -1,0 +1,155 @@
+//! The ordered key-value boundary.
+//!
+//! The filesystem is written once against [`Kv`]; backends (RocksDB, in-memory) must pass the
+//! same conformance suite (`tests/kv_conformance.rs`). Invariant: nothing outside
+//! `kv/rocks.rs` names RocksDB.
+//!
+//! Semantics every backend guarantees:
+//! - Keys and values are byte strings; keys are ordered bytewise (memcmp order).
+//! - Two independent key spaces ([`Space`]): `Meta` for small metadata values and `Data` for
+//!   file blocks (a backend may store those differently, e.g. in blob files).
+//! - [`Kv::write`] applies a [`Batch`] atomically: after a crash either all of it or none of it
+//!   is visible. With `durable = true` it returns only once the batch is on stable storage
+//!   (and so is every batch written before it).
+//! - A [`ReadView`] from [`Kv::read_view`] sees exactly the batches written before it was taken.
+
+pub mod mem;
+pub mod rocks;
+
+use std::path::Path;
+
+/// Which key space a key lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// Inodes, directory entries, xattrs, epochs, containers, change index.
+    Meta,
+    /// File block contents.
+    Data,
+}
+
+impl Space {
+    pub const ALL: [Space; 2] = [Space::Meta, Space::Data];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The underlying storage has no room left.
+    #[error("no space left on the store's device")]
+    NoSpace,
+    /// Any other I/O or engine failure.
+    #[error("storage error: {0}")]
+    Io(String),
+    /// The store is locked by another process.
+    #[error("store is in use by another process")]
+    Busy,
+}
+
+pub type KvResult<T> = Result<T, KvError>;
+
+/// One atomic unit of writes. Later operations on the same key win.
+#[derive(Default, Debug, Clone)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put(Space, Vec<u8>, Vec<u8>),
+    Delete(Space, Vec<u8>),
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(space, key, value));
+    }
+    pub fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(space, key));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+    /// Appends every operation of `other` after this batch's own.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+}
+
+/// Scan direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Forward,
+    Reverse,
+}
+
+/// Read operations, shared by the live store and consistent read views.
+pub trait KvRead {
+    /// The value stored under `key`, if any.
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>>;
+
+    /// The greatest key `k` with `lower <= k <= key`, with its value.
+    /// This is how a versioned read finds "the newest version at or below my epoch".
+    fn seek_for_prev(
+        &self,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>>;
+
+    /// Visits every key in `[start, end)` in the given direction, calling `f(key, value)`
+    /// until it returns `false` or the range ends.
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()>;
+}
+
+/// An embedded ordered key-value store.
+pub trait Kv: KvRead + Send + Sync + 'static {
+    /// Applies `batch` atomically; durable on return when `durable` is set.
+    fn write(&self, batch: Batch, durable: bool) -> KvResult<()>;
+
+    /// Makes every batch written so far durable.
+    fn sync(&self) -> KvResult<()>;
+
+    /// A consistent point-in-time view of the whole store.
+    fn read_view(&self) -> Box<dyn KvRead + '_>;
+
+    /// Asks the backend to reclaim space of deleted keys in `space` now (best effort).
+    fn compact(&self, space: Space) -> KvResult<()>;
+
+    /// Bytes the backend occupies on disk (0 for memory).
+    fn disk_usage(&self) -> u64;
+
+    /// The directory the store lives in, if on disk (used for `statfs`).
+    fn path(&self) -> Option<&Path>;
+}
+
+/// The smallest key strictly greater than every key that starts with `prefix`, if one exists.
+/// Used as the exclusive end of a prefix scan.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): no finite bound; the caller's scan runs to the end of the space.
+    vec![0xff; prefix.len() + 9]
+}

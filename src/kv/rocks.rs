@@ -1,0 +1,471 @@
+//! RocksDB [`Kv`] backend — the only module that names RocksDB.
+//!
+//! Layout: one column family per [`Space`]:
+//! - `meta`: plain block-based SST files with a bloom filter.
+//! - `data`: BlobDB — values of at least [`RocksOptions::blob_min_bytes`] go to blob files
+//!   (uncompressed; file blocks are often already compressed), with blob garbage collection on.
+//!
+//! Both share one bounded LRU cache for data blocks, index/filter blocks and blobs, so memory
+//! stays bounded by [`RocksOptions::block_cache_bytes`] plus the memtables.
+//!
+//! All batches go through the write-ahead log, which is what makes a cross-space [`Batch`]
+//! atomic after a crash. No prefix extractor is configured, so every iterator is total-order.
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    CompactOptions, DBCompressionType, DBRawIterator, Options, ReadOptions, Snapshot, WriteBatch,
+    WriteOptions, DB,
+};
+
+use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, Space};
+
+const CF_META: &str = "meta";
+const CF_DATA: &str = "data";
+
+/// Blob GC age cutoff used in normal operation (RocksDB's default): background compactions
+/// relocate live blobs out of the oldest quarter of blob files.
+const BLOB_GC_AGE_CUTOFF: &str = "0.25";
+/// Blob GC age cutoff used during [`Kv::compact`] of [`Space::Data`]: every blob file.
+const BLOB_GC_AGE_CUTOFF_FULL: &str = "1.0";
+
+/// Tuning for [`RocksKv::open`].
+#[derive(Clone, Debug)]
+pub struct RocksOptions {
+    /// Capacity of the LRU cache shared by both spaces (blocks, index/filter blocks, blobs).
+    pub block_cache_bytes: usize,
+    /// Memtable size of each space before it is flushed to disk.
+    pub write_buffer_bytes: usize,
+    /// Values in [`Space::Data`] of at least this many bytes are stored in blob files.
+    pub blob_min_bytes: u64,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
+            blob_min_bytes: 4096,
+        }
+    }
+}
+
+/// A RocksDB-backed ordered key-value store living in one directory.
+pub struct RocksKv {
+    db: DB,
+    path: PathBuf,
+    /// Serializes [`Kv::compact`] calls, which temporarily change the blob GC cutoff.
+    compact_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for RocksKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksKv").field("path", &self.path).finish()
+    }
+}
+
+/// Maps a RocksDB error to a [`KvError`] by its message (the crate exposes no errno).
+fn map_err(e: rocksdb::Error) -> KvError {
+    classify(e.into_string())
+}
+
+fn classify(msg: String) -> KvError {
+    if msg.contains("No space left") || msg.contains("ENOSPC") {
+        KvError::NoSpace
+    } else if msg.contains("While lock file")
+        || msg.contains("lock hold by current process")
+        || msg.contains("Resource temporarily unavailable")
+        || msg.contains("/LOCK:")
+    {
+        KvError::Busy
+    } else {
+        KvError::Io(msg)
+    }
+}
+
+fn map_io_err(context: &str, e: std::io::Error) -> KvError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        KvError::NoSpace
+    } else {
+        KvError::Io(format!("{context}: {e}"))
+    }
+}
+
+fn cf_name(space: Space) -> &'static str {
+    match space {
+        Space::Meta => CF_META,
+        Space::Data => CF_DATA,
+    }
+}
+
+/// The smallest key strictly greater than `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
+impl RocksKv {
+    /// Opens (creating if missing) the store in directory `path`.
+    ///
+    /// Fails with [`KvError::Busy`] if another handle — in this or another process — has the
+    /// store open.
+    pub fn open(path: &Path, opts: &RocksOptions) -> KvResult<RocksKv> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| map_io_err(&format!("creating {}", path.display()), e))?;
+
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_log_file_size(16 << 20);
+
+        let meta = Self::cf_options(&cache, opts, Space::Meta);
+        let data = Self::cf_options(&cache, opts, Space::Data);
+
+        let db = DB::open_cf_descriptors(
+            &db_opts,
+            path,
+            [
+                ColumnFamilyDescriptor::new(CF_META, meta),
+                ColumnFamilyDescriptor::new(CF_DATA, data),
+            ],
+        )
+        .map_err(map_err)?;
+
+        let kv = RocksKv {
+            db,
+            path: path.to_path_buf(),
+            compact_lock: Mutex::new(()),
+        };
+        for space in Space::ALL {
+            kv.cf(space)?;
+        }
+        Ok(kv)
+    }
+
+    fn cf_options(cache: &Cache, opts: &RocksOptions, space: Space) -> Options {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
+        let mut cf = Options::default();
+        cf.set_block_based_table_factory(&table);
+        cf.set_write_buffer_size(opts.write_buffer_bytes);
+        cf.set_compression_type(DBCompressionType::Lz4);
+        cf.set_level_compaction_dynamic_level_bytes(true);
+        if space == Space::Data {
+            cf.set_enable_blob_files(true);
+            cf.set_min_blob_size(opts.blob_min_bytes);
+            cf.set_blob_compression_type(DBCompressionType::None);
+            cf.set_enable_blob_gc(true);
+            cf.set_blob_gc_age_cutoff(0.25);
+            cf.set_blob_cache(cache);
+        }
+        cf
+    }
+
+    fn cf(&self, space: Space) -> KvResult<&ColumnFamily> {
+        let name = cf_name(space);
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| KvError::Io(format!("column family {name:?} is missing")))
+    }
+
+    fn read_opts(snapshot: Option<&Snapshot<'_>>) -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true);
+        if let Some(snap) = snapshot {
+            ro.set_snapshot(snap);
+        }
+        ro
+    }
+
+    fn iter(
+        &self,
+        space: Space,
+        snapshot: Option<&Snapshot<'_>>,
+        lower: &[u8],
+        upper: Vec<u8>,
+    ) -> KvResult<DBRawIterator<'_>> {
+        let cf = self.cf(space)?;
+        let mut ro = Self::read_opts(snapshot);
+        ro.set_iterate_lower_bound(lower);
+        ro.set_iterate_upper_bound(upper);
+        Ok(self.db.raw_iterator_cf_opt(cf, ro))
+    }
+
+    fn get_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        space: Space,
+        key: &[u8],
+    ) -> KvResult<Option<Vec<u8>>> {
+        let cf = self.cf(space)?;
+        let ro = Self::read_opts(snapshot);
+        let value = self.db.get_pinned_cf_opt(cf, key, &ro).map_err(map_err)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn seek_for_prev_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if lower > key {
+            return Ok(None);
+        }
+        let mut it = self.iter(space, snapshot, lower, successor(key))?;
+        it.seek_to_last();
+        if it.valid() {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                // The bounds already guarantee this; checked so a misbehaving engine cannot
+                // leak a key from outside the requested range.
+                if k >= lower && k <= key {
+                    return Ok(Some((k.to_vec(), v.to_vec())));
+                }
+            }
+        }
+        it.status().map_err(map_err)?;
+        Ok(None)
+    }
+
+    fn scan_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let mut it = self.iter(space, snapshot, start, end.to_vec())?;
+        match dir {
+            Dir::Forward => it.seek_to_first(),
+            Dir::Reverse => it.seek_to_last(),
+        }
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !f(k, v) {
+                return Ok(());
+            }
+            match dir {
+                Dir::Forward => it.next(),
+                Dir::Reverse => it.prev(),
+            }
+        }
+        it.status().map_err(map_err)
+    }
+}
+
+impl KvRead for RocksKv {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.get_at(None, space, key)
+    }
+
+    fn seek_for_prev(
+        &self,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        self.seek_for_prev_at(None, space, lower, key)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        self.scan_at(None, space, start, end, dir, f)
+    }
+}
+
+/// A consistent point-in-time view: a RocksDB snapshot.
+struct RocksView<'a> {
+    kv: &'a RocksKv,
+    snapshot: Snapshot<'a>,
+}
+
+impl KvRead for RocksView<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.kv.get_at(Some(&self.snapshot), space, key)
+    }
+
+    fn seek_for_prev(
+        &self,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        self.kv
+            .seek_for_prev_at(Some(&self.snapshot), space, lower, key)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        self.kv
+            .scan_at(Some(&self.snapshot), space, start, end, dir, f)
+    }
+}
+
+impl Kv for RocksKv {
+    fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
+        if batch.is_empty() {
+            // Nothing to write, but honour the promise that earlier batches are durable.
+            return if durable { self.sync() } else { Ok(()) };
+        }
+        let meta = self.cf(Space::Meta)?;
+        let data = self.cf(Space::Data)?;
+        let cf = |space| match space {
+            Space::Meta => meta,
+            Space::Data => data,
+        };
+        let mut wb = WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put(space, key, value) => wb.put_cf(cf(*space), key, value),
+                BatchOp::Delete(space, key) => wb.delete_cf(cf(*space), key),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durable);
+        self.db.write_opt(wb, &wo).map_err(map_err)
+    }
+
+    fn sync(&self) -> KvResult<()> {
+        self.db.flush_wal(true).map_err(map_err)
+    }
+
+    fn read_view(&self) -> Box<dyn KvRead + '_> {
+        Box::new(RocksView {
+            kv: self,
+            snapshot: self.db.snapshot(),
+        })
+    }
+
+    fn compact(&self, space: Space) -> KvResult<()> {
+        let cf = self.cf(space)?;
+        match space {
+            Space::Meta => {
+                self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+                Ok(())
+            }
+            Space::Data => {
+                // Rewrite every SST (even at the bottommost level) with blob GC applied to all
+                // blob files, so blobs of deleted keys are actually released. This copies the
+                // live blobs, so it is as expensive as the live data is large.
+                let _guard = self.compact_lock.lock();
+                self.db
+                    .set_options_cf(
+                        cf,
+                        &[(
+                            "blob_garbage_collection_age_cutoff",
+                            BLOB_GC_AGE_CUTOFF_FULL,
+                        )],
+                    )
+                    .map_err(map_err)?;
+                let mut co = CompactOptions::default();
+                co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+                self.db
+                    .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &co);
+                self.db
+                    .set_options_cf(
+                        cf,
+                        &[("blob_garbage_collection_age_cutoff", BLOB_GC_AGE_CUTOFF)],
+                    )
+                    .map_err(map_err)
+            }
+        }
+    }
+
+    fn disk_usage(&self) -> u64 {
+        dir_size(&self.path)
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+/// Total size of the regular files under `dir` (best effort: unreadable entries count as 0).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_enospc_maps_to_no_space() {
+        assert!(matches!(
+            classify("IO error: No space left on device: While appending to file: x".into()),
+            KvError::NoSpace
+        ));
+    }
+
+    #[test]
+    fn classify_lock_messages_map_to_busy() {
+        for msg in [
+            "IO error: While lock file: /d/LOCK: Resource temporarily unavailable",
+            "IO error: lock hold by current process, acquire time 1 acquiring thread 2: /d/LOCK: No locks available",
+        ] {
+            assert!(matches!(classify(msg.into()), KvError::Busy), "{msg}");
+        }
+    }
+
+    #[test]
+    fn classify_block_corruption_maps_to_io() {
+        assert!(matches!(
+            classify("Corruption: block checksum mismatch".into()),
+            KvError::Io(_)
+        ));
+    }
+
+    #[test]
+    fn successor_is_next_key() {
+        assert_eq!(successor(b"ab"), b"ab\0".to_vec());
+        assert!(successor(b"ab").as_slice() > b"ab".as_slice());
+    }
+}

@@ -1,0 +1,13 @@
+//! snapfs: a copy-on-write filesystem in user space with O(1) snapshots.
+//!
+//! Layers, each knowing only the ones below: `fuse` (adapter) → `fs` (POSIX core) →
+//! `store` + `keys` + `codec` (epoch tree, key schema, values) → `kv` (ordered KV boundary).
+
+pub mod codec;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod keys;
+pub mod kv;
+pub mod mount;
+pub mod store;

@@ -1,0 +1,373 @@
+//! The store: settings, the epoch tree and containers, over any [`Kv`].
+//!
+//! Invariant: epoch ids come from one monotonic counter, so a child's id is always greater
+//! than its parent's; the whole tree is cached in memory (it is small).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Inode, Kind, Ts};
+use crate::error::{FsError, FsResult};
+use crate::keys;
+use crate::kv::{Batch, Dir, Kv, Space};
+
+/// On-disk format version of a store written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+pub const MIN_BLOCK_SIZE: u32 = 4096;
+pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
+pub const DEFAULT_BLOCK_SIZE: u32 = 64 * 1024;
+/// Inode number of every container's root directory (each container's root lives in its own
+/// branch of the epoch tree, so they never collide).
+pub const ROOT_INO: u64 = 1;
+/// First id handed out for inodes and block data.
+const FIRST_ID: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not a snapfs store (no format record)")]
+    NotAStore,
+    #[error("store has format version {found}; this snapfs reads version {FORMAT_VERSION}")]
+    Format { found: u32 },
+    #[error("block size {0} out of range: must be a power of two from 4096 to 1048576")]
+    BlockSize(u64),
+    #[error("store is already initialized")]
+    AlreadyInitialized,
+    #[error("container {0:?} does not exist")]
+    NoContainer(String),
+    #[error("container {0:?} already exists")]
+    ContainerExists(String),
+    #[error("invalid container name {0:?}")]
+    BadContainerName(String),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+impl From<crate::kv::KvError> for StoreError {
+    fn from(e: crate::kv::KvError) -> Self {
+        StoreError::Fs(e.into())
+    }
+}
+
+/// What an epoch is.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum EpochKind {
+    /// The live, writable tree of a container.
+    Head { container: Vec<u8> },
+    /// A frozen epoch (a snapshot).
+    Frozen,
+    /// No longer reachable by any view; its versions are reclaimable.
+    Retired,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EpochRecord {
+    /// Parent epoch; 0 for a root epoch.
+    pub parent: u64,
+    pub kind: EpochKind,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub head: u64,
+    pub created: Ts,
+}
+
+/// The set of epochs a view reads: its own and all its ancestors.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub epoch: u64,
+    /// Ascending; always contains `epoch`.
+    members: Vec<u64>,
+}
+
+impl Chain {
+    pub fn contains(&self, e: u64) -> bool {
+        self.members.binary_search(&e).is_ok()
+    }
+    pub fn members(&self) -> &[u64] {
+        &self.members
+    }
+}
+
+pub struct Store {
+    kv: Arc<dyn Kv>,
+    block_size: u32,
+    next_id: AtomicU64,
+    next_epoch: AtomicU64,
+    epochs: RwLock<HashMap<u64, EpochRecord>>,
+    /// Serializes every read-modify-write of the store (all containers).
+    write_lock: Mutex<()>,
+}
+
+fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
+    match kv.get(Space::Meta, &keys::setting(name))? {
+        None => Ok(None),
+        Some(v) => {
+            let arr: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| FsError::Corrupt(format!("setting {name}")))?;
+            Ok(Some(u64::from_be_bytes(arr)))
+        }
+    }
+}
+
+pub fn valid_block_size(n: u64) -> bool {
+    n.is_power_of_two() && (MIN_BLOCK_SIZE as u64..=MAX_BLOCK_SIZE as u64).contains(&n)
+}
+
+impl Store {
+    /// Writes a new store's settings and its `default` container into an empty kv.
+    pub fn init(kv: Arc<dyn Kv>, block_size: u64) -> Result<Store, StoreError> {
+        if !valid_block_size(block_size) {
+            return Err(StoreError::BlockSize(block_size));
+        }
+        if kv.get(Space::Meta, &keys::setting("format"))?.is_some() {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        let mut b = Batch::new();
+        b.put(
+            Space::Meta,
+            keys::setting("format"),
+            (FORMAT_VERSION as u64).to_be_bytes().to_vec(),
+        );
+        b.put(
+            Space::Meta,
+            keys::setting("block_size"),
+            block_size.to_be_bytes().to_vec(),
+        );
+        b.put(
+            Space::Meta,
+            keys::setting("next_id"),
+            FIRST_ID.to_be_bytes().to_vec(),
+        );
+        b.put(
+            Space::Meta,
+            keys::setting("next_epoch"),
+            1u64.to_be_bytes().to_vec(),
+        );
+        kv.write(b, true)?;
+        let store = Store::open(kv)?;
+        store.create_container(b"default")?;
+        Ok(store)
+    }
+
+    pub fn open(kv: Arc<dyn Kv>) -> Result<Store, StoreError> {
+        let format = read_u64_setting(&*kv, "format")?.ok_or(StoreError::NotAStore)?;
+        if format != FORMAT_VERSION as u64 {
+            return Err(StoreError::Format {
+                found: format.min(u32::MAX as u64) as u32,
+            });
+        }
+        let block_size = read_u64_setting(&*kv, "block_size")?.unwrap_or(0);
+        if !valid_block_size(block_size) {
+            return Err(StoreError::BlockSize(block_size));
+        }
+        let mut epochs = HashMap::new();
+        let start = [keys::TAG_EPOCH];
+        let end = [keys::TAG_EPOCH + 1];
+        let mut bad = None;
+        kv.scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, v| match (
+            keys::u64_at(k, 1),
+            codec::decode_plain::<EpochRecord>(v),
+        ) {
+            (Some(e), Ok(rec)) => {
+                epochs.insert(e, rec);
+                true
+            }
+            _ => {
+                bad = Some(k.to_vec());
+                false
+            }
+        })?;
+        if let Some(k) = bad {
+            return Err(FsError::Corrupt(format!("epoch record {k:02x?}")).into());
+        }
+        // Counters are persisted with every allocation; also never hand out an id at or below
+        // one already present, whatever the setting says.
+        let mut next_id = read_u64_setting(&*kv, "next_id")?.unwrap_or(FIRST_ID);
+        for (tag, space) in [
+            (keys::TAG_INODE, Space::Meta),
+            (keys::TAG_BLOCK, Space::Data),
+        ] {
+            kv.scan(space, &[tag], &[tag + 1], Dir::Reverse, &mut |k, _| {
+                if let Some(id) = keys::u64_at(k, 1) {
+                    next_id = next_id.max(id + 1);
+                }
+                false
+            })?;
+        }
+        let max_epoch = epochs.keys().copied().max().unwrap_or(0);
+        let next_epoch = read_u64_setting(&*kv, "next_epoch")?
+            .unwrap_or(1)
+            .max(max_epoch + 1);
+        Ok(Store {
+            kv,
+            block_size: block_size as u32,
+            next_id: AtomicU64::new(next_id),
+            next_epoch: AtomicU64::new(next_epoch),
+            epochs: RwLock::new(epochs),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn kv(&self) -> &dyn Kv {
+        &*self.kv
+    }
+
+    pub fn kv_arc(&self) -> Arc<dyn Kv> {
+        self.kv.clone()
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Held across every read-modify-write batch.
+    pub fn write_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.write_lock.lock()
+    }
+
+    /// Allocates a fresh inode / data id; the new counter goes into `batch`.
+    /// Call with the write lock held.
+    pub fn alloc_id(&self, batch: &mut Batch) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        batch.put(
+            Space::Meta,
+            keys::setting("next_id"),
+            (id + 1).to_be_bytes().to_vec(),
+        );
+        id
+    }
+
+    fn alloc_epoch(&self, batch: &mut Batch) -> u64 {
+        let e = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        batch.put(
+            Space::Meta,
+            keys::setting("next_epoch"),
+            (e + 1).to_be_bytes().to_vec(),
+        );
+        e
+    }
+
+    pub fn epoch(&self, e: u64) -> Option<EpochRecord> {
+        self.epochs.read().get(&e).cloned()
+    }
+
+    /// The chain of epochs visible from `e`: `e` and its ancestors.
+    pub fn chain(&self, e: u64) -> Chain {
+        let epochs = self.epochs.read();
+        let mut members = vec![e];
+        let mut cur = e;
+        while let Some(rec) = epochs.get(&cur) {
+            if rec.parent == 0 || members.len() > epochs.len() {
+                break;
+            }
+            members.push(rec.parent);
+            cur = rec.parent;
+        }
+        members.sort_unstable();
+        Chain { epoch: e, members }
+    }
+
+    pub fn container(&self, name: &[u8]) -> FsResult<Option<ContainerRecord>> {
+        match self.kv.get(Space::Meta, &keys::container(name))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode_plain(&v)?)),
+        }
+    }
+
+    /// Names of all containers, sorted.
+    pub fn containers(&self) -> FsResult<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.kv.scan(
+            Space::Meta,
+            &[keys::TAG_CONTAINER],
+            &[keys::TAG_CONTAINER + 1],
+            Dir::Forward,
+            &mut |k, _| {
+                out.push(k[1..].to_vec());
+                true
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Creates an empty container: a new root epoch holding an empty root directory.
+    pub fn create_container(&self, name: &[u8]) -> Result<ContainerRecord, StoreError> {
+        let display = String::from_utf8_lossy(name).into_owned();
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
+            return Err(StoreError::BadContainerName(display));
+        }
+        let _g = self.write_lock();
+        if self.container(name)?.is_some() {
+            return Err(StoreError::ContainerExists(display));
+        }
+        let mut b = Batch::new();
+        let head = self.alloc_epoch(&mut b);
+        let rec = EpochRecord {
+            parent: 0,
+            kind: EpochKind::Head {
+                container: name.to_vec(),
+            },
+        };
+        b.put(Space::Meta, keys::epoch(head), codec::encode_plain(&rec));
+        let now = Ts::now();
+        let root = Inode {
+            kind: Kind::Dir,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            nlink: 2,
+            size: 4096,
+            alloc: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            rdev: 0,
+            data_id: 0,
+            parent: ROOT_INO,
+            target: Vec::new(),
+        };
+        put_version(
+            &mut b,
+            Space::Meta,
+            &keys::inode(ROOT_INO),
+            head,
+            codec::encode_live(&root),
+        );
+        let crec = ContainerRecord { head, created: now };
+        b.put(
+            Space::Meta,
+            keys::container(name),
+            codec::encode_plain(&crec),
+        );
+        self.kv.write(b, true)?;
+        self.epochs.write().insert(head, rec);
+        Ok(crec)
+    }
+}
+
+/// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.
+/// Every versioned write goes through here so the change index always matches the versions.
+pub fn put_version(batch: &mut Batch, space: Space, base: &[u8], epoch: u64, value: Vec<u8>) {
+    let size = value.len() as u64;
+    batch.put(space, keys::versioned(base, epoch), value);
+    batch.put(
+        Space::Meta,
+        keys::change(epoch, space, base),
+        size.to_be_bytes().to_vec(),
+    );
+}
+
+/// Physically removes `epoch`'s own version of `base` and its change-index entry. Only valid
+/// when no view other than `epoch` itself can resolve to that version (a head's own versions).
+pub fn drop_version(batch: &mut Batch, space: Space, base: &[u8], epoch: u64) {
+    batch.delete(space, keys::versioned(base, epoch));
+    batch.delete(Space::Meta, keys::change(epoch, space, base));
+}
