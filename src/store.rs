@@ -19,7 +19,7 @@ use crate::kv::{Batch, Dir, Kv, Space};
 pub const FORMAT_VERSION: u32 = 1;
 pub const MIN_BLOCK_SIZE: u32 = 4096;
 pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
-pub const DEFAULT_BLOCK_SIZE: u32 = 64 * 1024;
+pub const DEFAULT_BLOCK_SIZE: u32 = 16 * 1024;
 /// Inode number of every container's root directory (each container's root lives in its own
 /// branch of the epoch tree, so they never collide).
 pub const ROOT_INO: u64 = 1;

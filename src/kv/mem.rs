@@ -1,55 +1,107 @@
-//! Temporary in-memory backend (replaced by the full one).
-use super::*;
-use parking_lot::RwLock;
+//! In-memory [`Kv`] backend.
+//!
+//! Each [`Space`] is one ordered map held behind an `Arc`. A read view clones the two `Arc`s
+//! (cheap), and a writer uses `Arc::make_mut`, which copies a map only while some view still
+//! shares it. So views are true point-in-time snapshots and never block writers.
+//!
+//! Nothing is persisted: `sync` and `compact` are no-ops, `disk_usage` is 0 and `path` is
+//! `None`.
+
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
 
-type Map = Arc<BTreeMap<Vec<u8>, Vec<u8>>>;
+use parking_lot::RwLock;
 
-#[derive(Default)]
-pub struct MemKv {
-    maps: RwLock<[Map; 2]>,
-}
+use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Space};
 
-impl MemKv {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn idx(s: Space) -> usize {
-    match s {
+/// One immutable map per space, indexed by [`space_index`].
+type Maps = [Arc<Map>; 2];
+
+fn space_index(space: Space) -> usize {
+    match space {
         Space::Meta => 0,
         Space::Data => 1,
     }
 }
 
-struct View([Map; 2]);
+/// An in-memory ordered key-value store (for tests and ephemeral mounts).
+#[derive(Default)]
+pub struct MemKv {
+    maps: RwLock<Maps>,
+}
 
-fn scan_map(
-    m: &BTreeMap<Vec<u8>, Vec<u8>>,
+impl MemKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn snapshot(&self) -> MemView {
+        let maps = self.maps.read();
+        MemView {
+            maps: [Arc::clone(&maps[0]), Arc::clone(&maps[1])],
+        }
+    }
+
+    fn map(&self, space: Space) -> Arc<Map> {
+        Arc::clone(&self.maps.read()[space_index(space)])
+    }
+}
+
+impl std::fmt::Debug for MemKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let maps = self.maps.read();
+        f.debug_struct("MemKv")
+            .field("meta_keys", &maps[0].len())
+            .field("data_keys", &maps[1].len())
+            .finish()
+    }
+}
+
+/// A point-in-time view of a [`MemKv`].
+struct MemView {
+    maps: Maps,
+}
+
+fn map_get(map: &Map, key: &[u8]) -> Option<Vec<u8>> {
+    map.get(key).cloned()
+}
+
+fn map_seek_for_prev(map: &Map, lower: &[u8], key: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    if lower > key {
+        return None;
+    }
+    map.range::<[u8], _>((Bound::Included(lower), Bound::Included(key)))
+        .next_back()
+        .map(|(k, v)| (k.clone(), v.clone()))
+}
+
+fn map_scan(
+    map: &Map,
     start: &[u8],
     end: &[u8],
     dir: Dir,
     f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
 ) {
+    // `BTreeMap::range` panics on an inverted range; an empty or inverted range visits nothing.
     if start >= end {
         return;
     }
-    let r = m.range::<[u8], _>((
-        std::ops::Bound::Included(start),
-        std::ops::Bound::Excluded(end),
-    ));
+    let range = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
     match dir {
         Dir::Forward => {
-            for (k, v) in r {
+            for (k, v) in range {
                 if !f(k, v) {
                     break;
                 }
             }
         }
         Dir::Reverse => {
-            for (k, v) in r.rev() {
+            for (k, v) in range.rev() {
                 if !f(k, v) {
                     break;
                 }
@@ -58,24 +110,24 @@ fn scan_map(
     }
 }
 
-impl KvRead for View {
+impl KvRead for MemView {
     fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        Ok(self.0[idx(space)].get(key).cloned())
+        Ok(map_get(&self.maps[space_index(space)], key))
     }
+
     fn seek_for_prev(
         &self,
         space: Space,
         lower: &[u8],
         key: &[u8],
     ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        let m = &self.0[idx(space)];
-        Ok(m.range::<[u8], _>((
-            std::ops::Bound::Included(lower),
-            std::ops::Bound::Included(key),
+        Ok(map_seek_for_prev(
+            &self.maps[space_index(space)],
+            lower,
+            key,
         ))
-        .next_back()
-        .map(|(k, v)| (k.clone(), v.clone())))
     }
+
     fn scan(
         &self,
         space: Space,
@@ -84,29 +136,29 @@ impl KvRead for View {
         dir: Dir,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> KvResult<()> {
-        scan_map(&self.0[idx(space)], start, end, dir, f);
+        map_scan(&self.maps[space_index(space)], start, end, dir, f);
         Ok(())
-    }
-}
-
-impl MemKv {
-    fn view(&self) -> View {
-        View(self.maps.read().clone())
     }
 }
 
 impl KvRead for MemKv {
     fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        self.view().get(space, key)
+        Ok(map_get(&self.maps.read()[space_index(space)], key))
     }
+
     fn seek_for_prev(
         &self,
         space: Space,
         lower: &[u8],
         key: &[u8],
     ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        self.view().seek_for_prev(space, lower, key)
+        Ok(map_seek_for_prev(
+            &self.maps.read()[space_index(space)],
+            lower,
+            key,
+        ))
     }
+
     fn scan(
         &self,
         space: Space,
@@ -115,37 +167,53 @@ impl KvRead for MemKv {
         dir: Dir,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> KvResult<()> {
-        self.view().scan(space, start, end, dir, f)
+        // Scan a snapshot of the map rather than holding the lock: the callback may write to
+        // this store without deadlocking, and the scan stays consistent.
+        let map = self.map(space);
+        map_scan(&map, start, end, dir, f);
+        Ok(())
     }
 }
 
 impl Kv for MemKv {
     fn write(&self, batch: Batch, _durable: bool) -> KvResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut maps = self.maps.write();
         for op in batch.into_ops() {
             match op {
-                BatchOp::Put(s, k, v) => {
-                    Arc::make_mut(&mut maps[idx(s)]).insert(k, v);
+                BatchOp::Put(space, key, value) => {
+                    Arc::make_mut(&mut maps[space_index(space)]).insert(key, value);
                 }
-                BatchOp::Delete(s, k) => {
-                    Arc::make_mut(&mut maps[idx(s)]).remove(&k);
+                BatchOp::Delete(space, key) => {
+                    let slot = &mut maps[space_index(space)];
+                    // Avoid copying a shared map for a delete that changes nothing.
+                    if slot.contains_key(&key) {
+                        Arc::make_mut(slot).remove(&key);
+                    }
                 }
             }
         }
         Ok(())
     }
+
     fn sync(&self) -> KvResult<()> {
         Ok(())
     }
+
     fn read_view(&self) -> Box<dyn KvRead + '_> {
-        Box::new(self.view())
+        Box::new(self.snapshot())
     }
+
     fn compact(&self, _space: Space) -> KvResult<()> {
         Ok(())
     }
+
     fn disk_usage(&self) -> u64 {
         0
     }
+
     fn path(&self) -> Option<&Path> {
         None
     }

@@ -1,0 +1,1046 @@
+//! Conformance suite for the [`Kv`] backends.
+//!
+//! Every check in `suite` is a plain function taking `&dyn Kv`; the `conformance!` macro runs
+//! each one against a fresh `MemKv` (module `mem`) and a fresh `RocksKv` in a temporary
+//! directory (module `rocks`), so both backends are held to exactly the same behaviour.
+//! Backend-specific tests (persistence, locking, disk usage) follow in their own modules.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use snapfs::kv::mem::MemKv;
+use snapfs::kv::rocks::{RocksKv, RocksOptions};
+use snapfs::kv::{prefix_end, Batch, Dir, Kv, KvError, KvRead, Space};
+
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Small RocksDB settings so tests exercise memtable flushes, SST files and blob files.
+fn small_rocks_options() -> RocksOptions {
+    RocksOptions {
+        block_cache_bytes: 4 << 20,
+        write_buffer_bytes: 64 << 10,
+        blob_min_bytes: 64,
+    }
+}
+
+fn put(kv: &dyn Kv, space: Space, key: &[u8], value: &[u8]) {
+    let mut b = Batch::new();
+    b.put(space, key.to_vec(), value.to_vec());
+    kv.write(b, false).expect("put");
+}
+
+fn del(kv: &dyn Kv, space: Space, key: &[u8]) {
+    let mut b = Batch::new();
+    b.delete(space, key.to_vec());
+    kv.write(b, false).expect("delete");
+}
+
+fn get<R: KvRead + ?Sized>(r: &R, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+    r.get(space, key).expect("get")
+}
+
+fn sfp<R: KvRead + ?Sized>(
+    r: &R,
+    space: Space,
+    lower: &[u8],
+    key: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    r.seek_for_prev(space, lower, key).expect("seek_for_prev")
+}
+
+/// Collects at most `limit` pairs of `[start, end)` in direction `dir`.
+fn scan_limit<R: KvRead + ?Sized>(
+    r: &R,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    dir: Dir,
+    limit: usize,
+) -> Pairs {
+    let mut out = Vec::new();
+    if limit == 0 {
+        // A callback that refuses the first pair must still have been called at most once.
+        let mut calls = 0;
+        r.scan(space, start, end, dir, &mut |_, _| {
+            calls += 1;
+            false
+        })
+        .expect("scan");
+        assert!(
+            calls <= 1,
+            "scan continued after the callback returned false"
+        );
+        return out;
+    }
+    r.scan(space, start, end, dir, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        out.len() < limit
+    })
+    .expect("scan");
+    out
+}
+
+fn scan_all<R: KvRead + ?Sized>(r: &R, space: Space, start: &[u8], end: &[u8], dir: Dir) -> Pairs {
+    scan_limit(r, space, start, end, dir, usize::MAX)
+}
+
+fn keys(pairs: &Pairs) -> Vec<Vec<u8>> {
+    pairs.iter().map(|(k, _)| k.clone()).collect()
+}
+
+fn kv_pair(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (k.to_vec(), v.to_vec())
+}
+
+/// A versioned key: fixed-width object id, then the epoch big-endian so versions sort by epoch.
+fn versioned(id: u64, epoch: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'v');
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+fn open_rocks(dir: &std::path::Path) -> RocksKv {
+    RocksKv::open(dir, &small_rocks_options()).expect("open rocks")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared suite
+// ---------------------------------------------------------------------------------------------
+
+mod suite {
+    use super::*;
+
+    pub fn get_missing_key_returns_none(kv: &dyn Kv) {
+        for space in Space::ALL {
+            assert_eq!(get(kv, space, b"nope"), None);
+        }
+    }
+
+    pub fn put_then_get_returns_value(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"k", b"meta-value");
+        put(kv, Space::Data, b"k", b"data-value");
+        assert_eq!(
+            get(kv, Space::Meta, b"k").as_deref(),
+            Some(&b"meta-value"[..])
+        );
+        assert_eq!(
+            get(kv, Space::Data, b"k").as_deref(),
+            Some(&b"data-value"[..])
+        );
+    }
+
+    pub fn put_existing_key_overwrites_value(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"k", b"one");
+        put(kv, Space::Meta, b"k", b"two");
+        assert_eq!(get(kv, Space::Meta, b"k").as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward).len(),
+            1
+        );
+    }
+
+    pub fn put_binary_and_empty_keys_roundtrip(kv: &dyn Kv) {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"", b"empty key"),
+            (b"\x00", b""),
+            (b"\x00\x00", b"\x00\xff"),
+            (b"\xff", b"ff"),
+            (b"\xff\xff\xff", b"fff"),
+        ];
+        for space in Space::ALL {
+            for (k, v) in cases {
+                put(kv, space, k, v);
+            }
+            for (k, v) in cases {
+                assert_eq!(get(kv, space, k).as_deref(), Some(v), "key {k:?}");
+            }
+            // memcmp order: "" < 00 < 00 00 < ff < ff ff ff
+            let all = scan_all(kv, space, b"", &[0xff; 8], Dir::Forward);
+            assert_eq!(
+                all,
+                cases.iter().map(|(k, v)| kv_pair(k, v)).collect::<Pairs>()
+            );
+        }
+    }
+
+    pub fn put_large_data_value_roundtrips(kv: &dyn Kv) {
+        let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        put(kv, Space::Data, b"block/1", &big);
+        put(kv, Space::Data, b"block/2", b"small");
+        assert_eq!(get(kv, Space::Data, b"block/1").as_deref(), Some(&big[..]));
+        kv.sync().expect("sync");
+        kv.compact(Space::Data).expect("compact");
+        assert_eq!(get(kv, Space::Data, b"block/1").as_deref(), Some(&big[..]));
+        let all = scan_all(
+            kv,
+            Space::Data,
+            b"block/",
+            &prefix_end(b"block/"),
+            Dir::Reverse,
+        );
+        assert_eq!(
+            all,
+            vec![kv_pair(b"block/2", b"small"), kv_pair(b"block/1", &big)]
+        );
+    }
+
+    pub fn delete_existing_key_removes_it(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"a", b"1");
+        put(kv, Space::Meta, b"b", b"2");
+        del(kv, Space::Meta, b"a");
+        assert_eq!(get(kv, Space::Meta, b"a"), None);
+        assert_eq!(get(kv, Space::Meta, b"b").as_deref(), Some(&b"2"[..]));
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"", b"z", Dir::Forward)),
+            vec![b"b".to_vec()]
+        );
+        assert_eq!(sfp(kv, Space::Meta, b"a", b"a"), None);
+    }
+
+    pub fn delete_missing_key_is_noop(kv: &dyn Kv) {
+        del(kv, Space::Data, b"ghost");
+        assert_eq!(get(kv, Space::Data, b"ghost"), None);
+        assert!(scan_all(kv, Space::Data, b"", b"\xff", Dir::Forward).is_empty());
+    }
+
+    pub fn write_empty_batch_succeeds(kv: &dyn Kv) {
+        kv.write(Batch::new(), false).expect("empty non-durable");
+        kv.write(Batch::new(), true).expect("empty durable");
+        kv.sync().expect("sync");
+        assert!(scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward).is_empty());
+    }
+
+    pub fn write_durable_batch_is_visible(kv: &dyn Kv) {
+        let mut b = Batch::new();
+        b.put(Space::Meta, b"m".to_vec(), b"1".to_vec());
+        b.put(Space::Data, b"d".to_vec(), vec![9; 5000]);
+        kv.write(b, true).expect("durable write");
+        assert_eq!(get(kv, Space::Meta, b"m").as_deref(), Some(&b"1"[..]));
+        assert_eq!(get(kv, Space::Data, b"d"), Some(vec![9; 5000]));
+    }
+
+    pub fn write_batch_same_key_last_op_wins(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"existing", b"old");
+        let mut b = Batch::new();
+        b.put(Space::Meta, b"put-put".to_vec(), b"first".to_vec());
+        b.put(Space::Meta, b"put-put".to_vec(), b"second".to_vec());
+        b.put(Space::Meta, b"put-del".to_vec(), b"gone".to_vec());
+        b.delete(Space::Meta, b"put-del".to_vec());
+        b.delete(Space::Meta, b"del-put".to_vec());
+        b.put(Space::Meta, b"del-put".to_vec(), b"back".to_vec());
+        b.delete(Space::Meta, b"existing".to_vec());
+        b.put(Space::Meta, b"existing".to_vec(), b"new".to_vec());
+        b.delete(Space::Meta, b"existing".to_vec());
+        kv.write(b, false).expect("write");
+        assert_eq!(
+            get(kv, Space::Meta, b"put-put").as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(get(kv, Space::Meta, b"put-del"), None);
+        assert_eq!(
+            get(kv, Space::Meta, b"del-put").as_deref(),
+            Some(&b"back"[..])
+        );
+        assert_eq!(get(kv, Space::Meta, b"existing"), None);
+    }
+
+    pub fn write_batch_spans_both_spaces(kv: &dyn Kv) {
+        let mut b = Batch::new();
+        for i in 0u8..10 {
+            b.put(Space::Meta, vec![b'm', i], vec![i]);
+            b.put(Space::Data, vec![b'd', i], vec![i; 100]);
+        }
+        let extra = {
+            let mut e = Batch::new();
+            e.delete(Space::Meta, vec![b'm', 0]);
+            e
+        };
+        b.extend(extra);
+        kv.write(b, false).expect("write");
+        assert_eq!(scan_all(kv, Space::Meta, b"m", b"n", Dir::Forward).len(), 9);
+        assert_eq!(
+            scan_all(kv, Space::Data, b"d", b"e", Dir::Forward).len(),
+            10
+        );
+    }
+
+    /// A batch is atomic for readers: a concurrent reader sees all of it or none of it.
+    pub fn write_batch_concurrent_reader_sees_all_or_nothing(kv: &dyn Kv) {
+        const ROUNDS: u64 = 300;
+        let mut b = Batch::new();
+        b.put(Space::Meta, b"a".to_vec(), 0u64.to_be_bytes().to_vec());
+        b.put(Space::Data, b"b".to_vec(), 0u64.to_be_bytes().to_vec());
+        kv.write(b, false).expect("init");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 1..=ROUNDS {
+                    let mut b = Batch::new();
+                    b.put(Space::Meta, b"a".to_vec(), i.to_be_bytes().to_vec());
+                    b.put(Space::Data, b"b".to_vec(), i.to_be_bytes().to_vec());
+                    kv.write(b, false).expect("write");
+                }
+            });
+            let mut last = 0;
+            while last < ROUNDS {
+                let view = kv.read_view();
+                let a = get(&*view, Space::Meta, b"a").expect("a present");
+                let b = get(&*view, Space::Data, b"b").expect("b present");
+                assert_eq!(a, b, "view saw half a batch");
+                let n = u64::from_be_bytes(a.try_into().expect("8 bytes"));
+                assert!(n >= last, "view went back in time");
+                last = n;
+            }
+        });
+    }
+
+    pub fn spaces_same_key_are_independent(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"shared", b"meta");
+        assert_eq!(get(kv, Space::Data, b"shared"), None);
+        put(kv, Space::Data, b"shared", b"data");
+        put(kv, Space::Data, b"only-data", b"x");
+        del(kv, Space::Meta, b"shared");
+        assert_eq!(get(kv, Space::Meta, b"shared"), None);
+        assert_eq!(
+            get(kv, Space::Data, b"shared").as_deref(),
+            Some(&b"data"[..])
+        );
+        assert!(scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward).is_empty());
+        assert_eq!(
+            keys(&scan_all(kv, Space::Data, b"", b"\xff", Dir::Forward)),
+            vec![b"only-data".to_vec(), b"shared".to_vec()]
+        );
+        assert_eq!(sfp(kv, Space::Meta, b"", b"\xff"), None);
+        put(kv, Space::Meta, b"a", b"meta-a");
+        assert_eq!(
+            sfp(kv, Space::Data, b"", b"zzz"),
+            Some(kv_pair(b"shared", b"data"))
+        );
+        kv.compact(Space::Meta).expect("compact meta");
+        assert_eq!(
+            get(kv, Space::Data, b"shared").as_deref(),
+            Some(&b"data"[..])
+        );
+    }
+
+    fn fill_abc(kv: &dyn Kv) {
+        for k in [&b"a"[..], b"b", b"ba", b"bb", b"c", b"d"] {
+            put(kv, Space::Meta, k, k);
+        }
+    }
+
+    pub fn scan_forward_bounded_visits_in_order_end_exclusive(kv: &dyn Kv) {
+        fill_abc(kv);
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"b", b"c", Dir::Forward)),
+            vec![b"b".to_vec(), b"ba".to_vec(), b"bb".to_vec()]
+        );
+        // Start bound is inclusive even when it is not an existing key.
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"b\x00", b"d", Dir::Forward)),
+            vec![b"ba".to_vec(), b"bb".to_vec(), b"c".to_vec()]
+        );
+        let all = scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward);
+        assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|(k, v)| k == v));
+    }
+
+    pub fn scan_reverse_bounded_visits_in_reverse_order(kv: &dyn Kv) {
+        fill_abc(kv);
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"b", b"c", Dir::Reverse)),
+            vec![b"bb".to_vec(), b"ba".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"a", b"d", Dir::Reverse)),
+            vec![
+                b"c".to_vec(),
+                b"bb".to_vec(),
+                b"ba".to_vec(),
+                b"b".to_vec(),
+                b"a".to_vec()
+            ]
+        );
+        // End bound excluded in reverse too, start included.
+        assert_eq!(
+            keys(&scan_all(kv, Space::Meta, b"c", b"d", Dir::Reverse)),
+            vec![b"c".to_vec()]
+        );
+    }
+
+    pub fn scan_callback_false_stops_early(kv: &dyn Kv) {
+        fill_abc(kv);
+        assert_eq!(
+            keys(&scan_limit(kv, Space::Meta, b"", b"z", Dir::Forward, 2)),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            keys(&scan_limit(kv, Space::Meta, b"", b"z", Dir::Reverse, 2)),
+            vec![b"d".to_vec(), b"c".to_vec()]
+        );
+        let mut calls = 0;
+        kv.scan(Space::Meta, b"", b"z", Dir::Forward, &mut |_, _| {
+            calls += 1;
+            false
+        })
+        .expect("scan");
+        assert_eq!(calls, 1);
+    }
+
+    pub fn scan_empty_or_inverted_range_visits_nothing(kv: &dyn Kv) {
+        fill_abc(kv);
+        for dir in [Dir::Forward, Dir::Reverse] {
+            assert!(scan_all(kv, Space::Meta, b"b", b"b", dir).is_empty());
+            assert!(scan_all(kv, Space::Meta, b"c", b"b", dir).is_empty());
+            assert!(scan_all(kv, Space::Meta, b"e", b"z", dir).is_empty());
+            assert!(scan_all(kv, Space::Meta, b"", b"", dir).is_empty());
+            assert!(scan_all(kv, Space::Meta, b"bc", b"bz", dir).is_empty());
+            assert!(scan_all(kv, Space::Data, b"", b"\xff", dir).is_empty());
+        }
+    }
+
+    pub fn scan_prefix_end_covers_exactly_the_prefix(kv: &dyn Kv) {
+        for k in [
+            &b"p"[..],
+            b"p\x00",
+            b"p\xff",
+            b"p\xff\xff",
+            b"q",
+            b"\xff",
+            b"\xff\x01",
+            b"\xff\xff",
+        ] {
+            put(kv, Space::Meta, k, b"");
+        }
+        assert_eq!(
+            keys(&scan_all(
+                kv,
+                Space::Meta,
+                b"p",
+                &prefix_end(b"p"),
+                Dir::Forward
+            )),
+            vec![
+                b"p".to_vec(),
+                b"p\x00".to_vec(),
+                b"p\xff".to_vec(),
+                b"p\xff\xff".to_vec()
+            ]
+        );
+        assert_eq!(
+            keys(&scan_all(
+                kv,
+                Space::Meta,
+                b"p\xff",
+                &prefix_end(b"p\xff"),
+                Dir::Reverse
+            )),
+            vec![b"p\xff\xff".to_vec(), b"p\xff".to_vec()]
+        );
+        // All-0xff prefix: the bound runs to the end of the space.
+        assert_eq!(
+            keys(&scan_all(
+                kv,
+                Space::Meta,
+                b"\xff",
+                &prefix_end(b"\xff"),
+                Dir::Forward
+            )),
+            vec![b"\xff".to_vec(), b"\xff\x01".to_vec(), b"\xff\xff".to_vec()]
+        );
+    }
+
+    /// The callback may write to the store it is scanning without deadlocking.
+    pub fn scan_callback_writes_do_not_deadlock(kv: &dyn Kv) {
+        fill_abc(kv);
+        let mut seen = 0;
+        kv.scan(Space::Meta, b"a", b"c", Dir::Forward, &mut |k, _| {
+            let mut b = Batch::new();
+            b.put(Space::Data, k.to_vec(), b"copied".to_vec());
+            kv.write(b, false).expect("write inside scan");
+            seen += 1;
+            true
+        })
+        .expect("scan");
+        assert_eq!(seen, 4);
+        assert_eq!(
+            scan_all(kv, Space::Data, b"", b"\xff", Dir::Forward).len(),
+            4
+        );
+    }
+
+    pub fn seek_for_prev_exact_key_returns_it(kv: &dyn Kv) {
+        fill_abc(kv);
+        assert_eq!(
+            sfp(kv, Space::Meta, b"", b"ba"),
+            Some(kv_pair(b"ba", b"ba"))
+        );
+        assert_eq!(
+            sfp(kv, Space::Meta, b"ba", b"ba"),
+            Some(kv_pair(b"ba", b"ba"))
+        );
+        assert_eq!(sfp(kv, Space::Meta, b"", b""), None);
+        put(kv, Space::Meta, b"", b"root");
+        assert_eq!(sfp(kv, Space::Meta, b"", b""), Some(kv_pair(b"", b"root")));
+    }
+
+    pub fn seek_for_prev_between_keys_returns_previous(kv: &dyn Kv) {
+        fill_abc(kv);
+        assert_eq!(
+            sfp(kv, Space::Meta, b"", b"b\x00"),
+            Some(kv_pair(b"b", b"b"))
+        );
+        assert_eq!(
+            sfp(kv, Space::Meta, b"", b"bz"),
+            Some(kv_pair(b"bb", b"bb"))
+        );
+        assert_eq!(sfp(kv, Space::Meta, b"", b"zzz"), Some(kv_pair(b"d", b"d")));
+        assert_eq!(
+            sfp(kv, Space::Meta, b"a", b"a\xff\xff"),
+            Some(kv_pair(b"a", b"a"))
+        );
+    }
+
+    pub fn seek_for_prev_below_lower_bound_returns_none(kv: &dyn Kv) {
+        fill_abc(kv);
+        // Greatest key <= "bz" is "bb", but it is below lower = "bc".
+        assert_eq!(sfp(kv, Space::Meta, b"bc", b"bz"), None);
+        // Nothing at all at or below key.
+        assert_eq!(sfp(kv, Space::Meta, b"", b"\x00"), None);
+        // Inverted bounds.
+        assert_eq!(sfp(kv, Space::Meta, b"c", b"b"), None);
+        // Lower bound equal to the found key is fine.
+        assert_eq!(
+            sfp(kv, Space::Meta, b"bb", b"bz"),
+            Some(kv_pair(b"bb", b"bb"))
+        );
+        // Other space is empty.
+        assert_eq!(sfp(kv, Space::Data, b"", b"zzz"), None);
+    }
+
+    pub fn seek_for_prev_versioned_keys_finds_newest_at_or_below_epoch(kv: &dyn Kv) {
+        // id 1: epochs 1, 5, 9; id 2: epochs 3, 7, 256, 1<<40; id 3: epoch 0; id 4: none.
+        let versions: [(u64, &[u64]); 3] = [(1, &[1, 5, 9]), (2, &[3, 7, 256, 1 << 40]), (3, &[0])];
+        for space in Space::ALL {
+            for (id, epochs) in versions {
+                for &e in epochs {
+                    put(kv, space, &versioned(id, e), format!("{id}@{e}").as_bytes());
+                }
+            }
+            let newest = |id: u64, at: u64| {
+                sfp(kv, space, &versioned(id, 0), &versioned(id, at))
+                    .map(|(_, v)| String::from_utf8(v).expect("utf8"))
+            };
+            assert_eq!(newest(1, 0), None);
+            assert_eq!(newest(1, 1).as_deref(), Some("1@1"));
+            assert_eq!(newest(1, 4).as_deref(), Some("1@1"));
+            assert_eq!(newest(1, 5).as_deref(), Some("1@5"));
+            assert_eq!(newest(1, 8).as_deref(), Some("1@5"));
+            assert_eq!(newest(1, u64::MAX).as_deref(), Some("1@9"));
+            // Never crosses into id 1's versions when id 2 has none at or below the epoch.
+            assert_eq!(newest(2, 2), None);
+            assert_eq!(newest(2, 3).as_deref(), Some("2@3"));
+            // Big-endian epochs: 255 < 256 < 1<<40 bytewise too.
+            assert_eq!(newest(2, 255).as_deref(), Some("2@7"));
+            assert_eq!(newest(2, 256).as_deref(), Some("2@256"));
+            assert_eq!(newest(2, (1 << 40) - 1).as_deref(), Some("2@256"));
+            // Never crosses into id 3's versions from above.
+            assert_eq!(newest(2, u64::MAX).as_deref(), Some("2@1099511627776"));
+            assert_eq!(newest(3, 0).as_deref(), Some("3@0"));
+            assert_eq!(newest(3, u64::MAX).as_deref(), Some("3@0"));
+            assert_eq!(newest(4, u64::MAX), None);
+            assert_eq!(newest(0, u64::MAX), None);
+        }
+    }
+
+    pub fn read_view_later_writes_are_invisible(kv: &dyn Kv) {
+        put(kv, Space::Meta, b"keep", b"v1");
+        put(kv, Space::Meta, b"gone", b"v1");
+        put(kv, Space::Data, b"blk", &[1; 300]);
+        let view = kv.read_view();
+
+        put(kv, Space::Meta, b"keep", b"v2");
+        put(kv, Space::Meta, b"new", b"v2");
+        del(kv, Space::Meta, b"gone");
+        put(kv, Space::Data, b"blk", &[2; 300]);
+        kv.sync().expect("sync");
+        kv.compact(Space::Meta).expect("compact meta");
+        kv.compact(Space::Data).expect("compact data");
+
+        assert_eq!(
+            get(&*view, Space::Meta, b"keep").as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(
+            get(&*view, Space::Meta, b"gone").as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(get(&*view, Space::Meta, b"new"), None);
+        assert_eq!(get(&*view, Space::Data, b"blk"), Some(vec![1; 300]));
+        assert_eq!(
+            scan_all(&*view, Space::Meta, b"", b"\xff", Dir::Forward),
+            vec![kv_pair(b"gone", b"v1"), kv_pair(b"keep", b"v1")]
+        );
+        assert_eq!(
+            scan_all(&*view, Space::Meta, b"", b"\xff", Dir::Reverse),
+            vec![kv_pair(b"keep", b"v1"), kv_pair(b"gone", b"v1")]
+        );
+        assert_eq!(
+            sfp(&*view, Space::Meta, b"", b"zzz"),
+            Some(kv_pair(b"keep", b"v1"))
+        );
+
+        // The live store sees the new state.
+        assert_eq!(get(kv, Space::Meta, b"keep").as_deref(), Some(&b"v2"[..]));
+        assert_eq!(get(kv, Space::Meta, b"gone"), None);
+        assert_eq!(get(kv, Space::Data, b"blk"), Some(vec![2; 300]));
+        assert_eq!(
+            sfp(kv, Space::Meta, b"", b"zzz"),
+            Some(kv_pair(b"new", b"v2"))
+        );
+    }
+
+    pub fn read_view_each_sees_its_own_point_in_time(kv: &dyn Kv) {
+        let mut views = Vec::new();
+        for i in 0u8..5 {
+            put(kv, Space::Meta, b"counter", &[i]);
+            put(kv, Space::Meta, &[b'k', i], &[i]);
+            views.push(kv.read_view());
+        }
+        del(kv, Space::Meta, b"counter");
+        for (i, view) in (0u8..).zip(views.iter()) {
+            assert_eq!(get(&**view, Space::Meta, b"counter"), Some(vec![i]));
+            assert_eq!(
+                scan_all(&**view, Space::Meta, b"k", b"l", Dir::Forward).len(),
+                usize::from(i) + 1
+            );
+        }
+        drop(views);
+        assert_eq!(get(kv, Space::Meta, b"counter"), None);
+    }
+
+    pub fn compact_after_deletes_preserves_live_keys(kv: &dyn Kv) {
+        for i in 0u32..2000 {
+            let mut b = Batch::new();
+            b.put(Space::Meta, i.to_be_bytes().to_vec(), vec![1; 50]);
+            b.put(
+                Space::Data,
+                i.to_be_bytes().to_vec(),
+                vec![(i % 256) as u8; 200],
+            );
+            kv.write(b, false).expect("write");
+        }
+        for i in (0u32..2000).filter(|i| i % 3 != 0) {
+            let mut b = Batch::new();
+            b.delete(Space::Meta, i.to_be_bytes().to_vec());
+            b.delete(Space::Data, i.to_be_bytes().to_vec());
+            kv.write(b, false).expect("delete");
+        }
+        for space in Space::ALL {
+            kv.compact(space).expect("compact");
+        }
+        let meta = scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward);
+        let data = scan_all(kv, Space::Data, b"", b"\xff", Dir::Reverse);
+        assert_eq!(meta.len(), 667);
+        assert_eq!(data.len(), 667);
+        for (k, v) in &data {
+            let i = u32::from_be_bytes(k.as_slice().try_into().expect("4 bytes"));
+            assert_eq!(i % 3, 0);
+            assert_eq!(v, &vec![(i % 256) as u8; 200]);
+        }
+    }
+
+    /// Thousands of random operations, each checked against a `BTreeMap` model.
+    pub fn random_ops_match_btreemap_model(kv: &dyn Kv) {
+        random_ops(kv, 0x5eed_0001, 4000);
+    }
+
+    /// Keys from a tiny alphabet including the edge bytes, so ops collide and bounds hit exactly.
+    fn random_key(rng: &mut StdRng) -> Vec<u8> {
+        const ALPHABET: [u8; 4] = [0x00, 0x01, 0x7f, 0xff];
+        let len = rng.gen_range(0..=4);
+        (0..len)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())])
+            .collect()
+    }
+
+    fn random_value(rng: &mut StdRng) -> Vec<u8> {
+        // Straddles the test blob threshold (64 bytes).
+        let len = rng.gen_range(0..=200);
+        (0..len).map(|_| rng.gen()).collect()
+    }
+
+    fn random_space(rng: &mut StdRng) -> Space {
+        if rng.gen_bool(0.5) {
+            Space::Meta
+        } else {
+            Space::Data
+        }
+    }
+
+    type Model = [BTreeMap<Vec<u8>, Vec<u8>>; 2];
+
+    fn idx(space: Space) -> usize {
+        match space {
+            Space::Meta => 0,
+            Space::Data => 1,
+        }
+    }
+
+    fn model_scan(model: &Model, space: Space, start: &[u8], end: &[u8], dir: Dir) -> Pairs {
+        if start >= end {
+            return Vec::new();
+        }
+        let range = model[idx(space)]
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        match dir {
+            Dir::Forward => range.collect(),
+            Dir::Reverse => range.rev().collect(),
+        }
+    }
+
+    fn model_sfp(
+        model: &Model,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        if lower > key {
+            return None;
+        }
+        model[idx(space)]
+            .range::<[u8], _>((Bound::Included(lower), Bound::Included(key)))
+            .next_back()
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+
+    /// Runs a random read against `r` and the model, asserting they agree.
+    fn check_random_read<R: KvRead + ?Sized>(r: &R, model: &Model, rng: &mut StdRng, step: usize) {
+        let space = random_space(rng);
+        match rng.gen_range(0..3) {
+            0 => {
+                let k = random_key(rng);
+                assert_eq!(
+                    get(r, space, &k),
+                    model[idx(space)].get(&k).cloned(),
+                    "step {step}: get {space:?} {k:?}"
+                );
+            }
+            1 => {
+                let (a, b) = (random_key(rng), random_key(rng));
+                let dir = if rng.gen_bool(0.5) {
+                    Dir::Forward
+                } else {
+                    Dir::Reverse
+                };
+                let limit = if rng.gen_bool(0.3) {
+                    rng.gen_range(0..5)
+                } else {
+                    usize::MAX
+                };
+                let mut want = model_scan(model, space, &a, &b, dir);
+                want.truncate(limit);
+                assert_eq!(
+                    scan_limit(r, space, &a, &b, dir, limit),
+                    want,
+                    "step {step}: scan {space:?} [{a:?}, {b:?}) {dir:?} limit {limit}"
+                );
+            }
+            _ => {
+                let (lower, key) = (random_key(rng), random_key(rng));
+                assert_eq!(
+                    sfp(r, space, &lower, &key),
+                    model_sfp(model, space, &lower, &key),
+                    "step {step}: seek_for_prev {space:?} lower {lower:?} key {key:?}"
+                );
+            }
+        }
+    }
+
+    fn random_ops(kv: &dyn Kv, seed: u64, steps: usize) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut model: Model = Default::default();
+        // A read view and the model as it was when the view was taken.
+        let mut view: Option<(Box<dyn KvRead + '_>, Model)> = None;
+
+        for step in 0..steps {
+            match rng.gen_range(0..100) {
+                // Writes: a batch of 1..=8 random puts/deletes, applied in order to the model.
+                0..=44 => {
+                    let mut batch = Batch::new();
+                    for _ in 0..rng.gen_range(1..=8) {
+                        let space = random_space(&mut rng);
+                        let key = random_key(&mut rng);
+                        if rng.gen_bool(0.7) {
+                            let value = random_value(&mut rng);
+                            model[idx(space)].insert(key.clone(), value.clone());
+                            batch.put(space, key, value);
+                        } else {
+                            model[idx(space)].remove(&key);
+                            batch.delete(space, key);
+                        }
+                    }
+                    kv.write(batch, rng.gen_bool(0.05)).expect("write");
+                }
+                45..=84 => check_random_read(kv, &model, &mut rng, step),
+                85..=94 => {
+                    if let Some((v, m)) = &view {
+                        check_random_read(&**v, m, &mut rng, step);
+                    }
+                }
+                95..=97 => view = Some((kv.read_view(), model.clone())),
+                98 => kv.compact(random_space(&mut rng)).expect("compact"),
+                _ => kv.sync().expect("sync"),
+            }
+        }
+
+        // Final full comparison of the live store and the last view.
+        for space in Space::ALL {
+            let want = model_scan(&model, space, b"", &[0xff; 8], Dir::Forward);
+            assert_eq!(scan_all(kv, space, b"", &[0xff; 8], Dir::Forward), want);
+            if let Some((v, m)) = &view {
+                let want = model_scan(m, space, b"", &[0xff; 8], Dir::Reverse);
+                assert_eq!(scan_all(&**v, space, b"", &[0xff; 8], Dir::Reverse), want);
+            }
+        }
+    }
+}
+
+/// Instantiates every listed suite check once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod mem {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let kv = MemKv::new();
+                    suite::$name(&kv);
+                }
+            )*
+        }
+
+        mod rocks {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let kv = open_rocks(dir.path());
+                    suite::$name(&kv);
+                    drop(kv);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    get_missing_key_returns_none,
+    put_then_get_returns_value,
+    put_existing_key_overwrites_value,
+    put_binary_and_empty_keys_roundtrip,
+    put_large_data_value_roundtrips,
+    delete_existing_key_removes_it,
+    delete_missing_key_is_noop,
+    write_empty_batch_succeeds,
+    write_durable_batch_is_visible,
+    write_batch_same_key_last_op_wins,
+    write_batch_spans_both_spaces,
+    write_batch_concurrent_reader_sees_all_or_nothing,
+    spaces_same_key_are_independent,
+    scan_forward_bounded_visits_in_order_end_exclusive,
+    scan_reverse_bounded_visits_in_reverse_order,
+    scan_callback_false_stops_early,
+    scan_empty_or_inverted_range_visits_nothing,
+    scan_prefix_end_covers_exactly_the_prefix,
+    scan_callback_writes_do_not_deadlock,
+    seek_for_prev_exact_key_returns_it,
+    seek_for_prev_between_keys_returns_previous,
+    seek_for_prev_below_lower_bound_returns_none,
+    seek_for_prev_versioned_keys_finds_newest_at_or_below_epoch,
+    read_view_later_writes_are_invisible,
+    read_view_each_sees_its_own_point_in_time,
+    compact_after_deletes_preserves_live_keys,
+    random_ops_match_btreemap_model,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour
+// ---------------------------------------------------------------------------------------------
+
+mod mem_only {
+    use super::*;
+
+    #[test]
+    fn disk_usage_memory_store_is_zero_without_path() {
+        let kv = MemKv::new();
+        put(&kv, Space::Data, b"k", &[0; 10_000]);
+        assert_eq!(kv.disk_usage(), 0);
+        assert_eq!(kv.path(), None);
+    }
+}
+
+mod rocks_only {
+    use super::*;
+
+    #[test]
+    fn reopen_after_writes_data_persists() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        {
+            let kv = open_rocks(dir.path());
+            let mut b = Batch::new();
+            b.put(Space::Meta, b"durable".to_vec(), b"m".to_vec());
+            b.put(Space::Data, b"durable".to_vec(), vec![7; 10_000]);
+            kv.write(b, true).expect("durable write");
+            put(&kv, Space::Meta, b"lazy", b"l");
+            del(&kv, Space::Meta, b"never");
+            kv.sync().expect("sync");
+        }
+        let kv = open_rocks(dir.path());
+        assert_eq!(
+            get(&kv, Space::Meta, b"durable").as_deref(),
+            Some(&b"m"[..])
+        );
+        assert_eq!(get(&kv, Space::Data, b"durable"), Some(vec![7; 10_000]));
+        assert_eq!(get(&kv, Space::Meta, b"lazy").as_deref(), Some(&b"l"[..]));
+        assert_eq!(get(&kv, Space::Data, b"lazy"), None);
+    }
+
+    #[test]
+    fn reopen_after_flushes_and_deletes_state_persists() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        {
+            let kv = open_rocks(dir.path());
+            // Enough data to spill the 64 KiB memtable several times.
+            for i in 0u32..3000 {
+                let k = i.to_be_bytes().to_vec();
+                let v = vec![(i % 251) as u8; 100];
+                put(&kv, Space::Data, &k, &v);
+                model.insert(k, v);
+            }
+            for i in (0u32..3000).step_by(7) {
+                let k = i.to_be_bytes().to_vec();
+                del(&kv, Space::Data, &k);
+                model.remove(&k);
+            }
+        }
+        let kv = open_rocks(dir.path());
+        let got = scan_all(&kv, Space::Data, b"", b"\xff", Dir::Forward);
+        assert_eq!(got, model.into_iter().collect::<Pairs>());
+    }
+
+    #[test]
+    fn open_same_dir_twice_returns_busy() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let first = open_rocks(dir.path());
+        match RocksKv::open(dir.path(), &small_rocks_options()) {
+            Err(KvError::Busy) => {}
+            Err(other) => panic!("expected Busy, got {other:?}"),
+            Ok(_) => panic!("second open of a locked store succeeded"),
+        }
+        // The first handle is unaffected, and the lock is released on drop.
+        put(&first, Space::Meta, b"k", b"v");
+        drop(first);
+        let again = open_rocks(dir.path());
+        assert_eq!(get(&again, Space::Meta, b"k").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn open_missing_nested_dir_creates_it() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let path = dir.path().join("a/b/store");
+        let kv = RocksKv::open(&path, &RocksOptions::default()).expect("open");
+        assert_eq!(kv.path(), Some(path.as_path()));
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn open_path_is_a_file_returns_error() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let path = dir.path().join("file");
+        std::fs::write(&path, b"not a db").expect("write file");
+        assert!(matches!(
+            RocksKv::open(&path, &small_rocks_options()),
+            Err(KvError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn disk_usage_after_writes_is_nonzero() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let kv = open_rocks(dir.path());
+        let before = kv.disk_usage();
+        for i in 0u32..200 {
+            put(&kv, Space::Data, &i.to_be_bytes(), &[3; 4096]);
+        }
+        kv.compact(Space::Data).expect("compact");
+        assert!(
+            kv.disk_usage() >= before + 200 * 4096,
+            "usage {} -> {}",
+            before,
+            kv.disk_usage()
+        );
+    }
+
+    /// Total size of the blob files under `dir`.
+    fn blob_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "blob"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    #[test]
+    fn compact_data_after_delete_reclaims_blob_space() {
+        const N: u32 = 512;
+        const SIZE: usize = 16 << 10; // 8 MiB in total, all in blob files
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let opts = RocksOptions {
+            write_buffer_bytes: 1 << 20,
+            ..small_rocks_options()
+        };
+        let kv = RocksKv::open(dir.path(), &opts).expect("open");
+        for i in 0..N {
+            put(
+                &kv,
+                Space::Data,
+                &i.to_be_bytes(),
+                &vec![(i % 251) as u8; SIZE],
+            );
+        }
+        kv.compact(Space::Data).expect("compact");
+        let (full, full_blobs) = (kv.disk_usage(), blob_bytes(dir.path()));
+        assert!(
+            full_blobs >= u64::from(N) * SIZE as u64,
+            "blobs {full_blobs}"
+        );
+
+        // Keep every 16th block, so every blob file still holds some live blobs; only blob GC
+        // (not just dropping unreferenced files) can reclaim the rest.
+        for i in (0..N).filter(|i| i % 16 != 0) {
+            del(&kv, Space::Data, &i.to_be_bytes());
+        }
+        kv.compact(Space::Data).expect("compact");
+        let (after, after_blobs) = (kv.disk_usage(), blob_bytes(dir.path()));
+        assert!(
+            after_blobs < full_blobs / 4 && after < full / 4,
+            "blob space not reclaimed: disk {full} -> {after}, blobs {full_blobs} -> {after_blobs}"
+        );
+        for i in 0..N {
+            let want = (i % 16 == 0).then(|| vec![(i % 251) as u8; SIZE]);
+            assert_eq!(get(&kv, Space::Data, &i.to_be_bytes()), want, "block {i}");
+        }
+    }
+}
