@@ -338,9 +338,9 @@ impl Fs {
                     let frag = s.fragment_size().max(1) as u128;
                     let scale = |n: u64| ((n as u128 * frag) / bsize as u128) as u64;
                     (
-                        scale(s.blocks() as u64),
-                        scale(s.blocks_free() as u64),
-                        scale(s.blocks_available() as u64),
+                        scale(s.blocks()),
+                        scale(s.blocks_free()),
+                        scale(s.blocks_available()),
                     )
                 }
                 Err(e) => return Err(FsError::Io(format!("statvfs: {e}"))),

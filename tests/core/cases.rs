@@ -1,0 +1,326 @@
+// Core cases, included by core_fs.rs once per backend (`new_fs` comes from the includer).
+
+#[test]
+fn write_read_across_blocks_round_trips() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "f");
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(fs.write(ino, Some(fh), 100, &data, false).unwrap(), 20_000);
+    let got = fs.read(ino, 0, 30_000).unwrap();
+    assert_eq!(got.len(), 20_100);
+    assert!(got[..100].iter().all(|b| *b == 0));
+    assert_eq!(&got[100..], &data[..]);
+    assert_eq!(fs.getattr(ino).unwrap().size, 20_100);
+}
+
+#[test]
+fn sparse_write_far_offset_keeps_holes_zero_and_unallocated() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "sparse");
+    let off = 5u64 << 30;
+    fs.write(ino, Some(fh), off, b"tail", false).unwrap();
+    let a = fs.getattr(ino).unwrap();
+    assert_eq!(a.size, off + 4);
+    assert_eq!(a.alloc, 4);
+    assert_eq!(fs.read(ino, off - 2, 10).unwrap(), b"\0\0tail");
+    assert_eq!(fs.read(ino, 1 << 30, 8).unwrap(), vec![0u8; 8]);
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_DATA).unwrap(), off - off % 4096);
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE).unwrap(), 0);
+}
+
+#[test]
+fn truncate_down_then_up_reads_zeros() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "t");
+    fs.write(ino, Some(fh), 0, &[7u8; 10_000], false).unwrap();
+    let set = |size| SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    fs.setattr(ino, &set(5000), ME).unwrap();
+    fs.setattr(ino, &set(12_000), ME).unwrap();
+    let got = fs.read(ino, 0, 20_000).unwrap();
+    assert_eq!(got.len(), 12_000);
+    assert!(got[..5000].iter().all(|b| *b == 7));
+    assert!(got[5000..].iter().all(|b| *b == 0));
+    fs.setattr(ino, &set(0), ME).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().alloc, 0);
+    fs.setattr(ino, &set(3), ME).unwrap();
+    assert_eq!(fs.read(ino, 0, 10).unwrap(), vec![0u8; 3]);
+}
+
+#[test]
+fn punch_hole_reads_zeros_and_frees_blocks() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "p");
+    fs.write(ino, Some(fh), 0, &[1u8; 16384], false).unwrap();
+    fs.fallocate(ino, 1000, 10_000, 0x03).unwrap();
+    let got = fs.read(ino, 0, 16384).unwrap();
+    assert!(got[..1000].iter().all(|b| *b == 1));
+    assert!(got[1000..11_000].iter().all(|b| *b == 0));
+    assert!(got[11_000..].iter().all(|b| *b == 1));
+    assert_eq!(fs.getattr(ino).unwrap().size, 16384);
+    assert!(fs.getattr(ino).unwrap().alloc < 16384);
+    assert_eq!(errno(fs.fallocate(ino, 0, 10, 0x10)), libc::EOPNOTSUPP);
+}
+
+#[test]
+fn mkdir_rmdir_tracks_parent_nlink_and_refuses_non_empty() {
+    let fs = new_fs();
+    let (d, _) = fs.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+    fs.mkdir(d, b"sub", 0o755, ME).unwrap();
+    assert_eq!(fs.getattr(d).unwrap().nlink, 3);
+    assert_eq!(errno(fs.rmdir(ROOT_INO, b"d")), libc::ENOTEMPTY);
+    fs.rmdir(d, b"sub").unwrap();
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 2);
+    assert_eq!(errno(fs.lookup(ROOT_INO, b"d")), libc::ENOENT);
+}
+
+#[test]
+fn rename_dir_across_parents_moves_nlink() {
+    let fs = new_fs();
+    let (a, _) = fs.mkdir(ROOT_INO, b"a", 0o755, ME).unwrap();
+    let (b, _) = fs.mkdir(ROOT_INO, b"b", 0o755, ME).unwrap();
+    let (c, _) = fs.mkdir(a, b"c", 0o755, ME).unwrap();
+    fs.rename(a, b"c", b, b"c2", 0).unwrap();
+    assert_eq!(fs.getattr(a).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(b).unwrap().nlink, 3);
+    assert_eq!(fs.lookup(c, b"..").unwrap().0, b);
+    // Into itself: refused.
+    assert_eq!(errno(fs.rename(ROOT_INO, b"b", c, b"x", 0)), libc::EINVAL);
+}
+
+#[test]
+fn rename_replace_and_flags_follow_posix() {
+    let fs = new_fs();
+    let (x, _) = file(&fs, "x");
+    let (y, _) = file(&fs, "y");
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"x", ROOT_INO, b"y", 1)),
+        libc::EEXIST
+    );
+    fs.rename(ROOT_INO, b"x", ROOT_INO, b"y", 2).unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"x").unwrap().0, y);
+    assert_eq!(fs.lookup(ROOT_INO, b"y").unwrap().0, x);
+    fs.rename(ROOT_INO, b"x", ROOT_INO, b"y", 0).unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"y").unwrap().0, y);
+    assert_eq!(errno(fs.lookup(ROOT_INO, b"x")), libc::ENOENT);
+    // x's inode was still open: it lives with nlink 0.
+    assert_eq!(fs.getattr(x).unwrap().nlink, 0);
+    let (d, _) = fs.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap();
+    fs.mkdir(d, b"inner", 0o755, ME).unwrap();
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"y", ROOT_INO, b"d", 0)),
+        libc::EISDIR
+    );
+    fs.mkdir(ROOT_INO, b"e", 0o755, ME).unwrap();
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"e", ROOT_INO, b"d", 0)),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"e", ROOT_INO, b"y", 0)),
+        libc::ENOTDIR
+    );
+}
+
+#[test]
+fn unlinked_open_file_lives_until_release() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "tmp");
+    fs.write(ino, Some(fh), 0, b"still here", false).unwrap();
+    fs.unlink(ROOT_INO, b"tmp").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 0);
+    assert_eq!(fs.read(ino, 0, 100).unwrap(), b"still here");
+    fs.release(fh).unwrap();
+    assert_eq!(errno(fs.getattr(ino)), libc::ENOENT);
+}
+
+#[test]
+fn orphan_left_by_crash_is_purged_on_open() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "tmp");
+    fs.write(ino, Some(fh), 0, b"x", false).unwrap();
+    fs.unlink(ROOT_INO, b"tmp").unwrap();
+    let fs = reopen(fs); // never released
+    assert_eq!(errno(fs.getattr(ino)), libc::ENOENT);
+}
+
+#[test]
+fn hard_links_count_and_survive_unlink() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "a");
+    fs.write(ino, Some(fh), 0, b"data", false).unwrap();
+    fs.release(fh).unwrap();
+    fs.link(ino, ROOT_INO, b"b").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
+    fs.unlink(ROOT_INO, b"a").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 1);
+    assert_eq!(fs.read(ino, 0, 10).unwrap(), b"data");
+}
+
+#[test]
+fn xattr_flags_and_errors() {
+    let fs = new_fs();
+    let (ino, _) = file(&fs, "x");
+    assert_eq!(errno(fs.getxattr(ino, b"user.a")), libc::ENODATA);
+    assert_eq!(errno(fs.setxattr(ino, b"user.a", b"1", 2)), libc::ENODATA);
+    fs.setxattr(ino, b"user.a", b"1", 1).unwrap();
+    assert_eq!(errno(fs.setxattr(ino, b"user.a", b"2", 1)), libc::EEXIST);
+    fs.setxattr(ino, b"user.a", b"2", 2).unwrap();
+    fs.setxattr(ino, b"user.b", b"", 0).unwrap();
+    assert_eq!(fs.getxattr(ino, b"user.a").unwrap(), b"2");
+    assert_eq!(fs.listxattr(ino).unwrap(), b"user.a\0user.b\0");
+    fs.removexattr(ino, b"user.a").unwrap();
+    assert_eq!(errno(fs.removexattr(ino, b"user.a")), libc::ENODATA);
+    assert_eq!(fs.listxattr(ino).unwrap(), b"user.b\0");
+    assert_eq!(
+        errno(fs.setxattr(ino, b"user.big", &vec![0u8; 65537], 0)),
+        libc::E2BIG
+    );
+}
+
+#[test]
+fn names_are_bytes_and_limited_to_255() {
+    let fs = new_fs();
+    let odd = [0xffu8, 0xfe, b'a'];
+    fs.mkdir(ROOT_INO, &odd, 0o755, ME).unwrap();
+    assert!(fs.lookup(ROOT_INO, &odd).is_ok());
+    let long = vec![b'n'; 255];
+    fs.mknod(ROOT_INO, &long, libc::S_IFREG | 0o644, 0, ME)
+        .unwrap();
+    assert_eq!(
+        errno(fs.mknod(ROOT_INO, &[b'n'; 256], libc::S_IFREG | 0o644, 0, ME)),
+        libc::ENAMETOOLONG
+    );
+    let fh = fs.opendir(ROOT_INO).unwrap();
+    let names: Vec<Vec<u8>> = fs
+        .readdir(ROOT_INO, fh, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(names.contains(&odd.to_vec()) && names.contains(&long));
+}
+
+#[test]
+fn special_nodes_keep_type_and_rdev() {
+    let fs = new_fs();
+    let cases = [
+        (libc::S_IFIFO, Kind::Fifo, 0),
+        (libc::S_IFCHR, Kind::CharDev, 0),
+        (libc::S_IFBLK, Kind::BlockDev, (8 << 8) | 1),
+        (libc::S_IFSOCK, Kind::Socket, 0),
+    ];
+    for (i, (mode, kind, rdev)) in cases.into_iter().enumerate() {
+        let name = format!("n{i}");
+        let (ino, _) = fs
+            .mknod(ROOT_INO, name.as_bytes(), mode | 0o600, rdev, ME)
+            .unwrap();
+        let a = fs.getattr(ino).unwrap();
+        assert_eq!((a.kind, a.rdev), (kind, rdev));
+    }
+}
+
+#[test]
+fn data_survives_reopen() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "keep");
+    fs.write(ino, Some(fh), 0, b"persist me", false).unwrap();
+    fs.release(fh).unwrap();
+    let fs = reopen(fs);
+    let (i2, _) = fs.lookup(ROOT_INO, b"keep").unwrap();
+    assert_eq!(i2, ino);
+    assert_eq!(fs.read(ino, 0, 100).unwrap(), b"persist me");
+    // New ids never collide with old ones after reopen.
+    let (n, _) = file(&fs, "new");
+    assert!(n > ino);
+}
+
+#[test]
+fn append_handle_writes_at_end() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "log");
+    fs.write(ino, Some(fh), 0, b"one,", false).unwrap();
+    let afh = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    fs.write(ino, Some(afh), 0, b"two", false).unwrap();
+    assert_eq!(fs.read(ino, 0, 100).unwrap(), b"one,two");
+}
+
+#[test]
+fn write_past_max_size_is_efbig() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "big");
+    assert_eq!(
+        errno(fs.write(ino, Some(fh), u64::MAX - 2, b"abc", false)),
+        libc::EFBIG
+    );
+    assert_eq!(fs.getattr(ino).unwrap().size, 0);
+}
+
+/// Random writes, truncates and punches against a Vec<u8> model, with reopen.
+#[test]
+fn random_file_ops_match_model() {
+    for seed in 0..8u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut fs = new_fs();
+        let (ino, fh) = file(&fs, "m");
+        fs.release(fh).unwrap();
+        let mut model: Vec<u8> = Vec::new();
+        for step in 0..300 {
+            match rng.gen_range(0..10) {
+                0..=5 => {
+                    let off = rng.gen_range(0..40_000usize);
+                    let len = rng.gen_range(1..9000usize);
+                    let byte = rng.gen::<u8>() | 1;
+                    fs.write(ino, None, off as u64, &vec![byte; len], false)
+                        .unwrap();
+                    if model.len() < off + len {
+                        model.resize(off + len, 0);
+                    }
+                    model[off..off + len].fill(byte);
+                }
+                6 => {
+                    let size = rng.gen_range(0..45_000usize);
+                    let set = SetAttr {
+                        size: Some(size as u64),
+                        ..Default::default()
+                    };
+                    fs.setattr(ino, &set, ME).unwrap();
+                    model.resize(size, 0);
+                }
+                7 => {
+                    let off = rng.gen_range(0..40_000usize);
+                    let len = rng.gen_range(1..12_000usize);
+                    fs.fallocate(ino, off as u64, len as u64, 0x03).unwrap();
+                    let end = (off + len).min(model.len());
+                    if off < end {
+                        model[off..end].fill(0);
+                    }
+                }
+                8 => fs = reopen(fs),
+                _ => {
+                    let off = rng.gen_range(0..45_000u64);
+                    let len = rng.gen_range(0..20_000u32);
+                    let got = fs.read(ino, off, len).unwrap();
+                    let lo = (off as usize).min(model.len());
+                    let hi = (off as usize + len as usize).min(model.len());
+                    assert_eq!(got, &model[lo..hi], "seed {seed} step {step}");
+                }
+            }
+            let a = fs.getattr(ino).unwrap();
+            assert_eq!(a.size, model.len() as u64, "seed {seed} step {step}");
+            let nonzero_blocks = model
+                .chunks(4096)
+                .filter(|c| c.iter().any(|b| *b != 0))
+                .count();
+            assert!(
+                a.alloc <= (nonzero_blocks * 4096) as u64,
+                "seed {seed} step {step}"
+            );
+        }
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model, "seed {seed}");
+    }
+}
