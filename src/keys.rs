@@ -11,11 +11,12 @@
 //! | Meta  | 0x01 | tag, setting name (ASCII)                 | store settings (raw)         |
 //! | Meta  | 0x02 | tag, epoch u64                            | `EpochRecord`                |
 //! | Meta  | 0x03 | tag, container name                       | `ContainerRecord`            |
+//! | Meta  | 0x04 | tag, container, 0x00, snapshot name       | `SnapshotRecord`             |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
 //! | Meta  | 0x20 | tag, epoch u64, space u8, unversioned key | change index: bytes (u64)    |
-//! | Meta  | 0x30 | tag, epoch u64, ino u64                   | orphan (unlinked while open) |
+//! | Meta  | 0x30 | tag, container, 0x00, ino u64             | orphan (unlinked while open) |
 //! | Data  | 0x40 | tag, data id u64, block index u64, epoch  | versioned block bytes        |
 //!
 //! The change index (0x20) is written in the same batch as every version: its key is the
@@ -27,6 +28,7 @@ use crate::kv::Space;
 pub const TAG_SETTING: u8 = 0x01;
 pub const TAG_EPOCH: u8 = 0x02;
 pub const TAG_CONTAINER: u8 = 0x03;
+pub const TAG_SNAPSHOT: u8 = 0x04;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -137,6 +139,11 @@ pub fn change_prefix(epoch: u64, space: Space) -> Vec<u8> {
     k
 }
 
+/// Prefix of everything `epoch` wrote, in both spaces.
+pub fn epoch_changes(epoch: u64) -> Vec<u8> {
+    with_u64(TAG_CHANGE, epoch)
+}
+
 /// Decodes a change-index key into (epoch, space, unversioned base key).
 pub fn split_change(key: &[u8]) -> Option<(u64, Space, &[u8])> {
     if key.len() < 10 || key[0] != TAG_CHANGE {
@@ -158,14 +165,30 @@ fn space_byte(space: Space) -> u8 {
     }
 }
 
-pub fn orphan(epoch: u64, ino: u64) -> Vec<u8> {
-    let mut k = with_u64(TAG_ORPHAN, epoch);
+pub fn orphan(container: &[u8], ino: u64) -> Vec<u8> {
+    let mut k = orphan_prefix(container);
     k.extend_from_slice(&ino.to_be_bytes());
     k
 }
 
-pub fn orphan_prefix(epoch: u64) -> Vec<u8> {
-    with_u64(TAG_ORPHAN, epoch)
+pub fn orphan_prefix(container: &[u8]) -> Vec<u8> {
+    let mut k = vec![TAG_ORPHAN];
+    k.extend_from_slice(container);
+    k.push(0);
+    k
+}
+
+pub fn snapshot(container: &[u8], name: &str) -> Vec<u8> {
+    let mut k = snapshot_prefix(container);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn snapshot_prefix(container: &[u8]) -> Vec<u8> {
+    let mut k = vec![TAG_SNAPSHOT];
+    k.extend_from_slice(container);
+    k.push(0);
+    k
 }
 
 /// Reads a big-endian u64 at `at` in `key`.

@@ -11,3 +11,4 @@ pub mod keys;
 pub mod kv;
 pub mod mount;
 pub mod store;
+pub mod timefmt;

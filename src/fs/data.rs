@@ -75,7 +75,7 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset`; holes read as zeros.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let chain = self.chain();
+        let chain = self.chain()?;
         let inode = self.inode_in(&chain, ino)?;
         Self::check_file(&inode)?;
         if offset >= inode.size || size == 0 {
@@ -107,7 +107,7 @@ impl Fs {
         data: &[u8],
         kill_priv: bool,
     ) -> FsResult<u32> {
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         Self::check_file(&inode)?;
         let offset = match fh {
@@ -255,7 +255,7 @@ impl Fs {
         if len == 0 {
             return Err(FsError::Invalid("zero length"));
         }
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         Self::check_file(&inode)?;
         match mode {
@@ -281,7 +281,7 @@ impl Fs {
 
     /// `lseek` with SEEK_DATA (3) or SEEK_HOLE (4); other whences are the kernel's business.
     pub fn lseek(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
-        let chain = self.chain();
+        let chain = self.chain()?;
         let inode = self.inode_in(&chain, ino)?;
         Self::check_file(&inode)?;
         if offset >= inode.size {

@@ -86,7 +86,7 @@ impl Fs {
         let entries = match cached {
             Some(e) if offset != 0 => e,
             _ => {
-                let chain = self.chain();
+                let chain = self.chain()?;
                 let dir = self.inode_in(&chain, ino)?;
                 let mut v = vec![
                     DirEntry {
@@ -155,7 +155,7 @@ impl Fs {
         if flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::Invalid("NOREPLACE with EXCHANGE"));
         }
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let src = tx.dirent(parent, name)?.ok_or(FsError::NotFound)?;
         let mut pdir = tx.inode(parent)?;
         let mut npdir = tx.inode(newparent)?;

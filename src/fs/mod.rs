@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::codec::{self, Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
@@ -80,7 +80,6 @@ struct Handles {
 pub struct Fs {
     store: Arc<Store>,
     container: Vec<u8>,
-    head: RwLock<Chain>,
     handles: Mutex<Handles>,
     next_fh: AtomicU64,
 }
@@ -88,7 +87,7 @@ pub struct Fs {
 /// A write transaction: holds the store's write lock and collects one atomic batch.
 struct Tx<'a> {
     fs: &'a Fs,
-    chain: Chain,
+    chain: Arc<Chain>,
     batch: Batch,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
@@ -238,12 +237,10 @@ fn now() -> Ts {
 impl Fs {
     /// Opens the head view of `container`.
     pub fn new(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
-        let rec = store.container(container)?.ok_or(FsError::NotFound)?;
-        let chain = store.chain(rec.head);
+        store.head(container)?;
         let fs = Fs {
             store,
             container: container.to_vec(),
-            head: RwLock::new(chain),
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
         };
@@ -263,18 +260,19 @@ impl Fs {
         self.store.block_size()
     }
 
-    fn chain(&self) -> Chain {
-        self.head.read().clone()
+    /// The epoch chain of the container's current head (changes on snapshot and restore).
+    fn chain(&self) -> FsResult<Arc<Chain>> {
+        self.store.head(&self.container)
     }
 
-    fn begin(&self) -> Tx<'_> {
+    fn begin(&self) -> FsResult<Tx<'_>> {
         let guard = self.store.write_lock();
-        Tx {
+        Ok(Tx {
             fs: self,
-            chain: self.chain(),
+            chain: self.chain()?,
             batch: Batch::new(),
             _guard: guard,
-        }
+        })
     }
 
     fn inode_in(&self, chain: &Chain, ino: u64) -> FsResult<Inode> {
@@ -298,7 +296,7 @@ impl Fs {
 
     /// The attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
-        self.inode_in(&self.chain(), ino)
+        self.inode_in(&*self.chain()?, ino)
     }
 
     /// Looks `name` up in directory `parent`.
@@ -306,7 +304,7 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let chain = self.chain();
+        let chain = self.chain()?;
         let dir = self.inode_in(&chain, parent)?;
         if dir.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -367,26 +365,26 @@ impl Fs {
 
     /// Removes inodes that were unlinked while open when the store was last closed.
     fn purge_orphans(&self) -> FsResult<()> {
-        let e = self.chain().epoch;
-        let prefix = keys::orphan_prefix(e);
+        let prefix = keys::orphan_prefix(&self.container);
         let end = crate::kv::prefix_end(&prefix);
         let mut inos = Vec::new();
         self.store
             .kv()
             .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, _| {
-                if let Some(ino) = keys::u64_at(k, 9) {
+                if let Some(ino) = keys::u64_at(k, prefix.len()) {
                     inos.push(ino);
                 }
                 true
             })?;
         for ino in inos {
-            let mut tx = self.begin();
+            let mut tx = self.begin()?;
             if let Ok(inode) = tx.inode(ino) {
                 if inode.nlink == 0 {
                     node::free_inode(&mut tx, ino, &inode)?;
                 }
             }
-            tx.batch.delete(Space::Meta, keys::orphan(e, ino));
+            tx.batch
+                .delete(Space::Meta, keys::orphan(&self.container, ino));
             tx.commit()?;
         }
         Ok(())

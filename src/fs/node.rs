@@ -93,7 +93,7 @@ impl Fs {
         build: impl FnOnce(&Inode) -> Inode,
     ) -> FsResult<(u64, Inode)> {
         check_name(name)?;
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut dir = tx.inode(parent)?;
         if dir.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -214,7 +214,7 @@ impl Fs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<(u64, Inode)> {
         check_name(newname)?;
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::Perm);
@@ -267,8 +267,8 @@ impl Fs {
         let open = self.handles.lock().open.get(&ino).copied().unwrap_or(0);
         if open > 0 {
             tx.put_inode(ino, inode);
-            let e = tx.epoch();
-            tx.batch.put(Space::Meta, keys::orphan(e, ino), Vec::new());
+            tx.batch
+                .put(Space::Meta, keys::orphan(&self.container, ino), Vec::new());
             Ok(())
         } else {
             free_inode(tx, ino, inode)
@@ -277,7 +277,7 @@ impl Fs {
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         check_name(name)?;
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut dir = tx.inode(parent)?;
         let d = tx.dirent(parent, name)?.ok_or(FsError::NotFound)?;
         if d.kind == Kind::Dir {
@@ -301,7 +301,7 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         check_name(name)?;
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut dir = tx.inode(parent)?;
         let d = tx.dirent(parent, name)?.ok_or(FsError::NotFound)?;
         if d.kind != Kind::Dir {
@@ -322,7 +322,7 @@ impl Fs {
     }
 
     pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         let t = now();
         let mut changed = false;
@@ -465,7 +465,7 @@ impl Fs {
             }
             ino
         };
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         if self.handles.lock().open.contains_key(&ino) {
             return Ok(()); // reopened meanwhile
         }
@@ -476,8 +476,8 @@ impl Fs {
         };
         if inode.nlink == 0 {
             free_inode(&mut tx, ino, &inode)?;
-            let e = tx.epoch();
-            tx.batch.delete(Space::Meta, keys::orphan(e, ino));
+            tx.batch
+                .delete(Space::Meta, keys::orphan(&self.container, ino));
             tx.commit()?;
         }
         Ok(())

@@ -35,14 +35,14 @@ impl Fs {
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         check_xattr_name(name)?;
-        let chain = self.chain();
+        let chain = self.chain()?;
         self.inode_in(&chain, ino)?;
         self.xattr_in(&chain, ino, name)?.ok_or(FsError::NoData)
     }
 
     /// Attribute names, each followed by a NUL, as `listxattr(2)` returns them.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let chain = self.chain();
+        let chain = self.chain()?;
         self.inode_in(&chain, ino)?;
         let prefix = keys::xattr_prefix(ino);
         let end = crate::kv::prefix_end(&prefix);
@@ -76,7 +76,7 @@ impl Fs {
         if value.len() > XATTR_VALUE_MAX {
             return Err(FsError::TooBig);
         }
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         let exists = self.xattr_in(&tx.chain, ino, name)?.is_some();
         if flags & XATTR_CREATE != 0 && exists {
@@ -100,7 +100,7 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
         check_xattr_name(name)?;
-        let mut tx = self.begin();
+        let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         if self.xattr_in(&tx.chain, ino, name)?.is_none() {
             return Err(FsError::NoData);

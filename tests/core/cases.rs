@@ -324,3 +324,116 @@ fn random_file_ops_match_model() {
         assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model, "seed {seed}");
     }
 }
+
+fn read_file(fs: &Fs, name: &str) -> Vec<u8> {
+    let (ino, _) = fs.lookup(ROOT_INO, name.as_bytes()).expect("lookup");
+    fs.read(ino, 0, 1 << 20).expect("read")
+}
+
+fn write_file(fs: &Fs, name: &str, data: &[u8]) {
+    let ino = match fs.lookup(ROOT_INO, name.as_bytes()) {
+        Ok((ino, _)) => ino,
+        Err(_) => file(fs, name).0,
+    };
+    let set = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    fs.setattr(ino, &set, ME).expect("truncate");
+    fs.write(ino, None, 0, data, false).expect("write");
+}
+
+#[test]
+fn restore_brings_back_old_tree_and_keeps_later_snapshots() {
+    let fs = new_fs();
+    let store = fs.store().clone();
+    write_file(&fs, "f", b"v1");
+    let s1 = store.snapshot(b"default", Some("first"), None).unwrap();
+    write_file(&fs, "f", b"v2");
+    fs.mkdir(ROOT_INO, b"later", 0o755, ME).unwrap();
+    let s2 = store.snapshot(b"default", None, None).unwrap();
+    assert_ne!(s1.name, s2.name);
+    write_file(&fs, "f", b"v3");
+    store.restore(b"default", "first").unwrap();
+    assert_eq!(read_file(&fs, "f"), b"v1");
+    assert_eq!(errno(fs.lookup(ROOT_INO, b"later")), libc::ENOENT);
+    // The later snapshot is still there and restorable.
+    store.restore(b"default", &s2.name).unwrap();
+    assert_eq!(read_file(&fs, "f"), b"v2");
+    assert!(fs.lookup(ROOT_INO, b"later").is_ok());
+    let names: Vec<String> = store
+        .snapshots(b"default")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec![s1.name.clone(), s2.name.clone()]);
+    let s1 = store.find_snapshot(b"default", "first").unwrap().unwrap();
+    assert!(s1.record.last_used_at.is_some());
+}
+
+#[test]
+fn snapshot_survives_reopen_and_head_keeps_writing() {
+    let fs = new_fs();
+    write_file(&fs, "f", b"before");
+    fs.store().snapshot(b"default", Some("a"), None).unwrap();
+    write_file(&fs, "f", b"after");
+    let fs = reopen(fs);
+    assert_eq!(read_file(&fs, "f"), b"after");
+    fs.store().restore(b"default", "a").unwrap();
+    assert_eq!(read_file(&fs, "f"), b"before");
+}
+
+#[test]
+fn copy_container_is_independent() {
+    let fs = new_fs();
+    let store = fs.store().clone();
+    write_file(&fs, "f", b"shared");
+    store.snapshot(b"default", Some("base"), None).unwrap();
+    store.copy_container(b"default", Some("base"), b"clone").unwrap();
+    let clone = Fs::new(store.clone(), b"clone").unwrap();
+    assert_eq!(read_file(&clone, "f"), b"shared");
+    write_file(&clone, "f", b"clone's");
+    write_file(&fs, "f", b"origin's");
+    assert_eq!(read_file(&clone, "f"), b"clone's");
+    assert_eq!(read_file(&fs, "f"), b"origin's");
+    // Copy of the current tree (no snapshot named).
+    store.copy_container(b"default", None, b"now").unwrap();
+    let now = Fs::new(store.clone(), b"now").unwrap();
+    assert_eq!(read_file(&now, "f"), b"origin's");
+    write_file(&fs, "f", b"moved on");
+    assert_eq!(read_file(&now, "f"), b"origin's");
+}
+
+#[test]
+fn snapshot_names_are_unique_and_aliases_checked() {
+    let fs = new_fs();
+    let store = fs.store().clone();
+    let a = store.snapshot(b"default", Some("x"), None).unwrap();
+    let b = store.snapshot(b"default", None, None).unwrap();
+    assert_ne!(a.name, b.name);
+    assert!(a.name.starts_with("snap-"));
+    for bad in ["", ".", "..", "a/b", "snap-1", &"y".repeat(101)] {
+        assert!(store.snapshot(b"default", Some(bad), None).is_err(), "{bad:?}");
+    }
+    assert!(store.snapshot(b"default", Some("x"), None).is_err());
+    store.set_alias(b"default", &b.name, Some("y")).unwrap();
+    assert!(store.set_alias(b"default", &a.name, Some("y")).is_err());
+    store.delete_snapshot(b"default", "x").unwrap();
+    assert!(store.find_snapshot(b"default", &a.name).unwrap().is_none());
+    assert_eq!(store.snapshots(b"default").unwrap().len(), 1);
+}
+
+#[test]
+fn snapshot_size_counts_what_its_epoch_wrote() {
+    let fs = new_fs();
+    let store = fs.store().clone();
+    write_file(&fs, "big", &vec![1u8; 100_000]);
+    let s1 = store.snapshot(b"default", None, None).unwrap();
+    write_file(&fs, "small", b"abc");
+    let s2 = store.snapshot(b"default", None, None).unwrap();
+    let z1 = store.epoch_size(s1.record.epoch).unwrap();
+    let z2 = store.epoch_size(s2.record.epoch).unwrap();
+    assert!(z1 >= 100_000, "{z1}");
+    assert!(z2 < 2_000, "{z2}");
+}

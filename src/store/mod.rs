@@ -3,6 +3,10 @@
 //! Invariant: epoch ids come from one monotonic counter, so a child's id is always greater
 //! than its parent's; the whole tree is cached in memory (it is small).
 
+mod snapshot;
+
+pub use snapshot::{SnapshotInfo, SnapshotRecord};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +46,12 @@ pub enum StoreError {
     ContainerExists(String),
     #[error("invalid container name {0:?}")]
     BadContainerName(String),
+    #[error("snapshot {0:?} not found")]
+    NoSnapshot(String),
+    #[error("alias {0:?} is already used by another snapshot")]
+    AliasTaken(String),
+    #[error("invalid alias {0:?}: {1}")]
+    BadAlias(String, &'static str),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -99,6 +109,8 @@ pub struct Store {
     next_id: AtomicU64,
     next_epoch: AtomicU64,
     epochs: RwLock<HashMap<u64, EpochRecord>>,
+    /// Each container's current head chain (what its mounts read and write).
+    heads: RwLock<HashMap<Vec<u8>, Arc<Chain>>>,
     /// Serializes every read-modify-write of the store (all containers).
     write_lock: Mutex<()>,
 }
@@ -205,14 +217,22 @@ impl Store {
         let next_epoch = read_u64_setting(&*kv, "next_epoch")?
             .unwrap_or(1)
             .max(max_epoch + 1);
-        Ok(Store {
+        let store = Store {
             kv,
             block_size: block_size as u32,
             next_id: AtomicU64::new(next_id),
             next_epoch: AtomicU64::new(next_epoch),
             epochs: RwLock::new(epochs),
+            heads: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
-        })
+        };
+        for name in store.containers()? {
+            if let Some(rec) = store.container(&name)? {
+                let chain = Arc::new(store.chain(rec.head));
+                store.heads.write().insert(name, chain);
+            }
+        }
+        Ok(store)
     }
 
     pub fn kv(&self) -> &dyn Kv {
@@ -274,6 +294,21 @@ impl Store {
         Chain { epoch: e, members }
     }
 
+    /// The current head chain of `container`.
+    pub fn head(&self, container: &[u8]) -> FsResult<Arc<Chain>> {
+        self.heads
+            .read()
+            .get(container)
+            .cloned()
+            .ok_or(FsError::Stale)
+    }
+
+    /// Records a new head for `container` (after its batch is written).
+    fn set_head(&self, container: &[u8], head: u64) {
+        let chain = Arc::new(self.chain(head));
+        self.heads.write().insert(container.to_vec(), chain);
+    }
+
     pub fn container(&self, name: &[u8]) -> FsResult<Option<ContainerRecord>> {
         match self.kv.get(Space::Meta, &keys::container(name))? {
             None => Ok(None),
@@ -299,10 +334,8 @@ impl Store {
 
     /// Creates an empty container: a new root epoch holding an empty root directory.
     pub fn create_container(&self, name: &[u8]) -> Result<ContainerRecord, StoreError> {
+        check_container_name(name)?;
         let display = String::from_utf8_lossy(name).into_owned();
-        if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
-            return Err(StoreError::BadContainerName(display));
-        }
         let _g = self.write_lock();
         if self.container(name)?.is_some() {
             return Err(StoreError::ContainerExists(display));
@@ -349,8 +382,19 @@ impl Store {
         );
         self.kv.write(b, true)?;
         self.epochs.write().insert(head, rec);
+        self.set_head(name, head);
         Ok(crec)
     }
+}
+
+/// Container names: 1–255 bytes, no `/` or NUL.
+pub fn check_container_name(name: &[u8]) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
+        return Err(StoreError::BadContainerName(
+            String::from_utf8_lossy(name).into_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.

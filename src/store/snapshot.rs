@@ -1,0 +1,429 @@
+//! Snapshot lifecycle on the epoch tree: snapshot, restore, copy, delete, alias, expiry.
+//! Each operation is one small batch whatever the size of the data: O(1).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Chain, ContainerRecord, EpochKind, EpochRecord, Store, StoreError};
+use crate::codec::{self, Ts};
+use crate::error::{FsError, FsResult};
+use crate::keys;
+use crate::kv::{Batch, Dir, Space};
+use crate::timefmt;
+
+/// Longest alias, in characters.
+pub const ALIAS_MAX: usize = 100;
+
+/// Stored metadata of one snapshot (keyed by container and name).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// The frozen epoch holding the snapshot's tree.
+    pub epoch: u64,
+    pub alias: Option<String>,
+    pub created_at: Ts,
+    pub expires_at: Option<Ts>,
+    pub last_used_at: Option<Ts>,
+}
+
+/// A snapshot as the service layers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub container: Vec<u8>,
+    pub name: String,
+    pub record: SnapshotRecord,
+}
+
+/// Is `s` shaped like a snapshot name (`snap-…`)? Such aliases are refused to keep names and
+/// aliases apart.
+pub fn looks_like_name(s: &str) -> bool {
+    s.starts_with("snap-")
+}
+
+/// Checks an alias: 1–100 characters, no `/` or NUL, not `.`/`..`, not shaped like a name.
+pub fn check_alias(alias: &str) -> Result<(), StoreError> {
+    let bad = |why| Err(StoreError::BadAlias(alias.to_string(), why));
+    if alias.is_empty() {
+        return bad("empty");
+    }
+    if alias.chars().count() > ALIAS_MAX {
+        return bad("longer than 100 characters");
+    }
+    if alias.contains('/') || alias.contains('\0') {
+        return bad("contains '/' or NUL");
+    }
+    if alias == "." || alias == ".." {
+        return bad("reserved");
+    }
+    if looks_like_name(alias) {
+        return bad("shaped like a snapshot name (snap-...)");
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Every snapshot of `container`, oldest first.
+    pub fn snapshots(&self, container: &[u8]) -> FsResult<Vec<SnapshotInfo>> {
+        let prefix = keys::snapshot_prefix(container);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.kv
+            .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                match codec::decode_plain::<SnapshotRecord>(v) {
+                    Ok(record) => {
+                        out.push(SnapshotInfo {
+                            container: container.to_vec(),
+                            name,
+                            record,
+                        });
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        false
+                    }
+                }
+            })?;
+        if let Some(e) = bad {
+            return Err(e.into());
+        }
+        out.sort_by_key(|s| s.record.epoch);
+        Ok(out)
+    }
+
+    /// The snapshot called `key` (its name, or else a unique alias).
+    pub fn find_snapshot(&self, container: &[u8], key: &str) -> FsResult<Option<SnapshotInfo>> {
+        if let Some(v) = self.kv.get(Space::Meta, &keys::snapshot(container, key))? {
+            return Ok(Some(SnapshotInfo {
+                container: container.to_vec(),
+                name: key.to_string(),
+                record: codec::decode_plain(&v)?,
+            }));
+        }
+        let mut matches: Vec<SnapshotInfo> = self
+            .snapshots(container)?
+            .into_iter()
+            .filter(|s| s.record.alias.as_deref() == Some(key))
+            .collect();
+        Ok(if matches.len() == 1 {
+            matches.pop()
+        } else {
+            None
+        })
+    }
+
+    fn require_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+        self.find_snapshot(container, key)?
+            .ok_or_else(|| StoreError::NoSnapshot(key.to_string()))
+    }
+
+    fn require_container(&self, container: &[u8]) -> Result<ContainerRecord, StoreError> {
+        self.container(container)?
+            .ok_or_else(|| StoreError::NoContainer(String::from_utf8_lossy(container).into()))
+    }
+
+    fn alias_free(&self, container: &[u8], alias: &str, except: &str) -> Result<(), StoreError> {
+        let taken = self
+            .snapshots(container)?
+            .iter()
+            .any(|s| s.name != except && s.record.alias.as_deref() == Some(alias));
+        if taken {
+            return Err(StoreError::AliasTaken(alias.to_string()));
+        }
+        Ok(())
+    }
+
+    fn put_epoch(&self, b: &mut Batch, e: u64, rec: &EpochRecord) {
+        b.put(Space::Meta, keys::epoch(e), codec::encode_plain(rec));
+    }
+
+    fn put_snapshot(&self, b: &mut Batch, s: &SnapshotInfo) {
+        b.put(
+            Space::Meta,
+            keys::snapshot(&s.container, &s.name),
+            codec::encode_plain(&s.record),
+        );
+    }
+
+    fn put_container(&self, b: &mut Batch, name: &[u8], rec: &ContainerRecord) {
+        b.put(Space::Meta, keys::container(name), codec::encode_plain(rec));
+    }
+
+    /// Freezes the head of `container` and starts a new head on top of it, in `b`.
+    /// Returns (frozen epoch, new head, updated container record).
+    fn freeze_head(
+        &self,
+        b: &mut Batch,
+        container: &[u8],
+    ) -> Result<(u64, u64, ContainerRecord), StoreError> {
+        let mut crec = self.require_container(container)?;
+        let frozen = crec.head;
+        let old = self
+            .epoch(frozen)
+            .ok_or_else(|| FsError::Corrupt(format!("head epoch {frozen} missing")))?;
+        let head = self.alloc_epoch(b);
+        self.put_epoch(
+            b,
+            frozen,
+            &EpochRecord {
+                parent: old.parent,
+                kind: EpochKind::Frozen,
+            },
+        );
+        self.put_epoch(
+            b,
+            head,
+            &EpochRecord {
+                parent: frozen,
+                kind: EpochKind::Head {
+                    container: container.to_vec(),
+                },
+            },
+        );
+        crec.head = head;
+        self.put_container(b, container, &crec);
+        Ok((frozen, head, crec))
+    }
+
+    /// Reloads the in-memory epoch records touched by a written batch.
+    fn reload_epochs(&self, epochs: &[u64]) -> FsResult<()> {
+        for &e in epochs {
+            match self.kv.get(Space::Meta, &keys::epoch(e))? {
+                Some(v) => {
+                    let rec: EpochRecord = codec::decode_plain(&v)?;
+                    self.epochs.write().insert(e, rec);
+                }
+                None => {
+                    self.epochs.write().remove(&e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unique_name(&self, container: &[u8], now: Ts) -> FsResult<String> {
+        let base = timefmt::snapshot_name(now);
+        let mut name = base.clone();
+        let mut n = 1;
+        while self
+            .kv
+            .get(Space::Meta, &keys::snapshot(container, &name))?
+            .is_some()
+        {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        Ok(name)
+    }
+
+    /// Takes a snapshot of `container`: its head freezes, a new head starts on top. O(1).
+    pub fn snapshot(
+        &self,
+        container: &[u8],
+        alias: Option<&str>,
+        expires_at: Option<Ts>,
+    ) -> Result<SnapshotInfo, StoreError> {
+        if let Some(a) = alias {
+            check_alias(a)?;
+        }
+        let _g = self.write_lock();
+        if let Some(a) = alias {
+            self.alias_free(container, a, "")?;
+        }
+        let mut b = Batch::new();
+        let (frozen, head, _) = self.freeze_head(&mut b, container)?;
+        let now = Ts::now();
+        let info = SnapshotInfo {
+            container: container.to_vec(),
+            name: self.unique_name(container, now)?,
+            record: SnapshotRecord {
+                epoch: frozen,
+                alias: alias.map(str::to_string),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+            },
+        };
+        self.put_snapshot(&mut b, &info);
+        self.kv.write(b, true)?;
+        self.reload_epochs(&[frozen, head])?;
+        self.set_head(container, head);
+        Ok(info)
+    }
+
+    /// Points `container` at a new head on top of snapshot `key`; the old head is retired.
+    /// Later snapshots are kept. O(1).
+    pub fn restore(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+        let _g = self.write_lock();
+        let mut snap = self.require_snapshot(container, key)?;
+        let mut crec = self.require_container(container)?;
+        let mut b = Batch::new();
+        let old = crec.head;
+        let head = self.alloc_epoch(&mut b);
+        self.put_epoch(
+            &mut b,
+            head,
+            &EpochRecord {
+                parent: snap.record.epoch,
+                kind: EpochKind::Head {
+                    container: container.to_vec(),
+                },
+            },
+        );
+        self.retire(&mut b, old)?;
+        crec.head = head;
+        self.put_container(&mut b, container, &crec);
+        snap.record.last_used_at = Some(Ts::now());
+        self.put_snapshot(&mut b, &snap);
+        self.kv.write(b, true)?;
+        self.reload_epochs(&[old, head])?;
+        self.set_head(container, head);
+        Ok(snap)
+    }
+
+    fn retire(&self, b: &mut Batch, e: u64) -> Result<(), StoreError> {
+        let rec = self
+            .epoch(e)
+            .ok_or_else(|| FsError::Corrupt(format!("epoch {e} missing")))?;
+        self.put_epoch(
+            b,
+            e,
+            &EpochRecord {
+                parent: rec.parent,
+                kind: EpochKind::Retired,
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes snapshot `key` at once; its space is reclaimed in the background.
+    pub fn delete_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+        let _g = self.write_lock();
+        let snap = self.require_snapshot(container, key)?;
+        let mut b = Batch::new();
+        b.delete(Space::Meta, keys::snapshot(container, &snap.name));
+        self.retire(&mut b, snap.record.epoch)?;
+        self.kv.write(b, true)?;
+        self.reload_epochs(&[snap.record.epoch])?;
+        Ok(snap)
+    }
+
+    /// Sets (or with `None` clears) the alias of snapshot `key`.
+    pub fn set_alias(
+        &self,
+        container: &[u8],
+        key: &str,
+        alias: Option<&str>,
+    ) -> Result<SnapshotInfo, StoreError> {
+        if let Some(a) = alias {
+            check_alias(a)?;
+        }
+        let _g = self.write_lock();
+        let mut snap = self.require_snapshot(container, key)?;
+        if let Some(a) = alias {
+            self.alias_free(container, a, &snap.name)?;
+        }
+        snap.record.alias = alias.map(str::to_string);
+        let mut b = Batch::new();
+        self.put_snapshot(&mut b, &snap);
+        self.kv.write(b, true)?;
+        Ok(snap)
+    }
+
+    /// Sets (or clears) the expiry of snapshot `key`.
+    pub fn set_expiry(
+        &self,
+        container: &[u8],
+        key: &str,
+        expires_at: Option<Ts>,
+    ) -> Result<SnapshotInfo, StoreError> {
+        let _g = self.write_lock();
+        let mut snap = self.require_snapshot(container, key)?;
+        snap.record.expires_at = expires_at;
+        let mut b = Batch::new();
+        self.put_snapshot(&mut b, &snap);
+        self.kv.write(b, true)?;
+        Ok(snap)
+    }
+
+    /// Creates container `target` whose head starts from snapshot `key` of `source`, or from
+    /// the current tree of `source` when `key` is `None`. O(1).
+    pub fn copy_container(
+        &self,
+        source: &[u8],
+        key: Option<&str>,
+        target: &[u8],
+    ) -> Result<ContainerRecord, StoreError> {
+        super::check_container_name(target)?;
+        let _g = self.write_lock();
+        if self.container(target)?.is_some() {
+            return Err(StoreError::ContainerExists(
+                String::from_utf8_lossy(target).into(),
+            ));
+        }
+        let mut b = Batch::new();
+        let mut touched = Vec::new();
+        let base = match key {
+            Some(k) => {
+                let mut snap = self.require_snapshot(source, k)?;
+                snap.record.last_used_at = Some(Ts::now());
+                self.put_snapshot(&mut b, &snap);
+                snap.record.epoch
+            }
+            None => {
+                // Freeze the source's current tree (an unnamed frozen epoch) and branch from it.
+                let (frozen, head, _) = self.freeze_head(&mut b, source)?;
+                touched.extend([frozen, head]);
+                frozen
+            }
+        };
+        let head = self.alloc_epoch(&mut b);
+        self.put_epoch(
+            &mut b,
+            head,
+            &EpochRecord {
+                parent: base,
+                kind: EpochKind::Head {
+                    container: target.to_vec(),
+                },
+            },
+        );
+        touched.push(head);
+        let crec = ContainerRecord {
+            head,
+            created: Ts::now(),
+        };
+        self.put_container(&mut b, target, &crec);
+        self.kv.write(b, true)?;
+        self.reload_epochs(&touched)?;
+        if key.is_none() {
+            if let Some(h) = touched.get(1) {
+                self.set_head(source, *h);
+            }
+        }
+        self.set_head(target, head);
+        Ok(crec)
+    }
+
+    /// Bytes written in `epoch` (its versions' stored sizes), from the change index.
+    pub fn epoch_size(&self, epoch: u64) -> FsResult<u64> {
+        let start = keys::epoch_changes(epoch);
+        let end = crate::kv::prefix_end(&start);
+        let mut total = 0u64;
+        self.kv
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, v| {
+                if let Ok(b) = <[u8; 8]>::try_from(v) {
+                    total += u64::from_be_bytes(b);
+                }
+                true
+            })?;
+        Ok(total)
+    }
+
+    /// The chain a snapshot view reads.
+    pub fn snapshot_chain(&self, snap: &SnapshotInfo) -> Arc<Chain> {
+        Arc::new(self.chain(snap.record.epoch))
+    }
+}
