@@ -46,6 +46,8 @@ pub enum FsError {
     NoSpace,
     #[error("stale file handle")]
     Stale,
+    #[error("cross-device link")]
+    CrossDevice,
     #[error("I/O error: {0}")]
     Io(String),
     #[error("corrupt value: {0}")]
@@ -77,6 +79,7 @@ impl FsError {
             FsError::NoDataAfter => libc::ENXIO,
             FsError::NoSpace => libc::ENOSPC,
             FsError::Stale => libc::ESTALE,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::Io(_) | FsError::Corrupt(_) => libc::EIO,
         }
     }

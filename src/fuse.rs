@@ -15,21 +15,34 @@ use fuser::{
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::FsError;
-use crate::fs::{Caller, Fs, SetAttr, TimeSet};
+use crate::fs::{Caller, SetAttr, TimeSet, Volume};
 
 /// How long the kernel may cache entries and attributes of the head. This daemon is the only
 /// writer of a mounted head, and every change goes through the kernel, so caches stay true.
 const TTL: Duration = Duration::from_secs(1);
+/// Snapshot views never change; a deleted snapshot's data is refused at open and read.
+const FROZEN_TTL: Duration = Duration::from_secs(60);
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
 
 pub struct FuseFs {
-    fs: Fs,
+    fs: Volume,
 }
 
 impl FuseFs {
-    pub fn new(fs: Fs) -> Self {
+    pub fn new(fs: Volume) -> Self {
         FuseFs { fs }
+    }
+
+    /// How long the kernel may keep attributes of `ino`.
+    fn attr_ttl(&self, ino: u64) -> Duration {
+        if self.fs.is_snapdir(ino) {
+            Duration::ZERO
+        } else if self.fs.is_frozen(ino) {
+            FROZEN_TTL
+        } else {
+            TTL
+        }
     }
 }
 
@@ -87,9 +100,18 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl FuseFs {
-    fn entry(&self, reply: ReplyEntry, r: Result<(u64, Inode), FsError>) {
+    /// Replies with an entry; names in `.snapshots` are never cached (aliases move).
+    fn entry(&self, parent: u64, reply: ReplyEntry, r: Result<(u64, Inode), FsError>) {
         match r {
-            Ok((ino, i)) => reply.entry(&TTL, &attr(ino, &i, self.fs.block_size()), Generation(0)),
+            Ok((ino, i)) => {
+                let entry_ttl = if self.fs.is_snapdir(parent) {
+                    Duration::ZERO
+                } else {
+                    self.attr_ttl(ino)
+                };
+                let a = attr(ino, &i, self.fs.block_size());
+                reply.entry_with_ttls(&entry_ttl, &self.attr_ttl(ino), &a, Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -116,12 +138,15 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()))
+        self.entry(parent.0, reply, self.fs.lookup(parent.0, name.as_bytes()))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(i) => reply.attr(&TTL, &attr(ino.0, &i, self.fs.block_size())),
+            Ok(i) => reply.attr(
+                &self.attr_ttl(ino.0),
+                &attr(ino.0, &i, self.fs.block_size()),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -156,7 +181,10 @@ impl Filesystem for FuseFs {
             fh: fh.map(|f| f.0),
         };
         match self.fs.setattr(ino.0, &set, caller(req)) {
-            Ok(i) => reply.attr(&TTL, &attr(ino.0, &i, self.fs.block_size())),
+            Ok(i) => reply.attr(
+                &self.attr_ttl(ino.0),
+                &attr(ino.0, &i, self.fs.block_size()),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -181,7 +209,7 @@ impl Filesystem for FuseFs {
         let r = self
             .fs
             .mknod(parent.0, name.as_bytes(), mode, rdev, caller(req));
-        self.entry(reply, r)
+        self.entry(parent.0, reply, r)
     }
 
     fn mkdir(
@@ -193,18 +221,19 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.entry(
+        let r = self.fs.mkdir(parent.0, name.as_bytes(), mode, caller(req));
+        self.entry(parent.0, reply, r)
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(
             reply,
-            self.fs.mkdir(parent.0, name.as_bytes(), mode, caller(req)),
+            self.fs.unlink(parent.0, name.as_bytes(), caller(req)),
         )
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.unlink(parent.0, name.as_bytes()))
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.rmdir(parent.0, name.as_bytes()))
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(reply, self.fs.rmdir(parent.0, name.as_bytes(), caller(req)))
     }
 
     fn symlink(
@@ -221,12 +250,12 @@ impl Filesystem for FuseFs {
             target.as_os_str().as_bytes(),
             caller(req),
         );
-        self.entry(reply, r)
+        self.entry(parent.0, reply, r)
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -240,6 +269,7 @@ impl Filesystem for FuseFs {
             newparent.0,
             newname.as_bytes(),
             flags.bits(),
+            caller(req),
         );
         Self::empty(reply, r)
     }
@@ -252,7 +282,8 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()))
+        let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
+        self.entry(newparent.0, reply, r)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -292,7 +323,7 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.write(ino.0, Some(fh.0), offset, data, kill) {
+        match self.fs.write(ino.0, fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -313,14 +344,14 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.release(fh.0))
+        Self::empty(reply, self.fs.release(ino.0, fh.0))
     }
 
     fn fsync(
@@ -366,12 +397,12 @@ impl Filesystem for FuseFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(ino.0, fh.0);
         reply.ok()
     }
 
@@ -397,7 +428,7 @@ impl Filesystem for FuseFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -405,10 +436,10 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(
-            reply,
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
-        )
+        let r = self
+            .fs
+            .setxattr(ino.0, name.as_bytes(), value, flags, caller(req));
+        Self::empty(reply, r)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -448,7 +479,7 @@ impl Filesystem for FuseFs {
             .create(parent.0, name.as_bytes(), mode, flags, caller(req))
         {
             Ok((ino, i, fh)) => reply.created(
-                &TTL,
+                &self.attr_ttl(ino),
                 &attr(ino, &i, self.fs.block_size()),
                 Generation(0),
                 FileHandle(fh),

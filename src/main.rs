@@ -3,7 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Snapdir {
+    /// `.snapshots` is reachable by path but not listed in the root directory.
+    Hidden,
+    /// `.snapshots` is listed in the root directory.
+    Visible,
+}
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +39,12 @@ enum Cmd {
         mountpoint: PathBuf,
         #[arg(long, default_value = "default")]
         container: String,
+        /// Whether the root directory lists `.snapshots`.
+        #[arg(long, value_enum, default_value = "hidden")]
+        snapdir: Snapdir,
+        /// A uid besides root allowed to create, rename and delete snapshots.
+        #[arg(long)]
+        admin_uid: Option<u32>,
         /// Stay in the foreground instead of running as a background daemon.
         #[arg(long)]
         foreground: bool,
@@ -48,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             mountpoint,
             container,
+            snapdir,
+            admin_uid,
             foreground,
             notify_ready,
         } => snapfs::mount::mount(snapfs::mount::MountArgs {
@@ -55,6 +71,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mountpoint,
             container,
             foreground,
+            volume: snapfs::fs::VolumeOptions {
+                snapdir_visible: matches!(snapdir, Snapdir::Visible),
+                admin_uid,
+            },
             notify_ready,
         }),
         Cmd::Umount { mountpoint } => snapfs::mount::umount(&mountpoint),

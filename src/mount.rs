@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::fs::Fs;
+use crate::fs::{Fs, Volume, VolumeOptions};
 use crate::fuse::FuseFs;
 use crate::kv::rocks::{RocksKv, RocksOptions};
 use crate::kv::{Kv, KvError};
@@ -77,6 +77,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     pub container: String,
     pub foreground: bool,
+    pub volume: VolumeOptions,
     /// Internal: write "ready" on stdout once the mount is live (used by the background mode).
     pub notify_ready: bool,
 }
@@ -106,21 +107,39 @@ pub fn mount(args: MountArgs) -> Result<()> {
     }
     check_mountpoint(&mnt)?;
     if args.foreground {
-        return serve(&store, &mnt, &args.container, args.notify_ready);
+        return serve(
+            &store,
+            &mnt,
+            &args.container,
+            &args.volume,
+            args.notify_ready,
+        );
     }
-    spawn_background(&store, &mnt, &args.container)
+    spawn_background(&store, &mnt, &args.container, &args.volume)
 }
 
-fn spawn_background(store: &Path, mnt: &Path, container: &str) -> Result<()> {
+fn spawn_background(
+    store: &Path,
+    mnt: &Path,
+    container: &str,
+    volume: &VolumeOptions,
+) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the snapfs executable")?;
-    let mut child = Command::new(exe)
-        .arg("mount")
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
         .arg(store)
         .arg(mnt)
         .arg("--container")
         .arg(container)
         .arg("--foreground")
-        .arg("--notify-ready")
+        .arg("--notify-ready");
+    if volume.snapdir_visible {
+        cmd.args(["--snapdir", "visible"]);
+    }
+    if let Some(uid) = volume.admin_uid {
+        cmd.arg("--admin-uid").arg(uid.to_string());
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -160,7 +179,13 @@ fn setup_logging(store: &Path) {
 }
 
 /// Runs the mount in this process until it is unmounted or signalled.
-fn serve(store_path: &Path, mnt: &Path, container: &str, notify_ready: bool) -> Result<()> {
+fn serve(
+    store_path: &Path,
+    mnt: &Path,
+    container: &str,
+    volume: &VolumeOptions,
+    notify_ready: bool,
+) -> Result<()> {
     setup_logging(store_path);
     let store = open_store(store_path)?;
     if store.container(container.as_bytes())?.is_none() {
@@ -192,7 +217,8 @@ fn serve(store_path: &Path, mnt: &Path, container: &str, notify_ready: bool) -> 
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
-    let mut session = fuser::Session::new(FuseFs::new(fs), mnt, &config)
+    let vol = Volume::new(fs, volume.clone());
+    let mut session = fuser::Session::new(FuseFs::new(vol), mnt, &config)
         .with_context(|| format!("cannot mount {}", mnt.display()))?;
     let mut unmounter = session.unmount_callable();
     let mnt_owned = mnt.to_path_buf();

@@ -7,6 +7,7 @@
 mod data;
 mod dir;
 mod node;
+mod volume;
 mod xattr;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::store::{self, Chain, Store};
 
 pub use dir::DirEntry;
 pub use node::{SetAttr, TimeSet};
+pub use volume::{Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
 
 pub use crate::store::ROOT_INO;
 
@@ -76,10 +78,19 @@ struct Handles {
     open: HashMap<u64, u32>,
 }
 
-/// One mounted view: the head of a container.
+/// Which tree an [`Fs`] shows.
+enum View {
+    /// The container's live, writable head (follows snapshots and restores).
+    Head,
+    /// A frozen epoch (a snapshot), read-only.
+    Frozen(Arc<Chain>),
+}
+
+/// One view of a container: its head, or a snapshot.
 pub struct Fs {
     store: Arc<Store>,
     container: Vec<u8>,
+    view: View,
     handles: Mutex<Handles>,
     next_fh: AtomicU64,
 }
@@ -241,11 +252,28 @@ impl Fs {
         let fs = Fs {
             store,
             container: container.to_vec(),
+            view: View::Head,
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
         };
         fs.purge_orphans()?;
         Ok(fs)
+    }
+
+    /// A read-only view of the frozen tree `chain` of `container`.
+    pub fn frozen(store: Arc<Store>, container: &[u8], chain: Arc<Chain>) -> Fs {
+        Fs {
+            store,
+            container: container.to_vec(),
+            view: View::Frozen(chain),
+            handles: Mutex::new(Handles::default()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// Is this the writable head?
+    pub fn is_head(&self) -> bool {
+        matches!(self.view, View::Head)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -262,10 +290,22 @@ impl Fs {
 
     /// The epoch chain of the container's current head (changes on snapshot and restore).
     fn chain(&self) -> FsResult<Arc<Chain>> {
-        self.store.head(&self.container)
+        match &self.view {
+            View::Head => self.store.head(&self.container),
+            View::Frozen(chain) => {
+                // A deleted snapshot's epoch is retired: never serve its data again.
+                match self.store.epoch(chain.epoch).map(|r| r.kind) {
+                    Some(crate::store::EpochKind::Frozen) => Ok(chain.clone()),
+                    _ => Err(FsError::Stale),
+                }
+            }
+        }
     }
 
     fn begin(&self) -> FsResult<Tx<'_>> {
+        if !self.is_head() {
+            return Err(FsError::ReadOnly);
+        }
         let guard = self.store.write_lock();
         Ok(Tx {
             fs: self,

@@ -429,6 +429,9 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if !self.is_head() && (writable || flags & libc::O_TRUNC != 0) {
+            return Err(FsError::ReadOnly);
+        }
         if flags & libc::O_TRUNC != 0 && writable && inode.kind == Kind::File {
             self.setattr(
                 ino,
@@ -465,6 +468,9 @@ impl Fs {
             }
             ino
         };
+        if !self.is_head() {
+            return Ok(());
+        }
         let mut tx = self.begin()?;
         if self.handles.lock().open.contains_key(&ino) {
             return Ok(()); // reopened meanwhile

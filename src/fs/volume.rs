@@ -1,0 +1,839 @@
+//! A mounted container: its head plus the magic `.snapshots` directory and read-only snapshot
+//! views, all behind one inode space.
+//!
+//! Inode numbers seen by the kernel: the top 16 bits select the view (0 = head, 1..=0xfffe =
+//! a snapshot view slot, 0xffff = `.snapshots` itself and its alias symlinks), the low 48 bits
+//! are the store's inode number. Slots are handed out on first use and never reused while
+//! mounted, so numbers are distinct between views and stable across lookups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::codec::{Inode, Kind, Ts};
+use crate::error::{FsError, FsResult};
+use crate::store::{SnapshotInfo, StoreError};
+use crate::timefmt;
+
+use super::{Caller, DirEntry, Fs, SetAttr, Statfs, ROOT_INO};
+
+/// Name of the magic directory at a container's root.
+pub const SNAPDIR_NAME: &[u8] = b".snapshots";
+const SLOT_SHIFT: u32 = 48;
+const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
+const SPECIAL_SLOT: u64 = 0xffff;
+/// The `.snapshots` directory.
+pub const SNAPDIR_INO: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | 1;
+/// Alias symlinks: `ALIAS_BASE | slot`.
+const ALIAS_BASE: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | (1 << 32);
+const XATTR_PREFIX: &str = "user.snapfs.";
+
+#[derive(Debug, Clone)]
+pub struct VolumeOptions {
+    /// List `.snapshots` in the root directory.
+    pub snapdir_visible: bool,
+    /// Besides root, who may create, rename and delete snapshots.
+    pub admin_uid: Option<u32>,
+}
+
+impl Default for VolumeOptions {
+    fn default() -> Self {
+        VolumeOptions {
+            snapdir_visible: false,
+            admin_uid: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slots {
+    by_name: HashMap<String, u64>,
+    views: Vec<(String, Arc<Fs>)>,
+}
+
+/// What a kernel inode number designates.
+enum Target {
+    Head(u64),
+    Snap(u64, Arc<Fs>, u64),
+    SnapDir,
+    Alias(u64),
+}
+
+pub struct Volume {
+    head: Fs,
+    opts: VolumeOptions,
+    slots: RwLock<Slots>,
+}
+
+fn store_err(e: StoreError) -> FsError {
+    match e {
+        StoreError::Fs(f) => f,
+        StoreError::NoSnapshot(_) | StoreError::NoContainer(_) => FsError::NotFound,
+        StoreError::AliasTaken(_) | StoreError::ContainerExists(_) => FsError::Exists,
+        StoreError::BadAlias(..) | StoreError::BadContainerName(_) => {
+            FsError::Invalid("bad snapshot alias")
+        }
+        other => FsError::Io(other.to_string()),
+    }
+}
+
+fn name_str(name: &[u8]) -> FsResult<&str> {
+    std::str::from_utf8(name).map_err(|_| FsError::Invalid("snapshot names are UTF-8"))
+}
+
+impl Volume {
+    pub fn new(head: Fs, opts: VolumeOptions) -> Volume {
+        Volume {
+            head,
+            opts,
+            slots: RwLock::new(Slots::default()),
+        }
+    }
+
+    pub fn head(&self) -> &Fs {
+        &self.head
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.head.block_size()
+    }
+
+    /// Entries of `.snapshots` must not be cached: aliases move under the kernel's feet.
+    pub fn is_snapdir(&self, ino: u64) -> bool {
+        ino == SNAPDIR_INO
+    }
+
+    /// Snapshot views never change: their attributes may be cached for long.
+    pub fn is_frozen(&self, ino: u64) -> bool {
+        let slot = ino >> SLOT_SHIFT;
+        slot != 0 && slot != SPECIAL_SLOT
+    }
+
+    fn container(&self) -> &[u8] {
+        self.head.container()
+    }
+
+    fn may_manage(&self, caller: Caller) -> FsResult<()> {
+        if caller.uid == 0 || Some(caller.uid) == self.opts.admin_uid {
+            Ok(())
+        } else {
+            Err(FsError::Perm)
+        }
+    }
+
+    /// The slot of snapshot `info`, assigned on first use.
+    fn slot_of(&self, info: &SnapshotInfo) -> u64 {
+        if let Some(s) = self.slots.read().by_name.get(&info.name) {
+            return *s;
+        }
+        let mut slots = self.slots.write();
+        if let Some(s) = slots.by_name.get(&info.name) {
+            return *s;
+        }
+        let store = self.head.store().clone();
+        let chain = store.snapshot_chain(info);
+        let fs = Arc::new(Fs::frozen(store, self.container(), chain));
+        slots.views.push((info.name.clone(), fs));
+        let slot = slots.views.len() as u64;
+        slots.by_name.insert(info.name.clone(), slot);
+        slot
+    }
+
+    fn view(&self, slot: u64) -> FsResult<(String, Arc<Fs>)> {
+        let slots = self.slots.read();
+        slot.checked_sub(1)
+            .and_then(|i| slots.views.get(i as usize))
+            .cloned()
+            .ok_or(FsError::Stale)
+    }
+
+    fn target(&self, ino: u64) -> FsResult<Target> {
+        let slot = ino >> SLOT_SHIFT;
+        let low = ino & LOW_MASK;
+        match slot {
+            0 => Ok(Target::Head(ino)),
+            SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Target::SnapDir),
+            SPECIAL_SLOT if ino & !0xffff == ALIAS_BASE => Ok(Target::Alias(ino & 0xffff)),
+            SPECIAL_SLOT => Err(FsError::NotFound),
+            s => {
+                let (_, fs) = self.view(s)?;
+                Ok(Target::Snap(s, fs, low))
+            }
+        }
+    }
+
+    fn snapshots(&self) -> FsResult<Vec<SnapshotInfo>> {
+        self.head.store().snapshots(self.container())
+    }
+
+    fn snapshot_by_slot(&self, slot: u64) -> FsResult<SnapshotInfo> {
+        let (name, _) = self.view(slot)?;
+        self.head
+            .store()
+            .find_snapshot(self.container(), &name)?
+            .filter(|s| s.name == name)
+            .ok_or(FsError::Stale)
+    }
+
+    fn snapdir_attr(&self) -> FsResult<Inode> {
+        let root = self.head.getattr(ROOT_INO)?;
+        let snaps = self.snapshots()?;
+        let t = snaps.last().map_or(root.ctime, |s| s.record.created_at);
+        Ok(Inode {
+            kind: Kind::Dir,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            nlink: 2 + snaps.len() as u32,
+            size: 4096,
+            alloc: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: root.crtime,
+            rdev: 0,
+            data_id: 0,
+            parent: ROOT_INO,
+            target: Vec::new(),
+        })
+    }
+
+    fn alias_attr(info: &SnapshotInfo) -> Inode {
+        let t = info.record.created_at;
+        Inode {
+            kind: Kind::Symlink,
+            perm: 0o777,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: info.name.len() as u64,
+            alloc: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            data_id: 0,
+            parent: 0,
+            target: info.name.as_bytes().to_vec(),
+        }
+    }
+
+    /// The root of a snapshot view; its mtime is the snapshot's creation time.
+    fn snap_root(&self, info: &SnapshotInfo) -> FsResult<(u64, Inode)> {
+        let slot = self.slot_of(info);
+        let (_, fs) = self.view(slot)?;
+        let mut root = fs.getattr(ROOT_INO)?;
+        root.mtime = info.record.created_at;
+        Ok(((slot << SLOT_SHIFT) | ROOT_INO, root))
+    }
+
+    fn in_snap(slot: u64, r: FsResult<(u64, Inode)>) -> FsResult<(u64, Inode)> {
+        r.map(|(ino, i)| ((slot << SLOT_SHIFT) | ino, i))
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.getattr(i),
+            Target::Snap(slot, fs, i) => {
+                if i == ROOT_INO {
+                    let info = self.snapshot_by_slot(slot)?;
+                    return self.snap_root(&info).map(|(_, a)| a);
+                }
+                fs.getattr(i)
+            }
+            Target::SnapDir => self.snapdir_attr(),
+            Target::Alias(slot) => Ok(Self::alias_attr(&self.alias_of(slot)?)),
+        }
+    }
+
+    fn alias_of(&self, slot: u64) -> FsResult<SnapshotInfo> {
+        let info = self.snapshot_by_slot(slot)?;
+        if info.record.alias.is_none() {
+            return Err(FsError::NotFound);
+        }
+        Ok(info)
+    }
+
+    /// Finds `name` in `.snapshots`: a snapshot (by name) or an alias.
+    fn snapdir_lookup(&self, name: &[u8]) -> FsResult<(u64, Inode)> {
+        let name = name_str(name).map_err(|_| FsError::NotFound)?;
+        let snaps = self.snapshots()?;
+        if let Some(s) = snaps.iter().find(|s| s.name == name) {
+            return self.snap_root(s);
+        }
+        if let Some(s) = snaps
+            .iter()
+            .find(|s| s.record.alias.as_deref() == Some(name))
+        {
+            let slot = self.slot_of(s);
+            return Ok((ALIAS_BASE | slot, Self::alias_attr(s)));
+        }
+        Err(FsError::NotFound)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<(u64, Inode)> {
+        match self.target(parent)? {
+            Target::Head(p) => {
+                if p == ROOT_INO && name == SNAPDIR_NAME {
+                    return Ok((SNAPDIR_INO, self.snapdir_attr()?));
+                }
+                self.head.lookup(p, name)
+            }
+            Target::Snap(slot, fs, p) => {
+                if p == ROOT_INO && name == b".." {
+                    return Ok((SNAPDIR_INO, self.snapdir_attr()?));
+                }
+                Self::in_snap(slot, fs.lookup(p, name))
+            }
+            Target::SnapDir => match name {
+                b"." => Ok((SNAPDIR_INO, self.snapdir_attr()?)),
+                b".." => self.head.lookup(ROOT_INO, b"."),
+                _ => self.snapdir_lookup(name),
+            },
+            Target::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+
+    /// A mutation in a directory: head only (snapshot views are read-only; `.snapshots`
+    /// itself has its own gestures). Refuses to shadow `.snapshots` at the root.
+    fn head_dir(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
+        match self.target(parent)? {
+            Target::Head(p) => {
+                if p == ROOT_INO && name == SNAPDIR_NAME {
+                    return Err(FsError::Exists);
+                }
+                Ok(p)
+            }
+            Target::Snap(..) => Err(FsError::ReadOnly),
+            Target::SnapDir => Err(FsError::Perm),
+            Target::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+
+    fn head_ino(&self, ino: u64) -> FsResult<u64> {
+        match self.target(ino)? {
+            Target::Head(i) => Ok(i),
+            _ => Err(FsError::ReadOnly),
+        }
+    }
+
+    pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
+        self.head.setattr(self.head_ino(ino)?, set, caller)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.readlink(i),
+            Target::Snap(_, fs, i) => fs.readlink(i),
+            Target::Alias(slot) => Ok(self.alias_of(slot)?.name.into_bytes()),
+            Target::SnapDir => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<(u64, Inode)> {
+        self.head
+            .mknod(self.head_dir(parent, name)?, name, mode, rdev, caller)
+    }
+
+    /// `mkdir`; in `.snapshots` it takes a snapshot with alias `name`.
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(u64, Inode)> {
+        if parent == SNAPDIR_INO {
+            self.may_manage(caller)?;
+            let alias = name_str(name)?;
+            if self.snapdir_lookup(name).is_ok() {
+                return Err(FsError::Exists);
+            }
+            let info = self
+                .head
+                .store()
+                .snapshot(self.container(), Some(alias), None)
+                .map_err(store_err)?;
+            return self.snap_root(&info);
+        }
+        self.head
+            .mkdir(self.head_dir(parent, name)?, name, mode, caller)
+    }
+
+    /// `symlink`; in `.snapshots`, `ln -s NAME ALIAS` sets alias ALIAS on snapshot NAME.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<(u64, Inode)> {
+        if parent == SNAPDIR_INO {
+            self.may_manage(caller)?;
+            let alias = name_str(name)?;
+            let target = name_str(target)?;
+            if self.snapdir_lookup(name).is_ok() {
+                return Err(FsError::Exists);
+            }
+            let snap = self
+                .snapshots()?
+                .into_iter()
+                .find(|s| s.name == target)
+                .ok_or(FsError::NotFound)?;
+            let info = self
+                .head
+                .store()
+                .set_alias(self.container(), &snap.name, Some(alias))
+                .map_err(store_err)?;
+            let slot = self.slot_of(&info);
+            return Ok((ALIAS_BASE | slot, Self::alias_attr(&info)));
+        }
+        self.head
+            .symlink(self.head_dir(parent, name)?, name, target, caller)
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<(u64, Inode, u64)> {
+        self.head
+            .create(self.head_dir(parent, name)?, name, mode, flags, caller)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<(u64, Inode)> {
+        let dir = self.head_dir(newparent, newname)?;
+        match self.target(ino)? {
+            Target::Head(i) => self.head.link(i, dir, newname),
+            _ => Err(FsError::CrossDevice),
+        }
+    }
+
+    /// `unlink`; in `.snapshots` it drops an alias.
+    pub fn unlink(&self, parent: u64, name: &[u8], caller: Caller) -> FsResult<()> {
+        match self.target(parent)? {
+            Target::SnapDir => {
+                self.may_manage(caller)?;
+                let n = name_str(name).map_err(|_| FsError::NotFound)?;
+                let snaps = self.snapshots()?;
+                if snaps.iter().any(|s| s.name == n) {
+                    return Err(FsError::IsDir);
+                }
+                let s = snaps
+                    .iter()
+                    .find(|s| s.record.alias.as_deref() == Some(n))
+                    .ok_or(FsError::NotFound)?;
+                self.head
+                    .store()
+                    .set_alias(self.container(), &s.name, None)
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            _ => self.head.unlink(self.head_dir(parent, name)?, name),
+        }
+    }
+
+    /// `rmdir`; in `.snapshots` it deletes a snapshot.
+    pub fn rmdir(&self, parent: u64, name: &[u8], caller: Caller) -> FsResult<()> {
+        match self.target(parent)? {
+            Target::SnapDir => {
+                self.may_manage(caller)?;
+                let n = name_str(name).map_err(|_| FsError::NotFound)?;
+                let snaps = self.snapshots()?;
+                if !snaps.iter().any(|s| s.name == n) {
+                    return Err(
+                        if snaps.iter().any(|s| s.record.alias.as_deref() == Some(n)) {
+                            FsError::NotDir
+                        } else {
+                            FsError::NotFound
+                        },
+                    );
+                }
+                self.head
+                    .store()
+                    .delete_snapshot(self.container(), n)
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            Target::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
+            _ => self.head.rmdir(self.head_dir(parent, name)?, name),
+        }
+    }
+
+    /// `rename`; inside `.snapshots` it sets or renames aliases.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+        caller: Caller,
+    ) -> FsResult<()> {
+        let (src, dst) = (self.target(parent)?, self.target(newparent)?);
+        match (&src, &dst) {
+            (Target::SnapDir, Target::SnapDir) => {
+                self.may_manage(caller)?;
+                self.snapdir_rename(name, newname, flags)
+            }
+            (Target::Head(p), Target::Head(np)) => {
+                if (*p == ROOT_INO && name == SNAPDIR_NAME)
+                    || (*np == ROOT_INO && newname == SNAPDIR_NAME)
+                {
+                    return Err(if *p == ROOT_INO && name == SNAPDIR_NAME {
+                        FsError::Perm
+                    } else {
+                        FsError::Exists
+                    });
+                }
+                self.head.rename(*p, name, *np, newname, flags)
+            }
+            (Target::Snap(a, ..), Target::Snap(b, ..)) if a == b => Err(FsError::ReadOnly),
+            _ => Err(FsError::CrossDevice),
+        }
+    }
+
+    fn snapdir_rename(&self, name: &[u8], newname: &[u8], flags: u32) -> FsResult<()> {
+        const RENAME_NOREPLACE: u32 = 1;
+        if flags & !RENAME_NOREPLACE != 0 {
+            return Err(FsError::Invalid("unsupported rename flags in .snapshots"));
+        }
+        let from = name_str(name).map_err(|_| FsError::NotFound)?;
+        let to = name_str(newname)?;
+        let store = self.head.store();
+        let snaps = self.snapshots()?;
+        let by_name = snaps.iter().find(|s| s.name == from);
+        let by_alias = snaps
+            .iter()
+            .find(|s| s.record.alias.as_deref() == Some(from));
+        let target = by_name.or(by_alias).ok_or(FsError::NotFound)?;
+        if snaps.iter().any(|s| s.name == to) {
+            return Err(FsError::Exists);
+        }
+        if let Some(holder) = snaps.iter().find(|s| s.record.alias.as_deref() == Some(to)) {
+            if holder.name == target.name {
+                return Ok(());
+            }
+            // Renaming a snapshot directory never overwrites; an alias may replace another
+            // alias (that is how `ln -sfn` moves one) unless NOREPLACE was asked.
+            if by_name.is_some() || flags & RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            store
+                .set_alias(self.container(), &holder.name, None)
+                .map_err(store_err)?;
+        }
+        store
+            .set_alias(self.container(), &target.name, Some(to))
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.open(i, flags),
+            Target::Snap(_, fs, i) => fs.open(i, flags),
+            Target::SnapDir => Err(FsError::IsDir),
+            Target::Alias(_) => Err(FsError::Invalid("symlink")),
+        }
+    }
+
+    pub fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        match self.target(ino)? {
+            Target::Head(_) => self.head.release(fh),
+            Target::Snap(_, fs, _) => fs.release(fh),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.read(i, offset, size),
+            Target::Snap(_, fs, i) => fs.read(i, offset, size),
+            _ => Err(FsError::IsDir),
+        }
+    }
+
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_priv: bool,
+    ) -> FsResult<u32> {
+        self.head
+            .write(self.head_ino(ino)?, Some(fh), offset, data, kill_priv)
+    }
+
+    pub fn fsync(&self) -> FsResult<()> {
+        self.head.fsync()
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.opendir(i),
+            Target::Snap(_, fs, i) => fs.opendir(i),
+            Target::SnapDir => Ok(0),
+            Target::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+
+    /// Directory entries from `offset`, with kernel inode numbers.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        match self.target(ino)? {
+            Target::Head(i) => {
+                let entries = self.head.readdir(i, fh, offset)?;
+                if i != ROOT_INO || !self.opts.snapdir_visible {
+                    return Ok(entries);
+                }
+                let mut v = (*entries).clone();
+                v.push(DirEntry {
+                    ino: SNAPDIR_INO,
+                    kind: Kind::Dir,
+                    name: SNAPDIR_NAME.to_vec(),
+                    offset: 0,
+                });
+                renumber(&mut v);
+                Ok(Arc::new(v))
+            }
+            Target::Snap(slot, fs, i) => {
+                let entries = fs.readdir(i, fh, offset)?;
+                let v = entries
+                    .iter()
+                    .map(|e| {
+                        let ino = if i == ROOT_INO && e.name == b".." {
+                            SNAPDIR_INO
+                        } else {
+                            (slot << SLOT_SHIFT) | e.ino
+                        };
+                        DirEntry { ino, ..e.clone() }
+                    })
+                    .collect();
+                Ok(Arc::new(v))
+            }
+            Target::SnapDir => {
+                let mut v = vec![
+                    DirEntry {
+                        ino: SNAPDIR_INO,
+                        kind: Kind::Dir,
+                        name: b".".to_vec(),
+                        offset: 0,
+                    },
+                    DirEntry {
+                        ino: ROOT_INO,
+                        kind: Kind::Dir,
+                        name: b"..".to_vec(),
+                        offset: 0,
+                    },
+                ];
+                for s in self.snapshots()? {
+                    let slot = self.slot_of(&s);
+                    v.push(DirEntry {
+                        ino: (slot << SLOT_SHIFT) | ROOT_INO,
+                        kind: Kind::Dir,
+                        name: s.name.clone().into_bytes(),
+                        offset: 0,
+                    });
+                    if let Some(a) = &s.record.alias {
+                        v.push(DirEntry {
+                            ino: ALIAS_BASE | slot,
+                            kind: Kind::Symlink,
+                            name: a.clone().into_bytes(),
+                            offset: 0,
+                        });
+                    }
+                }
+                renumber(&mut v);
+                Ok(Arc::new(v))
+            }
+            Target::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+
+    pub fn releasedir(&self, ino: u64, fh: u64) {
+        match self.target(ino) {
+            Ok(Target::Head(_)) => self.head.releasedir(fh),
+            Ok(Target::Snap(_, fs, _)) => fs.releasedir(fh),
+            _ => {}
+        }
+    }
+
+    pub fn statfs(&self) -> FsResult<Statfs> {
+        self.head.statfs()
+    }
+
+    fn snapshot_xattrs(info: &SnapshotInfo, size: u64) -> Vec<(String, Vec<u8>)> {
+        let t = |o: Option<Ts>| o.map(timefmt::rfc3339).unwrap_or_default().into_bytes();
+        vec![
+            (
+                "alias".into(),
+                info.record.alias.clone().unwrap_or_default().into_bytes(),
+            ),
+            (
+                "created_at".into(),
+                timefmt::rfc3339(info.record.created_at).into_bytes(),
+            ),
+            ("expires_at".into(), t(info.record.expires_at)),
+            ("last_used_at".into(), t(info.record.last_used_at)),
+            ("name".into(), info.name.clone().into_bytes()),
+            ("size".into(), size.to_string().into_bytes()),
+        ]
+    }
+
+    /// The snapshot whose root `ino` is, if it is one.
+    fn snap_root_info(&self, ino: u64) -> FsResult<Option<SnapshotInfo>> {
+        match self.target(ino)? {
+            Target::Snap(slot, _, ROOT_INO) => Ok(Some(self.snapshot_by_slot(slot)?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if let Some(key) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| n.strip_prefix(XATTR_PREFIX))
+        {
+            if let Some(info) = self.snap_root_info(ino)? {
+                let size = self.head.store().epoch_size(info.record.epoch)?;
+                return Self::snapshot_xattrs(&info, size)
+                    .into_iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+                    .ok_or(FsError::NoData);
+            }
+        }
+        match self.target(ino)? {
+            Target::Head(i) => self.head.getxattr(i, name),
+            Target::Snap(_, fs, i) => fs.getxattr(i, name),
+            _ => Err(FsError::NoData),
+        }
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let mut out = match self.target(ino)? {
+            Target::Head(i) => self.head.listxattr(i)?,
+            Target::Snap(_, fs, i) => fs.listxattr(i)?,
+            _ => Vec::new(),
+        };
+        if let Some(info) = self.snap_root_info(ino)? {
+            for (k, _) in Self::snapshot_xattrs(&info, 0) {
+                out.extend_from_slice(XATTR_PREFIX.as_bytes());
+                out.extend_from_slice(k.as_bytes());
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<()> {
+        if let Some(info) = self.snap_root_info(ino)? {
+            if name == b"user.snapfs.expires_at" {
+                self.may_manage(caller)?;
+                let text = std::str::from_utf8(value)
+                    .map_err(|_| FsError::Invalid("expires_at must be RFC 3339"))?
+                    .trim_end_matches('\0')
+                    .trim();
+                let at = if text.is_empty() {
+                    None
+                } else {
+                    Some(
+                        timefmt::parse_rfc3339(text)
+                            .ok_or(FsError::Invalid("expires_at must be RFC 3339"))?,
+                    )
+                };
+                self.head
+                    .store()
+                    .set_expiry(self.container(), &info.name, at)
+                    .map_err(store_err)?;
+                return Ok(());
+            }
+        }
+        self.head.setxattr(self.head_ino(ino)?, name, value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        self.head.removexattr(self.head_ino(ino)?, name)
+    }
+
+    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+        const W_OK: i32 = 2;
+        match self.target(ino)? {
+            Target::Head(i) => self.head.access(i, mask, caller),
+            Target::Snap(_, fs, i) => {
+                if mask & W_OK != 0 {
+                    return Err(FsError::ReadOnly);
+                }
+                fs.access(i, mask, caller)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.head.fallocate(self.head_ino(ino)?, offset, len, mode)
+    }
+
+    pub fn lseek(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
+        match self.target(ino)? {
+            Target::Head(i) => self.head.lseek(i, offset, whence),
+            Target::Snap(_, fs, i) => fs.lseek(i, offset, whence),
+            _ => Err(FsError::Invalid("not a file")),
+        }
+    }
+
+    pub fn copy_file_range(
+        &self,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
+        let out = self.head_ino(ino_out)?;
+        match self.target(ino_in)? {
+            Target::Head(i) => self.head.copy_file_range(i, off_in, out, off_out, len),
+            Target::Snap(_, fs, i) => {
+                // Copy out of a snapshot into the head: read there, write here.
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(1 << 20) as u32;
+                    let buf = fs.read(i, off_in + done, n)?;
+                    if buf.is_empty() {
+                        break;
+                    }
+                    self.head.write(out, None, off_out + done, &buf, false)?;
+                    done += buf.len() as u64;
+                }
+                Ok(done)
+            }
+            _ => Err(FsError::Invalid("not a file")),
+        }
+    }
+}
+
+/// Gives synthetic listings their stable offsets (each names the next entry).
+fn renumber(v: &mut [DirEntry]) {
+    for (i, e) in v.iter_mut().enumerate() {
+        e.offset = i as u64 + 1;
+    }
+}
