@@ -29,21 +29,12 @@ pub const SNAPDIR_INO: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | 1;
 const ALIAS_BASE: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | (1 << 32);
 const XATTR_PREFIX: &str = "user.snapfs.";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VolumeOptions {
     /// List `.snapshots` in the root directory.
     pub snapdir_visible: bool,
     /// Besides root, who may create, rename and delete snapshots.
     pub admin_uid: Option<u32>,
-}
-
-impl Default for VolumeOptions {
-    fn default() -> Self {
-        VolumeOptions {
-            snapdir_visible: false,
-            admin_uid: None,
-        }
-    }
 }
 
 #[derive(Default)]
