@@ -1,0 +1,79 @@
+//! Shared harness of the core tests: a filesystem on either kv backend, with real reopen.
+#![allow(dead_code)]
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use snapfs::error::FsError;
+use snapfs::fs::{Caller, Fs, ROOT_INO};
+use snapfs::kv::mem::MemKv;
+use snapfs::kv::rocks::{RocksKv, RocksOptions};
+use snapfs::kv::Kv;
+use snapfs::store::Store;
+
+pub const ME: Caller = Caller { uid: 0, gid: 0 };
+
+pub enum Backend {
+    Mem(Arc<MemKv>),
+    Rocks(tempfile::TempDir),
+}
+
+impl Backend {
+    pub fn kv(&self) -> Arc<dyn Kv> {
+        match self {
+            Backend::Mem(m) => m.clone(),
+            Backend::Rocks(dir) => {
+                Arc::new(RocksKv::open(dir.path(), &RocksOptions::default()).expect("open rocks"))
+            }
+        }
+    }
+}
+
+/// A filesystem plus the backend it lives on (dropped after it).
+pub struct T {
+    pub fs: Option<Fs>,
+    pub backend: Backend,
+}
+
+impl Deref for T {
+    type Target = Fs;
+    fn deref(&self) -> &Fs {
+        self.fs.as_ref().expect("fs present")
+    }
+}
+
+pub fn make(backend: Backend) -> T {
+    let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
+    let fs = Fs::new(store, b"default").expect("open");
+    T {
+        fs: Some(fs),
+        backend,
+    }
+}
+
+/// Closes everything and opens the store again from its backend (a real reopen for RocksDB).
+pub fn reopen(mut t: T) -> T {
+    t.fs = None;
+    let store = Arc::new(Store::open(t.backend.kv()).expect("reopen"));
+    t.fs = Some(Fs::new(store, b"default").expect("open"));
+    t
+}
+
+pub fn file(fs: &Fs, name: &str) -> (u64, u64) {
+    let (ino, _, fh) = fs
+        .create(ROOT_INO, name.as_bytes(), 0o644, libc::O_RDWR, ME)
+        .expect("create");
+    (ino, fh)
+}
+
+pub fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
+    r.expect_err("expected an error").errno()
+}
+
+pub fn mem_backend() -> Backend {
+    Backend::Mem(Arc::new(MemKv::new()))
+}
+
+pub fn rocks_backend() -> Backend {
+    Backend::Rocks(tempfile::tempdir().expect("tempdir"))
+}

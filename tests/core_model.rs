@@ -1,0 +1,274 @@
+//! Model-based randomized test of snapshots: random file operations, snapshots, restores,
+//! copies, snapshot deletions and store reopens, applied to the real core (on both kv
+//! backends) and to a simple in-memory model; after every step every live container and every
+//! snapshot view must match the model. Seeded and reproducible: a failure names its seed/step.
+
+#[path = "core/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use harness::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use snapfs::fs::{Fs, SetAttr, ROOT_INO};
+use snapfs::store::Store;
+
+/// A tree: file name -> contents (files live in the root and in one subdirectory `d`).
+type Tree = BTreeMap<String, Vec<u8>>;
+
+struct Model {
+    containers: BTreeMap<String, Tree>,
+    /// (container, snapshot name) -> tree
+    snapshots: BTreeMap<(String, String), Tree>,
+}
+
+const NAMES: [&str; 6] = ["a", "b", "c", "d/x", "d/y", "big"];
+
+fn split(path: &str) -> (Option<&str>, &str) {
+    match path.split_once('/') {
+        Some((d, f)) => (Some(d), f),
+        None => (None, path),
+    }
+}
+
+/// Reads a whole view into a Tree (root files plus files of subdirectory `d`).
+fn read_tree(fs: &Fs) -> Tree {
+    let mut out = Tree::new();
+    let fh = fs.opendir(ROOT_INO).expect("opendir");
+    let entries = fs.readdir(ROOT_INO, fh, 0).expect("readdir");
+    for e in entries.iter().skip(2) {
+        let name = String::from_utf8(e.name.clone()).expect("utf8");
+        if name == "d" {
+            let dfh = fs.opendir(e.ino).expect("opendir d");
+            for f in fs.readdir(e.ino, dfh, 0).expect("readdir d").iter().skip(2) {
+                let data = fs.read(f.ino, 0, 1 << 24).expect("read");
+                out.insert(format!("d/{}", String::from_utf8_lossy(&f.name)), data);
+            }
+            fs.releasedir(dfh);
+        } else {
+            out.insert(name, fs.read(e.ino, 0, 1 << 24).expect("read"));
+        }
+    }
+    fs.releasedir(fh);
+    out
+}
+
+fn dir_of(fs: &Fs, d: Option<&str>) -> u64 {
+    match d {
+        None => ROOT_INO,
+        Some(d) => match fs.lookup(ROOT_INO, d.as_bytes()) {
+            Ok((ino, _)) => ino,
+            Err(_) => {
+                fs.mkdir(ROOT_INO, d.as_bytes(), 0o755, ME)
+                    .expect("mkdir")
+                    .0
+            }
+        },
+    }
+}
+
+fn apply_write(fs: &Fs, tree: &mut Tree, rng: &mut StdRng) {
+    let path = NAMES[rng.gen_range(0..NAMES.len())];
+    let (d, f) = split(path);
+    let dir = dir_of(fs, d);
+    let ino = match fs.lookup(dir, f.as_bytes()) {
+        Ok((ino, _)) => ino,
+        Err(_) => {
+            let (ino, _, fh) = fs
+                .create(dir, f.as_bytes(), 0o644, libc::O_RDWR, ME)
+                .expect("create");
+            fs.release(fh).expect("release");
+            ino
+        }
+    };
+    let content = tree.entry(path.to_string()).or_default();
+    let max = if path == "big" { 200_000 } else { 9_000 };
+    let off = rng.gen_range(0..max);
+    let len = rng.gen_range(1..max / 2);
+    let byte: u8 = rng.gen_range(1..=255);
+    fs.write(ino, None, off as u64, &vec![byte; len], false)
+        .expect("write");
+    if content.len() < off + len {
+        content.resize(off + len, 0);
+    }
+    content[off..off + len].fill(byte);
+}
+
+fn apply_truncate(fs: &Fs, tree: &mut Tree, rng: &mut StdRng) {
+    let Some(path) = tree
+        .keys()
+        .nth(rng.gen_range(0..tree.len().max(1)))
+        .cloned()
+    else {
+        return;
+    };
+    let (d, f) = split(&path);
+    let dir = dir_of(fs, d);
+    let (ino, _) = fs.lookup(dir, f.as_bytes()).expect("lookup");
+    let size = rng.gen_range(0..12_000usize);
+    let set = SetAttr {
+        size: Some(size as u64),
+        ..Default::default()
+    };
+    fs.setattr(ino, &set, ME).expect("truncate");
+    if let Some(c) = tree.get_mut(&path) {
+        c.resize(size, 0);
+    }
+}
+
+fn apply_unlink(fs: &Fs, tree: &mut Tree, rng: &mut StdRng) {
+    let Some(path) = tree
+        .keys()
+        .nth(rng.gen_range(0..tree.len().max(1)))
+        .cloned()
+    else {
+        return;
+    };
+    let (d, f) = split(&path);
+    let dir = dir_of(fs, d);
+    fs.unlink(dir, f.as_bytes()).expect("unlink");
+    tree.remove(&path);
+}
+
+struct World {
+    store: Arc<Store>,
+    heads: BTreeMap<String, Fs>,
+}
+
+impl World {
+    fn open(store: Arc<Store>, model: &Model) -> World {
+        let heads = model
+            .containers
+            .keys()
+            .map(|c| {
+                (
+                    c.clone(),
+                    Fs::new(store.clone(), c.as_bytes()).expect("open"),
+                )
+            })
+            .collect();
+        World { store, heads }
+    }
+
+    fn check(&self, model: &Model, ctx: &str) {
+        for (c, tree) in &model.containers {
+            assert_eq!(&read_tree(&self.heads[c]), tree, "container {c} at {ctx}");
+        }
+        for ((c, name), tree) in &model.snapshots {
+            let info = self
+                .store
+                .find_snapshot(c.as_bytes(), name)
+                .expect("find")
+                .unwrap_or_else(|| panic!("snapshot {name} missing at {ctx}"));
+            let view = Fs::frozen(
+                self.store.clone(),
+                c.as_bytes(),
+                self.store.snapshot_chain(&info),
+            );
+            assert_eq!(&read_tree(&view), tree, "snapshot {name} of {c} at {ctx}");
+        }
+        for c in model.containers.keys() {
+            let listed = self.store.snapshots(c.as_bytes()).expect("list").len();
+            let expected = model.snapshots.keys().filter(|(sc, _)| sc == c).count();
+            assert_eq!(listed, expected, "snapshot count of {c} at {ctx}");
+        }
+    }
+}
+
+/// Snapshot names of container `c` in the model.
+fn mine(model: &Model, c: &str) -> Vec<String> {
+    model
+        .snapshots
+        .keys()
+        .filter(|(sc, _)| sc == c)
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
+fn run(seed: u64, backend: Backend, steps: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
+    let mut model = Model {
+        containers: BTreeMap::from([("default".to_string(), Tree::new())]),
+        snapshots: BTreeMap::new(),
+    };
+    let mut world = World::open(store, &model);
+    let mut copies = 0;
+    for step in 0..steps {
+        let ctx = format!("seed {seed} step {step}");
+        let cs: Vec<String> = model.containers.keys().cloned().collect();
+        let c = cs[rng.gen_range(0..cs.len())].clone();
+        let fs = &world.heads[&c];
+        let mine = mine(&model, &c);
+        let snaps = model.snapshots.clone();
+        let tree = model.containers.get_mut(&c).expect("container");
+        match rng.gen_range(0..100) {
+            0..=44 => apply_write(fs, tree, &mut rng),
+            45..=52 => apply_truncate(fs, tree, &mut rng),
+            53..=59 => apply_unlink(fs, tree, &mut rng),
+            60..=71 => {
+                let info = world
+                    .store
+                    .snapshot(c.as_bytes(), None, None)
+                    .expect("snapshot");
+                model.snapshots.insert((c.clone(), info.name), tree.clone());
+            }
+            72..=81 => {
+                if let Some(name) = mine.get(rng.gen_range(0..mine.len().max(1))) {
+                    world.store.restore(c.as_bytes(), name).expect("restore");
+                    *tree = snaps[&(c.clone(), name.clone())].clone();
+                }
+            }
+            82..=87 if copies < 3 => {
+                copies += 1;
+                let target = format!("copy{copies}");
+                let from = mine.get(rng.gen_range(0..mine.len().max(1))).cloned();
+                let t = match &from {
+                    Some(name) => snaps[&(c.clone(), name.clone())].clone(),
+                    None => tree.clone(),
+                };
+                world
+                    .store
+                    .copy_container(c.as_bytes(), from.as_deref(), target.as_bytes())
+                    .expect("copy");
+                model.containers.insert(target.clone(), t);
+                let fs = Fs::new(world.store.clone(), target.as_bytes()).expect("open copy");
+                world.heads.insert(target, fs);
+            }
+            88..=94 => {
+                let n = rng.gen_range(0..model.snapshots.len().max(1));
+                if let Some(key) = model.snapshots.keys().nth(n).cloned() {
+                    model.snapshots.remove(&key);
+                    let (sc, name) = key;
+                    world
+                        .store
+                        .delete_snapshot(sc.as_bytes(), &name)
+                        .expect("delete");
+                }
+            }
+            _ => {
+                // Reopen the whole store from its backend.
+                drop(world);
+                let store = Arc::new(Store::open(backend.kv()).expect("reopen"));
+                world = World::open(store, &model);
+            }
+        }
+        world.check(&model, &ctx);
+    }
+}
+
+#[test]
+fn model_random_ops_mem_backend_match() {
+    for seed in 0..12 {
+        run(seed, mem_backend(), 150);
+    }
+}
+
+#[test]
+fn model_random_ops_rocks_backend_match() {
+    for seed in 100..104 {
+        run(seed, rocks_backend(), 120);
+    }
+}
