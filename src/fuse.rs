@@ -92,10 +92,22 @@ fn attr(ino: u64, i: &Inode, blksize: u32) -> FileAttr {
     }
 }
 
+/// Converts a time the kernel sent. fuser 0.18 builds pre-1970 times as
+/// `EPOCH - (secs + nsecs)` from the kernel's `(-secs, nsecs)`, so undo exactly that.
+fn request_time(t: SystemTime) -> Ts {
+    match std::time::UNIX_EPOCH.duration_since(t) {
+        Ok(d) if !d.is_zero() => Ts {
+            secs: -(d.as_secs() as i64),
+            nsecs: d.subsec_nanos(),
+        },
+        _ => Ts::from_system(t),
+    }
+}
+
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(s) => TimeSet::At(Ts::from_system(s)),
+        TimeOrNow::SpecificTime(s) => TimeSet::At(request_time(s)),
     }
 }
 
@@ -176,8 +188,8 @@ impl Filesystem for FuseFs {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime: ctime.map(Ts::from_system),
-            crtime: crtime.map(Ts::from_system),
+            ctime: ctime.map(request_time),
+            crtime: crtime.map(request_time),
             fh: fh.map(|f| f.0),
         };
         match self.fs.setattr(ino.0, &set, caller(req)) {

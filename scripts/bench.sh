@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same fixed workload on a snapfs mount (fresh store)
+# and on a plain host directory, both on the same disk. Prints absolute figures
+# and a Markdown table with snapfs/host ratios. Never passes or fails on speed:
+# exits non-zero only when something crashes (fio, metabench, mount, ...).
+#
+# Environment (defaults in brackets; BENCH_QUICK=1 gives a smoke-test version):
+#   BENCH_QUICK=1        small sizes and 3 s runs                       [0]
+#   BENCH_SIZE           file size for the fio jobs                     [1G; quick 64M]
+#   BENCH_RUNTIME        seconds per time-based random job              [15; quick 3]
+#   BENCH_META_FILES     files for examples/metabench.rs                [20000; quick 2000]
+#   BENCH_DIR            parent of the temp dir (must be a real disk)   [/var/tmp]
+#   BENCH_TARGETS        what to compare, in column order               ["host snapfs"]
+#                        (add fuse-overlayfs for a third column)
+#   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
+#   BENCH_OUT            also write the Markdown table to this file     []
+#   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$REPO_ROOT"
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    SIZE="${BENCH_SIZE:-64M}" RUNTIME="${BENCH_RUNTIME:-3}" META_FILES="${BENCH_META_FILES:-2000}"
+else
+    SIZE="${BENCH_SIZE:-1G}" RUNTIME="${BENCH_RUNTIME:-15}" META_FILES="${BENCH_META_FILES:-20000}"
+fi
+BASE="${BENCH_DIR:-/var/tmp}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs}"
+[ "${#TARGETS[@]}" -gt 0 ] || die "BENCH_TARGETS is empty"
+
+extra_pkgs=()
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+    host | snapfs) ;;
+    fuse-overlayfs) extra_pkgs+=(fuse-overlayfs) ;;
+    *) die "unknown target in BENCH_TARGETS: $t (known: host snapfs fuse-overlayfs)" ;;
+    esac
+done
+setup
+ensure_packages "${extra_pkgs[@]}"
+command -v python3 >/dev/null 2>&1 || ensure_packages python3
+
+log "cargo build --release --bin snapfs --example metabench"
+cargo build --release --bin snapfs --example metabench
+METABENCH="$CARGO_TARGET_DIR/release/examples/metabench"
+
+mkdir -p "$BASE"
+WORK="$(mktemp -d "$BASE/snapfs-bench.XXXXXX")"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+MOUNTS=() # mount points to take down on exit
+
+cleanup() {
+    local rc=$? m busy=0
+    set +e
+    for m in "${MOUNTS[@]}"; do
+        if is_mounted "$m"; then
+            case "$m" in
+            */snapfs-mnt) snapfs_unmount "$m" ;;
+            *) fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" ;;
+            esac
+        fi
+        is_mounted "$m" && busy=1
+    done
+    if [ "$busy" = 1 ]; then
+        log "a mount under $WORK is still live; leaving $WORK in place"
+    elif [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf -- "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+CAN_DROP=1
+drop_caches() {
+    sync
+    if [ "$CAN_DROP" = 1 ] && ! (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+        log "warning: cannot write /proc/sys/vm/drop_caches: 'cold' reads may hit the page cache"
+        CAN_DROP=0
+    fi
+}
+
+# --- targets: mount / cold restart / unmount ------------------------------------
+
+mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
+    local t="$1"
+    case "$t" in
+    host)
+        TARGET_DIR="$WORK/host"
+        mkdir -p "$TARGET_DIR"
+        ;;
+    snapfs)
+        local init_args=()
+        if [ -n "${BENCH_BLOCK_SIZE:-}" ]; then
+            init_args=(--block-size "$BENCH_BLOCK_SIZE")
+        fi
+        "$SNAPFS_BIN" init "$WORK/snapfs-store" "${init_args[@]}"
+        TARGET_DIR="$WORK/snapfs-mnt"
+        mkdir -p "$TARGET_DIR"
+        MOUNTS+=("$TARGET_DIR")
+        remount_target snapfs
+        ;;
+    fuse-overlayfs)
+        mkdir -p "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"
+        TARGET_DIR="$WORK/ovl-mnt"
+        mkdir -p "$TARGET_DIR"
+        MOUNTS+=("$TARGET_DIR")
+        remount_target fuse-overlayfs
+        ;;
+    esac
+}
+
+unmount_target() {
+    case "$1" in
+    host) ;;
+    snapfs) snapfs_unmount "$WORK/snapfs-mnt" ;;
+    fuse-overlayfs) fusermount3 -u "$WORK/ovl-mnt" ;;
+    esac
+}
+
+remount_target() {
+    case "$1" in
+    host) return 0 ;;
+    snapfs) "$SNAPFS_BIN" mount "$WORK/snapfs-store" "$WORK/snapfs-mnt" ;;
+    fuse-overlayfs)
+        fuse-overlayfs -o "lowerdir=$WORK/ovl-lower,upperdir=$WORK/ovl-upper,workdir=$WORK/ovl-work" \
+            "$WORK/ovl-mnt"
+        ;;
+    esac
+    is_mounted "$TARGET_DIR" || die "$1: mount returned but $TARGET_DIR is not mounted"
+}
+
+# Cold cache: restart the daemon (drops its own caches) and drop the kernel's.
+cold_cache() {
+    unmount_target "$1"
+    drop_caches
+    remount_target "$1"
+}
+
+# --- measurements -----------------------------------------------------------------
+
+record() { # TARGET WORKLOAD VALUE UNIT
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+    printf '    %-28s %12s %s\n' "$2" "$3" "$4" >&2
+}
+
+# fio_job TARGET DIR WORKLOAD DIRECTION(read|write) UNIT(MiB/s|IOPS) FIO_ARGS...
+fio_job() {
+    local t="$1" dir="$2" workload="$3" direction="$4" unit="$5" json value
+    shift 5
+    json="$WORK/fio-$t-${workload// /_}.json"
+    fio --name="${workload// /_}" --filename="$dir/fio.dat" --size="$SIZE" \
+        --ioengine=psync --iodepth=1 --numjobs=1 --fallocate=none \
+        --output-format=json --output="$json" "$@" >&2
+    value="$(python3 - "$json" "$direction" "$unit" <<'PY'
+import json, sys
+path, direction, unit = sys.argv[1:]
+job = json.load(open(path))["jobs"][0]
+if job.get("error"):
+    sys.exit(f"fio job {job.get('jobname')} failed: error {job['error']}")
+d = job[direction]
+if d["io_bytes"] <= 0:
+    sys.exit(f"fio job {job.get('jobname')}: no {direction} I/O done")
+print(f"{d['bw_bytes'] / 2**20:.1f}" if unit == "MiB/s" else f"{d['iops']:.0f}")
+PY
+)"
+    record "$t" "$workload" "$value" "$unit"
+}
+
+run_target() {
+    local t="$1" dir rt="$RUNTIME"
+    log "target $t: mounting"
+    mount_target "$t"
+    dir="$TARGET_DIR"
+    log "target $t: fio on $dir (size $SIZE, ${rt}s random jobs)"
+
+    fio_job "$t" "$dir" "seq write $SIZE bs=1M end_fsync" write MiB/s \
+        --rw=write --bs=1M --end_fsync=1
+    cold_cache "$t"
+    fio_job "$t" "$dir" "seq read $SIZE bs=1M cold" read MiB/s \
+        --rw=read --bs=1M
+    fio_job "$t" "$dir" "rand write 4k" write IOPS \
+        --rw=randwrite --bs=4k --time_based --runtime="$rt"
+    fio_job "$t" "$dir" "rand write 4k fsync=1" write IOPS \
+        --rw=randwrite --bs=4k --fsync=1 --time_based --runtime="$rt"
+    cold_cache "$t"
+    fio_job "$t" "$dir" "rand read 4k cold" read IOPS \
+        --rw=randread --bs=4k --time_based --runtime="$rt"
+    rm -f -- "$dir/fio.dat"
+
+    log "target $t: metabench ($META_FILES files in 100 dirs)"
+    local meta="$WORK/metabench-$t.jsonl" workload ops
+    "$METABENCH" "$dir" --files "$META_FILES" --dirs 100 >"$meta"
+    while IFS=$'\t' read -r workload ops; do
+        record "$t" "$workload" "$ops" "ops/s"
+    done < <(python3 - "$meta" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"meta {r['phase']} {r['files']} files\t{r['ops_per_sec']:.0f}")
+PY
+)
+
+    unmount_target "$t"
+}
+
+commit="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
+fstype="$(stat -f -c %T "$WORK")"
+{
+    echo "snapfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit, $(uname -sr), $(nproc) cores"
+    echo "work dir $WORK ($fstype), fio size $SIZE, random jobs ${RUNTIME}s, metabench $META_FILES files"
+    echo "targets: ${TARGETS[*]}"
+} >&2
+
+for t in "${TARGETS[@]}"; do
+    run_target "$t"
+done
+
+TABLE="$(python3 - "$RESULTS" "$SIZE" "$RUNTIME" "$META_FILES" "$CAN_DROP" "${TARGETS[@]}" <<'PY'
+import sys
+path, size, runtime, meta_files, can_drop, *targets = sys.argv[1:]
+rows, units, order = {}, {}, []
+for line in open(path):
+    t, workload, value, unit = line.rstrip("\n").split("\t")
+    if workload not in units:
+        order.append(workload)
+        units[workload] = unit
+    rows[(t, workload)] = float(value)
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    return f"{v:,.1f}" if unit == "MiB/s" else f"{v:,.0f}"
+
+head = ["workload"] + targets
+ratio = "host" in targets and "snapfs" in targets
+if ratio:
+    head.append("ratio snapfs/host")
+out = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+for w in order:
+    unit = units[w]
+    cells = [f"{w} ({unit})"] + [fmt(rows.get((t, w)), unit) for t in targets]
+    if ratio:
+        h, s = rows.get(("host", w)), rows.get(("snapfs", w))
+        cells.append(f"{s / h:.2f}" if h and s is not None else "n/a")
+    out.append("| " + " | ".join(cells) + " |")
+out.append("")
+out.append(f"fio: psync, iodepth 1, file {size}; random jobs {runtime} s each; "
+           f"metabench: {meta_files} files of 100 B in 100 dirs. Higher is better; "
+           "ratio < 1 means snapfs is slower than the host directory.")
+if can_drop != "1":
+    out.append("Warning: page cache could not be dropped, 'cold' reads may be warm.")
+print("\n".join(out))
+PY
+)"
+
+echo
+echo "$TABLE"
+if [ -n "${BENCH_OUT:-}" ]; then
+    printf '%s\n' "$TABLE" >"$BENCH_OUT"
+    log "table written to $BENCH_OUT"
+fi

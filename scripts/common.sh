@@ -1,0 +1,111 @@
+# Shared helpers for scripts/*.sh. Source it; do not run it.
+#
+# After sourcing: REPO_ROOT is the repository root, CARGO_TARGET_DIR is exported
+# (one target dir outside the clone, reused across runs and CI), SNAPFS_BIN is
+# the path of the release binary.
+# shellcheck shell=bash
+
+# shellcheck disable=SC2034 # used by the scripts that source this file
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/snapfs-target}"
+export DEBIAN_FRONTEND=noninteractive
+SNAPFS_BIN="$CARGO_TARGET_DIR/release/snapfs"
+
+# Debian packages every script needs: fusermount3 (fuse3), bindgen's libclang for
+# the RocksDB build, fio for the benchmark, getfattr/setfattr (attr) for tests.
+SNAPFS_BASE_PACKAGES=(fuse3 libclang-dev fio attr)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# as_root CMD...: run CMD as root (directly, or through sudo when not root).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root for: $*"
+    fi
+}
+
+# ensure_packages PKG...: install the Debian packages that are missing, with one
+# `apt-get update` first; does nothing (and needs no network) when all are present.
+ensure_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    log "installing missing packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+# ensure_fuse: /dev/fuse must exist; load the module if it is missing.
+ensure_fuse() {
+    [ -c /dev/fuse ] && return 0
+    log "/dev/fuse is missing, trying to load the fuse module"
+    if command -v modprobe >/dev/null 2>&1; then
+        as_root modprobe fuse || true
+    fi
+    # Module built in or loaded but no device node (some containers): create it.
+    if [ ! -c /dev/fuse ] && grep -qw fuse /proc/filesystems 2>/dev/null; then
+        as_root mknod -m 0666 /dev/fuse c 10 229 || true
+    fi
+    [ -c /dev/fuse ] || die "/dev/fuse is still missing after 'modprobe fuse': FUSE is not available on this machine"
+}
+
+# ensure_rust: cargo with rustfmt and clippy must already be on the machine.
+ensure_rust() {
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (install a Rust toolchain with rustup)"
+    mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || as_root mkdir -p "$CARGO_TARGET_DIR"
+    [ -w "$CARGO_TARGET_DIR" ] || die "CARGO_TARGET_DIR=$CARGO_TARGET_DIR is not writable; set CARGO_TARGET_DIR to a writable path"
+}
+
+# setup: everything a script needs before building or running.
+setup() {
+    ensure_packages "${SNAPFS_BASE_PACKAGES[@]}"
+    ensure_fuse
+    ensure_rust
+}
+
+# escape_mount_path PATH: PATH as /proc/mounts writes it (octal escapes).
+escape_mount_path() {
+    local p="$1"
+    p="${p//\\/\\134}"
+    p="${p// /\\040}"
+    p="${p//$'\t'/\\011}"
+    p="${p//$'\n'/\\012}"
+    printf '%s' "$p"
+}
+
+# is_mounted DIR: DIR (absolute, canonical) is a mount point in /proc/mounts.
+is_mounted() {
+    local want
+    want="$(escape_mount_path "$1")"
+    awk -v m="$want" '$2 == m { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# abspath PATH: absolute path without requiring PATH to exist.
+abspath() {
+    case "$1" in
+    /*) realpath -m -- "$1" ;;
+    *) realpath -m -- "$PWD/$1" ;;
+    esac
+}
+
+# snapfs_unmount DIR: unmount a snapfs mount (also a dead one) and wait for it.
+snapfs_unmount() {
+    local mnt="$1"
+    is_mounted "$mnt" || return 0
+    if [ -x "$SNAPFS_BIN" ] && "$SNAPFS_BIN" umount "$mnt"; then
+        return 0
+    fi
+    log "snapfs umount $mnt failed; falling back to a lazy unmount"
+    fusermount3 -u -z "$mnt" 2>/dev/null || as_root umount -l "$mnt"
+}
