@@ -15,6 +15,7 @@
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
+//! | Meta  | 0x13 | tag, data id u64, epoch u64               | versioned "data id dropped"  |
 //! | Meta  | 0x20 | tag, epoch u64, space u8, unversioned key | change index: bytes (u64)    |
 //! | Meta  | 0x30 | tag, container, 0x00, ino u64             | orphan (unlinked while open) |
 //! | Data  | 0x40 | tag, data id u64, block index u64, epoch  | versioned block bytes        |
@@ -32,6 +33,7 @@ pub const TAG_SNAPSHOT: u8 = 0x04;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
+pub const TAG_DATA_GONE: u8 = 0x13;
 pub const TAG_CHANGE: u8 = 0x20;
 pub const TAG_ORPHAN: u8 = 0x30;
 pub const TAG_BLOCK: u8 = 0x40;
@@ -94,6 +96,12 @@ pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
 
 pub fn xattr_prefix(ino: u64) -> Vec<u8> {
     with_u64(TAG_XATTR, ino)
+}
+
+/// Marks, from an epoch down, that no inode refers to block storage `data_id` any more
+/// (truncated to zero or freed): reclaim uses it to see those blocks are shadowed.
+pub fn data_gone(data_id: u64) -> Vec<u8> {
+    with_u64(TAG_DATA_GONE, data_id)
 }
 
 /// Unversioned block key.

@@ -1,5 +1,5 @@
 //! Model-based randomized test of snapshots: random file operations, snapshots, restores,
-//! copies, snapshot deletions and store reopens, applied to the real core (on both kv
+//! copies, snapshot deletions, reclaim of deleted epochs and store reopens, applied to the real core (on both kv
 //! backends) and to a simple in-memory model; after every step every live container and every
 //! snapshot view must match the model. Seeded and reproducible: a failure names its seed/step.
 
@@ -248,6 +248,9 @@ fn run(seed: u64, backend: Backend, steps: usize) {
                         .expect("delete");
                 }
             }
+            95..=97 => {
+                world.store.reclaim().expect("reclaim");
+            }
             _ => {
                 // Reopen the whole store from its backend.
                 drop(world);
@@ -261,14 +264,14 @@ fn run(seed: u64, backend: Backend, steps: usize) {
 
 #[test]
 fn model_random_ops_mem_backend_match() {
-    for seed in 0..12 {
-        run(seed, mem_backend(), 150);
+    for seed in 0..40 {
+        run(seed, mem_backend(), 200);
     }
 }
 
 #[test]
 fn model_random_ops_rocks_backend_match() {
-    for seed in 100..104 {
-        run(seed, rocks_backend(), 120);
+    for seed in 100..106 {
+        run(seed, rocks_backend(), 150);
     }
 }

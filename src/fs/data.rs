@@ -234,7 +234,7 @@ impl Fs {
             if size == 0 {
                 // O(1) in what ancestors hold: the file gets fresh block storage; only this
                 // head's own blocks of the old storage are freed.
-                tx.drop_own(Space::Data, &keys::block_prefix(inode.data_id))?;
+                tx.drop_data(inode.data_id)?;
                 inode.data_id = tx.alloc_id();
                 inode.alloc = 0;
             } else {

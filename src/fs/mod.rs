@@ -149,6 +149,21 @@ impl Tx<'_> {
         );
     }
 
+    /// Drops this head's own blocks of `data_id` and records that the data id is dead from
+    /// this epoch down (so reclaim knows older epochs' blocks of it are shadowed).
+    fn drop_data(&mut self, data_id: u64) -> FsResult<()> {
+        self.drop_own(Space::Data, &keys::block_prefix(data_id))?;
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::data_gone(data_id),
+            e,
+            codec::encode_live(&()),
+        );
+        Ok(())
+    }
+
     fn alloc_id(&mut self) -> u64 {
         self.fs.store.alloc_id(&mut self.batch)
     }

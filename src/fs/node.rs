@@ -40,7 +40,7 @@ fn resolve_time(t: TimeSet, now: Ts) -> Ts {
 pub(super) fn free_inode(tx: &mut Tx<'_>, ino: u64, inode: &Inode) -> FsResult<()> {
     let e = tx.epoch();
     if inode.kind == Kind::File {
-        tx.drop_own(Space::Data, &keys::block_prefix(inode.data_id))?;
+        tx.drop_data(inode.data_id)?;
     }
     tx.drop_own(Space::Meta, &keys::xattr_prefix(ino))?;
     crate::store::put_version(

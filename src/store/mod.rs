@@ -3,8 +3,10 @@
 //! Invariant: epoch ids come from one monotonic counter, so a child's id is always greater
 //! than its parent's; the whole tree is cached in memory (it is small).
 
+mod reclaim;
 mod snapshot;
 
+pub use reclaim::ReclaimStats;
 pub use snapshot::{SnapshotInfo, SnapshotRecord};
 
 use std::collections::HashMap;
