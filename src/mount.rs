@@ -234,16 +234,61 @@ fn serve(
         })
         .context("cannot start the signal thread")?;
 
+    let (stop_reclaim, reclaimer) = spawn_reclaimer(store.clone())?;
+
     if notify_ready {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
     log::info!("mounted {} at {}", container, mnt.display());
-    session.run().context("FUSE session failed")?;
+    let ran = session.run().context("FUSE session failed");
+    drop(stop_reclaim);
+    let _ = reclaimer.join();
+    ran?;
     store.kv().sync()?;
     log::info!("unmounted {}", mnt.display());
     Ok(())
+}
+
+/// How often the reclaimer looks for retired epochs.
+const RECLAIM_PERIOD: Duration = Duration::from_secs(2);
+/// Reclaimed bytes after which RocksDB is asked to compact (so disk usage really drops).
+const COMPACT_AFTER: u64 = 64 << 20;
+
+/// Runs reclaim in the background until the returned sender is dropped.
+fn spawn_reclaimer(
+    store: Arc<Store>,
+) -> Result<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("reclaim".into())
+        .spawn(move || {
+            let mut pending = 0u64;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(RECLAIM_PERIOD)
+            {
+                match store.reclaim() {
+                    Ok(stats) => {
+                        if stats.epochs_removed > 0 {
+                            log::info!("reclaimed {stats:?}");
+                        }
+                        pending += stats.bytes_dropped;
+                    }
+                    Err(e) => log::error!("reclaim: {e}"),
+                }
+                if pending >= COMPACT_AFTER {
+                    pending = 0;
+                    for space in crate::kv::Space::ALL {
+                        if let Err(e) = store.kv().compact(space) {
+                            log::error!("compaction: {e}");
+                        }
+                    }
+                }
+            }
+        })
+        .context("cannot start the reclaim thread")?;
+    Ok((tx, handle))
 }
 
 /// `STORE/snapfs.pid`, removed when dropped.
