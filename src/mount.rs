@@ -186,8 +186,8 @@ fn serve(
     volume: &VolumeOptions,
     notify_ready: bool,
 ) -> Result<()> {
-    setup_logging(store_path);
     let store = open_store(store_path)?;
+    setup_logging(store_path);
     if store.container(container.as_bytes())?.is_none() {
         store.create_container(container.as_bytes())?;
     }
@@ -370,8 +370,19 @@ fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
     Ok(found)
 }
 
+/// Is `pid` running? A zombie (exited, not yet reaped by its parent) counts as gone.
 fn process_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: "pid (comm) S ...".
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
 }
 
 fn wait_exit(pid: i32, timeout: Duration) -> bool {
