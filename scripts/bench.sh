@@ -15,6 +15,9 @@
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
 #   BENCH_OUT            also write the Markdown table to this file     []
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
+#   BENCH_SNAPSHOTS=0    skip the snapshot section                      [1]
+#   BENCH_SNAP_FILES     files (~52 KiB each) of the "filled" container [20000; quick 2000]
+#   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [300; quick 30]
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -22,8 +25,10 @@ cd "$REPO_ROOT"
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SIZE="${BENCH_SIZE:-64M}" RUNTIME="${BENCH_RUNTIME:-3}" META_FILES="${BENCH_META_FILES:-2000}"
+    SNAP_FILES="${BENCH_SNAP_FILES:-2000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-30}"
 else
     SIZE="${BENCH_SIZE:-1G}" RUNTIME="${BENCH_RUNTIME:-15}" META_FILES="${BENCH_META_FILES:-20000}"
+    SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-300}"
 fi
 BASE="${BENCH_DIR:-/var/tmp}"
 read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs}"
@@ -41,9 +46,10 @@ setup
 ensure_packages "${extra_pkgs[@]}"
 command -v python3 >/dev/null 2>&1 || ensure_packages python3
 
-log "cargo build --release --bin snapfs --example metabench"
-cargo build --release --bin snapfs --example metabench
+log "cargo build --release --bin snapfs --example metabench --example snapbench"
+cargo build --release --bin snapfs --example metabench --example snapbench
 METABENCH="$CARGO_TARGET_DIR/release/examples/metabench"
+SNAPBENCH="$CARGO_TARGET_DIR/release/examples/snapbench"
 
 mkdir -p "$BASE"
 WORK="$(mktemp -d "$BASE/snapfs-bench.XXXXXX")"
@@ -264,4 +270,94 @@ echo "$TABLE"
 if [ -n "${BENCH_OUT:-}" ]; then
     printf '%s\n' "$TABLE" >"$BENCH_OUT"
     log "table written to $BENCH_OUT"
+fi
+
+# --- snapshots ------------------------------------------------------------------
+# Snapshot create / restore / copy latency (in-process on a real store, empty vs filled),
+# `mkdir .snapshots/X` latency through a mount (empty vs filled, fresh unsynced writes just
+# before each), and head speed with 0 vs SNAP_COUNT snapshots present.
+
+median_ms() { # reads one number per line (ns), prints the median in ms
+    sort -n | awk '{v[NR]=$1} END {printf "%.2f", v[int((NR+1)/2)]/1e6}'
+}
+
+mkdir_latency() { # DIR ROUNDS TAG: median ms of `mkdir .snapshots/...` after a fresh write
+    local dir="$1" rounds="$2" tag="$3" i t0 t1
+    for ((i = 0; i < rounds; i++)); do
+        head -c 65536 /dev/urandom >"$dir/fresh-$tag-$i"
+        t0=$(date +%s%N)
+        mkdir "$dir/.snapshots/$tag-$i"
+        t1=$(date +%s%N)
+        echo $((t1 - t0))
+    done | median_ms
+}
+
+fill_tree() { # DIR FILES: FILES files of ~52 KiB in 100 directories (about 1 GiB at 20,000)
+    python3 - "$1" "$2" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+block = os.urandom(53687)
+for d in range(100):
+    os.makedirs(os.path.join(root, f"d{d}"), exist_ok=True)
+for i in range(n):
+    with open(os.path.join(root, f"d{i % 100}", f"f{i}"), "wb") as f:
+        f.write(block)
+PY
+}
+
+snapshot_bench() {
+    local store="$WORK/snap-store" mnt="$WORK/snapfs-mnt" empty filled
+    log "snapshots: in-process create/restore/copy latency ($SNAP_FILES files filled)"
+    SNAP_TABLE="$("$SNAPBENCH" "$WORK/snapbench-store" --files "$SNAP_FILES" --rounds 15)"
+    rm -rf -- "$WORK/snapbench-store"
+
+    log "snapshots: mkdir .snapshots/X latency through the mount"
+    "$SNAPFS_BIN" init "$store"
+    mkdir -p "$mnt"
+    MOUNTS+=("$mnt")
+    "$SNAPFS_BIN" mount "$store" "$mnt"
+    empty="$(mkdir_latency "$mnt" 15 empty)"
+    fill_tree "$mnt" "$SNAP_FILES"
+    filled="$(mkdir_latency "$mnt" 15 filled)"
+
+    log "snapshots: head speed with 0 vs $SNAP_COUNT snapshots"
+    local dir="$mnt/speed" r0w r0r rNw rNr i
+    mkdir -p "$dir"
+    fio --name=prep --filename="$dir/fio.dat" --size=256M --rw=write --bs=1M \
+        --fallocate=none --output=/dev/null
+    speed() { # prints "write_iops read_iops"
+        local w r
+        w="$(fio --name=w --filename="$dir/fio.dat" --size=256M --rw=randwrite --bs=4k \
+            --time_based --runtime="$RUNTIME" --fallocate=none --output-format=json |
+            python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')"
+        r="$(fio --name=r --filename="$dir/fio.dat" --size=256M --rw=randread --bs=4k \
+            --time_based --runtime="$RUNTIME" --fallocate=none --output-format=json |
+            python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')"
+        echo "$w $r"
+    }
+    read -r r0w r0r < <(speed)
+    for ((i = 0; i < SNAP_COUNT; i++)); do
+        dd if=/dev/urandom of="$dir/fio.dat" bs=4k count=4 seek=$((RANDOM * 2)) \
+            conv=notrunc status=none
+        mkdir "$mnt/.snapshots/s$i"
+    done
+    read -r rNw rNr < <(speed)
+    snapfs_unmount "$mnt"
+
+    echo
+    echo "$SNAP_TABLE"
+    echo
+    echo "| through the mount | empty | filled ($SNAP_FILES files) | filled/empty |"
+    echo "|---|---:|---:|---:|"
+    awk -v a="$empty" -v b="$filled" \
+        'BEGIN {printf "| mkdir .snapshots/X, median ms | %.2f | %.2f | %.2f |\n", a, b, b / a}'
+    echo
+    echo "| head, 4 KiB random (IOPS) | 0 snapshots | $SNAP_COUNT snapshots | ratio |"
+    echo "|---|---:|---:|---:|"
+    awk -v a="$r0w" -v b="$rNw" 'BEGIN {printf "| write | %d | %d | %.2f |\n", a, b, b / a}'
+    awk -v a="$r0r" -v b="$rNr" 'BEGIN {printf "| read | %d | %d | %.2f |\n", a, b, b / a}'
+}
+
+if [ "${BENCH_SNAPSHOTS:-1}" = 1 ]; then
+    snapshot_bench
 fi
