@@ -57,7 +57,7 @@ snapfs is running.
 Next steps:
   write into it like any directory:
       echo hello > $MNT/hello.txt; cp -a /etc $MNT/
-  take a snapshot (in progress: needs a build with snapshot support):
+  take a snapshot (O(1), read-only, browsable):
       mkdir $MNT/.snapshots/before-upgrade
       ls $MNT/.snapshots/                # snapshots are read-only directories
   unmount (waits for the daemon to exit):
