@@ -65,7 +65,7 @@ fn measure(
         rest.push(ms(t));
         let target = format!("{}-copy-{r}", String::from_utf8_lossy(container));
         let t = Instant::now();
-        store.copy_container(container, Some(&info.name), target.as_bytes())?;
+        store.copy_container(container, Some(&info.name), &target, None)?;
         copy.push(ms(t));
     }
     Ok(Figures {
@@ -117,11 +117,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let store = Arc::new(Store::init(kv, snapfs::store::DEFAULT_BLOCK_SIZE as u64)?);
 
-    let empty = Fs::new(store.clone(), b"default")?;
-    let e = measure(&store, &empty, b"default", rounds)?;
+    let default = store
+        .container_by_name("default")?
+        .ok_or("no default container")?;
+    let empty = Fs::new(store.clone(), default.id.as_bytes())?;
+    let e = measure(&store, &empty, default.id.as_bytes(), rounds)?;
 
-    store.create_container(b"filled")?;
-    let filled = Fs::new(store.clone(), b"filled")?;
+    let rec = store.create_container("filled", None)?;
+    let filled = Fs::new(store.clone(), rec.id.as_bytes())?;
     let t = Instant::now();
     fill(&filled, files, size)?;
     eprintln!(
@@ -131,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (files * size) as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let f = measure(&store, &filled, b"filled", rounds)?;
+    let f = measure(&store, &filled, rec.id.as_bytes(), rounds)?;
 
     println!("| operation (median of {rounds}) | empty ms | filled ms | filled/empty |");
     println!("|---|---:|---:|---:|");

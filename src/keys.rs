@@ -10,8 +10,9 @@
 //! |-------|------|-------------------------------------------|------------------------------|
 //! | Meta  | 0x01 | tag, setting name (ASCII)                 | store settings (raw)         |
 //! | Meta  | 0x02 | tag, epoch u64                            | `EpochRecord`                |
-//! | Meta  | 0x03 | tag, container name                       | `ContainerRecord`            |
-//! | Meta  | 0x04 | tag, container, 0x00, snapshot name       | `SnapshotRecord`             |
+//! | Meta  | 0x03 | tag, container id                         | `ContainerRecord`            |
+//! | Meta  | 0x04 | tag, container id, 0x00, snapshot name    | `SnapshotRecord`             |
+//! | Meta  | 0x05 | tag, container name                       | id of the live container     |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -30,6 +31,7 @@ pub const TAG_SETTING: u8 = 0x01;
 pub const TAG_EPOCH: u8 = 0x02;
 pub const TAG_CONTAINER: u8 = 0x03;
 pub const TAG_SNAPSHOT: u8 = 0x04;
+pub const TAG_CONTAINER_NAME: u8 = 0x05;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -68,9 +70,16 @@ pub fn epoch(e: u64) -> Vec<u8> {
     with_u64(TAG_EPOCH, e)
 }
 
-pub fn container(name: &[u8]) -> Vec<u8> {
+pub fn container(id: &[u8]) -> Vec<u8> {
     let mut k = vec![TAG_CONTAINER];
-    k.extend_from_slice(name);
+    k.extend_from_slice(id);
+    k
+}
+
+/// Name index of live containers.
+pub fn container_name(name: &str) -> Vec<u8> {
+    let mut k = vec![TAG_CONTAINER_NAME];
+    k.extend_from_slice(name.as_bytes());
     k
 }
 

@@ -188,10 +188,12 @@ fn serve(
 ) -> Result<()> {
     let store = open_store(store_path)?;
     setup_logging(store_path);
-    if store.container(container.as_bytes())?.is_none() {
-        store.create_container(container.as_bytes())?;
-    }
-    let fs = Fs::new(store.clone(), container.as_bytes())?;
+    let rec = match store.find_container(container)? {
+        Some(r) if r.deleted_at.is_none() => r,
+        Some(r) => bail!("container {} ({}) was deleted", r.name, r.id),
+        None => store.create_container(container, None)?,
+    };
+    let fs = Fs::new(store.clone(), rec.id.as_bytes())?;
     let _pid = PidFile::create(store_path)?;
 
     // Block termination signals before any thread starts, then wait for them on one thread.

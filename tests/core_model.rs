@@ -137,6 +137,16 @@ struct World {
     heads: BTreeMap<String, Fs>,
 }
 
+/// The id of the live container called `name`.
+fn id(store: &Store, name: &str) -> Vec<u8> {
+    store
+        .container_by_name(name)
+        .expect("lookup")
+        .expect("container")
+        .id
+        .into_bytes()
+}
+
 impl World {
     fn open(store: Arc<Store>, model: &Model) -> World {
         let heads = model
@@ -145,7 +155,7 @@ impl World {
             .map(|c| {
                 (
                     c.clone(),
-                    Fs::new(store.clone(), c.as_bytes()).expect("open"),
+                    Fs::new(store.clone(), &id(&store, c)).expect("open"),
                 )
             })
             .collect();
@@ -159,18 +169,22 @@ impl World {
         for ((c, name), tree) in &model.snapshots {
             let info = self
                 .store
-                .find_snapshot(c.as_bytes(), name)
+                .find_snapshot(&id(&self.store, c), name)
                 .expect("find")
                 .unwrap_or_else(|| panic!("snapshot {name} missing at {ctx}"));
             let view = Fs::frozen(
                 self.store.clone(),
-                c.as_bytes(),
+                &id(&self.store, c),
                 self.store.snapshot_chain(&info),
             );
             assert_eq!(&read_tree(&view), tree, "snapshot {name} of {c} at {ctx}");
         }
         for c in model.containers.keys() {
-            let listed = self.store.snapshots(c.as_bytes()).expect("list").len();
+            let listed = self
+                .store
+                .snapshots(&id(&self.store, c))
+                .expect("list")
+                .len();
             let expected = model.snapshots.keys().filter(|(sc, _)| sc == c).count();
             assert_eq!(listed, expected, "snapshot count of {c} at {ctx}");
         }
@@ -201,6 +215,7 @@ fn run(seed: u64, backend: Backend, steps: usize) {
         let cs: Vec<String> = model.containers.keys().cloned().collect();
         let c = cs[rng.gen_range(0..cs.len())].clone();
         let fs = &world.heads[&c];
+        let cid = id(&world.store, &c);
         let mine = mine(&model, &c);
         let snaps = model.snapshots.clone();
         let tree = model.containers.get_mut(&c).expect("container");
@@ -209,15 +224,12 @@ fn run(seed: u64, backend: Backend, steps: usize) {
             45..=52 => apply_truncate(fs, tree, &mut rng),
             53..=59 => apply_unlink(fs, tree, &mut rng),
             60..=71 => {
-                let info = world
-                    .store
-                    .snapshot(c.as_bytes(), None, None)
-                    .expect("snapshot");
+                let info = world.store.snapshot(&cid, None, None).expect("snapshot");
                 model.snapshots.insert((c.clone(), info.name), tree.clone());
             }
             72..=81 => {
                 if let Some(name) = mine.get(rng.gen_range(0..mine.len().max(1))) {
-                    world.store.restore(c.as_bytes(), name).expect("restore");
+                    world.store.restore(&cid, name).expect("restore");
                     *tree = snaps[&(c.clone(), name.clone())].clone();
                 }
             }
@@ -229,12 +241,12 @@ fn run(seed: u64, backend: Backend, steps: usize) {
                     Some(name) => snaps[&(c.clone(), name.clone())].clone(),
                     None => tree.clone(),
                 };
-                world
+                let rec = world
                     .store
-                    .copy_container(c.as_bytes(), from.as_deref(), target.as_bytes())
+                    .copy_container(&cid, from.as_deref(), &target, None)
                     .expect("copy");
                 model.containers.insert(target.clone(), t);
-                let fs = Fs::new(world.store.clone(), target.as_bytes()).expect("open copy");
+                let fs = Fs::new(world.store.clone(), rec.id.as_bytes()).expect("open copy");
                 world.heads.insert(target, fs);
             }
             88..=94 => {
@@ -244,7 +256,7 @@ fn run(seed: u64, backend: Backend, steps: usize) {
                     let (sc, name) = key;
                     world
                         .store
-                        .delete_snapshot(sc.as_bytes(), &name)
+                        .delete_snapshot(&id(&world.store, &sc), &name)
                         .expect("delete");
                 }
             }

@@ -3,9 +3,11 @@
 //! Invariant: epoch ids come from one monotonic counter, so a child's id is always greater
 //! than its parent's; the whole tree is cached in memory (it is small).
 
+mod container;
 mod reclaim;
 mod snapshot;
 
+pub use container::{check_container_name, ContainerRecord};
 pub use reclaim::ReclaimStats;
 pub use snapshot::{SnapshotInfo, SnapshotRecord};
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, Inode, Kind, Ts};
+use crate::codec;
 use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, Space};
@@ -80,12 +82,6 @@ pub struct EpochRecord {
     /// Parent epoch; 0 for a root epoch.
     pub parent: u64,
     pub kind: EpochKind,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ContainerRecord {
-    pub head: u64,
-    pub created: Ts,
 }
 
 /// The set of epochs a view reads: its own and all its ancestors.
@@ -166,7 +162,7 @@ impl Store {
         );
         kv.write(b, true)?;
         let store = Store::open(kv)?;
-        store.create_container(b"default")?;
+        store.create_container("default", None)?;
         Ok(store)
     }
 
@@ -228,10 +224,10 @@ impl Store {
             heads: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
         };
-        for name in store.containers()? {
-            if let Some(rec) = store.container(&name)? {
+        for rec in store.containers()? {
+            if rec.deleted_at.is_none() {
                 let chain = Arc::new(store.chain(rec.head));
-                store.heads.write().insert(name, chain);
+                store.heads.write().insert(rec.id.into_bytes(), chain);
             }
         }
         Ok(store)
@@ -310,93 +306,6 @@ impl Store {
         let chain = Arc::new(self.chain(head));
         self.heads.write().insert(container.to_vec(), chain);
     }
-
-    pub fn container(&self, name: &[u8]) -> FsResult<Option<ContainerRecord>> {
-        match self.kv.get(Space::Meta, &keys::container(name))? {
-            None => Ok(None),
-            Some(v) => Ok(Some(codec::decode_plain(&v)?)),
-        }
-    }
-
-    /// Names of all containers, sorted.
-    pub fn containers(&self) -> FsResult<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        self.kv.scan(
-            Space::Meta,
-            &[keys::TAG_CONTAINER],
-            &[keys::TAG_CONTAINER + 1],
-            Dir::Forward,
-            &mut |k, _| {
-                out.push(k[1..].to_vec());
-                true
-            },
-        )?;
-        Ok(out)
-    }
-
-    /// Creates an empty container: a new root epoch holding an empty root directory.
-    pub fn create_container(&self, name: &[u8]) -> Result<ContainerRecord, StoreError> {
-        check_container_name(name)?;
-        let display = String::from_utf8_lossy(name).into_owned();
-        let _g = self.write_lock();
-        if self.container(name)?.is_some() {
-            return Err(StoreError::ContainerExists(display));
-        }
-        let mut b = Batch::new();
-        let head = self.alloc_epoch(&mut b);
-        let rec = EpochRecord {
-            parent: 0,
-            kind: EpochKind::Head {
-                container: name.to_vec(),
-            },
-        };
-        b.put(Space::Meta, keys::epoch(head), codec::encode_plain(&rec));
-        let now = Ts::now();
-        let root = Inode {
-            kind: Kind::Dir,
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 4096,
-            alloc: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            rdev: 0,
-            data_id: 0,
-            parent: ROOT_INO,
-            target: Vec::new(),
-        };
-        put_version(
-            &mut b,
-            Space::Meta,
-            &keys::inode(ROOT_INO),
-            head,
-            codec::encode_live(&root),
-        );
-        let crec = ContainerRecord { head, created: now };
-        b.put(
-            Space::Meta,
-            keys::container(name),
-            codec::encode_plain(&crec),
-        );
-        self.kv.write(b, true)?;
-        self.epochs.write().insert(head, rec);
-        self.set_head(name, head);
-        Ok(crec)
-    }
-}
-
-/// Container names: 1–255 bytes, no `/` or NUL.
-pub fn check_container_name(name: &[u8]) -> Result<(), StoreError> {
-    if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
-        return Err(StoreError::BadContainerName(
-            String::from_utf8_lossy(name).into_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.

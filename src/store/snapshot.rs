@@ -119,11 +119,6 @@ impl Store {
             .ok_or_else(|| StoreError::NoSnapshot(key.to_string()))
     }
 
-    fn require_container(&self, container: &[u8]) -> Result<ContainerRecord, StoreError> {
-        self.container(container)?
-            .ok_or_else(|| StoreError::NoContainer(String::from_utf8_lossy(container).into()))
-    }
-
     fn alias_free(&self, container: &[u8], alias: &str, except: &str) -> Result<(), StoreError> {
         let taken = self
             .snapshots(container)?
@@ -147,10 +142,6 @@ impl Store {
         );
     }
 
-    fn put_container(&self, b: &mut Batch, name: &[u8], rec: &ContainerRecord) {
-        b.put(Space::Meta, keys::container(name), codec::encode_plain(rec));
-    }
-
     /// Freezes the head of `container` and starts a new head on top of it, in `b`.
     /// Returns (frozen epoch, new head, updated container record).
     fn freeze_head(
@@ -158,7 +149,7 @@ impl Store {
         b: &mut Batch,
         container: &[u8],
     ) -> Result<(u64, u64, ContainerRecord), StoreError> {
-        let mut crec = self.require_container(container)?;
+        let mut crec = self.require_live(container)?;
         let frozen = crec.head;
         let old = self
             .epoch(frozen)
@@ -183,12 +174,12 @@ impl Store {
             },
         );
         crec.head = head;
-        self.put_container(b, container, &crec);
+        self.put_container(b, &crec);
         Ok((frozen, head, crec))
     }
 
     /// Reloads the in-memory epoch records touched by a written batch.
-    fn reload_epochs(&self, epochs: &[u64]) -> FsResult<()> {
+    pub(super) fn reload_epochs(&self, epochs: &[u64]) -> FsResult<()> {
         for &e in epochs {
             match self.kv.get(Space::Meta, &keys::epoch(e))? {
                 Some(v) => {
@@ -229,6 +220,7 @@ impl Store {
             check_alias(a)?;
         }
         let _g = self.write_lock();
+        self.require_live(container)?;
         if let Some(a) = alias {
             self.alias_free(container, a, "")?;
         }
@@ -258,7 +250,7 @@ impl Store {
     pub fn restore(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
         let mut snap = self.require_snapshot(container, key)?;
-        let mut crec = self.require_container(container)?;
+        let mut crec = self.require_live(container)?;
         let mut b = Batch::new();
         let old = crec.head;
         let head = self.alloc_epoch(&mut b);
@@ -274,7 +266,7 @@ impl Store {
         );
         self.retire(&mut b, old)?;
         crec.head = head;
-        self.put_container(&mut b, container, &crec);
+        self.put_container(&mut b, &crec);
         snap.record.last_used_at = Some(Ts::now());
         self.put_snapshot(&mut b, &snap);
         self.kv.write(b, true)?;
@@ -283,7 +275,7 @@ impl Store {
         Ok(snap)
     }
 
-    fn retire(&self, b: &mut Batch, e: u64) -> Result<(), StoreError> {
+    pub(super) fn retire(&self, b: &mut Batch, e: u64) -> Result<(), StoreError> {
         let rec = self
             .epoch(e)
             .ok_or_else(|| FsError::Corrupt(format!("epoch {e} missing")))?;
@@ -348,21 +340,19 @@ impl Store {
         Ok(snap)
     }
 
-    /// Creates container `target` whose head starts from snapshot `key` of `source`, or from
-    /// the current tree of `source` when `key` is `None`. O(1).
+    /// Creates container `target` (in project `project_id`) whose head starts from snapshot
+    /// `key` of `source`, or from the current tree of `source` when `key` is `None`. O(1).
+    /// A deleted source can still be copied from its snapshots.
     pub fn copy_container(
         &self,
         source: &[u8],
         key: Option<&str>,
-        target: &[u8],
+        target: &str,
+        project_id: Option<&str>,
     ) -> Result<ContainerRecord, StoreError> {
         super::check_container_name(target)?;
         let _g = self.write_lock();
-        if self.container(target)?.is_some() {
-            return Err(StoreError::ContainerExists(
-                String::from_utf8_lossy(target).into(),
-            ));
-        }
+        self.require_container(source)?;
         let mut b = Batch::new();
         let mut touched = Vec::new();
         let base = match key {
@@ -380,22 +370,18 @@ impl Store {
             }
         };
         let head = self.alloc_epoch(&mut b);
+        let crec = self.new_container_record(&mut b, target, project_id, head)?;
         self.put_epoch(
             &mut b,
             head,
             &EpochRecord {
                 parent: base,
                 kind: EpochKind::Head {
-                    container: target.to_vec(),
+                    container: crec.id.clone().into_bytes(),
                 },
             },
         );
         touched.push(head);
-        let crec = ContainerRecord {
-            head,
-            created: Ts::now(),
-        };
-        self.put_container(&mut b, target, &crec);
         self.kv.write(b, true)?;
         self.reload_epochs(&touched)?;
         if key.is_none() {
@@ -403,7 +389,7 @@ impl Store {
                 self.set_head(source, *h);
             }
         }
-        self.set_head(target, head);
+        self.set_head(crec.id.as_bytes(), head);
         Ok(crec)
     }
 

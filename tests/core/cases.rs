@@ -348,27 +348,27 @@ fn restore_brings_back_old_tree_and_keeps_later_snapshots() {
     let fs = new_fs();
     let store = fs.store().clone();
     write_file(&fs, "f", b"v1");
-    let s1 = store.snapshot(b"default", Some("first"), None).unwrap();
+    let s1 = store.snapshot(fs.container(), Some("first"), None).unwrap();
     write_file(&fs, "f", b"v2");
     fs.mkdir(ROOT_INO, b"later", 0o755, ME).unwrap();
-    let s2 = store.snapshot(b"default", None, None).unwrap();
+    let s2 = store.snapshot(fs.container(), None, None).unwrap();
     assert_ne!(s1.name, s2.name);
     write_file(&fs, "f", b"v3");
-    store.restore(b"default", "first").unwrap();
+    store.restore(fs.container(), "first").unwrap();
     assert_eq!(read_file(&fs, "f"), b"v1");
     assert_eq!(errno(fs.lookup(ROOT_INO, b"later")), libc::ENOENT);
     // The later snapshot is still there and restorable.
-    store.restore(b"default", &s2.name).unwrap();
+    store.restore(fs.container(), &s2.name).unwrap();
     assert_eq!(read_file(&fs, "f"), b"v2");
     assert!(fs.lookup(ROOT_INO, b"later").is_ok());
     let names: Vec<String> = store
-        .snapshots(b"default")
+        .snapshots(fs.container())
         .unwrap()
         .into_iter()
         .map(|s| s.name)
         .collect();
     assert_eq!(names, vec![s1.name.clone(), s2.name.clone()]);
-    let s1 = store.find_snapshot(b"default", "first").unwrap().unwrap();
+    let s1 = store.find_snapshot(fs.container(), "first").unwrap().unwrap();
     assert!(s1.record.last_used_at.is_some());
 }
 
@@ -376,11 +376,11 @@ fn restore_brings_back_old_tree_and_keeps_later_snapshots() {
 fn snapshot_survives_reopen_and_head_keeps_writing() {
     let fs = new_fs();
     write_file(&fs, "f", b"before");
-    fs.store().snapshot(b"default", Some("a"), None).unwrap();
+    fs.store().snapshot(fs.container(), Some("a"), None).unwrap();
     write_file(&fs, "f", b"after");
     let fs = reopen(fs);
     assert_eq!(read_file(&fs, "f"), b"after");
-    fs.store().restore(b"default", "a").unwrap();
+    fs.store().restore(fs.container(), "a").unwrap();
     assert_eq!(read_file(&fs, "f"), b"before");
 }
 
@@ -389,17 +389,19 @@ fn copy_container_is_independent() {
     let fs = new_fs();
     let store = fs.store().clone();
     write_file(&fs, "f", b"shared");
-    store.snapshot(b"default", Some("base"), None).unwrap();
-    store.copy_container(b"default", Some("base"), b"clone").unwrap();
-    let clone = Fs::new(store.clone(), b"clone").unwrap();
+    store.snapshot(fs.container(), Some("base"), None).unwrap();
+    let rec = store
+        .copy_container(fs.container(), Some("base"), "clone", None)
+        .unwrap();
+    let clone = Fs::new(store.clone(), rec.id.as_bytes()).unwrap();
     assert_eq!(read_file(&clone, "f"), b"shared");
     write_file(&clone, "f", b"clone's");
     write_file(&fs, "f", b"origin's");
     assert_eq!(read_file(&clone, "f"), b"clone's");
     assert_eq!(read_file(&fs, "f"), b"origin's");
     // Copy of the current tree (no snapshot named).
-    store.copy_container(b"default", None, b"now").unwrap();
-    let now = Fs::new(store.clone(), b"now").unwrap();
+    let rec = store.copy_container(fs.container(), None, "now", None).unwrap();
+    let now = Fs::new(store.clone(), rec.id.as_bytes()).unwrap();
     assert_eq!(read_file(&now, "f"), b"origin's");
     write_file(&fs, "f", b"moved on");
     assert_eq!(read_file(&now, "f"), b"origin's");
@@ -409,19 +411,19 @@ fn copy_container_is_independent() {
 fn snapshot_names_are_unique_and_aliases_checked() {
     let fs = new_fs();
     let store = fs.store().clone();
-    let a = store.snapshot(b"default", Some("x"), None).unwrap();
-    let b = store.snapshot(b"default", None, None).unwrap();
+    let a = store.snapshot(fs.container(), Some("x"), None).unwrap();
+    let b = store.snapshot(fs.container(), None, None).unwrap();
     assert_ne!(a.name, b.name);
     assert!(a.name.starts_with("snap-"));
     for bad in ["", ".", "..", "a/b", "snap-1", &"y".repeat(101)] {
-        assert!(store.snapshot(b"default", Some(bad), None).is_err(), "{bad:?}");
+        assert!(store.snapshot(fs.container(), Some(bad), None).is_err(), "{bad:?}");
     }
-    assert!(store.snapshot(b"default", Some("x"), None).is_err());
-    store.set_alias(b"default", &b.name, Some("y")).unwrap();
-    assert!(store.set_alias(b"default", &a.name, Some("y")).is_err());
-    store.delete_snapshot(b"default", "x").unwrap();
-    assert!(store.find_snapshot(b"default", &a.name).unwrap().is_none());
-    assert_eq!(store.snapshots(b"default").unwrap().len(), 1);
+    assert!(store.snapshot(fs.container(), Some("x"), None).is_err());
+    store.set_alias(fs.container(), &b.name, Some("y")).unwrap();
+    assert!(store.set_alias(fs.container(), &a.name, Some("y")).is_err());
+    store.delete_snapshot(fs.container(), "x").unwrap();
+    assert!(store.find_snapshot(fs.container(), &a.name).unwrap().is_none());
+    assert_eq!(store.snapshots(fs.container()).unwrap().len(), 1);
 }
 
 #[test]
@@ -429,9 +431,9 @@ fn snapshot_size_counts_what_its_epoch_wrote() {
     let fs = new_fs();
     let store = fs.store().clone();
     write_file(&fs, "big", &vec![1u8; 100_000]);
-    let s1 = store.snapshot(b"default", None, None).unwrap();
+    let s1 = store.snapshot(fs.container(), None, None).unwrap();
     write_file(&fs, "small", b"abc");
-    let s2 = store.snapshot(b"default", None, None).unwrap();
+    let s2 = store.snapshot(fs.container(), None, None).unwrap();
     let z1 = store.epoch_size(s1.record.epoch).unwrap();
     let z2 = store.epoch_size(s2.record.epoch).unwrap();
     assert!(z1 >= 100_000, "{z1}");
@@ -443,18 +445,18 @@ fn reclaim_of_deleted_snapshot_frees_its_blocks_and_keeps_views() {
     let fs = new_fs();
     let store = fs.store().clone();
     write_file(&fs, "f", &vec![3u8; 50_000]);
-    let s1 = store.snapshot(b"default", None, None).unwrap();
+    let s1 = store.snapshot(fs.container(), None, None).unwrap();
     write_file(&fs, "f", &vec![4u8; 50_000]);
-    let s2 = store.snapshot(b"default", None, None).unwrap();
+    let s2 = store.snapshot(fs.container(), None, None).unwrap();
     write_file(&fs, "g", b"head only");
-    store.delete_snapshot(b"default", &s1.name).unwrap();
+    store.delete_snapshot(fs.container(), &s1.name).unwrap();
     let stats = store.reclaim().unwrap();
     // s1 merged into s2, which rewrote every block of f: s1's blocks were shadowed.
     assert_eq!(stats.epochs_removed, 1);
     assert!(stats.bytes_dropped >= 50_000, "{stats:?}");
     assert_eq!(read_file(&fs, "f"), vec![4u8; 50_000]);
     assert_eq!(read_file(&fs, "g"), b"head only");
-    store.restore(b"default", &s2.name).unwrap();
+    store.restore(fs.container(), &s2.name).unwrap();
     assert_eq!(read_file(&fs, "f"), vec![4u8; 50_000]);
     assert_eq!(errno(fs.lookup(ROOT_INO, b"g")), libc::ENOENT);
     // The head retired by the restore is a leaf: reclaimed whole.
@@ -463,4 +465,35 @@ fn reclaim_of_deleted_snapshot_frees_its_blocks_and_keeps_views() {
     drop(store);
     let fs = reopen(fs);
     assert_eq!(read_file(&fs, "f"), vec![4u8; 50_000]);
+}
+
+#[test]
+fn deleted_container_keeps_snapshots_for_copy_and_frees_its_name() {
+    let fs = new_fs();
+    let store = fs.store().clone();
+    let src = store.create_container("src", Some("proj")).unwrap();
+    let view = Fs::new(store.clone(), src.id.as_bytes()).unwrap();
+    write_file(&view, "f", b"from src");
+    let snap = store.snapshot(src.id.as_bytes(), Some("keep"), None).unwrap();
+    let deleted = store.delete_container(src.id.as_bytes()).unwrap();
+    assert!(deleted.deleted_at.is_some());
+    assert!(view.getattr(ROOT_INO).is_err(), "a deleted container's head is gone");
+    assert!(store.snapshot(src.id.as_bytes(), None, None).is_err());
+    assert_eq!(store.snapshots(src.id.as_bytes()).unwrap().len(), 1);
+    // The name is free again; the old record is still found by id.
+    let again = store.create_container("src", None).unwrap();
+    assert_ne!(again.id, src.id);
+    assert_eq!(
+        store.find_container(&src.id).unwrap().unwrap().deleted_at,
+        deleted.deleted_at
+    );
+    let copy = store
+        .copy_container(src.id.as_bytes(), Some(&snap.name), "revived", Some("p2"))
+        .unwrap();
+    let revived = Fs::new(store.clone(), copy.id.as_bytes()).unwrap();
+    assert_eq!(read_file(&revived, "f"), b"from src");
+    assert_eq!(copy.project_id.as_deref(), Some("p2"));
+    store.reclaim().unwrap();
+    assert_eq!(read_file(&revived, "f"), b"from src");
+    assert!(store.copy_container(src.id.as_bytes(), None, "x", None).is_err());
 }

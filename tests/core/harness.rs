@@ -44,18 +44,28 @@ impl Deref for T {
 
 pub fn make(backend: Backend) -> T {
     let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
-    let fs = Fs::new(store, b"default").expect("open");
+    let fs = open_default(store);
     T {
         fs: Some(fs),
         backend,
     }
 }
 
+/// The head view of the `default` container.
+pub fn open_default(store: Arc<Store>) -> Fs {
+    let id = store
+        .container_by_name("default")
+        .expect("lookup")
+        .expect("default container")
+        .id;
+    Fs::new(store, id.as_bytes()).expect("open")
+}
+
 /// Closes everything and opens the store again from its backend (a real reopen for RocksDB).
 pub fn reopen(mut t: T) -> T {
     t.fs = None;
     let store = Arc::new(Store::open(t.backend.kv()).expect("reopen"));
-    t.fs = Some(Fs::new(store, b"default").expect("open"));
+    t.fs = Some(open_default(store));
     t
 }
 
