@@ -3,7 +3,9 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -26,11 +28,11 @@ const FROZEN_TTL: Duration = Duration::from_secs(60);
 const MAX_WRITE: u32 = 1 << 20;
 
 pub struct FuseFs {
-    fs: Volume,
+    fs: Arc<Volume>,
 }
 
 impl FuseFs {
-    pub fn new(fs: Volume) -> Self {
+    pub fn new(fs: Arc<Volume>) -> Self {
         FuseFs { fs }
     }
 
@@ -122,7 +124,7 @@ impl FuseFs {
                     self.attr_ttl(ino)
                 };
                 let a = attr(ino, &i, self.fs.block_size());
-                reply.entry_with_ttls(&entry_ttl, &self.attr_ttl(ino), &a, Generation(0))
+                reply.entry_with_ttls(&self.attr_ttl(ino), &entry_ttl, &a, Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -567,5 +569,113 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
         reply.error(Errno::from_i32(libc::ERANGE))
     } else {
         reply.data(value)
+    }
+}
+
+/// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor.
+pub const FUSE_THREADS: usize = 4;
+
+/// A live mount of a volume, served by background threads.
+pub struct MountHandle {
+    session: Option<fuser::BackgroundSession>,
+    notifier: fuser::Notifier,
+    mountpoint: PathBuf,
+    volume: Arc<Volume>,
+    /// Minor number of the FUSE connection (its entry under /sys/fs/fuse/connections).
+    conn: u64,
+}
+
+/// Mounts `volume` at `mountpoint` (source shown as `fsname` in /proc/mounts) and serves it
+/// from background threads. Returns once the mount is live.
+pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::Result<MountHandle> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(fsname.to_string()),
+        fuser::MountOption::Subtype("snapfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+        fuser::MountOption::RW,
+    ];
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(FUSE_THREADS);
+    config.clone_fd = true;
+    let session = fuser::Session::new(FuseFs::new(volume.clone()), mountpoint, &config)?;
+    let notifier = session.notifier();
+    let session = session.spawn()?;
+    let conn = std::fs::metadata(mountpoint)
+        .map(|m| libc_minor(m.dev()))
+        .unwrap_or(0);
+    Ok(MountHandle {
+        session: Some(session),
+        notifier,
+        mountpoint: mountpoint.to_path_buf(),
+        volume,
+        conn,
+    })
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+impl MountHandle {
+    pub fn volume(&self) -> &Arc<Volume> {
+        &self.volume
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Are the serving threads still running (not unmounted from outside)?
+    pub fn is_alive(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Drops the kernel's cached names and attributes of the root (after the tree under the
+    /// mount was replaced): `names` are the root entries the kernel may have cached.
+    /// Never call from inside a FUSE request handler (the kernel would deadlock).
+    pub fn invalidate_root(&self, names: &[Vec<u8>]) {
+        for name in names {
+            let _ = self
+                .notifier
+                .inval_entry(INodeNo(crate::fs::ROOT_INO), OsStr::from_bytes(name));
+        }
+        let _ = self
+            .notifier
+            .inval_inode(INodeNo(crate::fs::ROOT_INO), 0, 0);
+    }
+
+    /// Unmounts and waits for the serving threads to finish. A busy mount is detached; if
+    /// its users do not let go within `grace`, the FUSE connection is aborted.
+    pub fn unmount(mut self, grace: Duration) -> std::io::Result<()> {
+        use nix::mount::{umount2, MntFlags};
+        match umount2(&self.mountpoint, MntFlags::empty()) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(nix::errno::Errno::EBUSY) => {
+                umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(std::io::Error::from)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(session.join());
+        });
+        let joined = match rx.recv_timeout(grace) {
+            Ok(r) => r,
+            Err(_) => {
+                let abort = format!("/sys/fs/fuse/connections/{}/abort", self.conn);
+                let _ = std::fs::write(abort, "1");
+                rx.recv_timeout(Duration::from_secs(30))
+                    .map_err(|_| std::io::Error::other("FUSE session did not end"))?
+            }
+        };
+        joined
     }
 }

@@ -3,12 +3,16 @@
 //! Layers, each knowing only the ones below: `fuse` (adapter) → `fs` (POSIX core) →
 //! `store` + `keys` + `codec` (epoch tree, key schema, values) → `kv` (ordered KV boundary).
 
+pub mod api;
+pub mod client;
 pub mod codec;
+pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod keys;
 pub mod kv;
 pub mod mount;
+pub mod service;
 pub mod store;
 pub mod timefmt;

@@ -48,11 +48,25 @@ enum Cmd {
         /// Stay in the foreground instead of running as a background daemon.
         #[arg(long)]
         foreground: bool,
+    },
+    /// Unmount a snapfs mount (flushing everything).
+    Umount { mountpoint: PathBuf },
+    /// Run the store's daemon: REST API on STORE/snapfs.sock (and TCP with --listen),
+    /// mounts, snapshot expiry and space reclaim.
+    Serve {
+        store: PathBuf,
+        /// Also serve the API on this TCP address (every request needs the bearer token).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// File holding the bearer token for TCP requests.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Exit once no container is mounted any more.
+        #[arg(long, hide = true)]
+        exit_when_idle: bool,
         #[arg(long, hide = true)]
         notify_ready: bool,
     },
-    /// Unmount a snapfs mount and wait for its daemon to finish.
-    Umount { mountpoint: PathBuf },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -65,7 +79,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             snapdir,
             admin_uid,
             foreground,
-            notify_ready,
         } => snapfs::mount::mount(snapfs::mount::MountArgs {
             store,
             mountpoint,
@@ -75,10 +88,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 snapdir_visible: matches!(snapdir, Snapdir::Visible),
                 admin_uid,
             },
-            notify_ready,
         }),
         Cmd::Umount { mountpoint } => snapfs::mount::umount(&mountpoint),
+        Cmd::Serve {
+            store,
+            listen,
+            token_file,
+            exit_when_idle,
+            notify_ready,
+        } => {
+            let token = match token_file {
+                Some(f) => Some(read_token(&f)?),
+                None => None,
+            };
+            let store = std::path::absolute(&store)?;
+            snapfs::daemon::serve(
+                &store,
+                snapfs::daemon::DaemonOptions {
+                    listen,
+                    token,
+                    exit_when_idle,
+                    initial: None,
+                    notify_ready,
+                },
+            )
+        }
     }
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        anyhow::bail!("token in {} is shorter than 16 characters", path.display());
+    }
+    Ok(token)
 }
 
 fn main() -> ExitCode {

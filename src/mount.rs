@@ -1,8 +1,8 @@
-//! Opening stores and running mounts: `init`, `mount` (foreground or as a background daemon)
-//! and `umount`. Store layout: `STORE/db` (RocksDB), `STORE/snapfs.log`, `STORE/snapfs.pid`.
+//! Stores and mounts from the command line: `init`, `mount` and `umount` (the last two talk
+//! to the store's daemon). Store layout: `STORE/db` (RocksDB), `STORE/snapfs.sock` (API),
+//! `STORE/snapfs.log`, `STORE/snapfs.pid`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,16 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::fs::{Fs, Volume, VolumeOptions};
-use crate::fuse::FuseFs;
+use crate::client;
+use crate::fs::VolumeOptions;
 use crate::kv::rocks::{RocksKv, RocksOptions};
 use crate::kv::{Kv, KvError};
 use crate::store::{self, Store};
-
-/// Filesystem subtype (shown as `fuse.snapfs` where the mount helper records it).
-const SUBTYPE: &str = "snapfs";
-/// FUSE serving threads (see ARCHITECTURE.md for the measurement behind it).
-const FUSE_THREADS: usize = 4;
 
 fn db_dir(store: &Path) -> PathBuf {
     store.join("db")
@@ -59,15 +54,7 @@ fn open_kv(path: &Path) -> Result<RocksKv> {
 
 /// Opens an existing store.
 pub fn open_store(path: &Path) -> Result<Arc<Store>> {
-    if !path.is_dir() {
-        bail!("store {} does not exist", path.display());
-    }
-    if !db_dir(path).join("CURRENT").exists() {
-        bail!(
-            "{} is not a snapfs store (run `snapfs init` first)",
-            path.display()
-        );
-    }
+    check_store(path)?;
     let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
     Ok(Arc::new(Store::open(kv)?))
 }
@@ -78,8 +65,6 @@ pub struct MountArgs {
     pub container: String,
     pub foreground: bool,
     pub volume: VolumeOptions,
-    /// Internal: write "ready" on stdout once the mount is live (used by the background mode).
-    pub notify_ready: bool,
 }
 
 fn check_mountpoint(mnt: &Path) -> Result<()> {
@@ -96,56 +81,107 @@ fn check_mountpoint(mnt: &Path) -> Result<()> {
     }
 }
 
-/// `snapfs mount`: in the background unless `foreground`; returns once the mount is live.
+fn check_store(store: &Path) -> Result<()> {
+    if !store.is_dir() {
+        bail!("store {} does not exist", store.display());
+    }
+    if !db_dir(store).join("CURRENT").exists() {
+        bail!(
+            "{} is not a snapfs store (run `snapfs init` first)",
+            store.display()
+        );
+    }
+    Ok(())
+}
+
+/// `snapfs mount`: asks the store's daemon (started on demand) to mount the container;
+/// returns once the mount is live. With `foreground`, this process is the daemon.
 pub fn mount(args: MountArgs) -> Result<()> {
     let store = std::path::absolute(&args.store)
         .with_context(|| format!("bad store path {}", args.store.display()))?;
     let mnt = std::path::absolute(&args.mountpoint)
         .with_context(|| format!("bad mountpoint {}", args.mountpoint.display()))?;
-    if !store.is_dir() {
-        bail!("store {} does not exist", store.display());
-    }
+    check_store(&store)?;
     check_mountpoint(&mnt)?;
     if args.foreground {
-        return serve(
+        return crate::daemon::serve(
             &store,
-            &mnt,
-            &args.container,
-            &args.volume,
-            args.notify_ready,
+            crate::daemon::DaemonOptions {
+                listen: None,
+                token: None,
+                exit_when_idle: true,
+                initial: Some((args.container, mnt, args.volume)),
+                notify_ready: false,
+            },
         );
     }
-    spawn_background(&store, &mnt, &args.container, &args.volume)
+    let socket = ensure_daemon(&store)?;
+    let path = format!("/api/v1/containers/{}", url_segment(&args.container));
+    let mut body = serde_json::json!({
+        "mountpoint": mnt.display().to_string(),
+        "snapdir": if args.volume.snapdir_visible { "visible" } else { "hidden" },
+    });
+    if let Some(uid) = args.volume.admin_uid {
+        body["admin_uid"] = serde_json::json!(uid);
+    }
+    let reply = client::call(&socket, "POST", &format!("{path}/start"), Some(&body))?;
+    if reply.status == 404 {
+        // Containers are created on first mount.
+        let create = serde_json::json!({ "name": args.container });
+        client::call(&socket, "POST", "/api/v1/containers", Some(&create))?.data()?;
+        client::call(&socket, "POST", &format!("{path}/start"), Some(&body))?.data()?;
+    } else {
+        reply.data()?;
+    }
+    Ok(())
 }
 
-fn spawn_background(
-    store: &Path,
-    mnt: &Path,
-    container: &str,
-    volume: &VolumeOptions,
-) -> Result<()> {
+/// Percent-encodes a path segment.
+pub fn url_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The daemon's socket, starting the daemon first when none answers.
+pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
+    let socket = crate::daemon::socket_path(store);
+    for _ in 0..100 {
+        if client::call(&socket, "GET", "/api/v1/containers", None).is_ok() {
+            return Ok(socket);
+        }
+        // A daemon that is exiting still holds the store: wait for it to go.
+        if let Some((pid, _)) = read_pid(store) {
+            if process_alive(pid) {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        spawn_daemon(store)?;
+        return Ok(socket);
+    }
+    bail!("the daemon of {} does not answer", store.display())
+}
+
+fn spawn_daemon(store: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the snapfs executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("mount")
+    let mut child = Command::new(exe)
+        .arg("serve")
         .arg(store)
-        .arg(mnt)
-        .arg("--container")
-        .arg(container)
-        .arg("--foreground")
-        .arg("--notify-ready");
-    if volume.snapdir_visible {
-        cmd.args(["--snapdir", "visible"]);
-    }
-    if let Some(uid) = volume.admin_uid {
-        cmd.arg("--admin-uid").arg(uid.to_string());
-    }
-    let mut child = cmd
+        .arg("--exit-when-idle")
+        .arg("--notify-ready")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .context("cannot start the mount daemon")?;
+        .context("cannot start the daemon")?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
@@ -162,159 +198,21 @@ fn spawn_background(
         .lines()
         .map(|l| l.trim_start_matches("snapfs: error: ").trim())
         .find(|l| !l.is_empty())
-        .unwrap_or("mount daemon exited before the mount was ready");
+        .unwrap_or("the daemon exited before it was ready");
     bail!("{msg}")
 }
 
-fn setup_logging(store: &Path) {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(store.join("snapfs.log"));
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
-    if let Ok(f) = file {
-        b.target(env_logger::Target::Pipe(Box::new(f)));
-    }
-    let _ = b.try_init();
-}
-
-/// Runs the mount in this process until it is unmounted or signalled.
-fn serve(
-    store_path: &Path,
-    mnt: &Path,
-    container: &str,
-    volume: &VolumeOptions,
-    notify_ready: bool,
-) -> Result<()> {
-    let store = open_store(store_path)?;
-    setup_logging(store_path);
-    let rec = match store.find_container(container)? {
-        Some(r) if r.deleted_at.is_none() => r,
-        Some(r) => bail!("container {} ({}) was deleted", r.name, r.id),
-        None => store.create_container(container, None)?,
-    };
-    let fs = Fs::new(store.clone(), rec.id.as_bytes())?;
-    let _pid = PidFile::create(store_path)?;
-
-    // Block termination signals before any thread starts, then wait for them on one thread.
-    let mut sigs = nix::sys::signal::SigSet::empty();
-    for s in [
-        nix::sys::signal::SIGTERM,
-        nix::sys::signal::SIGINT,
-        nix::sys::signal::SIGHUP,
-    ] {
-        sigs.add(s);
-    }
-    sigs.thread_block().context("cannot block signals")?;
-
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName(format!("{}:{}", store_path.display(), container)),
-        fuser::MountOption::Subtype(SUBTYPE.into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-        fuser::MountOption::RW,
-    ];
-    config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(FUSE_THREADS);
-    config.clone_fd = true;
-    let vol = Volume::new(fs, volume.clone());
-    let mut session = fuser::Session::new(FuseFs::new(vol), mnt, &config)
-        .with_context(|| format!("cannot mount {}", mnt.display()))?;
-    let mut unmounter = session.unmount_callable();
-    let mnt_owned = mnt.to_path_buf();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Ok(sig) = sigs.wait() {
-                log::warn!("{sig:?} received: unmounting {}", mnt_owned.display());
-                if unmounter.unmount().is_err() {
-                    let _ = nix::mount::umount2(&mnt_owned, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
-
-    let (stop_reclaim, reclaimer) = spawn_reclaimer(store.clone())?;
-
-    if notify_ready {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-    }
-    log::info!("mounted {} at {}", container, mnt.display());
-    let ran = session.run().context("FUSE session failed");
-    drop(stop_reclaim);
-    let _ = reclaimer.join();
-    ran?;
-    store.kv().sync()?;
-    log::info!("unmounted {}", mnt.display());
-    Ok(())
-}
-
-/// How often the reclaimer looks for retired epochs.
-const RECLAIM_PERIOD: Duration = Duration::from_secs(2);
-/// Reclaimed bytes after which RocksDB is asked to compact (so disk usage really drops).
-const COMPACT_AFTER: u64 = 64 << 20;
-
-/// Runs reclaim in the background until the returned sender is dropped.
-fn spawn_reclaimer(
-    store: Arc<Store>,
-) -> Result<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-    let handle = std::thread::Builder::new()
-        .name("reclaim".into())
-        .spawn(move || {
-            let mut pending = 0u64;
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(RECLAIM_PERIOD)
-            {
-                match store.reclaim() {
-                    Ok(stats) => {
-                        if stats.epochs_removed > 0 {
-                            log::info!("reclaimed {stats:?}");
-                        }
-                        pending += stats.bytes_dropped;
-                    }
-                    Err(e) => log::error!("reclaim: {e}"),
-                }
-                if pending >= COMPACT_AFTER {
-                    pending = 0;
-                    for space in crate::kv::Space::ALL {
-                        if let Err(e) = store.kv().compact(space) {
-                            log::error!("compaction: {e}");
-                        }
-                    }
-                }
-            }
-        })
-        .context("cannot start the reclaim thread")?;
-    Ok((tx, handle))
-}
-
-/// `STORE/snapfs.pid`, removed when dropped.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn create(store: &Path) -> Result<PidFile> {
-        let p = store.join("snapfs.pid");
-        let mut f = File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
-        writeln!(f, "{}", std::process::id())?;
-        Ok(PidFile(p))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// (pid, exits when idle) from `STORE/snapfs.pid`.
+fn read_pid(store: &Path) -> Option<(i32, bool)> {
+    let text = std::fs::read_to_string(crate::daemon::pid_path(store)).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    Some((pid, lines.next().map(str::trim) == Some("idle-exit")))
 }
 
 /// A snapfs entry of /proc/self/mountinfo.
 struct MountEntry {
     source: String,
-    dev_minor: u32,
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -359,15 +257,7 @@ fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
         if !is_store {
             continue;
         }
-        let minor = f[2]
-            .split(':')
-            .nth(1)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        found = Some(MountEntry {
-            source,
-            dev_minor: minor,
-        });
+        found = Some(MountEntry { source });
     }
     Ok(found)
 }
@@ -398,45 +288,49 @@ fn wait_exit(pid: i32, timeout: Duration) -> bool {
     !process_alive(pid)
 }
 
-/// `snapfs umount`: unmounts and waits until the daemon has flushed and exited.
+/// `snapfs umount`: asks the daemon to unmount (everything flushed on return) and, when that
+/// daemon only lived for its mounts, waits until it has exited and freed the store.
 pub fn umount(mountpoint: &Path) -> Result<()> {
     let mnt = std::path::absolute(mountpoint)
         .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?;
     let entry =
         find_mount(&mnt)?.ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
-    let store = entry
+    let (store, container) = entry
         .source
         .rsplit_once(':')
-        .map(|(s, _)| PathBuf::from(s))
-        .unwrap_or_default();
-    let pid: Option<i32> = std::fs::read_to_string(store.join("snapfs.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    match nix::mount::umount2(&mnt, nix::mount::MntFlags::empty()) {
-        Ok(()) => {}
-        Err(nix::errno::Errno::EBUSY) => {
-            // Someone still uses the mount: detach it now; the daemon finishes once the last
-            // user lets go, or we end the connection below.
+        .map(|(s, c)| (PathBuf::from(s), c.to_string()))
+        .ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
+    let socket = crate::daemon::socket_path(&store);
+    let path = format!("/api/v1/containers/{}/stop", url_segment(&container));
+    match client::call(&socket, "POST", &path, None) {
+        Ok(reply) => {
+            reply.data()?;
+        }
+        Err(_) => {
+            // No daemon answers (killed): just take the dead mount away.
             nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("cannot unmount {}", mnt.display()))?;
+            return Ok(());
         }
-        Err(e) => bail!("cannot unmount {}: {e}", mnt.display()),
     }
-    let Some(pid) = pid else { return Ok(()) };
-    if wait_exit(pid, Duration::from_secs(10)) {
-        return Ok(());
+    if let Some((pid, true)) = read_pid(&store) {
+        let idle = client::call(&socket, "GET", "/api/v1/containers", None)
+            .ok()
+            .and_then(|r| r.data().ok())
+            .map(|d| {
+                !d["containers"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["status"] == "running"))
+            })
+            .unwrap_or(true);
+        if idle && !wait_exit(pid, Duration::from_secs(60)) {
+            bail!(
+                "daemon (pid {pid}) did not exit after unmounting {}",
+                mnt.display()
+            );
+        }
     }
-    // Still held open after a lazy unmount: end the FUSE connection so the daemon exits.
-    let abort = format!("/sys/fs/fuse/connections/{}/abort", entry.dev_minor);
-    let _ = std::fs::write(&abort, "1");
-    if wait_exit(pid, Duration::from_secs(30)) {
-        Ok(())
-    } else {
-        bail!(
-            "daemon (pid {pid}) did not exit after unmounting {}",
-            mnt.display()
-        )
-    }
+    Ok(())
 }
 
 /// Device id of a path (to tell whether something is mounted on it).

@@ -5,8 +5,14 @@
 //! a snapshot view slot, 0xffff = `.snapshots` itself and its alias symlinks), the low 48 bits
 //! are the store's inode number. Slots are handed out on first use and never reused while
 //! mounted, so numbers are distinct between views and stable across lookups.
+//!
+//! The head's slot changes when the container is restored underneath a mount (head
+//! generations count down from 0xfffe while snapshot slots count up from 1): every inode
+//! number the kernel knew from before the restore then answers ESTALE, so descriptors opened
+//! on the discarded tree fail instead of reading or writing it. The root stays inode 1.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -37,10 +43,12 @@ pub struct VolumeOptions {
     pub admin_uid: Option<u32>,
 }
 
+/// Snapshot views by slot. Keyed by epoch, not name: a name can come back (deleted, then
+/// taken again within the same second) for a different snapshot.
 #[derive(Default)]
 struct Slots {
-    by_name: HashMap<String, u64>,
-    views: Vec<(String, Arc<Fs>)>,
+    by_epoch: HashMap<u64, u64>,
+    views: Vec<(String, u64, Arc<Fs>)>,
 }
 
 /// What a kernel inode number designates.
@@ -55,7 +63,12 @@ pub struct Volume {
     head: Fs,
     opts: VolumeOptions,
     slots: RwLock<Slots>,
+    /// Slot of the current head generation (0 until the first restore).
+    head_slot: AtomicU64,
 }
+
+/// First slot handed to a head generation after a restore (they count down).
+const FIRST_HEAD_SLOT: u64 = SPECIAL_SLOT - 1;
 
 fn store_err(e: StoreError) -> FsError {
     match e {
@@ -79,7 +92,34 @@ impl Volume {
             head,
             opts,
             slots: RwLock::new(Slots::default()),
+            head_slot: AtomicU64::new(0),
         }
+    }
+
+    /// Starts a new head generation (after the container was restored): inode numbers of the
+    /// previous tree go stale.
+    pub fn new_head_generation(&self) -> FsResult<()> {
+        let slots = self.slots.read();
+        let cur = self.head_slot.load(Ordering::SeqCst);
+        let next = if cur == 0 { FIRST_HEAD_SLOT } else { cur - 1 };
+        if next <= slots.views.len() as u64 {
+            return Err(FsError::Io("out of inode number slots; remount".into()));
+        }
+        self.head_slot.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Kernel inode number of head inode `ino`.
+    fn out(&self, ino: u64) -> u64 {
+        if ino == ROOT_INO {
+            ino
+        } else {
+            (self.head_slot.load(Ordering::SeqCst) << SLOT_SHIFT) | ino
+        }
+    }
+
+    fn out_entry(&self, r: FsResult<(u64, Inode)>) -> FsResult<(u64, Inode)> {
+        r.map(|(ino, i)| (self.out(ino), i))
     }
 
     pub fn head(&self) -> &Fs {
@@ -115,23 +155,24 @@ impl Volume {
 
     /// The slot of snapshot `info`, assigned on first use.
     fn slot_of(&self, info: &SnapshotInfo) -> u64 {
-        if let Some(s) = self.slots.read().by_name.get(&info.name) {
+        let epoch = info.record.epoch;
+        if let Some(s) = self.slots.read().by_epoch.get(&epoch) {
             return *s;
         }
         let mut slots = self.slots.write();
-        if let Some(s) = slots.by_name.get(&info.name) {
+        if let Some(s) = slots.by_epoch.get(&epoch) {
             return *s;
         }
         let store = self.head.store().clone();
         let chain = store.snapshot_chain(info);
         let fs = Arc::new(Fs::frozen(store, self.container(), chain));
-        slots.views.push((info.name.clone(), fs));
+        slots.views.push((info.name.clone(), epoch, fs));
         let slot = slots.views.len() as u64;
-        slots.by_name.insert(info.name.clone(), slot);
+        slots.by_epoch.insert(epoch, slot);
         slot
     }
 
-    fn view(&self, slot: u64) -> FsResult<(String, Arc<Fs>)> {
+    fn view(&self, slot: u64) -> FsResult<(String, u64, Arc<Fs>)> {
         let slots = self.slots.read();
         slot.checked_sub(1)
             .and_then(|i| slots.views.get(i as usize))
@@ -142,13 +183,19 @@ impl Volume {
     fn target(&self, ino: u64) -> FsResult<Target> {
         let slot = ino >> SLOT_SHIFT;
         let low = ino & LOW_MASK;
+        let head_slot = self.head_slot.load(Ordering::SeqCst);
+        if ino == ROOT_INO || slot == head_slot {
+            return Ok(Target::Head(low));
+        }
         match slot {
-            0 => Ok(Target::Head(ino)),
+            // A head generation from before a restore.
+            0 => Err(FsError::Stale),
+            s if head_slot != 0 && s > head_slot && s <= FIRST_HEAD_SLOT => Err(FsError::Stale),
             SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Target::SnapDir),
             SPECIAL_SLOT if ino & !0xffff == ALIAS_BASE => Ok(Target::Alias(ino & 0xffff)),
             SPECIAL_SLOT => Err(FsError::NotFound),
             s => {
-                let (_, fs) = self.view(s)?;
+                let (_, _, fs) = self.view(s)?;
                 Ok(Target::Snap(s, fs, low))
             }
         }
@@ -159,11 +206,11 @@ impl Volume {
     }
 
     fn snapshot_by_slot(&self, slot: u64) -> FsResult<SnapshotInfo> {
-        let (name, _) = self.view(slot)?;
+        let (name, epoch, _) = self.view(slot)?;
         self.head
             .store()
             .find_snapshot(self.container(), &name)?
-            .filter(|s| s.name == name)
+            .filter(|s| s.name == name && s.record.epoch == epoch)
             .ok_or(FsError::Stale)
     }
 
@@ -173,7 +220,9 @@ impl Volume {
         let t = snaps.last().map_or(root.ctime, |s| s.record.created_at);
         Ok(Inode {
             kind: Kind::Dir,
-            perm: 0o755,
+            // Open to all so the kernel (default_permissions) passes gestures to us: the
+            // daemon decides who may manage snapshots (root or the admin uid, else EPERM).
+            perm: 0o777,
             uid: 0,
             gid: 0,
             nlink: 2 + snaps.len() as u32,
@@ -214,7 +263,7 @@ impl Volume {
     /// The root of a snapshot view; its mtime is the snapshot's creation time.
     fn snap_root(&self, info: &SnapshotInfo) -> FsResult<(u64, Inode)> {
         let slot = self.slot_of(info);
-        let (_, fs) = self.view(slot)?;
+        let (_, _, fs) = self.view(slot)?;
         let mut root = fs.getattr(ROOT_INO)?;
         root.mtime = info.record.created_at;
         Ok(((slot << SLOT_SHIFT) | ROOT_INO, root))
@@ -270,7 +319,7 @@ impl Volume {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
                     return Ok((SNAPDIR_INO, self.snapdir_attr()?));
                 }
-                self.head.lookup(p, name)
+                self.out_entry(self.head.lookup(p, name))
             }
             Target::Snap(slot, fs, p) => {
                 if p == ROOT_INO && name == b".." {
@@ -280,7 +329,7 @@ impl Volume {
             }
             Target::SnapDir => match name {
                 b"." => Ok((SNAPDIR_INO, self.snapdir_attr()?)),
-                b".." => self.head.lookup(ROOT_INO, b"."),
+                b".." => self.out_entry(self.head.lookup(ROOT_INO, b".")),
                 _ => self.snapdir_lookup(name),
             },
             Target::Alias(_) => Err(FsError::NotDir),
@@ -331,8 +380,8 @@ impl Volume {
         rdev: u32,
         caller: Caller,
     ) -> FsResult<(u64, Inode)> {
-        self.head
-            .mknod(self.head_dir(parent, name)?, name, mode, rdev, caller)
+        let dir = self.head_dir(parent, name)?;
+        self.out_entry(self.head.mknod(dir, name, mode, rdev, caller))
     }
 
     /// `mkdir`; in `.snapshots` it takes a snapshot with alias `name`.
@@ -356,8 +405,8 @@ impl Volume {
                 .map_err(store_err)?;
             return self.snap_root(&info);
         }
-        self.head
-            .mkdir(self.head_dir(parent, name)?, name, mode, caller)
+        let dir = self.head_dir(parent, name)?;
+        self.out_entry(self.head.mkdir(dir, name, mode, caller))
     }
 
     /// `symlink`; in `.snapshots`, `ln -s NAME ALIAS` sets alias ALIAS on snapshot NAME.
@@ -388,8 +437,8 @@ impl Volume {
             let slot = self.slot_of(&info);
             return Ok((ALIAS_BASE | slot, Self::alias_attr(&info)));
         }
-        self.head
-            .symlink(self.head_dir(parent, name)?, name, target, caller)
+        let dir = self.head_dir(parent, name)?;
+        self.out_entry(self.head.symlink(dir, name, target, caller))
     }
 
     pub fn create(
@@ -400,14 +449,15 @@ impl Volume {
         flags: i32,
         caller: Caller,
     ) -> FsResult<(u64, Inode, u64)> {
-        self.head
-            .create(self.head_dir(parent, name)?, name, mode, flags, caller)
+        let dir = self.head_dir(parent, name)?;
+        let (ino, attr, fh) = self.head.create(dir, name, mode, flags, caller)?;
+        Ok((self.out(ino), attr, fh))
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<(u64, Inode)> {
         let dir = self.head_dir(newparent, newname)?;
         match self.target(ino)? {
-            Target::Head(i) => self.head.link(i, dir, newname),
+            Target::Head(i) => self.out_entry(self.head.link(i, dir, newname)),
             _ => Err(FsError::CrossDevice),
         }
     }
@@ -542,9 +592,10 @@ impl Volume {
     }
 
     pub fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
-        match self.target(ino)? {
-            Target::Head(_) => self.head.release(fh),
-            Target::Snap(_, fs, _) => fs.release(fh),
+        match self.target(ino) {
+            Ok(Target::Snap(_, fs, _)) => fs.release(fh),
+            // Handles of a head generation from before a restore live in the head too.
+            Ok(Target::Head(_)) | Err(FsError::Stale) => self.head.release(fh),
             _ => Ok(()),
         }
     }
@@ -587,10 +638,20 @@ impl Volume {
         match self.target(ino)? {
             Target::Head(i) => {
                 let entries = self.head.readdir(i, fh, offset)?;
-                if i != ROOT_INO || !self.opts.snapdir_visible {
-                    return Ok(entries);
+                let plain = i != ROOT_INO || !self.opts.snapdir_visible;
+                if plain && self.head_slot.load(Ordering::SeqCst) == 0 {
+                    return Ok(entries); // kernel numbers equal store numbers
                 }
-                let mut v = (*entries).clone();
+                let mut v: Vec<DirEntry> = entries
+                    .iter()
+                    .map(|e| DirEntry {
+                        ino: self.out(e.ino),
+                        ..e.clone()
+                    })
+                    .collect();
+                if plain {
+                    return Ok(Arc::new(v));
+                }
                 v.push(DirEntry {
                     ino: SNAPDIR_INO,
                     kind: Kind::Dir,

@@ -9,7 +9,7 @@ mod snapshot;
 
 pub use container::{check_container_name, ContainerRecord};
 pub use reclaim::ReclaimStats;
-pub use snapshot::{SnapshotInfo, SnapshotRecord};
+pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,213 @@
+//! The per-store daemon (`snapfs serve`): owns the store, serves the REST API on the store's
+//! Unix socket (mode 0600) and optionally on TCP (bearer token), runs every mount of the
+//! store's containers, expires snapshots and reclaims space in the background.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::fs::VolumeOptions;
+use crate::service::Service;
+
+/// How often the background worker expires snapshots and reclaims retired epochs.
+const WORK_PERIOD: Duration = Duration::from_secs(1);
+/// Reclaimed bytes after which RocksDB is asked to compact (so disk usage really drops).
+const COMPACT_AFTER: u64 = 64 << 20;
+
+pub fn socket_path(store: &Path) -> PathBuf {
+    store.join("snapfs.sock")
+}
+
+pub fn pid_path(store: &Path) -> PathBuf {
+    store.join("snapfs.pid")
+}
+
+pub struct DaemonOptions {
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+    /// Exit once the last mount is gone (daemons started on demand by `snapfs mount`).
+    pub exit_when_idle: bool,
+    /// Mount this container first (`snapfs mount --foreground`).
+    pub initial: Option<(String, PathBuf, VolumeOptions)>,
+    /// Print "ready" on stdout once serving (for the process that started us).
+    pub notify_ready: bool,
+}
+
+fn setup_logging(store: &Path) {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(store.join("snapfs.log"));
+    let mut b = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,fuser::mnt=error"),
+    );
+    if let Ok(f) = file {
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    let _ = b.try_init();
+}
+
+/// `STORE/snapfs.pid`: our pid and whether we exit when idle; removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(store: &Path, idle_exit: bool) -> Result<PidFile> {
+        let p = pid_path(store);
+        let mut f = File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
+        writeln!(f, "{}", std::process::id())?;
+        writeln!(f, "{}", if idle_exit { "idle-exit" } else { "serve" })?;
+        Ok(PidFile(p))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Expires snapshots and reclaims space until `stop` is set.
+fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
+    let mut pending = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(WORK_PERIOD);
+        if let Err(e) = svc.expire() {
+            log::error!("expiry: {e}");
+        }
+        match svc.store().reclaim() {
+            Ok(stats) => {
+                if stats.epochs_removed > 0 {
+                    log::info!("reclaimed {stats:?}");
+                }
+                pending += stats.bytes_dropped;
+            }
+            Err(e) => log::error!("reclaim: {e}"),
+        }
+        if pending >= COMPACT_AFTER {
+            pending = 0;
+            for space in crate::kv::Space::ALL {
+                if let Err(e) = svc.store().kv().compact(space) {
+                    log::error!("compaction: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
+pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
+    let store = crate::mount::open_store(store_path)?;
+    setup_logging(store_path);
+    let _pid = PidFile::create(store_path, opts.exit_when_idle)?;
+    let svc = Arc::new(Service::new(store, store_path));
+
+    if let Some((container, mnt, vopts)) = &opts.initial {
+        let c = match svc.store().find_container(container)? {
+            Some(c) if c.deleted_at.is_none() => c,
+            Some(c) => anyhow::bail!("container {} ({}) was deleted", c.name, c.id),
+            None => svc.create_container(container, None)?,
+        };
+        svc.start(&c.id, mnt, vopts.clone())?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (svc, stop) = (svc.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("background".into())
+            .spawn(move || background_work(svc, stop))
+            .context("cannot start the background worker")?
+    };
+    let result = rt.block_on(run(svc.clone(), store_path, &opts));
+    stop.store(true, Ordering::SeqCst);
+    let _ = worker.join();
+    svc.stop_all();
+    let _ = std::fs::remove_file(socket_path(store_path));
+    result
+}
+
+async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Result<()> {
+    let sock = socket_path(store_path);
+    let _ = std::fs::remove_file(&sock); // a leftover of a killed daemon (we hold the store lock)
+    let unix = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("cannot listen on {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod {}", sock.display()))?;
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+
+    let mut servers = Vec::new();
+    {
+        let app = crate::api::router(svc.clone());
+        let mut rx = shutdown_tx.subscribe();
+        servers.push(tokio::spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.recv().await;
+                })
+                .await
+        }));
+    }
+    if let Some(addr) = opts.listen {
+        let token = opts
+            .token
+            .clone()
+            .context("--listen needs --token-file: TCP requests must carry a bearer token")?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let app = crate::api::router_with_token(svc.clone(), token);
+        let mut rx = shutdown_tx.subscribe();
+        servers.push(tokio::spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.recv().await;
+                })
+                .await
+        }));
+    }
+
+    if opts.notify_ready {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    log::info!("serving {} on {}", store_path.display(), sock.display());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => break,
+            _ = tick.tick() => {
+                // Mounts ended from outside (plain `umount`) leave the table here.
+                let svc2 = svc.clone();
+                let count = tokio::task::spawn_blocking(move || svc2.reap()).await.unwrap_or(0);
+                if opts.exit_when_idle && svc.mounted_once() && count == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    log::info!("shutting down");
+    let _ = shutdown_tx.send(());
+    for s in servers {
+        let _ = s.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! The service layer: one per store (the daemon). It owns the store, mounts and unmounts
+//! containers, runs snapshot operations (restoring a mounted container in place), expires
+//! snapshots and reclaims space in the background. The CLI and the REST API call only this.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::codec::Ts;
+use crate::error::FsError;
+use crate::fs::{Fs, Volume, VolumeOptions, ROOT_INO};
+use crate::fuse::MountHandle;
+use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
+
+/// How long a busy mount may take to let go after being detached on stop.
+const UNMOUNT_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("container {0:?} not found")]
+    NoContainer(String),
+    #[error("snapshot {0:?} not found")]
+    NoSnapshot(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoContainer(c) => ServiceError::NoContainer(c),
+            StoreError::NoSnapshot(s) => ServiceError::NoSnapshot(s),
+            StoreError::ContainerExists(_) | StoreError::AliasTaken(_) => {
+                ServiceError::Conflict(e.to_string())
+            }
+            StoreError::BadAlias(..) | StoreError::BadContainerName(_) => {
+                ServiceError::Invalid(e.to_string())
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::kv::KvError> for ServiceError {
+    fn from(e: crate::kv::KvError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+impl From<FsError> for ServiceError {
+    fn from(e: FsError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+/// What the API shows of a container.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub record: ContainerRecord,
+    pub mountpoint: Option<PathBuf>,
+    pub snapshot_count: usize,
+    /// Bytes written by the container's own epochs (its head and its snapshots).
+    pub bytes_used: u64,
+}
+
+impl ContainerInfo {
+    pub fn status(&self) -> &'static str {
+        if self.record.deleted_at.is_some() {
+            "deleted"
+        } else if self.mountpoint.is_some() {
+            "running"
+        } else {
+            "stopped"
+        }
+    }
+}
+
+pub struct Service {
+    store: Arc<Store>,
+    path: PathBuf,
+    /// Live mounts by container id.
+    mounts: Mutex<HashMap<String, MountHandle>>,
+    /// Has anything ever been mounted (a daemon started for mounts exits when idle after).
+    mounted_once: std::sync::atomic::AtomicBool,
+}
+
+impl Service {
+    pub fn new(store: Arc<Store>, path: &Path) -> Service {
+        Service {
+            store,
+            path: path.to_path_buf(),
+            mounts: Mutex::new(HashMap::new()),
+            mounted_once: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A container by id (live or deleted) or live name.
+    pub fn container(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
+        self.store
+            .find_container(id_or_name)?
+            .ok_or_else(|| ServiceError::NoContainer(id_or_name.to_string()))
+    }
+
+    fn live(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
+        let c = self.container(id_or_name)?;
+        if c.deleted_at.is_some() {
+            return Err(ServiceError::NoContainer(id_or_name.to_string()));
+        }
+        Ok(c)
+    }
+
+    pub fn info(&self, c: ContainerRecord) -> ServiceResult<ContainerInfo> {
+        let snaps = self.store.snapshots(c.id.as_bytes())?;
+        let mut bytes_used = 0;
+        for s in &snaps {
+            bytes_used += self.store.epoch_size(s.record.epoch)?;
+        }
+        if c.deleted_at.is_none() {
+            bytes_used += self.store.epoch_size(c.head)?;
+        }
+        Ok(ContainerInfo {
+            mountpoint: self
+                .mounts
+                .lock()
+                .get(&c.id)
+                .map(|m| m.mountpoint().to_path_buf()),
+            snapshot_count: snaps.len(),
+            bytes_used,
+            record: c,
+        })
+    }
+
+    pub fn containers(&self) -> ServiceResult<Vec<ContainerInfo>> {
+        self.store
+            .containers()?
+            .into_iter()
+            .map(|c| self.info(c))
+            .collect()
+    }
+
+    pub fn create_container(
+        &self,
+        name: &str,
+        project_id: Option<&str>,
+    ) -> ServiceResult<ContainerRecord> {
+        Ok(self.store.create_container(name, project_id)?)
+    }
+
+    /// Deletes a container (unmounting it first); its snapshots stay.
+    pub fn delete_container(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
+        let c = self.live(id_or_name)?;
+        self.stop_id(&c.id)?;
+        Ok(self.store.delete_container(c.id.as_bytes())?)
+    }
+
+    /// Mounts a container at `mountpoint`.
+    pub fn start(
+        &self,
+        id_or_name: &str,
+        mountpoint: &Path,
+        opts: VolumeOptions,
+    ) -> ServiceResult<ContainerRecord> {
+        let c = self.live(id_or_name)?;
+        let mut mounts = self.mounts.lock();
+        if let Some(m) = mounts.get(&c.id) {
+            return Err(ServiceError::Conflict(format!(
+                "container {} is already mounted at {}",
+                c.name,
+                m.mountpoint().display()
+            )));
+        }
+        if mounts.values().any(|m| m.mountpoint() == mountpoint) {
+            return Err(ServiceError::Conflict(format!(
+                "{} is already in use by another container",
+                mountpoint.display()
+            )));
+        }
+        match std::fs::metadata(mountpoint) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                return Err(ServiceError::Invalid(format!(
+                    "mountpoint {} is not a directory",
+                    mountpoint.display()
+                )))
+            }
+        }
+        let fs = Fs::new(self.store.clone(), c.id.as_bytes())?;
+        let volume = Arc::new(Volume::new(fs, opts));
+        let fsname = format!("{}:{}", self.path.display(), c.name);
+        let handle = crate::fuse::mount(volume, mountpoint, &fsname).map_err(|e| {
+            ServiceError::Internal(format!("cannot mount {}: {e}", mountpoint.display()))
+        })?;
+        mounts.insert(c.id.clone(), handle);
+        self.mounted_once
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        log::info!("mounted {} ({}) at {}", c.name, c.id, mountpoint.display());
+        Ok(c)
+    }
+
+    /// Unmounts a container (no-op when not mounted); everything is flushed on return.
+    pub fn stop(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
+        let c = self.container(id_or_name)?;
+        self.stop_id(&c.id)?;
+        Ok(c)
+    }
+
+    fn stop_id(&self, id: &str) -> ServiceResult<()> {
+        let handle = self.mounts.lock().remove(id);
+        if let Some(h) = handle {
+            let mnt = h.mountpoint().to_path_buf();
+            h.unmount(UNMOUNT_GRACE).map_err(|e| {
+                ServiceError::Internal(format!("cannot unmount {}: {e}", mnt.display()))
+            })?;
+            log::info!("unmounted {}", mnt.display());
+        }
+        self.store.kv().sync()?;
+        Ok(())
+    }
+
+    /// Unmounts everything (daemon shutdown).
+    pub fn stop_all(&self) {
+        let ids: Vec<String> = self.mounts.lock().keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.stop_id(&id) {
+                log::error!("stopping {id}: {e}");
+            }
+        }
+        let _ = self.store.kv().sync();
+    }
+
+    /// The container mounted at `mountpoint`, if any.
+    pub fn mounted_at(&self, mountpoint: &Path) -> Option<String> {
+        self.mounts
+            .lock()
+            .iter()
+            .find(|(_, m)| m.mountpoint() == mountpoint)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Was anything ever mounted by this service?
+    pub fn mounted_once(&self) -> bool {
+        self.mounted_once.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn mount_count(&self) -> usize {
+        self.mounts.lock().len()
+    }
+
+    /// Forgets mounts whose session ended from outside (a plain `umount`). Returns how many
+    /// mounts remain.
+    pub fn reap(&self) -> usize {
+        let mut mounts = self.mounts.lock();
+        let dead: Vec<String> = mounts
+            .iter()
+            .filter(|(_, m)| !m.is_alive())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            if let Some(m) = mounts.remove(&id) {
+                log::info!("{} was unmounted from outside", m.mountpoint().display());
+                let _ = m.unmount(Duration::from_secs(1));
+            }
+        }
+        mounts.len()
+    }
+
+    pub fn snapshots(
+        &self,
+        id_or_name: &str,
+    ) -> ServiceResult<(ContainerRecord, Vec<SnapshotInfo>)> {
+        let c = self.container(id_or_name)?;
+        let snaps = self.store.snapshots(c.id.as_bytes())?;
+        Ok((c, snaps))
+    }
+
+    pub fn snapshot_size(&self, s: &SnapshotInfo) -> ServiceResult<u64> {
+        Ok(self.store.epoch_size(s.record.epoch)?)
+    }
+
+    pub fn create_snapshot(
+        &self,
+        id_or_name: &str,
+        alias: Option<&str>,
+        expires_at: Option<Ts>,
+    ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
+        let c = self.live(id_or_name)?;
+        let s = self.store.snapshot(c.id.as_bytes(), alias, expires_at)?;
+        Ok((c, s))
+    }
+
+    /// Restores a container to a snapshot. A mounted container switches trees in place: the
+    /// kernel's caches are dropped and descriptors on the old tree go stale.
+    pub fn restore(
+        &self,
+        id_or_name: &str,
+        key: &str,
+    ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
+        let c = self.live(id_or_name)?;
+        let mounts = self.mounts.lock();
+        let mounted = mounts.get(&c.id);
+        // Root names the kernel may hold in its cache: those of the tree being replaced.
+        let old_names = match mounted {
+            Some(m) => root_names(m.volume().head()),
+            None => Vec::new(),
+        };
+        let s = self.store.restore(c.id.as_bytes(), key)?;
+        if let Some(m) = mounted {
+            m.volume().new_head_generation()?;
+            m.invalidate_root(&old_names);
+        }
+        Ok((c, s))
+    }
+
+    pub fn delete_snapshot(&self, id_or_name: &str, key: &str) -> ServiceResult<SnapshotInfo> {
+        let c = self.container(id_or_name)?;
+        Ok(self.store.delete_snapshot(c.id.as_bytes(), key)?)
+    }
+
+    pub fn set_alias(
+        &self,
+        id_or_name: &str,
+        key: &str,
+        alias: Option<&str>,
+    ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
+        let c = self.container(id_or_name)?;
+        let s = self.store.set_alias(c.id.as_bytes(), key, alias)?;
+        Ok((c, s))
+    }
+
+    /// Copies a container (from a snapshot, or its current tree) into a new container.
+    pub fn copy(
+        &self,
+        id_or_name: &str,
+        snapshot: Option<&str>,
+        name: &str,
+        project_id: Option<&str>,
+    ) -> ServiceResult<ContainerRecord> {
+        let c = self.container(id_or_name)?;
+        if snapshot.is_none() && c.deleted_at.is_some() {
+            return Err(ServiceError::Invalid(
+                "a deleted container can only be copied from one of its snapshots".into(),
+            ));
+        }
+        Ok(self
+            .store
+            .copy_container(c.id.as_bytes(), snapshot, name, project_id)?)
+    }
+
+    /// Deletes every snapshot whose expiry has passed. Returns how many.
+    pub fn expire(&self) -> ServiceResult<usize> {
+        let now = Ts::now();
+        let mut n = 0;
+        for c in self.store.containers()? {
+            for s in self.store.snapshots(c.id.as_bytes())? {
+                if s.record
+                    .expires_at
+                    .is_some_and(|t| (t.secs, t.nsecs) <= (now.secs, now.nsecs))
+                {
+                    match self.store.delete_snapshot(c.id.as_bytes(), &s.name) {
+                        Ok(_) => {
+                            log::info!("expired snapshot {} of {}", s.name, c.name);
+                            n += 1;
+                        }
+                        Err(StoreError::NoSnapshot(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Names in the root directory of a head view.
+fn root_names(fs: &Fs) -> Vec<Vec<u8>> {
+    let Ok(fh) = fs.opendir(ROOT_INO) else {
+        return Vec::new();
+    };
+    let names = fs
+        .readdir(ROOT_INO, fh, 0)
+        .map(|v| v.iter().skip(2).map(|e| e.name.clone()).collect())
+        .unwrap_or_default();
+    fs.releasedir(fh);
+    names
+}
