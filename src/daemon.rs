@@ -16,6 +16,8 @@ use anyhow::{Context, Result};
 use crate::fs::VolumeOptions;
 use crate::service::Service;
 
+/// A daemon started on demand that never got a mount exits after this long.
+const IDLE_UNUSED: Duration = Duration::from_secs(30);
 /// How often the background worker expires snapshots and reclaims retired epochs.
 const WORK_PERIOD: Duration = Duration::from_secs(1);
 /// Reclaimed bytes after which RocksDB is asked to compact (so disk usage really drops).
@@ -189,6 +191,7 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let started = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -198,7 +201,8 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
                 // Mounts ended from outside (plain `umount`) leave the table here.
                 let svc2 = svc.clone();
                 let count = tokio::task::spawn_blocking(move || svc2.reap()).await.unwrap_or(0);
-                if opts.exit_when_idle && svc.mounted_once() && count == 0 {
+                let unused = !svc.mounted_once() && started.elapsed() > IDLE_UNUSED;
+                if opts.exit_when_idle && count == 0 && (svc.mounted_once() || unused) {
                     break;
                 }
             }
