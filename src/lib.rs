@@ -9,6 +9,7 @@ pub mod codec;
 pub mod daemon;
 pub mod error;
 pub mod fs;
+pub mod fsck;
 pub mod fuse;
 pub mod keys;
 pub mod kv;

@@ -271,6 +271,14 @@ fn run(seed: u64, backend: Backend, steps: usize) {
             }
         }
         world.check(&model, &ctx);
+        if step % 25 == 24 {
+            let report = snapfs::fsck::check(&world.store).expect("fsck");
+            assert!(
+                report.problems.is_empty(),
+                "fsck at {ctx}: {:#?}",
+                report.problems
+            );
+        }
     }
 }
 

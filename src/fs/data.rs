@@ -59,6 +59,19 @@ impl Fs {
         }
     }
 
+    /// For checking: (end of the last visible block's bytes, total visible bytes) of a file.
+    pub fn block_extent(&self, ino: u64) -> FsResult<(u64, u64)> {
+        let chain = self.chain()?;
+        let inode = self.inode_in(&chain, ino)?;
+        let bs = self.block_size() as u64;
+        let (mut end, mut total) = (0u64, 0u64);
+        self.visible_blocks(&chain, inode.data_id, 0, u64::MAX, &mut |idx, bytes| {
+            end = end.max(idx * bs + bytes.len() as u64);
+            total += bytes.len() as u64;
+        })?;
+        Ok((end, total))
+    }
+
     fn block(&self, chain: &Chain, data_id: u64, idx: u64) -> FsResult<Option<Vec<u8>>> {
         let mut out = None;
         self.visible_blocks(chain, data_id, idx, idx, &mut |_, b| out = Some(b.to_vec()))?;

@@ -272,6 +272,11 @@ impl Store {
         e
     }
 
+    /// A copy of the whole epoch tree (for checks).
+    pub fn epochs_snapshot(&self) -> HashMap<u64, EpochRecord> {
+        self.epochs.read().clone()
+    }
+
     pub fn epoch(&self, e: u64) -> Option<EpochRecord> {
         self.epochs.read().get(&e).cloned()
     }

@@ -497,3 +497,42 @@ fn deleted_container_keeps_snapshots_for_copy_and_frees_its_name() {
     assert_eq!(read_file(&revived, "f"), b"from src");
     assert!(store.copy_container(src.id.as_bytes(), None, "x", None).is_err());
 }
+
+#[test]
+fn fsck_clean_store_then_reports_planted_corruption() {
+    use snapfs::codec::{encode_live, Dirent};
+    use snapfs::keys;
+    use snapfs::kv::{Batch, Space};
+    let fs = new_fs();
+    write_file(&fs, "f", b"data");
+    fs.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap();
+    let store = fs.store().clone();
+    store.snapshot(fs.container(), Some("s"), None).unwrap();
+    let clean = snapfs::fsck::check(&store).unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!(clean.views, 2);
+    // A directory entry to an inode that does not exist, written with its change index.
+    let head = store.head(fs.container()).unwrap().epoch;
+    let mut b = Batch::new();
+    snapfs::store::put_version(
+        &mut b,
+        Space::Meta,
+        &keys::dirent(ROOT_INO, b"ghost"),
+        head,
+        encode_live(&Dirent {
+            ino: 999_999,
+            kind: Kind::File,
+        }),
+    );
+    // And a version with no change-index entry.
+    b.put(
+        Space::Meta,
+        keys::versioned(&keys::xattr(ROOT_INO, b"user.x"), head),
+        encode_live(&b"v".to_vec()),
+    );
+    store.kv().write(b, true).unwrap();
+    let report = snapfs::fsck::check(&store).unwrap();
+    let all = report.problems.join("\n");
+    assert!(all.contains("\"ghost\""), "{all}");
+    assert!(all.contains("no change-index entry"), "{all}");
+}
