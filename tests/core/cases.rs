@@ -536,3 +536,31 @@ fn fsck_clean_store_then_reports_planted_corruption() {
     assert!(all.contains("\"ghost\""), "{all}");
     assert!(all.contains("no change-index entry"), "{all}");
 }
+
+#[test]
+fn corrupted_block_reads_eio_never_wrong_bytes_and_fsck_reports_it() {
+    use snapfs::keys;
+    use snapfs::kv::{Batch, Space};
+    let fs = new_fs();
+    write_file(&fs, "f", &vec![9u8; 10_000]);
+    let (ino, attr) = fs.lookup(ROOT_INO, b"f").unwrap();
+    let store = fs.store().clone();
+    let head = store.head(fs.container()).unwrap().epoch;
+    let key = keys::versioned(&keys::block(attr.data_id, 1), head);
+    let mut value = store.kv().get(Space::Data, &key).unwrap().expect("block 1");
+    let last = value.len() - 1;
+    value[last] ^= 0x40; // flip one bit of the stored bytes
+    let mut b = Batch::new();
+    b.put(Space::Data, key, value);
+    store.kv().write(b, true).unwrap();
+    // Block 0 still reads; anything touching block 1 is EIO.
+    assert_eq!(fs.read(ino, 0, 4096).unwrap(), vec![9u8; 4096]);
+    assert_eq!(errno(fs.read(ino, 4096, 100)), libc::EIO);
+    assert_eq!(errno(fs.read(ino, 0, 10_000)), libc::EIO);
+    let report = snapfs::fsck::check(&store).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("checksum")),
+        "{:?}",
+        report.problems
+    );
+}
