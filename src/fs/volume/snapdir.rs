@@ -1,0 +1,144 @@
+//! The `.snapshots` directory itself: its attributes, its entries (snapshot directories and
+//! alias symlinks), alias renames, and the `user.snapfs.*` attributes of snapshot roots.
+
+use crate::codec::{Inode, Kind, Ts};
+use crate::error::{FsError, FsResult};
+use crate::store::SnapshotInfo;
+use crate::timefmt;
+
+use super::{name_str, store_err, Target, Volume, ALIAS_BASE, ROOT_INO};
+
+impl Volume {
+    pub(super) fn snapdir_attr(&self) -> FsResult<Inode> {
+        let root = self.head.getattr(ROOT_INO)?;
+        let snaps = self.snapshots()?;
+        let t = snaps.last().map_or(root.ctime, |s| s.record.created_at);
+        Ok(Inode {
+            kind: Kind::Dir,
+            // Open to all so the kernel (default_permissions) passes gestures to us: the
+            // daemon decides who may manage snapshots (root or the admin uid, else EPERM).
+            perm: 0o777,
+            uid: 0,
+            gid: 0,
+            nlink: 2 + snaps.len() as u32,
+            size: 4096,
+            alloc: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: root.crtime,
+            rdev: 0,
+            data_id: 0,
+            parent: ROOT_INO,
+            target: Vec::new(),
+        })
+    }
+
+    pub(super) fn alias_attr(info: &SnapshotInfo) -> Inode {
+        let t = info.record.created_at;
+        Inode {
+            kind: Kind::Symlink,
+            perm: 0o777,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: info.name.len() as u64,
+            alloc: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            data_id: 0,
+            parent: 0,
+            target: info.name.as_bytes().to_vec(),
+        }
+    }
+
+    pub(super) fn alias_of(&self, slot: u64) -> FsResult<SnapshotInfo> {
+        let info = self.snapshot_by_slot(slot)?;
+        if info.record.alias.is_none() {
+            return Err(FsError::NotFound);
+        }
+        Ok(info)
+    }
+
+    /// Finds `name` in `.snapshots`: a snapshot (by name) or an alias.
+    pub(super) fn snapdir_lookup(&self, name: &[u8]) -> FsResult<(u64, Inode)> {
+        let name = name_str(name).map_err(|_| FsError::NotFound)?;
+        let snaps = self.snapshots()?;
+        if let Some(s) = snaps.iter().find(|s| s.name == name) {
+            return self.snap_root(s);
+        }
+        if let Some(s) = snaps
+            .iter()
+            .find(|s| s.record.alias.as_deref() == Some(name))
+        {
+            let slot = self.slot_of(s);
+            return Ok((ALIAS_BASE | slot, Self::alias_attr(s)));
+        }
+        Err(FsError::NotFound)
+    }
+
+    pub(super) fn snapdir_rename(&self, name: &[u8], newname: &[u8], flags: u32) -> FsResult<()> {
+        const RENAME_NOREPLACE: u32 = 1;
+        if flags & !RENAME_NOREPLACE != 0 {
+            return Err(FsError::Invalid("unsupported rename flags in .snapshots"));
+        }
+        let from = name_str(name).map_err(|_| FsError::NotFound)?;
+        let to = name_str(newname)?;
+        let store = self.head.store();
+        let snaps = self.snapshots()?;
+        let by_name = snaps.iter().find(|s| s.name == from);
+        let by_alias = snaps
+            .iter()
+            .find(|s| s.record.alias.as_deref() == Some(from));
+        let target = by_name.or(by_alias).ok_or(FsError::NotFound)?;
+        if snaps.iter().any(|s| s.name == to) {
+            return Err(FsError::Exists);
+        }
+        if let Some(holder) = snaps.iter().find(|s| s.record.alias.as_deref() == Some(to)) {
+            if holder.name == target.name {
+                return Ok(());
+            }
+            // Renaming a snapshot directory never overwrites; an alias may replace another
+            // alias (that is how `ln -sfn` moves one) unless NOREPLACE was asked.
+            if by_name.is_some() || flags & RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            store
+                .set_alias(self.container(), &holder.name, None)
+                .map_err(store_err)?;
+        }
+        store
+            .set_alias(self.container(), &target.name, Some(to))
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    pub(super) fn snapshot_xattrs(info: &SnapshotInfo, size: u64) -> Vec<(String, Vec<u8>)> {
+        let t = |o: Option<Ts>| o.map(timefmt::rfc3339).unwrap_or_default().into_bytes();
+        vec![
+            (
+                "alias".into(),
+                info.record.alias.clone().unwrap_or_default().into_bytes(),
+            ),
+            (
+                "created_at".into(),
+                timefmt::rfc3339(info.record.created_at).into_bytes(),
+            ),
+            ("expires_at".into(), t(info.record.expires_at)),
+            ("last_used_at".into(), t(info.record.last_used_at)),
+            ("name".into(), info.name.clone().into_bytes()),
+            ("size".into(), size.to_string().into_bytes()),
+        ]
+    }
+
+    /// The snapshot whose root `ino` is, if it is one.
+    pub(super) fn snap_root_info(&self, ino: u64) -> FsResult<Option<SnapshotInfo>> {
+        match self.target(ino)? {
+            Target::Snap(slot, _, ROOT_INO) => Ok(Some(self.snapshot_by_slot(slot)?)),
+            _ => Ok(None),
+        }
+    }
+}
