@@ -74,6 +74,19 @@ setup() {
     ensure_rust
 }
 
+# install_mount_helper: /sbin/mount.fuse.snapfs (and /usr/sbin/ when separate) -> the
+# built binary, so `mount -t fuse.snapfs STORE:CONTAINER DIR` and fstab lines work. Idempotent.
+install_mount_helper() {
+    local dir link
+    for dir in /sbin /usr/sbin; do
+        [ -d "$dir" ] || continue
+        link="$dir/mount.fuse.snapfs"
+        [ "$(readlink -- "$link" 2>/dev/null)" = "$SNAPFS_BIN" ] && continue
+        log "installing $link -> $SNAPFS_BIN"
+        as_root ln -sfn -- "$SNAPFS_BIN" "$link"
+    done
+}
+
 # escape_mount_path PATH: PATH as /proc/mounts writes it (octal escapes).
 escape_mount_path() {
     local p="$1"

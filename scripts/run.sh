@@ -18,6 +18,7 @@ setup
 log "cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo build --release --bin snapfs
 [ -x "$SNAPFS_BIN" ] || die "build finished but $SNAPFS_BIN is missing"
+install_mount_helper
 
 # A store is a non-empty directory; `snapfs init` refuses an existing path, so an
 # empty directory (e.g. made by hand) is removed first.

@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 log "cargo clippy --release --all-targets -- -D warnings"
 cargo clippy --release --all-targets -- -D warnings
 
+# The CLI tests run `mount -t fuse.snapfs`: the helper links to the binary cargo test builds.
+install_mount_helper
+
 # Integration tests mount FUSE file systems: two test threads are safe on 2 cores.
 # --no-fail-fast: run every test binary and report all failures, still exit non-zero.
 log "cargo test --release --no-fail-fast -- --test-threads=2"

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -70,6 +71,7 @@ impl From<ServiceError> for ApiResponse {
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             log::error!("api: {e}");
@@ -79,6 +81,20 @@ impl From<ServiceError> for ApiResponse {
 }
 
 type ApiResult = Result<ApiResponse, ApiResponse>;
+
+/// Path parameters whose rejection (e.g. invalid UTF-8) is a 400 in the envelope.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(bad(e.body_text())),
+        }
+    }
+}
 
 fn bad(msg: impl Into<String>) -> ApiResponse {
     ApiResponse::error(StatusCode::BAD_REQUEST, msg)
@@ -147,7 +163,12 @@ fn body<T: for<'de> Deserialize<'de>>(
     } else {
         &bytes
     };
-    serde_json::from_slice(text).map_err(|e| bad(format!("invalid JSON body: {e}")))
+    let value: Value =
+        serde_json::from_slice(text).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(bad("the JSON body must be an object"));
+    }
+    serde_json::from_value(value).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -216,9 +237,14 @@ fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiResponse> {
                 nsecs: now.nsecs / 1_000_000 * 1_000_000,
             }))
         }
-        (None, Some(s)) => parse_rfc3339(s)
-            .map(Some)
-            .ok_or_else(|| bad("expires_at must be an RFC 3339 time")),
+        (None, Some(s)) => {
+            let t = parse_rfc3339(s).ok_or_else(|| bad("expires_at must be an RFC 3339 time"))?;
+            let now = Ts::now();
+            if (t.secs, t.nsecs) <= (now.secs, now.nsecs) {
+                return Err(bad("expires_at must be in the future"));
+            }
+            Ok(Some(t))
+        }
     }
 }
 
@@ -229,7 +255,10 @@ fn check_alias(alias: &Option<String>) -> Result<(), ApiResponse> {
     Ok(())
 }
 
-async fn list_snapshots(State(svc): State<Arc<Service>>, Path(id): Path<String>) -> ApiResult {
+async fn list_snapshots(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
     let (c, snaps) = blocking(&svc, move |s| {
         let (c, snaps) = s.snapshots(&id)?;
         let mut out = Vec::new();
@@ -258,7 +287,7 @@ fn snapshot_envelope(c: &ContainerRecord, s: &SnapshotInfo, size: u64) -> Value 
 
 async fn create_snapshot(
     State(svc): State<Arc<Service>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: CreateSnapshot = body(raw)?;
@@ -278,7 +307,7 @@ async fn create_snapshot(
 
 async fn restore_snapshot(
     State(svc): State<Arc<Service>>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let _: serde_json::Map<String, Value> = body(raw)?;
@@ -296,7 +325,7 @@ async fn restore_snapshot(
 
 async fn delete_snapshot(
     State(svc): State<Arc<Service>>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> ApiResult {
     let (c, s) = blocking(&svc, move |s| {
         let c = s.container(&id)?;
@@ -312,7 +341,7 @@ async fn delete_snapshot(
 
 async fn set_alias(
     State(svc): State<Arc<Service>>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: SetAlias = body(raw)?;
@@ -354,7 +383,7 @@ async fn create_container(
     ))
 }
 
-async fn get_container(State(svc): State<Arc<Service>>, Path(id): Path<String>) -> ApiResult {
+async fn get_container(State(svc): State<Arc<Service>>, ApiPath(id): ApiPath<String>) -> ApiResult {
     let info = blocking(&svc, move |s| {
         let c = s.container(&id)?;
         s.info(c)
@@ -366,7 +395,10 @@ async fn get_container(State(svc): State<Arc<Service>>, Path(id): Path<String>) 
     ))
 }
 
-async fn delete_container(State(svc): State<Arc<Service>>, Path(id): Path<String>) -> ApiResult {
+async fn delete_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
     let info = blocking(&svc, move |s| {
         let c = s.delete_container(&id)?;
         s.info(c)
@@ -380,7 +412,7 @@ async fn delete_container(State(svc): State<Arc<Service>>, Path(id): Path<String
 
 async fn start_container(
     State(svc): State<Arc<Service>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: Start = body(raw)?;
@@ -414,7 +446,7 @@ async fn start_container(
 
 async fn stop_container(
     State(svc): State<Arc<Service>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let _: serde_json::Map<String, Value> = body(raw)?;
@@ -431,7 +463,7 @@ async fn stop_container(
 
 async fn copy_container(
     State(svc): State<Arc<Service>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: Copy = body(raw)?;
@@ -514,9 +546,12 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    let Some(given) = value.strip_prefix("Bearer ") else {
+    let Some((scheme, given)) = value.split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }

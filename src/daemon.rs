@@ -198,11 +198,18 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
             _ = int.recv() => break,
             _ = hup.recv() => break,
             _ = tick.tick() => {
-                // Mounts ended from outside (plain `umount`) leave the table here.
+                if !opts.exit_when_idle {
+                    let svc2 = svc.clone();
+                    let _ = tokio::task::spawn_blocking(move || svc2.reap()).await;
+                    continue;
+                }
+                // Mounts ended from outside (plain `umount`) are reaped first.
                 let svc2 = svc.clone();
-                let count = tokio::task::spawn_blocking(move || svc2.reap()).await.unwrap_or(0);
-                let unused = !svc.mounted_once() && started.elapsed() > IDLE_UNUSED;
-                if opts.exit_when_idle && count == 0 && (svc.mounted_once() || unused) {
+                let unused = started.elapsed() > IDLE_UNUSED;
+                let idle = tokio::task::spawn_blocking(move || svc2.close_if_idle(unused))
+                    .await
+                    .unwrap_or(false);
+                if idle {
                     break;
                 }
             }

@@ -649,6 +649,13 @@ impl MountHandle {
             .inval_inode(INodeNo(crate::fs::ROOT_INO), 0, 0);
     }
 
+    /// Drops the kernel's cached attributes and pages of these inodes.
+    pub fn invalidate_inodes(&self, inos: &[u64]) {
+        for &ino in inos {
+            let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+        }
+    }
+
     /// Unmounts and waits for the serving threads to finish. A busy mount is detached; if
     /// its users do not let go within `grace`, the FUSE connection is aborted.
     pub fn unmount(mut self, grace: Duration) -> std::io::Result<()> {
@@ -670,12 +677,32 @@ impl MountHandle {
         let joined = match rx.recv_timeout(grace) {
             Ok(r) => r,
             Err(_) => {
+                ensure_fusectl();
                 let abort = format!("/sys/fs/fuse/connections/{}/abort", self.conn);
-                let _ = std::fs::write(abort, "1");
+                if let Err(e) = std::fs::write(&abort, "1") {
+                    log::error!("cannot abort the FUSE connection ({abort}): {e}");
+                }
                 rx.recv_timeout(Duration::from_secs(30))
                     .map_err(|_| std::io::Error::other("FUSE session did not end"))?
             }
         };
         joined
+    }
+}
+
+/// Mounts the FUSE control filesystem (where connections can be aborted) if it is not.
+fn ensure_fusectl() {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(2) == Some("fusectl")))
+        .unwrap_or(false);
+    if !mounted && dir.is_dir() {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            dir,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! `store` + `keys` + `codec` (epoch tree, key schema, values) → `kv` (ordered KV boundary).
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod daemon;

@@ -67,7 +67,8 @@ pub struct MountArgs {
     pub volume: VolumeOptions,
 }
 
-fn check_mountpoint(mnt: &Path) -> Result<()> {
+/// `mnt` must be a directory; a dead mount left by a killed daemon is detached first.
+pub fn check_mountpoint(mnt: &Path) -> Result<()> {
     match std::fs::metadata(mnt) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => bail!("mountpoint {} is not a directory", mnt.display()),
@@ -115,7 +116,6 @@ pub fn mount(args: MountArgs) -> Result<()> {
             },
         );
     }
-    let socket = ensure_daemon(&store)?;
     let path = format!("/api/v1/containers/{}", url_segment(&args.container));
     let mut body = serde_json::json!({
         "mountpoint": mnt.display().to_string(),
@@ -124,16 +124,41 @@ pub fn mount(args: MountArgs) -> Result<()> {
     if let Some(uid) = args.volume.admin_uid {
         body["admin_uid"] = serde_json::json!(uid);
     }
-    let reply = client::call(&socket, "POST", &format!("{path}/start"), Some(&body))?;
+    let reply = call_daemon(&store, "POST", &format!("{path}/start"), Some(&body))?;
     if reply.status == 404 {
         // Containers are created on first mount.
         let create = serde_json::json!({ "name": args.container });
-        client::call(&socket, "POST", "/api/v1/containers", Some(&create))?.data()?;
-        client::call(&socket, "POST", &format!("{path}/start"), Some(&body))?.data()?;
+        call_daemon(&store, "POST", "/api/v1/containers", Some(&create))?.data()?;
+        call_daemon(&store, "POST", &format!("{path}/start"), Some(&body))?.data()?;
     } else {
         reply.data()?;
     }
     Ok(())
+}
+
+/// Sends one request to the store's daemon, starting it when needed. A daemon that is on its
+/// way out (connection refused or 503) is waited for and replaced, up to three times.
+pub fn call_daemon(
+    store: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<client::Reply> {
+    let mut attempt = 0;
+    loop {
+        let socket = ensure_daemon(store)?;
+        match client::call(&socket, method, path, body) {
+            Ok(reply) if reply.status != 503 => return Ok(reply),
+            Ok(reply) if attempt >= 3 => return Ok(reply),
+            Err(e) if attempt >= 3 => return Err(e),
+            _ => {
+                attempt += 1;
+                if let Some((pid, _)) = read_pid(store) {
+                    wait_exit(pid, Duration::from_secs(30));
+                }
+            }
+        }
+    }
 }
 
 /// Percent-encodes a path segment.
@@ -203,7 +228,7 @@ fn spawn_daemon(store: &Path) -> Result<()> {
 }
 
 /// (pid, exits when idle) from `STORE/snapfs.pid`.
-fn read_pid(store: &Path) -> Option<(i32, bool)> {
+pub fn read_pid(store: &Path) -> Option<(i32, bool)> {
     let text = std::fs::read_to_string(crate::daemon::pid_path(store)).ok()?;
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
@@ -263,7 +288,7 @@ fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
 }
 
 /// Is `pid` running? A zombie (exited, not yet reaped by its parent) counts as gone.
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
         return false;
     }
@@ -277,7 +302,8 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
-fn wait_exit(pid: i32, timeout: Duration) -> bool {
+/// Waits up to `timeout` for `pid` to exit; true when it did.
+pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if !process_alive(pid) {
@@ -291,8 +317,12 @@ fn wait_exit(pid: i32, timeout: Duration) -> bool {
 /// `snapfs umount`: asks the daemon to unmount (everything flushed on return) and, when that
 /// daemon only lived for its mounts, waits until it has exited and freed the store.
 pub fn umount(mountpoint: &Path) -> Result<()> {
-    let mnt = std::path::absolute(mountpoint)
-        .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?;
+    // The kernel records canonical paths; a dead mount cannot be resolved, so fall back.
+    let mnt = match std::fs::canonicalize(mountpoint) {
+        Ok(p) => p,
+        Err(_) => std::path::absolute(mountpoint)
+            .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?,
+    };
     let entry =
         find_mount(&mnt)?.ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
     let (store, container) = entry

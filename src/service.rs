@@ -16,7 +16,7 @@ use crate::fuse::MountHandle;
 use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
 
 /// How long a busy mount may take to let go after being detached on stop.
-const UNMOUNT_GRACE: Duration = Duration::from_secs(10);
+const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -30,6 +30,9 @@ pub enum ServiceError {
     Invalid(String),
     #[error("{0}")]
     Internal(String),
+    /// The daemon is shutting down; try again (a new daemon will start).
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -91,6 +94,8 @@ pub struct Service {
     mounts: Mutex<HashMap<String, MountHandle>>,
     /// Has anything ever been mounted (a daemon started for mounts exits when idle after).
     mounted_once: std::sync::atomic::AtomicBool,
+    /// Set once the daemon decided to exit: no new mounts from then on.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -100,6 +105,7 @@ impl Service {
             path: path.to_path_buf(),
             mounts: Mutex::new(HashMap::new()),
             mounted_once: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,12 +134,15 @@ impl Service {
 
     pub fn info(&self, c: ContainerRecord) -> ServiceResult<ContainerInfo> {
         let snaps = self.store.snapshots(c.id.as_bytes())?;
-        let mut bytes_used = 0;
-        for s in &snaps {
-            bytes_used += self.store.epoch_size(s.record.epoch)?;
-        }
+        // Everything the container references: its tree's history and its snapshots.
+        let mut epochs: std::collections::BTreeSet<u64> =
+            snaps.iter().map(|s| s.record.epoch).collect();
         if c.deleted_at.is_none() {
-            bytes_used += self.store.epoch_size(c.head)?;
+            epochs.extend(self.store.chain(c.head).members().iter().copied());
+        }
+        let mut bytes_used = 0;
+        for e in epochs {
+            bytes_used += self.store.epoch_size(e)?;
         }
         Ok(ContainerInfo {
             mountpoint: self
@@ -178,7 +187,15 @@ impl Service {
         opts: VolumeOptions,
     ) -> ServiceResult<ContainerRecord> {
         let c = self.live(id_or_name)?;
+        // One spelling per directory: `/m/../m` and symlinks are the same place.
+        let mountpoint = &std::fs::canonicalize(mountpoint).map_err(|e| {
+            ServiceError::Invalid(format!("mountpoint {}: {e}", mountpoint.display()))
+        })?;
         let mut mounts = self.mounts.lock();
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ServiceError::ShuttingDown);
+        }
+        Self::reap_locked(&mut mounts);
         if let Some(m) = mounts.get(&c.id) {
             return Err(ServiceError::Conflict(format!(
                 "container {} is already mounted at {}",
@@ -267,6 +284,24 @@ impl Service {
     /// mounts remain.
     pub fn reap(&self) -> usize {
         let mut mounts = self.mounts.lock();
+        Self::reap_locked(&mut mounts);
+        mounts.len()
+    }
+
+    /// With `idle_exit`: if nothing is mounted (after reaping) and something was once, or
+    /// `never_used_for_long`, refuses further mounts and returns true (the daemon exits).
+    pub fn close_if_idle(&self, never_used_for_long: bool) -> bool {
+        let mut mounts = self.mounts.lock();
+        Self::reap_locked(&mut mounts);
+        if mounts.is_empty() && (self.mounted_once() || never_used_for_long) {
+            self.closing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    fn reap_locked(mounts: &mut HashMap<String, MountHandle>) {
         let dead: Vec<String> = mounts
             .iter()
             .filter(|(_, m)| !m.is_alive())
@@ -278,7 +313,6 @@ impl Service {
                 let _ = m.unmount(Duration::from_secs(1));
             }
         }
-        mounts.len()
     }
 
     pub fn snapshots(
@@ -320,10 +354,15 @@ impl Service {
             Some(m) => root_names(m.volume().head()),
             None => Vec::new(),
         };
+        let open = mounted
+            .map(|m| m.volume().open_head_inodes())
+            .unwrap_or_default();
         let s = self.store.restore(c.id.as_bytes(), key)?;
         if let Some(m) = mounted {
             m.volume().new_head_generation()?;
             m.invalidate_root(&old_names);
+            // Open files of the old tree: drop their cached pages so reads reach us (ESTALE).
+            m.invalidate_inodes(&open);
         }
         Ok((c, s))
     }
@@ -358,9 +397,11 @@ impl Service {
                 "a deleted container can only be copied from one of its snapshots".into(),
             ));
         }
+        // Without a target project the copy stays in the source's project.
+        let project = project_id.or(c.project_id.as_deref());
         Ok(self
             .store
-            .copy_container(c.id.as_bytes(), snapshot, name, project_id)?)
+            .copy_container(c.id.as_bytes(), snapshot, name, project)?)
     }
 
     /// Deletes every snapshot whose expiry has passed. Returns how many.

@@ -291,6 +291,11 @@ impl Fs {
         matches!(self.view, View::Head)
     }
 
+    /// Store inode numbers that have open file handles.
+    pub fn open_inodes(&self) -> Vec<u64> {
+        self.handles.lock().open.keys().copied().collect()
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -111,6 +111,15 @@ impl Volume {
         Ok(())
     }
 
+    /// Kernel inode numbers of the head's files that are open right now.
+    pub fn open_head_inodes(&self) -> Vec<u64> {
+        self.head
+            .open_inodes()
+            .into_iter()
+            .map(|i| self.out(i))
+            .collect()
+    }
+
     /// Kernel inode number of head inode `ino`.
     fn out(&self, ino: u64) -> u64 {
         if ino == ROOT_INO {

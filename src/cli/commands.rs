@@ -1,0 +1,164 @@
+//! The `snapshots` and `containers` subcommands: one API call each, printed as a table or
+//! as the API's JSON `data`.
+
+use super::*;
+
+pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
+    let json = common.json;
+    let mut d = Daemon::connect(common.store)?;
+    match cmd {
+        SnapshotsCmd::Create {
+            target,
+            alias,
+            expiry,
+        } => {
+            let mut body = json!({});
+            if let Some(a) = alias {
+                body["alias"] = json!(a);
+            }
+            if let Some(days) = expiry {
+                body["expiry"] = json!(days);
+            }
+            let data = d.call(
+                "POST",
+                &format!("{}/snapshots", container_path(&target.container)),
+                Some(&body),
+            )?;
+            emit(json, &data, |d| {
+                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+            })
+        }
+        SnapshotsCmd::List { target } => {
+            let data = d.call(
+                "GET",
+                &format!("{}/snapshots", container_path(&target.container)),
+                None,
+            )?;
+            emit(json, &data, |d| {
+                snapshot_table(d["snapshots"].as_array().map_or(&[], Vec::as_slice))
+            })
+        }
+        SnapshotsCmd::Restore { target, name } => {
+            let data = d.call(
+                "PATCH",
+                &snapshot_path(&target.container, &name),
+                Some(&json!({})),
+            )?;
+            emit(json, &data, |d| {
+                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+            })
+        }
+        SnapshotsCmd::Delete { target, name } => {
+            let data = d.call("DELETE", &snapshot_path(&target.container, &name), None)?;
+            emit(json, &data, |d| {
+                format!(
+                    "deleted snapshot {} of container {}",
+                    cell(&d["name"]),
+                    cell(&d["container_id"])
+                )
+            })
+        }
+        SnapshotsCmd::Alias {
+            target,
+            name,
+            alias,
+            clear: _,
+        } => {
+            let data = d.call(
+                "PATCH",
+                &format!("{}/alias", snapshot_path(&target.container, &name)),
+                Some(&json!({ "alias": alias })),
+            )?;
+            emit(json, &data, |d| {
+                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+            })
+        }
+    }
+}
+
+pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
+    let json = common.json;
+    match cmd {
+        ContainersCmd::Create { name, project } => {
+            let mut d = Daemon::connect(common.store)?;
+            let body = json!({ "name": name, "project_id": project });
+            let data = d.call("POST", "/containers", Some(&body))?;
+            emit(json, &data, |c| container_table(std::slice::from_ref(c)))
+        }
+        ContainersCmd::List => {
+            let mut d = Daemon::connect(common.store)?;
+            let data = d.call("GET", "/containers", None)?;
+            emit(json, &data, |d| {
+                container_table(d["containers"].as_array().map_or(&[], Vec::as_slice))
+            })
+        }
+        ContainersCmd::Show { container } => {
+            let mut d = Daemon::connect(common.store)?;
+            let data = d.call("GET", &container_path(&container), None)?;
+            emit(json, &data, container_details)
+        }
+        ContainersCmd::Copy {
+            container,
+            name,
+            project,
+            snapshot,
+        } => {
+            let mut d = Daemon::connect(common.store)?;
+            let mut body = json!({ "name": name });
+            if let Some(p) = project {
+                body["target_project_id"] = json!(p);
+            }
+            if let Some(s) = snapshot {
+                body["source_snapshot"] = json!(s);
+            }
+            let data = d.call(
+                "POST",
+                &format!("{}/copy", container_path(&container)),
+                Some(&body),
+            )?;
+            emit(json, &data, |c| container_table(std::slice::from_ref(c)))
+        }
+        ContainersCmd::Delete { container } => {
+            let mut d = Daemon::connect(common.store)?;
+            let was_running = d.running(&container)?;
+            let data = d.call("DELETE", &container_path(&container), None)?;
+            d.settle(was_running)?;
+            emit(json, &data, |c| container_table(std::slice::from_ref(c)))
+        }
+        ContainersCmd::Start {
+            container,
+            mountpoint,
+            snapdir,
+            admin_uid,
+        } => {
+            let mnt = std::path::absolute(&mountpoint)
+                .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?;
+            crate::mount::check_mountpoint(&mnt)?;
+            let mnt_str = mnt
+                .to_str()
+                .ok_or_else(|| anyhow!("mountpoint {} is not UTF-8", mnt.display()))?;
+            let mut d = Daemon::connect(common.store)?;
+            let mut body = json!({ "mountpoint": mnt_str, "snapdir": snapdir.as_str() });
+            if let Some(uid) = admin_uid {
+                body["admin_uid"] = json!(uid);
+            }
+            let data = d.call(
+                "POST",
+                &format!("{}/start", container_path(&container)),
+                Some(&body),
+            )?;
+            emit(json, &data, |c| container_table(std::slice::from_ref(c)))
+        }
+        ContainersCmd::Stop { container } => {
+            let mut d = Daemon::connect(common.store)?;
+            let was_running = d.running(&container)?;
+            let data = d.call(
+                "POST",
+                &format!("{}/stop", container_path(&container)),
+                Some(&json!({})),
+            )?;
+            d.settle(was_running)?;
+            emit(json, &data, |c| container_table(std::slice::from_ref(c)))
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The `snapfs` command line: argument parsing (clap), the `snapshots` and `containers`
+//! commands (thin clients of the store daemon's REST API over its Unix socket), their table
+//! and JSON output, and the `mount.fuse.snapfs` helper that `mount -t fuse.snapfs` and
+//! `/etc/fstab` run.
+//!
+//! Error contract: every failure is one line `snapfs: error: MESSAGE` on stderr and a
+//! non-zero exit (2 for usage errors, 32 for a failed mount through the helper, 1 otherwise).
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+mod commands;
+mod helper;
+mod table;
+
+use commands::{containers, snapshots};
+use helper::*;
+use table::*;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::mount::{ensure_daemon, url_segment};
+
+/// The file name under which `mount(8)` runs the helper (`/sbin/mount.fuse.snapfs`).
+pub const MOUNT_HELPER_NAME: &str = "mount.fuse.snapfs";
+/// The environment variable `--store` defaults from.
+pub const STORE_ENV: &str = "SNAPFS_STORE";
+
+/// Exit code of a usage error (clap's convention).
+const EXIT_USAGE: u8 = 2;
+/// Exit code `mount(8)` expects from a helper whose mount failed.
+const EXIT_MOUNT_FAILURE: u8 = 32;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Snapdir {
+    /// `.snapshots` is reachable by path but not listed in the root directory.
+    Hidden,
+    /// `.snapshots` is listed in the root directory.
+    Visible,
+}
+
+impl Snapdir {
+    fn as_str(self) -> &'static str {
+        match self {
+            Snapdir::Hidden => "hidden",
+            Snapdir::Visible => "visible",
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "snapfs",
+    version,
+    about = "Copy-on-write filesystem with O(1) snapshots"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new, empty store (with a container named `default`).
+    Init {
+        store: PathBuf,
+        /// Block size in bytes: a power of two from 4096 to 1048576.
+        #[arg(long, default_value_t = crate::store::DEFAULT_BLOCK_SIZE as u64)]
+        block_size: u64,
+    },
+    /// Mount a container of a store (created on first mount).
+    Mount {
+        store: PathBuf,
+        mountpoint: PathBuf,
+        #[arg(long, default_value = "default")]
+        container: String,
+        /// Whether the root directory lists `.snapshots`.
+        #[arg(long, value_enum, default_value = "hidden")]
+        snapdir: Snapdir,
+        /// A uid besides root allowed to create, rename and delete snapshots.
+        #[arg(long)]
+        admin_uid: Option<u32>,
+        /// Stay in the foreground instead of running as a background daemon.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount a snapfs mount (flushing everything).
+    Umount { mountpoint: PathBuf },
+    /// Run the store's daemon: REST API on STORE/snapfs.sock (and TCP with --listen),
+    /// mounts, snapshot expiry and space reclaim.
+    Serve {
+        store: PathBuf,
+        /// Also serve the API on this TCP address (every request needs the bearer token).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// File holding the bearer token for TCP requests.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Exit once no container is mounted any more.
+        #[arg(long, hide = true)]
+        exit_when_idle: bool,
+        #[arg(long, hide = true)]
+        notify_ready: bool,
+    },
+    /// Check every invariant of a store that is not in use; exit 1 when something is wrong.
+    Fsck { store: PathBuf },
+    /// Create, list, restore, delete and alias a container's snapshots.
+    Snapshots {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: SnapshotsCmd,
+    },
+    /// Create, list, show, copy, delete, start (mount) and stop (unmount) containers.
+    Containers {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: ContainersCmd,
+    },
+    /// What `mount -t fuse.snapfs STORE:CONTAINER MOUNTPOINT [-o OPTIONS]` runs (also
+    /// installed as /sbin/mount.fuse.snapfs).
+    #[command(hide = true, disable_help_flag = true)]
+    MountHelper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// Options every API command takes (anywhere after `snapshots` / `containers`).
+#[derive(Args)]
+struct Common {
+    /// The store [default: $SNAPFS_STORE].
+    #[arg(long, value_name = "STORE", global = true)]
+    store: Option<PathBuf>,
+    /// Print the API's `data` as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// A container, by id or unique name.
+#[derive(Args)]
+struct SnapTarget {
+    /// The container (id or name).
+    #[arg(long, value_name = "CONTAINER")]
+    container: String,
+}
+
+#[derive(Subcommand)]
+enum SnapshotsCmd {
+    /// Take a snapshot (O(1)); prints the new snapshot.
+    Create {
+        #[command(flatten)]
+        target: SnapTarget,
+        /// A friendly name (1-100 characters, no `/`, not `snap-...`).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Delete the snapshot automatically after this many days (default: never).
+        #[arg(long, value_name = "DAYS")]
+        expiry: Option<u64>,
+    },
+    /// List the container's snapshots, newest first (times in UTC).
+    List {
+        #[command(flatten)]
+        target: SnapTarget,
+    },
+    /// Roll the container back to a snapshot (also while it is mounted).
+    Restore {
+        #[command(flatten)]
+        target: SnapTarget,
+        /// The snapshot's name or unique alias.
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a snapshot.
+    Delete {
+        #[command(flatten)]
+        target: SnapTarget,
+        /// The snapshot's name or unique alias.
+        #[arg(long)]
+        name: String,
+    },
+    /// Set (or with --clear remove) a snapshot's alias.
+    Alias {
+        #[command(flatten)]
+        target: SnapTarget,
+        /// The snapshot's name or unique alias.
+        #[arg(long)]
+        name: String,
+        /// The new alias.
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        alias: Option<String>,
+        /// Remove the alias.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContainersCmd {
+    /// Create an empty container.
+    Create {
+        /// The new container's name (unique among live containers).
+        name: String,
+        /// The project id to file it under.
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// List every container (deleted ones too).
+    List,
+    /// Show one container.
+    Show {
+        /// The container (id or name).
+        container: String,
+    },
+    /// Copy a container's current tree, or one of its snapshots, into a new container (O(1)).
+    Copy {
+        /// The source container (id or name).
+        container: String,
+        /// The new container's name.
+        #[arg(long)]
+        name: String,
+        /// The new container's project id.
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+        /// Copy this snapshot (name or unique alias) instead of the current tree.
+        #[arg(long, value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
+    },
+    /// Delete a container (unmounting it first); its snapshots stay.
+    Delete {
+        /// The container (id or name).
+        container: String,
+    },
+    /// Mount a container.
+    Start {
+        /// The container (id or name).
+        container: String,
+        /// Where to mount it (an existing directory).
+        #[arg(long, value_name = "DIR")]
+        mountpoint: PathBuf,
+        /// Whether the root directory lists `.snapshots`.
+        #[arg(long, value_enum, default_value = "hidden")]
+        snapdir: Snapdir,
+        /// A uid besides root allowed to create, rename and delete snapshots.
+        #[arg(long)]
+        admin_uid: Option<u32>,
+    },
+    /// Unmount a container (everything flushed on return).
+    Stop {
+        /// The container (id or name).
+        container: String,
+    },
+}
+
+/// The whole program: `snapfs ARGS...`, or the mount helper when run as `mount.fuse.snapfs`.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as_helper = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == MOUNT_HELPER_NAME);
+    if invoked_as_helper {
+        return mount_helper_main(&args[1..]);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &args),
+    };
+    if let Cmd::MountHelper { args } = &cli.cmd {
+        return mount_helper_main(args);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, 1),
+    }
+}
+
+/// Prints `snapfs: error: MESSAGE` (one line) and returns `code`.
+fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("snapfs: error: {}", one_line(&format!("{e:#}")));
+    ExitCode::from(code)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A clap error as one line (help and version print as usual).
+fn usage_error(e: clap::Error, args: &[OsString]) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let (path, subs) = subcommand_path(args);
+            let msg = if subs.is_empty() {
+                format!("missing arguments (see '{path} --help')")
+            } else {
+                format!(
+                    "'{path}' needs a subcommand: {} (see '{path} --help')",
+                    subs.join(", ")
+                )
+            };
+            eprintln!("snapfs: error: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        _ => {}
+    }
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || line.starts_with("tip:") {
+            continue;
+        }
+        parts.push(
+            line.strip_prefix("error:")
+                .unwrap_or(line)
+                .trim()
+                .to_string(),
+        );
+    }
+    let (path, _) = subcommand_path(args);
+    eprintln!(
+        "snapfs: error: {} (see '{path} --help')",
+        one_line(&parts.join(" "))
+    );
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The subcommands named on the command line (`snapfs snapshots`) and the names of the
+/// deepest one's own subcommands.
+fn subcommand_path(args: &[OsString]) -> (String, Vec<String>) {
+    let mut cmd = Cli::command();
+    let mut path = vec!["snapfs".to_string()];
+    for a in args.iter().skip(1) {
+        let Some(a) = a.to_str() else { break };
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                path.push(sub.get_name().to_string());
+                let sub = sub.clone();
+                cmd = sub;
+            }
+            None => break,
+        }
+    }
+    let subs = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .map(|s| s.get_name().to_string())
+        .collect();
+    (path.join(" "), subs)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Init { store, block_size } => crate::mount::init(&store, block_size),
+        Cmd::Mount {
+            store,
+            mountpoint,
+            container,
+            snapdir,
+            admin_uid,
+            foreground,
+        } => crate::mount::mount(crate::mount::MountArgs {
+            store,
+            mountpoint,
+            container,
+            foreground,
+            volume: crate::fs::VolumeOptions {
+                snapdir_visible: matches!(snapdir, Snapdir::Visible),
+                admin_uid,
+            },
+        }),
+        Cmd::Umount { mountpoint } => crate::mount::umount(&mountpoint),
+        Cmd::Serve {
+            store,
+            listen,
+            token_file,
+            exit_when_idle,
+            notify_ready,
+        } => {
+            let token = match token_file {
+                Some(f) => Some(read_token(&f)?),
+                None => None,
+            };
+            let store = std::path::absolute(&store)?;
+            crate::daemon::serve(
+                &store,
+                crate::daemon::DaemonOptions {
+                    listen,
+                    token,
+                    exit_when_idle,
+                    initial: None,
+                    notify_ready,
+                },
+            )
+        }
+        Cmd::Fsck { store } => fsck(&store),
+        Cmd::Snapshots { common, cmd } => snapshots(common, cmd),
+        Cmd::Containers { common, cmd } => containers(common, cmd),
+        // Handled in `main` (it has its own exit codes).
+        Cmd::MountHelper { .. } => Ok(()),
+    }
+}
+
+/// `snapfs fsck`: prints the report; any problem makes the command fail (exit 1).
+fn fsck(store: &Path) -> Result<()> {
+    let st = crate::mount::open_store(store)?;
+    let report = crate::fsck::check(&st)?;
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    println!(
+        "{}: {} views, {} entries, {} versions checked, {} problems",
+        store.display(),
+        report.views,
+        report.inodes,
+        report.versions,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} problems found in {}",
+            report.problems.len(),
+            store.display()
+        )
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        bail!("token in {} is shorter than 16 characters", path.display());
+    }
+    Ok(token)
+}
+
+// ---------------------------------------------------------------------------------------
+// Talking to the daemon
+
+/// The store's daemon (started on demand).
+struct Daemon {
+    store: PathBuf,
+}
+
+impl Daemon {
+    fn connect(store: Option<PathBuf>) -> Result<Daemon> {
+        let store = match store {
+            Some(s) => s,
+            None => match std::env::var_os(STORE_ENV) {
+                Some(s) if !s.is_empty() => PathBuf::from(s),
+                _ => bail!("no store given: use --store STORE or set {STORE_ENV}"),
+            },
+        };
+        let store = std::path::absolute(&store)
+            .with_context(|| format!("bad store path {}", store.display()))?;
+        if !store.is_dir() {
+            bail!("store {} does not exist", store.display());
+        }
+        ensure_daemon(&store)?;
+        Ok(Daemon { store })
+    }
+
+    /// One API call; `data` on success, the API's message as the error otherwise. A daemon
+    /// that went away between calls (an on-demand daemon exits once its last mount is gone)
+    /// is started again and the call retried (`mount::call_daemon`).
+    fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let path = format!("/api/v1{path}");
+        crate::mount::call_daemon(&self.store, method, &path, body)?.data()
+    }
+
+    /// Is the container mounted?
+    fn running(&mut self, container: &str) -> Result<bool> {
+        let c = self.call("GET", &container_path(container), None)?;
+        Ok(c["status"] == "running")
+    }
+
+    /// After unmounting `unmounted`: a daemon started on demand exits once nothing is
+    /// mounted; wait for it, so the store is free when the command returns (as
+    /// `snapfs umount` does).
+    fn settle(&mut self, unmounted: bool) -> Result<()> {
+        if !unmounted {
+            return Ok(());
+        }
+        let Some(pid) = idle_exit_pid(&self.store) else {
+            return Ok(());
+        };
+        let running = self
+            .call("GET", "/containers", None)
+            .ok()
+            .and_then(|d| d["containers"].as_array().cloned())
+            .is_some_and(|cs| cs.iter().any(|c| c["status"] == "running"));
+        if running {
+            return Ok(());
+        }
+        if crate::mount::wait_exit(pid, Duration::from_secs(60)) {
+            return Ok(());
+        }
+        bail!("daemon (pid {pid}) did not exit after the last unmount")
+    }
+}
+
+/// The pid in `STORE/snapfs.pid` when that daemon exits once idle.
+fn idle_exit_pid(store: &Path) -> Option<i32> {
+    crate::mount::read_pid(store).and_then(|(pid, idle)| idle.then_some(pid))
+}
+
+fn container_path(c: &str) -> String {
+    format!("/containers/{}", url_segment(c))
+}
+
+fn snapshot_path(c: &str, name: &str) -> String {
+    format!("{}/snapshots/{}", container_path(c), url_segment(name))
+}
+
+/// Prints `data` as pretty JSON, or as `human` renders it.
+fn emit(json: bool, data: &Value, human: impl FnOnce(&Value) -> String) -> Result<()> {
+    let text = if json {
+        serde_json::to_string_pretty(data).context("cannot encode JSON")?
+    } else {
+        human(data)
+    };
+    let text = text.trim_end_matches('\n');
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(())
+}

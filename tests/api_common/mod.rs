@@ -1,0 +1,791 @@
+//! Shared fixture for the end-to-end REST API tests: a store served by `snapfs serve` on its
+//! Unix socket and on a loopback TCP port with a bearer token, a small blocking HTTP/1.1
+//! client (no extra dependency: std sockets, `Connection: close`), and checkers for the
+//! JSON envelope, snapshot and container objects and RFC 3339 times.
+//!
+//! [`Daemon`] always cleans up: on drop it sends SIGTERM (the daemon unmounts its mounts),
+//! waits, falls back to SIGKILL, then lazily unmounts anything still mounted.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Longest time any single HTTP exchange may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const TOKEN: &str = "api-test-token-0123456789abcdef";
+
+pub fn snapfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_snapfs")
+}
+
+/// Panics when FUSE is missing: the mount tests fail loudly, never skip.
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse does not exist: the snapfs API mount tests need the fuse kernel module \
+         and /dev/fuse (they fail, never skip)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// What was asked (for failure messages).
+    pub what: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn describe(&self) -> String {
+        let mut t = String::from_utf8_lossy(&self.body).into_owned();
+        if t.len() > 600 {
+            t.truncate(600);
+            t.push('…');
+        }
+        format!("{} -> {} {}", self.what, self.status, t)
+    }
+
+    /// The body as the API envelope, checked: a JSON object with exactly `statusCode`
+    /// (a number equal to the HTTP status), `message` (a non-empty string) and `data` (an
+    /// object on success, null on errors), served as application/json.
+    pub fn check_envelope(&self) -> Result<Value, String> {
+        let fail = |why: &str| Err(format!("{why}: {}", self.describe()));
+        let v: Value = match serde_json::from_slice(&self.body) {
+            Ok(v) => v,
+            Err(e) => return fail(&format!("answer is not JSON ({e})")),
+        };
+        let Some(obj) = v.as_object() else {
+            return fail("envelope is not an object");
+        };
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        if keys != ["data", "message", "statusCode"] {
+            return fail(&format!("envelope fields are {keys:?}"));
+        }
+        if !v["statusCode"].is_u64() || v["statusCode"].as_u64() != Some(u64::from(self.status)) {
+            return fail("statusCode is not a number equal to the HTTP status");
+        }
+        match v["message"].as_str() {
+            Some(m) if !m.is_empty() => {}
+            _ => return fail("message is not a non-empty string"),
+        }
+        if self.status == 200 && !v["data"].is_object() {
+            return fail("data of a success is not an object");
+        }
+        if self.status != 200 && !v["data"].is_null() {
+            return fail("data of an error is not null");
+        }
+        let ct = self.header("content-type").unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return fail(&format!("content-type is {ct:?}"));
+        }
+        Ok(v)
+    }
+
+    /// [`Resp::check_envelope`], panicking on a bad one. Returns the whole envelope.
+    #[track_caller]
+    pub fn envelope(&self) -> Value {
+        match self.check_envelope() {
+            Ok(v) => v,
+            Err(e) => panic!("bad envelope: {e}"),
+        }
+    }
+
+    /// Asserts a 200 with a valid envelope and returns `data`.
+    #[track_caller]
+    pub fn data(&self) -> Value {
+        assert_eq!(self.status, 200, "expected success: {}", self.describe());
+        self.envelope()["data"].clone()
+    }
+
+    /// Asserts an error with exactly `status` and a valid envelope.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status}: {}",
+            self.describe()
+        );
+        self.envelope();
+        self
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Tcp,
+    Unix,
+}
+
+/// Authorization header to send over TCP.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Bearer TOKEN` with the daemon's token.
+    Good,
+    None,
+    /// This exact header value.
+    Header(String),
+}
+
+fn parse_response(raw: &[u8], what: &str, head_request: bool) -> Result<Resp, String> {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            format!(
+                "{what}: no complete HTTP head in {} bytes: {:?}",
+                raw.len(),
+                String::from_utf8_lossy(&raw[..raw.len().min(300)])
+            )
+        })?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{what}: bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[head_end + 4..];
+    // The daemon always sends a content-length (chunked answers are not expected).
+    let body = if head_request {
+        Vec::new()
+    } else if let Some(n) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        if rest.len() < n {
+            return Err(format!(
+                "{what}: body shorter ({}) than content-length {n}",
+                rest.len()
+            ));
+        }
+        rest[..n].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+        what: what.to_string(),
+    })
+}
+
+/// Sends `req` (a complete HTTP request) on `s` and reads the answer until EOF. A write
+/// error (the server may answer and close before reading a large body) is not fatal.
+fn exchange<S: Read + Write>(mut s: S, req: &[u8], what: &str) -> Result<Resp, String> {
+    let head_request = req.starts_with(b"HEAD ");
+    let _ = s.write_all(req);
+    let _ = s.flush();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A reset after the full answer (unread request body) still counts.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => {
+                return Err(format!(
+                    "{what}: reading the answer failed after {} bytes: {e}",
+                    raw.len()
+                ))
+            }
+        }
+    }
+    parse_response(&raw, what, head_request)
+}
+
+/// Builds an HTTP/1.1 request.
+pub fn build_request(
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PATCH" | "PUT") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut out = req.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+pub fn enc(seg: &str) -> String {
+    let mut out = String::new();
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon
+
+/// A store served by `snapfs serve` (Unix socket + TCP with [`TOKEN`]).
+pub struct Daemon {
+    child: Option<Child>,
+    pub store: PathBuf,
+    pub port: u16,
+    pub token: String,
+    /// Mountpoints handed to `start` (unmounted on drop if still mounted).
+    mounts: Mutex<Vec<PathBuf>>,
+    mnt_root: TempDir,
+    dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Daemon {
+    /// `snapfs init` a fresh store and serve it; returns once the socket accepts.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("snapfs-api-")
+            .tempdir()
+            .expect("create temp dir");
+        let mnt_root = tempfile::Builder::new()
+            .prefix("snapfs-api-mnt-")
+            .tempdir()
+            .expect("create mount temp dir");
+        let store = dir.path().join("store");
+        let out = Command::new(snapfs_bin()).arg("init").arg(&store).output();
+        let out = out.expect("run snapfs init");
+        assert!(
+            out.status.success(),
+            "snapfs init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token_file = dir.path().join("token");
+        fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
+        let port = free_port();
+        let log = fs::File::create(dir.path().join("daemon.stderr")).expect("stderr file");
+        let child = Command::new(snapfs_bin())
+            .arg("serve")
+            .arg(&store)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
+            .arg(&token_file)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn snapfs serve");
+        let mut d = Daemon {
+            child: Some(child),
+            store,
+            port,
+            token: TOKEN.to_string(),
+            mounts: Mutex::new(Vec::new()),
+            mnt_root,
+            dir,
+        };
+        if let Err(e) = d.wait_ready() {
+            d.shutdown();
+            panic!("snapfs serve did not become ready: {e}");
+        }
+        d
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let sock = self.socket();
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    return Err(format!("daemon exited with {st}: {}", self.stderr()));
+                }
+            }
+            let unix_ok = UnixStream::connect(&sock).is_ok();
+            let tcp_ok = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if unix_ok && tcp_ok {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("not ready after 30 s: {}", self.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.store.join("snapfs.sock")
+    }
+
+    /// What the daemon wrote on stderr and in its log.
+    pub fn stderr(&self) -> String {
+        let e = fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default();
+        let l = fs::read_to_string(self.store.join("snapfs.log")).unwrap_or_default();
+        format!("stderr: {e}\nlog: {l}")
+    }
+
+    /// Is the daemon process still running?
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Any request: `via` socket, `auth` (TCP only), raw body.
+    #[track_caller]
+    pub fn request(&self, via: Via, auth: &Auth, method: &str, path: &str, body: &[u8]) -> Resp {
+        self.try_request(via, auth, method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::request`] that reports a broken exchange instead of panicking.
+    pub fn try_request(
+        &self,
+        via: Via,
+        auth: &Auth,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Resp, String> {
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let bearer = format!("Bearer {}", self.token);
+        match (via, auth) {
+            (Via::Tcp, Auth::Good) => headers.push(("Authorization".into(), bearer)),
+            (Via::Tcp, Auth::Header(h)) => headers.push(("Authorization".into(), h.clone())),
+            _ => {}
+        }
+        if !body.is_empty() {
+            headers.push(("Content-Type".into(), "application/json".into()));
+        }
+        let req = build_request(method, path, &headers, body);
+        let shown: String = path.chars().take(200).collect();
+        let what = format!(
+            "{method} {shown} via {via:?} body {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        let connect_err = |e: io::Error| format!("{what}: connect {via:?}: {e}");
+        match via {
+            Via::Tcp => {
+                let s = TcpStream::connect(("127.0.0.1", self.port)).map_err(connect_err)?;
+                s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                exchange(s, &req, &what)
+            }
+            Via::Unix => {
+                let s = UnixStream::connect(self.socket()).map_err(connect_err)?;
+                s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                exchange(s, &req, &what)
+            }
+        }
+    }
+
+    /// TCP with the token; `body` is sent as JSON when given.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.call_via(Via::Tcp, method, path, body)
+    }
+
+    pub fn call_via(&self, via: Via, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).expect("encode"))
+            .unwrap_or_default();
+        self.request(via, &Auth::Good, method, path, &bytes)
+    }
+
+    /// TCP with the token and a raw body.
+    pub fn call_raw(&self, method: &str, path: &str, body: &[u8]) -> Resp {
+        self.request(Via::Tcp, &Auth::Good, method, path, body)
+    }
+
+    /// Asserts success and returns `data`.
+    #[track_caller]
+    pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.call(method, path, body).data()
+    }
+
+    #[track_caller]
+    pub fn create_container(&self, name: &str, project: Option<&str>) -> Value {
+        let mut b = json!({ "name": name });
+        if let Some(p) = project {
+            b["project_id"] = json!(p);
+        }
+        let c = self.ok("POST", "/api/v1/containers", Some(&b));
+        check_container(&c);
+        c
+    }
+
+    #[track_caller]
+    pub fn container(&self, id: &str) -> Value {
+        let c = self.ok("GET", &format!("/api/v1/containers/{}", enc(id)), None);
+        check_container(&c);
+        c
+    }
+
+    /// Creates a snapshot of `c` with this body; returns the snapshot object.
+    #[track_caller]
+    pub fn snapshot(&self, c: &str, body: Value) -> Value {
+        let d = self.ok(
+            "POST",
+            &format!("/api/v1/containers/{}/snapshots", enc(c)),
+            Some(&body),
+        );
+        let s = d["snapshot"].clone();
+        check_snapshot(&s);
+        s
+    }
+
+    /// The snapshots of `c`, newest first (shapes checked).
+    #[track_caller]
+    pub fn snapshots(&self, c: &str) -> Vec<Value> {
+        let d = self.ok(
+            "GET",
+            &format!("/api/v1/containers/{}/snapshots", enc(c)),
+            None,
+        );
+        let list = d["snapshots"]
+            .as_array()
+            .unwrap_or_else(|| panic!("snapshots is not an array: {d}"))
+            .clone();
+        for s in &list {
+            check_snapshot(s);
+        }
+        list
+    }
+
+    #[track_caller]
+    pub fn containers(&self) -> Vec<Value> {
+        let d = self.ok("GET", "/api/v1/containers", None);
+        let list = d["containers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("containers is not an array: {d}"))
+            .clone();
+        for c in &list {
+            check_container(c);
+        }
+        list
+    }
+
+    /// Everything the API lists: every container and each one's snapshots (over the
+    /// Unix socket, so it works whatever the test does to TCP).
+    #[track_caller]
+    pub fn state(&self) -> Value {
+        let d = self
+            .call_via(Via::Unix, "GET", "/api/v1/containers", None)
+            .data();
+        let mut out = Vec::new();
+        for c in d["containers"].as_array().expect("containers array") {
+            let id = c["id"].as_str().expect("id");
+            let s = self
+                .call_via(
+                    Via::Unix,
+                    "GET",
+                    &format!("/api/v1/containers/{id}/snapshots"),
+                    None,
+                )
+                .data();
+            out.push(json!({"container": c, "snapshots": s}));
+        }
+        Value::Array(out)
+    }
+
+    /// A fresh empty directory to mount on (removed with the fixture).
+    pub fn new_mountpoint(&self, name: &str) -> PathBuf {
+        let p = self.mnt_root.path().join(name);
+        fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+
+    /// `POST .../start` on a fresh directory; asserts the mount is live. Returns it.
+    #[track_caller]
+    pub fn mount(&self, c: &str, dir_name: &str) -> PathBuf {
+        require_fuse();
+        let mnt = self.new_mountpoint(dir_name);
+        self.mounts.lock().expect("mounts").push(mnt.clone());
+        let d = self.ok(
+            "POST",
+            &format!("/api/v1/containers/{}/start", enc(c)),
+            Some(&json!({ "mountpoint": mnt.display().to_string() })),
+        );
+        check_container(&d);
+        assert_eq!(d["status"], "running", "after start: {d}");
+        assert_eq!(d["mountpoint"], json!(mnt.display().to_string()), "{d}");
+        assert!(
+            is_mounted(&mnt),
+            "{} is not a mount point after start",
+            mnt.display()
+        );
+        mnt
+    }
+
+    /// Records a mountpoint that a test mounts by hand (so drop unmounts it).
+    pub fn track_mount(&self, p: &Path) {
+        self.mounts.lock().expect("mounts").push(p.to_path_buf());
+    }
+
+    /// `POST .../stop`; asserts stopped.
+    #[track_caller]
+    pub fn unmount(&self, c: &str, mnt: &Path) {
+        let d = self.ok("POST", &format!("/api/v1/containers/{}/stop", enc(c)), None);
+        check_container(&d);
+        assert_eq!(d["status"], "stopped", "after stop: {d}");
+        assert!(
+            !is_mounted(mnt),
+            "{} still mounted after stop",
+            mnt.display()
+        );
+    }
+
+    /// SIGTERM, wait up to 20 s, then SIGKILL; returns the exit status if it exited on TERM.
+    pub fn shutdown(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let mut status = None;
+        wait_until(Duration::from_secs(20), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown();
+        for m in self.mounts.lock().map(|m| m.clone()).unwrap_or_default() {
+            lazy_umount(&m);
+        }
+    }
+}
+
+/// Whether `path` is a mount point (from /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|line| line.split(' ').nth(4).is_some_and(|mp| mp == want))
+}
+
+pub fn lazy_umount(path: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(path) {
+            return;
+        }
+        let _ = Command::new("umount").arg("-l").arg(path).output();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes and times
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ` (exactly that form, a real
+/// calendar date), or None.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    if s.len() != 24 || !s.is_ascii() {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, se, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    // Days from civil (Howard Hinnant); the round trip below rejects anything malformed.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let (era, yoe) = (yy.div_euclid(400), yy.rem_euclid(400));
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let t = ((days * 86_400) + h * 3600 + mi * 60 + se) * 1000 + ms;
+    (format_time_ms(t) == s).then_some(t)
+}
+
+/// RFC 3339 with milliseconds for `ms` since the epoch.
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, se, frac) = (rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000));
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{se:02}.{frac:03}Z")
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+#[track_caller]
+pub fn time_field(v: &Value, field: &str) -> Option<i64> {
+    match &v[field] {
+        Value::Null => None,
+        Value::String(s) => Some(
+            parse_time_ms(s)
+                .unwrap_or_else(|| panic!("{field} {s:?} is not RFC 3339 UTC with ms: {v}")),
+        ),
+        other => panic!("{field} is neither a time string nor null ({other}): {v}"),
+    }
+}
+
+/// A snapshot name: `snap-YYYYMMDD-HHMMSS`, optionally `-N`.
+pub fn is_snapshot_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 || !s.starts_with("snap-") {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if !(digits(5..13) && b[13] == b'-' && digits(14..20)) {
+        return false;
+    }
+    match &s[20..] {
+        "" => true,
+        t => t.len() > 1 && t.starts_with('-') && t[1..].bytes().all(|c| c.is_ascii_digit()),
+    }
+}
+
+/// Checks a snapshot object: exactly the documented fields with their types.
+#[track_caller]
+pub fn check_snapshot(s: &Value) {
+    let obj = s
+        .as_object()
+        .unwrap_or_else(|| panic!("snapshot is not an object: {s}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "alias",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "name",
+            "size",
+            "stateful"
+        ],
+        "snapshot fields: {s}"
+    );
+    let name = s["name"].as_str().unwrap_or_else(|| panic!("name: {s}"));
+    assert!(is_snapshot_name(name), "snapshot name {name:?}: {s}");
+    assert!(s["alias"].is_string() || s["alias"].is_null(), "alias: {s}");
+    assert!(
+        time_field(s, "created_at").is_some(),
+        "created_at null: {s}"
+    );
+    time_field(s, "last_used_at");
+    time_field(s, "expires_at");
+    assert_eq!(s["stateful"], json!(false), "stateful: {s}");
+    assert!(
+        s["size"].is_u64(),
+        "size is not a non-negative integer: {s}"
+    );
+}
+
+/// Checks a container object.
+#[track_caller]
+pub fn check_container(c: &Value) {
+    let obj = c
+        .as_object()
+        .unwrap_or_else(|| panic!("container is not an object: {c}"));
+    const KEYS: &str = "id name project_id status mountpoint created_at bytes_used snapshot_count";
+    for k in KEYS.split(' ') {
+        assert!(obj.contains_key(k), "container lacks {k}: {c}");
+    }
+    let id = c["id"].as_str().unwrap_or_else(|| panic!("id: {c}"));
+    assert!(
+        id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "id {id:?} is not 24 hex digits: {c}"
+    );
+    assert!(c["name"].is_string(), "name: {c}");
+    assert!(
+        c["project_id"].is_string() || c["project_id"].is_null(),
+        "project_id: {c}"
+    );
+    let status = c["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status: {c}"));
+    assert!(
+        ["running", "stopped", "deleted"].contains(&status),
+        "status {status:?}: {c}"
+    );
+    match status {
+        "running" => assert!(
+            c["mountpoint"].is_string(),
+            "running without mountpoint: {c}"
+        ),
+        _ => assert!(c["mountpoint"].is_null(), "{status} with a mountpoint: {c}"),
+    }
+    assert!(time_field(c, "created_at").is_some(), "created_at: {c}");
+    if obj.contains_key("deleted_at") {
+        let del = time_field(c, "deleted_at");
+        assert_eq!(
+            del.is_some(),
+            status == "deleted",
+            "deleted_at vs status: {c}"
+        );
+    }
+    assert!(c["bytes_used"].is_u64(), "bytes_used: {c}");
+    assert!(c["snapshot_count"].is_u64(), "snapshot_count: {c}");
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,213 @@
+//! Mount lifecycle through the REST API: start options (snapdir, admin_uid), conflicts on
+//! a mountpoint however it is spelled, stop of a busy mount, shutdown.
+
+mod api_common;
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api_common::*;
+use serde_json::json;
+
+fn ls(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `sh -c script` as `uid`:`uid`; returns success.
+fn sh_as(uid: u32, script: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir("/")
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sh")
+        .success()
+}
+
+#[test]
+fn start_snapdir_hidden_by_default_and_visible_on_request() {
+    let d = Daemon::start();
+    d.create_container("h", None);
+    d.create_container("v", None);
+    let mh = d.mount("h", "mh");
+    fs::write(mh.join("f"), "x").expect("write");
+    let s = d.snapshot("h", json!({"alias": "al"}));
+    assert_eq!(ls(&mh), ["f"], ".snapshots must not be listed by default");
+    let snapdir = ls(&mh.join(".snapshots"));
+    let name = s["name"].as_str().expect("name").to_string();
+    assert!(
+        snapdir.contains(&name) && snapdir.contains(&"al".to_string()),
+        "{snapdir:?}"
+    );
+    let mv = d.new_mountpoint("mv");
+    d.track_mount(&mv);
+    d.ok(
+        "POST",
+        "/api/v1/containers/v/start",
+        Some(&json!({"mountpoint": mv.display().to_string(), "snapdir": "visible"})),
+    );
+    assert_eq!(ls(&mv), [".snapshots"]);
+    d.unmount("h", &mh);
+    d.unmount("v", &mv);
+}
+
+#[test]
+fn start_with_admin_uid_lets_that_user_snapshot_through_fuse() {
+    require_fuse();
+    let d = Daemon::start();
+    d.create_container("adm", None);
+    d.create_container("plain", None);
+    let ma = d.new_mountpoint("ma");
+    let mp = d.new_mountpoint("mp");
+    d.track_mount(&ma);
+    d.track_mount(&mp);
+    // Let the unprivileged users reach the mountpoints.
+    let parent = ma.parent().expect("parent");
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.ok(
+        "POST",
+        "/api/v1/containers/adm/start",
+        Some(&json!({"mountpoint": ma.display().to_string(), "admin_uid": 1000})),
+    );
+    d.ok(
+        "POST",
+        "/api/v1/containers/plain/start",
+        Some(&json!({"mountpoint": mp.display().to_string()})),
+    );
+    assert!(
+        sh_as(
+            1000,
+            &format!("mkdir '{}/.snapshots/by-admin'", ma.display())
+        ),
+        "admin uid could not create a snapshot"
+    );
+    assert!(
+        !sh_as(
+            1001,
+            &format!("mkdir '{}/.snapshots/by-other'", ma.display())
+        ),
+        "a non-admin uid created a snapshot"
+    );
+    assert!(
+        !sh_as(
+            1000,
+            &format!("mkdir '{}/.snapshots/by-1000'", mp.display())
+        ),
+        "uid 1000 created a snapshot where it is not admin"
+    );
+    let aliases: Vec<serde_json::Value> = d
+        .snapshots("adm")
+        .iter()
+        .map(|s| s["alias"].clone())
+        .collect();
+    assert_eq!(aliases, [json!("by-admin")]);
+    assert!(d.snapshots("plain").is_empty());
+    d.unmount("adm", &ma);
+    d.unmount("plain", &mp);
+}
+
+#[test]
+fn start_on_mounted_directory_spelled_differently_returns_409() {
+    let d = Daemon::start();
+    d.create_container("first", None);
+    d.create_container("second", None);
+    let m = d.mount("first", "m");
+    let parent = m.parent().expect("parent").to_path_buf();
+    let link = parent.join("link-to-m");
+    std::os::unix::fs::symlink(&m, &link).expect("symlink");
+    let before = d.state();
+    let mut wrong = Vec::new();
+    for spelling in [
+        format!("{}/", m.display()),
+        format!("{}/../m", m.display()),
+        format!("{}/./m", parent.display()),
+        link.display().to_string(),
+    ] {
+        let r = d.call(
+            "POST",
+            "/api/v1/containers/second/start",
+            Some(&json!({ "mountpoint": spelling })),
+        );
+        if r.status != 409 || r.check_envelope().is_err() {
+            wrong.push(r.describe());
+            // Undo a stacked mount so the next spelling is tried against the first only.
+            let _ = d.call("POST", "/api/v1/containers/second/stop", None);
+        }
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&m.display().to_string()))
+        .count();
+    assert!(
+        wrong.is_empty(),
+        "starting a second container on {} (another spelling) was not refused with 409:\n{}",
+        m.display(),
+        wrong.join("\n")
+    );
+    assert_eq!(stacked, 1, "mounts stacked on {}", m.display());
+    assert_eq!(d.state(), before);
+    d.unmount("first", &m);
+}
+
+#[test]
+fn stop_with_open_descriptor_succeeds_promptly() {
+    let d = Daemon::start();
+    d.create_container("busy", None);
+    let m = d.mount("busy", "m");
+    fs::write(m.join("f"), "data").expect("write");
+    let f = File::open(m.join("f")).expect("open");
+    let t0 = Instant::now();
+    let r = d.call("POST", "/api/v1/containers/busy/stop", None);
+    let took = t0.elapsed();
+    drop(f);
+    assert_eq!(
+        r.status,
+        200,
+        "stop of a busy mount after {took:?}: {}",
+        r.describe()
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "stop of a busy mount took {took:?}"
+    );
+    assert!(!is_mounted(&m), "still mounted after stop");
+    assert_eq!(d.container("busy")["status"], "stopped");
+    // It starts again with its data.
+    let m2 = d.mount("busy", "m2");
+    assert_eq!(fs::read(m2.join("f")).expect("read"), b"data");
+    d.unmount("busy", &m2);
+}
+
+#[test]
+fn daemon_sigterm_unmounts_every_container_and_removes_socket() {
+    let mut d = Daemon::start();
+    d.create_container("a", None);
+    d.create_container("b", None);
+    let ma = d.mount("a", "ma");
+    let mb = d.mount("b", "mb");
+    fs::write(ma.join("x"), b"x").expect("write");
+    // Deleting a mounted container unmounts it.
+    let del = d.ok("DELETE", "/api/v1/containers/a", None);
+    assert_eq!(del["status"], "deleted");
+    assert!(!is_mounted(&ma), "deleted container still mounted");
+    fs::write(mb.join("y"), b"y").expect("write");
+    let st = d.shutdown().expect("daemon exited on SIGTERM");
+    assert!(st.success(), "daemon exit status {st}");
+    assert!(!is_mounted(&mb), "mount left behind after SIGTERM");
+    assert!(!d.socket().exists(), "socket left behind after SIGTERM");
+}
