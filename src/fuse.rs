@@ -602,6 +602,17 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     config.clone_fd = true;
     let session = fuser::Session::new(FuseFs::new(volume.clone()), mountpoint, &config)?;
     let notifier = session.notifier();
+    // Invalidations the core asks for go out from this thread, never from a handler.
+    let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+    volume.set_invalidator(tx);
+    let n2 = session.notifier();
+    std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || {
+            for ino in rx {
+                let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+            }
+        })?;
     let session = session.spawn()?;
     let conn = std::fs::metadata(mountpoint)
         .map(|m| libc_minor(m.dev()))

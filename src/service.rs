@@ -369,7 +369,16 @@ impl Service {
 
     pub fn delete_snapshot(&self, id_or_name: &str, key: &str) -> ServiceResult<SnapshotInfo> {
         let c = self.container(id_or_name)?;
-        Ok(self.store.delete_snapshot(c.id.as_bytes(), key)?)
+        let s = self.store.delete_snapshot(c.id.as_bytes(), key)?;
+        self.snapshot_gone(&c.id, s.record.epoch);
+        Ok(s)
+    }
+
+    /// Tells a mounted container's volume that one of its snapshots is gone.
+    fn snapshot_gone(&self, container_id: &str, epoch: u64) {
+        if let Some(m) = self.mounts.lock().get(container_id) {
+            m.volume().snapshot_gone(epoch);
+        }
     }
 
     pub fn set_alias(
@@ -416,6 +425,7 @@ impl Service {
                 {
                     match self.store.delete_snapshot(c.id.as_bytes(), &s.name) {
                         Ok(_) => {
+                            self.snapshot_gone(&c.id, s.record.epoch);
                             log::info!("expired snapshot {} of {}", s.name, c.name);
                             n += 1;
                         }

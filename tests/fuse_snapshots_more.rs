@@ -736,4 +736,17 @@ fn read_deleted_snapshot_open_fd_fails_not_data() {
     }
     // Not the data, and not a silent end of file either: an error.
     expect_errno_any(r, &[ESTALE, EIO, ENOENT], "read after rmdir");
+    // Pages the kernel had cached before the deletion are dropped too (the daemon sends the
+    // invalidation from its notifier thread right after the rmdir).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match f.read_at(&mut buf, 0) {
+            Err(_) => break,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(n) => panic!("cached page of a deleted snapshot still served ({n} bytes)"),
+        }
+    }
 }

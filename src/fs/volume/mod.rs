@@ -67,6 +67,9 @@ pub struct Volume {
     slots: RwLock<Slots>,
     /// Slot of the current head generation (0 until the first restore).
     head_slot: AtomicU64,
+    /// Kernel inode numbers whose cached pages and attributes must go (sent to the mount's
+    /// notifier thread: a FUSE handler must never notify the kernel itself).
+    invalidate: parking_lot::Mutex<Option<crossbeam_channel::Sender<u64>>>,
 }
 
 /// First slot handed to a head generation after a restore (they count down).
@@ -95,6 +98,32 @@ impl Volume {
             opts,
             slots: RwLock::new(Slots::default()),
             head_slot: AtomicU64::new(0),
+            invalidate: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Where to send inode numbers to invalidate in the kernel.
+    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<u64>) {
+        *self.invalidate.lock() = Some(tx);
+    }
+
+    /// A snapshot of this container was deleted: drop what the kernel caches of its open
+    /// files (and its root), so its data is never served again.
+    pub fn snapshot_gone(&self, epoch: u64) {
+        let view = {
+            let slots = self.slots.read();
+            slots.by_epoch.get(&epoch).and_then(|&slot| {
+                let i = slot.checked_sub(1)? as usize;
+                slots.views.get(i).map(|(_, _, fs)| (slot, fs.clone()))
+            })
+        };
+        let Some((slot, fs)) = view else { return };
+        if let Some(tx) = self.invalidate.lock().as_ref() {
+            let mut inos = fs.open_inodes();
+            inos.push(ROOT_INO);
+            for ino in inos {
+                let _ = tx.send((slot << SLOT_SHIFT) | ino);
+            }
         }
     }
 
@@ -442,10 +471,12 @@ impl Volume {
                         },
                     );
                 }
-                self.head
+                let gone = self
+                    .head
                     .store()
                     .delete_snapshot(self.container(), n)
                     .map_err(store_err)?;
+                self.snapshot_gone(gone.record.epoch);
                 Ok(())
             }
             Target::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
