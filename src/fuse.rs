@@ -572,8 +572,17 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
     }
 }
 
-/// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor.
+/// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor
+/// (`SNAPFS_FUSE_THREADS` overrides it, for measuring).
 pub const FUSE_THREADS: usize = 4;
+
+fn fuse_threads() -> usize {
+    std::env::var("SNAPFS_FUSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(FUSE_THREADS)
+}
 
 /// A live mount of a volume, served by background threads.
 pub struct MountHandle {
@@ -598,7 +607,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         fuser::MountOption::RW,
     ];
     config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(FUSE_THREADS);
+    config.n_threads = Some(fuse_threads());
     config.clone_fd = true;
     let session = fuser::Session::new(FuseFs::new(volume.clone()), mountpoint, &config)?;
     let notifier = session.notifier();
