@@ -21,7 +21,7 @@ use crate::fs::{Caller, SetAttr, TimeSet, Volume};
 
 /// How long the kernel may cache entries and attributes of the head. This daemon is the only
 /// writer of a mounted head, and every change goes through the kernel, so caches stay true.
-const TTL: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(60);
 /// Snapshot views never change; a deleted snapshot's data is refused at open and read.
 const FROZEN_TTL: Duration = Duration::from_secs(60);
 /// Largest write the kernel sends in one request.

@@ -69,6 +69,7 @@ pub struct MountArgs {
 
 /// `mnt` must be a directory; a dead mount left by a killed daemon is detached first.
 pub fn check_mountpoint(mnt: &Path) -> Result<()> {
+    detach_if_dead(mnt)?;
     match std::fs::metadata(mnt) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => bail!("mountpoint {} is not a directory", mnt.display()),
@@ -132,6 +133,16 @@ pub fn mount(args: MountArgs) -> Result<()> {
         call_daemon(&store, "POST", &format!("{path}/start"), Some(&body))?.data()?;
     } else {
         reply.data()?;
+    }
+    Ok(())
+}
+
+/// A FUSE mount whose daemon died answers ENOTCONN. `stat` may still be answered from the
+/// kernel's attribute cache, `statfs` never is: ask that, and detach a dead mount.
+fn detach_if_dead(mnt: &Path) -> Result<()> {
+    if let Err(nix::errno::Errno::ENOTCONN) = nix::sys::statfs::statfs(mnt) {
+        nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("cannot clean stale mount {}", mnt.display()))?;
     }
     Ok(())
 }
@@ -335,6 +346,8 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
     match client::call(&socket, "POST", &path, None) {
         Ok(reply) => {
             reply.data()?;
+            // A dead mount from an earlier daemon may still sit there.
+            detach_if_dead(&mnt)?;
         }
         Err(_) => {
             // No daemon answers (killed): just take the dead mount away.

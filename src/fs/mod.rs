@@ -194,8 +194,19 @@ impl Tx<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.fs.store.kv().write(self.batch, false)?;
-        Ok(())
+        let store = &self.fs.store;
+        let epoch = self.chain.epoch;
+        let ops = self.batch.ops().to_vec();
+        match store.kv().write(self.batch, false) {
+            Ok(()) => {
+                store.cache_commit(epoch, &ops);
+                Ok(())
+            }
+            Err(e) => {
+                store.cache_bump();
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -335,20 +346,28 @@ impl Fs {
         })
     }
 
+    /// `resolve` of a metadata key through the store's cache.
+    fn resolve_meta(&self, base: &[u8], chain: &Chain) -> FsResult<Option<Vec<u8>>> {
+        match self.store.cache_get(chain.epoch, base) {
+            Ok(v) => Ok(v),
+            Err(generation) => {
+                let v = resolve(self.store.kv(), Space::Meta, base, chain)?;
+                self.store
+                    .cache_insert(generation, chain.epoch, base, v.clone());
+                Ok(v)
+            }
+        }
+    }
+
     fn inode_in(&self, chain: &Chain, ino: u64) -> FsResult<Inode> {
-        match resolve(self.store.kv(), Space::Meta, &keys::inode(ino), chain)? {
+        match self.resolve_meta(&keys::inode(ino), chain)? {
             None => Err(FsError::NotFound),
             Some(v) => codec::decode::<Inode>(&v)?.live().ok_or(FsError::NotFound),
         }
     }
 
     fn dirent_in(&self, chain: &Chain, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
-        match resolve(
-            self.store.kv(),
-            Space::Meta,
-            &keys::dirent(parent, name),
-            chain,
-        )? {
+        match self.resolve_meta(&keys::dirent(parent, name), chain)? {
             None => Ok(None),
             Some(v) => Ok(codec::decode::<Dirent>(&v)?.live()),
         }

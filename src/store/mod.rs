@@ -111,6 +111,30 @@ pub struct Store {
     heads: RwLock<HashMap<Vec<u8>, Arc<Chain>>>,
     /// Serializes every read-modify-write of the store (all containers).
     write_lock: Mutex<()>,
+    /// Resolved inode and directory-entry versions per view (see [`MetaCache`]).
+    cache: Mutex<MetaCache>,
+}
+
+/// Most entries the metadata cache holds before it starts over.
+const CACHE_MAX: usize = 200_000;
+
+/// What a view resolves an inode or directory-entry key to, by (view epoch, unversioned key):
+/// `Some(raw value)` (possibly a tombstone) or `None` (no version). A view's resolution only
+/// changes when that view itself writes (reclaim moves or drops versions without changing
+/// what any live view resolves to), so writers update their own view's entries after each
+/// commit, and readers insert only if no commit happened since they started reading.
+#[derive(Default)]
+pub struct MetaCache {
+    map: HashMap<(u64, Vec<u8>), Option<Vec<u8>>>,
+    generation: u64,
+}
+
+/// Whether a key of this table is cached.
+pub fn cacheable(base: &[u8]) -> bool {
+    matches!(
+        base.first(),
+        Some(&keys::TAG_INODE) | Some(&keys::TAG_DIRENT)
+    )
 }
 
 fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
@@ -223,6 +247,7 @@ impl Store {
             epochs: RwLock::new(epochs),
             heads: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
+            cache: Mutex::new(MetaCache::default()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -243,6 +268,59 @@ impl Store {
 
     pub fn block_size(&self) -> u32 {
         self.block_size
+    }
+
+    /// The cached resolution of `base` in view `epoch`, and the cache generation to pass to
+    /// [`Store::cache_insert`] after a miss.
+    pub fn cache_get(&self, epoch: u64, base: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+        let c = self.cache.lock();
+        match c.map.get(&(epoch, base.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => Err(c.generation),
+        }
+    }
+
+    /// Remembers a resolution read from the kv, unless a commit happened since `generation`.
+    pub fn cache_insert(&self, generation: u64, epoch: u64, base: &[u8], value: Option<Vec<u8>>) {
+        let mut c = self.cache.lock();
+        if c.generation != generation {
+            return;
+        }
+        if c.map.len() >= CACHE_MAX {
+            c.map.clear();
+        }
+        c.map.insert((epoch, base.to_vec()), value);
+    }
+
+    /// After a committed batch written by view `epoch`: its own versions of cached keys are
+    /// what that view now resolves; dropped ones are forgotten.
+    pub fn cache_commit(&self, epoch: u64, ops: &[crate::kv::BatchOp]) {
+        let mut c = self.cache.lock();
+        c.generation += 1;
+        for op in ops {
+            match op {
+                crate::kv::BatchOp::Put(Space::Meta, k, v) => {
+                    if let Some((base, e)) = keys::split_version(k) {
+                        if e == epoch && cacheable(base) {
+                            c.map.insert((epoch, base.to_vec()), Some(v.clone()));
+                        }
+                    }
+                }
+                crate::kv::BatchOp::Delete(Space::Meta, k) => {
+                    if let Some((base, e)) = keys::split_version(k) {
+                        if e == epoch && cacheable(base) {
+                            c.map.remove(&(epoch, base.to_vec()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets nothing but makes in-flight readers' results stale (after a failed write).
+    pub fn cache_bump(&self) {
+        self.cache.lock().generation += 1;
     }
 
     /// Held across every read-modify-write batch.

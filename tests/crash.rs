@@ -1,0 +1,501 @@
+//! Crash safety under `kill -9` (issue 5, item 3).
+//!
+//! A seeded workload runs through a real mount (random writes, appends, truncates, renames,
+//! fsyncs, snapshot create/delete) while a timer thread SIGKILLs the daemon at a random
+//! moment. Outside the store the test records what was fsync'd and which snapshots existed.
+//! After every kill: the stale mount is cleaned, `snapfs fsck` must be clean, the store is
+//! mounted again, and every fsync'd file and every recorded snapshot must read back exactly.
+//!
+//! `SNAPFS_CRASH_ITERATIONS` (default 20) and `SNAPFS_CRASH_SEED` (default fixed) control
+//! the run; the seed is printed so a failure can be replayed.
+
+mod cli_common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cli_common::{alive, is_mounted, require_fuse, run, snapfs, wait_until, Store};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+const FILES: usize = 4;
+const MAX_SIZE: usize = 384 * 1024;
+const MAX_SNAPSHOTS: usize = 6;
+const DEFAULT_SEED: u64 = 0x5eed_c0de_2026;
+
+/// One file of the workload, known by index; it lives at one of two names (renames toggle).
+struct FileModel {
+    names: [String; 2],
+    /// Which name it has now (as far as the test process knows).
+    at: usize,
+    /// Content after every returned operation.
+    content: Vec<u8>,
+    /// Content at the last successful fsync.
+    fsynced: Option<Vec<u8>>,
+    /// A write/truncate was issued after the last fsync (it may or may not have landed).
+    dirty: bool,
+    /// Since the last fsync: byte ranges (start, end) that writes may have changed...
+    touched: Vec<(usize, usize)>,
+    /// ...and the shortest length any prefix of the later operations can leave; bytes below
+    /// it and outside `touched` must still be the fsync'd ones.
+    stable_len: usize,
+}
+
+impl FileModel {
+    /// Records an operation issued after the last fsync, before it is issued.
+    fn issue(&mut self, write: Option<(usize, usize)>, truncate_to: Option<usize>) {
+        self.dirty = true;
+        if let Some(r) = write {
+            self.touched.push(r);
+        }
+        if let Some(to) = truncate_to {
+            self.stable_len = self.stable_len.min(to);
+        }
+    }
+
+    fn synced(&mut self) {
+        self.fsynced = Some(self.content.clone());
+        self.dirty = false;
+        self.touched.clear();
+        self.stable_len = self.content.len();
+    }
+}
+
+/// A snapshot whose mkdir returned and that is not being deleted.
+struct SnapModel {
+    alias: String,
+    /// Files (index -> content) that were fsync'd and clean when the snapshot was taken.
+    files: BTreeMap<usize, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Totals {
+    kills: u64,
+    files_checked: u64,
+    bytes_verified: u64,
+    partial_files_checked: u64,
+    partial_bytes_verified: u64,
+    snapshots_verified: u64,
+    snapshot_bytes_verified: u64,
+    ops: u64,
+    ops_failed_by_kill: u64,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    let parsed = if let Some(hex) = v.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16)
+    } else {
+        v.parse()
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("bad {name}={v}: {e}")))
+}
+
+fn daemon_pid(store: &Path) -> i32 {
+    let text = fs::read_to_string(store.join("snapfs.pid")).expect("read STORE/snapfs.pid");
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad snapfs.pid: {text:?}"))
+}
+
+#[track_caller]
+fn mount(store: &Path, mnt: &Path) {
+    let out = snapfs([
+        std::ffi::OsStr::new("mount"),
+        store.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(out.status.success(), "mount failed: {}", out.describe());
+}
+
+#[track_caller]
+fn fsck_clean(store: &Path, what: &str) {
+    let out = snapfs([std::ffi::OsStr::new("fsck"), store.as_os_str()]);
+    assert!(
+        out.status.code() == Some(0),
+        "fsck not clean {what}: {}",
+        out.describe()
+    );
+}
+
+/// After the kill: wait for the daemon to be gone, take the dead mount away.
+fn clean_after_kill(mnt: &Path, pid: i32) {
+    assert!(
+        wait_until(Duration::from_secs(20), || !alive(pid)),
+        "daemon {pid} still alive 20 s after SIGKILL"
+    );
+    // The dead mount stays in place: the next `snapfs mount` must detect it (statfs answers
+    // ENOTCONN even while stat is served from the kernel's cache) and clean it up itself.
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+fn path_of(mnt: &Path, f: &FileModel) -> PathBuf {
+    mnt.join(&f.names[f.at])
+}
+
+/// The one existing name of a file under `dir` (exactly one of its two names must exist).
+fn locate(dir: &Path, f: &FileModel, what: &str) -> usize {
+    let here: Vec<usize> = (0..2)
+        .filter(|&i| fs::symlink_metadata(dir.join(&f.names[i])).is_ok())
+        .collect();
+    assert_eq!(
+        here.len(),
+        1,
+        "{what}: file {:?} must exist at exactly one of its names, found at {here:?} in {}",
+        f.names,
+        dir.display()
+    );
+    here[0]
+}
+
+struct Workload<'a> {
+    rng: &'a mut StdRng,
+    mnt: &'a Path,
+    files: &'a mut [FileModel],
+    snaps: &'a mut Vec<SnapModel>,
+    iteration: u64,
+    snap_counter: u64,
+    ops: u64,
+}
+
+impl Workload<'_> {
+    /// One random operation; Err on the first failing syscall.
+    fn step(&mut self) -> io::Result<()> {
+        self.ops += 1;
+        let roll = self.rng.gen_range(0..100);
+        let i = self.rng.gen_range(0..FILES);
+        match roll {
+            0..=29 => {
+                // Random write at a random offset (may extend the file, leaving a hole).
+                let len = self.files[i].content.len();
+                let off = self.rng.gen_range(0..=(len + 8192).min(MAX_SIZE - 1));
+                let n = self.rng.gen_range(1..=20_000).min(MAX_SIZE - off);
+                let data = random_bytes(self.rng, n);
+                self.files[i].issue(Some((off, off + n)), None);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path_of(self.mnt, &self.files[i]))?;
+                f.write_all_at(&data, off as u64)?;
+                let c = &mut self.files[i].content;
+                if c.len() < off + n {
+                    c.resize(off + n, 0);
+                }
+                c[off..off + n].copy_from_slice(&data);
+            }
+            30..=44 => {
+                // Append.
+                let len = self.files[i].content.len();
+                let n = self.rng.gen_range(1..=8000).min(MAX_SIZE - len);
+                if n == 0 {
+                    return Ok(());
+                }
+                let data = random_bytes(self.rng, n);
+                self.files[i].issue(Some((len, len + n)), None);
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(path_of(self.mnt, &self.files[i]))?;
+                f.write_all_at(&data, len as u64)?;
+                self.files[i].content.extend_from_slice(&data);
+            }
+            45..=52 => {
+                // Truncate (mostly shrink, sometimes grow).
+                let len = self.files[i].content.len();
+                let to = self.rng.gen_range(0..=(len + 4096).min(MAX_SIZE));
+                self.files[i].issue(None, Some(to));
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path_of(self.mnt, &self.files[i]))?;
+                f.set_len(to as u64)?;
+                self.files[i].content.resize(to, 0);
+            }
+            53..=61 => {
+                // Rename between the file's two names.
+                let f = &mut self.files[i];
+                let from = self.mnt.join(&f.names[f.at]);
+                let to = self.mnt.join(&f.names[1 - f.at]);
+                fs::rename(from, to)?;
+                f.at = 1 - f.at;
+            }
+            62..=81 => {
+                // fsync.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path_of(self.mnt, &self.files[i]))?;
+                f.sync_all()?;
+                self.files[i].synced();
+            }
+            82..=92 => {
+                // Create a snapshot (alias unique over the whole run).
+                if self.snaps.len() >= MAX_SNAPSHOTS {
+                    return Ok(());
+                }
+                self.snap_counter += 1;
+                let alias = format!("c{}_{}", self.iteration, self.snap_counter);
+                let files: BTreeMap<usize, Vec<u8>> = self
+                    .files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| !f.dirty)
+                    .filter_map(|(k, f)| f.fsynced.clone().map(|c| (k, c)))
+                    .collect();
+                fs::create_dir(self.mnt.join(".snapshots").join(&alias))?;
+                self.snaps.push(SnapModel { alias, files });
+            }
+            _ => {
+                // Delete a snapshot: from now on it is "being deleted" and not checked.
+                if self.snaps.is_empty() {
+                    return Ok(());
+                }
+                let k = self.rng.gen_range(0..self.snaps.len());
+                let snap = self.snaps.remove(k);
+                let dir = self.mnt.join(".snapshots");
+                let name = fs::read_link(dir.join(&snap.alias))?;
+                fs::remove_dir(dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks everything recorded against the remounted store; then re-bases the model on what
+/// is there (fsync'ing every file) so the next iteration starts from known durable state.
+fn verify(mnt: &Path, files: &mut [FileModel], snaps: &[SnapModel], t: &mut Totals, it: u64) {
+    for (k, f) in files.iter_mut().enumerate() {
+        let at = locate(mnt, f, &format!("iteration {it}, head"));
+        let path = mnt.join(&f.names[at]);
+        let actual = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if let (Some(want), false) = (&f.fsynced, f.dirty) {
+            assert!(
+                actual == *want,
+                "iteration {it}: file {k} ({}) differs from its fsync'd content: \
+                 len {} vs fsync'd {}, first difference at {:?}",
+                path.display(),
+                actual.len(),
+                want.len(),
+                actual.iter().zip(want.iter()).position(|(a, b)| a != b)
+            );
+            t.files_checked += 1;
+            t.bytes_verified += want.len() as u64;
+        } else if let Some(want) = &f.fsynced {
+            // Written after its fsync: those writes may or may not have landed, the rest of
+            // the fsync'd bytes must be there.
+            assert!(
+                actual.len() >= f.stable_len,
+                "iteration {it}: file {k} ({}) is {} bytes, shorter than the {} bytes no \
+                 operation after its fsync could have cut",
+                path.display(),
+                actual.len(),
+                f.stable_len
+            );
+            let mut keep = vec![true; f.stable_len];
+            for &(a, b) in &f.touched {
+                for x in keep.iter_mut().take(b.min(f.stable_len)).skip(a) {
+                    *x = false;
+                }
+            }
+            let mut n = 0u64;
+            for (x, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+                assert!(
+                    actual[x] == want[x],
+                    "iteration {it}: file {k} ({}) byte {x} is {:#x}, fsync'd {:#x}, and no \
+                     later write touched it",
+                    path.display(),
+                    actual[x],
+                    want[x]
+                );
+                n += 1;
+            }
+            t.partial_files_checked += 1;
+            t.partial_bytes_verified += n;
+        }
+        // Re-base: what is there now becomes the fsync'd state.
+        let h = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        h.sync_all()
+            .unwrap_or_else(|e| panic!("fsync {}: {e}", path.display()));
+        f.at = at;
+        f.content = actual;
+        f.synced();
+    }
+    let snapdir = mnt.join(".snapshots");
+    let listed: Vec<String> = fs::read_dir(&snapdir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", snapdir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for s in snaps {
+        assert!(
+            listed.contains(&s.alias),
+            "iteration {it}: snapshot {} (mkdir returned, never deleted) is missing; \
+             .snapshots lists {listed:?}",
+            s.alias
+        );
+        let root = snapdir.join(&s.alias);
+        for (k, want) in &s.files {
+            let at = locate(&root, &files[*k], &format!("iteration {it}, {}", s.alias));
+            let path = root.join(&files[*k].names[at]);
+            let actual = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            assert!(
+                actual == *want,
+                "iteration {it}: {} differs from the head at snapshot time: len {} vs {}",
+                path.display(),
+                actual.len(),
+                want.len()
+            );
+            t.snapshot_bytes_verified += want.len() as u64;
+        }
+        t.snapshots_verified += 1;
+    }
+}
+
+#[test]
+fn crash_kill9_random_moments_lose_nothing_fsynced() {
+    require_fuse();
+    let iterations = env_u64("SNAPFS_CRASH_ITERATIONS").unwrap_or(20);
+    let seed = env_u64("SNAPFS_CRASH_SEED").unwrap_or(DEFAULT_SEED);
+    println!("crash: seed {seed:#x} ({seed}), {iterations} iterations (SNAPFS_CRASH_SEED / SNAPFS_CRASH_ITERATIONS)");
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    // The Store guard unmounts every mount point it handed out and stops the daemon on
+    // drop, also when an assertion fails.
+    let store = Store::new();
+    let mnt = store.mountpoint("mnt");
+    let sp = store.path().to_path_buf();
+
+    mount(&sp, &mnt);
+    let mut files: Vec<FileModel> = (0..FILES)
+        .map(|k| FileModel {
+            names: [format!("f{k}"), format!("f{k}.renamed")],
+            at: 0,
+            content: Vec::new(),
+            fsynced: None,
+            dirty: false,
+            touched: Vec::new(),
+            stable_len: 0,
+        })
+        .collect();
+    for f in &mut files {
+        let content = random_bytes(&mut rng, 20_000);
+        let path = path_of(&mnt, f);
+        fs::write(&path, &content).expect("create file");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|h| h.sync_all())
+            .expect("fsync new file");
+        f.content = content;
+        f.synced();
+    }
+    fs::File::open(&mnt)
+        .and_then(|d| d.sync_all())
+        .expect("fsync root");
+
+    let mut snaps: Vec<SnapModel> = Vec::new();
+    let mut t = Totals::default();
+    let mut snap_counter = 0u64;
+    for it in 0..iterations {
+        let pid = daemon_pid(&sp);
+        let delay = Duration::from_millis(rng.gen_range(5..=300));
+        let killed = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let killed = Arc::clone(&killed);
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                killed.store(true, Ordering::SeqCst);
+                kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the daemon");
+            })
+        };
+        // Each iteration's operation sequence has its own seed, so it does not depend on how
+        // many operations the previous (timing-dependent) kills let through.
+        let mut it_rng = StdRng::seed_from_u64(seed ^ (it + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut w = Workload {
+            rng: &mut it_rng,
+            mnt: &mnt,
+            files: &mut files,
+            snaps: &mut snaps,
+            iteration: it,
+            snap_counter,
+            ops: 0,
+        };
+        let t0 = Instant::now();
+        let err = loop {
+            if let Err(e) = w.step() {
+                break e;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "iteration {it}: workload not stopped by the kill after 30 s"
+            );
+        };
+        snap_counter = w.snap_counter;
+        let ops = w.ops;
+        t.ops += ops;
+        timer.join().expect("timer thread");
+        assert!(
+            killed.load(Ordering::SeqCst),
+            "iteration {it}: operation failed before the kill: {err}"
+        );
+        t.ops_failed_by_kill += 1;
+        t.kills += 1;
+
+        clean_after_kill(&mnt, pid);
+        fsck_clean(&sp, &format!("after kill {} (seed {seed:#x})", it + 1));
+        mount(&sp, &mnt);
+        verify(&mnt, &mut files, &snaps, &mut t, it);
+        println!(
+            "crash: iteration {it}: killed after {delay:?} ({} ops, stopped by: {err}); \
+             {} snapshots recorded",
+            ops,
+            snaps.len()
+        );
+    }
+
+    // A clean shutdown at the end must leave a clean store too.
+    let out = snapfs([std::ffi::OsStr::new("umount"), mnt.as_os_str()]);
+    assert!(out.status.success(), "final umount: {}", out.describe());
+    fsck_clean(&sp, "after the final clean unmount");
+
+    assert!(
+        t.files_checked > 0 && t.bytes_verified > 0,
+        "no fsync'd file was ever checked exactly"
+    );
+    println!(
+        "crash summary: iterations {iterations}, seed {seed:#x}, kills {}, ops {}, \
+         fsync'd files checked exactly {} ({} bytes), written-after-fsync files checked {} \
+         ({} untouched bytes), fsync'd bytes verified {}, snapshots verified {} ({} bytes), \
+         {:.1?}",
+        t.kills,
+        t.ops,
+        t.files_checked,
+        t.bytes_verified,
+        t.partial_files_checked,
+        t.partial_bytes_verified,
+        t.bytes_verified + t.partial_bytes_verified,
+        t.snapshots_verified,
+        t.snapshot_bytes_verified,
+        started.elapsed()
+    );
+}
