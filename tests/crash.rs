@@ -16,12 +16,11 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, is_mounted, require_fuse, run, snapfs, wait_until, Store};
+use cli_common::{alive, require_fuse, snapfs, wait_until, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -130,7 +129,7 @@ fn fsck_clean(store: &Path, what: &str) {
 }
 
 /// After the kill: wait for the daemon to be gone, take the dead mount away.
-fn clean_after_kill(mnt: &Path, pid: i32) {
+fn wait_daemon_dead(pid: i32) {
     assert!(
         wait_until(Duration::from_secs(20), || !alive(pid)),
         "daemon {pid} still alive 20 s after SIGKILL"
@@ -461,7 +460,7 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
         t.ops_failed_by_kill += 1;
         t.kills += 1;
 
-        clean_after_kill(&mnt, pid);
+        wait_daemon_dead(pid);
         fsck_clean(&sp, &format!("after kill {} (seed {seed:#x})", it + 1));
         mount(&sp, &mnt);
         verify(&mnt, &mut files, &snaps, &mut t, it);
