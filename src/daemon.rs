@@ -20,8 +20,10 @@ use crate::service::Service;
 const IDLE_UNUSED: Duration = Duration::from_secs(30);
 /// How often the background worker expires snapshots and reclaims retired epochs.
 const WORK_PERIOD: Duration = Duration::from_secs(1);
-/// Reclaimed bytes after which RocksDB is asked to compact (so disk usage really drops).
+/// Garbage (disk usage beyond the live versions) worth a compaction.
 const COMPACT_AFTER: u64 = 64 << 20;
+/// Background ticks between two garbage estimates (each scans the change index).
+const GARBAGE_CHECK_EVERY: u64 = 5;
 
 pub fn socket_path(store: &Path) -> PathBuf {
     store.join("snapfs.sock")
@@ -77,28 +79,50 @@ impl Drop for PidFile {
 
 /// Expires snapshots and reclaims space until `stop` is set.
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
-    let mut pending = 0u64;
+    let mut ticks = 0u64;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(WORK_PERIOD);
+        ticks += 1;
         if let Err(e) = svc.expire() {
             log::error!("expiry: {e}");
         }
         match svc.store().reclaim() {
-            Ok(stats) => {
-                if stats.epochs_removed > 0 {
-                    log::info!("reclaimed {stats:?}");
-                }
-                pending += stats.bytes_dropped;
-            }
+            Ok(stats) if stats.epochs_removed > 0 => log::info!("reclaimed {stats:?}"),
+            Ok(_) => {}
             Err(e) => log::error!("reclaim: {e}"),
         }
-        if pending >= COMPACT_AFTER {
-            pending = 0;
-            for space in crate::kv::Space::ALL {
-                if let Err(e) = svc.store().kv().compact(space) {
-                    log::error!("compaction: {e}");
-                }
-            }
+        if ticks.is_multiple_of(GARBAGE_CHECK_EVERY) {
+            compact_if_worth_it(svc.store());
+        }
+    }
+}
+
+/// Compacts (and garbage-collects blob files) when the store holds much more than its live
+/// versions — after deletions, truncations and reclaim — and the device has room to rewrite
+/// the live data. This is what makes deleted space really come back.
+fn compact_if_worth_it(store: &crate::store::Store) {
+    let live = match store.live_bytes() {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("live size: {e}");
+            return;
+        }
+    };
+    let used = store.kv().disk_usage();
+    let garbage = used.saturating_sub(live);
+    if garbage < COMPACT_AFTER.max(used / 4) {
+        return;
+    }
+    if let Some(free) = store.free_bytes() {
+        if free < live.saturating_add(8 << 20) {
+            log::warn!("{garbage} B reclaimable but only {free} B free: not compacting");
+            return;
+        }
+    }
+    log::info!("compacting: {used} B on disk, {live} B live");
+    for space in crate::kv::Space::ALL {
+        if let Err(e) = store.kv().compact(space) {
+            log::error!("compaction: {e}");
         }
     }
 }

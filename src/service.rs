@@ -247,7 +247,10 @@ impl Service {
             })?;
             log::info!("unmounted {}", mnt.display());
         }
-        self.store.kv().sync()?;
+        // Unmounted either way; a failing sync (e.g. a full disk) is reported, not fatal.
+        if let Err(e) = self.store.kv().sync() {
+            log::error!("sync after unmount: {e}");
+        }
         Ok(())
     }
 

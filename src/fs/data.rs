@@ -132,6 +132,7 @@ impl Fs {
             .filter(|e| *e <= MAX_FILE_SIZE)
             .ok_or(FsError::FileTooBig)?;
         if !data.is_empty() {
+            self.store.check_space(data.len() as u64)?;
             self.write_blocks(&mut tx, &mut inode, offset, data)?;
             inode.size = inode.size.max(end);
         }

@@ -412,10 +412,15 @@ impl Fs {
         let (blocks, bfree, bavail) = match self.store.kv().path() {
             Some(p) => match nix::sys::statvfs::statvfs(p) {
                 Ok(s) => {
+                    // What file data can still use: the device's free space less the
+                    // backend's reserve (writes are refused below it).
                     let frag = s.fragment_size().max(1) as u128;
-                    let scale = |n: u64| ((n as u128 * frag) / bsize as u128) as u64;
+                    let reserve = self.store.kv().reserve_bytes() as u128;
+                    let scale = |n: u64| {
+                        ((n as u128 * frag).saturating_sub(reserve) / bsize as u128) as u64
+                    };
                     (
-                        scale(s.blocks()),
+                        (s.blocks() as u128 * frag / bsize as u128) as u64,
                         scale(s.blocks_free()),
                         scale(s.blocks_available()),
                     )

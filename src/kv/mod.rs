@@ -138,6 +138,12 @@ pub trait Kv: KvRead + Send + Sync + 'static {
 
     /// The directory the store lives in, if on disk (used for `statfs`).
     fn path(&self) -> Option<&Path>;
+
+    /// Free bytes the backend needs to keep on its device to flush what it buffers (so it can
+    /// always apply deletions and recover). New file data is refused below this.
+    fn reserve_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// The smallest key strictly greater than every key that starts with `prefix`, if one exists.

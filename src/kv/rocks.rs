@@ -46,7 +46,7 @@ impl Default for RocksOptions {
     fn default() -> Self {
         Self {
             block_cache_bytes: 256 << 20,
-            write_buffer_bytes: 64 << 20,
+            write_buffer_bytes: 16 << 20,
             blob_min_bytes: 4096,
         }
     }
@@ -58,6 +58,7 @@ pub struct RocksKv {
     path: PathBuf,
     /// Serializes [`Kv::compact`] calls, which temporarily change the blob GC cutoff.
     compact_lock: Mutex<()>,
+    write_buffer_bytes: usize,
 }
 
 impl std::fmt::Debug for RocksKv {
@@ -142,6 +143,7 @@ impl RocksKv {
             db,
             path: path.to_path_buf(),
             compact_lock: Mutex::new(()),
+            write_buffer_bytes: opts.write_buffer_bytes,
         };
         for space in Space::ALL {
             kv.cf(space)?;
@@ -408,6 +410,12 @@ impl Kv for RocksKv {
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    fn reserve_bytes(&self) -> u64 {
+        // Up to two full memtables being flushed to new files, plus headroom for the WAL,
+        // manifests and small compactions.
+        2 * self.write_buffer_bytes as u64 + (32 << 20)
     }
 }
 

@@ -323,6 +323,30 @@ impl Store {
         self.cache.lock().generation += 1;
     }
 
+    /// Free bytes on the store's device (None for memory stores).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let path = self.kv.path()?;
+        let s = nix::sys::statvfs::statvfs(path).ok()?;
+        Some(
+            s.blocks_available()
+                .saturating_mul(s.fragment_size().max(1)),
+        )
+    }
+
+    /// Refuses `incoming` new bytes of file data (ENOSPC) when they would eat into the space
+    /// the kv backend needs to flush and to apply deletions: a full disk must stay
+    /// recoverable by deleting files and snapshots.
+    pub fn check_space(&self, incoming: u64) -> FsResult<()> {
+        let reserve = self.kv.reserve_bytes();
+        if reserve == 0 {
+            return Ok(());
+        }
+        match self.free_bytes() {
+            Some(free) if free < reserve.saturating_add(incoming) => Err(FsError::NoSpace),
+            _ => Ok(()),
+        }
+    }
+
     /// Held across every read-modify-write batch.
     pub fn write_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.write_lock.lock()

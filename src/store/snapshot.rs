@@ -408,6 +408,24 @@ impl Store {
         Ok(total)
     }
 
+    /// Bytes of every version the store holds (the change index covers them all).
+    pub fn live_bytes(&self) -> FsResult<u64> {
+        let mut total = 0u64;
+        self.kv.scan(
+            Space::Meta,
+            &[keys::TAG_CHANGE],
+            &[keys::TAG_CHANGE + 1],
+            Dir::Forward,
+            &mut |_, v| {
+                if let Ok(b) = <[u8; 8]>::try_from(v) {
+                    total += u64::from_be_bytes(b);
+                }
+                true
+            },
+        )?;
+        Ok(total)
+    }
+
     /// The chain a snapshot view reads.
     pub fn snapshot_chain(&self, snap: &SnapshotInfo) -> Arc<Chain> {
         Arc::new(self.chain(snap.record.epoch))
