@@ -792,19 +792,3 @@ fn remount_keeps_snapshots_and_aliases() {
     }
     assert_eq!(attr(&m, &n1, "expires_at"), "2030-06-01T12:00:00.250Z");
 }
-
-#[test]
-fn lookup_snapdir_inside_snapshot_fails_enoent() {
-    let m = Mount::new();
-    fs::write(m.join("f"), b"x").expect("write");
-    let name = take(&m, "a");
-    let dir = sd(&m).join(&name);
-    expect_errno(fs::metadata(dir.join(SNAPDIR)), ENOENT, "NAME/.snapshots");
-    let out = sh(&dir, "ls -a");
-    out.assert_success();
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), [".", "..", "f"]);
-    // `..` of a snapshot root is `.snapshots`.
-    let out = sh(&dir, "cd .. && ls");
-    out.assert_success();
-    assert!(out.stdout.lines().any(|l| l == name), "{}", out.stdout);
-}

@@ -750,3 +750,26 @@ fn read_deleted_snapshot_open_fd_fails_not_data() {
         }
     }
 }
+
+#[test]
+fn lookup_snapdir_inside_snapshot_fails_enoent() {
+    let m = Mount::new();
+    fs::write(m.join("f"), b"x").expect("write");
+    let dir = take(&m, "a");
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    expect_errno(
+        fs::metadata(dir.join(".snapshots")),
+        ENOENT,
+        "NAME/.snapshots",
+    );
+    let out = sh(&dir, "ls -a");
+    out.assert_success();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), [".", "..", "f"]);
+    // `..` of a snapshot root is `.snapshots`.
+    let out = sh(&dir, "cd .. && ls");
+    out.assert_success();
+    assert!(out.stdout.lines().any(|l| l == name), "{}", out.stdout);
+}
