@@ -8,15 +8,31 @@
 //! referenced by containers, snapshots or children; every version has its change-index entry
 //! and every change-index entry its version; snapshot records point at frozen epochs and
 //! aliases are unique per container; every visible block's checksum verifies.
+//!
+//! `--repair` ([`repair`]) fixes what can be fixed without losing or inventing data, then
+//! checks again:
+//! - the change index: entries are added for versions that lack one and dropped where their
+//!   version is gone (the index is derived data);
+//! - epochs nothing references are retired (no view can read them; reclaim frees them);
+//! - in each live container's head, as new versions in the head epoch: link counts set to the
+//!   entries that exist, a directory's `..` set to the directory listing it, a file's allocated
+//!   count recounted, block bytes past a file's size dropped (never readable), entries to
+//!   inodes that do not exist removed, an entry's type set to its inode's, and the second name
+//!   of a directory reached twice (or through a cycle) removed — it stays reachable by the
+//!   first.
+//!
+//! Not repaired, only reported: snapshots (immutable history — copy the snapshot into a new
+//! container and repair that), blocks whose checksum fails (the bytes are lost; the file
+//! answers EIO until it is rewritten or removed), and an epoch tree with a missing parent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::codec::Kind;
-use crate::error::FsResult;
-use crate::fs::{Fs, ROOT_INO};
+use crate::error::{FsError, FsResult};
+use crate::fs::{Fix, Fs, ROOT_INO};
 use crate::keys;
-use crate::kv::{Dir, Space};
+use crate::kv::{Batch, Dir, Space};
 use crate::store::{EpochKind, Store};
 
 /// Problems found, one readable line each.
@@ -26,6 +42,8 @@ pub struct Report {
     pub views: usize,
     pub inodes: usize,
     pub versions: usize,
+    /// What `repair` changed, one line each.
+    pub repaired: Vec<String>,
 }
 
 impl Report {
@@ -43,13 +61,16 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
         let label = format!("container {} ({})", c.name, c.id);
         if c.deleted_at.is_none() {
             match Fs::new(store.clone(), c.id.as_bytes()) {
-                Ok(fs) => check_view(&fs, &label, &mut r)?,
+                Ok(fs) => check_view(&fs, &label, &mut r, None)?,
                 Err(e) => r.bad(format!("{label}: cannot open head: {e}")),
             }
         }
         let mut aliases = HashSet::new();
         for s in store.snapshots(c.id.as_bytes())? {
-            let label = format!("snapshot {} of {}", s.name, c.name);
+            let label = match &s.record.alias {
+                Some(a) => format!("snapshot {} (alias {a}) of {}", s.name, c.name),
+                None => format!("snapshot {} of {}", s.name, c.name),
+            };
             if !matches!(
                 store.epoch(s.record.epoch).map(|e| e.kind),
                 Some(EpochKind::Frozen)
@@ -63,13 +84,72 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
                 }
             }
             let fs = Fs::frozen(store.clone(), c.id.as_bytes(), store.snapshot_chain(&s));
-            check_view(&fs, &label, &mut r)?;
+            check_view(&fs, &label, &mut r, None)?;
         }
     }
     Ok(r)
 }
 
-fn check_epochs(store: &Store, r: &mut Report) -> FsResult<()> {
+/// Repairs what can be repaired safely (see the module documentation), then checks again:
+/// the report's `problems` are what is left, `repaired` what was changed.
+pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
+    let mut repaired = Vec::new();
+    let diff = change_index_diff(store)?;
+    if !diff.missing.is_empty() || !diff.stale.is_empty() {
+        let mut b = Batch::new();
+        for (e, space, base, len) in &diff.missing {
+            b.put(
+                Space::Meta,
+                keys::change(*e, *space, base),
+                len.to_be_bytes().to_vec(),
+            );
+        }
+        for (e, space, base) in &diff.stale {
+            b.delete(Space::Meta, keys::change(*e, *space, base));
+        }
+        store.kv().write(b, true)?;
+        repaired.push(format!(
+            "change index: added {} entries, removed {}",
+            diff.missing.len(),
+            diff.stale.len()
+        ));
+    }
+    let mut scratch = Report::default();
+    for e in check_epochs(store, &mut scratch)? {
+        store.retire_epoch(e).map_err(|e| match e {
+            crate::store::StoreError::Fs(e) => e,
+            other => FsError::Corrupt(other.to_string()),
+        })?;
+        repaired.push(format!("epoch {e}: referenced by nothing, retired"));
+    }
+    for c in store.containers()? {
+        if c.deleted_at.is_some() {
+            continue;
+        }
+        let label = format!("container {} ({})", c.name, c.id);
+        let fs = Fs::new(store.clone(), c.id.as_bytes())?;
+        // A fix can change what the next walk counts (a removed second name of a directory
+        // changes its parent's link count), so walk until nothing more is found.
+        for _ in 0..8 {
+            let mut fixes = Vec::new();
+            check_view(&fs, &label, &mut Report::default(), Some(&mut fixes))?;
+            if fixes.is_empty() {
+                break;
+            }
+            for fix in fixes {
+                fs.repair(&fix)?;
+                repaired.push(format!("{label}: {fix}"));
+            }
+        }
+        fs.fsync()?;
+    }
+    let mut r = check(store)?;
+    r.repaired = repaired;
+    Ok(r)
+}
+
+/// Checks the epoch tree; returns the epochs (not retired) that nothing references.
+fn check_epochs(store: &Store, r: &mut Report) -> FsResult<Vec<u64>> {
     let epochs = store.epochs_snapshot();
     let mut referenced: HashSet<u64> = HashSet::new();
     for c in store.containers()? {
@@ -98,21 +178,34 @@ fn check_epochs(store: &Store, r: &mut Report) -> FsResult<()> {
             }
         }
     }
+    let mut unreferenced = Vec::new();
     for (e, rec) in &epochs {
         match rec.kind {
             EpochKind::Retired => {} // waiting for reclaim
-            _ if !referenced.contains(e) => r.bad(format!(
-                "epoch {e} ({:?}) is referenced by nothing",
-                rec.kind
-            )),
+            _ if !referenced.contains(e) => {
+                r.bad(format!(
+                    "epoch {e} ({:?}) is referenced by nothing",
+                    rec.kind
+                ));
+                unreferenced.push(*e);
+            }
             _ => {}
         }
     }
-    Ok(())
+    unreferenced.sort_unstable();
+    Ok(unreferenced)
 }
 
-/// Every versioned key has its change-index entry, and the other way round.
-fn check_change_index(store: &Store, r: &mut Report) -> FsResult<()> {
+/// Versions without a change-index entry (epoch, space, key, value length), and entries
+/// without a version.
+#[derive(Default)]
+struct IndexDiff {
+    missing: Vec<(u64, Space, Vec<u8>, u64)>,
+    stale: Vec<(u64, Space, Vec<u8>)>,
+    versions: usize,
+}
+
+fn change_index_diff(store: &Store) -> FsResult<IndexDiff> {
     let kv = store.kv();
     let mut index: HashSet<(u64, Space, Vec<u8>)> = HashSet::new();
     kv.scan(
@@ -134,42 +227,54 @@ fn check_change_index(store: &Store, r: &mut Report) -> FsResult<()> {
         (Space::Meta, keys::TAG_DATA_GONE),
         (Space::Data, keys::TAG_BLOCK),
     ];
-    let mut missing = 0u64;
-    let mut first_missing = None;
+    let mut diff = IndexDiff::default();
     for (space, tag) in versioned {
-        kv.scan(space, &[tag], &[tag + 1], Dir::Forward, &mut |k, _| {
-            r.versions += 1;
+        kv.scan(space, &[tag], &[tag + 1], Dir::Forward, &mut |k, v| {
+            diff.versions += 1;
             if let Some((base, e)) = keys::split_version(k) {
                 if !index.remove(&(e, space, base.to_vec())) {
-                    missing += 1;
-                    first_missing.get_or_insert_with(|| format!("{k:02x?}"));
+                    diff.missing.push((e, space, base.to_vec(), v.len() as u64));
                 }
             }
             true
         })?;
     }
-    if missing > 0 {
+    diff.stale = index.into_iter().collect();
+    diff.stale.sort();
+    Ok(diff)
+}
+
+/// Every versioned key has its change-index entry, and the other way round.
+fn check_change_index(store: &Store, r: &mut Report) -> FsResult<()> {
+    let diff = change_index_diff(store)?;
+    r.versions += diff.versions;
+    if let Some((e, space, base, _)) = diff.missing.first() {
         r.bad(format!(
-            "{missing} versions have no change-index entry (first: {})",
-            first_missing.unwrap_or_default()
+            "{} versions have no change-index entry (first: epoch {e} {space:?} {base:02x?})",
+            diff.missing.len()
         ));
     }
-    if !index.is_empty() {
-        let (e, space, base) = index
-            .iter()
-            .next()
-            .cloned()
-            .unwrap_or((0, Space::Meta, vec![]));
+    if let Some((e, space, base)) = diff.stale.first() {
         r.bad(format!(
             "{} change-index entries have no version (first: epoch {e} {space:?} {base:02x?})",
-            index.len()
+            diff.stale.len()
         ));
     }
     Ok(())
 }
 
-/// Walks one view from its root.
-fn check_view(fs: &Fs, label: &str, r: &mut Report) -> FsResult<()> {
+/// Walks one view from its root. With `fixes`, collects the repairs of what it finds.
+fn check_view(
+    fs: &Fs,
+    label: &str,
+    r: &mut Report,
+    mut fixes: Option<&mut Vec<Fix>>,
+) -> FsResult<()> {
+    let mut fix = |f: Fix| {
+        if let Some(v) = fixes.as_deref_mut() {
+            v.push(f);
+        }
+    };
     r.views += 1;
     let mut links: HashMap<u64, u32> = HashMap::new();
     let mut seen_dirs: HashSet<u64> = HashSet::from([ROOT_INO]);
@@ -196,6 +301,12 @@ fn check_view(fs: &Fs, label: &str, r: &mut Report) -> FsResult<()> {
                         "{label}: {name:?} in dir {dir} -> inode {}: {err}",
                         e.ino
                     ));
+                    if matches!(err, FsError::NotFound) {
+                        fix(Fix::DropEntry {
+                            parent: dir,
+                            name: e.name.clone(),
+                        });
+                    }
                     continue;
                 }
             };
@@ -205,23 +316,36 @@ fn check_view(fs: &Fs, label: &str, r: &mut Report) -> FsResult<()> {
                     "{label}: {name:?} in dir {dir}: entry says {:?}, inode {} is {:?}",
                     e.kind, e.ino, attr.kind
                 ));
+                fix(Fix::EntryKind {
+                    parent: dir,
+                    name: e.name.clone(),
+                    ino: e.ino,
+                    kind: attr.kind,
+                });
             }
             if attr.kind == Kind::Dir {
-                subdirs += 1;
                 if !seen_dirs.insert(e.ino) {
                     r.bad(format!(
                         "{label}: directory {} reached twice (or a cycle)",
                         e.ino
                     ));
+                    fix(Fix::DropEntry {
+                        parent: dir,
+                        name: e.name.clone(),
+                    });
                     continue;
                 }
+                subdirs += 1;
                 if attr.parent != dir {
                     r.bad(format!(
                         "{label}: directory {} records parent {}, listed in {dir}",
                         e.ino, attr.parent
                     ));
+                    fix(Fix::Parent {
+                        ino: e.ino,
+                        parent: dir,
+                    });
                 }
-                nlink_of.insert(e.ino, attr.nlink);
                 stack.push(e.ino);
             } else {
                 *links.entry(e.ino).or_insert(0) += 1;
@@ -239,12 +363,13 @@ fn check_view(fs: &Fs, label: &str, r: &mut Report) -> FsResult<()> {
                             "{label}: file {} has block bytes up to {end}, past its size {}",
                             e.ino, attr.size
                         ));
-                    }
-                    if stored != attr.alloc {
+                        fix(Fix::CutPastSize { ino: e.ino });
+                    } else if stored != attr.alloc {
                         r.bad(format!(
                             "{label}: file {} records {} allocated bytes, blocks hold {stored}",
                             e.ino, attr.alloc
                         ));
+                        fix(Fix::Alloc { ino: e.ino });
                     }
                 }
             }
@@ -254,14 +379,21 @@ fn check_view(fs: &Fs, label: &str, r: &mut Report) -> FsResult<()> {
                 "{label}: directory {dir} has nlink {} but {subdirs} subdirectories",
                 dattr.nlink
             ));
+            fix(Fix::Nlink {
+                ino: dir,
+                nlink: 2 + subdirs,
+            });
         }
     }
+    let mut links: Vec<_> = links.into_iter().collect();
+    links.sort_unstable();
     for (ino, n) in links {
         if nlink_of.get(&ino) != Some(&n) {
             r.bad(format!(
                 "{label}: inode {ino} has nlink {:?} but {n} entries",
                 nlink_of.get(&ino)
             ));
+            fix(Fix::Nlink { ino, nlink: n });
         }
     }
     Ok(())

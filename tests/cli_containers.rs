@@ -6,7 +6,7 @@ mod cli_common;
 use std::fs;
 use std::time::Duration;
 
-use cli_common::{alive, is_mounted, mount_source, require_fuse, table, wait_until, Store};
+use cli_common::{alive, is_mounted, mount_source, require_fuse, snapfs, table, wait_until, Store};
 use serde_json::Value;
 
 const CONTAINER_KEYS: [&str; 9] = [
@@ -401,4 +401,51 @@ fn start_over_a_dead_mount_cleans_it_up() {
     assert_eq!(fs::read_to_string(mnt.join("f")).expect("read"), "kept");
     store.cli(&["containers", "stop", "default"]).ok();
     assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
+    use snapfs::kv::{Batch, Space};
+    let store = Store::new();
+    let clean = snapfs(["fsck", store.path().to_str().unwrap()]);
+    assert!(clean.status.success(), "{}", clean.describe());
+    {
+        // Plant a directory entry to an inode that does not exist, in the head.
+        let st = snapfs::mount::open_store(store.path()).expect("open store");
+        let id = st.container_by_name("default").unwrap().unwrap().id;
+        let head = st.head(id.as_bytes()).unwrap().epoch;
+        let mut b = Batch::new();
+        snapfs::store::put_version(
+            &mut b,
+            Space::Meta,
+            &snapfs::keys::dirent(snapfs::fs::ROOT_INO, b"ghost"),
+            head,
+            snapfs::codec::encode_live(&snapfs::codec::Dirent {
+                ino: 77_777,
+                kind: snapfs::codec::Kind::File,
+            }),
+        );
+        st.kv().write(b, true).unwrap();
+    }
+    let p = store.path().to_str().unwrap();
+    let bad = snapfs(["fsck", p]);
+    assert_eq!(bad.status.code(), Some(1), "{}", bad.describe());
+    assert!(bad.stdout.contains("problem: ") && bad.stdout.contains("\"ghost\""));
+    assert_eq!(
+        bad.stderr.trim(),
+        format!("snapfs: error: 1 problems found in {p}")
+    );
+    let fixed = snapfs(["fsck", "--repair", p]);
+    assert!(fixed.status.success(), "{}", fixed.describe());
+    assert!(
+        fixed.stdout.contains("repaired: container default (")
+            && fixed
+                .stdout
+                .contains("remove entry \"ghost\" from directory 1")
+            && fixed.stdout.contains("0 problems left after 1 repairs"),
+        "{}",
+        fixed.describe()
+    );
+    let again = snapfs(["fsck", p]);
+    assert!(again.status.success(), "{}", again.describe());
 }

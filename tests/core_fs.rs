@@ -15,6 +15,7 @@ mod mem {
         make(mem_backend())
     }
     include!("core/cases.rs");
+    include!("core/repair_cases.rs");
 }
 
 mod rocks {
@@ -23,4 +24,5 @@ mod rocks {
         make(rocks_backend())
     }
     include!("core/cases.rs");
+    include!("core/repair_cases.rs");
 }

@@ -108,7 +108,18 @@ enum Cmd {
         notify_ready: bool,
     },
     /// Check every invariant of a store that is not in use; exit 1 when something is wrong.
-    Fsck { store: PathBuf },
+    ///
+    /// With --repair, fixes what is safe to fix, then checks again: the change index (added or
+    /// dropped entries), epochs nothing references (retired), and in each container's head:
+    /// link counts, a directory's parent, a file's allocated-bytes count, bytes past a file's
+    /// size, entries to missing inodes, an entry's type, a second name of a directory.
+    /// Snapshots and blocks with a bad checksum are reported, never changed.
+    Fsck {
+        store: PathBuf,
+        /// Repair what can be repaired safely (see above), then check again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Create, list, restore, delete and alias a container's snapshots.
     Snapshots {
         #[command(flatten)]
@@ -409,7 +420,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
-        Cmd::Fsck { store } => fsck(&store),
+        Cmd::Fsck { store, repair } => fsck(&store, repair),
         Cmd::Snapshots { common, cmd } => snapshots(common, cmd),
         Cmd::Containers { common, cmd } => containers(common, cmd),
         // Handled in `main` (it has its own exit codes).
@@ -417,20 +428,33 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `snapfs fsck`: prints the report; any problem makes the command fail (exit 1).
-fn fsck(store: &Path) -> Result<()> {
+/// `snapfs fsck`: prints the report; any problem (left after `--repair`) makes the command
+/// fail (exit 1).
+fn fsck(store: &Path, repair: bool) -> Result<()> {
     let st = crate::mount::open_store(store)?;
-    let report = crate::fsck::check(&st)?;
+    let report = if repair {
+        crate::fsck::repair(&st)?
+    } else {
+        crate::fsck::check(&st)?
+    };
+    for line in &report.repaired {
+        println!("repaired: {line}");
+    }
     for p in &report.problems {
         println!("problem: {p}");
     }
     println!(
-        "{}: {} views, {} entries, {} versions checked, {} problems",
+        "{}: {} views, {} entries, {} versions checked, {} problems{}",
         store.display(),
         report.views,
         report.inodes,
         report.versions,
-        report.problems.len()
+        report.problems.len(),
+        if repair {
+            format!(" left after {} repairs", report.repaired.len())
+        } else {
+            String::new()
+        }
     );
     if report.problems.is_empty() {
         Ok(())

@@ -200,7 +200,13 @@ impl Fs {
 
     /// Removes (as of this epoch) the bytes in `[from, to)` of the file: whole blocks become
     /// holes, partial blocks are zeroed (or cut when the range reaches their end).
-    fn clear_range(&self, tx: &mut Tx<'_>, inode: &mut Inode, from: u64, to: u64) -> FsResult<()> {
+    pub(super) fn clear_range(
+        &self,
+        tx: &mut Tx<'_>,
+        inode: &mut Inode,
+        from: u64,
+        to: u64,
+    ) -> FsResult<()> {
         if from >= to {
             return Ok(());
         }

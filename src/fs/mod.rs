@@ -7,6 +7,7 @@
 mod data;
 mod dir;
 mod node;
+mod repair;
 mod volume;
 mod xattr;
 
@@ -24,6 +25,7 @@ use crate::store::{self, Chain, Store};
 
 pub use dir::DirEntry;
 pub use node::{SetAttr, TimeSet};
+pub use repair::Fix;
 pub use volume::{Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
 
 pub use crate::store::ROOT_INO;

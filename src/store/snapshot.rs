@@ -302,6 +302,17 @@ impl Store {
         Ok(snap)
     }
 
+    /// Retires epoch `e` (for `fsck --repair`: an epoch nothing references); reclaim then
+    /// drops its versions.
+    pub fn retire_epoch(&self, e: u64) -> Result<(), StoreError> {
+        let _g = self.write_lock();
+        let mut b = Batch::new();
+        self.retire(&mut b, e)?;
+        self.kv.write(b, true)?;
+        self.reload_epochs(&[e])?;
+        Ok(())
+    }
+
     /// Sets (or with `None` clears) the alias of snapshot `key`.
     pub fn set_alias(
         &self,

@@ -1,0 +1,120 @@
+//! Repairs `fsck --repair` makes to a container's head. Each fix is one atomic batch written
+//! into the head epoch, so snapshots (frozen history) never change, and each is idempotent:
+//! re-running a repair that was interrupted is safe.
+
+use crate::codec::{Dirent, Kind};
+use crate::error::FsResult;
+
+use super::Fs;
+
+/// One repair of a head tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// Set the link count of an inode to what the tree holds.
+    Nlink { ino: u64, nlink: u32 },
+    /// Record the directory that actually lists directory `ino` as its parent (`..`).
+    Parent { ino: u64, parent: u64 },
+    /// Make a file's allocated-bytes count equal the bytes its blocks hold.
+    Alloc { ino: u64 },
+    /// Drop the bytes a file's blocks hold at or past its size (they were never readable).
+    CutPastSize { ino: u64 },
+    /// Remove a directory entry (to an inode that does not exist, or a second name of a
+    /// directory).
+    DropEntry { parent: u64, name: Vec<u8> },
+    /// Make an entry's recorded type match its inode.
+    EntryKind {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+        kind: Kind,
+    },
+}
+
+impl Fs {
+    /// Applies `fix` to the head in one batch.
+    pub fn repair(&self, fix: &Fix) -> FsResult<()> {
+        match fix {
+            Fix::Nlink { ino, nlink } => {
+                let mut tx = self.begin()?;
+                let mut inode = tx.inode(*ino)?;
+                inode.nlink = *nlink;
+                tx.put_inode(*ino, &inode);
+                tx.commit()
+            }
+            Fix::Parent { ino, parent } => {
+                let mut tx = self.begin()?;
+                let mut inode = tx.inode(*ino)?;
+                inode.parent = *parent;
+                tx.put_inode(*ino, &inode);
+                tx.commit()
+            }
+            Fix::Alloc { ino } => {
+                let (_, stored) = self.block_extent(*ino)?;
+                let mut tx = self.begin()?;
+                let mut inode = tx.inode(*ino)?;
+                inode.alloc = stored;
+                tx.put_inode(*ino, &inode);
+                tx.commit()
+            }
+            Fix::CutPastSize { ino } => {
+                let mut tx = self.begin()?;
+                let mut inode = tx.inode(*ino)?;
+                let size = inode.size;
+                self.clear_range(&mut tx, &mut inode, size, u64::MAX)?;
+                tx.put_inode(*ino, &inode);
+                tx.commit()?;
+                // `clear_range` adjusted `alloc` from a count that may itself have been wrong.
+                self.repair(&Fix::Alloc { ino: *ino })
+            }
+            Fix::DropEntry { parent, name } => {
+                let mut tx = self.begin()?;
+                if tx.dirent(*parent, name)?.is_some() {
+                    tx.del_dirent(*parent, name);
+                }
+                tx.commit()
+            }
+            Fix::EntryKind {
+                parent,
+                name,
+                ino,
+                kind,
+            } => {
+                let mut tx = self.begin()?;
+                tx.put_dirent(
+                    *parent,
+                    name,
+                    Dirent {
+                        ino: *ino,
+                        kind: *kind,
+                    },
+                );
+                tx.commit()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Fix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fix::Nlink { ino, nlink } => write!(f, "set the link count of inode {ino} to {nlink}"),
+            Fix::Parent { ino, parent } => {
+                write!(f, "set the parent of directory {ino} to {parent}")
+            }
+            Fix::Alloc { ino } => write!(f, "recount the allocated bytes of file {ino}"),
+            Fix::CutPastSize { ino } => write!(f, "drop the bytes past the size of file {ino}"),
+            Fix::DropEntry { parent, name } => write!(
+                f,
+                "remove entry {:?} from directory {parent}",
+                String::from_utf8_lossy(name)
+            ),
+            Fix::EntryKind {
+                parent, name, kind, ..
+            } => write!(
+                f,
+                "set the type of entry {:?} in directory {parent} to {kind:?}",
+                String::from_utf8_lossy(name)
+            ),
+        }
+    }
+}
