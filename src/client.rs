@@ -37,6 +37,18 @@ impl Reply {
     }
 }
 
+/// The request never reached the daemon (nothing to connect to, or the handshake failed):
+/// retrying cannot apply it twice. Any other error of [`call`] may come after the daemon
+/// received the request.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotSent(String);
+
+/// Whether `e` (from [`call`]) means the request was certainly not received.
+pub fn not_sent(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NotSent>().is_some()
+}
+
 /// Sends one request to the daemon listening on `socket`.
 pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -46,11 +58,11 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Re
     rt.block_on(async {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
-            .with_context(|| format!("cannot connect to {}", socket.display()))?;
+            .map_err(|e| NotSent(format!("cannot connect to {}: {e}", socket.display())))?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .context("HTTP handshake with the daemon failed")?;
+            .map_err(|e| NotSent(format!("HTTP handshake with the daemon failed: {e}")))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

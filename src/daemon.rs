@@ -77,6 +77,20 @@ impl Drop for PidFile {
     }
 }
 
+/// Versions reclaim handles per batch (default 512); small values stretch reclaim out, which
+/// the crash test uses to kill the daemon in the middle of it.
+const RECLAIM_CHUNK_ENV: &str = "SNAPFS_RECLAIM_CHUNK";
+
+fn reclaim_chunk_from_env() -> Result<Option<usize>> {
+    match std::env::var(RECLAIM_CHUNK_ENV) {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => anyhow::bail!("{RECLAIM_CHUNK_ENV}={v:?}: expected a positive number"),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// Expires snapshots and reclaims space until `stop` is set.
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
@@ -131,6 +145,10 @@ fn compact_if_worth_it(store: &crate::store::Store) {
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     let store = crate::mount::open_store(store_path)?;
     setup_logging(store_path);
+    if let Some(n) = reclaim_chunk_from_env()? {
+        store.set_reclaim_chunk(n);
+        log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");
+    }
     let _pid = PidFile::create(store_path, opts.exit_when_idle)?;
     let svc = Arc::new(Service::new(store, store_path));
 

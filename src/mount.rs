@@ -162,6 +162,14 @@ pub fn call_daemon(
             Ok(reply) if reply.status != 503 => return Ok(reply),
             Ok(reply) if attempt >= 3 => return Ok(reply),
             Err(e) if attempt >= 3 => return Err(e),
+            // The daemon may have acted on it before it went away: never send it twice.
+            Err(e) if !client::not_sent(&e) => {
+                return Err(e.context(format!(
+                    "the daemon of {} stopped before answering {method} {path}; \
+                     the request may or may not have been applied",
+                    store.display()
+                )))
+            }
             _ => {
                 attempt += 1;
                 if let Some((pid, _)) = read_pid(store) {

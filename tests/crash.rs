@@ -1,10 +1,14 @@
 //! Crash safety under `kill -9` (issue 5, item 3).
 //!
 //! A seeded workload runs through a real mount (random writes, appends, truncates, renames,
-//! fsyncs, snapshot create/delete) while a timer thread SIGKILLs the daemon at a random
-//! moment. Outside the store the test records what was fsync'd and which snapshots existed.
-//! After every kill: the stale mount is cleaned, `snapfs fsck` must be clean, the store is
-//! mounted again, and every fsync'd file and every recorded snapshot must read back exactly.
+//! fsyncs, snapshot create/delete, restores through the API) while a timer thread SIGKILLs
+//! the daemon at a random moment. Reclaim runs in 2-version batches
+//! (`SNAPFS_RECLAIM_CHUNK=2`) so that kills land in the middle of it too; after each kill the
+//! test counts the retired epochs whose versions were not all reclaimed yet. Outside the store
+//! the test records what was fsync'd and which snapshots existed. After every kill: the stale
+//! mount is cleaned, `snapfs fsck` must be clean, the store is mounted again, and every
+//! fsync'd file and every recorded snapshot must read back exactly. A restore the kill
+//! interrupted may or may not have happened: either outcome is accepted, nothing else.
 //!
 //! `SNAPFS_CRASH_ITERATIONS` (default 20) and `SNAPFS_CRASH_SEED` (default fixed) control
 //! the run; the seed is printed so a failure can be replayed.
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, require_fuse, snapfs, wait_until, Store};
+use cli_common::{alive, bin, require_fuse, run, snapfs, wait_until, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -47,6 +51,9 @@ struct FileModel {
     /// ...and the shortest length any prefix of the later operations can leave; bytes below
     /// it and outside `touched` must still be the fsync'd ones.
     stable_len: usize,
+    /// A restore was sent and its answer never came: the file may instead hold the restored
+    /// snapshot's content (`Some(None)`: the snapshot's content of it is not known).
+    restore_alt: Option<Option<Vec<u8>>>,
 }
 
 impl FileModel {
@@ -62,6 +69,7 @@ impl FileModel {
     }
 
     fn synced(&mut self) {
+        self.restore_alt = None;
         self.fsynced = Some(self.content.clone());
         self.dirty = false;
         self.touched.clear();
@@ -87,6 +95,11 @@ struct Totals {
     snapshot_bytes_verified: u64,
     ops: u64,
     ops_failed_by_kill: u64,
+    restores: u64,
+    restores_interrupted: u64,
+    files_restore_outcome: u64,
+    kills_with_reclaim_unfinished: u64,
+    versions_left_to_reclaim: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -110,11 +123,13 @@ fn daemon_pid(store: &Path) -> i32 {
 
 #[track_caller]
 fn mount(store: &Path, mnt: &Path) {
-    let out = snapfs([
-        std::ffi::OsStr::new("mount"),
-        store.as_os_str(),
-        mnt.as_os_str(),
-    ]);
+    let out = run(std::process::Command::new(bin())
+        .arg("mount")
+        .arg(store)
+        .arg(mnt)
+        .env_remove("SNAPFS_STORE")
+        .env("SNAPFS_RECLAIM_CHUNK", "2")
+        .current_dir("/"));
     assert!(out.status.success(), "mount failed: {}", out.describe());
 }
 
@@ -126,6 +141,36 @@ fn fsck_clean(store: &Path, what: &str) {
         "fsck not clean {what}: {}",
         out.describe()
     );
+}
+
+/// Retired epochs still holding versions (reclaim not finished) and those versions.
+fn unfinished_reclaim(store: &Path) -> (u64, u64) {
+    let st = snapfs::mount::open_store(store).expect("open the store after the kill");
+    let (mut epochs, mut versions) = (0, 0);
+    for (e, rec) in st.epochs_snapshot() {
+        if rec.kind != snapfs::store::EpochKind::Retired {
+            continue;
+        }
+        let prefix = snapfs::keys::epoch_changes(e);
+        let mut n = 0u64;
+        st.kv()
+            .scan(
+                snapfs::kv::Space::Meta,
+                &prefix,
+                &snapfs::kv::prefix_end(&prefix),
+                snapfs::kv::Dir::Forward,
+                &mut |_, _| {
+                    n += 1;
+                    true
+                },
+            )
+            .expect("scan the change index");
+        if n > 0 {
+            epochs += 1;
+            versions += n;
+        }
+    }
+    (epochs, versions)
 }
 
 /// After the kill: wait for the daemon to be gone, take the dead mount away.
@@ -150,9 +195,19 @@ fn path_of(mnt: &Path, f: &FileModel) -> PathBuf {
 
 /// The one existing name of a file under `dir` (exactly one of its two names must exist).
 fn locate(dir: &Path, f: &FileModel, what: &str) -> usize {
-    let here: Vec<usize> = (0..2)
-        .filter(|&i| fs::symlink_metadata(dir.join(&f.names[i])).is_ok())
-        .collect();
+    try_locate(dir, f, what).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// `locate`, with errors other than "no such file" (a killed daemon) returned.
+fn try_locate(dir: &Path, f: &FileModel, what: &str) -> io::Result<usize> {
+    let mut here = Vec::new();
+    for i in 0..2 {
+        match fs::symlink_metadata(dir.join(&f.names[i])) {
+            Ok(_) => here.push(i),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
     assert_eq!(
         here.len(),
         1,
@@ -160,7 +215,7 @@ fn locate(dir: &Path, f: &FileModel, what: &str) -> usize {
         f.names,
         dir.display()
     );
-    here[0]
+    Ok(here[0])
 }
 
 struct Workload<'a> {
@@ -168,9 +223,12 @@ struct Workload<'a> {
     mnt: &'a Path,
     files: &'a mut [FileModel],
     snaps: &'a mut Vec<SnapModel>,
+    socket: &'a Path,
     iteration: u64,
     snap_counter: u64,
     ops: u64,
+    restores: u64,
+    restores_interrupted: u64,
 }
 
 impl Workload<'_> {
@@ -239,7 +297,7 @@ impl Workload<'_> {
                 f.sync_all()?;
                 self.files[i].synced();
             }
-            82..=92 => {
+            82..=87 => {
                 // Create a snapshot (alias unique over the whole run).
                 if self.snaps.len() >= MAX_SNAPSHOTS {
                     return Ok(());
@@ -256,6 +314,7 @@ impl Workload<'_> {
                 fs::create_dir(self.mnt.join(".snapshots").join(&alias))?;
                 self.snaps.push(SnapModel { alias, files });
             }
+            88..=93 => self.restore()?,
             _ => {
                 // Delete a snapshot: from now on it is "being deleted" and not checked.
                 if self.snaps.is_empty() {
@@ -272,6 +331,106 @@ impl Workload<'_> {
     }
 }
 
+impl Workload<'_> {
+    /// Restores a recorded snapshot through the API (what `snapfs snapshots restore` sends;
+    /// called directly so that a dead daemon is never restarted behind the test's back).
+    fn restore(&mut self) -> io::Result<()> {
+        if self.snaps.is_empty() {
+            return Ok(());
+        }
+        let k = self.rng.gen_range(0..self.snaps.len());
+        let alias = self.snaps[k].alias.clone();
+        for (idx, f) in self.files.iter_mut().enumerate() {
+            f.restore_alt = Some(self.snaps[k].files.get(&idx).cloned());
+        }
+        let path = format!("/api/v1/containers/default/snapshots/{alias}");
+        let reply = match snapfs::client::call(self.socket, "PATCH", &path, None) {
+            Ok(r) => r,
+            Err(e) => {
+                self.restores_interrupted += 1;
+                return Err(io::Error::other(format!("restore {alias}: {e:#}")));
+            }
+        };
+        assert_eq!(
+            reply.status, 200,
+            "iteration {}: restore {alias}: {}",
+            self.iteration, reply.body
+        );
+        self.restores += 1;
+        // Restored (and durable: the restore's batch is synced): the head is the snapshot.
+        for (idx, f) in self.files.iter_mut().enumerate() {
+            let at = try_locate(self.mnt, f, &format!("after restore {alias}"))?;
+            let actual = fs::read(self.mnt.join(&f.names[at]))?;
+            if let Some(want) = self.snaps[k].files.get(&idx) {
+                assert!(
+                    actual == *want,
+                    "iteration {}: file {idx} after restore {alias}: len {} vs {} at snapshot",
+                    self.iteration,
+                    actual.len(),
+                    want.len()
+                );
+            }
+            f.at = at;
+            f.content = actual;
+            f.synced();
+        }
+        Ok(())
+    }
+}
+
+enum Checked {
+    /// Equal to its fsync'd content (bytes compared).
+    Exact(u64),
+    /// Written after its fsync: the bytes no later operation touched are the fsync'd ones.
+    Partial(u64),
+    /// Never fsync'd: nothing is promised.
+    Nothing,
+}
+
+/// Compares a file read after the crash with what the model promises.
+fn check_file(f: &FileModel, actual: &[u8]) -> Result<Checked, String> {
+    let Some(want) = &f.fsynced else {
+        return Ok(Checked::Nothing);
+    };
+    if !f.dirty {
+        if actual != want.as_slice() {
+            return Err(format!(
+                "differs from its fsync'd content: len {} vs fsync'd {}, first difference at {:?}",
+                actual.len(),
+                want.len(),
+                actual.iter().zip(want.iter()).position(|(a, b)| a != b)
+            ));
+        }
+        return Ok(Checked::Exact(want.len() as u64));
+    }
+    // Written after its fsync: those writes may or may not have landed, the rest of the
+    // fsync'd bytes must be there.
+    if actual.len() < f.stable_len {
+        return Err(format!(
+            "is {} bytes, shorter than the {} bytes no operation after its fsync could have cut",
+            actual.len(),
+            f.stable_len
+        ));
+    }
+    let mut keep = vec![true; f.stable_len];
+    for &(a, b) in &f.touched {
+        for x in keep.iter_mut().take(b.min(f.stable_len)).skip(a) {
+            *x = false;
+        }
+    }
+    let mut n = 0u64;
+    for (x, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+        if actual[x] != want[x] {
+            return Err(format!(
+                "byte {x} is {:#x}, fsync'd {:#x}, and no later write touched it",
+                actual[x], want[x]
+            ));
+        }
+        n += 1;
+    }
+    Ok(Checked::Partial(n))
+}
+
 /// Checks everything recorded against the remounted store; then re-bases the model on what
 /// is there (fsync'ing every file) so the next iteration starts from known durable state.
 fn verify(mnt: &Path, files: &mut [FileModel], snaps: &[SnapModel], t: &mut Totals, it: u64) {
@@ -279,49 +438,27 @@ fn verify(mnt: &Path, files: &mut [FileModel], snaps: &[SnapModel], t: &mut Tota
         let at = locate(mnt, f, &format!("iteration {it}, head"));
         let path = mnt.join(&f.names[at]);
         let actual = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        if let (Some(want), false) = (&f.fsynced, f.dirty) {
-            assert!(
-                actual == *want,
-                "iteration {it}: file {k} ({}) differs from its fsync'd content: \
-                 len {} vs fsync'd {}, first difference at {:?}",
-                path.display(),
-                actual.len(),
-                want.len(),
-                actual.iter().zip(want.iter()).position(|(a, b)| a != b)
-            );
-            t.files_checked += 1;
-            t.bytes_verified += want.len() as u64;
-        } else if let Some(want) = &f.fsynced {
-            // Written after its fsync: those writes may or may not have landed, the rest of
-            // the fsync'd bytes must be there.
-            assert!(
-                actual.len() >= f.stable_len,
-                "iteration {it}: file {k} ({}) is {} bytes, shorter than the {} bytes no \
-                 operation after its fsync could have cut",
-                path.display(),
-                actual.len(),
-                f.stable_len
-            );
-            let mut keep = vec![true; f.stable_len];
-            for &(a, b) in &f.touched {
-                for x in keep.iter_mut().take(b.min(f.stable_len)).skip(a) {
-                    *x = false;
-                }
+        let checked = check_file(f, &actual)
+            .map_err(|e| format!("iteration {it}: file {k} ({}): {e}", path.display()));
+        match (checked, f.restore_alt.take()) {
+            (Ok(Checked::Exact(n)), _) => {
+                t.files_checked += 1;
+                t.bytes_verified += n;
             }
-            let mut n = 0u64;
-            for (x, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
-                assert!(
-                    actual[x] == want[x],
-                    "iteration {it}: file {k} ({}) byte {x} is {:#x}, fsync'd {:#x}, and no \
-                     later write touched it",
-                    path.display(),
-                    actual[x],
-                    want[x]
-                );
-                n += 1;
+            (Ok(Checked::Partial(n)), _) => {
+                t.partial_files_checked += 1;
+                t.partial_bytes_verified += n;
             }
-            t.partial_files_checked += 1;
-            t.partial_bytes_verified += n;
+            (Ok(Checked::Nothing), _) => {}
+            // An interrupted restore happened after all: the file is the snapshot's.
+            (Err(_), Some(Some(alt))) if actual == alt => {
+                t.files_restore_outcome += 1;
+                t.files_checked += 1;
+                t.bytes_verified += alt.len() as u64;
+            }
+            // ... and the snapshot's content of this file was not known.
+            (Err(_), Some(None)) => t.files_restore_outcome += 1,
+            (Err(e), _) => panic!("{e}"),
         }
         // Re-base: what is there now becomes the fsync'd state.
         let h = OpenOptions::new()
@@ -383,6 +520,7 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
     let store = Store::new();
     let mnt = store.mountpoint("mnt");
     let sp = store.path().to_path_buf();
+    let socket = snapfs::daemon::socket_path(&sp);
 
     mount(&sp, &mnt);
     let mut files: Vec<FileModel> = (0..FILES)
@@ -394,6 +532,7 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
             dirty: false,
             touched: Vec::new(),
             stable_len: 0,
+            restore_alt: None,
         })
         .collect();
     for f in &mut files {
@@ -417,7 +556,13 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
     let mut snap_counter = 0u64;
     for it in 0..iterations {
         let pid = daemon_pid(&sp);
-        let delay = Duration::from_millis(rng.gen_range(5..=300));
+        // Half the kills come early (mostly file operations), half after the daemon's first
+        // background passes (reclaim of deleted snapshots and restored-over heads).
+        let delay = if it % 2 == 0 {
+            Duration::from_millis(rng.gen_range(5..=300))
+        } else {
+            Duration::from_millis(rng.gen_range(900..=2500))
+        };
         let killed = Arc::new(AtomicBool::new(false));
         let timer = {
             let killed = Arc::clone(&killed);
@@ -435,9 +580,12 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
             mnt: &mnt,
             files: &mut files,
             snaps: &mut snaps,
+            socket: &socket,
             iteration: it,
             snap_counter,
             ops: 0,
+            restores: 0,
+            restores_interrupted: 0,
         };
         let t0 = Instant::now();
         let err = loop {
@@ -452,6 +600,8 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
         snap_counter = w.snap_counter;
         let ops = w.ops;
         t.ops += ops;
+        t.restores += w.restores;
+        t.restores_interrupted += w.restores_interrupted;
         timer.join().expect("timer thread");
         assert!(
             killed.load(Ordering::SeqCst),
@@ -461,12 +611,18 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
         t.kills += 1;
 
         wait_daemon_dead(pid);
+        let (pending_epochs, pending_versions) = unfinished_reclaim(&sp);
+        if pending_epochs > 0 {
+            t.kills_with_reclaim_unfinished += 1;
+            t.versions_left_to_reclaim += pending_versions;
+        }
         fsck_clean(&sp, &format!("after kill {} (seed {seed:#x})", it + 1));
         mount(&sp, &mnt);
         verify(&mnt, &mut files, &snaps, &mut t, it);
         println!(
             "crash: iteration {it}: killed after {delay:?} ({} ops, stopped by: {err}); \
-             {} snapshots recorded",
+             {} snapshots recorded; {pending_epochs} retired epochs with {pending_versions} \
+             versions left to reclaim",
             ops,
             snaps.len()
         );
@@ -485,7 +641,8 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
         "crash summary: iterations {iterations}, seed {seed:#x}, kills {}, ops {}, \
          fsync'd files checked exactly {} ({} bytes), written-after-fsync files checked {} \
          ({} untouched bytes), fsync'd bytes verified {}, snapshots verified {} ({} bytes), \
-         {:.1?}",
+         restores {} (+{} interrupted by the kill, {} files found in the restored state), \
+         kills with reclaim unfinished {} ({} versions left), {:.1?}",
         t.kills,
         t.ops,
         t.files_checked,
@@ -495,6 +652,12 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
         t.bytes_verified + t.partial_bytes_verified,
         t.snapshots_verified,
         t.snapshot_bytes_verified,
+        t.restores,
+        t.restores_interrupted,
+        t.files_restore_outcome,
+        t.kills_with_reclaim_unfinished,
+        t.versions_left_to_reclaim,
         started.elapsed()
     );
+    assert!(t.restores > 0, "the workload never restored a snapshot");
 }

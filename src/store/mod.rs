@@ -113,6 +113,8 @@ pub struct Store {
     write_lock: Mutex<()>,
     /// Resolved inode and directory-entry versions per view (see [`MetaCache`]).
     cache: Mutex<MetaCache>,
+    /// Versions reclaim handles per batch (see `reclaim.rs`).
+    reclaim_chunk: std::sync::atomic::AtomicUsize,
 }
 
 /// Most entries the metadata cache holds before it starts over.
@@ -248,6 +250,7 @@ impl Store {
             heads: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
             cache: Mutex::new(MetaCache::default()),
+            reclaim_chunk: std::sync::atomic::AtomicUsize::new(reclaim::DEFAULT_CHUNK),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {

@@ -12,14 +12,17 @@
 //!   the retired epoch's parent and the epoch leaves the tree.
 //! - With two or more children the epoch is still a shared base: it stays.
 
+use std::sync::atomic::Ordering;
+
 use super::{EpochKind, EpochRecord, Store};
 use crate::codec;
 use crate::error::FsResult;
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 
-/// Versions handled per batch.
-const CHUNK: usize = 512;
+/// Versions handled per batch by default. Each batch holds the store's write lock, so this
+/// bounds how long reclaim can stall a writer.
+pub const DEFAULT_CHUNK: usize = 512;
 
 /// What one reclaim pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,12 @@ pub struct ReclaimStats {
 }
 
 impl Store {
+    /// Sets how many versions reclaim handles per batch (at least 1). Smaller batches make
+    /// reclaim take longer; the crash test uses that to kill the daemon mid-reclaim.
+    pub fn set_reclaim_chunk(&self, n: usize) {
+        self.reclaim_chunk.store(n.max(1), Ordering::Relaxed);
+    }
+
     /// Retired epochs that can be reclaimed now, oldest first, with their children.
     fn reclaimable(&self) -> Vec<(u64, EpochRecord, Vec<u64>)> {
         let epochs = self.epochs.read();
@@ -71,16 +80,17 @@ impl Store {
     ) -> FsResult<()> {
         let prefix = keys::epoch_changes(e);
         let end = crate::kv::prefix_end(&prefix);
+        let chunk = self.reclaim_chunk.load(Ordering::Relaxed);
         loop {
             let _g = self.write_lock();
-            let mut entries: Vec<(Space, Vec<u8>, u64)> = Vec::with_capacity(CHUNK);
+            let mut entries: Vec<(Space, Vec<u8>, u64)> = Vec::with_capacity(chunk);
             self.kv
                 .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
                     if let Some((_, space, base)) = keys::split_change(k) {
                         let size = <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes);
                         entries.push((space, base.to_vec(), size));
                     }
-                    entries.len() < CHUNK
+                    entries.len() < chunk
                 })?;
             if entries.is_empty() {
                 break;
