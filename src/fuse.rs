@@ -17,7 +17,7 @@ use fuser::{
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, TimeSet, Volume};
+use crate::fs::{Caller, Notice, SetAttr, TimeSet, Volume};
 
 /// How long the kernel may cache entries and attributes of the head. This daemon is the only
 /// writer of a mounted head, and every change goes through the kernel, so caches stay true.
@@ -29,11 +29,27 @@ const MAX_WRITE: u32 = 1 << 20;
 
 pub struct FuseFs {
     fs: Arc<Volume>,
+    /// The kernel's writeback cache is asked for (see [`writeback_cache`]).
+    writeback: bool,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Volume>) -> Self {
-        FuseFs { fs }
+        FuseFs {
+            fs,
+            writeback: writeback_cache(),
+        }
+    }
+
+    /// Open flags as the core should see them. With the writeback cache the kernel places
+    /// appends itself (at its own, possibly not yet written back, end of file) and sends
+    /// explicit offsets, so `O_APPEND` must not move writes again here.
+    fn open_flags(&self, flags: i32) -> i32 {
+        if self.writeback {
+            flags & !libc::O_APPEND
+        } else {
+            flags
+        }
     }
 
     /// How long the kernel may keep attributes of `ino`.
@@ -142,6 +158,13 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if self.writeback
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            log::warn!("the kernel offers no writeback cache; every write goes to the daemon");
+        }
         Ok(())
     }
 
@@ -301,7 +324,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
+        match self.fs.open(ino.0, self.open_flags(flags.0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
@@ -488,10 +511,13 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .fs
-            .create(parent.0, name.as_bytes(), mode, flags, caller(req))
-        {
+        match self.fs.create(
+            parent.0,
+            name.as_bytes(),
+            mode,
+            self.open_flags(flags),
+            caller(req),
+        ) {
             Ok((ino, i, fh)) => reply.created(
                 &self.attr_ttl(ino),
                 &attr(ino, &i, self.fs.block_size()),
@@ -577,11 +603,29 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 pub const FUSE_THREADS: usize = 4;
 
 fn fuse_threads() -> usize {
-    std::env::var("SNAPFS_FUSE_THREADS")
+    let n = std::env::var("SNAPFS_FUSE_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| (1..=64).contains(n))
-        .unwrap_or(FUSE_THREADS)
+        .unwrap_or(FUSE_THREADS);
+    // A snapshot waits, inside a request, for the kernel to write cached pages back through
+    // another serving thread.
+    if writeback_cache() {
+        n.max(2)
+    } else {
+        n
+    }
+}
+
+/// Whether mounts use the kernel's writeback cache: writes return once they are in the page
+/// cache and reach the daemon in large batches. On by default; `SNAPFS_WRITEBACK=0` turns it
+/// off (every write then goes to the daemon before it returns). Snapshots, copies and
+/// restores first write back what the kernel holds for open files ([`Volume::flush_writes`]).
+pub fn writeback_cache() -> bool {
+    !matches!(
+        std::env::var("SNAPFS_WRITEBACK").as_deref().map(str::trim),
+        Ok("0") | Ok("off") | Ok("false") | Ok("no")
+    )
 }
 
 /// A live mount of a volume, served by background threads.
@@ -612,14 +656,26 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     let session = fuser::Session::new(FuseFs::new(volume.clone()), mountpoint, &config)?;
     let notifier = session.notifier();
     // Invalidations the core asks for go out from this thread, never from a handler.
-    let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+    let (tx, rx) = crossbeam_channel::unbounded::<Notice>();
     volume.set_invalidator(tx);
     let n2 = session.notifier();
     std::thread::Builder::new()
         .name("invalidate".into())
         .spawn(move || {
-            for ino in rx {
-                let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+            for notice in rx {
+                match notice {
+                    Notice::Inval(ino) => {
+                        let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+                    }
+                    // Invalidating a file's pages makes the kernel write its dirty ones back
+                    // first (through the serving threads) and waits for them.
+                    Notice::Flush(inos, done) => {
+                        for ino in inos {
+                            let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+                        }
+                        let _ = done.send(());
+                    }
+                }
             }
         })?;
     let session = session.spawn()?;

@@ -338,6 +338,7 @@ impl Service {
         expires_at: Option<Ts>,
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
         let c = self.live(id_or_name)?;
+        self.flush_writes(&c.id)?;
         let s = self.store.snapshot(c.id.as_bytes(), alias, expires_at)?;
         Ok((c, s))
     }
@@ -350,6 +351,10 @@ impl Service {
         key: &str,
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
         let c = self.live(id_or_name)?;
+        // Unknown snapshots are refused before anything changes.
+        if self.store.find_snapshot(c.id.as_bytes(), key)?.is_none() {
+            return Err(StoreError::NoSnapshot(key.to_string()).into());
+        }
         let mounts = self.mounts.lock();
         let mounted = mounts.get(&c.id);
         // Root names the kernel may hold in its cache: those of the tree being replaced.
@@ -360,9 +365,14 @@ impl Service {
         let open = mounted
             .map(|m| m.volume().open_head_inodes())
             .unwrap_or_default();
+        if let Some(m) = mounted {
+            // Cached writes of the old tree go into the old tree now; from here on its inode
+            // numbers are stale, so nothing written back later can land in the restored one.
+            m.volume().flush_writes()?;
+            m.volume().new_head_generation()?;
+        }
         let s = self.store.restore(c.id.as_bytes(), key)?;
         if let Some(m) = mounted {
-            m.volume().new_head_generation()?;
             m.invalidate_root(&old_names);
             // Open files of the old tree: drop their cached pages so reads reach us (ESTALE).
             m.invalidate_inodes(&open);
@@ -375,6 +385,14 @@ impl Service {
         let s = self.store.delete_snapshot(c.id.as_bytes(), key)?;
         self.snapshot_gone(&c.id, s.record.epoch);
         Ok(s)
+    }
+
+    /// Hands the kernel's cached writes of a mounted container to its head.
+    fn flush_writes(&self, container_id: &str) -> ServiceResult<()> {
+        if let Some(m) = self.mounts.lock().get(container_id) {
+            m.volume().flush_writes()?;
+        }
+        Ok(())
     }
 
     /// Tells a mounted container's volume that one of its snapshots is gone.
@@ -411,6 +429,9 @@ impl Service {
         }
         // Without a target project the copy stays in the source's project.
         let project = project_id.or(c.project_id.as_deref());
+        if snapshot.is_none() {
+            self.flush_writes(&c.id)?;
+        }
         Ok(self
             .store
             .copy_container(c.id.as_bytes(), snapshot, name, project)?)

@@ -258,3 +258,66 @@ fn restore_then_delete_snapshot_keeps_restored_data_after_reclaim() {
     assert_eq!(read(&m2.join("d/small")), b"small");
     d.unmount("rc", &m2);
 }
+
+/// With the kernel's writeback cache, writes to a file that stays open may still be in the
+/// page cache: a snapshot, a copy of the current tree and a restore through the API must
+/// each hand them over first (or, for restore, keep them out of the restored tree).
+#[test]
+fn snapshot_copy_and_restore_take_cached_writes_of_open_files_into_account() {
+    use std::io::Write;
+    let d = Daemon::start();
+    d.create_container("w", None);
+    let mnt = d.mount("w", "m");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(mnt.join("open"))
+        .expect("create");
+    f.write_all(&data).expect("write (kept open, no fsync)");
+
+    // Snapshot: the open file's returned writes are in it.
+    let s = d.snapshot("w", json!({"alias": "with-open"}));
+    let name = s["name"].as_str().expect("name").to_string();
+    let snap_file = mnt.join(".snapshots").join(&name).join("open");
+    assert!(read(&snap_file) == data, "snapshot misses cached writes");
+
+    // Copy of the current tree: the same.
+    f.write_all_at(b"after the snapshot", 0).expect("pwrite");
+    let mut copied = data.clone();
+    copied[..18].copy_from_slice(b"after the snapshot");
+    d.ok(
+        "POST",
+        "/api/v1/containers/w/copy",
+        Some(&json!({"name": "w-copy"})),
+    );
+    let copy_mnt = d.mount("w-copy", "c");
+    assert!(
+        read(&copy_mnt.join("open")) == copied,
+        "copy misses cached writes"
+    );
+    d.unmount("w-copy", &copy_mnt);
+
+    // Restore while more writes sit in the cache: the restored tree is the snapshot's, and
+    // nothing written through the old descriptor reaches it, now or at close.
+    f.write_all_at(b"late write to the old tree", 100)
+        .expect("pwrite");
+    d.ok(
+        "PATCH",
+        &format!("/api/v1/containers/w/snapshots/{name}"),
+        None,
+    );
+    assert!(read(&mnt.join("open")) == data, "restored tree differs");
+    let _ = f.write_all_at(b"even later", 200);
+    let _ = f.sync_all();
+    drop(f);
+    assert!(
+        read(&mnt.join("open")) == data,
+        "a write through the old descriptor reached the restored tree"
+    );
+    d.unmount("w", &mnt);
+}

@@ -352,11 +352,11 @@ impl Fs {
         let mut done = 0u64;
         while done < len {
             let n = CHUNK.min(len - done) as u32;
-            let buf = self.read(ino_in, off_in + done, n)?;
+            let buf = self.read(ino_in, off_in.saturating_add(done), n)?;
             if buf.is_empty() {
                 break;
             }
-            self.write(ino_out, None, off_out + done, &buf, false)?;
+            self.write(ino_out, None, off_out.saturating_add(done), &buf, false)?;
             done += buf.len() as u64;
             if (buf.len() as u32) < n {
                 break;

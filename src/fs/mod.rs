@@ -26,7 +26,7 @@ use crate::store::{self, Chain, Store};
 pub use dir::DirEntry;
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
-pub use volume::{Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
+pub use volume::{Notice, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
 
 pub use crate::store::ROOT_INO;
 
@@ -34,8 +34,11 @@ pub use crate::store::ROOT_INO;
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target, in bytes (PATH_MAX less the NUL).
 pub const SYMLINK_MAX: usize = 4095;
-/// Largest file size (offsets past it get EFBIG).
-pub const MAX_FILE_SIZE: u64 = 1 << 60;
+/// Largest file size (offsets past it get EFBIG): the kernel's own limit for FUSE files
+/// (`MAX_LFS_FILESIZE`). It must be the same: with the writeback cache the kernel accepts
+/// writes up to its limit before the daemon sees them, and a smaller limit here would turn
+/// such writes into data lost at writeback.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// Largest xattr value (Linux XATTR_SIZE_MAX).
 pub const XATTR_VALUE_MAX: usize = 65536;
 
@@ -66,6 +69,8 @@ enum Handle {
     File {
         ino: u64,
         append: bool,
+        /// Opened for writing (the kernel may hold cached writes for it).
+        write: bool,
     },
     Dir {
         ino: u64,
@@ -307,6 +312,25 @@ impl Fs {
     /// Store inode numbers that have open file handles.
     pub fn open_inodes(&self) -> Vec<u64> {
         self.handles.lock().open.keys().copied().collect()
+    }
+
+    /// Store inode numbers that have a file handle open for writing.
+    pub fn open_writable_inodes(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .handles
+            .lock()
+            .map
+            .values()
+            .filter_map(|h| match h {
+                Handle::File {
+                    ino, write: true, ..
+                } => Some(*ino),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -416,6 +416,7 @@ impl Fs {
             Handle::File {
                 ino,
                 append: flags & libc::O_APPEND != 0,
+                write: flags & libc::O_ACCMODE != libc::O_RDONLY,
             },
         );
         *h.open.entry(ino).or_insert(0) += 1;

@@ -67,10 +67,22 @@ pub struct Volume {
     slots: RwLock<Slots>,
     /// Slot of the current head generation (0 until the first restore).
     head_slot: AtomicU64,
-    /// Kernel inode numbers whose cached pages and attributes must go (sent to the mount's
-    /// notifier thread: a FUSE handler must never notify the kernel itself).
-    invalidate: parking_lot::Mutex<Option<crossbeam_channel::Sender<u64>>>,
+    /// Requests to the mount's notifier thread (a FUSE handler must never notify the kernel
+    /// itself).
+    invalidate: parking_lot::Mutex<Option<crossbeam_channel::Sender<Notice>>>,
 }
+
+/// A request to the kernel, carried out by the mount's notifier thread.
+pub enum Notice {
+    /// Drop the cached attributes and pages of this kernel inode.
+    Inval(u64),
+    /// Write back the kernel's cached (dirty) pages of these kernel inodes, waiting until
+    /// they are in the store; then answer on the channel.
+    Flush(Vec<u64>, crossbeam_channel::Sender<()>),
+}
+
+/// How long a snapshot waits for the kernel to hand over its cached writes.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// First slot handed to a head generation after a restore (they count down).
 const FIRST_HEAD_SLOT: u64 = SPECIAL_SLOT - 1;
@@ -102,9 +114,35 @@ impl Volume {
         }
     }
 
-    /// Where to send inode numbers to invalidate in the kernel.
-    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<u64>) {
+    /// Where to send requests to the kernel.
+    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<Notice>) {
         *self.invalidate.lock() = Some(tx);
+    }
+
+    /// Makes every write the kernel has accepted for this mount part of the head: with the
+    /// writeback cache, returned writes may still sit in the kernel's page cache for files
+    /// that are open for writing (closed files were flushed by close). Called before a
+    /// snapshot, a copy of the current tree and a restore. Fails (never snapshots without
+    /// them) if the kernel does not hand them over in time.
+    pub fn flush_writes(&self) -> FsResult<()> {
+        let inos: Vec<u64> = self
+            .head
+            .open_writable_inodes()
+            .into_iter()
+            .map(|i| self.out(i))
+            .collect();
+        if inos.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = self.invalidate.lock().clone() else {
+            return Ok(()); // not mounted: nothing is cached
+        };
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        tx.send(Notice::Flush(inos, done_tx))
+            .map_err(|_| FsError::Io("the mount's notifier is gone".into()))?;
+        done_rx
+            .recv_timeout(FLUSH_TIMEOUT)
+            .map_err(|_| FsError::Io("the kernel did not write back cached writes in time".into()))
     }
 
     /// A snapshot of this container was deleted: drop what the kernel caches of its open
@@ -122,7 +160,7 @@ impl Volume {
             let mut inos = fs.open_inodes();
             inos.push(ROOT_INO);
             for ino in inos {
-                let _ = tx.send((slot << SLOT_SHIFT) | ino);
+                let _ = tx.send(Notice::Inval((slot << SLOT_SHIFT) | ino));
             }
         }
     }
@@ -367,6 +405,7 @@ impl Volume {
             if self.snapdir_lookup(name).is_ok() {
                 return Err(FsError::Exists);
             }
+            self.flush_writes()?;
             let info = self
                 .head
                 .store()
