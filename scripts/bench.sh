@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the same fixed workload on a snapfs mount (fresh store)
 # and on a plain host directory, both on the same disk. Prints absolute figures
-# and a Markdown table with snapfs/host ratios. Never passes or fails on speed:
+# and a Markdown table with snapfs/host and snapfs/fuse-overlayfs ratios. Never passes or fails on speed:
 # exits non-zero only when something crashes (fio, metabench, mount, ...).
 #
 # Environment (defaults in brackets; BENCH_QUICK=1 gives a smoke-test version):
@@ -10,8 +10,7 @@
 #   BENCH_RUNTIME        seconds per time-based random job              [15; quick 3]
 #   BENCH_META_FILES     files for examples/metabench.rs                [20000; quick 2000]
 #   BENCH_DIR            parent of the temp dir (must be a real disk)   [/var/tmp]
-#   BENCH_TARGETS        what to compare, in column order               ["host snapfs"]
-#                        (add fuse-overlayfs for a third column)
+#   BENCH_TARGETS        what to compare, in column order   ["host snapfs fuse-overlayfs"]
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
 #   BENCH_OUT            also write the Markdown table to this file     []
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
@@ -31,7 +30,7 @@ else
     SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-300}"
 fi
 BASE="${BENCH_DIR:-/var/tmp}"
-read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs fuse-overlayfs}"
 [ "${#TARGETS[@]}" -gt 0 ] || die "BENCH_TARGETS is empty"
 
 extra_pkgs=()
@@ -245,8 +244,11 @@ def fmt(v, unit):
 
 head = ["workload"] + targets
 ratio = "host" in targets and "snapfs" in targets
+ovl = "fuse-overlayfs" in targets and "snapfs" in targets
 if ratio:
     head.append("ratio snapfs/host")
+if ovl:
+    head.append("ratio snapfs/fuse-overlayfs")
 out = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
 for w in order:
     unit = units[w]
@@ -254,6 +256,9 @@ for w in order:
     if ratio:
         h, s = rows.get(("host", w)), rows.get(("snapfs", w))
         cells.append(f"{s / h:.2f}" if h and s is not None else "n/a")
+    if ovl:
+        o, s = rows.get(("fuse-overlayfs", w)), rows.get(("snapfs", w))
+        cells.append(f"{s / o:.2f}" if o and s is not None else "n/a")
     out.append("| " + " | ".join(cells) + " |")
 out.append("")
 out.append(f"fio: psync, iodepth 1, file {size}; random jobs {runtime} s each; "
