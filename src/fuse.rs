@@ -110,6 +110,27 @@ fn attr(ino: u64, i: &Inode, blksize: u32) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: inode 0 tells the kernel the name does not exist.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Converts a time the kernel sent. fuser 0.18 builds pre-1970 times as
 /// `EPOCH - (secs + nsecs)` from the kernel's `(-secs, nsecs)`, so undo exactly that.
 fn request_time(t: SystemTime) -> Ts {
@@ -175,7 +196,17 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(parent.0, reply, self.fs.lookup(parent.0, name.as_bytes()))
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A name that does not exist is cached too (a negative entry: inode 0), for as
+            // long as a positive one would be: a head's names change only through this mount
+            // (online restore invalidates the root's names), a snapshot's never. Not in
+            // `.snapshots`, whose names the API and the expiry thread change.
+            Err(FsError::NotFound) if !self.fs.is_snapdir(parent.0) => {
+                let ttl = self.attr_ttl(parent.0);
+                reply.entry_with_ttls(&ttl, &ttl, &negative_attr(), Generation(0))
+            }
+            r => self.entry(parent.0, reply, r),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -374,8 +405,11 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Every write is already in the store; durability is fsync's job.
-        reply.ok()
+        // Nothing to do at close: every write is in the store (the kernel writes its cached
+        // pages back before it asks), durability is fsync's job, and locks are the kernel's.
+        // ENOSYS tells the kernel never to send FLUSH again, which takes one round trip off
+        // every close(2) (the kernel then treats flush as done).
+        reply.error(Errno::from_i32(libc::ENOSYS))
     }
 
     fn release(
@@ -685,6 +719,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     let conn = std::fs::metadata(mountpoint)
         .map(|m| libc_minor(m.dev()))
         .unwrap_or(0);
+    set_readahead(conn);
     Ok(MountHandle {
         session: Some(session),
         notifier,
@@ -692,6 +727,19 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         volume,
         conn,
     })
+}
+
+/// Kernel readahead for the mount, in KiB. FUSE offers at most 128 KiB at init; the
+/// connection's backing device takes more. Measured on a cold 1 GiB sequential read (dd
+/// bs=1M): 474 MB/s with 128 KiB, 565 MB/s with 1 MiB.
+const READAHEAD_KB: u32 = 1024;
+
+/// Raises the readahead of FUSE connection `conn` (best effort: needs root and sysfs).
+fn set_readahead(conn: u64) {
+    let path = format!("/sys/class/bdi/0:{conn}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, READAHEAD_KB.to_string()) {
+        log::info!("cannot raise readahead ({path}): {e}");
+    }
 }
 
 fn libc_minor(dev: u64) -> u64 {

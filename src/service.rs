@@ -373,7 +373,13 @@ impl Service {
         }
         let s = self.store.restore(c.id.as_bytes(), key)?;
         if let Some(m) = mounted {
-            m.invalidate_root(&old_names);
+            // Names of both trees: the old ones may be cached as present, the restored ones
+            // as absent (negative entries).
+            let mut names = old_names;
+            names.extend(root_names(m.volume().head()));
+            names.sort_unstable();
+            names.dedup();
+            m.invalidate_root(&names);
             // Open files of the old tree: drop their cached pages so reads reach us (ESTALE).
             m.invalidate_inodes(&open);
         }

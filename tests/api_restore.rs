@@ -258,3 +258,34 @@ fn restore_then_delete_snapshot_keeps_restored_data_after_reclaim() {
     assert_eq!(read(&m2.join("d/small")), b"small");
     d.unmount("rc", &m2);
 }
+
+/// Names that do not exist are cached by the kernel too (negative entries): a name that was
+/// looked up and missing before a restore must be there when the restored tree has it, at the
+/// root and below.
+#[test]
+fn restore_brings_back_names_the_kernel_cached_as_missing() {
+    let d = Daemon::start();
+    d.create_container("n", None);
+    let mnt = d.mount("n", "m");
+    fs::create_dir(mnt.join("dir")).expect("mkdir");
+    fs::write(mnt.join("top"), b"top").expect("write top");
+    fs::write(mnt.join("dir/inner"), b"inner").expect("write inner");
+    d.snapshot("n", json!({"alias": "full"}));
+    fs::remove_file(mnt.join("top")).expect("rm top");
+    fs::remove_file(mnt.join("dir/inner")).expect("rm inner");
+    fs::remove_dir(mnt.join("dir")).expect("rmdir");
+    // Cache the absence of every name (twice: the second lookup is the cached one).
+    for _ in 0..2 {
+        for p in ["top", "dir", "dir/inner"] {
+            assert_eq!(
+                fs::metadata(mnt.join(p)).expect_err(p).kind(),
+                ErrorKind::NotFound
+            );
+        }
+    }
+    d.ok("PATCH", "/api/v1/containers/n/snapshots/full", None);
+    assert_eq!(read(&mnt.join("top")), b"top");
+    assert_eq!(read(&mnt.join("dir/inner")), b"inner");
+    assert_eq!(ls(&mnt), ["dir", "top"]);
+    d.unmount("n", &mnt);
+}
