@@ -77,6 +77,19 @@ impl Drop for PidFile {
     }
 }
 
+/// glibc gives threads that allocate their own heap arenas (up to 8 per core), and with the
+/// FUSE and RocksDB threads the daemon's resident memory grew by fragmentation. Measured with
+/// `MEM_WRITE_GIB=1 MEM_FILES=300000 MEM_DIRS=300 scripts/memory.sh`: peak RSS 544 MiB with
+/// the default, 428 MiB with two arenas, same speed. Called before any thread starts.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Versions reclaim handles per batch (default 512); small values stretch reclaim out, which
 /// the crash test uses to kill the daemon in the middle of it.
 const RECLAIM_CHUNK_ENV: &str = "SNAPFS_RECLAIM_CHUNK";
@@ -143,6 +156,7 @@ fn compact_if_worth_it(store: &crate::store::Store) {
 
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
+    limit_malloc_arenas();
     let store = crate::mount::open_store(store_path)?;
     setup_logging(store_path);
     if let Some(n) = reclaim_chunk_from_env()? {
