@@ -279,18 +279,24 @@ fn now() -> Ts {
 }
 
 impl Fs {
-    /// Opens the head view of `container`.
+    /// Opens the head view of `container`, freeing inodes a crash left unlinked but open.
     pub fn new(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
+        let fs = Self::head_unchanged(store, container)?;
+        fs.purge_orphans()?;
+        Ok(fs)
+    }
+
+    /// Opens the head view of `container` without writing anything (for checks: orphans
+    /// stay until the next real open).
+    pub fn head_unchanged(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
         store.head(container)?;
-        let fs = Fs {
+        Ok(Fs {
             store,
             container: container.to_vec(),
             view: View::Head,
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
-        };
-        fs.purge_orphans()?;
-        Ok(fs)
+        })
     }
 
     /// A read-only view of the frozen tree `chain` of `container`.

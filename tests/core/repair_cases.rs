@@ -211,3 +211,42 @@ fn repair_never_changes_a_snapshot_and_leaves_bad_checksums_reported() {
     assert_eq!(t.read(f_ino, 0, 100).unwrap(), b"in the snapshot");
     assert_eq!(t.getattr(f_ino).unwrap().nlink, 1);
 }
+
+#[test]
+fn fsck_check_writes_nothing_and_leaves_orphans_to_the_next_open() {
+    let t = new_fs();
+    let (ino, fh) = file(&t, "tmp");
+    t.write(ino, Some(fh), 0, b"open, unlinked", false).unwrap();
+    t.unlink(ROOT_INO, b"tmp").unwrap();
+    // A crash with the file still open: its orphan record stays. Open the store without the
+    // filesystem (which would purge it) and check.
+    let mut t = t;
+    let kv = t.store().kv_arc();
+    t.fs = None; // closes the filesystem; `t` keeps the backend (and its directory)
+    let store = std::sync::Arc::new(snapfs::store::Store::open(kv.clone()).unwrap());
+    let count = |store: &snapfs::store::Store| {
+        let mut n = 0;
+        store
+            .kv()
+            .scan(
+                snapfs::kv::Space::Meta,
+                &[snapfs::keys::TAG_ORPHAN],
+                &[snapfs::keys::TAG_ORPHAN + 1],
+                snapfs::kv::Dir::Forward,
+                &mut |_, _| {
+                    n += 1;
+                    true
+                },
+            )
+            .unwrap();
+        n
+    };
+    assert_eq!(count(&store), 1);
+    let report = snapfs::fsck::check(&store).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(count(&store), 1, "fsck (check only) purged the orphan");
+    let fs = open_default(store.clone());
+    assert_eq!(count(&store), 0, "opening the head purges it");
+    assert_eq!(errno(fs.getattr(ino)), libc::ENOENT);
+    drop((fs, store, kv, t));
+}
