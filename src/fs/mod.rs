@@ -1,5 +1,5 @@
 //! The filesystem core: POSIX semantics over one view of a container. No FUSE types here; the
-//! adapter in `fuse.rs` converts and calls these methods.
+//! adapter in `fuse/` converts and calls these methods.
 //!
 //! Every mutating operation takes the store's write lock, builds one [`Batch`] and writes it
 //! atomically. Reads resolve, for each key, the newest version in the view's epoch chain.

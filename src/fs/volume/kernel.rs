@@ -1,0 +1,96 @@
+//! What a volume asks of the kernel, through its mount's notifier thread: dropping cached
+//! pages and attributes, writing back cached writes before a snapshot, and new inode-number
+//! generations for the head after a restore.
+
+use std::sync::atomic::Ordering;
+
+use super::{Volume, FIRST_HEAD_SLOT, SLOT_SHIFT};
+use crate::error::{FsError, FsResult};
+use crate::fs::ROOT_INO;
+
+/// A request to the kernel, carried out by the mount's notifier thread.
+pub enum Notice {
+    /// Drop the cached attributes and pages of this kernel inode.
+    Inval(u64),
+    /// Write back the kernel's cached (dirty) pages of these kernel inodes, waiting until
+    /// they are in the store; then answer on the channel.
+    Flush(Vec<u64>, crossbeam_channel::Sender<()>),
+}
+
+/// How long a snapshot waits for the kernel to hand over its cached writes.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Volume {
+    /// Where to send requests to the kernel.
+    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<Notice>) {
+        *self.invalidate.lock() = Some(tx);
+    }
+
+    /// Makes every write the kernel has accepted for this mount part of the head: with the
+    /// writeback cache, returned writes may still sit in the kernel's page cache for files
+    /// that are open for writing (closed files were flushed by close). Called before a
+    /// snapshot, a copy of the current tree and a restore. Fails (never snapshots without
+    /// them) if the kernel does not hand them over in time.
+    pub fn flush_writes(&self) -> FsResult<()> {
+        let inos: Vec<u64> = self
+            .head
+            .open_writable_inodes()
+            .into_iter()
+            .map(|i| self.out(i))
+            .collect();
+        if inos.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = self.invalidate.lock().clone() else {
+            return Ok(()); // not mounted: nothing is cached
+        };
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        tx.send(Notice::Flush(inos, done_tx))
+            .map_err(|_| FsError::Io("the mount's notifier is gone".into()))?;
+        done_rx
+            .recv_timeout(FLUSH_TIMEOUT)
+            .map_err(|_| FsError::Io("the kernel did not write back cached writes in time".into()))
+    }
+
+    /// A snapshot of this container was deleted: drop what the kernel caches of its open
+    /// files (and its root), so its data is never served again.
+    pub fn snapshot_gone(&self, epoch: u64) {
+        let view = {
+            let slots = self.slots.read();
+            slots.by_epoch.get(&epoch).and_then(|&slot| {
+                let i = slot.checked_sub(1)? as usize;
+                slots.views.get(i).map(|(_, _, fs)| (slot, fs.clone()))
+            })
+        };
+        let Some((slot, fs)) = view else { return };
+        if let Some(tx) = self.invalidate.lock().as_ref() {
+            let mut inos = fs.open_inodes();
+            inos.push(ROOT_INO);
+            for ino in inos {
+                let _ = tx.send(Notice::Inval((slot << SLOT_SHIFT) | ino));
+            }
+        }
+    }
+
+    /// Starts a new head generation (after the container was restored): inode numbers of the
+    /// previous tree go stale.
+    pub fn new_head_generation(&self) -> FsResult<()> {
+        let slots = self.slots.read();
+        let cur = self.head_slot.load(Ordering::SeqCst);
+        let next = if cur == 0 { FIRST_HEAD_SLOT } else { cur - 1 };
+        if next <= slots.views.len() as u64 {
+            return Err(FsError::Io("out of inode number slots; remount".into()));
+        }
+        self.head_slot.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Kernel inode numbers of the head's files that are open right now.
+    pub fn open_head_inodes(&self) -> Vec<u64> {
+        self.head
+            .open_inodes()
+            .into_iter()
+            .map(|i| self.out(i))
+            .collect()
+    }
+}
