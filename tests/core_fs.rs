@@ -16,6 +16,7 @@ mod mem {
     }
     include!("core/cases.rs");
     include!("core/repair_cases.rs");
+    include!("core/privilege_cases.rs");
 }
 
 mod rocks {
@@ -25,4 +26,5 @@ mod rocks {
     }
     include!("core/cases.rs");
     include!("core/repair_cases.rs");
+    include!("core/privilege_cases.rs");
 }

@@ -111,7 +111,8 @@ impl Fs {
     }
 
     /// Writes `data` at `offset` (at the end of file for an `O_APPEND` handle). Returns the
-    /// number of bytes written.
+    /// number of bytes written. A write drops file capabilities, and with `kill_priv` (the
+    /// writer may not keep them: no `CAP_FSETID`) the setuid/setgid bits.
     pub fn write(
         &self,
         ino: u64,
@@ -133,15 +134,13 @@ impl Fs {
             .ok_or(FsError::FileTooBig)?;
         if !data.is_empty() {
             self.store.check_space(data.len() as u64)?;
+            self.drop_privileges(&mut tx, ino, &mut inode, kill_priv)?;
             self.write_blocks(&mut tx, &mut inode, offset, data)?;
             inode.size = inode.size.max(end);
         }
         let t = now();
         inode.mtime = t;
         inode.ctime = t;
-        if kill_priv {
-            inode.perm &= !0o6000;
-        }
         tx.put_inode(ino, &inode);
         tx.commit()?;
         Ok(data.len() as u32)
@@ -267,7 +266,16 @@ impl Fs {
 
     /// `fallocate`: mode 0 and KEEP_SIZE reserve nothing (copy-on-write cannot promise space)
     /// but extend the size; PUNCH_HOLE|KEEP_SIZE deallocates. Anything else: EOPNOTSUPP.
-    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+    /// `fallocate(2)` modes 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE. Like a write, it drops file
+    /// capabilities and with `kill_priv` the setuid/setgid bits.
+    pub fn fallocate(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+        kill_priv: bool,
+    ) -> FsResult<()> {
         let end = offset
             .checked_add(len)
             .filter(|e| *e <= MAX_FILE_SIZE)
@@ -275,9 +283,19 @@ impl Fs {
         if len == 0 {
             return Err(FsError::Invalid("zero length"));
         }
+        if ![
+            0,
+            FALLOC_FL_KEEP_SIZE,
+            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+        ]
+        .contains(&mode)
+        {
+            return Err(FsError::NotSupported);
+        }
         let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         Self::check_file(&inode)?;
+        self.drop_privileges(&mut tx, ino, &mut inode, kill_priv)?;
         match mode {
             0 => {
                 if end > inode.size {
@@ -285,15 +303,14 @@ impl Fs {
                     inode.ctime = now();
                 }
             }
-            FALLOC_FL_KEEP_SIZE => return Ok(()),
-            m if m == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE => {
+            FALLOC_FL_KEEP_SIZE => {}
+            _ => {
                 let to = end.min(inode.size);
                 self.clear_range(&mut tx, &mut inode, offset, to)?;
                 let t = now();
                 inode.mtime = t;
                 inode.ctime = t;
             }
-            _ => return Err(FsError::NotSupported),
         }
         tx.put_inode(ino, &inode);
         tx.commit()
@@ -347,6 +364,7 @@ impl Fs {
         ino_out: u64,
         off_out: u64,
         len: u64,
+        kill_priv: bool,
     ) -> FsResult<u64> {
         const CHUNK: u64 = 1 << 20;
         let mut done = 0u64;
@@ -356,7 +374,7 @@ impl Fs {
             if buf.is_empty() {
                 break;
             }
-            self.write(ino_out, None, off_out.saturating_add(done), &buf, false)?;
+            self.write(ino_out, None, off_out.saturating_add(done), &buf, kill_priv)?;
             done += buf.len() as u64;
             if (buf.len() as u32) < n {
                 break;

@@ -337,9 +337,10 @@ impl Fs {
             if let Some(gid) = set.gid {
                 inode.gid = gid;
             }
-            // chown by anyone but root clears setuid/setgid on non-directories.
-            if caller.uid != 0 && inode.kind != Kind::Dir && set.mode.is_none() {
-                inode.perm &= !0o6000;
+            // chown of a non-directory drops its privileges, whoever does it (as on ext4);
+            // an explicit mode in the same request wins.
+            if inode.kind != Kind::Dir {
+                self.drop_privileges(&mut tx, ino, &mut inode, set.mode.is_none())?;
             }
             changed = true;
         }
@@ -353,6 +354,11 @@ impl Fs {
             if size > super::MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
             }
+            // Truncation drops file capabilities, and the setuid/setgid bits when the caller
+            // is not root (the kernel's FATTR_KILL_SUIDGID, which fuser does not pass on,
+            // means "no CAP_FSETID"; root has it by default).
+            let setid = caller.uid != 0 && set.mode.is_none();
+            self.drop_privileges(&mut tx, ino, &mut inode, setid)?;
             self.set_size(&mut tx, &mut inode, size)?;
             if set.mtime.is_none() {
                 inode.mtime = t;

@@ -1,12 +1,12 @@
 //! Extended attributes.
 
-use crate::codec;
+use crate::codec::{self, Inode};
 use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::Space;
 use crate::store;
 
-use super::{now, resolve, scan_visible, Fs, XATTR_VALUE_MAX};
+use super::{now, resolve, scan_visible, Fs, Tx, XATTR_VALUE_MAX};
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
@@ -25,7 +25,48 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// File capabilities (`setcap`): dropped whenever a file's contents or owner change.
+const CAPABILITY: &[u8] = b"security.capability";
+
+/// Permission bits after a change that drops privileges, as the kernel's
+/// `should_remove_suid` decides: setuid goes, setgid only with group execute (without it,
+/// setgid marks mandatory locking, not a privilege).
+pub(super) fn without_setid(perm: u16) -> u16 {
+    let mut perm = perm & !0o4000;
+    if perm & 0o010 != 0 {
+        perm &= !0o2000;
+    }
+    perm
+}
+
 impl Fs {
+    /// Drops what a write, truncation or chown of a non-directory must drop. The mount asks
+    /// the kernel to leave this to us (`FUSE_HANDLE_KILLPRIV_V2`, which spares a
+    /// `security.capability` lookup round trip before every write): file capabilities always,
+    /// and with `setid` the setuid/setgid bits (see [`without_setid`]).
+    pub(super) fn drop_privileges(
+        &self,
+        tx: &mut Tx<'_>,
+        ino: u64,
+        inode: &mut Inode,
+        setid: bool,
+    ) -> FsResult<()> {
+        if setid {
+            inode.perm = without_setid(inode.perm);
+        }
+        if self.xattr_in(&tx.chain, ino, CAPABILITY)?.is_some() {
+            let e = tx.epoch();
+            store::put_version(
+                &mut tx.batch,
+                Space::Meta,
+                &keys::xattr(ino, CAPABILITY),
+                e,
+                codec::tombstone(),
+            );
+        }
+        Ok(())
+    }
+
     fn xattr_in(&self, chain: &store::Chain, ino: u64, name: &[u8]) -> FsResult<Option<Vec<u8>>> {
         match resolve(self.store.kv(), Space::Meta, &keys::xattr(ino, name), chain)? {
             None => Ok(None),

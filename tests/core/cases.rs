@@ -54,14 +54,14 @@ fn punch_hole_reads_zeros_and_frees_blocks() {
     let fs = new_fs();
     let (ino, fh) = file(&fs, "p");
     fs.write(ino, Some(fh), 0, &[1u8; 16384], false).unwrap();
-    fs.fallocate(ino, 1000, 10_000, 0x03).unwrap();
+    fs.fallocate(ino, 1000, 10_000, 0x03, false).unwrap();
     let got = fs.read(ino, 0, 16384).unwrap();
     assert!(got[..1000].iter().all(|b| *b == 1));
     assert!(got[1000..11_000].iter().all(|b| *b == 0));
     assert!(got[11_000..].iter().all(|b| *b == 1));
     assert_eq!(fs.getattr(ino).unwrap().size, 16384);
     assert!(fs.getattr(ino).unwrap().alloc < 16384);
-    assert_eq!(errno(fs.fallocate(ino, 0, 10, 0x10)), libc::EOPNOTSUPP);
+    assert_eq!(errno(fs.fallocate(ino, 0, 10, 0x10, false)), libc::EOPNOTSUPP);
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn random_file_ops_match_model() {
                 7 => {
                     let off = rng.gen_range(0..40_000usize);
                     let len = rng.gen_range(1..12_000usize);
-                    fs.fallocate(ino, off as u64, len as u64, 0x03).unwrap();
+                    fs.fallocate(ino, off as u64, len as u64, 0x03, false).unwrap();
                     let end = (off + len).min(model.len());
                     if off < end {
                         model[off..end].fill(0);

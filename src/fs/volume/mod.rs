@@ -707,8 +707,16 @@ impl Volume {
         }
     }
 
-    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
-        self.head.fallocate(self.head_ino(ino)?, offset, len, mode)
+    pub fn fallocate(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+        kill_priv: bool,
+    ) -> FsResult<()> {
+        self.head
+            .fallocate(self.head_ino(ino)?, offset, len, mode, kill_priv)
     }
 
     pub fn lseek(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
@@ -726,20 +734,24 @@ impl Volume {
         ino_out: u64,
         off_out: u64,
         len: u64,
+        kill_priv: bool,
     ) -> FsResult<u64> {
         let out = self.head_ino(ino_out)?;
         match self.target(ino_in)? {
-            Target::Head(i) => self.head.copy_file_range(i, off_in, out, off_out, len),
+            Target::Head(i) => self
+                .head
+                .copy_file_range(i, off_in, out, off_out, len, kill_priv),
             Target::Snap(_, fs, i) => {
                 // Copy out of a snapshot into the head: read there, write here.
                 let mut done = 0u64;
                 while done < len {
                     let n = (len - done).min(1 << 20) as u32;
-                    let buf = fs.read(i, off_in + done, n)?;
+                    let buf = fs.read(i, off_in.saturating_add(done), n)?;
                     if buf.is_empty() {
                         break;
                     }
-                    self.head.write(out, None, off_out + done, &buf, false)?;
+                    self.head
+                        .write(out, None, off_out.saturating_add(done), &buf, kill_priv)?;
                     done += buf.len() as u64;
                 }
                 Ok(done)
