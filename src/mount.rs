@@ -46,7 +46,7 @@ pub fn init(path: &Path, block_size: u64) -> Result<()> {
 }
 
 fn open_kv(path: &Path) -> Result<RocksKv> {
-    RocksKv::open(&db_dir(path), &RocksOptions::default()).map_err(|e| match e {
+    RocksKv::open(&db_dir(path), &RocksOptions::for_disk(path)).map_err(|e| match e {
         KvError::Busy => anyhow!("store {} is in use by another process", path.display()),
         other => anyhow!("cannot open store {}: {other}", path.display()),
     })
