@@ -62,7 +62,7 @@ impl RocksOptions {
         const MIB: u64 = 1 << 20;
         let mut opts = Self::default();
         if let Ok(s) = nix::sys::statvfs::statvfs(dir) {
-            let total = (s.blocks() as u64).saturating_mul(s.fragment_size() as u64);
+            let total = s.blocks().saturating_mul(s.fragment_size());
             let bytes = (total / 64).clamp(16 * MIB, 64 * MIB) / MIB * MIB;
             opts.write_buffer_bytes = bytes as usize;
         }
@@ -498,7 +498,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = RocksOptions::for_disk(dir.path());
         let s = nix::sys::statvfs::statvfs(dir.path()).expect("statvfs");
-        let total = s.blocks() as u64 * s.fragment_size() as u64;
+        let total = s.blocks() * s.fragment_size();
         let want = (total / 64).clamp(16 << 20, 64 << 20) >> 20 << 20;
         assert_eq!(
             opts.write_buffer_bytes as u64, want,
