@@ -17,6 +17,8 @@
 #   BENCH_SNAPSHOTS=0    skip the snapshot section                      [1]
 #   BENCH_SNAP_FILES     files (~52 KiB each) of the "filled" container [20000; quick 2000]
 #   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [300; quick 30]
+#   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
+#                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -55,6 +57,7 @@ WORK="$(mktemp -d "$BASE/snapfs-bench.XXXXXX")"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 MOUNTS=() # mount points to take down on exit
+PIN=()    # command prefix for daemons and programs: empty, or `taskset -c 0` (pinned rerun)
 
 cleanup() {
     local rc=$? m busy=0
@@ -131,9 +134,9 @@ unmount_target() {
 remount_target() {
     case "$1" in
     host) return 0 ;;
-    snapfs) "$SNAPFS_BIN" mount "$WORK/snapfs-store" "$WORK/snapfs-mnt" ;;
+    snapfs) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/snapfs-store" "$WORK/snapfs-mnt" ;;
     fuse-overlayfs)
-        fuse-overlayfs -o "lowerdir=$WORK/ovl-lower,upperdir=$WORK/ovl-upper,workdir=$WORK/ovl-work" \
+        "${PIN[@]}" fuse-overlayfs -o "lowerdir=$WORK/ovl-lower,upperdir=$WORK/ovl-upper,workdir=$WORK/ovl-work" \
             "$WORK/ovl-mnt"
         ;;
     esac
@@ -198,11 +201,27 @@ run_target() {
         --rw=randread --bs=4k --time_based --runtime="$rt"
     rm -f -- "$dir/fio.dat"
 
-    log "target $t: metabench ($META_FILES files in 100 dirs)"
-    local meta="$WORK/metabench-$t.jsonl" workload ops
-    "$METABENCH" "$dir" --files "$META_FILES" --dirs 100 >"$meta"
+    metabench "$t" "$dir" ""
+    if [ "${BENCH_PINNED:-1}" = 1 ] && [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
+        # Same run with the program and the FUSE daemon on CPU 0: a FUSE round trip is then a
+        # context switch instead of a wakeup on the other vCPU.
+        unmount_target "$t"
+        PIN=(taskset -c 0)
+        remount_target "$t"
+        metabench "$t" "$dir" ", one CPU"
+        PIN=()
+    fi
+
+    unmount_target "$t"
+}
+
+metabench() { # TARGET DIR LABEL_SUFFIX
+    local t="$1" dir="$2" suffix="$3" meta workload ops
+    meta="$WORK/metabench-$t${suffix:+-pinned}.jsonl"
+    log "target $t: metabench ($META_FILES files in 100 dirs${suffix})"
+    "${PIN[@]}" "$METABENCH" "$dir" --files "$META_FILES" --dirs 100 >"$meta"
     while IFS=$'\t' read -r workload ops; do
-        record "$t" "$workload" "$ops" "ops/s"
+        record "$t" "$workload$suffix" "$ops" "ops/s"
     done < <(python3 - "$meta" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
@@ -210,8 +229,6 @@ for line in open(sys.argv[1]):
     print(f"meta {r['phase']} {r['files']} files\t{r['ops_per_sec']:.0f}")
 PY
 )
-
-    unmount_target "$t"
 }
 
 commit="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
