@@ -24,6 +24,12 @@ const WORK_PERIOD: Duration = Duration::from_secs(1);
 const COMPACT_AFTER: u64 = 64 << 20;
 /// Background ticks between two garbage estimates (each scans the change index).
 const GARBAGE_CHECK_EVERY: u64 = 5;
+/// Background blob GC starts at this much garbage (or 1/8 of the disk usage, if more) and
+/// stops below half of it (or 1/16). It relocates the live blobs of the oldest blob files
+/// whenever compactions touch them, garbage or not: on during a 4 GiB sequential write into
+/// a fresh store, it cost 40 % of the throughput (152 vs 259 MiB/s) and 30 % more disk.
+const GC_ON_AT: u64 = 256 << 20;
+const GC_OFF_BELOW: u64 = 128 << 20;
 
 pub fn socket_path(store: &Path) -> PathBuf {
     store.join("snapfs.sock")
@@ -107,6 +113,7 @@ fn reclaim_chunk_from_env() -> Result<Option<usize>> {
 /// Expires snapshots and reclaims space until `stop` is set.
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
+    let mut gc_on = false;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(WORK_PERIOD);
         ticks += 1;
@@ -119,15 +126,25 @@ fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
             Err(e) => log::error!("reclaim: {e}"),
         }
         if ticks.is_multiple_of(GARBAGE_CHECK_EVERY) {
-            compact_if_worth_it(svc.store());
+            collect_garbage(svc.store(), &mut gc_on);
         }
     }
 }
 
-/// Compacts (and garbage-collects blob files) when the store holds much more than its live
-/// versions — after deletions, truncations and reclaim — and the device has room to rewrite
-/// the live data. This is what makes deleted space really come back.
-fn compact_if_worth_it(store: &crate::store::Store) {
+/// Whether background blob GC should run, given the garbage and whether it runs now.
+fn blob_gc_wanted(garbage: u64, used: u64, on: bool) -> bool {
+    if on {
+        garbage >= GC_OFF_BELOW.max(used / 16)
+    } else {
+        garbage >= GC_ON_AT.max(used / 8)
+    }
+}
+
+/// Makes deleted space come back: estimates the garbage (disk usage beyond the live versions
+/// and the write-ahead log), turns background blob GC on or off accordingly, and compacts
+/// everything when garbage passes a quarter of the store and the device has room to rewrite
+/// the live data.
+fn collect_garbage(store: &crate::store::Store, gc_on: &mut bool) {
     let live = match store.live_bytes() {
         Ok(n) => n,
         Err(e) => {
@@ -136,7 +153,22 @@ fn compact_if_worth_it(store: &crate::store::Store) {
         }
     };
     let used = store.kv().disk_usage();
-    let garbage = used.saturating_sub(live);
+    let garbage = used
+        .saturating_sub(live)
+        .saturating_sub(store.kv().transient_bytes());
+    let want = blob_gc_wanted(garbage, used, *gc_on);
+    if want != *gc_on {
+        match store.kv().set_background_gc(want) {
+            Ok(()) => {
+                log::info!(
+                    "background blob GC {}: {garbage} B garbage of {used} B",
+                    if want { "on" } else { "off" }
+                );
+                *gc_on = want;
+            }
+            Err(e) => log::error!("switching background blob GC: {e}"),
+        }
+    }
     if garbage < COMPACT_AFTER.max(used / 4) {
         return;
     }
@@ -277,4 +309,29 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
         let _ = s.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn blob_gc_switches_with_hysteresis() {
+        // Small stores: absolute thresholds.
+        assert!(!blob_gc_wanted(200 * MIB, 1024 * MIB, false));
+        assert!(blob_gc_wanted(256 * MIB, 1024 * MIB, false));
+        assert!(
+            blob_gc_wanted(200 * MIB, 1024 * MIB, true),
+            "stays on above the off mark"
+        );
+        assert!(!blob_gc_wanted(100 * MIB, 1024 * MIB, true));
+        // Large stores: shares of the disk usage.
+        let used = 64 * 1024 * MIB;
+        assert!(!blob_gc_wanted(used / 10, used, false));
+        assert!(blob_gc_wanted(used / 8, used, false));
+        assert!(blob_gc_wanted(used / 12, used, true));
+        assert!(!blob_gc_wanted(used / 20, used, true));
+    }
 }

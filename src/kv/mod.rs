@@ -136,6 +136,18 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     /// Bytes the backend occupies on disk (0 for memory).
     fn disk_usage(&self) -> u64;
 
+    /// The part of [`Kv::disk_usage`] that is transient by design (a write-ahead log), not
+    /// garbage.
+    fn transient_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Turns the backend's background garbage collection of deleted values on or off (a hint;
+    /// [`Kv::compact`] always collects).
+    fn set_background_gc(&self, _on: bool) -> KvResult<()> {
+        Ok(())
+    }
+
     /// The directory the store lives in, if on disk (used for `statfs`).
     fn path(&self) -> Option<&Path>;
 

@@ -12,6 +12,7 @@
 //! atomic after a crash. No prefix extractor is configured, so every iterator is total-order.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use rocksdb::{
@@ -25,8 +26,10 @@ use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, Space};
 const CF_META: &str = "meta";
 const CF_DATA: &str = "data";
 
-/// Blob GC age cutoff used in normal operation (RocksDB's default): background compactions
-/// relocate live blobs out of the oldest quarter of blob files.
+/// Blob GC age cutoff while background blob GC is on (RocksDB's default): compactions relocate
+/// live blobs out of the oldest quarter of blob files. Background blob GC starts off and is
+/// switched by [`Kv::set_background_gc`] (the daemon turns it on only while there is garbage:
+/// it relocates blobs whether or not their files hold any).
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
 /// Blob GC age cutoff used during [`Kv::compact`] of [`Space::Data`]: every blob file.
 const BLOB_GC_AGE_CUTOFF_FULL: &str = "1.0";
@@ -74,9 +77,11 @@ impl RocksOptions {
 pub struct RocksKv {
     db: DB,
     path: PathBuf,
-    /// Serializes [`Kv::compact`] calls, which temporarily change the blob GC cutoff.
+    /// Serializes [`Kv::compact`] and [`Kv::set_background_gc`], which change blob GC options.
     compact_lock: Mutex<()>,
     write_buffer_bytes: usize,
+    /// Whether background blob GC is on (see [`BLOB_GC_AGE_CUTOFF`]); guarded by `compact_lock`.
+    background_gc: AtomicBool,
 }
 
 impl std::fmt::Debug for RocksKv {
@@ -147,6 +152,10 @@ impl RocksKv {
         // "random" on every file it opens, which turns a cold sequential read of a file's
         // blocks (one 16 KiB blob after another) into one disk round trip per block.
         db_opts.set_advise_random_on_open(false);
+        // The log is deleted only once every column family flushed what it covers; RocksDB's
+        // default bound (4 × all write buffers: 1 GiB with 64 MiB buffers) kept a 1 GiB
+        // log behind a rarely full metadata memtable. Four buffers' worth forces that flush.
+        db_opts.set_max_total_wal_size(4 * opts.write_buffer_bytes as u64);
 
         let meta = Self::cf_options(&cache, opts, Space::Meta);
         let data = Self::cf_options(&cache, opts, Space::Data);
@@ -166,6 +175,7 @@ impl RocksKv {
             path: path.to_path_buf(),
             compact_lock: Mutex::new(()),
             write_buffer_bytes: opts.write_buffer_bytes,
+            background_gc: AtomicBool::new(false),
         };
         for space in Space::ALL {
             kv.cf(space)?;
@@ -189,8 +199,11 @@ impl RocksKv {
             cf.set_enable_blob_files(true);
             cf.set_min_blob_size(opts.blob_min_bytes);
             cf.set_blob_compression_type(DBCompressionType::None);
-            cf.set_enable_blob_gc(true);
+            cf.set_enable_blob_gc(false);
             cf.set_blob_gc_age_cutoff(0.25);
+            // While GC is on, also compact the oldest blob files as soon as half of them is
+            // garbage, so space comes back without foreground writes driving compactions.
+            cf.set_blob_gc_force_threshold(0.5);
             cf.set_blob_cache(cache);
         }
         cf
@@ -406,28 +419,58 @@ impl Kv for RocksKv {
                 self.db
                     .set_options_cf(
                         cf,
-                        &[(
-                            "blob_garbage_collection_age_cutoff",
-                            BLOB_GC_AGE_CUTOFF_FULL,
-                        )],
+                        &[
+                            ("enable_blob_garbage_collection", "true"),
+                            (
+                                "blob_garbage_collection_age_cutoff",
+                                BLOB_GC_AGE_CUTOFF_FULL,
+                            ),
+                        ],
                     )
                     .map_err(map_err)?;
                 let mut co = CompactOptions::default();
                 co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
                 self.db
                     .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &co);
+                let gc = gc_flag(self.background_gc.load(Ordering::SeqCst));
                 self.db
                     .set_options_cf(
                         cf,
-                        &[("blob_garbage_collection_age_cutoff", BLOB_GC_AGE_CUTOFF)],
+                        &[
+                            ("blob_garbage_collection_age_cutoff", BLOB_GC_AGE_CUTOFF),
+                            ("enable_blob_garbage_collection", gc),
+                        ],
                     )
                     .map_err(map_err)
             }
         }
     }
 
+    fn set_background_gc(&self, on: bool) -> KvResult<()> {
+        let cf = self.cf(Space::Data)?;
+        let _guard = self.compact_lock.lock();
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", gc_flag(on))])
+            .map_err(map_err)?;
+        self.background_gc.store(on, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn disk_usage(&self) -> u64 {
         dir_size(&self.path)
+    }
+
+    fn transient_bytes(&self) -> u64 {
+        // The write-ahead log: a copy of what the memtables hold, deleted after their flush.
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     fn path(&self) -> Option<&Path> {
@@ -438,6 +481,14 @@ impl Kv for RocksKv {
         // Up to two full memtables being flushed to new files, plus headroom for the WAL,
         // manifests and small compactions.
         2 * self.write_buffer_bytes as u64 + (32 << 20)
+    }
+}
+
+fn gc_flag(on: bool) -> &'static str {
+    if on {
+        "true"
+    } else {
+        "false"
     }
 }
 
@@ -509,6 +560,31 @@ mod tests {
         assert_eq!(
             missing.write_buffer_bytes,
             RocksOptions::default().write_buffer_bytes
+        );
+    }
+
+    #[test]
+    fn background_gc_switches_and_the_log_counts_as_transient() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = RocksKv::open(dir.path(), &RocksOptions::default()).expect("open");
+        assert_eq!(kv.transient_bytes(), 0, "empty log");
+        let mut batch = Batch::default();
+        batch.put(Space::Data, b"k".to_vec(), vec![7u8; 10_000]);
+        kv.write(batch, false).expect("write");
+        assert!(kv.transient_bytes() >= 10_000, "the value is in the log");
+        assert!(kv.transient_bytes() <= kv.disk_usage());
+        kv.set_background_gc(true).expect("gc on");
+        kv.compact(Space::Data).expect("compact");
+        assert!(
+            kv.background_gc.load(Ordering::SeqCst),
+            "compaction keeps GC on"
+        );
+        kv.set_background_gc(false).expect("gc off");
+        kv.compact(Space::Data).expect("compact");
+        assert!(!kv.background_gc.load(Ordering::SeqCst));
+        assert_eq!(
+            kv.get(Space::Data, b"k").expect("get"),
+            Some(vec![7u8; 10_000])
         );
     }
 
