@@ -11,7 +11,7 @@
 //! - [`Kv::write`] applies a [`Batch`] atomically: after a crash either all of it or none of it
 //!   is visible. With `durable = true` it returns only once the batch is on stable storage
 //!   (and so is every batch written before it).
-//! - A [`ReadView`] from [`Kv::read_view`] sees exactly the batches written before it was taken.
+//! - A [`KvRead`] view from [`Kv::read_view`] sees exactly the batches written before it was taken.
 
 pub mod mem;
 pub mod rocks;

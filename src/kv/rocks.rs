@@ -3,7 +3,8 @@
 //! Layout: one column family per [`Space`]:
 //! - `meta`: plain block-based SST files with a bloom filter.
 //! - `data`: BlobDB — values of at least [`RocksOptions::blob_min_bytes`] go to blob files
-//!   (uncompressed; file blocks are often already compressed), with blob garbage collection on.
+//!   (uncompressed; file blocks are often already compressed); background blob garbage
+//!   collection only while [`Kv::set_background_gc`] has it on, [`Kv::compact`] always.
 //!
 //! Both share one bounded LRU cache for data blocks, index/filter blocks and blobs, so memory
 //! stays bounded by [`RocksOptions::block_cache_bytes`] plus the memtables.
