@@ -6,7 +6,7 @@ use crate::keys;
 use crate::kv::Space;
 use crate::store;
 
-use super::{now, resolve, scan_visible, Fs, Tx, XATTR_VALUE_MAX};
+use super::{now, scan_visible, Fs, Tx, XATTR_VALUE_MAX};
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
@@ -39,6 +39,20 @@ pub(super) fn without_setid(perm: u16) -> u16 {
     perm
 }
 
+impl Tx<'_> {
+    /// Writes this epoch's version of attribute `name` (an encoded value or a tombstone).
+    fn put_xattr(&mut self, ino: u64, name: &[u8], version: Vec<u8>) {
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::xattr(ino, name),
+            e,
+            version,
+        );
+    }
+}
+
 impl Fs {
     /// Drops what a write, truncation or chown of a non-directory must drop. The mount asks
     /// the kernel to leave this to us (`FUSE_HANDLE_KILLPRIV_V2`, which spares a
@@ -55,20 +69,13 @@ impl Fs {
             inode.perm = without_setid(inode.perm);
         }
         if self.xattr_in(&tx.chain, ino, CAPABILITY)?.is_some() {
-            let e = tx.epoch();
-            store::put_version(
-                &mut tx.batch,
-                Space::Meta,
-                &keys::xattr(ino, CAPABILITY),
-                e,
-                codec::tombstone(),
-            );
+            tx.put_xattr(ino, CAPABILITY, codec::tombstone());
         }
         Ok(())
     }
 
     fn xattr_in(&self, chain: &store::Chain, ino: u64, name: &[u8]) -> FsResult<Option<Vec<u8>>> {
-        match resolve(self.store.kv(), Space::Meta, &keys::xattr(ino, name), chain)? {
+        match self.resolve_meta(&keys::xattr(ino, name), chain)? {
             None => Ok(None),
             Some(v) => Ok(codec::decode::<Vec<u8>>(&v)?.live()),
         }
@@ -126,14 +133,7 @@ impl Fs {
         if flags & XATTR_REPLACE != 0 && !exists {
             return Err(FsError::NoData);
         }
-        let e = tx.epoch();
-        store::put_version(
-            &mut tx.batch,
-            Space::Meta,
-            &keys::xattr(ino, name),
-            e,
-            codec::encode_live(&value.to_vec()),
-        );
+        tx.put_xattr(ino, name, codec::encode_live(&value.to_vec()));
         inode.ctime = now();
         tx.put_inode(ino, &inode);
         tx.commit()
@@ -146,14 +146,7 @@ impl Fs {
         if self.xattr_in(&tx.chain, ino, name)?.is_none() {
             return Err(FsError::NoData);
         }
-        let e = tx.epoch();
-        store::put_version(
-            &mut tx.batch,
-            Space::Meta,
-            &keys::xattr(ino, name),
-            e,
-            codec::tombstone(),
-        );
+        tx.put_xattr(ino, name, codec::tombstone());
         inode.ctime = now();
         tx.put_inode(ino, &inode);
         tx.commit()

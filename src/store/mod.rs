@@ -131,13 +131,18 @@ pub struct MetaCache {
     generation: u64,
 }
 
-/// Whether a key of this table is cached.
+/// Whether a key of this table is cached: inodes, entries and extended attributes (a write
+/// looks up `security.capability` of its file every time; see `Fs::drop_privileges`).
 pub fn cacheable(base: &[u8]) -> bool {
     matches!(
         base.first(),
-        Some(&keys::TAG_INODE) | Some(&keys::TAG_DIRENT)
+        Some(&keys::TAG_INODE) | Some(&keys::TAG_DIRENT) | Some(&keys::TAG_XATTR)
     )
 }
+
+/// Larger values (big extended attributes) are not cached: the cache is bounded by entries.
+/// An inode with the longest symlink target stays below it.
+const CACHED_VALUE_MAX: usize = 4608;
 
 fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
     match kv.get(Space::Meta, &keys::setting(name))? {
@@ -286,7 +291,8 @@ impl Store {
     /// Remembers a resolution read from the kv, unless a commit happened since `generation`.
     pub fn cache_insert(&self, generation: u64, epoch: u64, base: &[u8], value: Option<Vec<u8>>) {
         let mut c = self.cache.lock();
-        if c.generation != generation {
+        if c.generation != generation || value.as_ref().is_some_and(|v| v.len() > CACHED_VALUE_MAX)
+        {
             return;
         }
         if c.map.len() >= CACHE_MAX {
@@ -305,7 +311,11 @@ impl Store {
                 crate::kv::BatchOp::Put(Space::Meta, k, v) => {
                     if let Some((base, e)) = keys::split_version(k) {
                         if e == epoch && cacheable(base) {
-                            c.map.insert((epoch, base.to_vec()), Some(v.clone()));
+                            if v.len() <= CACHED_VALUE_MAX {
+                                c.map.insert((epoch, base.to_vec()), Some(v.clone()));
+                            } else {
+                                c.map.remove(&(epoch, base.to_vec()));
+                            }
                         }
                     }
                 }

@@ -141,3 +141,26 @@ fn truncate_chown_fallocate_and_copy_drop_setid_bits_like_the_kernel() {
     fs.setattr(d, &chown, ME).unwrap();
     assert_eq!(perm(&fs, d), 0o2775, "directory setgid kept on chown");
 }
+
+#[test]
+fn cached_attributes_follow_every_change_small_and_large() {
+    // Attributes go through the store's metadata cache; values over its size limit are not
+    // cached, so a large value replacing a cached small one must evict it.
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "f");
+    let small = b"s".to_vec();
+    let large = vec![b'L'; 10_000];
+    for value in [&small, &large, &small, &large] {
+        fs.setxattr(ino, b"user.v", value, 0).unwrap();
+        assert_eq!(&fs.getxattr(ino, b"user.v").unwrap(), value);
+    }
+    fs.removexattr(ino, b"user.v").unwrap();
+    assert_eq!(errno(fs.getxattr(ino, b"user.v")), libc::ENODATA);
+    // A capability looked up (and cached as absent) by a write, then set, then dropped again.
+    fs.write(ino, Some(fh), 0, b"x", false).unwrap();
+    assert!(!has_cap(&fs, ino));
+    fs.setxattr(ino, CAP, b"cap", 0).unwrap();
+    assert!(has_cap(&fs, ino), "a cached absence is replaced by the new value");
+    fs.write(ino, Some(fh), 0, b"y", false).unwrap();
+    assert!(!has_cap(&fs, ino));
+}
