@@ -1,0 +1,104 @@
+//! Helpers shared by the kv test binaries (`kv_conformance`, `kv_backends`).
+#![allow(dead_code)]
+
+use snapfs::kv::rocks::{RocksKv, RocksOptions};
+use snapfs::kv::{Batch, Dir, Kv, KvRead, Space};
+
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Small RocksDB settings so tests exercise memtable flushes, SST files and blob files.
+pub fn small_rocks_options() -> RocksOptions {
+    RocksOptions {
+        block_cache_bytes: 4 << 20,
+        write_buffer_bytes: 64 << 10,
+        blob_min_bytes: 64,
+    }
+}
+
+pub fn put(kv: &dyn Kv, space: Space, key: &[u8], value: &[u8]) {
+    let mut b = Batch::new();
+    b.put(space, key.to_vec(), value.to_vec());
+    kv.write(b, false).expect("put");
+}
+
+pub fn del(kv: &dyn Kv, space: Space, key: &[u8]) {
+    let mut b = Batch::new();
+    b.delete(space, key.to_vec());
+    kv.write(b, false).expect("delete");
+}
+
+pub fn get<R: KvRead + ?Sized>(r: &R, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+    r.get(space, key).expect("get")
+}
+
+pub fn sfp<R: KvRead + ?Sized>(
+    r: &R,
+    space: Space,
+    lower: &[u8],
+    key: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    r.seek_for_prev(space, lower, key).expect("seek_for_prev")
+}
+
+/// Collects at most `limit` pairs of `[start, end)` in direction `dir`.
+pub fn scan_limit<R: KvRead + ?Sized>(
+    r: &R,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    dir: Dir,
+    limit: usize,
+) -> Pairs {
+    let mut out = Vec::new();
+    if limit == 0 {
+        // A callback that refuses the first pair must still have been called at most once.
+        let mut calls = 0;
+        r.scan(space, start, end, dir, &mut |_, _| {
+            calls += 1;
+            false
+        })
+        .expect("scan");
+        assert!(
+            calls <= 1,
+            "scan continued after the callback returned false"
+        );
+        return out;
+    }
+    r.scan(space, start, end, dir, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        out.len() < limit
+    })
+    .expect("scan");
+    out
+}
+
+pub fn scan_all<R: KvRead + ?Sized>(
+    r: &R,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    dir: Dir,
+) -> Pairs {
+    scan_limit(r, space, start, end, dir, usize::MAX)
+}
+
+pub fn keys(pairs: &Pairs) -> Vec<Vec<u8>> {
+    pairs.iter().map(|(k, _)| k.clone()).collect()
+}
+
+pub fn kv_pair(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (k.to_vec(), v.to_vec())
+}
+
+/// A versioned key: fixed-width object id, then the epoch big-endian so versions sort by epoch.
+pub fn versioned(id: u64, epoch: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'v');
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+pub fn open_rocks(dir: &std::path::Path) -> RocksKv {
+    RocksKv::open(dir, &small_rocks_options()).expect("open rocks")
+}
