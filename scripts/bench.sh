@@ -16,7 +16,9 @@
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
 #   BENCH_SNAPSHOTS=0    skip the snapshot section                      [1]
 #   BENCH_SNAP_FILES     files (~52 KiB each) of the "filled" container [20000; quick 2000]
-#   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [300; quick 30]
+#   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [1000; quick 30]
+#   BENCH_SCALE=0        skip the snapshot-scale section                [1]
+#   BENCH_FULL=1         snapshot-scale section with 10,000 snapshots   [1,000; quick 200]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -27,9 +29,12 @@ cd "$REPO_ROOT"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SIZE="${BENCH_SIZE:-64M}" RUNTIME="${BENCH_RUNTIME:-3}" META_FILES="${BENCH_META_FILES:-2000}"
     SNAP_FILES="${BENCH_SNAP_FILES:-2000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-30}"
+    SCALE_SNAPS=200 SCALE_BIG_MIB=16 SCALE_FILES=1000
 else
     SIZE="${BENCH_SIZE:-1G}" RUNTIME="${BENCH_RUNTIME:-15}" META_FILES="${BENCH_META_FILES:-20000}"
-    SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-300}"
+    SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-1000}"
+    SCALE_SNAPS=1000 SCALE_BIG_MIB=100 SCALE_FILES=5000
+    [ "${BENCH_FULL:-0}" = 1 ] && SCALE_SNAPS=10000
 fi
 BASE="${BENCH_DIR:-/var/tmp}"
 read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs fuse-overlayfs}"
@@ -47,10 +52,11 @@ setup
 ensure_packages "${extra_pkgs[@]}"
 command -v python3 >/dev/null 2>&1 || ensure_packages python3
 
-log "cargo build --release --bin snapfs --example metabench --example snapbench"
-cargo build --release --bin snapfs --example metabench --example snapbench
+log "cargo build --release --bin snapfs --example metabench --example snapbench --example snapscale"
+cargo build --release --bin snapfs --example metabench --example snapbench --example snapscale
 METABENCH="$CARGO_TARGET_DIR/release/examples/metabench"
 SNAPBENCH="$CARGO_TARGET_DIR/release/examples/snapbench"
+SNAPSCALE="$CARGO_TARGET_DIR/release/examples/snapscale"
 
 mkdir -p "$BASE"
 WORK="$(mktemp -d "$BASE/snapfs-bench.XXXXXX")"
@@ -382,4 +388,80 @@ snapshot_bench() {
 
 if [ "${BENCH_SNAPSHOTS:-1}" = 1 ]; then
     snapshot_bench
+fi
+
+# --- snapshots at scale -----------------------------------------------------------
+# In-process (examples/snapscale.rs): create latency per hundred snapshots, list / restore /
+# copy / delete at 1 vs N snapshots, oldest-first deletion of N - 10 with reclaim after each.
+# Through a mount (the daemon): the daily pattern with `mkdir`/`rmdir` in .snapshots, then the
+# store's size sampled until it is back near its size before the snapshots, and the unmount.
+
+store_bytes() { du -sb "$1" | cut -f1; }
+
+scale_bench() {
+    log "snapshot scale: $SCALE_SNAPS snapshots in-process ($SCALE_BIG_MIB MiB + $SCALE_FILES files)"
+    "$SNAPSCALE" "$WORK/snapscale-store" --snapshots "$SCALE_SNAPS" \
+        --big-mib "$SCALE_BIG_MIB" --files "$SCALE_FILES"
+    rm -rf -- "$WORK/snapscale-store"
+
+    log "snapshot scale: $SCALE_SNAPS snapshots through a mount, oldest-first rmdir"
+    local store="$WORK/scale-store" mnt="$WORK/scale-mnt" i t0 t1 base full after back=""
+    "$SNAPFS_BIN" init "$store"
+    mkdir -p "$mnt"
+    MOUNTS+=("$mnt")
+    "$SNAPFS_BIN" mount "$store" "$mnt"
+    head -c "$((SCALE_BIG_MIB << 20))" /dev/urandom >"$mnt/big"
+    mkdir -p "$mnt/small"
+    for ((i = 0; i < SCALE_FILES; i++)); do echo "file $i" >"$mnt/small/f$i"; done
+    sync
+    sleep 6
+    base="$(store_bytes "$store")"
+    t0=$(date +%s%N)
+    for ((i = 0; i < SCALE_SNAPS; i++)); do
+        mkdir "$mnt/.snapshots/day$i"
+        echo "changed $i" >"$mnt/small/f$((i % SCALE_FILES))"
+        echo "day $i" >>"$mnt/log"
+        dd if=/dev/urandom of="$mnt/big" bs=4k count=1 seek=$(((i * 7919) % (SCALE_BIG_MIB * 256))) \
+            conv=notrunc status=none
+    done
+    t1=$(date +%s%N)
+    local t_create=$(((t1 - t0) / 1000000))
+    sync
+    full="$(store_bytes "$store")"
+    local names
+    mapfile -t names < <(ls "$mnt/.snapshots" | grep '^snap-' | sort)
+    t0=$(date +%s%N)
+    for ((i = 0; i < ${#names[@]} - 10; i++)); do
+        rmdir "$mnt/.snapshots/${names[$i]}"
+    done
+    t1=$(date +%s%N)
+    local t_rmdir=$(((t1 - t0) / 1000000)) waited=0 max="$full" cur
+    while [ "$waited" -lt 180 ]; do
+        sleep 1
+        waited=$((waited + 1))
+        cur="$(store_bytes "$store")"
+        [ "$cur" -gt "$max" ] && max="$cur"
+        if [ "$cur" -le $((base * 5 / 4)) ]; then
+            back="$waited"
+            break
+        fi
+    done
+    after="$(store_bytes "$store")"
+    t0=$(date +%s%N)
+    snapfs_unmount "$mnt"
+    t1=$(date +%s%N)
+    local t_umount=$(((t1 - t0) / 1000000))
+
+    echo
+    echo "| daily pattern through the mount ($SCALE_SNAPS snapshots, $SCALE_BIG_MIB MiB + $SCALE_FILES files) | value |"
+    echo "|---|---:|"
+    echo "| mkdir .snapshots/X + small changes, per snapshot ms | $((t_create / SCALE_SNAPS)) |"
+    echo "| rmdir of the oldest $(( ${#names[@]} - 10 )), total ms | $t_rmdir |"
+    echo "| store MB: before snapshots / with all / peak after deletion / at the end | $((base / 1000000)) / $((full / 1000000)) / $((max / 1000000)) / $((after / 1000000)) |"
+    echo "| seconds until the store is within 1.25x of its size before snapshots | ${back:-not within 180 s} |"
+    echo "| snapfs umount right after, ms | $t_umount |"
+}
+
+if [ "${BENCH_SCALE:-1}" = 1 ]; then
+    scale_bench
 fi

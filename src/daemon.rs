@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -20,9 +20,17 @@ use crate::service::Service;
 const IDLE_UNUSED: Duration = Duration::from_secs(30);
 /// How often the background worker expires snapshots and reclaims retired epochs.
 const WORK_PERIOD: Duration = Duration::from_secs(1);
-/// Garbage (disk usage beyond the live versions) worth a compaction.
+/// How often a sleeping background worker looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// While containers write, reclaim sleeps this many times as long as each batch took.
+const BUSY_PAUSE: u32 = 4;
+/// At shutdown, how long the background worker may take to finish its batch before the
+/// kv's own background work (a long compaction) is cancelled.
+const WORKER_STOP_GRACE: Duration = Duration::from_millis(1500);
+/// Bytes of dropped versions worth a compaction of the keys that held them (or 1/16 of the
+/// store's disk usage, if more).
 const COMPACT_AFTER: u64 = 64 << 20;
-/// Background ticks between two garbage estimates (each scans the change index).
+/// Background ticks between two looks at the garbage (cheap: no scan).
 const GARBAGE_CHECK_EVERY: u64 = 5;
 /// Background blob GC starts at this much garbage (or 1/8 of the disk usage, if more) and
 /// stops below half of it (or 1/16). It relocates the live blobs of the oldest blob files
@@ -110,20 +118,67 @@ fn reclaim_chunk_from_env() -> Result<Option<usize>> {
     }
 }
 
+/// Sleeps `d`, waking early (false) if `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(STOP_POLL));
+    }
+}
+
+/// Paces the daemon's reclaim: stops between batches at shutdown, and while the containers
+/// are writing (their commits moved since the last batch) sleeps `BUSY_PAUSE` times as long
+/// as each batch took, so reclaim takes at most a fifth of a CPU and of the write lock.
+struct Pacer<'a> {
+    store: &'a crate::store::Store,
+    stop: &'a AtomicBool,
+    last_commits: std::sync::atomic::AtomicU64,
+}
+
+impl crate::store::ReclaimControl for Pacer<'_> {
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn after_batch(&self, took: Duration) {
+        let now = self.store.commit_count();
+        if self.last_commits.swap(now, Ordering::Relaxed) != now {
+            sleep_unless(self.stop, took.saturating_mul(BUSY_PAUSE));
+        }
+    }
+}
+
 /// Expires snapshots and reclaims space until `stop` is set.
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
     let mut gc_on = false;
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(WORK_PERIOD);
+    while sleep_unless(&stop, WORK_PERIOD) {
         ticks += 1;
         if let Err(e) = svc.expire() {
             log::error!("expiry: {e}");
         }
-        match svc.store().reclaim() {
-            Ok(stats) if stats.epochs_removed > 0 => log::info!("reclaimed {stats:?}"),
+        let pacer = Pacer {
+            store: svc.store(),
+            stop: &stop,
+            last_commits: svc.store().commit_count().into(),
+        };
+        let t0 = Instant::now();
+        match svc.store().reclaim_with(&pacer) {
+            Ok(stats) if stats.work() > 0 => {
+                log::info!("reclaimed in {:?}: {stats:?}", t0.elapsed())
+            }
             Ok(_) => {}
             Err(e) => log::error!("reclaim: {e}"),
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
         }
         if ticks.is_multiple_of(GARBAGE_CHECK_EVERY) {
             collect_garbage(svc.store(), &mut gc_on);
@@ -140,22 +195,18 @@ fn blob_gc_wanted(garbage: u64, used: u64, on: bool) -> bool {
     }
 }
 
-/// Makes deleted space come back: estimates the garbage (disk usage beyond the live versions
-/// and the write-ahead log), turns background blob GC on or off accordingly, and compacts
-/// everything when garbage passes a quarter of the store and the device has room to rewrite
-/// the live data.
+/// Makes deleted space come back, at a cost that follows the garbage, not the store: no
+/// scan of the store anywhere. The garbage is what the kv already knows of (blob bytes its
+/// compactions found unreferenced) plus what reclaim and truncations dropped since the last
+/// compaction here. Background blob GC is switched on and off by it (with hysteresis), and
+/// once enough was dropped, only the span of keys that held it is compacted: the metadata
+/// and the blocks of the data ids that lost versions. Blob files left entirely garbage go
+/// away with that compaction; partly garbage ones are rewritten by RocksDB's own GC (the
+/// oldest ones first, once half garbage) while it is on.
 fn collect_garbage(store: &crate::store::Store, gc_on: &mut bool) {
-    let live = match store.live_bytes() {
-        Ok(n) => n,
-        Err(e) => {
-            log::error!("live size: {e}");
-            return;
-        }
-    };
     let used = store.kv().disk_usage();
-    let garbage = used
-        .saturating_sub(live)
-        .saturating_sub(store.kv().transient_bytes());
+    let pending = store.dropped();
+    let garbage = store.kv().known_garbage().saturating_add(pending.bytes);
     let want = blob_gc_wanted(garbage, used, *gc_on);
     if want != *gc_on {
         match store.kv().set_background_gc(want) {
@@ -169,21 +220,39 @@ fn collect_garbage(store: &crate::store::Store, gc_on: &mut bool) {
             Err(e) => log::error!("switching background blob GC: {e}"),
         }
     }
-    if garbage < COMPACT_AFTER.max(used / 4) {
+    if pending.bytes < COMPACT_AFTER.max(used / 16) {
         return;
     }
-    if let Some(free) = store.free_bytes() {
-        if free < live.saturating_add(8 << 20) {
-            log::warn!("{garbage} B reclaimable but only {free} B free: not compacting");
-            return;
-        }
+    let pending = store.take_dropped();
+    let t0 = Instant::now();
+    log::info!(
+        "compacting what {} B of dropped versions held (data ids {:?})",
+        pending.bytes,
+        pending.data_ids
+    );
+    let (meta_lo, meta_hi) = ([0u8], [0xffu8]);
+    if let Err(e) = store
+        .kv()
+        .compact_range(crate::kv::Space::Meta, &meta_lo, &meta_hi)
+    {
+        log::error!("compaction: {e}");
     }
-    log::info!("compacting: {used} B on disk, {live} B live");
-    for space in crate::kv::Space::ALL {
-        if let Err(e) = store.kv().compact(space) {
+    if let Some((lo, hi)) = pending.data_ids {
+        let start = crate::keys::block_prefix(lo);
+        let end = crate::keys::block_prefix(hi.saturating_add(1));
+        if let Err(e) = store
+            .kv()
+            .compact_range(crate::kv::Space::Data, &start, &end)
+        {
             log::error!("compaction: {e}");
         }
     }
+    log::info!(
+        "compacted in {:?}: {} B on disk before, {} B after",
+        t0.elapsed(),
+        used,
+        store.kv().disk_usage()
+    );
 }
 
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
@@ -191,6 +260,9 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     limit_malloc_arenas();
     let store = crate::mount::open_store(store_path)?;
     setup_logging(store_path);
+    store
+        .index_aliases()
+        .context("cannot index snapshot aliases")?;
     if let Some(n) = reclaim_chunk_from_env()? {
         store.set_reclaim_chunk(n);
         log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");
@@ -221,9 +293,18 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
             .context("cannot start the background worker")?
     };
     let result = rt.block_on(run(svc.clone(), store_path, &opts));
+    // Background work stops between two batches; what is left resumes at the next start.
     stop.store(true, Ordering::SeqCst);
-    let _ = worker.join();
     svc.stop_all();
+    let deadline = Instant::now() + WORKER_STOP_GRACE;
+    while !worker.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(STOP_POLL);
+    }
+    if !worker.is_finished() {
+        log::info!("cancelling the store's background compaction to exit");
+        svc.store().kv().cancel_background_work();
+    }
+    let _ = worker.join();
     let _ = std::fs::remove_file(socket_path(store_path));
     result
 }

@@ -87,8 +87,43 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
             let fs = Fs::frozen(store.clone(), c.id.as_bytes(), store.snapshot_chain(&s));
             check_view(&fs, &label, &mut r, None)?;
         }
+        check_alias_index(store, &c, &mut r)?;
     }
     Ok(r)
+}
+
+/// The alias index of container `c` says exactly what its snapshot records say.
+fn check_alias_index(
+    store: &Store,
+    c: &crate::store::ContainerRecord,
+    r: &mut Report,
+) -> FsResult<()> {
+    let Some(index) = store.alias_index(c.id.as_bytes())? else {
+        return Ok(());
+    };
+    let mut want: Vec<(String, String)> = store
+        .snapshots(c.id.as_bytes())?
+        .into_iter()
+        .filter_map(|s| s.record.alias.map(|a| (a, s.name)))
+        .collect();
+    want.sort();
+    for pair in &index {
+        if want.binary_search(pair).is_err() {
+            r.bad(format!(
+                "container {} ({}): alias index names {:?} for snapshot {:?}, which does not have it",
+                c.name, c.id, pair.0, pair.1
+            ));
+        }
+    }
+    for pair in &want {
+        if !index.contains(pair) {
+            r.bad(format!(
+                "container {} ({}): alias {:?} of snapshot {:?} missing from the alias index",
+                c.name, c.id, pair.0, pair.1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Repairs what can be repaired safely (see the module documentation), then checks again:
@@ -113,6 +148,17 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
             "change index: added {} entries, removed {}",
             diff.missing.len(),
             diff.stale.len()
+        ));
+    }
+    let mut aliases = Report::default();
+    for c in store.containers()? {
+        check_alias_index(store, &c, &mut aliases)?;
+    }
+    if !aliases.problems.is_empty() {
+        store.rebuild_alias_index()?;
+        repaired.push(format!(
+            "alias index rebuilt ({} problems)",
+            aliases.problems.len()
         ));
     }
     let mut scratch = Report::default();

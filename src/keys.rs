@@ -13,6 +13,8 @@
 //! | Meta  | 0x03 | tag, container id                         | `ContainerRecord`            |
 //! | Meta  | 0x04 | tag, container id, 0x00, snapshot name    | `SnapshotRecord`             |
 //! | Meta  | 0x05 | tag, container name                       | id of the live container     |
+//! | Meta  | 0x06 | tag, retired epoch u64                    | frozen child it was pruned against (u64) |
+//! | Meta  | 0x07 | tag, container id, 0x00, alias            | snapshot name with that alias |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -32,6 +34,8 @@ pub const TAG_EPOCH: u8 = 0x02;
 pub const TAG_CONTAINER: u8 = 0x03;
 pub const TAG_SNAPSHOT: u8 = 0x04;
 pub const TAG_CONTAINER_NAME: u8 = 0x05;
+pub const TAG_PRUNED: u8 = 0x06;
+pub const TAG_ALIAS: u8 = 0x07;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -68,6 +72,26 @@ pub fn setting(name: &str) -> Vec<u8> {
 
 pub fn epoch(e: u64) -> Vec<u8> {
     with_u64(TAG_EPOCH, e)
+}
+
+/// Reclaim's record that retired epoch `e` holds no version its only child (a frozen
+/// epoch, the value) shadows.
+pub fn pruned(e: u64) -> Vec<u8> {
+    with_u64(TAG_PRUNED, e)
+}
+
+/// The alias index: `alias` of a snapshot of `container`.
+pub fn alias(container: &[u8], alias: &str) -> Vec<u8> {
+    let mut k = alias_prefix(container);
+    k.extend_from_slice(alias.as_bytes());
+    k
+}
+
+pub fn alias_prefix(container: &[u8]) -> Vec<u8> {
+    let mut k = vec![TAG_ALIAS];
+    k.extend_from_slice(container);
+    k.push(0);
+    k
 }
 
 pub fn container(id: &[u8]) -> Vec<u8> {

@@ -374,9 +374,12 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
                     .is_some_and(|cs| cs.iter().any(|c| c["status"] == "running"))
             })
             .unwrap_or(true);
-        if idle && !wait_exit(pid, Duration::from_secs(60)) {
-            bail!(
-                "daemon (pid {pid}) did not exit after unmounting {}",
+        // The daemon stops its background work within 2 s of its last unmount; the
+        // unmount itself is done either way, so a slow exit is only worth a warning.
+        if idle && !wait_exit(pid, Duration::from_secs(30)) {
+            eprintln!(
+                "warning: unmounted {}, but the store's daemon (pid {pid}) is still running; \
+                 the store stays busy until it exits",
                 mnt.display()
             );
         }

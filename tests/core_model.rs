@@ -201,7 +201,23 @@ fn mine(model: &Model, c: &str) -> Vec<String> {
         .collect()
 }
 
+/// Upper bounds (exclusive, out of 100) of each operation's share of the random draws:
+/// write, truncate, unlink, snapshot, restore, copy, delete, reclaim; the rest reopens.
+struct Mix([u32; 8]);
+
+/// Mostly file operations, with the whole snapshot lifecycle in between.
+const EVERYDAY: Mix = Mix([45, 53, 60, 72, 82, 88, 95, 98]);
+/// Long chains: many snapshots, deleted in random order, reclaimed often.
+const LONG_CHAINS: Mix = Mix([30, 33, 35, 67, 69, 71, 89, 99]);
+
 fn run(seed: u64, backend: Backend, steps: usize) {
+    run_mix(seed, backend, steps, &EVERYDAY);
+}
+
+/// Runs `steps` random operations; returns (snapshots taken, snapshots deleted, the most
+/// snapshots alive at once).
+fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usize, usize) {
+    let (mut taken, mut deleted, mut most) = (0, 0, 0);
     let mut rng = StdRng::seed_from_u64(seed);
     let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
     let mut model = Model {
@@ -219,21 +235,25 @@ fn run(seed: u64, backend: Backend, steps: usize) {
         let mine = mine(&model, &c);
         let snaps = model.snapshots.clone();
         let tree = model.containers.get_mut(&c).expect("container");
-        match rng.gen_range(0..100) {
-            0..=44 => apply_write(fs, tree, &mut rng),
-            45..=52 => apply_truncate(fs, tree, &mut rng),
-            53..=59 => apply_unlink(fs, tree, &mut rng),
-            60..=71 => {
+        let draw = rng.gen_range(0..100u32);
+        let op = mix.0.iter().position(|&b| draw < b).unwrap_or(8);
+        match op {
+            0 => apply_write(fs, tree, &mut rng),
+            1 => apply_truncate(fs, tree, &mut rng),
+            2 => apply_unlink(fs, tree, &mut rng),
+            3 => {
                 let info = world.store.snapshot(&cid, None, None).expect("snapshot");
                 model.snapshots.insert((c.clone(), info.name), tree.clone());
+                taken += 1;
+                most = most.max(model.snapshots.len());
             }
-            72..=81 => {
+            4 => {
                 if let Some(name) = mine.get(rng.gen_range(0..mine.len().max(1))) {
                     world.store.restore(&cid, name).expect("restore");
                     *tree = snaps[&(c.clone(), name.clone())].clone();
                 }
             }
-            82..=87 if copies < 3 => {
+            5 if copies < 3 => {
                 copies += 1;
                 let target = format!("copy{copies}");
                 let from = mine.get(rng.gen_range(0..mine.len().max(1))).cloned();
@@ -249,10 +269,11 @@ fn run(seed: u64, backend: Backend, steps: usize) {
                 let fs = Fs::new(world.store.clone(), rec.id.as_bytes()).expect("open copy");
                 world.heads.insert(target, fs);
             }
-            88..=94 => {
+            6 => {
                 let n = rng.gen_range(0..model.snapshots.len().max(1));
                 if let Some(key) = model.snapshots.keys().nth(n).cloned() {
                     model.snapshots.remove(&key);
+                    deleted += 1;
                     let (sc, name) = key;
                     world
                         .store
@@ -260,9 +281,10 @@ fn run(seed: u64, backend: Backend, steps: usize) {
                         .expect("delete");
                 }
             }
-            95..=97 => {
+            7 => {
                 world.store.reclaim().expect("reclaim");
             }
+            5 => {}
             _ => {
                 // Reopen the whole store from its backend.
                 drop(world);
@@ -280,12 +302,24 @@ fn run(seed: u64, backend: Backend, steps: usize) {
             );
         }
     }
+    (taken, deleted, most)
 }
 
 #[test]
 fn model_random_ops_mem_backend_match() {
     for seed in 0..40 {
         run(seed, mem_backend(), 200);
+    }
+}
+
+#[test]
+fn model_long_chains_random_deletion_order_mem_backend_match() {
+    for seed in 200..206 {
+        let (taken, deleted, most) = run_mix(seed, mem_backend(), 500, &LONG_CHAINS);
+        assert!(
+            taken >= 100 && deleted >= 70 && most >= 20,
+            "seed {seed}: only {taken} snapshots taken, {deleted} deleted, {most} at once"
+        );
     }
 }
 

@@ -107,6 +107,8 @@ struct Tx<'a> {
     fs: &'a Fs,
     chain: Arc<Chain>,
     batch: Batch,
+    /// Bytes of versions this batch physically drops (for the store's garbage account).
+    dropped: u64,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
 
@@ -182,15 +184,18 @@ impl Tx<'_> {
         let start = keys::change(e, space, prefix);
         let end = crate::kv::prefix_end(&start);
         let mut bases = Vec::new();
+        let mut bytes = 0u64;
         self.fs
             .store
             .kv()
-            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, v| {
                 if let Some((_, _, base)) = keys::split_change(k) {
                     bases.push(base.to_vec());
+                    bytes += <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes);
                 }
                 true
             })?;
+        self.dropped += bytes;
         for base in bases {
             store::drop_version(&mut self.batch, space, &base, e);
         }
@@ -207,6 +212,9 @@ impl Tx<'_> {
         match store.kv().write(self.batch, false) {
             Ok(()) => {
                 store.cache_commit(epoch, &ops);
+                if self.dropped > 0 {
+                    store.note_drops(&ops, self.dropped);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -374,6 +382,7 @@ impl Fs {
             fs: self,
             chain: self.chain()?,
             batch: Batch::new(),
+            dropped: 0,
             _guard: guard,
         })
     }

@@ -142,6 +142,22 @@ pub trait Kv: KvRead + Send + Sync + 'static {
         0
     }
 
+    /// Compacts the keys of `space` in `[start, end)` so that deletions there release their
+    /// space (no forced rewrite of data already compacted; cost follows that range).
+    fn compact_range(&self, _space: Space, _start: &[u8], _end: &[u8]) -> KvResult<()> {
+        Ok(())
+    }
+
+    /// Bytes the backend itself knows to be garbage in its files (released by its own
+    /// garbage collection); 0 when it does not say.
+    fn known_garbage(&self) -> u64 {
+        0
+    }
+
+    /// At shutdown: stops the backend's own background work (a long manual compaction
+    /// returns early). Only writes and syncs of the log are expected afterwards.
+    fn cancel_background_work(&self) {}
+
     /// Turns the backend's background garbage collection of deleted values on or off (a hint;
     /// [`Kv::compact`] always collects).
     fn set_background_gc(&self, _on: bool) -> KvResult<()> {
@@ -156,6 +172,14 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     fn reserve_bytes(&self) -> u64 {
         0
     }
+}
+
+/// The smallest key greater than `key`.
+pub fn successor(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
 }
 
 /// The smallest key strictly greater than every key that starts with `prefix`, if one exists.

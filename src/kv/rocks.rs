@@ -447,6 +447,30 @@ impl Kv for RocksKv {
         }
     }
 
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<()> {
+        let cf = self.cf(space)?;
+        self.db.compact_range_cf(cf, Some(start), Some(end));
+        Ok(())
+    }
+
+    fn known_garbage(&self) -> u64 {
+        // Blob bytes compactions found unreferenced in live blob files (SST garbage is small
+        // next to it: file data lives in blobs).
+        self.cf(Space::Data)
+            .ok()
+            .and_then(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.live-blob-file-garbage-size")
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or(0)
+    }
+
+    fn cancel_background_work(&self) {
+        self.db.cancel_all_background_work(false);
+    }
+
     fn set_background_gc(&self, on: bool) -> KvResult<()> {
         let cf = self.cf(Space::Data)?;
         let _guard = self.compact_lock.lock();

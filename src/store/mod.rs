@@ -4,11 +4,13 @@
 //! than its parent's; the whole tree is cached in memory (it is small).
 
 mod container;
+mod epochs;
 mod reclaim;
 mod snapshot;
 
 pub use container::{check_container_name, ContainerRecord};
-pub use reclaim::ReclaimStats;
+pub use epochs::EpochTree;
+pub use reclaim::{ReclaimControl, ReclaimStats};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 
 use std::collections::HashMap;
@@ -106,7 +108,7 @@ pub struct Store {
     block_size: u32,
     next_id: AtomicU64,
     next_epoch: AtomicU64,
-    epochs: RwLock<HashMap<u64, EpochRecord>>,
+    epochs: RwLock<EpochTree>,
     /// Each container's current head chain (what its mounts read and write).
     heads: RwLock<HashMap<Vec<u8>, Arc<Chain>>>,
     /// Serializes every read-modify-write of the store (all containers).
@@ -115,6 +117,23 @@ pub struct Store {
     cache: Mutex<MetaCache>,
     /// Versions reclaim handles per batch (see `reclaim.rs`).
     reclaim_chunk: std::sync::atomic::AtomicUsize,
+    /// What reclaim remembers between passes (see `reclaim.rs`).
+    reclaim_state: Mutex<reclaim::ReclaimState>,
+    /// Held by a reclaim run from start to end.
+    reclaim_run: Mutex<()>,
+    /// Versions physically deleted and not yet compacted away (see [`Dropped`]).
+    dropped: Mutex<Dropped>,
+}
+
+/// What batches physically deleted since the daemon last compacted: the bytes of the versions
+/// (their change-index sizes) and the span of data ids whose blocks went. The daemon compacts
+/// just that span once enough has accumulated, so the cost of giving space back follows the
+/// garbage, not the store.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub bytes: u64,
+    /// Lowest and highest data id with a dropped block.
+    pub data_ids: Option<(u64, u64)>,
 }
 
 /// Most entries the metadata cache holds before it starts over.
@@ -129,6 +148,10 @@ const CACHE_MAX: usize = 200_000;
 pub struct MetaCache {
     map: HashMap<(u64, Vec<u8>), Option<Vec<u8>>>,
     generation: u64,
+    /// Change-index entries each view has committed since the store opened (an upper bound
+    /// on the keys it newly shadowed; reclaim re-prunes a retired parent of a head after
+    /// enough of them).
+    writes: HashMap<u64, u64>,
 }
 
 /// Whether a key of this table is cached: inodes, entries and extended attributes (a write
@@ -193,6 +216,7 @@ impl Store {
         );
         kv.write(b, true)?;
         let store = Store::open(kv)?;
+        store.index_aliases()?;
         store.create_container("default", None)?;
         Ok(store)
     }
@@ -251,11 +275,14 @@ impl Store {
             block_size: block_size as u32,
             next_id: AtomicU64::new(next_id),
             next_epoch: AtomicU64::new(next_epoch),
-            epochs: RwLock::new(epochs),
+            epochs: RwLock::new(EpochTree::new(epochs)),
             heads: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
             cache: Mutex::new(MetaCache::default()),
             reclaim_chunk: std::sync::atomic::AtomicUsize::new(reclaim::DEFAULT_CHUNK),
+            reclaim_state: Mutex::new(reclaim::ReclaimState::default()),
+            reclaim_run: Mutex::new(()),
+            dropped: Mutex::new(Dropped::default()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -306,8 +333,14 @@ impl Store {
     pub fn cache_commit(&self, epoch: u64, ops: &[crate::kv::BatchOp]) {
         let mut c = self.cache.lock();
         c.generation += 1;
+        let mut changes = 0u64;
         for op in ops {
             match op {
+                crate::kv::BatchOp::Put(Space::Meta, k, _)
+                    if k.first() == Some(&keys::TAG_CHANGE) =>
+                {
+                    changes += 1;
+                }
                 crate::kv::BatchOp::Put(Space::Meta, k, v) => {
                     if let Some((base, e)) = keys::split_version(k) {
                         if e == epoch && cacheable(base) {
@@ -329,6 +362,51 @@ impl Store {
                 _ => {}
             }
         }
+        if changes > 0 {
+            *c.writes.entry(epoch).or_default() += changes;
+        }
+    }
+
+    /// Accounts a written batch's physical deletions of versions (`bytes` of them).
+    pub fn note_drops(&self, ops: &[crate::kv::BatchOp], bytes: u64) {
+        let mut span: Option<(u64, u64)> = None;
+        for op in ops {
+            if let crate::kv::BatchOp::Delete(Space::Data, k) = op {
+                if k.first() == Some(&keys::TAG_BLOCK) {
+                    if let Some(d) = keys::u64_at(k, 1) {
+                        span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
+                    }
+                }
+            }
+        }
+        let mut dr = self.dropped.lock();
+        dr.bytes = dr.bytes.saturating_add(bytes);
+        if let Some((lo, hi)) = span {
+            dr.data_ids = Some(
+                dr.data_ids
+                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
+            );
+        }
+    }
+
+    /// What was dropped since the last [`Store::take_dropped`].
+    pub fn dropped(&self) -> Dropped {
+        self.dropped.lock().clone()
+    }
+
+    /// Takes (and resets) the account of dropped versions.
+    pub fn take_dropped(&self) -> Dropped {
+        std::mem::take(&mut *self.dropped.lock())
+    }
+
+    /// Filesystem commits since the store opened (reclaim's own batches excluded).
+    pub fn commit_count(&self) -> u64 {
+        self.cache.lock().generation
+    }
+
+    /// Change-index entries view `epoch` committed since the store opened.
+    pub fn writes_of(&self, epoch: u64) -> u64 {
+        self.cache.lock().writes.get(&epoch).copied().unwrap_or(0)
     }
 
     /// Forgets nothing but makes in-flight readers' results stale (after a failed write).
@@ -389,26 +467,16 @@ impl Store {
 
     /// A copy of the whole epoch tree (for checks).
     pub fn epochs_snapshot(&self) -> HashMap<u64, EpochRecord> {
-        self.epochs.read().clone()
+        self.epochs.read().to_map()
     }
 
     pub fn epoch(&self, e: u64) -> Option<EpochRecord> {
-        self.epochs.read().get(&e).cloned()
+        self.epochs.read().get(e).cloned()
     }
 
-    /// The chain of epochs visible from `e`: `e` and its ancestors.
+    /// The chain of epochs visible from `e`: `e` and its ancestors. O(depth).
     pub fn chain(&self, e: u64) -> Chain {
-        let epochs = self.epochs.read();
-        let mut members = vec![e];
-        let mut cur = e;
-        while let Some(rec) = epochs.get(&cur) {
-            if rec.parent == 0 || members.len() > epochs.len() {
-                break;
-            }
-            members.push(rec.parent);
-            cur = rec.parent;
-        }
-        members.sort_unstable();
+        let members = self.epochs.read().chain_members(e);
         Chain { epoch: e, members }
     }
 

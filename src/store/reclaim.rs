@@ -1,20 +1,35 @@
-//! Background reclaim of retired epochs (deleted snapshots, heads replaced by a restore).
+//! Background reclaim of retired epochs (deleted snapshots, heads replaced by a restore,
+//! deleted containers).
 //!
-//! Work is driven by each epoch's change index, so its cost is proportional to what the
-//! retired epoch wrote, never to the store's size. Every step is one atomic batch and is
-//! idempotent, so a reclaim interrupted by a crash simply resumes.
+//! Work is driven by the change index and always walks the *smaller* side of a parent/child
+//! pair, so deleting a snapshot costs what it and its neighbour wrote, never the size of the
+//! container (union by size: a version moves only into a side at least as large as its own,
+//! so no version moves more than log2(versions) times, however many snapshots are deleted).
+//! Every step is one atomic batch and idempotent, so a reclaim interrupted by a crash or a
+//! shutdown resumes at the next run. For a retired epoch R:
 //!
-//! - A retired epoch with no children: nobody can see its versions; they are dropped, then
-//!   the epoch leaves the tree.
-//! - A retired epoch with exactly one child C: it is merged into C. For each key it wrote,
-//!   if C has its own version the retired one is shadowed for every view and is dropped;
-//!   otherwise the version moves to C (every view below C resolved it anyway). Then C takes
-//!   the retired epoch's parent and the epoch leaves the tree.
-//! - With two or more children the epoch is still a shared base: it stays.
+//! - no children: nobody can see its versions; they are dropped, then R leaves the tree.
+//! - one retired child C (a run of deleted snapshots): the two merge, the smaller into the
+//!   larger. C into R: C's versions overwrite R's and C's children move up to R. R into C:
+//!   R's versions C does not shadow move down, C takes R's parent. Either way one retired
+//!   epoch is left, and it is looked at again.
+//! - one live child C (a snapshot or a head): if R wrote no more than C, R merges down into C
+//!   as above and leaves the tree. Otherwise R stays in the chain and is *pruned*: every
+//!   version of R that C shadows is dropped (found by walking C's changes), the rest is what
+//!   C's views still read. A frozen C never changes, so a pruned marker (`keys::pruned`)
+//!   records that the work is done; a head C keeps writing, so R is pruned again once the
+//!   head has written as many new versions as it had (amortized O(1) per write).
+//! - two or more children: R is still a shared base: it stays.
+//!
+//! Retired epochs left in a chain are each followed by a live epoch or a branch, so a chain
+//! holds at most about twice as many epochs as live snapshots: read cost does not grow with
+//! the number of deleted snapshots.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{EpochKind, EpochRecord, Store};
+use super::{EpochKind, Store};
 use crate::codec;
 use crate::error::FsResult;
 use crate::keys;
@@ -24,13 +39,82 @@ use crate::kv::{Batch, Dir, Space};
 /// bounds how long reclaim can stall a writer.
 pub const DEFAULT_CHUNK: usize = 512;
 
-/// What one reclaim pass did.
+/// A retired parent of a head is pruned again after the head wrote at least this many new
+/// versions (or as many as it had at the last prune, if more).
+const PRUNE_AGAIN_MIN: u64 = 4096;
+
+/// What reclaim did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReclaimStats {
     pub epochs_removed: u64,
     pub versions_dropped: u64,
+    /// Versions rewritten under another epoch (merges).
     pub versions_moved: u64,
+    /// Change-index entries of a live child walked to prune its retired parent.
+    pub versions_scanned: u64,
     pub bytes_dropped: u64,
+    pub batches: u64,
+}
+
+impl ReclaimStats {
+    /// Versions reclaim touched: its work, whatever it found.
+    pub fn work(&self) -> u64 {
+        self.versions_dropped + self.versions_moved + self.versions_scanned
+    }
+}
+
+/// How a reclaim run is paced and stopped. The default never stops and never pauses.
+pub trait ReclaimControl {
+    /// Checked before every batch: true stops the run (what is left resumes next run).
+    fn should_stop(&self) -> bool {
+        false
+    }
+    /// Called after every batch with the time it took; may sleep to bound reclaim's share
+    /// of the CPU and of the store's write lock.
+    fn after_batch(&self, _took: Duration) {}
+}
+
+struct Unpaced;
+impl ReclaimControl for Unpaced {}
+
+/// A retired epoch pruned against its only child, a head.
+#[derive(Debug, Clone, Copy)]
+struct HeadPrune {
+    head: u64,
+    /// The head's write count when the prune started.
+    writes: u64,
+    /// How many versions the head had then.
+    entries: u64,
+}
+
+/// What reclaim keeps in memory between runs (lost on restart: the retired epochs are
+/// then all looked at again).
+#[derive(Default)]
+pub struct ReclaimState {
+    head_pruned: HashMap<u64, HeadPrune>,
+}
+
+/// One change-index entry: the version's space, unversioned key and stored size.
+type Entry = (Space, Vec<u8>, u64);
+
+/// Outcome of a step that may be stopped between batches.
+#[must_use]
+enum Step {
+    Done,
+    Stopped,
+}
+
+fn size_of(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
+}
+
+/// The data id whose "gone" marker `base` is, if it is one.
+fn gone_id(space: Space, base: &[u8]) -> Option<u64> {
+    if space == Space::Meta && base.first() == Some(&keys::TAG_DATA_GONE) {
+        keys::u64_at(base, 1)
+    } else {
+        None
+    }
 }
 
 impl Store {
@@ -40,105 +124,473 @@ impl Store {
         self.reclaim_chunk.store(n.max(1), Ordering::Relaxed);
     }
 
-    /// Retired epochs that can be reclaimed now, oldest first, with their children.
-    fn reclaimable(&self) -> Vec<(u64, EpochRecord, Vec<u64>)> {
-        let epochs = self.epochs.read();
-        let mut out: Vec<(u64, EpochRecord, Vec<u64>)> = epochs
-            .iter()
-            .filter(|(_, r)| r.kind == EpochKind::Retired)
-            .map(|(e, r)| {
-                let children: Vec<u64> = epochs
-                    .iter()
-                    .filter(|(_, c)| c.parent == *e)
-                    .map(|(c, _)| *c)
-                    .collect();
-                (*e, r.clone(), children)
-            })
-            .filter(|(_, _, c)| c.len() <= 1)
-            .collect();
-        out.sort_by_key(|(e, _, _)| *e);
-        out
+    fn chunk(&self) -> usize {
+        self.reclaim_chunk.load(Ordering::Relaxed)
     }
 
-    /// Reclaims everything reclaimable now. Returns what was done.
+    /// Reclaims everything reclaimable now, without pauses. Returns what was done.
     pub fn reclaim(&self) -> FsResult<ReclaimStats> {
+        self.reclaim_with(&Unpaced)
+    }
+
+    /// Is there reclaim work queued?
+    pub fn reclaim_pending(&self) -> bool {
+        self.requeue_pruned_heads();
+        self.epochs.read().has_dirty()
+    }
+
+    /// Reclaims what is queued, paced and stoppable by `ctl`.
+    pub fn reclaim_with(&self, ctl: &dyn ReclaimControl) -> FsResult<ReclaimStats> {
+        // One run at a time: each step reshapes the tree the next one reads.
+        let _run = self.reclaim_run.lock();
         let mut stats = ReclaimStats::default();
-        // One epoch at a time: each one reshapes the tree (parents, children) that the
-        // next decision depends on.
-        while let Some((e, rec, children)) = self.reclaimable().into_iter().next() {
-            self.reclaim_epoch(e, &rec, children.first().copied(), &mut stats)?;
+        self.requeue_pruned_heads();
+        loop {
+            if ctl.should_stop() {
+                break;
+            }
+            let Some(e) = self.epochs.write().pop_dirty() else {
+                break;
+            };
+            match self.reclaim_epoch(e, ctl, &mut stats) {
+                Ok(Step::Done) => {}
+                Ok(Step::Stopped) => {
+                    self.epochs.write().mark_dirty(e);
+                    break;
+                }
+                Err(err) => {
+                    self.epochs.write().mark_dirty(e);
+                    return Err(err);
+                }
+            }
         }
         Ok(stats)
     }
 
+    /// Queues the retired parents of heads that wrote enough since they were pruned.
+    fn requeue_pruned_heads(&self) {
+        let mut st = self.reclaim_state.lock();
+        let due: Vec<u64> = st
+            .head_pruned
+            .iter()
+            .filter(|(_, p)| {
+                self.writes_of(p.head).saturating_sub(p.writes) >= p.entries.max(PRUNE_AGAIN_MIN)
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        let mut tree = self.epochs.write();
+        for r in due {
+            st.head_pruned.remove(&r);
+            tree.mark_dirty(r);
+        }
+    }
+
     fn reclaim_epoch(
         &self,
-        e: u64,
-        rec: &EpochRecord,
-        child: Option<u64>,
+        r: u64,
+        ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
-    ) -> FsResult<()> {
-        let prefix = keys::epoch_changes(e);
-        let end = crate::kv::prefix_end(&prefix);
-        let chunk = self.reclaim_chunk.load(Ordering::Relaxed);
-        loop {
-            let _g = self.write_lock();
-            let mut entries: Vec<(Space, Vec<u8>, u64)> = Vec::with_capacity(chunk);
-            self.kv
-                .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
-                    if let Some((_, space, base)) = keys::split_change(k) {
-                        let size = <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes);
-                        entries.push((space, base.to_vec(), size));
+    ) -> FsResult<Step> {
+        let (rec, children) = {
+            let t = self.epochs.read();
+            (t.get(r).cloned(), t.children(r))
+        };
+        let Some(rec) = rec else {
+            return Ok(Step::Done);
+        };
+        if rec.kind != EpochKind::Retired {
+            return Ok(Step::Done);
+        }
+        match children.as_slice() {
+            [] => {
+                if let Step::Stopped = self.drain(r, None, ctl, stats)? {
+                    return Ok(Step::Stopped);
+                }
+                self.remove_drained(r, None, stats)
+            }
+            [c] => {
+                let c = *c;
+                let Some(crec) = self.epoch(c) else {
+                    return Ok(Step::Done);
+                };
+                if crec.kind == EpochKind::Retired {
+                    if self.not_larger(c, r)? {
+                        if let Step::Stopped = self.merge_up(c, r, ctl, stats)? {
+                            return Ok(Step::Stopped);
+                        }
+                        self.remove_merged_up(c, r, stats)
+                    } else {
+                        if let Step::Stopped = self.drain(r, Some(c), ctl, stats)? {
+                            return Ok(Step::Stopped);
+                        }
+                        self.remove_drained(r, Some(c), stats)
                     }
-                    entries.len() < chunk
-                })?;
-            if entries.is_empty() {
+                } else if self.pruned_against(r, c, &crec.kind)? {
+                    Ok(Step::Done)
+                } else if self.not_larger(r, c)? {
+                    if let Step::Stopped = self.drain(r, Some(c), ctl, stats)? {
+                        return Ok(Step::Stopped);
+                    }
+                    self.remove_drained(r, Some(c), stats)
+                } else {
+                    self.prune(r, c, ctl, stats)
+                }
+            }
+            _ => Ok(Step::Done),
+        }
+    }
+
+    /// Has `r` already been pruned against its current child `c`?
+    fn pruned_against(&self, r: u64, c: u64, kind: &EpochKind) -> FsResult<bool> {
+        Ok(match kind {
+            EpochKind::Frozen => self
+                .kv
+                .get(Space::Meta, &keys::pruned(r))?
+                .is_some_and(|v| size_of(&v) == c),
+            EpochKind::Head { .. } => self
+                .reclaim_state
+                .lock()
+                .head_pruned
+                .get(&r)
+                .is_some_and(|p| p.head == c),
+            EpochKind::Retired => false,
+        })
+    }
+
+    /// Up to `limit` change-index entries of `e` from `from` on.
+    fn changes(&self, e: u64, from: &[u8], limit: usize) -> FsResult<Vec<Entry>> {
+        let end = crate::kv::prefix_end(&keys::epoch_changes(e));
+        let mut out = Vec::new();
+        self.kv
+            .scan(Space::Meta, from, &end, Dir::Forward, &mut |k, v| {
+                if let Some((_, space, base)) = keys::split_change(k) {
+                    out.push((space, base.to_vec(), size_of(v)));
+                }
+                out.len() < limit
+            })?;
+        Ok(out)
+    }
+
+    /// How many versions `e` holds, counting no further than `limit`.
+    fn count_upto(&self, e: u64, limit: usize) -> FsResult<usize> {
+        let start = keys::epoch_changes(e);
+        let end = crate::kv::prefix_end(&start);
+        let mut n = 0usize;
+        self.kv
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, _| {
+                n += 1;
+                n < limit
+            })?;
+        Ok(n)
+    }
+
+    /// Does `a` hold no more versions than `b`? Costs O(min(|a|, |b|)).
+    fn not_larger(&self, a: u64, b: u64) -> FsResult<bool> {
+        let mut limit = 1024usize;
+        loop {
+            let na = self.count_upto(a, limit)?;
+            let nb = self.count_upto(b, limit)?;
+            if na < limit || nb < limit {
+                return Ok(na <= nb);
+            }
+            limit = limit.saturating_mul(4);
+        }
+    }
+
+    /// Puts into `b` the drops of up to `limit` of `r`'s blocks of data id `d`; returns how
+    /// many (fewer than `limit`: none are left).
+    fn drop_blocks_of(
+        &self,
+        b: &mut Batch,
+        r: u64,
+        d: u64,
+        limit: usize,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<usize> {
+        let start = keys::change(r, Space::Data, &keys::block_prefix(d));
+        let blocks = self.changes(r, &start, limit)?;
+        let prefix = keys::block_prefix(d);
+        let mut n = 0;
+        for (space, base, size) in blocks {
+            if space != Space::Data || !base.starts_with(&prefix) {
                 break;
             }
+            super::drop_version(b, space, &base, r);
+            stats.versions_dropped += 1;
+            stats.bytes_dropped += size;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes `b`; `before` is `stats.bytes_dropped` before the batch was built (the
+    /// difference goes to the store's account of dropped versions).
+    fn commit(&self, b: Batch, stats: &mut ReclaimStats, before: u64) -> FsResult<()> {
+        if !b.is_empty() {
+            let ops = b.ops().to_vec();
+            self.kv.write(b, false)?;
+            stats.batches += 1;
+            self.note_drops(&ops, stats.bytes_dropped - before);
+        }
+        Ok(())
+    }
+
+    /// Empties retired `r`: every version it wrote is dropped (`into` is None: a leaf) or,
+    /// for `into` = its only child, dropped if the child shadows it and moved down otherwise.
+    fn drain(
+        &self,
+        r: u64,
+        into: Option<u64>,
+        ctl: &dyn ReclaimControl,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<Step> {
+        let start = keys::epoch_changes(r);
+        let chunk = self.chunk();
+        loop {
+            if ctl.should_stop() {
+                return Ok(Step::Stopped);
+            }
+            let t0 = Instant::now();
+            let _g = self.write_lock();
+            let entries = self.changes(r, &start, chunk)?;
+            if entries.is_empty() {
+                return Ok(Step::Done);
+            }
+            let before = stats.bytes_dropped;
             let mut b = Batch::new();
             for (space, base, size) in entries {
-                let own = keys::versioned(&base, e);
-                if let Some(c) = child {
-                    if !self.shadowed_in(c, space, &base)? {
-                        if let Some(v) = self.kv.get(space, &own)? {
+                match into {
+                    Some(c) if !self.shadowed_in(c, space, &base)? => {
+                        if let Some(v) = self.kv.get(space, &keys::versioned(&base, r))? {
                             super::put_version(&mut b, space, &base, c, v);
                             stats.versions_moved += 1;
                         }
-                    } else {
+                    }
+                    _ => {
                         stats.versions_dropped += 1;
                         stats.bytes_dropped += size;
                     }
-                } else {
+                }
+                super::drop_version(&mut b, space, &base, r);
+            }
+            self.commit(b, stats, before)?;
+            drop(_g);
+            ctl.after_batch(t0.elapsed());
+        }
+    }
+
+    /// Moves retired `c`'s versions up into its retired parent `r`, where they replace r's
+    /// own (r's versions are seen only through c). A "data gone" marker moves only once r's
+    /// blocks of that data id are dropped (else they would look live to r's new children).
+    fn merge_up(
+        &self,
+        c: u64,
+        r: u64,
+        ctl: &dyn ReclaimControl,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<Step> {
+        let start = keys::epoch_changes(c);
+        let chunk = self.chunk();
+        loop {
+            if ctl.should_stop() {
+                return Ok(Step::Stopped);
+            }
+            let t0 = Instant::now();
+            let _g = self.write_lock();
+            let entries = self.changes(c, &start, chunk)?;
+            if entries.is_empty() {
+                return Ok(Step::Done);
+            }
+            let before = stats.bytes_dropped;
+            let mut b = Batch::new();
+            for (space, base, _) in entries {
+                if let Some(d) = gone_id(space, &base) {
+                    if self.drop_blocks_of(&mut b, r, d, chunk, stats)? == chunk {
+                        break; // more of r's blocks of d next batch; the marker stays till then
+                    }
+                }
+                let own = keys::versioned(&base, r);
+                if self.kv.get(space, &own)?.is_some() {
+                    stats.versions_dropped += 1;
+                    if let Some(v) = self.kv.get(Space::Meta, &keys::change(r, space, &base))? {
+                        stats.bytes_dropped += size_of(&v);
+                    }
+                }
+                if let Some(v) = self.kv.get(space, &keys::versioned(&base, c))? {
+                    super::put_version(&mut b, space, &base, r, v);
+                    stats.versions_moved += 1;
+                }
+                super::drop_version(&mut b, space, &base, c);
+            }
+            self.commit(b, stats, before)?;
+            drop(_g);
+            ctl.after_batch(t0.elapsed());
+        }
+    }
+
+    /// Drops every version of retired `r` that its only, live child `c` shadows, walking
+    /// c's changes; then records that r is pruned against c.
+    fn prune(
+        &self,
+        r: u64,
+        c: u64,
+        ctl: &dyn ReclaimControl,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<Step> {
+        let writes = self.writes_of(c);
+        let chunk = self.chunk();
+        let mut cursor = keys::epoch_changes(c);
+        let mut entries_seen = 0u64;
+        loop {
+            if ctl.should_stop() {
+                return Ok(Step::Stopped);
+            }
+            let t0 = Instant::now();
+            let _g = self.write_lock();
+            let entries = self.changes(c, &cursor, chunk)?;
+            let Some((space, base, _)) = entries.last() else {
+                break;
+            };
+            cursor = crate::kv::successor(&keys::change(c, *space, base));
+            let before = stats.bytes_dropped;
+            let mut b = Batch::new();
+            let mut gone = Vec::new();
+            for (space, base, _) in &entries {
+                stats.versions_scanned += 1;
+                entries_seen += 1;
+                if let Some(d) = gone_id(*space, base) {
+                    gone.push(d);
+                    continue;
+                }
+                if self.kv.get(*space, &keys::versioned(base, r))?.is_some() {
+                    let size = self
+                        .kv
+                        .get(Space::Meta, &keys::change(r, *space, base))?
+                        .map_or(0, |v| size_of(&v));
+                    super::drop_version(&mut b, *space, base, r);
                     stats.versions_dropped += 1;
                     stats.bytes_dropped += size;
                 }
-                super::drop_version(&mut b, space, &base, e);
             }
-            self.kv.write(b, false)?;
+            self.commit(b, stats, before)?;
+            // r's blocks of data ids c marked gone: possibly many, in batches of their own.
+            for d in gone {
+                loop {
+                    let before = stats.bytes_dropped;
+                    let mut b = Batch::new();
+                    let n = self.drop_blocks_of(&mut b, r, d, chunk, stats)?;
+                    self.commit(b, stats, before)?;
+                    if n < chunk {
+                        break;
+                    }
+                }
+            }
+            drop(_g);
+            ctl.after_batch(t0.elapsed());
         }
-        // The epoch wrote nothing any more: take it out of the tree.
+        // Done: remember it, unless c changed meanwhile (then r was queued again anyway).
         let _g = self.write_lock();
+        let (still, kind) = {
+            let t = self.epochs.read();
+            let still =
+                t.get(r).is_some_and(|x| x.kind == EpochKind::Retired) && t.children(r) == [c];
+            (still, t.get(c).map(|x| x.kind.clone()))
+        };
+        match kind {
+            Some(EpochKind::Frozen) if still && self.writes_of(c) == writes => {
+                let mut b = Batch::new();
+                b.put(Space::Meta, keys::pruned(r), c.to_be_bytes().to_vec());
+                self.kv.write(b, false)?;
+            }
+            Some(EpochKind::Head { .. }) if still => {
+                self.reclaim_state.lock().head_pruned.insert(
+                    r,
+                    HeadPrune {
+                        head: c,
+                        writes,
+                        entries: entries_seen,
+                    },
+                );
+            }
+            _ => self.epochs.write().mark_dirty(r),
+        }
+        Ok(Step::Done)
+    }
+
+    /// Takes drained `r` out of the tree; its only child `child` (if any) takes r's parent.
+    fn remove_drained(
+        &self,
+        r: u64,
+        child: Option<u64>,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<Step> {
+        let _g = self.write_lock();
+        let Some(rec) = self.epoch(r) else {
+            return Ok(Step::Done);
+        };
         let mut b = Batch::new();
-        b.delete(Space::Meta, keys::epoch(e));
+        b.delete(Space::Meta, keys::epoch(r));
+        b.delete(Space::Meta, keys::pruned(r));
+        let mut moved = None;
         if let Some(c) = child {
             if let Some(mut crec) = self.epoch(c) {
                 crec.parent = rec.parent;
                 b.put(Space::Meta, keys::epoch(c), codec::encode_plain(&crec));
+                moved = Some((c, crec));
             }
         }
         self.kv.write(b, true)?;
         {
-            let mut epochs = self.epochs.write();
-            epochs.remove(&e);
-            if let Some(c) = child {
-                if let Some(crec) = epochs.get_mut(&c) {
-                    crec.parent = rec.parent;
-                }
+            let mut t = self.epochs.write();
+            if let Some((c, crec)) = moved {
+                t.insert(c, crec);
             }
+            t.remove(r);
+        }
+        self.reclaim_state.lock().head_pruned.remove(&r);
+        self.refresh_heads();
+        stats.epochs_removed += 1;
+        Ok(Step::Done)
+    }
+
+    /// Takes retired `c`, merged up into its parent `r`, out of the tree: c's children
+    /// become r's.
+    fn remove_merged_up(&self, c: u64, r: u64, stats: &mut ReclaimStats) -> FsResult<Step> {
+        let _g = self.write_lock();
+        let grandchildren: Vec<(u64, super::EpochRecord)> = {
+            let t = self.epochs.read();
+            t.children(c)
+                .into_iter()
+                .filter_map(|g| t.get(g).map(|rec| (g, rec.clone())))
+                .collect()
+        };
+        let mut b = Batch::new();
+        b.delete(Space::Meta, keys::epoch(c));
+        b.delete(Space::Meta, keys::pruned(c));
+        b.delete(Space::Meta, keys::pruned(r));
+        let mut moved = Vec::new();
+        for (g, mut grec) in grandchildren {
+            grec.parent = r;
+            b.put(Space::Meta, keys::epoch(g), codec::encode_plain(&grec));
+            moved.push((g, grec));
+        }
+        self.kv.write(b, true)?;
+        {
+            let mut t = self.epochs.write();
+            for (g, grec) in moved {
+                t.insert(g, grec);
+            }
+            t.remove(c);
+            t.mark_dirty(r);
+        }
+        {
+            let mut st = self.reclaim_state.lock();
+            st.head_pruned.remove(&c);
+            st.head_pruned.remove(&r);
         }
         self.refresh_heads();
         stats.epochs_removed += 1;
-        Ok(())
+        Ok(Step::Done)
     }
 
     /// Does epoch `c` itself make the version of `base` of its parent invisible to every

@@ -93,25 +93,95 @@ impl Store {
         Ok(out)
     }
 
-    /// The snapshot called `key` (its name, or else a unique alias).
+    /// The snapshot called `key` (its name, or else its alias). O(1): aliases are indexed.
     pub fn find_snapshot(&self, container: &[u8], key: &str) -> FsResult<Option<SnapshotInfo>> {
-        if let Some(v) = self.kv.get(Space::Meta, &keys::snapshot(container, key))? {
-            return Ok(Some(SnapshotInfo {
-                container: container.to_vec(),
-                name: key.to_string(),
-                record: codec::decode_plain(&v)?,
-            }));
+        if let Some(s) = self.snapshot_by_name(container, key)? {
+            return Ok(Some(s));
         }
-        let mut matches: Vec<SnapshotInfo> = self
-            .snapshots(container)?
-            .into_iter()
-            .filter(|s| s.record.alias.as_deref() == Some(key))
-            .collect();
-        Ok(if matches.len() == 1 {
-            matches.pop()
-        } else {
-            None
-        })
+        match self.kv.get(Space::Meta, &keys::alias(container, key))? {
+            Some(name) => {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                Ok(self
+                    .snapshot_by_name(container, &name)?
+                    .filter(|s| s.record.alias.as_deref() == Some(key)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn snapshot_by_name(&self, container: &[u8], name: &str) -> FsResult<Option<SnapshotInfo>> {
+        match self.kv.get(Space::Meta, &keys::snapshot(container, name))? {
+            Some(v) => Ok(Some(SnapshotInfo {
+                container: container.to_vec(),
+                name: name.to_string(),
+                record: codec::decode_plain(&v)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds the alias index of stores written before it existed (once; one batch).
+    pub fn index_aliases(&self) -> FsResult<()> {
+        if self
+            .kv
+            .get(Space::Meta, &keys::setting("alias_index"))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.rebuild_alias_index()
+    }
+
+    /// The alias index of `container`: (alias, snapshot name) pairs; None for a store
+    /// written before the index existed and not yet opened by a daemon.
+    pub fn alias_index(&self, container: &[u8]) -> FsResult<Option<Vec<(String, String)>>> {
+        if self
+            .kv
+            .get(Space::Meta, &keys::setting("alias_index"))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let prefix = keys::alias_prefix(container);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut out = Vec::new();
+        self.kv
+            .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
+                out.push((
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+                true
+            })?;
+        Ok(Some(out))
+    }
+
+    /// Writes the alias index anew from the snapshot records (one batch; for `fsck --repair`
+    /// and stores written before the index existed).
+    pub fn rebuild_alias_index(&self) -> FsResult<()> {
+        let _g = self.write_lock();
+        let mut b = Batch::new();
+        let start = [keys::TAG_ALIAS];
+        let end = [keys::TAG_ALIAS + 1];
+        self.kv
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
+                b.delete(Space::Meta, k.to_vec());
+                true
+            })?;
+        for c in self.containers()? {
+            for s in self.snapshots(c.id.as_bytes())? {
+                if let Some(a) = &s.record.alias {
+                    b.put(
+                        Space::Meta,
+                        keys::alias(c.id.as_bytes(), a),
+                        s.name.clone().into_bytes(),
+                    );
+                }
+            }
+        }
+        b.put(Space::Meta, keys::setting("alias_index"), vec![1]);
+        self.kv.write(b, true)?;
+        Ok(())
     }
 
     fn require_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
@@ -120,11 +190,8 @@ impl Store {
     }
 
     fn alias_free(&self, container: &[u8], alias: &str, except: &str) -> Result<(), StoreError> {
-        let taken = self
-            .snapshots(container)?
-            .iter()
-            .any(|s| s.name != except && s.record.alias.as_deref() == Some(alias));
-        if taken {
+        let owner = self.kv.get(Space::Meta, &keys::alias(container, alias))?;
+        if owner.is_some_and(|n| n != except.as_bytes()) {
             return Err(StoreError::AliasTaken(alias.to_string()));
         }
         Ok(())
@@ -134,12 +201,26 @@ impl Store {
         b.put(Space::Meta, keys::epoch(e), codec::encode_plain(rec));
     }
 
-    fn put_snapshot(&self, b: &mut Batch, s: &SnapshotInfo) {
+    /// Writes snapshot `s`'s record and its alias index entry; `old_alias` is the alias its
+    /// stored record had (its index entry goes).
+    fn put_snapshot(&self, b: &mut Batch, s: &SnapshotInfo, old_alias: Option<&str>) {
         b.put(
             Space::Meta,
             keys::snapshot(&s.container, &s.name),
             codec::encode_plain(&s.record),
         );
+        if let Some(old) = old_alias {
+            if s.record.alias.as_deref() != Some(old) {
+                b.delete(Space::Meta, keys::alias(&s.container, old));
+            }
+        }
+        if let Some(a) = &s.record.alias {
+            b.put(
+                Space::Meta,
+                keys::alias(&s.container, a),
+                s.name.clone().into_bytes(),
+            );
+        }
     }
 
     /// Freezes the head of `container` and starts a new head on top of it, in `b`.
@@ -187,7 +268,7 @@ impl Store {
                     self.epochs.write().insert(e, rec);
                 }
                 None => {
-                    self.epochs.write().remove(&e);
+                    self.epochs.write().remove(e);
                 }
             }
         }
@@ -238,7 +319,7 @@ impl Store {
                 last_used_at: None,
             },
         };
-        self.put_snapshot(&mut b, &info);
+        self.put_snapshot(&mut b, &info, None);
         self.kv.write(b, true)?;
         self.reload_epochs(&[frozen, head])?;
         self.set_head(container, head);
@@ -268,7 +349,7 @@ impl Store {
         crec.head = head;
         self.put_container(&mut b, &crec);
         snap.record.last_used_at = Some(Ts::now());
-        self.put_snapshot(&mut b, &snap);
+        self.put_snapshot(&mut b, &snap, None);
         self.kv.write(b, true)?;
         self.reload_epochs(&[old, head])?;
         self.set_head(container, head);
@@ -296,6 +377,9 @@ impl Store {
         let snap = self.require_snapshot(container, key)?;
         let mut b = Batch::new();
         b.delete(Space::Meta, keys::snapshot(container, &snap.name));
+        if let Some(a) = &snap.record.alias {
+            b.delete(Space::Meta, keys::alias(container, a));
+        }
         self.retire(&mut b, snap.record.epoch)?;
         self.kv.write(b, true)?;
         self.reload_epochs(&[snap.record.epoch])?;
@@ -328,9 +412,10 @@ impl Store {
         if let Some(a) = alias {
             self.alias_free(container, a, &snap.name)?;
         }
+        let old = snap.record.alias.take();
         snap.record.alias = alias.map(str::to_string);
         let mut b = Batch::new();
-        self.put_snapshot(&mut b, &snap);
+        self.put_snapshot(&mut b, &snap, old.as_deref());
         self.kv.write(b, true)?;
         Ok(snap)
     }
@@ -346,7 +431,7 @@ impl Store {
         let mut snap = self.require_snapshot(container, key)?;
         snap.record.expires_at = expires_at;
         let mut b = Batch::new();
-        self.put_snapshot(&mut b, &snap);
+        self.put_snapshot(&mut b, &snap, None);
         self.kv.write(b, true)?;
         Ok(snap)
     }
@@ -370,7 +455,7 @@ impl Store {
             Some(k) => {
                 let mut snap = self.require_snapshot(source, k)?;
                 snap.record.last_used_at = Some(Ts::now());
-                self.put_snapshot(&mut b, &snap);
+                self.put_snapshot(&mut b, &snap, None);
                 snap.record.epoch
             }
             None => {

@@ -349,6 +349,16 @@ impl Mount {
         self.mounted = false;
     }
 
+    /// `snapfs umount MNT`, returning what it printed; the mount is gone afterwards either
+    /// way (a lazy unmount if `snapfs umount` left it).
+    pub fn umount_output(&mut self) -> Output {
+        assert!(self.mounted, "not mounted");
+        let out = snapfs([OsStr::new("umount"), self.mnt.path().as_os_str()]);
+        lazy_umount(self.mnt.path());
+        self.mounted = false;
+        out
+    }
+
     /// Unmounts (everything flushed, daemon gone) and mounts the same container again.
     pub fn remount(&mut self) {
         self.umount();

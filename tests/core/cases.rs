@@ -451,8 +451,8 @@ fn reclaim_of_deleted_snapshot_frees_its_blocks_and_keeps_views() {
     write_file(&fs, "g", b"head only");
     store.delete_snapshot(fs.container(), &s1.name).unwrap();
     let stats = store.reclaim().unwrap();
-    // s1 merged into s2, which rewrote every block of f: s1's blocks were shadowed.
-    assert_eq!(stats.epochs_removed, 1);
+    // s2 rewrote every block of f: s1's blocks were shadowed and are gone (s1 itself is
+    // merged away or stays pruned in the chain, whichever side is smaller).
     assert!(stats.bytes_dropped >= 50_000, "{stats:?}");
     assert_eq!(read_file(&fs, "f"), vec![4u8; 50_000]);
     assert_eq!(read_file(&fs, "g"), b"head only");
