@@ -14,6 +14,7 @@
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
 #   BENCH_OUT            also write the Markdown table to this file     []
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
+#   BENCH_MICRO=0        skip the fio / metabench section              [1]
 #   BENCH_SNAPSHOTS=0    skip the snapshot section                      [1]
 #   BENCH_SNAP_FILES     files (~52 KiB each) of the "filled" container [20000; quick 2000]
 #   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [1000; quick 30]
@@ -245,6 +246,7 @@ fstype="$(stat -f -c %T "$WORK")"
     echo "targets: ${TARGETS[*]}"
 } >&2
 
+micro_bench() {
 for t in "${TARGETS[@]}"; do
     run_target "$t"
 done
@@ -298,6 +300,11 @@ echo "$TABLE"
 if [ -n "${BENCH_OUT:-}" ]; then
     printf '%s\n' "$TABLE" >"$BENCH_OUT"
     log "table written to $BENCH_OUT"
+fi
+}
+
+if [ "${BENCH_MICRO:-1}" = 1 ]; then
+    micro_bench
 fi
 
 # --- snapshots ------------------------------------------------------------------

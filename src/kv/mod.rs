@@ -154,6 +154,12 @@ pub trait Kv: KvRead + Send + Sync + 'static {
         0
     }
 
+    /// Writes what the backend buffers in memory to its files, so that its write-ahead log
+    /// can go (a log is kept until every buffer holding part of it is flushed).
+    fn flush_buffers(&self) -> KvResult<()> {
+        Ok(())
+    }
+
     /// At shutdown: stops the backend's own background work (a long manual compaction
     /// returns early). Only writes and syncs of the log are expected afterwards.
     fn cancel_background_work(&self) {}

@@ -467,6 +467,13 @@ impl Kv for RocksKv {
             .unwrap_or(0)
     }
 
+    fn flush_buffers(&self) -> KvResult<()> {
+        for space in Space::ALL {
+            self.db.flush_cf(self.cf(space)?).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
     fn cancel_background_work(&self) {
         self.db.cancel_all_background_work(false);
     }

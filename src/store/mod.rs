@@ -123,6 +123,8 @@ pub struct Store {
     reclaim_run: Mutex<()>,
     /// Versions physically deleted and not yet compacted away (see [`Dropped`]).
     dropped: Mutex<Dropped>,
+    /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
+    last_names: Mutex<HashMap<Vec<u8>, (String, u32)>>,
 }
 
 /// What batches physically deleted since the daemon last compacted: the bytes of the versions
@@ -283,6 +285,7 @@ impl Store {
             reclaim_state: Mutex::new(reclaim::ReclaimState::default()),
             reclaim_run: Mutex::new(()),
             dropped: Mutex::new(Dropped::default()),
+            last_names: Mutex::new(HashMap::new()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -487,6 +490,20 @@ impl Store {
             .get(container)
             .cloned()
             .ok_or(FsError::Stale)
+    }
+
+    /// Records `head`, a new child of the frozen epoch whose chain is `parent`, as the head of
+    /// `container`: its chain is the parent's plus itself (ids grow down the tree), O(1)
+    /// lookups instead of a walk up the tree.
+    fn set_head_below(&self, container: &[u8], head: u64, parent: &Chain) {
+        let mut members = Vec::with_capacity(parent.members.len() + 1);
+        members.extend_from_slice(&parent.members);
+        members.push(head);
+        let chain = Arc::new(Chain {
+            epoch: head,
+            members,
+        });
+        self.heads.write().insert(container.to_vec(), chain);
     }
 
     /// Records a new head for `container` (after its batch is written).

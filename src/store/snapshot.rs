@@ -275,19 +275,33 @@ impl Store {
         Ok(())
     }
 
+    /// A free name for a snapshot taken `now`: `snap-YYYYMMDD-HHMMSS`, then `-2`, `-3`, ...
+    /// within the same second. The last suffix handed out per container is remembered, so
+    /// the thousandth snapshot of one second costs one lookup, not a thousand. Call with the
+    /// write lock held.
     fn unique_name(&self, container: &[u8], now: Ts) -> FsResult<String> {
         let base = timefmt::snapshot_name(now);
-        let mut name = base.clone();
-        let mut n = 1;
-        while self
-            .kv
-            .get(Space::Meta, &keys::snapshot(container, &name))?
-            .is_some()
-        {
+        let mut last = self.last_names.lock();
+        let mut n = match last.get(container) {
+            Some((b, n)) if *b == base => n + 1,
+            _ => 1,
+        };
+        loop {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            if self
+                .kv
+                .get(Space::Meta, &keys::snapshot(container, &name))?
+                .is_none()
+            {
+                last.insert(container.to_vec(), (base, n));
+                return Ok(name);
+            }
             n += 1;
-            name = format!("{base}-{n}");
         }
-        Ok(name)
     }
 
     /// Takes a snapshot of `container`: its head freezes, a new head starts on top. O(1).
@@ -319,10 +333,15 @@ impl Store {
                 last_used_at: None,
             },
         };
+        let old_chain = self.head(container)?;
         self.put_snapshot(&mut b, &info, None);
         self.kv.write(b, true)?;
         self.reload_epochs(&[frozen, head])?;
-        self.set_head(container, head);
+        if old_chain.epoch == frozen {
+            self.set_head_below(container, head, &old_chain);
+        } else {
+            self.set_head(container, head);
+        }
         Ok(info)
     }
 
