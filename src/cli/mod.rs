@@ -245,10 +245,15 @@ enum ContainersCmd {
         #[arg(long, value_name = "SNAPSHOT")]
         snapshot: Option<String>,
     },
-    /// Delete a container (unmounting it first); its snapshots stay.
+    /// Delete a container; its snapshots stay. A running container is refused unless
+    /// --force.
     Delete {
         /// The container (id or name).
         container: String,
+        /// Stop (unmount) a running container first, as `stop` does: processes using the
+        /// mount lose it.
+        #[arg(long)]
+        force: bool,
     },
     /// Mount a container.
     Start {
