@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -68,7 +68,7 @@ impl From<ServiceError> for ApiResponse {
     fn from(e: ServiceError) -> Self {
         let status = match e {
             ServiceError::NoContainer(_) | ServiceError::NoSnapshot(_) => StatusCode::NOT_FOUND,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Conflict(_) | ServiceError::Running => StatusCode::CONFLICT,
             ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +91,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(bad(e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection (unknown or badly typed) is a 400 in the envelope.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
             Err(e) => Err(bad(e.body_text())),
         }
     }
@@ -204,6 +218,14 @@ struct Start {
     snapdir: Option<String>,
     #[serde(default)]
     admin_uid: Option<u32>,
+}
+
+/// `DELETE /containers/{id}?force=true`: stop a running container first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteContainer {
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize)]
@@ -398,9 +420,10 @@ async fn get_container(State(svc): State<Arc<Service>>, ApiPath(id): ApiPath<Str
 async fn delete_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteContainer>,
 ) -> ApiResult {
     let info = blocking(&svc, move |s| {
-        let c = s.delete_container(&id)?;
+        let c = s.delete_container(&id, q.force)?;
         s.info(c)
     })
     .await?;

@@ -289,8 +289,11 @@ fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     limit_malloc_arenas();
+    crate::perms::set_private_umask();
     let store = crate::mount::open_store(store_path)?;
     setup_logging(store_path);
+    crate::perms::tighten_on_open(store_path)
+        .with_context(|| format!("cannot make store {} owner-only", store_path.display()))?;
     store
         .index_aliases()
         .context("cannot index snapshot aliases")?;

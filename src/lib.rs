@@ -15,6 +15,7 @@ pub mod fuse;
 pub mod keys;
 pub mod kv;
 pub mod mount;
+pub mod perms;
 pub mod service;
 pub mod store;
 pub mod timefmt;

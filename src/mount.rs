@@ -1,9 +1,9 @@
 //! Stores and mounts from the command line: `init`, `mount` and `umount` (the last two talk
 //! to the store's daemon). Store layout: `STORE/db` (RocksDB), `STORE/snapfs.sock` (API),
-//! `STORE/snapfs.log`, `STORE/snapfs.pid`.
+//! `STORE/snapfs.log`, `STORE/snapfs.pid`; all of it owner-only (`perms`).
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,8 +22,9 @@ fn db_dir(store: &Path) -> PathBuf {
     store.join("db")
 }
 
-/// Creates a new store at `path`.
+/// Creates a new store at `path`, owner-only (0700, its files 0600).
 pub fn init(path: &Path, block_size: u64) -> Result<()> {
+    crate::perms::set_private_umask();
     if !store::valid_block_size(block_size) {
         return Err(store::StoreError::BlockSize(block_size).into());
     }
@@ -40,6 +41,9 @@ pub fn init(path: &Path, block_size: u64) -> Result<()> {
         }
     }
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    // An existing empty directory keeps its mode through create_dir_all.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
     let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
     Store::init(kv, block_size)?;
     Ok(())
@@ -52,8 +56,10 @@ fn open_kv(path: &Path) -> Result<RocksKv> {
     })
 }
 
-/// Opens an existing store.
+/// Opens an existing store. Sets the process umask to owner-only first (`perms`): RocksDB
+/// creates files on every open (log, manifest, options), whichever process opens it.
 pub fn open_store(path: &Path) -> Result<Arc<Store>> {
+    crate::perms::set_private_umask();
     check_store(path)?;
     let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
     Ok(Arc::new(Store::open(kv)?))

@@ -26,6 +26,10 @@ pub enum ServiceError {
     NoSnapshot(String),
     #[error("{0}")]
     Conflict(String),
+    /// The container is mounted and the operation would pull the mount away from under
+    /// whatever runs in it.
+    #[error("container is running; stop it first, or pass force")]
+    Running,
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -172,10 +176,23 @@ impl Service {
         Ok(self.store.create_container(name, project_id)?)
     }
 
-    /// Deletes a container (unmounting it first); its snapshots stay.
-    pub fn delete_container(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
+    /// Deletes a container; its snapshots stay. A mounted container is refused
+    /// ([`ServiceError::Running`]) unless `force`, which unmounts it first as `stop` does.
+    pub fn delete_container(
+        &self,
+        id_or_name: &str,
+        force: bool,
+    ) -> ServiceResult<ContainerRecord> {
         let c = self.live(id_or_name)?;
-        self.stop_id(&c.id)?;
+        if force {
+            self.stop_id(&c.id)?;
+        }
+        // Checked and deleted under the mounts lock, which `start` holds while it mounts.
+        let mut mounts = self.mounts.lock();
+        Self::reap_locked(&mut mounts);
+        if mounts.contains_key(&c.id) {
+            return Err(ServiceError::Running);
+        }
         Ok(self.store.delete_container(c.id.as_bytes())?)
     }
 
@@ -196,6 +213,8 @@ impl Service {
             return Err(ServiceError::ShuttingDown);
         }
         Self::reap_locked(&mut mounts);
+        // A delete may have run since `live` above (it deletes under this lock).
+        let c = self.live(&c.id)?;
         if let Some(m) = mounts.get(&c.id) {
             return Err(ServiceError::Conflict(format!(
                 "container {} is already mounted at {}",

@@ -168,8 +168,12 @@ fn deleted_container_snapshots_stay_listable_and_copyable() {
     let s = d.snapshot("gone", json!({"alias": "last"}));
     fs::write(m.join("data"), "not in snapshot").expect("write");
 
-    // Deleting a mounted container unmounts it.
-    let del = d.ok("DELETE", &format!("/api/v1/containers/{id}"), None);
+    // Deleting a mounted container with force unmounts it.
+    let del = d.ok(
+        "DELETE",
+        &format!("/api/v1/containers/{id}?force=true"),
+        None,
+    );
     assert_eq!(del["status"], "deleted");
     assert!(!is_mounted(&m));
 

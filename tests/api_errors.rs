@@ -252,6 +252,17 @@ fn invalid_values_return_400_and_change_nothing() {
         ("POST", copy.clone(), j(json!({"name": "a/b"}))),
         ("POST", copy.clone(), j(json!({"name": ""}))),
     ]);
+    // Delete's only query parameter is force=true|false.
+    for q in [
+        "force=yes",
+        "force=1",
+        "force=",
+        "force",
+        "forse=true",
+        "force=true&x=1",
+    ] {
+        cases.push(("DELETE", format!("/api/v1/containers/{id}?{q}"), vec![]));
+    }
     expect_all(&d, 400, &cases);
 }
 
@@ -422,6 +433,13 @@ fn conflicts_return_409_and_change_nothing() {
             "POST",
             "/api/v1/containers/other/start".into(),
             j(json!({"mountpoint": mnt.display().to_string()})),
+        ),
+        // Deleting a running container without force.
+        ("DELETE", format!("/api/v1/containers/{id}"), vec![]),
+        (
+            "DELETE",
+            "/api/v1/containers/box?force=false".into(),
+            vec![],
         ),
     ];
     expect_all(&d, 409, &cases);

@@ -1,5 +1,6 @@
 //! Mount lifecycle through the REST API: start options (snapdir, admin_uid), conflicts on
-//! a mountpoint however it is spelled, stop of a busy mount, shutdown.
+//! a mountpoint however it is spelled, stop of a busy mount, delete of a running container
+//! (refused, or forced), shutdown.
 
 mod api_common;
 
@@ -201,8 +202,8 @@ fn daemon_sigterm_unmounts_every_container_and_removes_socket() {
     let ma = d.mount("a", "ma");
     let mb = d.mount("b", "mb");
     fs::write(ma.join("x"), b"x").expect("write");
-    // Deleting a mounted container unmounts it.
-    let del = d.ok("DELETE", "/api/v1/containers/a", None);
+    // Deleting a mounted container with force unmounts it.
+    let del = d.ok("DELETE", "/api/v1/containers/a?force=true", None);
     assert_eq!(del["status"], "deleted");
     assert!(!is_mounted(&ma), "deleted container still mounted");
     fs::write(mb.join("y"), b"y").expect("write");
@@ -210,4 +211,82 @@ fn daemon_sigterm_unmounts_every_container_and_removes_socket() {
     assert!(st.success(), "daemon exit status {st}");
     assert!(!is_mounted(&mb), "mount left behind after SIGTERM");
     assert!(!d.socket().exists(), "socket left behind after SIGTERM");
+}
+
+const RUNNING: &str = "container is running; stop it first, or pass force";
+
+#[test]
+fn delete_running_container_returns_409_and_keeps_mount_and_data() {
+    let d = Daemon::start();
+    let id = d.create_container("live", None)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let m = d.mount("live", "m");
+    fs::write(m.join("f"), "data").expect("write");
+    d.snapshot("live", json!({"alias": "s"}));
+    let before = d.state();
+    for path in [
+        "/api/v1/containers/live".to_string(),
+        format!("/api/v1/containers/{id}"),
+        "/api/v1/containers/live?force=false".to_string(),
+    ] {
+        let r = d.call("DELETE", &path, None);
+        r.expect_error(409);
+        assert_eq!(r.envelope()["message"], RUNNING, "{}", r.describe());
+    }
+    assert_eq!(d.state(), before, "a refused delete changed the store");
+    assert!(is_mounted(&m), "a refused delete unmounted the container");
+    assert_eq!(fs::read(m.join("f")).expect("read"), b"data");
+    fs::write(m.join("g"), "more").expect("write after the refused delete");
+    assert_eq!(fs::read(m.join("g")).expect("read"), b"more");
+    let c = d.container("live");
+    assert_eq!(c["status"], "running", "{c}");
+    // Once stopped, a plain delete works.
+    d.unmount("live", &m);
+    let del = d.ok("DELETE", "/api/v1/containers/live", None);
+    assert_eq!(del["status"], "deleted", "{del}");
+}
+
+#[test]
+fn delete_force_with_a_file_held_open_unmounts_then_deletes_and_keeps_snapshots() {
+    let d = Daemon::start();
+    let id = d.create_container("busy", None)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let m = d.mount("busy", "m");
+    fs::write(m.join("f"), "data").expect("write");
+    let snap = d.snapshot("busy", json!({"alias": "before"}));
+    // Two holders: a descriptor of this process, and a process reading a file with its
+    // working directory in the mount.
+    let held = File::open(m.join("f")).expect("open");
+    let mut sleeper = Command::new("sleep")
+        .arg("1000")
+        .stdin(File::open(m.join("f")).expect("open for the sleeper"))
+        .current_dir(&m)
+        .spawn()
+        .expect("spawn sleep");
+    let r = d.call("DELETE", "/api/v1/containers/busy?force=true", None);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    drop(held);
+    let del = r.data();
+    check_container(&del);
+    assert_eq!(del["status"], "deleted", "{del}");
+    assert!(del["mountpoint"].is_null(), "{del}");
+    assert!(!is_mounted(&m), "still mounted after a forced delete");
+    assert_eq!(d.container(&id)["status"], "deleted");
+    let snaps = d.snapshots(&id);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["name"], snap["name"]);
+    // The daemon still serves, and the snapshot holds the data.
+    d.ok(
+        "POST",
+        &format!("/api/v1/containers/{id}/copy"),
+        Some(&json!({"name": "revived", "source_snapshot": "before"})),
+    );
+    let m2 = d.mount("revived", "m2");
+    assert_eq!(fs::read(m2.join("f")).expect("read"), b"data");
+    d.unmount("revived", &m2);
 }

@@ -1,5 +1,6 @@
 //! `snapfs containers create|list|show|copy|delete|start|stop`: tables, `--json` (the API's
-//! `data`), naming by id or name, mounts made by `start`, and misuse as one stderr line.
+//! `data`), naming by id or name, mounts made by `start`, delete of a running container
+//! (refused, or `--force`), and misuse as one stderr line.
 
 mod cli_common;
 
@@ -297,6 +298,58 @@ fn delete_keeps_snapshots() {
     let (_, rows) = table(out.ok());
     assert_eq!(rows[0][3], "deleted");
     store.cli(&["containers", "create", "revived"]).ok();
+}
+
+#[test]
+fn delete_running_container_needs_force() {
+    require_fuse();
+    let store = Store::new();
+    let mnt = store.mountpoint("mnt");
+    let m = mnt.to_str().expect("utf8");
+    let id = store.json(&["containers", "start", "default", "--mountpoint", m])["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    fs::write(mnt.join("f"), "kept").expect("write");
+    store
+        .cli(&[
+            "snapshots",
+            "create",
+            "--container",
+            "default",
+            "--alias",
+            "last",
+        ])
+        .ok();
+
+    let out = store.cli(&["containers", "delete", "default"]);
+    let line = out.one_line_error();
+    assert!(
+        line.contains("is running") && line.contains("--force"),
+        "{line:?}"
+    );
+    assert!(is_mounted(&mnt), "a refused delete unmounted the container");
+    assert_eq!(fs::read_to_string(mnt.join("f")).expect("read"), "kept");
+    assert_eq!(
+        store.json(&["containers", "show", "default"])["status"],
+        "running"
+    );
+
+    let pid = store.daemon_pid().expect("daemon pid");
+    let d = store.json(&["containers", "delete", "default", "--force"]);
+    assert_eq!(d["status"], "deleted", "{d}");
+    assert!(!is_mounted(&mnt), "still mounted after delete --force");
+    // The on-demand daemon exits with its last mount; delete waited for it.
+    assert!(
+        !alive(pid),
+        "daemon {pid} still running after delete --force"
+    );
+    let list = store.json(&["snapshots", "list", "--container", &id]);
+    assert_eq!(list["snapshots"][0]["alias"], "last", "{list}");
+    // --force on a stopped container is a plain delete.
+    store.cli(&["containers", "create", "idle"]).ok();
+    let d = store.json(&["containers", "delete", "idle", "--force"]);
+    assert_eq!(d["status"], "deleted", "{d}");
 }
 
 #[test]

@@ -118,10 +118,20 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
             )?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }
-        ContainersCmd::Delete { container } => {
+        ContainersCmd::Delete { container, force } => {
             let mut d = Daemon::connect(common.store)?;
             let was_running = d.running(&container)?;
-            let data = d.call("DELETE", &container_path(&container), None)?;
+            if was_running && !force {
+                bail!(
+                    "container {container} is running; stop it first \
+                     (snapfs containers stop {container}), or pass --force"
+                );
+            }
+            let path = match force {
+                true => format!("{}?force=true", container_path(&container)),
+                false => container_path(&container),
+            };
+            let data = d.call("DELETE", &path, None)?;
             d.settle(was_running)?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }

@@ -107,9 +107,11 @@ enum Cmd {
         #[arg(long, hide = true)]
         notify_ready: bool,
     },
-    /// Check every invariant of a store that is not in use; exit 1 when something is wrong.
+    /// Check every invariant of a store that is not in use, and that it is owner-only; exit 1
+    /// when something is wrong.
     ///
-    /// With --repair, fixes what is safe to fix, then checks again: the change index (added or
+    /// With --repair, fixes what is safe to fix, then checks again: the store's modes
+    /// (owner-only: directories 0700, no group or other bits), the change index (added or
     /// dropped entries), epochs nothing references (retired), and in each container's head:
     /// link counts, a directory's parent, a file's allocated-bytes count, bytes past a file's
     /// size, entries to missing inodes, an entry's type, a second name of a directory.
@@ -243,10 +245,15 @@ enum ContainersCmd {
         #[arg(long, value_name = "SNAPSHOT")]
         snapshot: Option<String>,
     },
-    /// Delete a container (unmounting it first); its snapshots stay.
+    /// Delete a container; its snapshots stay. A running container is refused unless
+    /// --force.
     Delete {
         /// The container (id or name).
         container: String,
+        /// Stop (unmount) a running container first, as `stop` does: processes using the
+        /// mount lose it.
+        #[arg(long)]
+        force: bool,
     },
     /// Mount a container.
     Start {
@@ -429,14 +436,38 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `snapfs fsck`: prints the report; any problem (left after `--repair`) makes the command
-/// fail (exit 1).
+/// fail (exit 1). Besides the kv's invariants, the store must be owner-only (`perms`).
 fn fsck(store: &Path, repair: bool) -> Result<()> {
     let st = crate::mount::open_store(store)?;
-    let report = if repair {
+    let mut tightened = Vec::new();
+    if repair {
+        let changed = crate::perms::tighten(store)
+            .with_context(|| format!("cannot make {} owner-only", store.display()))?;
+        if !changed.is_empty() {
+            tightened.push(format!(
+                "store permissions: {} files or directories made owner-only",
+                changed.len()
+            ));
+        }
+    }
+    let mut report = if repair {
         crate::fsck::repair(&st)?
     } else {
         crate::fsck::check(&st)?
     };
+    report.repaired.splice(0..0, tightened);
+    let loose = crate::perms::find_loose(store)
+        .with_context(|| format!("cannot read the modes of {}", store.display()))?;
+    if !loose.is_empty() {
+        report.problems.insert(
+            0,
+            format!(
+                "store permissions: {}; the store must be owner-only (`snapfs fsck --repair` \
+                 or the next daemon start tightens it)",
+                crate::perms::describe(&loose)
+            ),
+        );
+    }
     for line in &report.repaired {
         println!("repaired: {line}");
     }
