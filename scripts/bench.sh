@@ -421,7 +421,7 @@ scale_bench() {
     mkdir -p "$mnt/small"
     for ((i = 0; i < SCALE_FILES; i++)); do echo "file $i" >"$mnt/small/f$i"; done
     sync
-    sleep 6
+    sleep 12 # the daemon flushes its memtables once idle (the log goes)
     base="$(store_bytes "$store")"
     t0=$(date +%s%N)
     for ((i = 0; i < SCALE_SNAPS; i++)); do
@@ -454,6 +454,9 @@ scale_bench() {
         fi
     done
     after="$(store_bytes "$store")"
+    local live
+    live="$(SNAPFS_STORE="$store" "$SNAPFS_BIN" containers show default --json |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_used"])')"
     t0=$(date +%s%N)
     snapfs_unmount "$mnt"
     t1=$(date +%s%N)
@@ -465,7 +468,9 @@ scale_bench() {
     echo "| mkdir .snapshots/X + small changes, per snapshot ms | $((t_create / SCALE_SNAPS)) |"
     echo "| rmdir of the oldest $(( ${#names[@]} - 10 )), total ms | $t_rmdir |"
     echo "| store MB: before snapshots / with all / peak after deletion / at the end | $((base / 1000000)) / $((full / 1000000)) / $((max / 1000000)) / $((after / 1000000)) |"
+    echo "| container's live bytes at the end (tree + 10 snapshots), MB | $((live / 1000000)) |"
     echo "| seconds until the store is within 1.25x of its size before snapshots | ${back:-not within 180 s} |"
+    echo "| store MB after the unmount | $(($(store_bytes "$store") / 1000000)) |"
     echo "| snapfs umount right after, ms | $t_umount |"
 }
 

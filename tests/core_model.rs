@@ -165,6 +165,13 @@ impl World {
     fn check(&self, model: &Model, ctx: &str) {
         for (c, tree) in &model.containers {
             assert_eq!(&read_tree(&self.heads[c]), tree, "container {c} at {ctx}");
+            // Head chains are maintained incrementally: they equal a walk up the tree.
+            let chain = self.store.head(&id(&self.store, c)).expect("head");
+            assert_eq!(
+                chain.members(),
+                self.store.chain(chain.epoch).members(),
+                "head chain of {c} at {ctx}"
+            );
         }
         for ((c, name), tree) in &model.snapshots {
             let info = self

@@ -483,6 +483,20 @@ impl Store {
         Chain { epoch: e, members }
     }
 
+    /// The chain of `e`, cut from `hint` when `e` is in it (a restore or copy from one of the
+    /// container's own snapshots: a copy of a slice instead of a walk up the tree).
+    pub fn chain_via(&self, e: u64, hint: Option<&Chain>) -> Chain {
+        if let Some(h) = hint {
+            if let Ok(pos) = h.members.binary_search(&e) {
+                return Chain {
+                    epoch: e,
+                    members: h.members[..=pos].to_vec(),
+                };
+            }
+        }
+        self.chain(e)
+    }
+
     /// The current head chain of `container`.
     pub fn head(&self, container: &[u8]) -> FsResult<Arc<Chain>> {
         self.heads

@@ -548,7 +548,7 @@ impl Store {
             t.remove(r);
         }
         self.reclaim_state.lock().head_pruned.remove(&r);
-        self.refresh_heads();
+        self.drop_from_head_chains(r);
         stats.epochs_removed += 1;
         Ok(Step::Done)
     }
@@ -588,7 +588,7 @@ impl Store {
             st.head_pruned.remove(&c);
             st.head_pruned.remove(&r);
         }
-        self.refresh_heads();
+        self.drop_from_head_chains(c);
         stats.epochs_removed += 1;
         Ok(Step::Done)
     }
@@ -609,16 +609,24 @@ impl Store {
         Ok(false)
     }
 
-    /// Recomputes every head chain (after the tree's shape changed).
-    fn refresh_heads(&self) {
-        let heads: Vec<(Vec<u8>, u64)> = self
-            .heads
-            .read()
-            .iter()
-            .map(|(n, c)| (n.clone(), c.epoch))
-            .collect();
-        for (name, head) in heads {
-            self.set_head(&name, head);
+    /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain
+    /// that held it (the rest of each chain is unchanged: its other members are the same
+    /// epochs, the one below `gone` now hanging from the one above it).
+    fn drop_from_head_chains(&self, gone: u64) {
+        let mut heads = self.heads.write();
+        for chain in heads.values_mut() {
+            if chain.contains(gone) {
+                let members = chain
+                    .members()
+                    .iter()
+                    .copied()
+                    .filter(|&e| e != gone)
+                    .collect();
+                *chain = std::sync::Arc::new(super::Chain {
+                    epoch: chain.epoch,
+                    members,
+                });
+            }
         }
     }
 }

@@ -351,6 +351,7 @@ impl Store {
         let _g = self.write_lock();
         let mut snap = self.require_snapshot(container, key)?;
         let mut crec = self.require_live(container)?;
+        let base = self.chain_via(snap.record.epoch, self.head(container).ok().as_deref());
         let mut b = Batch::new();
         let old = crec.head;
         let head = self.alloc_epoch(&mut b);
@@ -371,7 +372,7 @@ impl Store {
         self.put_snapshot(&mut b, &snap, None);
         self.kv.write(b, true)?;
         self.reload_epochs(&[old, head])?;
-        self.set_head(container, head);
+        self.set_head_below(container, head, &base);
         Ok(snap)
     }
 
@@ -470,6 +471,7 @@ impl Store {
         self.require_container(source)?;
         let mut b = Batch::new();
         let mut touched = Vec::new();
+        let source_chain = self.head(source).ok();
         let base = match key {
             Some(k) => {
                 let mut snap = self.require_snapshot(source, k)?;
@@ -497,14 +499,15 @@ impl Store {
             },
         );
         touched.push(head);
+        let base_chain = self.chain_via(base, source_chain.as_deref());
         self.kv.write(b, true)?;
         self.reload_epochs(&touched)?;
         if key.is_none() {
             if let Some(h) = touched.get(1) {
-                self.set_head(source, *h);
+                self.set_head_below(source, *h, &base_chain);
             }
         }
-        self.set_head(crec.id.as_bytes(), head);
+        self.set_head_below(crec.id.as_bytes(), head, &base_chain);
         Ok(crec)
     }
 
