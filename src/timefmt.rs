@@ -49,6 +49,9 @@ fn civil(secs: i64) -> Civil {
     }
 }
 
+/// Length of [`snapshot_name`] (years 0–9999): names of one second share these bytes.
+pub const SNAPSHOT_NAME_LEN: usize = "snap-YYYYMMDD-HHMMSS".len();
+
 /// `snap-YYYYMMDD-HHMMSS` for the given time (UTC).
 pub fn snapshot_name(t: Ts) -> String {
     let c = civil(t.secs);

@@ -379,3 +379,33 @@ fn snapshot_lookups_by_alias_survive_renames_and_deletes() {
     let report = snapfs::fsck::check(&store).expect("fsck");
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
 }
+
+#[test]
+fn snapshot_summary_follows_creates_deletes_and_reopens() {
+    let backend = mem_backend();
+    let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
+    let fs = open_default(store.clone());
+    let c = fs.container().to_vec();
+    assert_eq!(store.snapshot_summary(&c).unwrap(), (0, None));
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        taken.push(store.snapshot(&c, None, None).expect("snapshot"));
+    }
+    let newest = taken[4].record.created_at;
+    assert_eq!(store.snapshot_summary(&c).unwrap(), (5, Some(newest)));
+    store
+        .delete_snapshot(&c, &taken[4].name)
+        .expect("delete newest");
+    let (n, t) = store.snapshot_summary(&c).unwrap();
+    assert_eq!((n, t), (4, Some(taken[3].record.created_at)));
+    store
+        .delete_snapshot(&c, &taken[0].name)
+        .expect("delete oldest");
+    drop(fs);
+    drop(store);
+    let store = Arc::new(Store::open(backend.kv()).expect("reopen"));
+    assert_eq!(
+        store.snapshot_summary(&c).unwrap(),
+        (3, Some(taken[3].record.created_at))
+    );
+}

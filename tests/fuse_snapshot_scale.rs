@@ -80,6 +80,12 @@ fn daily_expiry_pattern_deletes_oldest_first_and_daemon_exits_promptly() {
         .filter(|n| n.starts_with("snap-"))
         .collect();
     assert_eq!(listed.len(), KEEP, "{listed:?}");
+    let snapdir = fs::metadata(m.join(".snapshots")).expect("stat .snapshots");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&snapdir),
+        2 + KEEP as u64,
+        "nlink of .snapshots"
+    );
     for (day, (alias, content)) in expected.iter().enumerate().skip(SNAPSHOTS - KEEP) {
         let root = m.join(".snapshots").join(alias);
         assert_eq!(

@@ -125,6 +125,9 @@ pub struct Store {
     dropped: Mutex<Dropped>,
     /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
     last_names: Mutex<HashMap<Vec<u8>, (String, u32)>>,
+    /// Per container, how many snapshots it has (filled on first use; see
+    /// `snapshot_summary`).
+    snapshot_counts: Mutex<HashMap<Vec<u8>, u64>>,
 }
 
 /// What batches physically deleted since the daemon last compacted: the bytes of the versions
@@ -286,6 +289,7 @@ impl Store {
             reclaim_run: Mutex::new(()),
             dropped: Mutex::new(Dropped::default()),
             last_names: Mutex::new(HashMap::new()),
+            snapshot_counts: Mutex::new(HashMap::new()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {

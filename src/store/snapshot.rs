@@ -98,18 +98,90 @@ impl Store {
         if let Some(s) = self.snapshot_by_name(container, key)? {
             return Ok(Some(s));
         }
-        match self.kv.get(Space::Meta, &keys::alias(container, key))? {
+        self.snapshot_by_alias(container, key)
+    }
+
+    /// The snapshot whose alias is `alias`. O(1).
+    pub fn snapshot_by_alias(
+        &self,
+        container: &[u8],
+        alias: &str,
+    ) -> FsResult<Option<SnapshotInfo>> {
+        match self.kv.get(Space::Meta, &keys::alias(container, alias))? {
             Some(name) => {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 Ok(self
                     .snapshot_by_name(container, &name)?
-                    .filter(|s| s.record.alias.as_deref() == Some(key)))
+                    .filter(|s| s.record.alias.as_deref() == Some(alias)))
             }
             None => Ok(None),
         }
     }
 
-    fn snapshot_by_name(&self, container: &[u8], name: &str) -> FsResult<Option<SnapshotInfo>> {
+    /// How many snapshots `container` has, and when the newest was taken: O(1) after the
+    /// first call per container (the count is kept up to date by snapshot and delete; the
+    /// newest is read from the end of the name range: names sort by creation second).
+    pub fn snapshot_summary(&self, container: &[u8]) -> FsResult<(u64, Option<Ts>)> {
+        let cached = self.snapshot_counts.lock().get(container).copied();
+        let count = match cached {
+            Some(n) => n,
+            None => {
+                let _g = self.write_lock();
+                let prefix = keys::snapshot_prefix(container);
+                let end = crate::kv::prefix_end(&prefix);
+                let mut n = 0u64;
+                self.kv
+                    .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |_, _| {
+                        n += 1;
+                        true
+                    })?;
+                self.snapshot_counts.lock().insert(container.to_vec(), n);
+                n
+            }
+        };
+        // The last second's snapshots (`snap-…-HHMMSS`, `-2`, `-3` …): the newest is among them.
+        let prefix = keys::snapshot_prefix(container);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut newest: Option<Ts> = None;
+        let mut second: Option<Vec<u8>> = None;
+        let mut bad = None;
+        self.kv
+            .scan(Space::Meta, &prefix, &end, Dir::Reverse, &mut |k, v| {
+                let name = &k[prefix.len()..];
+                let base = name.get(..timefmt::SNAPSHOT_NAME_LEN).unwrap_or(name);
+                match &second {
+                    Some(b) if b.as_slice() != base => return false,
+                    None => second = Some(base.to_vec()),
+                    _ => {}
+                }
+                match codec::decode_plain::<SnapshotRecord>(v) {
+                    Ok(r) => {
+                        let t = r.created_at;
+                        if newest.is_none_or(|n| (t.secs, t.nsecs) > (n.secs, n.nsecs)) {
+                            newest = Some(t);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        false
+                    }
+                }
+            })?;
+        if let Some(e) = bad {
+            return Err(e.into());
+        }
+        Ok((count, newest))
+    }
+
+    /// Adjusts the cached snapshot count of `container` (when it is cached).
+    fn count_snapshots(&self, container: &[u8], delta: i64) {
+        if let Some(n) = self.snapshot_counts.lock().get_mut(container) {
+            *n = n.saturating_add_signed(delta);
+        }
+    }
+
+    pub fn snapshot_by_name(&self, container: &[u8], name: &str) -> FsResult<Option<SnapshotInfo>> {
         match self.kv.get(Space::Meta, &keys::snapshot(container, name))? {
             Some(v) => Ok(Some(SnapshotInfo {
                 container: container.to_vec(),
@@ -336,6 +408,7 @@ impl Store {
         let old_chain = self.head(container)?;
         self.put_snapshot(&mut b, &info, None);
         self.kv.write(b, true)?;
+        self.count_snapshots(container, 1);
         self.reload_epochs(&[frozen, head])?;
         if old_chain.epoch == frozen {
             self.set_head_below(container, head, &old_chain);
@@ -402,6 +475,7 @@ impl Store {
         }
         self.retire(&mut b, snap.record.epoch)?;
         self.kv.write(b, true)?;
+        self.count_snapshots(container, -1);
         self.reload_epochs(&[snap.record.epoch])?;
         Ok(snap)
     }

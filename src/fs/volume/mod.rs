@@ -350,11 +350,7 @@ impl Volume {
             if self.snapdir_lookup(name).is_ok() {
                 return Err(FsError::Exists);
             }
-            let snap = self
-                .snapshots()?
-                .into_iter()
-                .find(|s| s.name == target)
-                .ok_or(FsError::NotFound)?;
+            let snap = self.snapshot_named(target)?.ok_or(FsError::NotFound)?;
             let info = self
                 .head
                 .store()
@@ -394,14 +390,10 @@ impl Volume {
             Target::SnapDir => {
                 self.may_manage(caller)?;
                 let n = name_str(name).map_err(|_| FsError::NotFound)?;
-                let snaps = self.snapshots()?;
-                if snaps.iter().any(|s| s.name == n) {
+                if self.snapshot_named(n)?.is_some() {
                     return Err(FsError::IsDir);
                 }
-                let s = snaps
-                    .iter()
-                    .find(|s| s.record.alias.as_deref() == Some(n))
-                    .ok_or(FsError::NotFound)?;
+                let s = self.snapshot_aliased(n)?.ok_or(FsError::NotFound)?;
                 self.head
                     .store()
                     .set_alias(self.container(), &s.name, None)
@@ -418,15 +410,12 @@ impl Volume {
             Target::SnapDir => {
                 self.may_manage(caller)?;
                 let n = name_str(name).map_err(|_| FsError::NotFound)?;
-                let snaps = self.snapshots()?;
-                if !snaps.iter().any(|s| s.name == n) {
-                    return Err(
-                        if snaps.iter().any(|s| s.record.alias.as_deref() == Some(n)) {
-                            FsError::NotDir
-                        } else {
-                            FsError::NotFound
-                        },
-                    );
+                if self.snapshot_named(n)?.is_none() {
+                    return Err(if self.snapshot_aliased(n)?.is_some() {
+                        FsError::NotDir
+                    } else {
+                        FsError::NotFound
+                    });
                 }
                 let gone = self
                     .head

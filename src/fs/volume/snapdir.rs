@@ -11,8 +11,8 @@ use super::{name_str, store_err, Target, Volume, ALIAS_BASE, ROOT_INO};
 impl Volume {
     pub(super) fn snapdir_attr(&self) -> FsResult<Inode> {
         let root = self.head.getattr(ROOT_INO)?;
-        let snaps = self.snapshots()?;
-        let t = snaps.last().map_or(root.ctime, |s| s.record.created_at);
+        let (count, newest) = self.head.store().snapshot_summary(self.container())?;
+        let t = newest.unwrap_or(root.ctime);
         Ok(Inode {
             kind: Kind::Dir,
             // Open to all so the kernel (default_permissions) passes gestures to us: the
@@ -20,7 +20,7 @@ impl Volume {
             perm: 0o777,
             uid: 0,
             gid: 0,
-            nlink: 2 + snaps.len() as u32,
+            nlink: 2u32.saturating_add(u32::try_from(count).unwrap_or(u32::MAX)),
             size: 4096,
             alloc: 0,
             atime: t,
@@ -63,21 +63,27 @@ impl Volume {
         Ok(info)
     }
 
-    /// Finds `name` in `.snapshots`: a snapshot (by name) or an alias.
+    /// Finds `name` in `.snapshots`: a snapshot (by name) or an alias. O(1).
     pub(super) fn snapdir_lookup(&self, name: &[u8]) -> FsResult<(u64, Inode)> {
         let name = name_str(name).map_err(|_| FsError::NotFound)?;
-        let snaps = self.snapshots()?;
-        if let Some(s) = snaps.iter().find(|s| s.name == name) {
-            return self.snap_root(s);
+        if let Some(s) = self.snapshot_named(name)? {
+            return self.snap_root(&s);
         }
-        if let Some(s) = snaps
-            .iter()
-            .find(|s| s.record.alias.as_deref() == Some(name))
-        {
-            let slot = self.slot_of(s);
-            return Ok((ALIAS_BASE | slot, Self::alias_attr(s)));
+        if let Some(s) = self.snapshot_aliased(name)? {
+            let slot = self.slot_of(&s);
+            return Ok((ALIAS_BASE | slot, Self::alias_attr(&s)));
         }
         Err(FsError::NotFound)
+    }
+
+    /// The snapshot called `name` (its name, not an alias).
+    pub(super) fn snapshot_named(&self, name: &str) -> FsResult<Option<SnapshotInfo>> {
+        self.head.store().snapshot_by_name(self.container(), name)
+    }
+
+    /// The snapshot whose alias is `alias`.
+    pub(super) fn snapshot_aliased(&self, alias: &str) -> FsResult<Option<SnapshotInfo>> {
+        self.head.store().snapshot_by_alias(self.container(), alias)
     }
 
     pub(super) fn snapdir_rename(&self, name: &[u8], newname: &[u8], flags: u32) -> FsResult<()> {
@@ -88,16 +94,15 @@ impl Volume {
         let from = name_str(name).map_err(|_| FsError::NotFound)?;
         let to = name_str(newname)?;
         let store = self.head.store();
-        let snaps = self.snapshots()?;
-        let by_name = snaps.iter().find(|s| s.name == from);
-        let by_alias = snaps
-            .iter()
-            .find(|s| s.record.alias.as_deref() == Some(from));
-        let target = by_name.or(by_alias).ok_or(FsError::NotFound)?;
-        if snaps.iter().any(|s| s.name == to) {
+        let by_name = self.snapshot_named(from)?;
+        let target = match &by_name {
+            Some(s) => s.clone(),
+            None => self.snapshot_aliased(from)?.ok_or(FsError::NotFound)?,
+        };
+        if self.snapshot_named(to)?.is_some() {
             return Err(FsError::Exists);
         }
-        if let Some(holder) = snaps.iter().find(|s| s.record.alias.as_deref() == Some(to)) {
+        if let Some(holder) = self.snapshot_aliased(to)? {
             if holder.name == target.name {
                 return Ok(());
             }
