@@ -210,18 +210,20 @@ struct GcState {
 /// than `IDLE_FLUSH_LOG`, writes the memtables out so the log files go. A rarely written
 /// column (the metadata) otherwise keeps every log file since its last flush: 200 MB of
 /// logs beside 120 MB of data after a 100 MiB copy and 1,000 snapshots.
-fn flush_when_idle(store: &crate::store::Store, gc: &mut GcState) {
+/// Returns whether the containers were idle.
+fn flush_when_idle(store: &crate::store::Store, gc: &mut GcState) -> bool {
     let commits = store.commit_count();
     let idle = commits == gc.commits;
     gc.commits = commits;
     if !idle || store.kv().transient_bytes() < IDLE_FLUSH_LOG {
-        return;
+        return idle;
     }
     let t0 = Instant::now();
     match store.kv().flush_buffers() {
         Ok(()) => log::info!("idle: memtables flushed in {:?}", t0.elapsed()),
         Err(e) => log::error!("flushing memtables: {e}"),
     }
+    true
 }
 
 /// Makes deleted space come back, at a cost that follows the garbage, not the store: no
@@ -233,11 +235,16 @@ fn flush_when_idle(store: &crate::store::Store, gc: &mut GcState) {
 /// away with that compaction; partly garbage ones are rewritten by RocksDB's own GC (the
 /// oldest ones first, once half garbage) while it is on.
 fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
-    flush_when_idle(store, gc);
+    let idle = flush_when_idle(store, gc);
     let gc_on = &mut gc.blob_gc;
     let used = store.kv().disk_usage();
     let pending = store.dropped();
-    let garbage = store.kv().known_garbage().saturating_add(pending.bytes);
+    let known = store.kv().known_garbage();
+    let garbage = known.saturating_add(pending.bytes);
+    if idle && known >= COMPACT_AFTER.max(used / 4) {
+        rewrite_garbage(store, used, known);
+        return;
+    }
     let want = blob_gc_wanted(garbage, used, *gc_on);
     if want != *gc_on {
         match store.kv().set_background_gc(want) {
@@ -282,6 +289,30 @@ fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
         "compacted in {:?}: {} B on disk before, {} B after",
         t0.elapsed(),
         used,
+        store.kv().disk_usage()
+    );
+}
+
+/// With the containers idle and at least a quarter of the store known garbage (blobs its
+/// compactions found dead in files its own GC has not reached), rewrites the live blobs
+/// out of every blob file. That copies the live data, at most three times the garbage it
+/// frees, and only while nothing else writes; a store with less garbage waits for RocksDB's
+/// GC of its oldest files instead.
+fn rewrite_garbage(store: &crate::store::Store, used: u64, known: u64) {
+    let live = used.saturating_sub(known);
+    if let Some(free) = store.free_bytes() {
+        if free < live.saturating_add(8 << 20) {
+            log::warn!("{known} B garbage but only {free} B free: not rewriting");
+            return;
+        }
+    }
+    let t0 = Instant::now();
+    if let Err(e) = store.kv().compact(crate::kv::Space::Data) {
+        log::error!("compaction: {e}");
+    }
+    log::info!(
+        "idle, {known} B of {used} B garbage: blobs rewritten in {:?}, {} B on disk now",
+        t0.elapsed(),
         store.kv().disk_usage()
     );
 }
