@@ -13,7 +13,7 @@
 //! `SNAPFS_CRASH_ITERATIONS` (default 20) and `SNAPFS_CRASH_SEED` (default fixed) control
 //! the run; the seed is printed so a failure can be replayed.
 
-mod cli_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, bin, require_fuse, run, snapfs, wait_until, Store};
+use common::{alive, require_fuse, run, snapfs, snapfs_bin, wait_until, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -123,7 +123,7 @@ fn daemon_pid(store: &Path) -> i32 {
 
 #[track_caller]
 fn mount(store: &Path, mnt: &Path) {
-    let out = run(std::process::Command::new(bin())
+    let out = run(std::process::Command::new(snapfs_bin())
         .arg("mount")
         .arg(store)
         .arg(mnt)
