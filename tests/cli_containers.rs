@@ -465,7 +465,7 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
     assert!(clean.status.success(), "{}", clean.describe());
     {
         // Plant a directory entry to an inode that does not exist, in the head.
-        let st = snapfs::mount::open_store(store.path()).expect("open store");
+        let st = snapfs::storedir::open_store(store.path()).expect("open store");
         let id = st.container_by_name("default").unwrap().unwrap().id;
         let head = st.head(id.as_bytes()).unwrap().epoch;
         let mut b = Batch::new();

@@ -145,7 +145,7 @@ fn fsck_clean(store: &Path, what: &str) {
 
 /// Retired epochs still holding versions (reclaim not finished) and those versions.
 fn unfinished_reclaim(store: &Path) -> (u64, u64) {
-    let st = snapfs::mount::open_store(store).expect("open the store after the kill");
+    let st = snapfs::storedir::open_store(store).expect("open the store after the kill");
     let (mut epochs, mut versions) = (0, 0);
     for (e, rec) in st.epochs_snapshot() {
         if rec.kind != snapfs::store::EpochKind::Retired {
@@ -520,7 +520,7 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
     let store = Store::new();
     let mnt = store.mountpoint("mnt");
     let sp = store.path().to_path_buf();
-    let socket = snapfs::daemon::socket_path(&sp);
+    let socket = snapfs::storedir::socket_path(&sp);
 
     mount(&sp, &mnt);
     let mut files: Vec<FileModel> = (0..FILES)
