@@ -264,8 +264,16 @@ impl Fs {
             tx.put_inode(ino, inode);
             return Ok(());
         }
-        let open = self.handles.lock().open.get(&ino).copied().unwrap_or(0);
-        if open > 0 {
+        // Decided under the handles lock, as `release` decides (see `Handles`).
+        let open = {
+            let mut h = self.handles.lock();
+            let open = h.open.get(&ino).is_some_and(|n| *n > 0);
+            if open {
+                h.orphans.insert(ino);
+            }
+            open
+        };
+        if open {
             tx.put_inode(ino, inode);
             tx.batch
                 .put(Space::Meta, keys::orphan(&self.container, ino), Vec::new());
@@ -452,7 +460,8 @@ impl Fs {
         Ok(self.register_open(ino, flags))
     }
 
-    /// Closes a file handle; the last close of an unlinked file frees it.
+    /// Closes a file handle; the last close of a file unlinked while open frees it. Any
+    /// other close takes only the handles lock, never the store's write lock.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let ino = {
             let mut h = self.handles.lock();
@@ -473,20 +482,32 @@ impl Fs {
                     h.open.remove(&ino);
                 }
             }
+            // Only a head's unlink records orphans, so snapshot views stop here too.
+            if !h.orphans.remove(&ino) {
+                return Ok(());
+            }
             ino
         };
-        if !self.is_head() {
-            return Ok(());
-        }
+        self.free_orphan(ino)
+    }
+
+    /// Frees `ino`, unlinked while open, whose last handle was just closed.
+    fn free_orphan(&self, ino: u64) -> FsResult<()> {
         let mut tx = self.begin()?;
-        if self.handles.lock().open.contains_key(&ino) {
-            return Ok(()); // reopened meanwhile
+        {
+            let mut h = self.handles.lock();
+            if h.open.contains_key(&ino) {
+                // Opened again meanwhile (by inode number): its last release frees it.
+                h.orphans.insert(ino);
+                return Ok(());
+            }
         }
         let inode = match tx.inode(ino) {
             Ok(i) => i,
             Err(FsError::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // A failed unlink, or a restore since, can have left it linked.
         if inode.nlink == 0 {
             free_inode(&mut tx, ino, &inode)?;
             tx.batch
