@@ -65,6 +65,12 @@ pub struct Statfs {
     pub namelen: u32,
 }
 
+/// An open file or directory of one view: the number handed to the kernel at open and
+/// given back on every read, write, readdir and release. A type of its own because the calls
+/// that take it also take inode numbers and offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
 enum Handle {
     File {
         ino: u64,
@@ -85,7 +91,7 @@ enum Handle {
 /// close (of a linked file) therefore never takes the store's write lock.
 #[derive(Default)]
 struct Handles {
-    map: HashMap<u64, Handle>,
+    map: HashMap<Fh, Handle>,
     /// Open file handles per inode (an unlinked inode lives until its count drops to zero).
     open: HashMap<u64, u32>,
     /// Inodes unlinked (nlink 0) while open: their last release frees them.
@@ -491,8 +497,8 @@ impl Fs {
         })
     }
 
-    fn new_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    fn new_fh(&self) -> Fh {
+        Fh(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Removes inodes that were unlinked while open when the store was last closed.

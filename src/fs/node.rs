@@ -5,7 +5,7 @@ use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::Space;
 
-use super::{check_name, now, Caller, Fs, Handle, Tx, SYMLINK_MAX};
+use super::{check_name, now, Caller, Fh, Fs, Handle, Tx, SYMLINK_MAX};
 
 /// A time to set: the present, or a given instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct SetAttr {
     pub ctime: Option<Ts>,
     pub crtime: Option<Ts>,
     /// The handle the change came through (ftruncate), if any.
-    pub fh: Option<u64>,
+    pub fh: Option<Fh>,
 }
 
 fn resolve_time(t: TimeSet, now: Ts) -> Ts {
@@ -204,7 +204,7 @@ impl Fs {
         mode: u32,
         flags: i32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode, u64)> {
+    ) -> FsResult<(u64, Inode, Fh)> {
         let (ino, inode) = self.make_node(parent, name, |dir| {
             self.new_inode(dir, Kind::File, mode, caller)
         })?;
@@ -422,7 +422,7 @@ impl Fs {
         }
     }
 
-    fn register_open(&self, ino: u64, flags: i32) -> u64 {
+    fn register_open(&self, ino: u64, flags: i32) -> Fh {
         let fh = self.new_fh();
         let mut h = self.handles.lock();
         h.map.insert(
@@ -438,7 +438,7 @@ impl Fs {
     }
 
     /// Opens a file; `O_TRUNC` truncates it.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Fh> {
         let inode = self.getattr(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::IsDir);
@@ -462,7 +462,7 @@ impl Fs {
 
     /// Closes a file handle; the last close of a file unlinked while open frees it. Any
     /// other close takes only the handles lock, never the store's write lock.
-    pub fn release(&self, fh: u64) -> FsResult<()> {
+    pub fn release(&self, fh: Fh) -> FsResult<()> {
         let ino = {
             let mut h = self.handles.lock();
             let ino = match h.map.remove(&fh) {
@@ -517,7 +517,7 @@ impl Fs {
         Ok(())
     }
 
-    pub(super) fn handle_append(&self, fh: u64) -> bool {
+    pub(super) fn handle_append(&self, fh: Fh) -> bool {
         matches!(
             self.handles.lock().map.get(&fh),
             Some(Handle::File { append: true, .. })
