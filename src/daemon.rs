@@ -2,7 +2,7 @@
 //! Unix socket (mode 0600) and optionally on TCP (bearer token), runs every mount of the
 //! store's containers, expires snapshots and reclaims space in the background.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::fs::VolumeOptions;
 use crate::service::Service;
+use crate::storedir::{log_path, open_store, socket_path, PidFile};
 
 /// A daemon started on demand that never got a mount exits after this long.
 const IDLE_UNUSED: Duration = Duration::from_secs(30);
@@ -41,14 +42,6 @@ const IDLE_FLUSH_LOG: u64 = 16 << 20;
 const GC_ON_AT: u64 = 256 << 20;
 const GC_OFF_BELOW: u64 = 128 << 20;
 
-pub fn socket_path(store: &Path) -> PathBuf {
-    store.join("snapfs.sock")
-}
-
-pub fn pid_path(store: &Path) -> PathBuf {
-    store.join("snapfs.pid")
-}
-
 pub struct DaemonOptions {
     pub listen: Option<SocketAddr>,
     pub token: Option<String>,
@@ -64,7 +57,7 @@ fn setup_logging(store: &Path) {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(store.join("snapfs.log"));
+        .open(log_path(store));
     let mut b = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,fuser::mnt=error"),
     );
@@ -72,25 +65,6 @@ fn setup_logging(store: &Path) {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }
     let _ = b.try_init();
-}
-
-/// `STORE/snapfs.pid`: our pid and whether we exit when idle; removed when dropped.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn create(store: &Path, idle_exit: bool) -> Result<PidFile> {
-        let p = pid_path(store);
-        let mut f = File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
-        writeln!(f, "{}", std::process::id())?;
-        writeln!(f, "{}", if idle_exit { "idle-exit" } else { "serve" })?;
-        Ok(PidFile(p))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// glibc gives threads that allocate their own heap arenas (up to 8 per core), and with the
@@ -321,7 +295,7 @@ fn rewrite_garbage(store: &crate::store::Store, used: u64, known: u64) {
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     limit_malloc_arenas();
     crate::perms::set_private_umask();
-    let store = crate::mount::open_store(store_path)?;
+    let store = open_store(store_path)?;
     setup_logging(store_path);
     crate::perms::tighten_on_open(store_path)
         .with_context(|| format!("cannot make store {} owner-only", store_path.display()))?;

@@ -18,4 +18,5 @@ pub mod mount;
 pub mod perms;
 pub mod service;
 pub mod store;
+pub mod storedir;
 pub mod timefmt;

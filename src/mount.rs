@@ -1,69 +1,19 @@
-//! Stores and mounts from the command line: `init`, `mount` and `umount` (the last two talk
-//! to the store's daemon). Store layout: `STORE/db` (RocksDB), `STORE/snapfs.sock` (API),
-//! `STORE/snapfs.log`, `STORE/snapfs.pid`; all of it owner-only (`perms`).
+//! Mounts from the command line: `mount` and `umount` talk to the store's daemon, starting
+//! it on demand (or, with `--foreground`, becoming it). The store directory itself (layout,
+//! `init`, opening it, the pid file) is `storedir`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client;
 use crate::fs::VolumeOptions;
-use crate::kv::rocks::{RocksKv, RocksOptions};
-use crate::kv::{Kv, KvError};
-use crate::store::{self, Store};
-
-fn db_dir(store: &Path) -> PathBuf {
-    store.join("db")
-}
-
-/// Creates a new store at `path`, owner-only (0700, its files 0600).
-pub fn init(path: &Path, block_size: u64) -> Result<()> {
-    crate::perms::set_private_umask();
-    if !store::valid_block_size(block_size) {
-        return Err(store::StoreError::BlockSize(block_size).into());
-    }
-    if db_dir(path).exists() {
-        bail!("{} is already a snapfs store", path.display());
-    }
-    if path.exists() {
-        let non_empty = std::fs::read_dir(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .next()
-            .is_some();
-        if non_empty {
-            bail!("{} exists and is not empty", path.display());
-        }
-    }
-    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    // An existing empty directory keeps its mode through create_dir_all.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot chmod {}", path.display()))?;
-    let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
-    Store::init(kv, block_size)?;
-    Ok(())
-}
-
-fn open_kv(path: &Path) -> Result<RocksKv> {
-    RocksKv::open(&db_dir(path), &RocksOptions::for_disk(path)).map_err(|e| match e {
-        KvError::Busy => anyhow!("store {} is in use by another process", path.display()),
-        other => anyhow!("cannot open store {}: {other}", path.display()),
-    })
-}
-
-/// Opens an existing store. Sets the process umask to owner-only first (`perms`): RocksDB
-/// creates files on every open (log, manifest, options), whichever process opens it.
-pub fn open_store(path: &Path) -> Result<Arc<Store>> {
-    crate::perms::set_private_umask();
-    check_store(path)?;
-    let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
-    Ok(Arc::new(Store::open(kv)?))
-}
+use crate::storedir::{check_store, db_dir, read_pid, socket_path};
 
 pub struct MountArgs {
     pub store: PathBuf,
@@ -87,19 +37,6 @@ pub fn check_mountpoint(mnt: &Path) -> Result<()> {
         }
         Err(_) => bail!("mountpoint {} does not exist", mnt.display()),
     }
-}
-
-fn check_store(store: &Path) -> Result<()> {
-    if !store.is_dir() {
-        bail!("store {} does not exist", store.display());
-    }
-    if !db_dir(store).join("CURRENT").exists() {
-        bail!(
-            "{} is not a snapfs store (run `snapfs init` first)",
-            store.display()
-        );
-    }
-    Ok(())
 }
 
 /// `snapfs mount`: asks the store's daemon (started on demand) to mount the container;
@@ -201,7 +138,7 @@ pub fn url_segment(s: &str) -> String {
 
 /// The daemon's socket, starting the daemon first when none answers.
 pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
-    let socket = crate::daemon::socket_path(store);
+    let socket = socket_path(store);
     for _ in 0..100 {
         if client::call(&socket, "GET", "/api/v1/containers", None).is_ok() {
             return Ok(socket);
@@ -250,14 +187,6 @@ fn spawn_daemon(store: &Path) -> Result<()> {
         .find(|l| !l.is_empty())
         .unwrap_or("the daemon exited before it was ready");
     bail!("{msg}")
-}
-
-/// (pid, exits when idle) from `STORE/snapfs.pid`.
-pub fn read_pid(store: &Path) -> Option<(i32, bool)> {
-    let text = std::fs::read_to_string(crate::daemon::pid_path(store)).ok()?;
-    let mut lines = text.lines();
-    let pid = lines.next()?.trim().parse().ok()?;
-    Some((pid, lines.next().map(str::trim) == Some("idle-exit")))
 }
 
 /// A snapfs entry of /proc/self/mountinfo.
@@ -355,7 +284,7 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         .rsplit_once(':')
         .map(|(s, c)| (PathBuf::from(s), c.to_string()))
         .ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
-    let socket = crate::daemon::socket_path(&store);
+    let socket = socket_path(&store);
     let path = format!("/api/v1/containers/{}/stop", url_segment(&container));
     match client::call(&socket, "POST", &path, None) {
         Ok(reply) => {

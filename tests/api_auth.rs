@@ -1,11 +1,12 @@
 //! REST API authentication: TCP needs `Authorization: Bearer TOKEN`; every other header
 //! is a 401 in the envelope that changes nothing. The Unix socket is mode 0600.
 
-mod api_common;
+mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
-use api_common::*;
+use common::api::*;
+use common::http::{Auth, Via};
 use serde_json::json;
 
 fn bad_headers() -> Vec<Auth> {

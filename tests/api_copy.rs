@@ -1,13 +1,14 @@
 //! Copy through the REST API (from a snapshot, from the current tree, from a deleted
 //! container's snapshot), checked through FUSE mounts of source and copy.
 
-mod api_common;
+mod common;
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use api_common::*;
+use common::api::*;
+use common::is_mounted;
 use serde_json::json;
 
 fn read(p: &Path) -> String {

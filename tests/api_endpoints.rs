@@ -1,9 +1,11 @@
 //! REST API success paths: every endpoint over TCP with the bearer token, a set over the
 //! Unix socket without one; envelope, snapshot and container shapes.
 
-mod api_common;
+mod common;
 
-use api_common::*;
+use common::api::*;
+use common::http::Via;
+use common::{is_mounted, require_fuse};
 use serde_json::{json, Value};
 
 fn id_of(c: &Value) -> String {
@@ -213,7 +215,6 @@ fn start_stop_copy_over_tcp_succeed() {
     let c = d.create_container("svc", Some("p-src"));
     let id = id_of(&c);
     let mnt = d.new_mountpoint("m");
-    d.track_mount(&mnt);
     let r = d.call(
         "POST",
         &format!("/api/v1/containers/{id}/start"),

@@ -1,9 +1,10 @@
 //! REST API errors: every documented error status, always in the envelope, and never a
 //! change to the store (the full listing before and after is equal).
 
-mod api_common;
+mod common;
 
-use api_common::*;
+use common::api::*;
+use common::{is_mounted, require_fuse};
 use serde_json::{json, Value};
 
 /// A store with a container `box` (project `pr`), two snapshots (`keep` alias on the
@@ -189,7 +190,7 @@ fn invalid_values_return_400_and_change_nothing() {
     let start = format!("/api/v1/containers/{id}/start");
     let copy = format!("/api/v1/containers/{id}/copy");
     let conts = "/api/v1/containers".to_string();
-    let not_dir = d.store.join("snapfs.sock").display().to_string();
+    let not_dir = d.store().join("snapfs.sock").display().to_string();
     let long = "a".repeat(101);
     let long_mb = "é".repeat(101);
     let mut cases: Vec<(&str, String, Vec<u8>)> = Vec::new();

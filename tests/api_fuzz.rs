@@ -3,11 +3,12 @@
 //! and mutated JSON bodies, oversized bodies, bad tokens). Every answer must be a 4xx in
 //! the envelope, the daemon must stay up, and the store's listing must not change.
 
-mod api_common;
+mod common;
 
 use std::collections::BTreeMap;
 
-use api_common::*;
+use common::api::*;
+use common::http::{Auth, Via};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

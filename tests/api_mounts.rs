@@ -2,16 +2,16 @@
 //! a mountpoint however it is spelled, stop of a busy mount, delete of a running container
 //! (refused, or forced), shutdown.
 
-mod api_common;
+mod common;
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use api_common::*;
+use common::api::*;
+use common::{is_mounted, require_fuse, sh_as};
 use serde_json::json;
 
 fn ls(dir: &Path) -> Vec<String> {
@@ -21,22 +21,6 @@ fn ls(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Runs `sh -c script` as `uid`:`uid`; returns success.
-fn sh_as(uid: u32, script: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir("/")
-        .uid(uid)
-        .gid(uid)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run sh")
-        .success()
 }
 
 #[test]
@@ -55,7 +39,6 @@ fn start_snapdir_hidden_by_default_and_visible_on_request() {
         "{snapdir:?}"
     );
     let mv = d.new_mountpoint("mv");
-    d.track_mount(&mv);
     d.ok(
         "POST",
         "/api/v1/containers/v/start",
@@ -74,8 +57,6 @@ fn start_with_admin_uid_lets_that_user_snapshot_through_fuse() {
     d.create_container("plain", None);
     let ma = d.new_mountpoint("ma");
     let mp = d.new_mountpoint("mp");
-    d.track_mount(&ma);
-    d.track_mount(&mp);
     // Let the unprivileged users reach the mountpoints.
     let parent = ma.parent().expect("parent");
     fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -92,22 +73,28 @@ fn start_with_admin_uid_lets_that_user_snapshot_through_fuse() {
     assert!(
         sh_as(
             1000,
+            1000,
             &format!("mkdir '{}/.snapshots/by-admin'", ma.display())
-        ),
+        )
+        .success(),
         "admin uid could not create a snapshot"
     );
     assert!(
         !sh_as(
             1001,
+            1001,
             &format!("mkdir '{}/.snapshots/by-other'", ma.display())
-        ),
+        )
+        .success(),
         "a non-admin uid created a snapshot"
     );
     assert!(
         !sh_as(
             1000,
+            1000,
             &format!("mkdir '{}/.snapshots/by-1000'", mp.display())
-        ),
+        )
+        .success(),
         "uid 1000 created a snapshot where it is not admin"
     );
     let aliases: Vec<serde_json::Value> = d

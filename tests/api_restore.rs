@@ -1,14 +1,14 @@
 //! Restore through the REST API, seen through a FUSE mount started by the API: the tree
 //! switches in place, paths show the snapshot, and descriptors on the old tree go stale.
 
-mod api_common;
+mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use api_common::*;
+use common::api::*;
 use nix::errno::Errno;
 use serde_json::json;
 

@@ -1,12 +1,14 @@
 //! Snapshot creation through the REST API: expiry (relative and absolute), concurrent
 //! creation, aliases and names.
 
-mod api_common;
+mod common;
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use api_common::*;
+use common::api::*;
+use common::http::enc;
+use common::wait_until;
 use serde_json::{json, Value};
 
 #[test]

@@ -2,12 +2,13 @@
 //! `data`), naming by id or name, mounts made by `start`, delete of a running container
 //! (refused, or `--force`), and misuse as one stderr line.
 
-mod cli_common;
+mod common;
 
 use std::fs;
 use std::time::Duration;
 
-use cli_common::{alive, is_mounted, mount_source, require_fuse, snapfs, table, wait_until, Store};
+use common::cli::table;
+use common::{alive, is_mounted, mount_source, require_fuse, snapfs, wait_until, Store};
 use serde_json::Value;
 
 const CONTAINER_KEYS: [&str; 9] = [
@@ -235,8 +236,8 @@ fn start_show_stop() {
     assert_eq!(v["status"], "stopped");
     assert!(v["mountpoint"].is_null());
     assert!(v["bytes_used"].as_u64().expect("bytes") >= 100_000, "{v}");
-    let out = cli_common::run(
-        std::process::Command::new(cli_common::bin())
+    let out = common::run(
+        std::process::Command::new(common::snapfs_bin())
             .args(["containers", "start", "default", "--mountpoint", "mnt"])
             .arg("--store")
             .arg(store.path())
@@ -245,7 +246,7 @@ fn start_show_stop() {
     out.ok();
     assert_eq!(fs::read(mnt.join("data")).expect("read").len(), 100_000);
     // Stopping a stopped container is fine (no-op); `snapfs umount` works on `start` mounts.
-    cli_common::snapfs(["umount", m]).ok();
+    common::snapfs(["umount", m]).ok();
     assert!(!is_mounted(&mnt));
     assert!(wait_until(Duration::from_secs(30), || store
         .daemon_pid()
@@ -464,7 +465,7 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
     assert!(clean.status.success(), "{}", clean.describe());
     {
         // Plant a directory entry to an inode that does not exist, in the head.
-        let st = snapfs::mount::open_store(store.path()).expect("open store");
+        let st = snapfs::storedir::open_store(store.path()).expect("open store");
         let id = st.container_by_name("default").unwrap().unwrap().id;
         let head = st.head(id.as_bytes()).unwrap().epoch;
         let mut b = Batch::new();

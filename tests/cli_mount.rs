@@ -5,14 +5,14 @@
 //! The `mount(8)` tests need `/sbin/mount.fuse.snapfs` linked to the binary under test, which
 //! `scripts/test.sh` installs (`install_mount_helper` in scripts/common.sh).
 
-mod cli_common;
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cli_common::{bin, is_mounted, mount_source, require_fuse, run, wait_until, Out, Store};
+use common::{is_mounted, mount_source, require_fuse, run, snapfs_bin, wait_until, Output, Store};
 
 /// Panics (never skips) unless /sbin/mount.fuse.snapfs runs the binary under test.
 fn require_helper() {
@@ -25,7 +25,7 @@ fn require_helper() {
             helper.display()
         )
     });
-    let me = fs::canonicalize(bin()).expect("canonical test binary");
+    let me = fs::canonicalize(snapfs_bin()).expect("canonical test binary");
     assert_eq!(
         target,
         me,
@@ -39,11 +39,11 @@ fn source(store: &Store, container: &str) -> String {
 }
 
 /// `mount ARGS` (util-linux).
-fn mount(args: &[&str]) -> Out {
+fn mount(args: &[&str]) -> Output {
     run(Command::new("mount").args(args).current_dir("/"))
 }
 
-fn umount(mnt: &Path) -> Out {
+fn umount(mnt: &Path) -> Output {
     run(Command::new("umount").arg(mnt).current_dir("/"))
 }
 
@@ -62,7 +62,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 /// Success with nothing printed.
 #[track_caller]
-fn silent_ok(out: &Out) {
+fn silent_ok(out: &Output) {
     assert!(out.status.success(), "{}", out.describe());
     assert!(
         out.stdout.trim().is_empty() && out.stderr.trim().is_empty(),
@@ -98,7 +98,7 @@ fn mount_t_write_plain_umount_remount() {
     assert!(out.status.success(), "{}", out.describe());
     assert!(!is_mounted(&mnt));
     assert!(
-        wait_until(Duration::from_secs(30), || !cli_common::alive(pid)),
+        wait_until(Duration::from_secs(30), || !common::alive(pid)),
         "daemon {pid} did not notice the umount"
     );
     assert!(store.daemon_pid().is_none(), "pid file left behind");
@@ -209,7 +209,7 @@ fn helper_by_subcommand_and_by_name() {
 
     // `snapfs mount-helper SOURCE DIR -o ...`.
     let mnt = store.mountpoint("a");
-    silent_ok(&run(Command::new(bin())
+    silent_ok(&run(Command::new(snapfs_bin())
         .args(["mount-helper", &source(&store, "default"), s(&mnt)])
         .args(["-o", "rw,snapdir=visible"])
         .current_dir("/")));
@@ -222,7 +222,7 @@ fn helper_by_subcommand_and_by_name() {
     // The binary run under the name mount.fuse.snapfs, with the flags mount(8) adds.
     let dir = tempfile::tempdir().expect("temp dir");
     let link = dir.path().join("mount.fuse.snapfs");
-    std::os::unix::fs::symlink(bin(), &link).expect("symlink");
+    std::os::unix::fs::symlink(snapfs_bin(), &link).expect("symlink");
     let mnt2 = store.mountpoint("b");
     silent_ok(&run(Command::new(&link)
         .args([&source(&store, "other"), s(&mnt2), "-n", "-o", "rw"])
@@ -240,8 +240,8 @@ fn helper_by_subcommand_and_by_name() {
         .current_dir("/")));
     assert!(!is_mounted(&mnt3));
 
-    cli_common::snapfs(["umount", s(&mnt)]).ok();
-    cli_common::snapfs(["umount", s(&mnt2)]).ok();
+    common::snapfs(["umount", s(&mnt)]).ok();
+    common::snapfs(["umount", s(&mnt2)]).ok();
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn helper_misuse_is_one_line_and_mounts_nothing() {
         vec![&src, "/no/such/mountpoint"],
     ];
     for args in &cases {
-        let out = run(Command::new(bin())
+        let out = run(Command::new(snapfs_bin())
             .arg("mount-helper")
             .args(args)
             .current_dir("/"));

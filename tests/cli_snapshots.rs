@@ -1,11 +1,12 @@
 //! `snapfs snapshots create|list|restore|delete|alias`: tables, `--json` (the API's `data`),
 //! `SNAPFS_STORE`, restore through a live mount, and misuse as one stderr line.
 
-mod cli_common;
+mod common;
 
 use std::fs;
 
-use cli_common::{require_fuse, snapfs, table, Store};
+use common::cli::table;
+use common::{require_fuse, snapfs, Store};
 use serde_json::Value;
 
 fn names(list: &Value) -> Vec<String> {

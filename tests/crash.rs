@@ -13,7 +13,7 @@
 //! `SNAPFS_CRASH_ITERATIONS` (default 20) and `SNAPFS_CRASH_SEED` (default fixed) control
 //! the run; the seed is printed so a failure can be replayed.
 
-mod cli_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, bin, require_fuse, run, snapfs, wait_until, Store};
+use common::{alive, require_fuse, run, snapfs, snapfs_bin, wait_until, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -123,7 +123,7 @@ fn daemon_pid(store: &Path) -> i32 {
 
 #[track_caller]
 fn mount(store: &Path, mnt: &Path) {
-    let out = run(std::process::Command::new(bin())
+    let out = run(std::process::Command::new(snapfs_bin())
         .arg("mount")
         .arg(store)
         .arg(mnt)
@@ -145,7 +145,7 @@ fn fsck_clean(store: &Path, what: &str) {
 
 /// Retired epochs still holding versions (reclaim not finished) and those versions.
 fn unfinished_reclaim(store: &Path) -> (u64, u64) {
-    let st = snapfs::mount::open_store(store).expect("open the store after the kill");
+    let st = snapfs::storedir::open_store(store).expect("open the store after the kill");
     let (mut epochs, mut versions) = (0, 0);
     for (e, rec) in st.epochs_snapshot() {
         if rec.kind != snapfs::store::EpochKind::Retired {
@@ -520,7 +520,7 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
     let store = Store::new();
     let mnt = store.mountpoint("mnt");
     let sp = store.path().to_path_buf();
-    let socket = snapfs::daemon::socket_path(&sp);
+    let socket = snapfs::storedir::socket_path(&sp);
 
     mount(&sp, &mnt);
     let mut files: Vec<FileModel> = (0..FILES)

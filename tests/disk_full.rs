@@ -4,7 +4,7 @@
 //! snapshot); after deleting the big file and the snapshot, writes succeed again once
 //! reclaim has run; and `snapfs fsck` is clean afterwards. Needs root and FUSE.
 
-mod cli_common;
+mod common;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, bin, is_mounted, require_fuse, run, snapfs, wait_until};
+use common::{
+    alive, daemon_pid, is_mounted, require_fuse, run, snapfs, stop_daemon, umount_quietly,
+};
 use tempfile::TempDir;
 
 const MIB: usize = 1 << 20;
@@ -99,16 +101,6 @@ impl Rig {
         rig
     }
 
-    fn daemon_pid(&self) -> Option<i32> {
-        fs::read_to_string(self.store.join("snapfs.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
     fn join(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
@@ -116,30 +108,8 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        if is_mounted(&self.mnt) {
-            let _ = Command::new(bin())
-                .arg("umount")
-                .arg(&self.mnt)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(pid) = self.daemon_pid() {
-            let pid_t = nix::unistd::Pid::from_raw(pid);
-            if alive(pid) {
-                let _ = nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGTERM);
-                if !wait_until(Duration::from_secs(30), || !alive(pid)) {
-                    let _ = nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
+        umount_quietly(&self.mnt);
+        stop_daemon(&self.store);
         if is_mounted(&self.disk) {
             let _ = Command::new("umount")
                 .arg(&self.disk)
@@ -225,9 +195,8 @@ fn assert_same_content(path: &Path, want: &[u8]) {
 /// The daemon is running and the mount answers `ls`.
 #[track_caller]
 fn assert_daemon_serving(rig: &Rig, when: &str) {
-    let pid = rig
-        .daemon_pid()
-        .unwrap_or_else(|| panic!("{when}: no pid in STORE/snapfs.pid"));
+    let pid =
+        daemon_pid(&rig.store).unwrap_or_else(|| panic!("{when}: no pid in STORE/snapfs.pid"));
     assert!(alive(pid), "{when}: daemon pid {pid} is gone");
     let ls = run(Command::new("ls").arg("-la").arg(&rig.mnt));
     assert!(
@@ -447,7 +416,7 @@ fn disk_full_gives_enospc_and_recovers_after_reclaim() {
     let Some(recovery_secs) = recovered else {
         // Diagnostics for the report: RocksDB's background error, then whether the store
         // can be reopened (fsck) once the daemon is gone.
-        let alive_now = rig.daemon_pid().is_some_and(alive);
+        let alive_now = daemon_pid(&rig.store).is_some_and(alive);
         let rocks_log = fs::read_to_string(rig.store.join("db/LOG")).unwrap_or_default();
         let bg: Vec<&str> = rocks_log
             .lines()
@@ -458,7 +427,7 @@ fn disk_full_gives_enospc_and_recovers_after_reclaim() {
         let after_umount = format!(
             "still mounted: {}, daemon alive: {}",
             is_mounted(&rig.mnt),
-            rig.daemon_pid().is_some_and(alive)
+            daemon_pid(&rig.store).is_some_and(alive)
         );
         let fsck = snapfs([OsStr::new("fsck"), rig.store.as_os_str()]);
         let (_, _, avail) = space(&rig.disk);

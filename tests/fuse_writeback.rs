@@ -4,7 +4,6 @@
 //! (or, for restore, keep them out of the restored tree), and the file size limit must be the
 //! kernel's so no cached write is accepted and then lost.
 
-mod api_common;
 mod common;
 
 use std::fs::{self, File, OpenOptions};
@@ -12,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use api_common::Daemon;
+use common::api::Daemon;
 use common::{random_bytes, Mount};
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 //! on any hang. Afterwards container `a`'s trees must match the models exactly and `fsck` must
 //! be clean. `SNAPFS_STRESS_SECS` sets the duration (default 20), `SNAPFS_STRESS_SEED` the seed.
 
-mod cli_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, OpenOptions};
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cli_common::{alive, require_fuse, snapfs, wait_until, Store};
+use common::{alive, require_fuse, snapfs, wait_until, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustix::fs::{getxattr, setxattr, XattrFlags};

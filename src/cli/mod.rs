@@ -385,7 +385,7 @@ fn subcommand_path(args: &[OsString]) -> (String, Vec<String>) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Init { store, block_size } => crate::mount::init(&store, block_size),
+        Cmd::Init { store, block_size } => crate::storedir::init(&store, block_size),
         Cmd::Mount {
             store,
             mountpoint,
@@ -438,7 +438,7 @@ fn run(cli: Cli) -> Result<()> {
 /// `snapfs fsck`: prints the report; any problem (left after `--repair`) makes the command
 /// fail (exit 1). Besides the kv's invariants, the store must be owner-only (`perms`).
 fn fsck(store: &Path, repair: bool) -> Result<()> {
-    let st = crate::mount::open_store(store)?;
+    let st = crate::storedir::open_store(store)?;
     let mut tightened = Vec::new();
     if repair {
         let changed = crate::perms::tighten(store)
@@ -575,7 +575,7 @@ impl Daemon {
 
 /// The pid in `STORE/snapfs.pid` when that daemon exits once idle.
 fn idle_exit_pid(store: &Path) -> Option<i32> {
-    crate::mount::read_pid(store).and_then(|(pid, idle)| idle.then_some(pid))
+    crate::storedir::read_pid(store).and_then(|(pid, idle)| idle.then_some(pid))
 }
 
 fn container_path(c: &str) -> String {

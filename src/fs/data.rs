@@ -9,7 +9,7 @@ use crate::keys;
 use crate::kv::Space;
 use crate::store::{self, Chain};
 
-use super::{now, scan_visible, Fs, Tx, MAX_FILE_SIZE};
+use super::{now, scan_visible, Fh, Fs, Tx, MAX_FILE_SIZE};
 
 /// fallocate modes we support.
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -116,7 +116,7 @@ impl Fs {
     pub fn write(
         &self,
         ino: u64,
-        fh: Option<u64>,
+        fh: Option<Fh>,
         offset: u64,
         data: &[u8],
         kill_priv: bool,

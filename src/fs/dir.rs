@@ -8,7 +8,7 @@ use crate::keys;
 use crate::kv::Space;
 use crate::store::Chain;
 
-use super::{check_name, now, scan_visible, Fs, Handle, ROOT_INO};
+use super::{check_name, now, scan_visible, Fh, Fs, Handle, ROOT_INO};
 
 /// One listed entry. `offset` names the position of the *next* entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Fs {
         Ok(self.list(chain, ino, 1)?.is_empty())
     }
 
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
         let inode = self.getattr(ino)?;
         if inode.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -78,7 +78,7 @@ impl Fs {
 
     /// Entries of the open directory `fh` from `offset` on. The listing is taken once per
     /// handle (at offset 0), so offsets stay stable while the directory changes.
-    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, ino: u64, fh: Fh, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
         let cached = match self.handles.lock().map.get(&fh) {
             Some(Handle::Dir { ino: i, entries }) if *i == ino => entries.clone(),
             _ => return Err(FsError::BadHandle),
@@ -121,7 +121,7 @@ impl Fs {
         Ok(entries)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.handles.lock().map.remove(&fh);
     }
 

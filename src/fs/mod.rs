@@ -11,7 +11,7 @@ mod repair;
 mod volume;
 mod xattr;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -65,6 +65,12 @@ pub struct Statfs {
     pub namelen: u32,
 }
 
+/// An open file or directory of one view: the number handed to the kernel at open and
+/// given back on every read, write, readdir and release. A type of its own because the calls
+/// that take it also take inode numbers and offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
 enum Handle {
     File {
         ino: u64,
@@ -78,11 +84,18 @@ enum Handle {
     },
 }
 
+/// The open handles of one view. Whether an inode is still open and whether it was unlinked
+/// while open are decided under this one lock, so that exactly one of `unlink` and the last
+/// `release` frees an inode: unlink frees it if nothing has it open, else records it in
+/// `orphans`; a release that closes the last handle frees it only if it is there. The common
+/// close (of a linked file) therefore never takes the store's write lock.
 #[derive(Default)]
 struct Handles {
-    map: HashMap<u64, Handle>,
+    map: HashMap<Fh, Handle>,
     /// Open file handles per inode (an unlinked inode lives until its count drops to zero).
     open: HashMap<u64, u32>,
+    /// Inodes unlinked (nlink 0) while open: their last release frees them.
+    orphans: HashSet<u64>,
 }
 
 /// Which tree an [`Fs`] shows.
@@ -484,8 +497,8 @@ impl Fs {
         })
     }
 
-    fn new_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    fn new_fh(&self) -> Fh {
+        Fh(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Removes inodes that were unlinked while open when the store was last closed.

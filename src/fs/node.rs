@@ -5,7 +5,7 @@ use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::Space;
 
-use super::{check_name, now, Caller, Fs, Handle, Tx, SYMLINK_MAX};
+use super::{check_name, now, Caller, Fh, Fs, Handle, Tx, SYMLINK_MAX};
 
 /// A time to set: the present, or a given instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct SetAttr {
     pub ctime: Option<Ts>,
     pub crtime: Option<Ts>,
     /// The handle the change came through (ftruncate), if any.
-    pub fh: Option<u64>,
+    pub fh: Option<Fh>,
 }
 
 fn resolve_time(t: TimeSet, now: Ts) -> Ts {
@@ -204,7 +204,7 @@ impl Fs {
         mode: u32,
         flags: i32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode, u64)> {
+    ) -> FsResult<(u64, Inode, Fh)> {
         let (ino, inode) = self.make_node(parent, name, |dir| {
             self.new_inode(dir, Kind::File, mode, caller)
         })?;
@@ -264,8 +264,16 @@ impl Fs {
             tx.put_inode(ino, inode);
             return Ok(());
         }
-        let open = self.handles.lock().open.get(&ino).copied().unwrap_or(0);
-        if open > 0 {
+        // Decided under the handles lock, as `release` decides (see `Handles`).
+        let open = {
+            let mut h = self.handles.lock();
+            let open = h.open.get(&ino).is_some_and(|n| *n > 0);
+            if open {
+                h.orphans.insert(ino);
+            }
+            open
+        };
+        if open {
             tx.put_inode(ino, inode);
             tx.batch
                 .put(Space::Meta, keys::orphan(&self.container, ino), Vec::new());
@@ -414,7 +422,7 @@ impl Fs {
         }
     }
 
-    fn register_open(&self, ino: u64, flags: i32) -> u64 {
+    fn register_open(&self, ino: u64, flags: i32) -> Fh {
         let fh = self.new_fh();
         let mut h = self.handles.lock();
         h.map.insert(
@@ -430,7 +438,7 @@ impl Fs {
     }
 
     /// Opens a file; `O_TRUNC` truncates it.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Fh> {
         let inode = self.getattr(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::IsDir);
@@ -452,8 +460,9 @@ impl Fs {
         Ok(self.register_open(ino, flags))
     }
 
-    /// Closes a file handle; the last close of an unlinked file frees it.
-    pub fn release(&self, fh: u64) -> FsResult<()> {
+    /// Closes a file handle; the last close of a file unlinked while open frees it. Any
+    /// other close takes only the handles lock, never the store's write lock.
+    pub fn release(&self, fh: Fh) -> FsResult<()> {
         let ino = {
             let mut h = self.handles.lock();
             let ino = match h.map.remove(&fh) {
@@ -473,20 +482,32 @@ impl Fs {
                     h.open.remove(&ino);
                 }
             }
+            // Only a head's unlink records orphans, so snapshot views stop here too.
+            if !h.orphans.remove(&ino) {
+                return Ok(());
+            }
             ino
         };
-        if !self.is_head() {
-            return Ok(());
-        }
+        self.free_orphan(ino)
+    }
+
+    /// Frees `ino`, unlinked while open, whose last handle was just closed.
+    fn free_orphan(&self, ino: u64) -> FsResult<()> {
         let mut tx = self.begin()?;
-        if self.handles.lock().open.contains_key(&ino) {
-            return Ok(()); // reopened meanwhile
+        {
+            let mut h = self.handles.lock();
+            if h.open.contains_key(&ino) {
+                // Opened again meanwhile (by inode number): its last release frees it.
+                h.orphans.insert(ino);
+                return Ok(());
+            }
         }
         let inode = match tx.inode(ino) {
             Ok(i) => i,
             Err(FsError::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // A failed unlink, or a restore since, can have left it linked.
         if inode.nlink == 0 {
             free_inode(&mut tx, ino, &inode)?;
             tx.batch
@@ -496,7 +517,7 @@ impl Fs {
         Ok(())
     }
 
-    pub(super) fn handle_append(&self, fh: u64) -> bool {
+    pub(super) fn handle_append(&self, fh: Fh) -> bool {
         matches!(
             self.handles.lock().map.get(&fh),
             Some(Handle::File { append: true, .. })

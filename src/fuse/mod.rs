@@ -16,7 +16,7 @@ use fuser::{
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::FsError;
-use crate::fs::{Caller, SetAttr, TimeSet, Volume};
+use crate::fs::{Caller, Fh, SetAttr, TimeSet, Volume};
 
 /// How long the kernel may cache entries and attributes of the head. This daemon is the only
 /// writer of a mounted head, and every change goes through the kernel, so caches stay true.
@@ -249,7 +249,7 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(time_set),
             ctime: ctime.map(request_time),
             crtime: crtime.map(request_time),
-            fh: fh.map(|f| f.0),
+            fh: fh.map(|f| Fh(f.0)),
         };
         match self.fs.setattr(ino.0, &set, caller(req)) {
             Ok(i) => reply.attr(
@@ -359,7 +359,7 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, self.open_flags(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -394,7 +394,7 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.write(ino.0, fh.0, offset, data, kill) {
+        match self.fs.write(ino.0, Fh(fh.0), offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -425,7 +425,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.release(ino.0, fh.0))
+        Self::empty(reply, self.fs.release(ino.0, Fh(fh.0)))
     }
 
     fn fsync(
@@ -441,7 +441,7 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -454,7 +454,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, fh.0, offset) {
+        match self.fs.readdir(ino.0, Fh(fh.0), offset) {
             Ok(entries) => {
                 for e in entries.iter().skip(offset as usize) {
                     let name = OsStr::from_bytes(&e.name);
@@ -476,7 +476,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(ino.0, fh.0);
+        self.fs.releasedir(ino.0, Fh(fh.0));
         reply.ok()
     }
 
@@ -559,7 +559,7 @@ impl Filesystem for FuseFs {
                 &self.attr_ttl(ino),
                 &attr(ino, &i, self.fs.block_size()),
                 Generation(0),
-                FileHandle(fh),
+                FileHandle(fh.0),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(errno(e)),

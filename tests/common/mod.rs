@@ -1,23 +1,40 @@
-//! Shared fixtures for the end-to-end FUSE tests: a fresh store (`snapfs init`), a
-//! [`Mount`] guard that always leaves the mountpoint unmounted, command runners with
-//! timeouts, and errno assertions.
+//! The one fixture module of the integration tests. Every test binary says `mod common;` and
+//! uses the parts it needs:
+//! - here: the snapfs binary and command runners with timeouts ([`Output`]), mount points
+//!   (`/proc/self/mountinfo`), a fresh store ([`Store`], `snapfs init`) that on drop unmounts
+//!   the mountpoints it handed out and stops its daemon, and the [`Mount`] guard (a mounted
+//!   container that always leaves the mountpoint unmounted);
+//! - [`posix`] (re-exported): errno assertions, modes, times, `stat` listings;
+//! - [`cli`]: the CLI's `--store` runners and its table output;
+//! - [`http`] and [`api`]: a small HTTP client and a store served by `snapfs serve` with the
+//!   API's JSON shapes.
 //!
-//! Every FUSE test starts through [`Mount::new`] (or [`require_fuse`]): a machine
-//! without `/dev/fuse` makes the tests fail loudly, never skip.
+//! Tests that need FUSE start through [`require_fuse`] (or [`Mount::new`]): a machine without
+//! `/dev/fuse` makes them fail loudly, never skip.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod cli;
+pub mod http;
+mod posix;
+
+// Each test binary uses a subset.
+#[allow(unused_imports)]
+pub use posix::*;
+
 use std::ffi::OsStr;
-use std::fmt::Debug;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use rand::{RngCore, SeedableRng};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// How long any single helper command (init, mount, umount, tar, …) may take.
@@ -40,6 +57,9 @@ pub fn require_fuse() {
          module and the /dev/fuse device in this machine or container (they fail, never skip)"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Commands
 
 /// The result of a finished command, with stdout and stderr captured.
 pub struct Output {
@@ -75,6 +95,26 @@ impl Output {
         self
     }
 
+    /// Success and nothing on stderr; returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        self.assert_success();
+        assert!(
+            self.stderr.trim().is_empty(),
+            "stderr not empty: {}",
+            self.describe()
+        );
+        &self.stdout
+    }
+
+    /// Success, stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let text = self.ok();
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
+    }
+
     /// The CLI error contract: non-zero exit, exactly one line on stderr, no panic trace.
     #[track_caller]
     pub fn assert_one_line_error(&self) {
@@ -95,6 +135,30 @@ impl Output {
             "stderr shows a panic: {}",
             self.describe()
         );
+    }
+
+    /// [`Output::assert_one_line_error`], and also: an exit (not a signal), nothing on
+    /// stdout, the line reads `snapfs: error: ...`. Returns that line.
+    #[track_caller]
+    pub fn one_line_error(&self) -> &str {
+        self.assert_one_line_error();
+        assert!(
+            self.status.code().is_some(),
+            "killed by a signal: {}",
+            self.describe()
+        );
+        assert!(
+            self.stdout.trim().is_empty(),
+            "stdout not empty: {}",
+            self.describe()
+        );
+        let line = self.stderr_lines()[0];
+        assert!(
+            line.starts_with("snapfs: error: "),
+            "bad error line: {}",
+            self.describe()
+        );
+        line
     }
 }
 
@@ -147,14 +211,17 @@ fn read_all(f: &mut File) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Runs the snapfs binary with `args`.
+/// Runs the snapfs binary with `args` (and `SNAPFS_STORE` unset).
 #[track_caller]
 pub fn snapfs<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run(Command::new(snapfs_bin()).args(args).current_dir("/"))
+    run(Command::new(snapfs_bin())
+        .args(args)
+        .env_remove("SNAPFS_STORE")
+        .current_dir("/"))
 }
 
 /// Runs `sh -c script` as root in `dir`.
@@ -179,14 +246,49 @@ pub fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
+/// Polls `f` every 20 ms until it is true or `timeout` passes; its last answer.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Is `pid` running (a zombie counts as gone)?
+pub fn alive(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+        })
+        .is_some_and(|c| c != 'Z' && c != 'X')
+}
+
+// ---------------------------------------------------------------------------------------
+// Mounts and daemons
+
 /// Whether `path` is a mount point, according to /proc/self/mountinfo.
 pub fn is_mounted(path: &Path) -> bool {
+    mount_source(path).is_some()
+}
+
+/// The source (`STORE:CONTAINER` for snapfs) of the newest mount on `path`.
+pub fn mount_source(path: &Path) -> Option<String> {
     let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     let want = path.to_string_lossy();
-    info.lines().any(|line| {
-        line.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == want)
+    info.lines().rev().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.len() > sep + 2 && unescape_mountinfo(f[4]) == want)
+            .then(|| unescape_mountinfo(f[sep + 2]))
     })
 }
 
@@ -211,10 +313,65 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A freshly initialised store in its own temporary directory.
+/// `umount -l` until `path` is no mount point (a few tries).
+pub fn lazy_umount(path: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(path) {
+            return;
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Cleanup: `snapfs umount` of a mount still on `mnt`, then `umount -l` if it stayed.
+pub fn umount_quietly(mnt: &Path) {
+    if is_mounted(mnt) {
+        let _ = Command::new(snapfs_bin())
+            .arg("umount")
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    lazy_umount(mnt);
+}
+
+/// The pid in `STORE/snapfs.pid`, if any.
+pub fn daemon_pid(store: &Path) -> Option<i32> {
+    fs::read_to_string(store.join("snapfs.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Cleanup: SIGTERM to the store's running daemon, SIGKILL if it is not gone in 30 s.
+pub fn stop_daemon(store: &Path) {
+    let Some(pid) = daemon_pid(store).filter(|p| alive(*p)) else {
+        return;
+    };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    if !wait_until(Duration::from_secs(30), || !alive(pid)) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// A store from `snapfs init` in its own temporary directory, with mountpoints beside it.
+/// On drop: every mountpoint it handed out is unmounted and its daemon is stopped.
 pub struct Store {
     dir: TempDir,
     path: PathBuf,
+    mountpoints: Mutex<Vec<PathBuf>>,
 }
 
 impl Store {
@@ -236,12 +393,37 @@ impl Store {
         let path = dir.path().join("store");
         let mut args: Vec<&OsStr> = vec![OsStr::new("init"), path.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
-        snapfs(&args).assert_success();
-        Store { dir, path }
+        snapfs(&args).ok();
+        Store {
+            dir,
+            path,
+            mountpoints: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The temporary directory that holds the store (removed with it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh empty directory beside the store to mount on (unmounted on drop).
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        self.mountpoints
+            .lock()
+            .expect("mountpoints")
+            .push(p.clone());
+        p
+    }
+
+    /// The pid in STORE/snapfs.pid, if any.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        daemon_pid(&self.path)
     }
 
     /// Total bytes allocated on disk by the store's files.
@@ -257,6 +439,16 @@ impl Store {
             total
         }
         walk(&self.path)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let mountpoints = self.mountpoints.lock().map(|m| m.clone());
+        for m in mountpoints.unwrap_or_default() {
+            umount_quietly(&m);
+        }
+        stop_daemon(&self.path);
     }
 }
 
@@ -397,149 +589,4 @@ impl Drop for Mount {
             );
         }
     }
-}
-
-fn lazy_umount(path: &Path) {
-    for _ in 0..3 {
-        if !is_mounted(path) {
-            return;
-        }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(path)
-            .stdin(Stdio::null())
-            .status();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Something that carries an errno.
-pub trait AsErrno {
-    fn errno(&self) -> Errno;
-}
-
-impl AsErrno for io::Error {
-    fn errno(&self) -> Errno {
-        Errno::from_raw(self.raw_os_error().unwrap_or(0))
-    }
-}
-
-impl AsErrno for Errno {
-    fn errno(&self) -> Errno {
-        *self
-    }
-}
-
-impl AsErrno for rustix::io::Errno {
-    fn errno(&self) -> Errno {
-        Errno::from_raw(self.raw_os_error())
-    }
-}
-
-/// Asserts that `r` failed with exactly `want`.
-#[track_caller]
-pub fn expect_errno<T: Debug, E: AsErrno + Debug>(r: Result<T, E>, want: Errno, what: &str) {
-    expect_errno_any(r, &[want], what)
-}
-
-/// Asserts that `r` failed with one of `allowed` (where POSIX allows several).
-#[track_caller]
-pub fn expect_errno_any<T: Debug, E: AsErrno + Debug>(
-    r: Result<T, E>,
-    allowed: &[Errno],
-    what: &str,
-) {
-    match r {
-        Ok(v) => panic!("{what}: expected {allowed:?}, but it succeeded ({v:?})"),
-        Err(e) => assert!(
-            allowed.contains(&e.errno()),
-            "{what}: expected {allowed:?}, got {:?} ({e:?})",
-            e.errno()
-        ),
-    }
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; len];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// This process's umask, read without changing it (from /proc/self/status).
-pub fn umask() -> u32 {
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .expect("Umask line in /proc/self/status");
-    u32::from_str_radix(line.trim(), 8).expect("octal umask")
-}
-
-/// Permission bits and type of a path (lstat).
-pub fn mode_of(p: &Path) -> u32 {
-    fs::symlink_metadata(p)
-        .unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()))
-        .mode()
-}
-
-/// Creates `dir` (inside a mount) with mode `mode`, set explicitly (no umask).
-pub fn mkdir_mode(dir: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", dir.display()));
-}
-
-/// Sets the permission bits of `p` (chmod).
-pub fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {:o} {}: {e}", mode, p.display()));
-}
-
-/// (seconds, nanoseconds) of mtime and ctime.
-pub fn times(p: &Path) -> ((i64, i64), (i64, i64), (i64, i64)) {
-    let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
-    (
-        (md.atime(), md.atime_nsec()),
-        (md.mtime(), md.mtime_nsec()),
-        (md.ctime(), md.ctime_nsec()),
-    )
-}
-
-/// Sorted `stat -c FORMAT` lines for every path under `root` (paths relative, `./…`).
-pub fn stat_lines(root: &Path, format: &str) -> Vec<String> {
-    let out = run(Command::new("find")
-        .arg(".")
-        .arg("-exec")
-        .arg("stat")
-        .arg("-c")
-        .arg(format)
-        .arg("{}")
-        .arg("+")
-        .current_dir(root));
-    out.assert_success();
-    let mut lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
-    lines.sort();
-    lines
-}
-
-/// Asserts two sorted line lists are equal, printing only the differing lines.
-#[track_caller]
-pub fn assert_same_lines(what: &str, expected: &[String], got: &[String]) {
-    if expected == got {
-        return;
-    }
-    let exp: std::collections::BTreeSet<&String> = expected.iter().collect();
-    let got_set: std::collections::BTreeSet<&String> = got.iter().collect();
-    let missing: Vec<&&String> = exp.difference(&got_set).take(20).collect();
-    let extra: Vec<&&String> = got_set.difference(&exp).take(20).collect();
-    panic!(
-        "{what}: {} expected lines, {} got; first expected-but-missing: {missing:#?}\n\
-         first unexpected: {extra:#?}",
-        expected.len(),
-        got.len()
-    );
 }

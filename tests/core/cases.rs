@@ -138,6 +138,64 @@ fn unlinked_open_file_lives_until_release() {
     assert_eq!(errno(fs.getattr(ino)), libc::ENOENT);
 }
 
+/// Keys under `prefix` in `space` (any epoch).
+fn keys_under(fs: &Fs, space: snapfs::kv::Space, prefix: &[u8]) -> usize {
+    let end = snapfs::kv::prefix_end(prefix);
+    let mut n = 0;
+    fs.store()
+        .kv()
+        .scan(space, prefix, &end, snapfs::kv::Dir::Forward, &mut |_, _| {
+            n += 1;
+            true
+        })
+        .expect("scan");
+    n
+}
+
+#[test]
+fn release_racing_unlink_frees_inode_exactly_once() {
+    // Unlink and the last release run at once: exactly one of them frees the inode. Neither
+    // would leave its blocks and its orphan record behind; both, or a release that is not
+    // the last, would free it under a handle still open.
+    use snapfs::keys;
+    use snapfs::kv::Space;
+    let t = new_fs();
+    let fs: &Fs = &t;
+    let orphans = keys::orphan_prefix(fs.container());
+    for round in 0..200u32 {
+        let name = format!("race{round}");
+        let (ino, fh) = file(fs, &name);
+        fs.write(ino, Some(fh), 0, b"payload", false).unwrap();
+        let fh2 = fs.open(ino, libc::O_RDONLY).unwrap();
+        // Every other round a third handle outlives the race.
+        let kept = (round % 2 == 0).then(|| fs.open(ino, libc::O_RDONLY).unwrap());
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                fs.release(fh).unwrap();
+                fs.release(fh2).unwrap();
+            });
+            s.spawn(|| {
+                start.wait();
+                fs.unlink(ROOT_INO, name.as_bytes()).unwrap();
+            });
+        });
+        if let Some(kept) = kept {
+            assert_eq!(fs.getattr(ino).unwrap().nlink, 0, "round {round}");
+            assert_eq!(fs.read(ino, 0, 100).unwrap(), b"payload", "round {round}");
+            assert_eq!(keys_under(fs, Space::Meta, &orphans), 1, "round {round}");
+            fs.release(kept).unwrap();
+        }
+        assert_eq!(errno(fs.getattr(ino)), libc::ENOENT, "round {round}: not freed");
+        assert_eq!(keys_under(fs, Space::Meta, &orphans), 0, "round {round}");
+        let blocks = keys::block_prefix(ino); // a new file's data id is its inode number
+        assert_eq!(keys_under(fs, Space::Data, &blocks), 0, "round {round}");
+    }
+    let report = snapfs::fsck::check(fs.store()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 #[test]
 fn orphan_left_by_crash_is_purged_on_open() {
     let fs = new_fs();

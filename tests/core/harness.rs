@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use snapfs::error::FsError;
-use snapfs::fs::{Caller, Fs, ROOT_INO};
+use snapfs::fs::{Caller, Fh, Fs, ROOT_INO};
 use snapfs::kv::mem::MemKv;
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
 use snapfs::kv::Kv;
@@ -69,7 +69,7 @@ pub fn reopen(mut t: T) -> T {
     t
 }
 
-pub fn file(fs: &Fs, name: &str) -> (u64, u64) {
+pub fn file(fs: &Fs, name: &str) -> (u64, Fh) {
     let (ino, _, fh) = fs
         .create(ROOT_INO, name.as_bytes(), 0o644, libc::O_RDWR, ME)
         .expect("create");

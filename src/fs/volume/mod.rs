@@ -22,7 +22,7 @@ use crate::error::{FsError, FsResult};
 use crate::store::{SnapshotInfo, StoreError};
 use crate::timefmt;
 
-use super::{Caller, DirEntry, Fs, SetAttr, Statfs, ROOT_INO};
+use super::{Caller, DirEntry, Fh, Fs, SetAttr, Statfs, ROOT_INO};
 
 mod kernel;
 mod snapdir;
@@ -370,7 +370,7 @@ impl Volume {
         mode: u32,
         flags: i32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode, u64)> {
+    ) -> FsResult<(u64, Inode, Fh)> {
         let dir = self.head_dir(parent, name)?;
         let (ino, attr, fh) = self.head.create(dir, name, mode, flags, caller)?;
         Ok((self.out(ino), attr, fh))
@@ -463,7 +463,7 @@ impl Volume {
         }
     }
 
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Fh> {
         match self.target(ino)? {
             Target::Head(i) => self.head.open(i, flags),
             Target::Snap(_, fs, i) => fs.open(i, flags),
@@ -472,7 +472,7 @@ impl Volume {
         }
     }
 
-    pub fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+    pub fn release(&self, ino: u64, fh: Fh) -> FsResult<()> {
         match self.target(ino) {
             Ok(Target::Snap(_, fs, _)) => fs.release(fh),
             // Handles of a head generation from before a restore live in the head too.
@@ -492,7 +492,7 @@ impl Volume {
     pub fn write(
         &self,
         ino: u64,
-        fh: u64,
+        fh: Fh,
         offset: u64,
         data: &[u8],
         kill_priv: bool,
@@ -505,17 +505,17 @@ impl Volume {
         self.head.fsync()
     }
 
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
         match self.target(ino)? {
             Target::Head(i) => self.head.opendir(i),
             Target::Snap(_, fs, i) => fs.opendir(i),
-            Target::SnapDir => Ok(0),
+            Target::SnapDir => Ok(Fh(0)),
             Target::Alias(_) => Err(FsError::NotDir),
         }
     }
 
     /// Directory entries from `offset`, with kernel inode numbers.
-    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, ino: u64, fh: Fh, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
         match self.target(ino)? {
             Target::Head(i) => {
                 let entries = self.head.readdir(i, fh, offset)?;
@@ -596,7 +596,7 @@ impl Volume {
         }
     }
 
-    pub fn releasedir(&self, ino: u64, fh: u64) {
+    pub fn releasedir(&self, ino: u64, fh: Fh) {
         match self.target(ino) {
             Ok(Target::Head(_)) => self.head.releasedir(fh),
             Ok(Target::Snap(_, fs, _)) => fs.releasedir(fh),

@@ -1,266 +1,29 @@
-//! Shared fixture for the end-to-end REST API tests: a store served by `snapfs serve` on its
-//! Unix socket and on a loopback TCP port with a bearer token, a small blocking HTTP/1.1
-//! client (no extra dependency: std sockets, `Connection: close`), and checkers for the
-//! JSON envelope, snapshot and container objects and RFC 3339 times.
+//! The REST API tests' fixture: a [`Store`] served by `snapfs serve` on its Unix socket and
+//! on a loopback TCP port with a bearer token ([`Daemon`], over the [`super::http`] client),
+//! and checkers for the JSON envelope, snapshot and container objects and RFC 3339 times.
 //!
 //! [`Daemon`] always cleans up: on drop it sends SIGTERM (the daemon unmounts its mounts),
-//! waits, falls back to SIGKILL, then lazily unmounts anything still mounted.
-#![allow(dead_code)]
+//! waits, falls back to SIGKILL; then its store unmounts anything still mounted.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use tempfile::TempDir;
+
+use super::http::{build_request, enc, exchange, Auth, Resp, Via};
+use super::{is_mounted, require_fuse, snapfs_bin, wait_until, Store};
 
 /// Longest time any single HTTP exchange may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const TOKEN: &str = "api-test-token-0123456789abcdef";
-
-pub fn snapfs_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_snapfs")
-}
-
-/// Panics when FUSE is missing: the mount tests fail loudly, never skip.
-pub fn require_fuse() {
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse does not exist: the snapfs API mount tests need the fuse kernel module \
-         and /dev/fuse (they fail, never skip)"
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP
-
-/// One HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// What was asked (for failure messages).
-    pub what: String,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn describe(&self) -> String {
-        let mut t = String::from_utf8_lossy(&self.body).into_owned();
-        if t.len() > 600 {
-            t.truncate(600);
-            t.push('…');
-        }
-        format!("{} -> {} {}", self.what, self.status, t)
-    }
-
-    /// The body as the API envelope, checked: a JSON object with exactly `statusCode`
-    /// (a number equal to the HTTP status), `message` (a non-empty string) and `data` (an
-    /// object on success, null on errors), served as application/json.
-    pub fn check_envelope(&self) -> Result<Value, String> {
-        let fail = |why: &str| Err(format!("{why}: {}", self.describe()));
-        let v: Value = match serde_json::from_slice(&self.body) {
-            Ok(v) => v,
-            Err(e) => return fail(&format!("answer is not JSON ({e})")),
-        };
-        let Some(obj) = v.as_object() else {
-            return fail("envelope is not an object");
-        };
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        if keys != ["data", "message", "statusCode"] {
-            return fail(&format!("envelope fields are {keys:?}"));
-        }
-        if !v["statusCode"].is_u64() || v["statusCode"].as_u64() != Some(u64::from(self.status)) {
-            return fail("statusCode is not a number equal to the HTTP status");
-        }
-        match v["message"].as_str() {
-            Some(m) if !m.is_empty() => {}
-            _ => return fail("message is not a non-empty string"),
-        }
-        if self.status == 200 && !v["data"].is_object() {
-            return fail("data of a success is not an object");
-        }
-        if self.status != 200 && !v["data"].is_null() {
-            return fail("data of an error is not null");
-        }
-        let ct = self.header("content-type").unwrap_or("");
-        if !ct.starts_with("application/json") {
-            return fail(&format!("content-type is {ct:?}"));
-        }
-        Ok(v)
-    }
-
-    /// [`Resp::check_envelope`], panicking on a bad one. Returns the whole envelope.
-    #[track_caller]
-    pub fn envelope(&self) -> Value {
-        match self.check_envelope() {
-            Ok(v) => v,
-            Err(e) => panic!("bad envelope: {e}"),
-        }
-    }
-
-    /// Asserts a 200 with a valid envelope and returns `data`.
-    #[track_caller]
-    pub fn data(&self) -> Value {
-        assert_eq!(self.status, 200, "expected success: {}", self.describe());
-        self.envelope()["data"].clone()
-    }
-
-    /// Asserts an error with exactly `status` and a valid envelope.
-    #[track_caller]
-    pub fn expect_error(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status,
-            status,
-            "expected {status}: {}",
-            self.describe()
-        );
-        self.envelope();
-        self
-    }
-}
-
-/// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Tcp,
-    Unix,
-}
-
-/// Authorization header to send over TCP.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// `Bearer TOKEN` with the daemon's token.
-    Good,
-    None,
-    /// This exact header value.
-    Header(String),
-}
-
-fn parse_response(raw: &[u8], what: &str, head_request: bool) -> Result<Resp, String> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            format!(
-                "{what}: no complete HTTP head in {} bytes: {:?}",
-                raw.len(),
-                String::from_utf8_lossy(&raw[..raw.len().min(300)])
-            )
-        })?;
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{what}: bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &raw[head_end + 4..];
-    // The daemon always sends a content-length (chunked answers are not expected).
-    let body = if head_request {
-        Vec::new()
-    } else if let Some(n) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        if rest.len() < n {
-            return Err(format!(
-                "{what}: body shorter ({}) than content-length {n}",
-                rest.len()
-            ));
-        }
-        rest[..n].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-        what: what.to_string(),
-    })
-}
-
-/// Sends `req` (a complete HTTP request) on `s` and reads the answer until EOF. A write
-/// error (the server may answer and close before reading a large body) is not fatal.
-fn exchange<S: Read + Write>(mut s: S, req: &[u8], what: &str) -> Result<Resp, String> {
-    let head_request = req.starts_with(b"HEAD ");
-    let _ = s.write_all(req);
-    let _ = s.flush();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // A reset after the full answer (unread request body) still counts.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
-            Err(e) => {
-                return Err(format!(
-                    "{what}: reading the answer failed after {} bytes: {e}",
-                    raw.len()
-                ))
-            }
-        }
-    }
-    parse_response(&raw, what, head_request)
-}
-
-/// Builds an HTTP/1.1 request.
-pub fn build_request(
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Vec<u8> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || matches!(method, "POST" | "PATCH" | "PUT") {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut out = req.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// Percent-encodes one path segment (everything but unreserved characters).
-pub fn enc(seg: &str) -> String {
-    let mut out = String::new();
-    for b in seg.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 // ---------------------------------------------------------------------------------------
 // The daemon
@@ -268,13 +31,10 @@ pub fn enc(seg: &str) -> String {
 /// A store served by `snapfs serve` (Unix socket + TCP with [`TOKEN`]).
 pub struct Daemon {
     child: Option<Child>,
-    pub store: PathBuf,
+    /// The store and the mountpoints beside it (unmounted on drop if still mounted).
+    store: Store,
     pub port: u16,
     pub token: String,
-    /// Mountpoints handed to `start` (unmounted on drop if still mounted).
-    mounts: Mutex<Vec<PathBuf>>,
-    mnt_root: TempDir,
-    dir: TempDir,
 }
 
 fn free_port() -> u16 {
@@ -285,29 +45,14 @@ fn free_port() -> u16 {
 impl Daemon {
     /// `snapfs init` a fresh store and serve it; returns once the socket accepts.
     pub fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("snapfs-api-")
-            .tempdir()
-            .expect("create temp dir");
-        let mnt_root = tempfile::Builder::new()
-            .prefix("snapfs-api-mnt-")
-            .tempdir()
-            .expect("create mount temp dir");
-        let store = dir.path().join("store");
-        let out = Command::new(snapfs_bin()).arg("init").arg(&store).output();
-        let out = out.expect("run snapfs init");
-        assert!(
-            out.status.success(),
-            "snapfs init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token_file = dir.path().join("token");
+        let store = Store::new();
+        let token_file = store.dir().join("token");
         fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
         let port = free_port();
-        let log = fs::File::create(dir.path().join("daemon.stderr")).expect("stderr file");
+        let log = fs::File::create(store.dir().join("daemon.stderr")).expect("stderr file");
         let child = Command::new(snapfs_bin())
             .arg("serve")
-            .arg(&store)
+            .arg(store.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
             .arg(&token_file)
             .current_dir("/")
@@ -321,9 +66,6 @@ impl Daemon {
             store,
             port,
             token: TOKEN.to_string(),
-            mounts: Mutex::new(Vec::new()),
-            mnt_root,
-            dir,
         };
         if let Err(e) = d.wait_ready() {
             d.shutdown();
@@ -353,14 +95,19 @@ impl Daemon {
         }
     }
 
+    /// The store's directory.
+    pub fn store(&self) -> &Path {
+        self.store.path()
+    }
+
     pub fn socket(&self) -> PathBuf {
-        self.store.join("snapfs.sock")
+        self.store.path().join("snapfs.sock")
     }
 
     /// What the daemon wrote on stderr and in its log.
     pub fn stderr(&self) -> String {
-        let e = fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default();
-        let l = fs::read_to_string(self.store.join("snapfs.log")).unwrap_or_default();
+        let e = fs::read_to_string(self.store.dir().join("daemon.stderr")).unwrap_or_default();
+        let l = fs::read_to_string(self.store.path().join("snapfs.log")).unwrap_or_default();
         format!("stderr: {e}\nlog: {l}")
     }
 
@@ -529,11 +276,9 @@ impl Daemon {
         Value::Array(out)
     }
 
-    /// A fresh empty directory to mount on (removed with the fixture).
+    /// A fresh empty directory to mount on (unmounted and removed with the fixture).
     pub fn new_mountpoint(&self, name: &str) -> PathBuf {
-        let p = self.mnt_root.path().join(name);
-        fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-        p
+        self.store.mountpoint(name)
     }
 
     /// `POST .../start` on a fresh directory; asserts the mount is live. Returns it.
@@ -541,7 +286,6 @@ impl Daemon {
     pub fn mount(&self, c: &str, dir_name: &str) -> PathBuf {
         require_fuse();
         let mnt = self.new_mountpoint(dir_name);
-        self.mounts.lock().expect("mounts").push(mnt.clone());
         let d = self.ok(
             "POST",
             &format!("/api/v1/containers/{}/start", enc(c)),
@@ -556,11 +300,6 @@ impl Daemon {
             mnt.display()
         );
         mnt
-    }
-
-    /// Records a mountpoint that a test mounts by hand (so drop unmounts it).
-    pub fn track_mount(&self, p: &Path) {
-        self.mounts.lock().expect("mounts").push(p.to_path_buf());
     }
 
     /// `POST .../stop`; asserts stopped.
@@ -593,30 +332,11 @@ impl Daemon {
     }
 }
 
+/// Stops the daemon first: the store's drop then finds its mounts gone (or dead, and
+/// detaches them).
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown();
-        for m in self.mounts.lock().map(|m| m.clone()).unwrap_or_default() {
-            lazy_umount(&m);
-        }
-    }
-}
-
-/// Whether `path` is a mount point (from /proc/self/mountinfo).
-pub fn is_mounted(path: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|line| line.split(' ').nth(4).is_some_and(|mp| mp == want))
-}
-
-pub fn lazy_umount(path: &Path) {
-    for _ in 0..5 {
-        if !is_mounted(path) {
-            return;
-        }
-        let _ = Command::new("umount").arg("-l").arg(path).output();
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -774,18 +494,4 @@ pub fn check_container(c: &Value) {
     }
     assert!(c["bytes_used"].is_u64(), "bytes_used: {c}");
     assert!(c["snapshot_count"].is_u64(), "snapshot_count: {c}");
-}
-
-/// Polls `f` every 50 ms until it is true or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() > timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
