@@ -15,6 +15,8 @@
 #   BENCH_OUT            also write the Markdown table to this file     []
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
 #   BENCH_MICRO=0        skip the fio / metabench section              [1]
+#   BENCH_WORKLOAD=0     skip the container-workload section (Debian minbase rootfs,
+#                        built once with debootstrap into BENCH_ROOTFS_CACHE) [1]
 #   BENCH_SNAPSHOTS=0    skip the snapshot section                      [1]
 #   BENCH_SNAP_FILES     files (~52 KiB each) of the "filled" container [20000; quick 2000]
 #   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [1000; quick 30]
@@ -305,6 +307,13 @@ fi
 
 if [ "${BENCH_MICRO:-1}" = 1 ]; then
     micro_bench
+fi
+
+# --- container workloads (scripts/bench_workload.sh) -------------------------------
+# shellcheck source=scripts/bench_workload.sh
+source "$REPO_ROOT/scripts/bench_workload.sh"
+if [ "${BENCH_WORKLOAD:-1}" = 1 ]; then
+    workload_bench
 fi
 
 # --- snapshots ------------------------------------------------------------------
