@@ -423,7 +423,7 @@ impl Service {
     /// Tells a mounted container's volume that one of its snapshots is gone.
     fn snapshot_gone(&self, container_id: &str, epoch: u64) {
         if let Some(m) = self.mounts.lock().get(container_id) {
-            m.volume().snapshot_gone(epoch);
+            m.volume().snapshot_gone(epoch, true);
         }
     }
 

@@ -289,3 +289,57 @@ fn restore_brings_back_names_the_kernel_cached_as_missing() {
     assert_eq!(ls(&mnt), ["dir", "top"]);
     d.unmount("n", &mnt);
 }
+
+/// The kernel keeps pages and listings across opens (FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR): what
+/// it cached of the old tree must never show after an online restore or a snapshot deletion.
+#[test]
+fn restore_after_cached_reads_and_listings_serves_only_the_restored_tree() {
+    let d = Daemon::start();
+    let (mnt, _) = setup(&d);
+    fs::create_dir(mnt.join("dir")).expect("mkdir dir");
+    fs::write(mnt.join("dir/a"), b"a").expect("write dir/a");
+    let s2 = d.snapshot("r", json!({"alias": "after"}));
+    fs::write(mnt.join("dir/b"), b"b").expect("write dir/b");
+    // Cache everything: file pages (read twice, closed), and the listings.
+    for _ in 0..2 {
+        assert_eq!(read(&mnt.join("file")), b"v2 is longer than v1");
+        assert_eq!(
+            read(&mnt.join(".snapshots/after/file")),
+            b"v2 is longer than v1"
+        );
+        assert_eq!(ls(&mnt.join("dir")), ["a", "b"]);
+        assert_eq!(ls(&mnt.join(".snapshots/after/dir")), ["a"]);
+    }
+    d.ok("PATCH", "/api/v1/containers/r/snapshots/before", None);
+    assert_eq!(read(&mnt.join("file")), b"v1");
+    assert_eq!(ls(&mnt), ["file", "keep"]);
+    assert!(fs::metadata(mnt.join("dir")).is_err(), "dir is gone");
+    // Forward again: the listing is the snapshot's, not the cached one with `b`.
+    d.ok("PATCH", "/api/v1/containers/r/snapshots/after", None);
+    assert_eq!(ls(&mnt.join("dir")), ["a"]);
+    assert_eq!(read(&mnt.join("file")), b"v2 is longer than v1");
+    // A snapshot view's cached pages go with the snapshot: an open descriptor fails.
+    let f = File::open(mnt.join(".snapshots/after/file")).expect("open in snapshot");
+    let mut buf = [0u8; 64];
+    assert!(f.read_at(&mut buf, 0).is_ok());
+    let name = s2["name"].as_str().expect("name").to_string();
+    d.ok(
+        "DELETE",
+        &format!("/api/v1/containers/r/snapshots/{name}"),
+        None,
+    );
+    let err = f
+        .read_at(&mut buf, 0)
+        .expect_err("read of a deleted snapshot's file");
+    assert!(
+        [
+            Errno::ESTALE as i32,
+            Errno::EIO as i32,
+            Errno::ENOENT as i32
+        ]
+        .contains(&err.raw_os_error().unwrap_or(0)),
+        "{err}"
+    );
+    drop(f);
+    d.unmount("r", &mnt);
+}

@@ -30,13 +30,25 @@ pub struct FuseFs {
     fs: Arc<Volume>,
     /// The kernel's writeback cache is asked for (see [`writeback_cache`]).
     writeback: bool,
+    /// Open replies let the kernel keep pages and listings (see [`session::kernel_cache`]).
+    keep_cache: bool,
 }
 
 impl FuseFs {
+    /// Open flags of a file: keep its cached pages across opens where that is safe.
+    fn file_cache(&self, ino: u64) -> FopenFlags {
+        if self.keep_cache && self.fs.kernel_cacheable(ino) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
     pub fn new(fs: Arc<Volume>) -> Self {
         FuseFs {
             fs,
             writeback: writeback_cache(),
+            keep_cache: session::kernel_cache(),
         }
     }
 
@@ -359,7 +371,7 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, self.open_flags(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), self.file_cache(ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -441,7 +453,14 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Ok(fh) => {
+                let flags = if self.keep_cache && self.fs.kernel_cacheable(ino.0) {
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh.0), flags)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -560,7 +579,7 @@ impl Filesystem for FuseFs {
                 &attr(ino, &i, self.fs.block_size()),
                 Generation(0),
                 FileHandle(fh.0),
-                FopenFlags::empty(),
+                self.file_cache(ino),
             ),
             Err(e) => reply.error(errno(e)),
         }

@@ -46,6 +46,22 @@ pub fn writeback_cache() -> bool {
     )
 }
 
+/// Whether the kernel keeps the page cache of files and the listings of directories across
+/// opens (`FOPEN_KEEP_CACHE`, `FOPEN_CACHE_DIR`): on unless `SNAPFS_KERNEL_CACHE=0`. Safe
+/// because every change to a head goes through its one mount (the kernel updates or drops
+/// its pages itself), snapshot views never change, and the two changes made behind the
+/// kernel's back drop what it cached: an online restore moves the head to new inode numbers
+/// and invalidates the open files and the root, a deleted snapshot invalidates its open
+/// files (later opens answer ESTALE).
+pub fn kernel_cache() -> bool {
+    !matches!(
+        std::env::var("SNAPFS_KERNEL_CACHE")
+            .as_deref()
+            .map(str::trim),
+        Ok("0") | Ok("off") | Ok("false") | Ok("no")
+    )
+}
+
 /// A live mount of a volume, served by background threads.
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,

@@ -17,6 +17,9 @@ pub enum Notice {
     Flush(Vec<u64>, crossbeam_channel::Sender<()>),
 }
 
+/// How long a snapshot deletion through the API waits for the kernel to drop its pages.
+const INVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a snapshot waits for the kernel to hand over its cached writes.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -53,8 +56,12 @@ impl Volume {
     }
 
     /// A snapshot of this container was deleted: drop what the kernel caches of its open
-    /// files (and its root), so its data is never served again.
-    pub fn snapshot_gone(&self, epoch: u64) {
+    /// files (and its root), so its data is never served again. With `wait` (a deletion
+    /// through the API), returns once the kernel has dropped them, so a read that starts
+    /// after the deletion returned cannot be served from the cache; a deletion by `rmdir`
+    /// in the mount cannot wait (the kernel holds the snapshot's inode during the call), and
+    /// the invalidation follows it at once.
+    pub fn snapshot_gone(&self, epoch: u64, wait: bool) {
         let view = {
             let slots = self.slots.read();
             slots.by_epoch.get(&epoch).and_then(|&slot| {
@@ -63,11 +70,25 @@ impl Volume {
             })
         };
         let Some((slot, fs)) = view else { return };
-        if let Some(tx) = self.invalidate.lock().as_ref() {
-            let mut inos = fs.open_inodes();
-            inos.push(ROOT_INO);
+        let Some(tx) = self.invalidate.lock().clone() else {
+            return;
+        };
+        let mut inos: Vec<u64> = fs
+            .open_inodes()
+            .into_iter()
+            .map(|ino| (slot << SLOT_SHIFT) | ino)
+            .collect();
+        inos.push((slot << SLOT_SHIFT) | ROOT_INO);
+        if wait {
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            if tx.send(Notice::Flush(inos, done_tx)).is_ok()
+                && done_rx.recv_timeout(INVAL_TIMEOUT).is_err()
+            {
+                log::warn!("the kernel did not drop a deleted snapshot's pages in time");
+            }
+        } else {
             for ino in inos {
-                let _ = tx.send(Notice::Inval((slot << SLOT_SHIFT) | ino));
+                let _ = tx.send(Notice::Inval(ino));
             }
         }
     }

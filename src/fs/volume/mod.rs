@@ -422,7 +422,7 @@ impl Volume {
                     .store()
                     .delete_snapshot(self.container(), n)
                     .map_err(store_err)?;
-                self.snapshot_gone(gone.record.epoch);
+                self.snapshot_gone(gone.record.epoch, false);
                 Ok(())
             }
             Target::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
@@ -503,6 +503,13 @@ impl Volume {
 
     pub fn fsync(&self) -> FsResult<()> {
         self.head.fsync()
+    }
+
+    /// May the kernel keep what it caches of `ino` (pages, listings) across opens? Head and
+    /// snapshot-view files and directories: yes (see `fuse::session::kernel_cache`);
+    /// `.snapshots`, whose entries also change through the API: no.
+    pub fn kernel_cacheable(&self, ino: u64) -> bool {
+        matches!(self.target(ino), Ok(Target::Head(_)) | Ok(Target::Snap(..)))
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
