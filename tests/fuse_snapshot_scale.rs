@@ -141,3 +141,47 @@ fn ioctl_answers_enotty_without_logging() {
             .join("\n")
     );
 }
+
+/// Listings carry attributes (READDIRPLUS): those of `.snapshots` must not be cached, since
+/// aliases and snapshots also change through the API behind the kernel's back.
+#[test]
+fn snapdir_listing_with_attributes_never_caches_api_changes() {
+    let m = Mount::new();
+    fs::create_dir(m.join(".snapshots/first")).expect("mkdir .snapshots/first");
+    let name = fs::read_link(m.join(".snapshots/first")).expect("alias link");
+    // `ls -l`: a listing with attributes of every entry.
+    let listed: Vec<String> = fs::read_dir(m.join(".snapshots"))
+        .expect("ls .snapshots")
+        .map(|e| {
+            let e = e.expect("entry");
+            e.metadata().expect("stat entry");
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert!(listed.contains(&"first".to_string()), "{listed:?}");
+    let store = m.store().path().as_os_str().to_owned();
+    let name = name.to_string_lossy().into_owned();
+    snapfs([
+        "snapshots".as_ref(),
+        "alias".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--container".as_ref(),
+        "default".as_ref(),
+        "--name".as_ref(),
+        std::ffi::OsStr::new(&name),
+        "--alias".as_ref(),
+        "second".as_ref(),
+    ])
+    .assert_success();
+    assert_eq!(
+        fs::read_link(m.join(".snapshots/second"))
+            .expect("new alias")
+            .to_string_lossy(),
+        name
+    );
+    assert!(
+        fs::symlink_metadata(m.join(".snapshots/first")).is_err(),
+        "the old alias is still seen"
+    );
+}

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::codec::{Inode, Kind, Ts};
@@ -194,6 +195,16 @@ impl Filesystem for FuseFs {
         // ourselves; in exchange the kernel stops asking for `security.capability` before
         // every write (one round trip less per write: 4 KiB random writes +20 %).
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // Directory listings carry each entry's attributes (one round trip per listing chunk
+        // instead of a LOOKUP per name on a cold walk); the kernel's adaptive mode falls back
+        // to plain listings where nobody looks the names up.
+        if readdirplus()
+            && config
+                .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+                .is_err()
+        {
+            log::info!("the kernel offers no READDIRPLUS");
+        }
         if self.writeback
             && config
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
@@ -487,6 +498,46 @@ impl Filesystem for FuseFs {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.readdir(ino.0, Fh(fh.0), offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let snapdir = self.fs.is_snapdir(ino.0);
+        let bs = self.fs.block_size();
+        for e in entries.iter().skip(offset as usize) {
+            // The kernel ignores the attributes of `.` and `..`; give the directory's own.
+            let dots = e.name == b"." || e.name == b"..";
+            let (aino, looked) = if dots {
+                (ino.0, self.fs.getattr(ino.0))
+            } else {
+                (e.ino, self.fs.getattr(e.ino))
+            };
+            // An entry removed since the listing was made is left out, as a later listing
+            // would.
+            let Ok(a) = looked else { continue };
+            // `.snapshots` entries change behind the kernel's back (API): never cached.
+            let ttl = if snapdir {
+                Duration::ZERO
+            } else {
+                self.attr_ttl(aino)
+            };
+            let name = OsStr::from_bytes(&e.name);
+            let fa = attr(aino, &a, bs);
+            if reply.add(INodeNo(e.ino), e.offset, name, &ttl, &fa, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -683,4 +734,4 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 
 mod session;
 
-pub use session::{mount, writeback_cache, MountHandle, FUSE_THREADS};
+pub use session::{mount, readdirplus, writeback_cache, MountHandle, FUSE_THREADS};

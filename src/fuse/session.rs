@@ -62,6 +62,17 @@ pub fn kernel_cache() -> bool {
     )
 }
 
+/// Whether directory listings carry attributes (READDIRPLUS, adaptive): on unless
+/// `SNAPFS_READDIRPLUS=0`.
+pub fn readdirplus() -> bool {
+    !matches!(
+        std::env::var("SNAPFS_READDIRPLUS")
+            .as_deref()
+            .map(str::trim),
+        Ok("0") | Ok("off") | Ok("false") | Ok("no")
+    )
+}
+
 /// A live mount of a volume, served by background threads.
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,
