@@ -205,6 +205,11 @@ impl Filesystem for FuseFs {
         {
             log::info!("the kernel offers no READDIRPLUS");
         }
+        // A symlink's target never changes (a new target is a new inode; restores move the
+        // head to new inode numbers; snapshot views are frozen): the kernel may keep it.
+        if self.keep_cache {
+            let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         if self.writeback
             && config
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
