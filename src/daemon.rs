@@ -33,6 +33,8 @@ const WORKER_STOP_GRACE: Duration = Duration::from_millis(1500);
 const COMPACT_AFTER: u64 = 64 << 20;
 /// Background ticks between two looks at the garbage (cheap: no scan).
 const GARBAGE_CHECK_EVERY: u64 = 5;
+/// A blob rewrite that left garbage behind is not repeated before this long.
+const REWRITE_AGAIN_AFTER: Duration = Duration::from_secs(3600);
 /// Write-ahead log worth flushing the memtables for once the containers are idle.
 const IDLE_FLUSH_LOG: u64 = 16 << 20;
 /// Background blob GC starts at this much garbage (or 1/8 of the disk usage, if more) and
@@ -178,6 +180,8 @@ struct GcState {
     blob_gc: bool,
     /// The store's commit count at the last look.
     commits: u64,
+    /// When the blobs were last rewritten, and the garbage RocksDB still counted after it.
+    last_rewrite: Option<(Instant, u64)>,
 }
 
 /// When the containers wrote nothing since the last look and the write-ahead log holds more
@@ -215,8 +219,14 @@ fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
     let pending = store.dropped();
     let known = store.kv().known_garbage();
     let garbage = known.saturating_add(pending.bytes);
-    if idle && known >= COMPACT_AFTER.max(used / 4) {
+    // Never twice in a row for the same garbage (a rewrite that could not free it is not
+    // repeated until it doubled or an hour passed).
+    let fresh = gc.last_rewrite.is_none_or(|(at, left)| {
+        known > left.saturating_mul(2) || at.elapsed() > REWRITE_AGAIN_AFTER
+    });
+    if idle && fresh && known >= COMPACT_AFTER.max(used / 4) {
         rewrite_garbage(store, used, known);
+        gc.last_rewrite = Some((Instant::now(), store.kv().known_garbage()));
         return;
     }
     let want = blob_gc_wanted(garbage, used, *gc_on);
