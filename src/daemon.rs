@@ -310,8 +310,8 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     crate::perms::tighten_on_open(store_path)
         .with_context(|| format!("cannot make store {} owner-only", store_path.display()))?;
     store
-        .index_aliases()
-        .context("cannot index snapshot aliases")?;
+        .index_snapshots()
+        .context("cannot index snapshot aliases and expiry times")?;
     if let Some(n) = reclaim_chunk_from_env()? {
         store.set_reclaim_chunk(n);
         log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");

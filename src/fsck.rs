@@ -89,7 +89,49 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
         }
         check_alias_index(store, &c, &mut r)?;
     }
+    check_expiry_index(store, &mut r)?;
     Ok(r)
+}
+
+/// The expiry index says exactly what the snapshot records' expiry times say.
+fn check_expiry_index(store: &Store, r: &mut Report) -> FsResult<()> {
+    let Some(index) = store.expiry_index()? else {
+        return Ok(());
+    };
+    let mut want = Vec::new();
+    for c in store.containers()? {
+        for s in store.snapshots(c.id.as_bytes())? {
+            if let Some(t) = s.record.expires_at {
+                want.push(((t.secs, t.nsecs), c.id.clone().into_bytes(), s.name));
+            }
+        }
+    }
+    want.sort();
+    let mut have: Vec<_> = index
+        .into_iter()
+        .map(|(t, c, n)| ((t.secs, t.nsecs), c, n))
+        .collect();
+    have.sort();
+    for e in &have {
+        if want.binary_search(e).is_err() {
+            r.bad(format!(
+                "expiry index names snapshot {:?} of {} at {:?}, which does not expire then",
+                e.2,
+                String::from_utf8_lossy(&e.1),
+                e.0
+            ));
+        }
+    }
+    for e in &want {
+        if have.binary_search(e).is_err() {
+            r.bad(format!(
+                "expiry of snapshot {:?} of {} missing from the expiry index",
+                e.2,
+                String::from_utf8_lossy(&e.1)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The alias index of container `c` says exactly what its snapshot records say.
@@ -154,10 +196,11 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
     for c in store.containers()? {
         check_alias_index(store, &c, &mut aliases)?;
     }
+    check_expiry_index(store, &mut aliases)?;
     if !aliases.problems.is_empty() {
-        store.rebuild_alias_index()?;
+        store.rebuild_snapshot_indexes()?;
         repaired.push(format!(
-            "alias index rebuilt ({} problems)",
+            "snapshot indexes rebuilt ({} problems)",
             aliases.problems.len()
         ));
     }

@@ -15,6 +15,7 @@
 //! | Meta  | 0x05 | tag, container name                       | id of the live container     |
 //! | Meta  | 0x06 | tag, retired epoch u64                    | frozen child it was pruned against (u64) |
 //! | Meta  | 0x07 | tag, container id, 0x00, alias            | snapshot name with that alias |
+//! | Meta  | 0x08 | tag, secs u64 (sign flipped), nsecs u32, container id, 0x00, name | (empty): expiry index |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -36,6 +37,7 @@ pub const TAG_SNAPSHOT: u8 = 0x04;
 pub const TAG_CONTAINER_NAME: u8 = 0x05;
 pub const TAG_PRUNED: u8 = 0x06;
 pub const TAG_ALIAS: u8 = 0x07;
+pub const TAG_EXPIRY: u8 = 0x08;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -92,6 +94,35 @@ pub fn alias_prefix(container: &[u8]) -> Vec<u8> {
     k.extend_from_slice(container);
     k.push(0);
     k
+}
+
+/// Expiry-index prefix of everything expiring at (secs, nsecs): times sort as numbers (the
+/// sign bit of the seconds is flipped so that times before 1970 sort first).
+pub fn expiry_prefix(secs: i64, nsecs: u32) -> Vec<u8> {
+    let mut k = with_u64(TAG_EXPIRY, (secs as u64) ^ (1 << 63));
+    k.extend_from_slice(&nsecs.to_be_bytes());
+    k
+}
+
+/// The expiry-index entry of snapshot `name` of `container`, expiring at (secs, nsecs).
+pub fn expiry(secs: i64, nsecs: u32, container: &[u8], name: &str) -> Vec<u8> {
+    let mut k = expiry_prefix(secs, nsecs);
+    k.extend_from_slice(container);
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Decodes an expiry-index key into (secs, nsecs, container, name).
+pub fn split_expiry(key: &[u8]) -> Option<(i64, u32, &[u8], &[u8])> {
+    if key.first() != Some(&TAG_EXPIRY) || key.len() < 13 {
+        return None;
+    }
+    let secs = (u64::from_be_bytes(key[1..9].try_into().ok()?) ^ (1 << 63)) as i64;
+    let nsecs = u32::from_be_bytes(key[9..13].try_into().ok()?);
+    let rest = &key[13..];
+    let zero = rest.iter().position(|&b| b == 0)?;
+    Some((secs, nsecs, &rest[..zero], &rest[zero + 1..]))
 }
 
 pub fn container(id: &[u8]) -> Vec<u8> {
@@ -249,6 +280,33 @@ pub fn name_of(base: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn expiry_keys_round_trip_and_sort_by_time() {
+        let k = expiry(1_700_000_000, 5, b"c1", "snap-x");
+        assert_eq!(
+            split_expiry(&k),
+            Some((1_700_000_000, 5, &b"c1"[..], &b"snap-x"[..]))
+        );
+        let times = [
+            (-5i64, 0u32),
+            (-1, 999_999_999),
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (i64::MAX, 0),
+        ];
+        let keys: Vec<Vec<u8>> = times
+            .iter()
+            .map(|&(s, n)| expiry(s, n, b"c", "n"))
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "byte order = time order"
+        );
+        assert!(expiry(0, 1, b"c", "n") < expiry_prefix(0, 2));
+        assert!(expiry(0, 1, b"c", "n") >= expiry_prefix(0, 1));
+    }
+
     use super::*;
 
     #[test]

@@ -462,26 +462,20 @@ impl Service {
             .copy_container(c.id.as_bytes(), snapshot, name, project)?)
     }
 
-    /// Deletes every snapshot whose expiry has passed. Returns how many.
+    /// Deletes every snapshot whose expiry has passed (read from the expiry index: the cost
+    /// is what is due, not the number of snapshots). Returns how many.
     pub fn expire(&self) -> ServiceResult<usize> {
-        let now = Ts::now();
         let mut n = 0;
-        for c in self.store.containers()? {
-            for s in self.store.snapshots(c.id.as_bytes())? {
-                if s.record
-                    .expires_at
-                    .is_some_and(|t| (t.secs, t.nsecs) <= (now.secs, now.nsecs))
-                {
-                    match self.store.delete_snapshot(c.id.as_bytes(), &s.name) {
-                        Ok(_) => {
-                            self.snapshot_gone(&c.id, s.record.epoch);
-                            log::info!("expired snapshot {} of {}", s.name, c.name);
-                            n += 1;
-                        }
-                        Err(StoreError::NoSnapshot(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+        for (container, name) in self.store.expired(Ts::now())? {
+            let id = String::from_utf8_lossy(&container).into_owned();
+            match self.store.delete_snapshot(&container, &name) {
+                Ok(s) => {
+                    self.snapshot_gone(&id, s.record.epoch);
+                    log::info!("expired snapshot {name} of {id}");
+                    n += 1;
                 }
+                Err(StoreError::NoSnapshot(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(n)

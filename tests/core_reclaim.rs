@@ -409,3 +409,55 @@ fn snapshot_summary_follows_creates_deletes_and_reopens() {
         (3, Some(taken[3].record.created_at))
     );
 }
+
+#[test]
+fn expiry_index_lists_what_is_due_and_follows_changes() {
+    use snapfs::codec::Ts;
+    let backend = mem_backend();
+    let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
+    let fs = open_default(store.clone());
+    let c = fs.container().to_vec();
+    let now = Ts::now();
+    let past = Ts {
+        secs: now.secs - 10,
+        nsecs: 0,
+    };
+    let future = Ts {
+        secs: now.secs + 3600,
+        nsecs: 0,
+    };
+    let a = store.snapshot(&c, None, Some(past)).expect("a");
+    let b = store.snapshot(&c, Some("b"), Some(future)).expect("b");
+    let plain = store.snapshot(&c, None, None).expect("plain");
+    assert_eq!(
+        store.expired(now).unwrap(),
+        vec![(c.clone(), a.name.clone())]
+    );
+    // Moving b's expiry into the past makes it due; clearing a's takes it out.
+    store.set_expiry(&c, "b", Some(past)).expect("expire b");
+    store.set_expiry(&c, &a.name, None).expect("keep a");
+    assert_eq!(
+        store.expired(now).unwrap(),
+        vec![(c.clone(), b.name.clone())]
+    );
+    // An alias change keeps the expiry entry; a deletion removes it.
+    store.set_alias(&c, &b.name, Some("bb")).expect("alias");
+    assert_eq!(store.expired(now).unwrap().len(), 1);
+    store.delete_snapshot(&c, "bb").expect("delete");
+    assert!(store.expired(now).unwrap().is_empty());
+    store
+        .set_expiry(&c, &plain.name, Some(future))
+        .expect("later");
+    assert!(store.expired(now).unwrap().is_empty());
+    assert_eq!(
+        store
+            .expired(Ts {
+                secs: future.secs,
+                nsecs: 0
+            })
+            .unwrap(),
+        vec![(c.clone(), plain.name.clone())]
+    );
+    let report = snapfs::fsck::check(&store).expect("fsck");
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+}

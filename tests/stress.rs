@@ -204,7 +204,9 @@ impl Worker {
                         f.write_all(&data)
                     })(),
                 );
-                if r.is_ok() {
+                // A write of nothing changes nothing, not even past the end (POSIX; the kernel
+                // does not even send it).
+                if r.is_ok() && !data.is_empty() {
                     let d = &mut self.m.node_mut(&p).data;
                     let end = off as usize + data.len();
                     if d.len() < end {

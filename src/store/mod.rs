@@ -6,6 +6,7 @@
 mod container;
 mod epochs;
 mod reclaim;
+mod snapindex;
 mod snapshot;
 
 pub use container::{check_container_name, ContainerRecord};
@@ -221,7 +222,7 @@ impl Store {
         );
         kv.write(b, true)?;
         let store = Store::open(kv)?;
-        store.index_aliases()?;
+        store.index_snapshots()?;
         store.create_container("default", None)?;
         Ok(store)
     }

@@ -101,86 +101,6 @@ impl Store {
         self.snapshot_by_alias(container, key)
     }
 
-    /// The snapshot whose alias is `alias`. O(1).
-    pub fn snapshot_by_alias(
-        &self,
-        container: &[u8],
-        alias: &str,
-    ) -> FsResult<Option<SnapshotInfo>> {
-        match self.kv.get(Space::Meta, &keys::alias(container, alias))? {
-            Some(name) => {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                Ok(self
-                    .snapshot_by_name(container, &name)?
-                    .filter(|s| s.record.alias.as_deref() == Some(alias)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// How many snapshots `container` has, and when the newest was taken: O(1) after the
-    /// first call per container (the count is kept up to date by snapshot and delete; the
-    /// newest is read from the end of the name range: names sort by creation second).
-    pub fn snapshot_summary(&self, container: &[u8]) -> FsResult<(u64, Option<Ts>)> {
-        let cached = self.snapshot_counts.lock().get(container).copied();
-        let count = match cached {
-            Some(n) => n,
-            None => {
-                let _g = self.write_lock();
-                let prefix = keys::snapshot_prefix(container);
-                let end = crate::kv::prefix_end(&prefix);
-                let mut n = 0u64;
-                self.kv
-                    .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |_, _| {
-                        n += 1;
-                        true
-                    })?;
-                self.snapshot_counts.lock().insert(container.to_vec(), n);
-                n
-            }
-        };
-        // The last second's snapshots (`snap-…-HHMMSS`, `-2`, `-3` …): the newest is among them.
-        let prefix = keys::snapshot_prefix(container);
-        let end = crate::kv::prefix_end(&prefix);
-        let mut newest: Option<Ts> = None;
-        let mut second: Option<Vec<u8>> = None;
-        let mut bad = None;
-        self.kv
-            .scan(Space::Meta, &prefix, &end, Dir::Reverse, &mut |k, v| {
-                let name = &k[prefix.len()..];
-                let base = name.get(..timefmt::SNAPSHOT_NAME_LEN).unwrap_or(name);
-                match &second {
-                    Some(b) if b.as_slice() != base => return false,
-                    None => second = Some(base.to_vec()),
-                    _ => {}
-                }
-                match codec::decode_plain::<SnapshotRecord>(v) {
-                    Ok(r) => {
-                        let t = r.created_at;
-                        if newest.is_none_or(|n| (t.secs, t.nsecs) > (n.secs, n.nsecs)) {
-                            newest = Some(t);
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(e);
-                        false
-                    }
-                }
-            })?;
-        if let Some(e) = bad {
-            return Err(e.into());
-        }
-        Ok((count, newest))
-    }
-
-    /// Adjusts the cached snapshot count of `container` (when it is cached).
-    fn count_snapshots(&self, container: &[u8], delta: i64) {
-        if let Some(n) = self.snapshot_counts.lock().get_mut(container) {
-            *n = n.saturating_add_signed(delta);
-        }
-    }
-
     pub fn snapshot_by_name(&self, container: &[u8], name: &str) -> FsResult<Option<SnapshotInfo>> {
         match self.kv.get(Space::Meta, &keys::snapshot(container, name))? {
             Some(v) => Ok(Some(SnapshotInfo {
@@ -192,107 +112,13 @@ impl Store {
         }
     }
 
-    /// Builds the alias index of stores written before it existed (once; one batch).
-    pub fn index_aliases(&self) -> FsResult<()> {
-        if self
-            .kv
-            .get(Space::Meta, &keys::setting("alias_index"))?
-            .is_some()
-        {
-            return Ok(());
-        }
-        self.rebuild_alias_index()
-    }
-
-    /// The alias index of `container`: (alias, snapshot name) pairs; None for a store
-    /// written before the index existed and not yet opened by a daemon.
-    pub fn alias_index(&self, container: &[u8]) -> FsResult<Option<Vec<(String, String)>>> {
-        if self
-            .kv
-            .get(Space::Meta, &keys::setting("alias_index"))?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let prefix = keys::alias_prefix(container);
-        let end = crate::kv::prefix_end(&prefix);
-        let mut out = Vec::new();
-        self.kv
-            .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
-                out.push((
-                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                ));
-                true
-            })?;
-        Ok(Some(out))
-    }
-
-    /// Writes the alias index anew from the snapshot records (one batch; for `fsck --repair`
-    /// and stores written before the index existed).
-    pub fn rebuild_alias_index(&self) -> FsResult<()> {
-        let _g = self.write_lock();
-        let mut b = Batch::new();
-        let start = [keys::TAG_ALIAS];
-        let end = [keys::TAG_ALIAS + 1];
-        self.kv
-            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
-                b.delete(Space::Meta, k.to_vec());
-                true
-            })?;
-        for c in self.containers()? {
-            for s in self.snapshots(c.id.as_bytes())? {
-                if let Some(a) = &s.record.alias {
-                    b.put(
-                        Space::Meta,
-                        keys::alias(c.id.as_bytes(), a),
-                        s.name.clone().into_bytes(),
-                    );
-                }
-            }
-        }
-        b.put(Space::Meta, keys::setting("alias_index"), vec![1]);
-        self.kv.write(b, true)?;
-        Ok(())
-    }
-
     fn require_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
         self.find_snapshot(container, key)?
             .ok_or_else(|| StoreError::NoSnapshot(key.to_string()))
     }
 
-    fn alias_free(&self, container: &[u8], alias: &str, except: &str) -> Result<(), StoreError> {
-        let owner = self.kv.get(Space::Meta, &keys::alias(container, alias))?;
-        if owner.is_some_and(|n| n != except.as_bytes()) {
-            return Err(StoreError::AliasTaken(alias.to_string()));
-        }
-        Ok(())
-    }
-
     fn put_epoch(&self, b: &mut Batch, e: u64, rec: &EpochRecord) {
         b.put(Space::Meta, keys::epoch(e), codec::encode_plain(rec));
-    }
-
-    /// Writes snapshot `s`'s record and its alias index entry; `old_alias` is the alias its
-    /// stored record had (its index entry goes).
-    fn put_snapshot(&self, b: &mut Batch, s: &SnapshotInfo, old_alias: Option<&str>) {
-        b.put(
-            Space::Meta,
-            keys::snapshot(&s.container, &s.name),
-            codec::encode_plain(&s.record),
-        );
-        if let Some(old) = old_alias {
-            if s.record.alias.as_deref() != Some(old) {
-                b.delete(Space::Meta, keys::alias(&s.container, old));
-            }
-        }
-        if let Some(a) = &s.record.alias {
-            b.put(
-                Space::Meta,
-                keys::alias(&s.container, a),
-                s.name.clone().into_bytes(),
-            );
-        }
     }
 
     /// Freezes the head of `container` and starts a new head on top of it, in `b`.
@@ -469,10 +295,7 @@ impl Store {
         let _g = self.write_lock();
         let snap = self.require_snapshot(container, key)?;
         let mut b = Batch::new();
-        b.delete(Space::Meta, keys::snapshot(container, &snap.name));
-        if let Some(a) = &snap.record.alias {
-            b.delete(Space::Meta, keys::alias(container, a));
-        }
+        self.delete_snapshot_record(&mut b, &snap);
         self.retire(&mut b, snap.record.epoch)?;
         self.kv.write(b, true)?;
         self.count_snapshots(container, -1);
@@ -506,10 +329,10 @@ impl Store {
         if let Some(a) = alias {
             self.alias_free(container, a, &snap.name)?;
         }
-        let old = snap.record.alias.take();
+        let old = snap.record.clone();
         snap.record.alias = alias.map(str::to_string);
         let mut b = Batch::new();
-        self.put_snapshot(&mut b, &snap, old.as_deref());
+        self.put_snapshot(&mut b, &snap, Some(&old));
         self.kv.write(b, true)?;
         Ok(snap)
     }
@@ -523,9 +346,10 @@ impl Store {
     ) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
         let mut snap = self.require_snapshot(container, key)?;
+        let old = snap.record.clone();
         snap.record.expires_at = expires_at;
         let mut b = Batch::new();
-        self.put_snapshot(&mut b, &snap, None);
+        self.put_snapshot(&mut b, &snap, Some(&old));
         self.kv.write(b, true)?;
         Ok(snap)
     }
