@@ -8,28 +8,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use snapfs::fs::{Caller, Fs, ROOT_INO};
+use snapfs::fs::{Fs, ROOT_INO};
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
 use snapfs::kv::Kv;
 use snapfs::store::Store;
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+mod common;
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{arg, ms, ME};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn ms(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
 }
 
 /// A few small writes that are still unsynced when the operation starts.

@@ -10,26 +10,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use snapfs::fs::{Caller, Fs, ROOT_INO};
+use snapfs::fs::{Fs, ROOT_INO};
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
 use snapfs::kv::Kv;
 use snapfs::store::{ReclaimStats, Store};
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+mod common;
+
+use common::{arg, ms, ME};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ms(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
-}
 
 /// (median, p99, max) of `v`.
 fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {

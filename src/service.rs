@@ -422,8 +422,14 @@ impl Service {
 
     /// Tells a mounted container's volume that one of its snapshots is gone.
     fn snapshot_gone(&self, container_id: &str, epoch: u64) {
-        if let Some(m) = self.mounts.lock().get(container_id) {
-            m.volume().snapshot_gone(epoch, true);
+        // Waits for the kernel: not under the mounts lock.
+        let volume = self
+            .mounts
+            .lock()
+            .get(container_id)
+            .map(|m| m.volume().clone());
+        if let Some(v) = volume {
+            v.snapshot_gone(epoch, true);
         }
     }
 

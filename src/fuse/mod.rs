@@ -517,13 +517,15 @@ impl Filesystem for FuseFs {
         };
         let snapdir = self.fs.is_snapdir(ino.0);
         let bs = self.fs.block_size();
+        // The kernel ignores the attributes of `.` and `..`; give the directory's own,
+        // looked up once per reply.
+        let mut dir_attr: Option<Option<Inode>> = None;
         for e in entries.iter().skip(offset as usize) {
-            // The kernel ignores the attributes of `.` and `..`; give the directory's own.
-            let dots = e.name == b"." || e.name == b"..";
-            let (aino, looked) = if dots {
-                (ino.0, self.fs.getattr(ino.0))
+            let (aino, looked) = if e.name == b"." || e.name == b".." {
+                let a = dir_attr.get_or_insert_with(|| self.fs.getattr(ino.0).ok());
+                (ino.0, a.clone().ok_or(()))
             } else {
-                (e.ino, self.fs.getattr(e.ino))
+                (e.ino, self.fs.getattr(e.ino).map_err(|_| ()))
             };
             // An entry removed since the listing was made is left out, as a later listing
             // would.

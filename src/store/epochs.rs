@@ -33,14 +33,6 @@ impl EpochTree {
         self.recs.get(&e)
     }
 
-    pub fn len(&self) -> usize {
-        self.recs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.recs.is_empty()
-    }
-
     /// A copy of every record (for checks).
     pub fn to_map(&self) -> HashMap<u64, EpochRecord> {
         self.recs.clone()
@@ -54,27 +46,11 @@ impl EpochTree {
             .unwrap_or_default()
     }
 
-    pub fn child_count(&self, e: u64) -> usize {
-        self.children.get(&e).map_or(0, BTreeSet::len)
-    }
-
-    pub fn is_retired(&self, e: u64) -> bool {
-        self.retired.contains(&e)
-    }
-
-    pub fn retired_count(&self) -> usize {
-        self.retired.len()
-    }
-
-    fn touch(&mut self, e: u64) {
+    /// Queues `e` for reclaim if it is retired.
+    pub fn mark_dirty(&mut self, e: u64) {
         if self.retired.contains(&e) {
             self.dirty.insert(e);
         }
-    }
-
-    /// Queues `e` for reclaim if it is retired.
-    pub fn mark_dirty(&mut self, e: u64) {
-        self.touch(e);
     }
 
     /// Adds or replaces the record of `e`.
@@ -84,7 +60,7 @@ impl EpochTree {
         if let Some(old) = self.recs.insert(e, rec) {
             if old.parent != new_parent {
                 self.unlink_child(old.parent, e);
-                self.touch(old.parent);
+                self.mark_dirty(old.parent);
             }
         }
         self.children.entry(new_parent).or_default().insert(e);
@@ -94,8 +70,8 @@ impl EpochTree {
             self.retired.remove(&e);
             self.dirty.remove(&e);
         }
-        self.touch(e);
-        self.touch(new_parent);
+        self.mark_dirty(e);
+        self.mark_dirty(new_parent);
     }
 
     /// Takes `e` out of the tree (its children must have been moved first).
@@ -107,7 +83,7 @@ impl EpochTree {
         if self.children.get(&e).is_some_and(BTreeSet::is_empty) {
             self.children.remove(&e);
         }
-        self.touch(old.parent);
+        self.mark_dirty(old.parent);
         Some(old)
     }
 
@@ -180,7 +156,7 @@ mod tests {
         assert!(!t.has_dirty());
         // Deleting snapshot 2 queues it.
         t.insert(2, rec(1, EpochKind::Retired));
-        assert!(t.is_retired(2));
+        assert_eq!(t.get(2).map(|r| &r.kind), Some(&EpochKind::Retired));
         assert_eq!(t.pop_dirty(), Some(2));
         assert_eq!(t.pop_dirty(), None);
         // A change to its child (head frozen, new head) queues it again.
@@ -199,9 +175,9 @@ mod tests {
         t.insert(3, rec(1, EpochKind::Frozen));
         t.remove(2);
         assert_eq!(t.children(1), vec![3]);
-        assert_eq!(t.child_count(2), 0);
+        assert!(t.children(2).is_empty());
         assert_eq!(t.chain_members(4), vec![1, 3, 4]);
-        assert_eq!(t.retired_count(), 0);
+        assert!(t.retired.is_empty());
         assert_eq!(t.pop_dirty(), None);
     }
 }

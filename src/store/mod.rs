@@ -126,9 +126,9 @@ pub struct Store {
     dropped: Mutex<Dropped>,
     /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
     last_names: Mutex<HashMap<Vec<u8>, (String, u32)>>,
-    /// Per container, how many snapshots it has (filled on first use; see
-    /// `snapshot_summary`).
-    snapshot_counts: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Per container, how many snapshots it has and the newest's time (filled on first
+    /// use; see `snapshot_summary`).
+    snapshot_summaries: Mutex<HashMap<Vec<u8>, snapindex::SnapSummary>>,
 }
 
 /// What batches physically deleted since the daemon last compacted: the bytes of the versions
@@ -290,7 +290,7 @@ impl Store {
             reclaim_run: Mutex::new(()),
             dropped: Mutex::new(Dropped::default()),
             last_names: Mutex::new(HashMap::new()),
-            snapshot_counts: Mutex::new(HashMap::new()),
+            snapshot_summaries: Mutex::new(HashMap::new()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -377,16 +377,11 @@ impl Store {
 
     /// Accounts a written batch's physical deletions of versions (`bytes` of them).
     pub fn note_drops(&self, ops: &[crate::kv::BatchOp], bytes: u64) {
-        let mut span: Option<(u64, u64)> = None;
-        for op in ops {
-            if let crate::kv::BatchOp::Delete(Space::Data, k) = op {
-                if k.first() == Some(&keys::TAG_BLOCK) {
-                    if let Some(d) = keys::u64_at(k, 1) {
-                        span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
-                    }
-                }
-            }
-        }
+        self.account_drops(bytes, dropped_span(ops));
+    }
+
+    /// Adds `bytes` of dropped versions, and the span of data ids that lost blocks.
+    pub fn account_drops(&self, bytes: u64, span: Option<(u64, u64)>) {
         let mut dr = self.dropped.lock();
         dr.bytes = dr.bytes.saturating_add(bytes);
         if let Some((lo, hi)) = span {
@@ -530,6 +525,21 @@ impl Store {
         let chain = Arc::new(self.chain(head));
         self.heads.write().insert(container.to_vec(), chain);
     }
+}
+
+/// The lowest and highest data id whose blocks `ops` delete, if any.
+pub fn dropped_span(ops: &[crate::kv::BatchOp]) -> Option<(u64, u64)> {
+    let mut span: Option<(u64, u64)> = None;
+    for op in ops {
+        if let crate::kv::BatchOp::Delete(Space::Data, k) = op {
+            if k.first() == Some(&keys::TAG_BLOCK) {
+                if let Some(d) = keys::u64_at(k, 1) {
+                    span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
+                }
+            }
+        }
+    }
+    span
 }
 
 /// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.

@@ -97,6 +97,11 @@ pub struct ReclaimState {
 /// One change-index entry: the version's space, unversioned key and stored size.
 type Entry = (Space, Vec<u8>, u64);
 
+/// What [`Store::consume`] does with one entry (space, key, size) into the batch; false ends
+/// the batch early.
+type EntryStep<'a> =
+    dyn FnMut(&mut Batch, Space, &[u8], u64, &mut ReclaimStats) -> FsResult<bool> + 'a;
+
 /// Outcome of a step that may be stopped between batches.
 #[must_use]
 enum Step {
@@ -326,13 +331,59 @@ impl Store {
     /// Writes `b`; `before` is `stats.bytes_dropped` before the batch was built (the
     /// difference goes to the store's account of dropped versions).
     fn commit(&self, b: Batch, stats: &mut ReclaimStats, before: u64) -> FsResult<()> {
-        if !b.is_empty() {
-            let ops = b.ops().to_vec();
-            self.kv.write(b, false)?;
-            stats.batches += 1;
-            self.note_drops(&ops, stats.bytes_dropped - before);
+        if b.is_empty() {
+            return Ok(());
         }
+        let span = super::dropped_span(b.ops());
+        self.kv.write(b, false)?;
+        stats.batches += 1;
+        self.account_drops(stats.bytes_dropped - before, span);
         Ok(())
+    }
+
+    /// The stored size of `e`'s own version of `base`, if it has one (its change-index
+    /// entry, which exists exactly when the version does).
+    fn own_size(&self, e: u64, space: Space, base: &[u8]) -> FsResult<Option<u64>> {
+        Ok(self
+            .kv
+            .get(Space::Meta, &keys::change(e, space, base))?
+            .map(|v| size_of(&v)))
+    }
+
+    /// Consumes `e`'s change index in batches: a chunk of entries at a time, under the write
+    /// lock, each chunk one atomic batch, paced and stoppable by `ctl`. `each` handles one
+    /// entry and must drop `e`'s version of it (else the next chunk sees it again); it
+    /// returns false to end the batch early.
+    fn consume(
+        &self,
+        e: u64,
+        ctl: &dyn ReclaimControl,
+        stats: &mut ReclaimStats,
+        each: &mut EntryStep<'_>,
+    ) -> FsResult<Step> {
+        let start = keys::epoch_changes(e);
+        let chunk = self.chunk();
+        loop {
+            if ctl.should_stop() {
+                return Ok(Step::Stopped);
+            }
+            let t0 = Instant::now();
+            let guard = self.write_lock();
+            let entries = self.changes(e, &start, chunk)?;
+            if entries.is_empty() {
+                return Ok(Step::Done);
+            }
+            let before = stats.bytes_dropped;
+            let mut b = Batch::new();
+            for (space, base, size) in entries {
+                if !each(&mut b, space, &base, size, stats)? {
+                    break;
+                }
+            }
+            self.commit(b, stats, before)?;
+            drop(guard);
+            ctl.after_batch(t0.elapsed());
+        }
     }
 
     /// Empties retired `r`: every version it wrote is dropped (`into` is None: a leaf) or,
@@ -344,39 +395,22 @@ impl Store {
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
-        let start = keys::epoch_changes(r);
-        let chunk = self.chunk();
-        loop {
-            if ctl.should_stop() {
-                return Ok(Step::Stopped);
-            }
-            let t0 = Instant::now();
-            let _g = self.write_lock();
-            let entries = self.changes(r, &start, chunk)?;
-            if entries.is_empty() {
-                return Ok(Step::Done);
-            }
-            let before = stats.bytes_dropped;
-            let mut b = Batch::new();
-            for (space, base, size) in entries {
-                match into {
-                    Some(c) if !self.shadowed_in(c, space, &base)? => {
-                        if let Some(v) = self.kv.get(space, &keys::versioned(&base, r))? {
-                            super::put_version(&mut b, space, &base, c, v);
-                            stats.versions_moved += 1;
-                        }
-                    }
-                    _ => {
-                        stats.versions_dropped += 1;
-                        stats.bytes_dropped += size;
+        self.consume(r, ctl, stats, &mut |b, space, base, size, stats| {
+            match into {
+                Some(c) if !self.shadowed_in(c, space, base)? => {
+                    if let Some(v) = self.kv.get(space, &keys::versioned(base, r))? {
+                        super::put_version(b, space, base, c, v);
+                        stats.versions_moved += 1;
                     }
                 }
-                super::drop_version(&mut b, space, &base, r);
+                _ => {
+                    stats.versions_dropped += 1;
+                    stats.bytes_dropped += size;
+                }
             }
-            self.commit(b, stats, before)?;
-            drop(_g);
-            ctl.after_batch(t0.elapsed());
-        }
+            super::drop_version(b, space, base, r);
+            Ok(true)
+        })
     }
 
     /// Moves retired `c`'s versions up into its retired parent `r`, where they replace r's
@@ -389,43 +423,24 @@ impl Store {
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
-        let start = keys::epoch_changes(c);
         let chunk = self.chunk();
-        loop {
-            if ctl.should_stop() {
-                return Ok(Step::Stopped);
-            }
-            let t0 = Instant::now();
-            let _g = self.write_lock();
-            let entries = self.changes(c, &start, chunk)?;
-            if entries.is_empty() {
-                return Ok(Step::Done);
-            }
-            let before = stats.bytes_dropped;
-            let mut b = Batch::new();
-            for (space, base, _) in entries {
-                if let Some(d) = gone_id(space, &base) {
-                    if self.drop_blocks_of(&mut b, r, d, chunk, stats)? == chunk {
-                        break; // more of r's blocks of d next batch; the marker stays till then
-                    }
+        self.consume(c, ctl, stats, &mut |b, space, base, _, stats| {
+            if let Some(d) = gone_id(space, base) {
+                if self.drop_blocks_of(b, r, d, chunk, stats)? == chunk {
+                    return Ok(false); // more of r's blocks next batch; the marker waits
                 }
-                let own = keys::versioned(&base, r);
-                if self.kv.get(space, &own)?.is_some() {
-                    stats.versions_dropped += 1;
-                    if let Some(v) = self.kv.get(Space::Meta, &keys::change(r, space, &base))? {
-                        stats.bytes_dropped += size_of(&v);
-                    }
-                }
-                if let Some(v) = self.kv.get(space, &keys::versioned(&base, c))? {
-                    super::put_version(&mut b, space, &base, r, v);
-                    stats.versions_moved += 1;
-                }
-                super::drop_version(&mut b, space, &base, c);
             }
-            self.commit(b, stats, before)?;
-            drop(_g);
-            ctl.after_batch(t0.elapsed());
-        }
+            if let Some(size) = self.own_size(r, space, base)? {
+                stats.versions_dropped += 1;
+                stats.bytes_dropped += size;
+            }
+            if let Some(v) = self.kv.get(space, &keys::versioned(base, c))? {
+                super::put_version(b, space, base, r, v);
+                stats.versions_moved += 1;
+            }
+            super::drop_version(b, space, base, c);
+            Ok(true)
+        })
     }
 
     /// Drops every version of retired `r` that its only, live child `c` shadows, walking
@@ -462,11 +477,7 @@ impl Store {
                     gone.push(d);
                     continue;
                 }
-                if self.kv.get(*space, &keys::versioned(base, r))?.is_some() {
-                    let size = self
-                        .kv
-                        .get(Space::Meta, &keys::change(r, *space, base))?
-                        .map_or(0, |v| size_of(&v));
+                if let Some(size) = self.own_size(r, *space, base)? {
                     super::drop_version(&mut b, *space, base, r);
                     stats.versions_dropped += 1;
                     stats.bytes_dropped += size;

@@ -17,6 +17,22 @@ use crate::timefmt;
 /// One expiry-index entry: when, which container, which snapshot.
 pub type Expiring = (Ts, Vec<u8>, String);
 
+/// What `.snapshots` shows of a container's snapshots: how many, and when the newest was
+/// taken (`newest: None` = not known, read again on the next call).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapSummary {
+    count: u64,
+    newest: Option<Option<Ts>>,
+}
+
+/// The later of `a` (if any) and `b`.
+fn later(a: Option<Ts>, b: Ts) -> Ts {
+    match a {
+        Some(a) if (a.secs, a.nsecs) >= (b.secs, b.nsecs) => a,
+        _ => b,
+    }
+}
+
 /// The setting that says both indexes exist.
 const INDEXED: &str = "snapshot_indexes";
 
@@ -38,66 +54,66 @@ impl Store {
         }
     }
 
-    /// How many snapshots `container` has, and when the newest was taken: O(1) after the
-    /// first call per container (the count is kept up to date by snapshot and delete; the
-    /// newest is read from the end of the name range: names sort by creation second).
+    /// How many snapshots `container` has, and when the newest was taken. Kept in memory
+    /// (snapshot and delete update it), so `.snapshots`' attributes, asked for on every
+    /// access below it, cost no read; filled on first use by counting the records, and the
+    /// newest found again after it was deleted from the last second's names (names sort by
+    /// creation second).
     pub fn snapshot_summary(&self, container: &[u8]) -> FsResult<(u64, Option<Ts>)> {
-        let cached = self.snapshot_counts.lock().get(container).copied();
-        let count = match cached {
-            Some(n) => n,
+        if let Some(SnapSummary {
+            count,
+            newest: Some(newest),
+        }) = self.snapshot_summaries.lock().get(container).copied()
+        {
+            return Ok((count, newest));
+        }
+        let _g = self.write_lock();
+        let count = match self.snapshot_summaries.lock().get(container) {
+            Some(s) => s.count,
             None => {
-                let _g = self.write_lock();
-                let prefix = keys::snapshot_prefix(container);
-                let end = crate::kv::prefix_end(&prefix);
                 let mut n = 0u64;
-                self.kv
-                    .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |_, _| {
-                        n += 1;
-                        true
-                    })?;
-                self.snapshot_counts.lock().insert(container.to_vec(), n);
+                self.scan_snapshot_records(container, Dir::Forward, &mut |_, _| {
+                    n += 1;
+                    true
+                })?;
                 n
             }
         };
-        // The last second's snapshots (`snap-…-HHMMSS`, `-2`, `-3` …): the newest is among them.
-        let prefix = keys::snapshot_prefix(container);
-        let end = crate::kv::prefix_end(&prefix);
         let mut newest: Option<Ts> = None;
         let mut second: Option<Vec<u8>> = None;
-        let mut bad = None;
-        self.kv
-            .scan(Space::Meta, &prefix, &end, Dir::Reverse, &mut |k, v| {
-                let name = &k[prefix.len()..];
-                let base = name.get(..timefmt::SNAPSHOT_NAME_LEN).unwrap_or(name);
-                match &second {
-                    Some(b) if b.as_slice() != base => return false,
-                    None => second = Some(base.to_vec()),
-                    _ => {}
-                }
-                match codec::decode_plain::<SnapshotRecord>(v) {
-                    Ok(r) => {
-                        let t = r.created_at;
-                        if newest.is_none_or(|n| (t.secs, t.nsecs) > (n.secs, n.nsecs)) {
-                            newest = Some(t);
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(e);
-                        false
-                    }
-                }
-            })?;
-        if let Some(e) = bad {
-            return Err(e.into());
-        }
+        self.scan_snapshot_records(container, Dir::Reverse, &mut |name, r| {
+            let base = name.get(..timefmt::SNAPSHOT_NAME_LEN).unwrap_or(name);
+            match &second {
+                Some(b) if b.as_slice() != base => return false,
+                None => second = Some(base.to_vec()),
+                _ => {}
+            }
+            newest = Some(later(newest, r.created_at));
+            true
+        })?;
+        self.snapshot_summaries.lock().insert(
+            container.to_vec(),
+            SnapSummary {
+                count,
+                newest: Some(newest),
+            },
+        );
         Ok((count, newest))
     }
 
-    /// Adjusts the cached snapshot count of `container` (when it is cached).
-    pub(super) fn count_snapshots(&self, container: &[u8], delta: i64) {
-        if let Some(n) = self.snapshot_counts.lock().get_mut(container) {
-            *n = n.saturating_add_signed(delta);
+    /// Keeps the summary of `container` (when it is kept) after snapshot `created` was
+    /// taken (`added`) or deleted.
+    pub(super) fn count_snapshots(&self, container: &[u8], added: bool, created: Ts) {
+        if let Some(s) = self.snapshot_summaries.lock().get_mut(container) {
+            if added {
+                s.count += 1;
+                s.newest = s.newest.map(|n| Some(later(n, created)));
+            } else {
+                s.count = s.count.saturating_sub(1);
+                if s.newest == Some(Some(created)) {
+                    s.newest = None; // found again on the next call
+                }
+            }
         }
     }
 

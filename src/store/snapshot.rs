@@ -64,33 +64,47 @@ pub fn check_alias(alias: &str) -> Result<(), StoreError> {
 impl Store {
     /// Every snapshot of `container`, oldest first.
     pub fn snapshots(&self, container: &[u8]) -> FsResult<Vec<SnapshotInfo>> {
-        let prefix = keys::snapshot_prefix(container);
-        let end = crate::kv::prefix_end(&prefix);
         let mut out = Vec::new();
-        let mut bad = None;
-        self.kv
-            .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, v| {
-                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                match codec::decode_plain::<SnapshotRecord>(v) {
-                    Ok(record) => {
-                        out.push(SnapshotInfo {
-                            container: container.to_vec(),
-                            name,
-                            record,
-                        });
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(e);
-                        false
-                    }
-                }
-            })?;
-        if let Some(e) = bad {
-            return Err(e.into());
-        }
+        self.scan_snapshot_records(container, Dir::Forward, &mut |name, record| {
+            out.push(SnapshotInfo {
+                container: container.to_vec(),
+                name: String::from_utf8_lossy(name).into_owned(),
+                record,
+            });
+            true
+        })?;
         out.sort_by_key(|s| s.record.epoch);
         Ok(out)
+    }
+
+    /// Visits the snapshot records of `container` in name order (`dir`), decoded, until `f`
+    /// returns false; a record that does not decode is an error.
+    pub(super) fn scan_snapshot_records(
+        &self,
+        container: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], SnapshotRecord) -> bool,
+    ) -> FsResult<()> {
+        let prefix = keys::snapshot_prefix(container);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut bad = None;
+        self.kv.scan(
+            Space::Meta,
+            &prefix,
+            &end,
+            dir,
+            &mut |k, v| match codec::decode_plain::<SnapshotRecord>(v) {
+                Ok(record) => f(&k[prefix.len()..], record),
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            },
+        )?;
+        match bad {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// The snapshot called `key` (its name, or else its alias). O(1): aliases are indexed.
@@ -234,7 +248,7 @@ impl Store {
         let old_chain = self.head(container)?;
         self.put_snapshot(&mut b, &info, None);
         self.kv.write(b, true)?;
-        self.count_snapshots(container, 1);
+        self.count_snapshots(container, true, info.record.created_at);
         self.reload_epochs(&[frozen, head])?;
         if old_chain.epoch == frozen {
             self.set_head_below(container, head, &old_chain);
@@ -298,7 +312,7 @@ impl Store {
         self.delete_snapshot_record(&mut b, &snap);
         self.retire(&mut b, snap.record.epoch)?;
         self.kv.write(b, true)?;
-        self.count_snapshots(container, -1);
+        self.count_snapshots(container, false, snap.record.created_at);
         self.reload_epochs(&[snap.record.epoch])?;
         Ok(snap)
     }

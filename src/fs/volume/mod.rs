@@ -505,11 +505,12 @@ impl Volume {
         self.head.fsync()
     }
 
-    /// May the kernel keep what it caches of `ino` (pages, listings) across opens? Head and
-    /// snapshot-view files and directories: yes (see `fuse::session::kernel_cache`);
-    /// `.snapshots`, whose entries also change through the API: no.
+    /// May the kernel keep what it caches of `ino`, which was just opened, across opens
+    /// (pages, listings)? Whatever opens is a head or snapshot-view file or directory
+    /// (see `fuse::session::kernel_cache`), except `.snapshots`, whose entries also change
+    /// through the API. No lookup: this runs on every open.
     pub fn kernel_cacheable(&self, ino: u64) -> bool {
-        matches!(self.target(ino), Ok(Target::Head(_)) | Ok(Target::Snap(..)))
+        ino != SNAPDIR_INO
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
