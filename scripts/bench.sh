@@ -22,6 +22,8 @@
 #   BENCH_SNAP_COUNT     snapshots present for the "head with N snapshots" run [1000; quick 30]
 #   BENCH_SCALE=0        skip the snapshot-scale section                [1]
 #   BENCH_FULL=1         snapshot-scale section with 10,000 snapshots   [1,000; quick 200]
+#   BENCH_SUSTAINED      size of the sustained sequential write row; empty skips it
+#                                                                      [10G; quick none]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -32,11 +34,11 @@ cd "$REPO_ROOT"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SIZE="${BENCH_SIZE:-64M}" RUNTIME="${BENCH_RUNTIME:-3}" META_FILES="${BENCH_META_FILES:-2000}"
     SNAP_FILES="${BENCH_SNAP_FILES:-2000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-30}"
-    SCALE_SNAPS=200 SCALE_BIG_MIB=16 SCALE_FILES=1000
+    SCALE_SNAPS=200 SCALE_BIG_MIB=16 SCALE_FILES=1000 SUSTAINED="${BENCH_SUSTAINED-}"
 else
     SIZE="${BENCH_SIZE:-1G}" RUNTIME="${BENCH_RUNTIME:-15}" META_FILES="${BENCH_META_FILES:-20000}"
     SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-1000}"
-    SCALE_SNAPS=1000 SCALE_BIG_MIB=100 SCALE_FILES=5000
+    SCALE_SNAPS=1000 SCALE_BIG_MIB=100 SCALE_FILES=5000 SUSTAINED="${BENCH_SUSTAINED-10G}"
     [ "${BENCH_FULL:-0}" = 1 ] && SCALE_SNAPS=10000
 fi
 BASE="${BENCH_DIR:-/var/tmp}"
@@ -209,6 +211,12 @@ run_target() {
     fio_job "$t" "$dir" "rand read 4k cold" read IOPS \
         --rw=randread --bs=4k --time_based --runtime="$rt"
     rm -f -- "$dir/fio.dat"
+    if [ -n "$SUSTAINED" ]; then
+        # Far past the memtables and the page cache's dirty limits: compare with the first row.
+        fio_job "$t" "$dir" "seq write $SUSTAINED bs=1M end_fsync" write MiB/s \
+            --rw=write --bs=1M --end_fsync=1 --size="$SUSTAINED"
+        rm -f -- "$dir/fio.dat"
+    fi
 
     metabench "$t" "$dir" ""
     if [ "${BENCH_PINNED:-1}" = 1 ] && [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then

@@ -26,6 +26,47 @@ mod mem_only {
 mod rocks_only {
     use super::*;
 
+    /// Direct I/O for flushes is used where the file system takes it (ext4 on a loop
+    /// device; tmpfs only since Linux 6.6); either way the store writes, flushes, compacts
+    /// and reads back what it wrote, and the probe leaves nothing behind.
+    #[test]
+    fn direct_io_follows_the_file_system() {
+        for (fstype, expect_direct) in [("tmpfs", None), ("ext4", Some(true))] {
+            let fs = ScratchFs::mount(fstype);
+            let opts = RocksOptions::for_disk(&fs.path());
+            if let Some(expect) = expect_direct {
+                assert_eq!(opts.direct_flush, expect, "{fstype}");
+            }
+            let leftovers: Vec<_> = std::fs::read_dir(fs.path())
+                .expect("list")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains("direct-io-probe"))
+                .collect();
+            assert!(leftovers.is_empty(), "{fstype}: probe file left behind");
+            let db = fs.path().join("db");
+            let small = RocksOptions {
+                direct_flush: opts.direct_flush,
+                ..small_rocks_options()
+            };
+            {
+                let kv = RocksKv::open(&db, &small).expect("open");
+                for i in 0..64u32 {
+                    put(&kv, Space::Data, &i.to_be_bytes(), &vec![i as u8; 16 << 10]);
+                }
+                kv.flush_buffers().expect("flush");
+                kv.compact(Space::Data).expect("compact");
+            }
+            let kv = RocksKv::open(&db, &small).expect("reopen");
+            for i in 0..64u32 {
+                assert_eq!(
+                    get(&kv, Space::Data, &i.to_be_bytes()),
+                    Some(vec![i as u8; 16 << 10]),
+                    "{fstype}: key {i}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn reopen_after_writes_data_persists() {
         let dir = tempfile::TempDir::new().expect("tempdir");

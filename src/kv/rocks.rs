@@ -44,6 +44,13 @@ pub struct RocksOptions {
     pub write_buffer_bytes: usize,
     /// Values in [`Space::Data`] of at least this many bytes are stored in blob files.
     pub blob_min_bytes: u64,
+    /// Flushes and compactions write their table and blob files with direct I/O, past the
+    /// page cache. A sustained sequential write crosses the kernel twice (log, then blob
+    /// file); buffered, both copies into the page cache cost CPU the writer needs (10 GiB
+    /// written with `dd bs=1M conv=fsync` on 2 vCPUs: 223-247 MiB/s buffered, 279-345
+    /// direct, next to ~350 for 1 GiB). [`RocksOptions::for_disk`] turns it on only where
+    /// the file system takes `O_DIRECT` (not tmpfs); `SNAPFS_DIRECT_IO=0` turns it off.
+    pub direct_flush: bool,
 }
 
 impl Default for RocksOptions {
@@ -52,6 +59,7 @@ impl Default for RocksOptions {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 16 << 20,
             blob_min_bytes: 4096,
+            direct_flush: false,
         }
     }
 }
@@ -70,8 +78,41 @@ impl RocksOptions {
             let bytes = (total / 64).clamp(16 * MIB, 64 * MIB) / MIB * MIB;
             opts.write_buffer_bytes = bytes as usize;
         }
+        let wanted = !matches!(
+            std::env::var("SNAPFS_DIRECT_IO").as_deref().map(str::trim),
+            Ok("0") | Ok("off") | Ok("false") | Ok("no")
+        );
+        opts.direct_flush = wanted && takes_direct_io(dir);
         opts
     }
+}
+
+/// Whether the file system holding `dir` accepts an `O_DIRECT` write (tmpfs does not): one
+/// aligned 4 KiB write to a probe file that is removed again.
+fn takes_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const ALIGN: usize = 4096;
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let probe = dir.join(format!(".direct-io-probe-{}-{nanos}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let ok = file.is_ok_and(|f| {
+        // An aligned 4 KiB window inside a plain buffer: no allocator tricks needed.
+        let buf = vec![0u8; 2 * ALIGN];
+        let skip = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+        f.write_at(&buf[skip..skip + ALIGN], 0).is_ok()
+    });
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 /// A RocksDB-backed ordered key-value store living in one directory.
@@ -157,6 +198,19 @@ impl RocksKv {
         // default bound (4 × all write buffers: 1 GiB with 64 MiB buffers) kept a 1 GiB
         // log behind a rarely full metadata memtable. Four buffers' worth forces that flush.
         db_opts.set_max_total_wal_size(4 * opts.write_buffer_bytes as u64);
+        db_opts.set_use_direct_io_for_flush_and_compaction(opts.direct_flush);
+        log::info!(
+            "flushes and compactions write {}",
+            if opts.direct_flush {
+                "with direct I/O"
+            } else {
+                "through the page cache"
+            }
+        );
+        // Start writing the log and new files back every MiB instead of letting gigabytes
+        // of dirty pages pile up for the kernel to throttle the writer on.
+        db_opts.set_wal_bytes_per_sync(1 << 20);
+        db_opts.set_bytes_per_sync(1 << 20);
 
         let meta = Self::cf_options(&cache, opts, Space::Meta);
         let data = Self::cf_options(&cache, opts, Space::Data);

@@ -6,12 +6,15 @@ use snapfs::kv::{Batch, Dir, Kv, KvRead, Space};
 
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Small RocksDB settings so tests exercise memtable flushes, SST files and blob files.
+/// Small RocksDB settings so tests exercise memtable flushes, SST files and blob files,
+/// written with direct I/O where the temporary directory's file system takes it (as a store
+/// there would).
 pub fn small_rocks_options() -> RocksOptions {
     RocksOptions {
         block_cache_bytes: 4 << 20,
         write_buffer_bytes: 64 << 10,
         blob_min_bytes: 64,
+        direct_flush: RocksOptions::for_disk(&std::env::temp_dir()).direct_flush,
     }
 }
 
@@ -101,4 +104,63 @@ pub fn versioned(id: u64, epoch: u64) -> Vec<u8> {
 
 pub fn open_rocks(dir: &std::path::Path) -> RocksKv {
     RocksKv::open(dir, &small_rocks_options()).expect("open rocks")
+}
+
+/// A scratch file system of type `tmpfs` or `ext4` (a 64 MiB loop image) mounted in a
+/// temporary directory, unmounted (lazily if busy) on drop, also when the test fails.
+/// Needs root, as every test here does.
+pub struct ScratchFs {
+    dir: tempfile::TempDir,
+}
+
+impl ScratchFs {
+    pub fn mount(fstype: &str) -> ScratchFs {
+        use std::process::Command;
+        let dir = tempfile::Builder::new()
+            .prefix("snapfs-scratchfs-")
+            .tempdir()
+            .expect("temp dir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir mnt");
+        let run = |cmd: &mut Command| {
+            let st = cmd.status().expect("run");
+            assert!(st.success(), "{cmd:?} failed: {st}");
+        };
+        match fstype {
+            "tmpfs" => run(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+                .arg(&mnt)),
+            "ext4" => {
+                let img = dir.path().join("img");
+                run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+                run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+                run(Command::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(&img)
+                    .arg(&mnt));
+            }
+            other => panic!("unknown scratch file system {other}"),
+        }
+        ScratchFs { dir }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        let ok = std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+        }
+    }
 }
