@@ -312,6 +312,9 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     store
         .index_snapshots()
         .context("cannot index snapshot aliases and expiry times")?;
+    store
+        .index_links()
+        .context("cannot build the back links of directory entries")?;
     if let Some(n) = reclaim_chunk_from_env()? {
         store.set_reclaim_chunk(n);
         log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");

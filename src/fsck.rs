@@ -7,12 +7,14 @@
 //! blocks; the epoch tree is a tree (parents exist, no cycle) whose heads and frozen epochs are
 //! referenced by containers, snapshots or children; every version has its change-index entry
 //! and every change-index entry its version; snapshot records point at frozen epochs and
-//! aliases are unique per container; every visible block's checksum verifies.
+//! aliases are unique per container; every visible block's checksum verifies; each view's
+//! back links (inode -> directory, name) name exactly its entries.
 //!
 //! `--repair` ([`repair`]) fixes what can be fixed without losing or inventing data, then
 //! checks again:
 //! - the change index: entries are added for versions that lack one and dropped where their
 //!   version is gone (the index is derived data);
+//! - back links: rebuilt for every epoch from the entries' versions (derived data);
 //! - epochs nothing references are retired (no view can read them; reclaim frees them);
 //! - in each live container's head, as new versions in the head epoch: link counts set to the
 //!   entries that exist, a directory's `..` set to the directory listing it, a file's allocated
@@ -42,6 +44,8 @@ pub struct Report {
     pub views: usize,
     pub inodes: usize,
     pub versions: usize,
+    /// How many of the problems are back links that disagree with the entries.
+    pub back_link_problems: usize,
     /// What `repair` changed, one line each.
     pub repaired: Vec<String>,
 }
@@ -91,6 +95,38 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
     }
     check_expiry_index(store, &mut r)?;
     Ok(r)
+}
+
+/// The view's back links name exactly its directory entries. (Not a head fix: `--repair`
+/// rebuilds the links of every epoch from the entries' history.)
+fn check_back_links(
+    fs: &Fs,
+    label: &str,
+    mut names: HashSet<(u64, u64, Vec<u8>)>,
+    r: &mut Report,
+) -> FsResult<()> {
+    let mut stale = Vec::new();
+    fs.all_links(&mut |ino, dir, name| {
+        if !names.remove(&(ino, dir, name.to_vec())) {
+            stale.push((ino, dir, name.to_vec()));
+        }
+    })?;
+    r.back_link_problems += stale.len() + names.len();
+    for (ino, dir, name) in stale {
+        r.bad(format!(
+            "{label}: back link of inode {ino} to {:?} in dir {dir}, which has no such entry",
+            String::from_utf8_lossy(&name)
+        ));
+    }
+    let mut missing: Vec<_> = names.into_iter().collect();
+    missing.sort_unstable();
+    for (ino, dir, name) in missing {
+        r.bad(format!(
+            "{label}: entry {:?} in dir {dir} (inode {ino}) has no back link",
+            String::from_utf8_lossy(&name)
+        ));
+    }
+    Ok(())
 }
 
 /// The expiry index says exactly what the snapshot records' expiry times say.
@@ -204,6 +240,14 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
             aliases.problems.len()
         ));
     }
+    let before = check(store)?;
+    if before.back_link_problems > 0 || !store.links_indexed()? {
+        store.rebuild_links()?;
+        repaired.push(format!(
+            "back links rebuilt from the entries' history ({} problems)",
+            before.back_link_problems
+        ));
+    }
     let mut scratch = Report::default();
     for e in check_epochs(store, &mut scratch)? {
         store.retire_epoch(e).map_err(|e| match e {
@@ -315,6 +359,7 @@ fn change_index_diff(store: &Store) -> FsResult<IndexDiff> {
         (Space::Meta, keys::TAG_DIRENT),
         (Space::Meta, keys::TAG_XATTR),
         (Space::Meta, keys::TAG_DATA_GONE),
+        (Space::Meta, keys::TAG_LINK),
         (Space::Data, keys::TAG_BLOCK),
     ];
     let mut diff = IndexDiff::default();
@@ -370,6 +415,8 @@ fn check_view(
     let mut seen_dirs: HashSet<u64> = HashSet::from([ROOT_INO]);
     let mut stack = vec![ROOT_INO];
     let mut nlink_of: HashMap<u64, u32> = HashMap::new();
+    // (inode, directory, name) of every entry, to check the back links against.
+    let mut names: HashSet<(u64, u64, Vec<u8>)> = HashSet::new();
     while let Some(dir) = stack.pop() {
         let dattr = match fs.getattr(dir) {
             Ok(a) => a,
@@ -383,6 +430,7 @@ fn check_view(
         fs.releasedir(fh);
         let mut subdirs = 0u32;
         for e in entries.iter().skip(2) {
+            names.insert((e.ino, dir, e.name.clone()));
             let name = String::from_utf8_lossy(&e.name);
             let attr = match fs.getattr(e.ino) {
                 Ok(a) => a,
@@ -474,6 +522,9 @@ fn check_view(
                 nlink: 2 + subdirs,
             });
         }
+    }
+    if fs.store().links_indexed()? {
+        check_back_links(fs, label, names, r)?;
     }
     let mut links: Vec<_> = links.into_iter().collect();
     links.sort_unstable();

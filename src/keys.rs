@@ -42,6 +42,7 @@ pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
 pub const TAG_DATA_GONE: u8 = 0x13;
+pub const TAG_LINK: u8 = 0x14;
 pub const TAG_CHANGE: u8 = 0x20;
 pub const TAG_ORPHAN: u8 = 0x30;
 pub const TAG_BLOCK: u8 = 0x40;
@@ -77,7 +78,8 @@ pub fn epoch(e: u64) -> Vec<u8> {
 }
 
 /// Reclaim's record that retired epoch `e` holds no version its only child (a frozen
-/// epoch, the value) shadows.
+/// epoch, the value: 8 bytes) shadows; while that prune is under way, the child is followed
+/// by the change-index cursor to resume from.
 pub fn pruned(e: u64) -> Vec<u8> {
     with_u64(TAG_PRUNED, e)
 }
@@ -151,6 +153,34 @@ pub fn dirent(parent: u64, name: &[u8]) -> Vec<u8> {
 /// Prefix of every directory entry of `parent`.
 pub fn dirent_prefix(parent: u64) -> Vec<u8> {
     with_u64(TAG_DIRENT, parent)
+}
+
+/// Unversioned back link: directory `parent` has an entry `name` for inode `ino`. Written
+/// (live or tombstone) in the same batch as every entry change, so each view finds the
+/// names of any inode without walking its tree (`Fs::links`; diffs).
+pub fn link(ino: u64, parent: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(TAG_LINK, ino);
+    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(name);
+    k.push(0);
+    k
+}
+
+/// Prefix of every back link of `ino`.
+pub fn link_prefix(ino: u64) -> Vec<u8> {
+    with_u64(TAG_LINK, ino)
+}
+
+/// (ino, parent, name) of an unversioned back-link key.
+pub fn split_link(base: &[u8]) -> Option<(u64, u64, &[u8])> {
+    if base.first() != Some(&TAG_LINK) || base.len() < 19 || *base.last()? != 0 {
+        return None;
+    }
+    Some((
+        u64_at(base, 1)?,
+        u64_at(base, 9)?,
+        &base[17..base.len() - 1],
+    ))
 }
 
 /// Unversioned xattr key.
@@ -280,6 +310,17 @@ pub fn name_of(base: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn link_keys_round_trip_and_group_by_inode() {
+        let k = link(7, 1, b"a\xffb");
+        assert_eq!(split_link(&k), Some((7, 1, &b"a\xffb"[..])));
+        assert!(k.starts_with(&link_prefix(7)));
+        assert!(!link(8, 0, b"a").starts_with(&link_prefix(7)));
+        assert!(link(7, u64::MAX, b"z") < link(8, 0, b"a"));
+        assert_eq!(split_link(&dirent(7, b"x")), None);
+        assert_eq!(split_link(&link_prefix(7)), None);
+    }
+
     #[test]
     fn expiry_keys_round_trip_and_sort_by_time() {
         let k = expiry(1_700_000_000, 5, b"c1", "snap-x");

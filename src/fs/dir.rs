@@ -59,6 +59,60 @@ impl Fs {
         Ok(out)
     }
 
+    /// Every (directory, name) entry naming inode `ino` in this view, from the back links
+    /// (ascending): the paths of an inode without walking the tree.
+    pub fn links(&self, ino: u64) -> FsResult<Vec<(u64, Vec<u8>)>> {
+        let prefix = keys::link_prefix(ino);
+        let mut out = Vec::new();
+        self.visit_links(&prefix, &crate::kv::prefix_end(&prefix), &mut |_, p, n| {
+            out.push((p, n.to_vec()))
+        })?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Calls `f(ino, directory, name)` for every live back link of this view (for checks),
+    /// in descending key order.
+    pub fn all_links(&self, f: &mut dyn FnMut(u64, u64, &[u8])) -> FsResult<()> {
+        self.visit_links(&[keys::TAG_LINK], &[keys::TAG_LINK + 1], f)
+    }
+
+    fn visit_links(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(u64, u64, &[u8]),
+    ) -> FsResult<()> {
+        let chain = self.chain()?;
+        let mut err = None;
+        scan_visible(
+            self.store.kv(),
+            Space::Meta,
+            start,
+            end,
+            &chain,
+            &mut |base, v| {
+                match codec::decode::<()>(v) {
+                    Ok(codec::Version::Live(())) => {
+                        if let Some((ino, parent, name)) = keys::split_link(base) {
+                            f(ino, parent, name);
+                        }
+                    }
+                    Ok(codec::Version::Tombstone) => {}
+                    Err(e) => {
+                        err = Some(FsError::from(e));
+                        return false;
+                    }
+                }
+                true
+            },
+        )?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn dir_is_empty(&self, chain: &Chain, ino: u64) -> FsResult<bool> {
         Ok(self.list(chain, ino, 1)?.is_empty())
     }
@@ -184,8 +238,8 @@ impl Fs {
             if dst.kind == Kind::Dir && !same_dir && self.is_within(&tx.chain, parent, dst.ino)? {
                 return Err(FsError::Invalid("cannot move a directory into itself"));
             }
-            tx.put_dirent(parent, name, dst);
-            tx.put_dirent(newparent, newname, src);
+            tx.put_dirent(parent, name, dst, Some(src.ino));
+            tx.put_dirent(newparent, newname, src, Some(dst.ino));
             for (moved, to) in [(src, newparent), (dst, parent)] {
                 let mut i = tx.inode(moved.ino)?;
                 i.ctime = t;
@@ -228,8 +282,8 @@ impl Fs {
                 let mut victim = tx.inode(d.ino)?;
                 self.drop_link(&mut tx, d.ino, &mut victim)?;
             }
-            tx.del_dirent(parent, name);
-            tx.put_dirent(newparent, newname, src);
+            tx.del_dirent(parent, name, src.ino);
+            tx.put_dirent(newparent, newname, src, dst.map(|d| d.ino));
             let mut moved = tx.inode(src.ino)?;
             moved.ctime = t;
             if src.kind == Kind::Dir {

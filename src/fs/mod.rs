@@ -149,7 +149,9 @@ impl Tx<'_> {
         self.fs.dirent_in(&self.chain, parent, name)
     }
 
-    fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent) {
+    /// Points entry `name` of `parent` at `d`; `prev` is the inode the entry named before
+    /// (None for a new name). Keeps the back links (`keys::link`) in the same batch.
+    fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent, prev: Option<u64>) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -158,9 +160,17 @@ impl Tx<'_> {
             e,
             codec::encode_live(&d),
         );
+        if prev == Some(d.ino) {
+            return;
+        }
+        if let Some(old) = prev {
+            self.put_link(old, parent, name, false);
+        }
+        self.put_link(d.ino, parent, name, true);
     }
 
-    fn del_dirent(&mut self, parent: u64, name: &[u8]) {
+    /// Removes entry `name` of `parent`, which names inode `ino`.
+    fn del_dirent(&mut self, parent: u64, name: &[u8], ino: u64) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -168,6 +178,23 @@ impl Tx<'_> {
             &keys::dirent(parent, name),
             e,
             codec::tombstone(),
+        );
+        self.put_link(ino, parent, name, false);
+    }
+
+    fn put_link(&mut self, ino: u64, parent: u64, name: &[u8], live: bool) {
+        let e = self.epoch();
+        let value = if live {
+            codec::encode_live(&())
+        } else {
+            codec::tombstone()
+        };
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::link(ino, parent, name),
+            e,
+            value,
         );
     }
 

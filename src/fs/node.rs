@@ -125,6 +125,7 @@ impl Fs {
                 ino,
                 kind: inode.kind,
             },
+            None,
         );
         tx.commit()?;
         Ok((ino, inode))
@@ -246,6 +247,7 @@ impl Fs {
                 ino,
                 kind: inode.kind,
             },
+            None,
         );
         tx.commit()?;
         Ok((ino, inode))
@@ -292,7 +294,7 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let mut inode = tx.inode(d.ino)?;
-        tx.del_dirent(parent, name);
+        tx.del_dirent(parent, name, d.ino);
         let t = now();
         dir.mtime = t;
         dir.ctime = t;
@@ -319,7 +321,7 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         let mut inode = tx.inode(d.ino)?;
-        tx.del_dirent(parent, name);
+        tx.del_dirent(parent, name, d.ino);
         let t = now();
         dir.nlink = dir.nlink.saturating_sub(1).max(2);
         dir.mtime = t;

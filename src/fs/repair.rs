@@ -68,8 +68,8 @@ impl Fs {
             }
             Fix::DropEntry { parent, name } => {
                 let mut tx = self.begin()?;
-                if tx.dirent(*parent, name)?.is_some() {
-                    tx.del_dirent(*parent, name);
+                if let Some(d) = tx.dirent(*parent, name)? {
+                    tx.del_dirent(*parent, name, d.ino);
                 }
                 tx.commit()
             }
@@ -80,6 +80,7 @@ impl Fs {
                 kind,
             } => {
                 let mut tx = self.begin()?;
+                let prev = tx.dirent(*parent, name)?.map(|d| d.ino);
                 tx.put_dirent(
                     *parent,
                     name,
@@ -87,6 +88,7 @@ impl Fs {
                         ino: *ino,
                         kind: *kind,
                     },
+                    prev,
                 );
                 tx.commit()
             }

@@ -5,6 +5,7 @@
 
 mod container;
 mod epochs;
+mod linkindex;
 mod reclaim;
 mod snapindex;
 mod snapshot;
@@ -223,6 +224,7 @@ impl Store {
         kv.write(b, true)?;
         let store = Store::open(kv)?;
         store.index_snapshots()?;
+        store.index_links()?;
         store.create_container("default", None)?;
         Ok(store)
     }

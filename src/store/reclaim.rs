@@ -454,7 +454,13 @@ impl Store {
     ) -> FsResult<Step> {
         let writes = self.writes_of(c);
         let chunk = self.chunk();
-        let mut cursor = keys::epoch_changes(c);
+        let frozen = matches!(self.epoch(c).map(|x| x.kind), Some(EpochKind::Frozen));
+        // A frozen child never changes, so a prune against it resumes where the last run
+        // stopped (the marker holds c and the cursor until the prune is done).
+        let mut cursor = match self.kv.get(Space::Meta, &keys::pruned(r))? {
+            Some(v) if frozen && v.len() > 8 && v[..8] == c.to_be_bytes() => v[8..].to_vec(),
+            _ => keys::epoch_changes(c),
+        };
         let mut entries_seen = 0u64;
         loop {
             if ctl.should_stop() {
@@ -495,6 +501,15 @@ impl Store {
                         break;
                     }
                 }
+            }
+            if frozen {
+                let mut b = Batch::new();
+                b.put(
+                    Space::Meta,
+                    keys::pruned(r),
+                    [&c.to_be_bytes()[..], &cursor].concat(),
+                );
+                self.kv.write(b, false)?;
             }
             drop(_g);
             ctl.after_batch(t0.elapsed());
