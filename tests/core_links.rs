@@ -4,38 +4,22 @@
 
 #[path = "core/harness.rs"]
 mod harness;
+#[path = "core/treeops.rs"]
+mod treeops;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use harness::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use snapfs::codec::Kind;
+use rand::SeedableRng;
 use snapfs::fs::{Fs, ROOT_INO};
 use snapfs::keys;
 use snapfs::kv::{Batch, Dir, Space};
 use snapfs::store::Store;
+use treeops::*;
 
 type Links = BTreeSet<(u64, u64, Vec<u8>)>;
-
-/// (inode, directory, name) of every entry of the view, by walking its tree.
-fn tree_links(fs: &Fs) -> Links {
-    let mut out = Links::new();
-    let mut stack = vec![ROOT_INO];
-    while let Some(dir) = stack.pop() {
-        let fh = fs.opendir(dir).expect("opendir");
-        let entries = fs.readdir(dir, fh, 0).expect("readdir");
-        fs.releasedir(fh);
-        for e in entries.iter().skip(2) {
-            out.insert((e.ino, dir, e.name.clone()));
-            if e.kind == Kind::Dir {
-                stack.push(e.ino);
-            }
-        }
-    }
-    out
-}
 
 /// Every live back link of the view.
 fn index_links(fs: &Fs) -> Links {
@@ -47,22 +31,10 @@ fn index_links(fs: &Fs) -> Links {
     out
 }
 
-/// Every view of the default container: head first, then each snapshot (by name).
-fn views(store: &Arc<Store>) -> Vec<(String, Fs)> {
-    let head = open_default(store.clone());
-    let id = head.container().to_vec();
-    let mut out = vec![("head".to_string(), head)];
-    for s in store.snapshots(&id).expect("snapshots") {
-        let fs = Fs::frozen(store.clone(), &id, store.snapshot_chain(&s));
-        out.push((s.name.clone(), fs));
-    }
-    out
-}
-
 fn all_views_links(store: &Arc<Store>) -> BTreeMap<String, Links> {
     views(store)
         .into_iter()
-        .map(|(n, fs)| (n, index_links(&fs)))
+        .map(|(n, fs, _)| (n, index_links(&fs)))
         .collect()
 }
 
@@ -78,67 +50,9 @@ fn random_run(seed: u64, backend: Backend) {
     let mut rng = StdRng::seed_from_u64(seed);
     let t = make(backend);
     let store = t.store().clone();
-    let id = t.container().to_vec();
-    let names: Vec<Vec<u8>> = (0..6).map(|i| format!("n{i}").into_bytes()).collect();
     for step in 0..300 {
-        let fs = open_default(store.clone());
-        // Directories of the head (root and its subdirectories, one level).
-        let dirs: Vec<u64> = std::iter::once(ROOT_INO)
-            .chain(
-                tree_links(&fs)
-                    .into_iter()
-                    .filter(|(ino, _, _)| fs.getattr(*ino).is_ok_and(|i| i.kind == Kind::Dir))
-                    .map(|(ino, _, _)| ino),
-            )
-            .collect();
-        let pick_dir = |rng: &mut StdRng| dirs[rng.gen_range(0..dirs.len())];
-        let name = names[rng.gen_range(0..names.len())].clone();
-        let name2 = names[rng.gen_range(0..names.len())].clone();
-        let (d1, d2) = (pick_dir(&mut rng), pick_dir(&mut rng));
-        match rng.gen_range(0..12) {
-            0 | 1 => {
-                let _ = fs.create(d1, &name, 0o644, libc::O_RDWR, ME);
-            }
-            2 => {
-                let _ = fs.mkdir(d1, &name, 0o755, ME);
-            }
-            3 => {
-                if let Ok(i) = fs.lookup(d1, &name) {
-                    let _ = fs.link(i.0, d2, &name2);
-                }
-            }
-            4 | 5 => {
-                let _ = fs.rename(d1, &name, d2, &name2, 0);
-            }
-            6 => {
-                let _ = fs.rename(d1, &name, d2, &name2, 2); // RENAME_EXCHANGE
-            }
-            7 => {
-                let _ = fs.unlink(d1, &name);
-                let _ = fs.rmdir(d1, &name);
-            }
-            8 => {
-                store.snapshot(&id, None, None).expect("snapshot");
-            }
-            9 => {
-                let snaps = store.snapshots(&id).expect("list");
-                if !snaps.is_empty() {
-                    let s = &snaps[rng.gen_range(0..snaps.len())];
-                    store.restore(&id, &s.name).expect("restore");
-                }
-            }
-            10 => {
-                let snaps = store.snapshots(&id).expect("list");
-                if snaps.len() > 3 {
-                    let s = &snaps[rng.gen_range(0..snaps.len())];
-                    store.delete_snapshot(&id, &s.name).expect("delete");
-                }
-            }
-            _ => {
-                store.reclaim().expect("reclaim");
-            }
-        }
-        for (label, view) in views(&store) {
+        random_step(&store, &mut rng, true);
+        for (label, view, _) in views(&store) {
             assert_eq!(
                 index_links(&view),
                 tree_links(&view),

@@ -62,9 +62,15 @@ impl Fs {
     /// Every (directory, name) entry naming inode `ino` in this view, from the back links
     /// (ascending): the paths of an inode without walking the tree.
     pub fn links(&self, ino: u64) -> FsResult<Vec<(u64, Vec<u8>)>> {
+        let chain = self.chain()?;
+        self.links_in(&chain, ino)
+    }
+
+    pub(super) fn links_in(&self, chain: &Chain, ino: u64) -> FsResult<Vec<(u64, Vec<u8>)>> {
         let prefix = keys::link_prefix(ino);
         let mut out = Vec::new();
-        self.visit_links(&prefix, &crate::kv::prefix_end(&prefix), &mut |_, p, n| {
+        let end = crate::kv::prefix_end(&prefix);
+        self.visit_links(chain, &prefix, &end, &mut |_, p, n| {
             out.push((p, n.to_vec()))
         })?;
         out.reverse();
@@ -74,23 +80,24 @@ impl Fs {
     /// Calls `f(ino, directory, name)` for every live back link of this view (for checks),
     /// in descending key order.
     pub fn all_links(&self, f: &mut dyn FnMut(u64, u64, &[u8])) -> FsResult<()> {
-        self.visit_links(&[keys::TAG_LINK], &[keys::TAG_LINK + 1], f)
+        let chain = self.chain()?;
+        self.visit_links(&chain, &[keys::TAG_LINK], &[keys::TAG_LINK + 1], f)
     }
 
     fn visit_links(
         &self,
+        chain: &Chain,
         start: &[u8],
         end: &[u8],
         f: &mut dyn FnMut(u64, u64, &[u8]),
     ) -> FsResult<()> {
-        let chain = self.chain()?;
         let mut err = None;
         scan_visible(
             self.store.kv(),
             Space::Meta,
             start,
             end,
-            &chain,
+            chain,
             &mut |base, v| {
                 match codec::decode::<()>(v) {
                     Ok(codec::Version::Live(())) => {

@@ -5,6 +5,7 @@
 //! atomically. Reads resolve, for each key, the newest version in the view's epoch chain.
 
 mod data;
+mod diff;
 mod dir;
 mod node;
 mod repair;
@@ -23,6 +24,7 @@ use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
 use crate::store::{self, Chain, Store};
 
+pub use diff::{Change, ChangeKind, Side};
 pub use dir::DirEntry;
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;

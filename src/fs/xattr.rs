@@ -81,6 +81,44 @@ impl Fs {
         }
     }
 
+    /// Every extended attribute (name, value) of `ino` in `chain`, descending by name.
+    pub(super) fn xattrs_in(
+        &self,
+        chain: &store::Chain,
+        ino: u64,
+    ) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = keys::xattr_prefix(ino);
+        let end = crate::kv::prefix_end(&prefix);
+        let mut out = Vec::new();
+        let mut err = None;
+        scan_visible(
+            self.store.kv(),
+            Space::Meta,
+            &prefix,
+            &end,
+            chain,
+            &mut |base, v| {
+                match codec::decode::<Vec<u8>>(v) {
+                    Ok(codec::Version::Live(value)) => {
+                        if let Some(name) = keys::name_of(base) {
+                            out.push((name.to_vec(), value));
+                        }
+                    }
+                    Ok(codec::Version::Tombstone) => {}
+                    Err(e) => {
+                        err = Some(FsError::from(e));
+                        return false;
+                    }
+                }
+                true
+            },
+        )?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         check_xattr_name(name)?;
         let chain = self.chain()?;
