@@ -69,6 +69,15 @@ impl From<FsError> for ServiceError {
     }
 }
 
+/// The changes between a snapshot and another snapshot or the live tree (`to: None`).
+#[derive(Debug)]
+pub struct Diff {
+    pub container: ContainerRecord,
+    pub from: SnapshotInfo,
+    pub to: Option<SnapshotInfo>,
+    pub changes: Vec<crate::fs::Change>,
+}
+
 /// What the API shows of a container.
 #[derive(Debug, Clone)]
 pub struct ContainerInfo {
@@ -403,6 +412,40 @@ impl Service {
             m.invalidate_inodes(&open);
         }
         Ok((c, s))
+    }
+
+    /// What changed from snapshot `from` to snapshot `to`, or to the container's current
+    /// tree when `to` is None; sorted by path. Reclaim waits meanwhile (it moves versions
+    /// between the epochs the diff reads).
+    pub fn diff(&self, id_or_name: &str, from: &str, to: Option<&str>) -> ServiceResult<Diff> {
+        let c = self.container(id_or_name)?;
+        let cid = c.id.as_bytes();
+        let find = |key: &str| -> ServiceResult<SnapshotInfo> {
+            self.store
+                .find_snapshot(cid, key)?
+                .ok_or_else(|| ServiceError::NoSnapshot(key.to_string()))
+        };
+        let from = find(from)?;
+        let to = to.map(find).transpose()?;
+        if to.is_none() {
+            // The live tree: what the kernel still holds for open files goes in first.
+            self.live(id_or_name)?;
+            self.flush_writes(&c.id)?;
+        }
+        let _paused = self.store.pause_reclaim();
+        let from_chain = self.store.snapshot_chain(&from);
+        let to_chain = match &to {
+            Some(s) => self.store.snapshot_chain(s),
+            None => self.store.head(cid)?,
+        };
+        let reader = Fs::frozen(self.store.clone(), cid, from_chain.clone());
+        let changes = reader.diff(&from_chain, &to_chain)?;
+        Ok(Diff {
+            container: c,
+            from,
+            to,
+            changes,
+        })
     }
 
     pub fn delete_snapshot(&self, id_or_name: &str, key: &str) -> ServiceResult<SnapshotInfo> {

@@ -2,6 +2,7 @@
 //! as the API's JSON `data`.
 
 use super::*;
+use base64::Engine;
 
 pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
     let json = common.json;
@@ -56,6 +57,40 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
                     cell(&d["name"]),
                     cell(&d["container_id"])
                 )
+            })
+        }
+        SnapshotsCmd::Diff { target, from, to } => {
+            let base = format!("{}/diff", snapshot_path(&target.container, &from));
+            let mut changes = Vec::new();
+            let mut cursor: Option<String> = None;
+            let mut last;
+            loop {
+                let mut query = vec!["limit=10000".to_string()];
+                if let Some(t) = &to {
+                    query.push(format!("to={}", crate::mount::url_segment(t)));
+                }
+                if let Some(c) = &cursor {
+                    query.push(format!("cursor={}", crate::mount::url_segment(c)));
+                }
+                last = d.call("GET", &format!("{base}?{}", query.join("&")), None)?;
+                if let Some(page) = last["changes"].as_array() {
+                    changes.extend(page.iter().cloned());
+                }
+                match last["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            last["changes"] = Value::Array(changes);
+            last["next_cursor"] = Value::Null;
+            emit(json, &last, |d| {
+                d["changes"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(diff_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
         }
         SnapshotsCmd::Alias {
@@ -171,4 +206,42 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }
     }
+}
+
+/// One `git diff --name-status`-like line of a diff change.
+fn diff_line(c: &Value) -> String {
+    let path = |field: &str| -> String {
+        let raw = c[format!("{field}_base64")]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        match raw {
+            Some(bytes) => escape_bytes(&bytes),
+            None => escape_bytes(c[field].as_str().unwrap_or("?").as_bytes()),
+        }
+    };
+    match c["change"].as_str() {
+        Some("added") => format!("A\t{}", path("path")),
+        Some("deleted") => format!("D\t{}", path("path")),
+        Some("renamed") => format!("R\t{} -> {}", path("old_path"), path("path")),
+        _ => format!("M\t{}", path("path")),
+    }
+}
+
+/// Printable UTF-8 as is; control characters, backslashes and bytes that are not UTF-8 as
+/// escapes (`\\`, `\n`, `\xNN`), so every name prints on one line and unambiguously.
+fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.extend(c.escape_default()),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }

@@ -198,6 +198,19 @@ enum SnapshotsCmd {
         #[arg(long)]
         name: String,
     },
+    /// What changed since a snapshot: to another snapshot, or to the current tree.
+    /// Prints `A`dded, `D`eleted, `M`odified and `R`enamed paths (`R OLD -> NEW`); a
+    /// renamed directory is one line. Bytes that are not printable UTF-8 print as `\xNN`.
+    Diff {
+        #[command(flatten)]
+        target: SnapTarget,
+        /// The older snapshot (name or unique alias).
+        #[arg(long, value_name = "SNAPSHOT")]
+        from: String,
+        /// The newer snapshot (default: the container's current tree).
+        #[arg(long, value_name = "SNAPSHOT")]
+        to: Option<String>,
+    },
     /// Set (or with --clear remove) a snapshot's alias.
     Alias {
         #[command(flatten)]

@@ -138,6 +138,12 @@ impl Store {
         self.reclaim_with(&Unpaced)
     }
 
+    /// Holds reclaim off (between its batches) until the guard drops: for readers that
+    /// walk the versions of several epochs and must not see them move meanwhile (diffs).
+    pub fn pause_reclaim(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.reclaim_run.lock()
+    }
+
     /// Is there reclaim work queued?
     pub fn reclaim_pending(&self) -> bool {
         self.requeue_pruned_heads();

@@ -23,6 +23,8 @@ use crate::service::{ContainerInfo, Service, ServiceError};
 use crate::store::{ContainerRecord, SnapshotInfo};
 use crate::timefmt::{parse_rfc3339, rfc3339};
 
+mod history;
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest expiry accepted, in days (100 years).
@@ -536,7 +538,11 @@ pub fn router(svc: Arc<Service>) -> Router {
             "/containers/{id}/snapshots/{name}",
             patch(restore_snapshot).delete(delete_snapshot),
         )
-        .route("/containers/{id}/snapshots/{name}/alias", patch(set_alias));
+        .route("/containers/{id}/snapshots/{name}/alias", patch(set_alias))
+        .route(
+            "/containers/{id}/snapshots/{name}/diff",
+            get(history::diff_snapshot),
+        );
     Router::new()
         .nest("/api/v1", v1)
         .fallback(not_found)
