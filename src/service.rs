@@ -78,6 +78,21 @@ pub struct Diff {
     pub changes: Vec<crate::fs::Change>,
 }
 
+/// Where a path changed, newest first.
+#[derive(Debug)]
+pub struct History {
+    pub container: ContainerRecord,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// One tree in which a path differs from the next older tree.
+#[derive(Debug)]
+pub struct HistoryEntry {
+    /// None: the container's current tree.
+    pub snapshot: Option<SnapshotInfo>,
+    pub change: crate::fs::PathChange,
+}
+
 /// What the API shows of a container.
 #[derive(Debug, Clone)]
 pub struct ContainerInfo {
@@ -445,6 +460,66 @@ impl Service {
             from,
             to,
             changes,
+        })
+    }
+
+    /// The history of `path` (absolute, raw bytes): the current tree (for a live container)
+    /// and every snapshot, newest first, each listed where the path differs from the next
+    /// older one (the oldest: where the path exists). Cost: trees times path depth.
+    pub fn history(&self, id_or_name: &str, path: &[u8]) -> ServiceResult<History> {
+        let c = self.container(id_or_name)?;
+        crate::fs::components(path).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let cid = c.id.as_bytes();
+        let mut snaps = self.store.snapshots(cid)?;
+        snaps.sort_by(|a, b| {
+            let key = |s: &SnapshotInfo| (s.record.created_at.secs, s.record.created_at.nsecs);
+            key(b).cmp(&key(a)).then(b.name.cmp(&a.name))
+        });
+        let live = c.deleted_at.is_none();
+        if live {
+            self.flush_writes(&c.id)?;
+        }
+        let _paused = self.store.pause_reclaim();
+        let mut trees: Vec<(Option<SnapshotInfo>, Arc<crate::store::Chain>)> = Vec::new();
+        if live {
+            trees.push((None, self.store.head(cid)?));
+        }
+        for s in snaps {
+            let chain = self.store.snapshot_chain(&s);
+            trees.push((Some(s), chain));
+        }
+        let Some((_, first)) = trees.first() else {
+            return Ok(History {
+                container: c,
+                entries: Vec::new(),
+            });
+        };
+        let reader = Fs::frozen(self.store.clone(), cid, first.clone());
+        let mut entries = Vec::new();
+        for i in 0..trees.len() {
+            let (snap, newer) = &trees[i];
+            let change = match trees.get(i + 1) {
+                Some((_, older)) => reader.compare_path(older, newer, path)?,
+                None => reader
+                    .path_in(newer, path)?
+                    .map(|(_, inode)| crate::fs::PathChange {
+                        change: crate::fs::ChangeKind::Added,
+                        content: false,
+                        metadata: false,
+                        before: None,
+                        after: Some(crate::fs::Side::of(&inode)),
+                    }),
+            };
+            if let Some(change) = change {
+                entries.push(HistoryEntry {
+                    snapshot: snap.clone(),
+                    change,
+                });
+            }
+        }
+        Ok(History {
+            container: c,
+            entries,
         })
     }
 

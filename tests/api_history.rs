@@ -197,3 +197,142 @@ fn diff_through_the_api_and_the_cli() {
     out.assert_one_line_error();
     d.unmount("default", &mnt);
 }
+
+#[test]
+fn history_of_a_path_through_the_api_and_the_cli() {
+    let d = Daemon::start();
+    let mnt = d.mount("default", "m");
+    fs::create_dir(mnt.join("etc")).expect("mkdir");
+    let conf = mnt.join("etc/app.conf");
+    let name = |v: Value| v["name"].as_str().expect("name").to_string();
+    fs::write(&conf, "v1").expect("write");
+    let s1 = name(d.snapshot("default", json!({"alias": "one"})));
+    fs::write(&conf, "version 2").expect("write");
+    let s2 = name(d.snapshot("default", json!({})));
+    let _s3 = name(d.snapshot("default", json!({}))); // unchanged: not listed
+    fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let s4 = name(d.snapshot("default", json!({})));
+    fs::remove_file(&conf).expect("rm");
+    let s5 = name(d.snapshot("default", json!({})));
+    fs::write(&conf, "back").expect("write");
+
+    let h = d.ok(
+        "GET",
+        "/api/v1/containers/default/history?path=/etc/app.conf",
+        None,
+    );
+    assert_eq!(h["path"], "/etc/app.conf");
+    let got: Vec<(Value, String, bool)> = h["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| {
+            (
+                e["snapshot"].clone(),
+                e["change"].as_str().expect("change").to_string(),
+                e["content_changed"].as_bool().expect("flag"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Value::Null, "added".to_string(), false),
+            (json!(s5), "deleted".to_string(), false),
+            (json!(s4), "modified".to_string(), false),
+            (json!(s2), "modified".to_string(), true),
+            (json!(s1), "added".to_string(), false),
+        ],
+        "{h}"
+    );
+    let first = &h["history"][4];
+    assert_eq!(first["alias"], "one");
+    assert_eq!(first["size"], 2);
+    assert_eq!(h["history"][3]["size"], 9);
+    assert_eq!(h["history"][3]["before"]["size"], 2);
+    assert_eq!(h["history"][2]["metadata_changed"], true);
+    assert_eq!(h["history"][0]["size"], 4);
+
+    // The same path given as bytes; a name that is not UTF-8.
+    let b64 = d.ok(
+        "GET",
+        "/api/v1/containers/default/history?path_base64=L2V0Yy9hcHAuY29uZg%3D%3D",
+        None,
+    );
+    assert_eq!(b64["history"], h["history"]);
+    fs::write(mnt.join(OsStr::from_bytes(b"caf\xe9")), "x").expect("write");
+    let odd = d.ok(
+        "GET",
+        "/api/v1/containers/default/history?path_base64=L2NhZuk%3D",
+        None,
+    );
+    assert_eq!(odd["path_base64"], "L2NhZuk=");
+    assert_eq!(odd["history"][0]["change"], "added");
+
+    // Errors.
+    for (q, status) in [
+        ("", 400),
+        ("?path=etc/app.conf", 400),
+        ("?path=/a/../b", 400),
+        ("?path=/x&path_base64=L3g%3D", 400),
+        ("?path_base64=%21", 400),
+    ] {
+        d.call(
+            "GET",
+            &format!("/api/v1/containers/default/history{q}"),
+            None,
+        )
+        .expect_error(status);
+    }
+    d.call("GET", "/api/v1/containers/nope/history?path=/x", None)
+        .expect_error(404);
+    // A path that never existed: an empty history.
+    let none = d.ok(
+        "GET",
+        "/api/v1/containers/default/history?path=/never",
+        None,
+    );
+    assert_eq!(none["history"], json!([]));
+
+    // The CLI.
+    let store = d.store().to_string_lossy().into_owned();
+    let args = |p: &str| {
+        vec![
+            "history".to_string(),
+            "--store".into(),
+            store.clone(),
+            "--container".into(),
+            "default".into(),
+            p.to_string(),
+        ]
+    };
+    let out = snapfs(args("/etc/app.conf"));
+    let text = out.ok().to_string();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    assert!(rows[0].starts_with("SNAPSHOT"), "{text}");
+    assert!(
+        rows[1].starts_with("(current)") && rows[1].contains("added"),
+        "{text}"
+    );
+    assert!(
+        rows[3].contains(&s4) && rows[3].contains("metadata"),
+        "{text}"
+    );
+    assert!(rows[5].contains(&s1) && rows[5].contains("one"), "{text}");
+    let mut json_args = args("/etc/app.conf");
+    json_args.push("--json".into());
+    assert_eq!(snapfs(json_args).json()["history"], h["history"]);
+    let odd_arg = std::ffi::OsString::from(OsStr::from_bytes(b"/caf\xe9"));
+    let out = snapfs([
+        std::ffi::OsString::from("history"),
+        "--store".into(),
+        store.clone().into(),
+        "--container".into(),
+        "default".into(),
+        odd_arg,
+    ]);
+    assert!(out.ok().contains("added"), "{}", out.describe());
+    snapfs(args("relative/path")).assert_one_line_error();
+    d.unmount("default", &mnt);
+}

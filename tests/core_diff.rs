@@ -447,3 +447,96 @@ fn diff_cost_follows_the_changes_not_the_tree() {
         "a walk reads every entry and inode"
     );
 }
+
+/// What a path holds in a tree, for the brute-force history: walked from the whole tree.
+fn state_at(fs: &Fs, w: &Whole, path: &[u8]) -> Option<(u64, Inode)> {
+    w.inodes.iter().find_map(|(&ino, inode)| {
+        let named = if ino == ROOT_INO {
+            path == b"/"
+        } else {
+            w.links
+                .get(&ino)
+                .is_some_and(|ls| ls.iter().any(|l| self::path(w, l) == path))
+        };
+        named.then(|| (ino, fs.getattr(ino).unwrap_or_else(|_| inode.clone())))
+    })
+}
+
+/// The history of random paths over the head and every snapshot (newest first) equals a
+/// brute-force comparison of whole-tree walks.
+#[test]
+fn history_of_paths_equals_the_brute_force_history() {
+    const PATHS: [&[u8]; 8] = [
+        b"/n0", b"/n1", b"/n2", b"/n\xff5", b"/n0/n1", b"/n1/n0", b"/n2/n3", b"/",
+    ];
+    let mut listed = 0;
+    for seed in 0..8 {
+        let mut rng = StdRng::seed_from_u64(1000 + seed);
+        let t = make(mem_backend());
+        let store: Arc<Store> = t.store().clone();
+        for _ in 0..150 {
+            random_step(&store, &mut rng, true);
+        }
+        // Head first, then snapshots newest first (names sort by creation time).
+        let mut trees = views(&store);
+        trees[1..].sort_by(|a, b| b.0.cmp(&a.0));
+        let walks: Vec<Whole> = trees.iter().map(|(_, fs, _)| walk(fs)).collect();
+        let reader = &trees[0].1;
+        for path in PATHS {
+            for i in 0..trees.len() {
+                let (label, newer_fs, newer) = &trees[i];
+                let fast = match trees.get(i + 1) {
+                    Some((_, _, older)) => reader.compare_path(older, newer, path).expect("cmp"),
+                    None => reader
+                        .path_in(newer, path)
+                        .expect("path_in")
+                        .map(|(_, inode)| snapfs::fs::PathChange {
+                            change: ChangeKind::Added,
+                            content: false,
+                            metadata: false,
+                            before: None,
+                            after: Some(snapfs::fs::Side::of(&inode)),
+                        }),
+                };
+                let now = state_at(newer_fs, &walks[i], path);
+                let before = match trees.get(i + 1) {
+                    Some((_, older_fs, _)) => state_at(older_fs, &walks[i + 1], path),
+                    None => None,
+                };
+                let brute = match (&before, &now) {
+                    (None, None) => None,
+                    (None, Some(_)) => Some((ChangeKind::Added, false, false)),
+                    (Some(_), None) => Some((ChangeKind::Deleted, false, false)),
+                    (Some((ia, a)), Some((ib, b))) => {
+                        let older_fs = &trees[i + 1].1;
+                        let meta = a.kind != b.kind
+                            || a.perm != b.perm
+                            || a.uid != b.uid
+                            || a.gid != b.gid
+                            || a.mtime != b.mtime
+                            || a.rdev != b.rdev
+                            || xattrs(older_fs, *ia) != xattrs(newer_fs, *ib);
+                        let content = ia != ib
+                            || a.size != b.size
+                            || a.target != b.target
+                            || a.data_id != b.data_id
+                            || contents(older_fs, a, *ia) != contents(newer_fs, b, *ib);
+                        (content || meta).then_some((ChangeKind::Modified, content, meta))
+                    }
+                };
+                let ctx = format!("seed {seed} {label} {:?}", String::from_utf8_lossy(path));
+                match (&fast, brute) {
+                    (None, None) => {}
+                    (Some(f), Some((change, content, meta))) => {
+                        listed += 1;
+                        assert_eq!((f.change, f.metadata), (change, meta), "{ctx}");
+                        // Rewritten with the same bytes: content flagged, mtime moved.
+                        assert!(f.content == content || (f.content && f.metadata), "{ctx}");
+                    }
+                    (f, b) => panic!("{ctx}: fast {f:?}, brute {b:?}"),
+                }
+            }
+        }
+    }
+    assert!(listed > 100, "only {listed} history entries in all");
+}

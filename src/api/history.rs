@@ -1,5 +1,6 @@
 //! History endpoints: what changed between a snapshot and another snapshot or the live
-//! tree (`GET .../snapshots/{name}/diff`).
+//! tree (`GET .../snapshots/{name}/diff`), and the versions of one path over the snapshots
+//! (`GET .../history?path=`).
 //!
 //! Paths are raw bytes on disk. Each path is given as a string (invalid UTF-8 replaced by
 //! U+FFFD) and, only when it is not valid UTF-8, also exactly as `path_base64` (standard
@@ -142,5 +143,59 @@ pub(super) async fn diff_snapshot(
             "changes": page.iter().map(change_json).collect::<Vec<_>>(),
             "next_cursor": next,
         }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    path_base64: Option<String>,
+}
+
+pub(super) async fn path_history(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult {
+    let path: Vec<u8> = match (q.path, q.path_base64) {
+        (Some(p), None) => p.into_bytes(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|_| bad("path_base64 is not valid base64"))?,
+        _ => return Err(bad("give exactly one of path and path_base64")),
+    };
+    let asked = path.clone();
+    let h = blocking(&svc, move |s| s.history(&id, &path)).await?;
+    let entries: Vec<Value> = h
+        .entries
+        .iter()
+        .map(|e| {
+            let c = &e.change;
+            let now = c.after.as_ref().or(c.before.as_ref());
+            json!({
+                "snapshot": e.snapshot.as_ref().map(|s| s.name.clone()),
+                "alias": e.snapshot.as_ref().and_then(|s| s.record.alias.clone()),
+                "created_at": e.snapshot.as_ref().map(|s| rfc3339(s.record.created_at)),
+                "change": c.change.as_str(),
+                "type": now.map(|s| kind_name(s.kind)),
+                "size": c.after.as_ref().map(|s| s.size),
+                "mtime": c.after.as_ref().map(|s| rfc3339(s.mtime)),
+                "content_changed": c.content,
+                "metadata_changed": c.metadata,
+                "before": side_json(c.before.as_ref()),
+                "after": side_json(c.after.as_ref()),
+            })
+        })
+        .collect();
+    let mut data = Map::new();
+    data.insert("container_id".into(), Value::String(h.container.id.clone()));
+    put_path(&mut data, "path", Some(&asked));
+    data.insert("history".into(), Value::Array(entries));
+    Ok(ApiResponse::ok(
+        "Path history retrieved successfully",
+        Value::Object(data),
     ))
 }

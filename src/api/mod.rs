@@ -542,7 +542,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(
             "/containers/{id}/snapshots/{name}/diff",
             get(history::diff_snapshot),
-        );
+        )
+        .route("/containers/{id}/history", get(history::path_history));
     Router::new()
         .nest("/api/v1", v1)
         .fallback(not_found)

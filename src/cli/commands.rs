@@ -245,3 +245,61 @@ fn escape_bytes(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// `snapfs history`: where a path changed, as a table or the API's JSON.
+pub(super) fn history(common: Common, container: &str, path: &OsStr) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    let query = match std::str::from_utf8(bytes) {
+        Ok(p) => format!("path={}", url_segment(p)),
+        Err(_) => format!(
+            "path_base64={}",
+            url_segment(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        ),
+    };
+    let mut d = Daemon::connect(common.store)?;
+    let data = d.call(
+        "GET",
+        &format!("{}/history?{query}", container_path(container)),
+        None,
+    )?;
+    emit(common.json, &data, |d| {
+        let rows: Vec<Vec<String>> = d["history"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|e| {
+                let what = match (e["change"].as_str(), e["content_changed"].as_bool()) {
+                    (Some("modified"), Some(true)) => "modified".to_string(),
+                    (Some("modified"), _) => "metadata".to_string(),
+                    (Some(c), _) => c.to_string(),
+                    (None, _) => "-".to_string(),
+                };
+                vec![
+                    e["snapshot"]
+                        .as_str()
+                        .map_or_else(|| "(current)".to_string(), str::to_string),
+                    cell(&e["alias"]),
+                    time_cell(&e["created_at"]),
+                    what,
+                    size_cell(&e["size"]),
+                    time_cell(&e["mtime"]),
+                ]
+            })
+            .collect();
+        if rows.is_empty() {
+            return format!("{}: no version in any tree", escape_bytes(bytes));
+        }
+        render_table(
+            &[
+                ("SNAPSHOT", Align::Left),
+                ("ALIAS", Align::Left),
+                ("CREATED", Align::Left),
+                ("CHANGE", Align::Left),
+                ("SIZE", Align::Right),
+                ("MTIME", Align::Left),
+            ],
+            &rows,
+        )
+    })
+}

@@ -129,6 +129,17 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SnapshotsCmd,
     },
+    /// The history of one path: the current tree and every snapshot, newest first, where
+    /// it differs from the next older one (added, deleted or modified).
+    History {
+        #[command(flatten)]
+        common: Common,
+        /// The container (id or name).
+        #[arg(long, value_name = "CONTAINER")]
+        container: String,
+        /// The path inside the container, from its root (e.g. /etc/nginx/nginx.conf).
+        path: OsString,
+    },
     /// Create, list, show, copy, delete, start (mount) and stop (unmount) containers.
     Containers {
         #[command(flatten)]
@@ -443,6 +454,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Fsck { store, repair } => fsck(&store, repair),
         Cmd::Snapshots { common, cmd } => snapshots(common, cmd),
         Cmd::Containers { common, cmd } => containers(common, cmd),
+        Cmd::History {
+            common,
+            container,
+            path,
+        } => commands::history(common, &container, &path),
         // Handled in `main` (it has its own exit codes).
         Cmd::MountHelper { .. } => Ok(()),
     }

@@ -57,8 +57,18 @@ pub struct Side {
     pub mtime: Ts,
 }
 
+/// Metadata an inode carries itself (extended attributes apart) differ.
+pub(super) fn side_meta_differs(a: &Inode, b: &Inode) -> bool {
+    a.kind != b.kind
+        || a.perm != b.perm
+        || a.uid != b.uid
+        || a.gid != b.gid
+        || a.mtime != b.mtime
+        || a.rdev != b.rdev
+}
+
 impl Side {
-    fn of(i: &Inode) -> Side {
+    pub fn of(i: &Inode) -> Side {
         Side {
             kind: i.kind,
             size: i.size,
@@ -168,13 +178,7 @@ impl Fs {
                             || a.target != b.target
                             || a.data_id != b.data_id
                             || (b.kind == Kind::File && touched.data.contains(&b.data_id)),
-                        xattrs
-                            || a.kind != b.kind
-                            || a.perm != b.perm
-                            || a.uid != b.uid
-                            || a.gid != b.gid
-                            || a.mtime != b.mtime
-                            || a.rdev != b.rdev,
+                        xattrs || side_meta_differs(a, b),
                     )
                 }
                 _ => (false, false),
@@ -250,16 +254,9 @@ impl Fs {
 
     /// What the epochs in exactly one of the two chains wrote.
     fn touched_between(&self, a: &Chain, b: &Chain) -> FsResult<Touched> {
-        let (ma, mb) = (a.members(), b.members());
-        let only: Vec<u64> = ma
-            .iter()
-            .filter(|e| mb.binary_search(e).is_err())
-            .chain(mb.iter().filter(|e| ma.binary_search(e).is_err()))
-            .copied()
-            .collect();
         let kv = self.store.kv();
         let mut t = Touched::default();
-        for e in only {
+        for e in super::history::only_one(a, b) {
             // Inodes, entries, extended attributes, gone markers and back links: one range.
             let prefix = keys::change_prefix(e, Space::Meta);
             let start = [prefix.as_slice(), &[keys::TAG_INODE]].concat();

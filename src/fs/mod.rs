@@ -7,6 +7,7 @@
 mod data;
 mod diff;
 mod dir;
+mod history;
 mod node;
 mod repair;
 mod volume;
@@ -26,6 +27,7 @@ use crate::store::{self, Chain, Store};
 
 pub use diff::{Change, ChangeKind, Side};
 pub use dir::DirEntry;
+pub use history::{components, PathChange};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use volume::{Notice, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
