@@ -36,6 +36,14 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code `mount(8)` expects from a helper whose mount failed.
 const EXIT_MOUNT_FAILURE: u8 = 32;
 
+/// Shells `snapfs completions` writes for.
+#[derive(Clone, Copy, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Snapdir {
     /// `.snapshots` is reachable by path but not listed in the root directory.
@@ -146,6 +154,19 @@ enum Cmd {
         common: Common,
         #[command(subcommand)]
         cmd: ContainersCmd,
+    },
+    /// Print a shell completion script (e.g. `snapfs completions bash >
+    /// /etc/bash_completion.d/snapfs`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the manual page (roff: `snapfs man | man -l -`), or with --dir write one page
+    /// per command there (snapfs.1, snapfs-mount.1, snapfs-snapshots-diff.1, ...).
+    Man {
+        /// Write every page into this directory (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// What `mount -t fuse.snapfs STORE:CONTAINER MOUNTPOINT [-o OPTIONS]` runs (also
     /// installed as /sbin/mount.fuse.snapfs).
@@ -461,6 +482,31 @@ fn run(cli: Cli) -> Result<()> {
         } => commands::history(common, &container, &path),
         // Handled in `main` (it has its own exit codes).
         Cmd::MountHelper { .. } => Ok(()),
+        Cmd::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            // Into memory first: the generator panics on a failed write.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "snapfs", &mut out);
+            print_bytes(&out)
+        }
+        Cmd::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write manual pages into {}", dir.display()))
+        }
+        Cmd::Man { dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("cannot render the manual page")?;
+            print_bytes(&out)
+        }
     }
 }
 
@@ -627,4 +673,15 @@ fn emit(json: bool, data: &Value, human: impl FnOnce(&Value) -> String) -> Resul
         println!("{text}");
     }
     Ok(())
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!(e).context("cannot write to standard output"))
+        }
+        _ => Ok(()),
+    }
 }
