@@ -407,6 +407,7 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
         }));
     }
 
+    sd_notify("READY=1");
     if opts.notify_ready {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");
@@ -443,11 +444,35 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
         }
     }
     log::info!("shutting down");
+    sd_notify("STOPPING=1");
     let _ = shutdown_tx.send(());
     for s in servers {
         let _ = s.await;
     }
     Ok(())
+}
+
+/// Tells systemd (a `Type=notify` unit: `$NOTIFY_SOCKET` is set) how the daemon is doing;
+/// nothing without it. A path starting with `@` is an abstract socket.
+fn sd_notify(state: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let bytes = target.as_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)
+        } else {
+            sock.send_to(state.as_bytes(), Path::new(&target))
+        }
+    });
+    if let Err(e) = sent {
+        log::warn!("cannot tell systemd {state} through {target:?}: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 mod commands;
 mod helper;
 mod table;
+mod unit;
 
 use commands::{containers, snapshots};
 use helper::*;
@@ -154,6 +155,19 @@ enum Cmd {
         common: Common,
         #[command(subcommand)]
         cmd: ContainersCmd,
+    },
+    /// Write a systemd unit that runs the store's daemon (Type=notify; stop unmounts every
+    /// container), and print how to enable it and the /etc/fstab lines that mount
+    /// containers after it.
+    InstallUnit {
+        /// The store (absolute path, already initialized).
+        store: PathBuf,
+        /// Where the unit goes.
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        dir: PathBuf,
+        /// The snapfs binary the unit runs [default: this one].
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
     },
     /// Print a shell completion script (e.g. `snapfs completions bash >
     /// /etc/bash_completion.d/snapfs`).
@@ -493,6 +507,34 @@ fn run(cli: Cli) -> Result<()> {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut cmd, "snapfs", &mut out);
             print_bytes(&out)
+        }
+        Cmd::InstallUnit { store, dir, bin } => {
+            if !store.is_absolute() {
+                bail!("the store must be an absolute path: {}", store.display());
+            }
+            if !crate::storedir::db_dir(&store).is_dir() {
+                bail!(
+                    "{} is not a snapfs store (run snapfs init first)",
+                    store.display()
+                );
+            }
+            let bin = match bin {
+                Some(b) => b,
+                None => std::env::current_exe()
+                    .context("cannot tell where this snapfs binary is; pass --bin")?,
+            };
+            let done = unit::install(&bin, &store, &dir)?;
+            println!("wrote {}", done.path.display());
+            println!(
+                "enable it: systemctl daemon-reload && systemctl enable --now {}",
+                done.name
+            );
+            println!("/etc/fstab lines that mount a container once it runs:");
+            println!(
+                "{}",
+                unit::fstab_lines(&store, &done.name, &["default".to_string()])
+            );
+            Ok(())
         }
         Cmd::Man { dir: Some(dir) } => {
             std::fs::create_dir_all(&dir)
