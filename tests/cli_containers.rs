@@ -479,6 +479,14 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
                 kind: snapfs::codec::Kind::File,
             }),
         );
+        // With its back link, as every entry has one: the damage is the missing inode.
+        snapfs::store::put_version(
+            &mut b,
+            Space::Meta,
+            &snapfs::keys::link(77_777, snapfs::fs::ROOT_INO, b"ghost"),
+            head,
+            snapfs::codec::encode_live(&()),
+        );
         st.kv().write(b, true).unwrap();
     }
     let p = store.path().to_str().unwrap();
