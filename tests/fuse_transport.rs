@@ -394,3 +394,60 @@ fn transports_answer_requests_identically() {
     assert_eq!(a.len(), b.len());
     assert!(uring.fuse_transport().1 > 300);
 }
+
+/// Pins the calling thread (and the processes it starts) to one CPU; undone on drop.
+struct Pinned(nix::sched::CpuSet);
+
+impl Pinned {
+    fn to_cpu(cpu: usize) -> Pinned {
+        let me = nix::unistd::Pid::from_raw(0);
+        let was = nix::sched::sched_getaffinity(me).expect("sched_getaffinity");
+        let mut one = nix::sched::CpuSet::new();
+        one.set(cpu).expect("cpu set");
+        nix::sched::sched_setaffinity(me, &one).expect("sched_setaffinity");
+        Pinned(was)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
+    }
+}
+
+/// With the writeback cache a snapshot first makes the kernel write an open file's dirty
+/// pages back; those WRITEs come from the daemon's notifier thread. With the daemon, its
+/// notifier and the caller all on CPU 0, they land on the queue whose thread serves the
+/// `mkdir`: the snapshot must not hold that thread while it waits (else it stalls for the
+/// 120 s flush timeout and fails).
+#[test]
+fn snapshot_with_writeback_on_one_cpu_does_not_block_its_queue() {
+    let _g = switch_lock();
+    let _restore = RestoreSwitch(enable_uring());
+    let _pin = Pinned::to_cpu(0);
+    let m = Mount::on_with_env(
+        Store::new(),
+        &[],
+        &[
+            ("SNAPFS_FUSE_URING", Some("1")),
+            ("SNAPFS_WRITEBACK", Some("1")),
+        ],
+    );
+    assert_eq!(m.fuse_transport().0, "io_uring", "io_uring mount fell back");
+    let mut f = fs::File::create(m.join("open")).expect("create");
+    for round in 0..3u8 {
+        let data = vec![round + 1; 256 * 1024];
+        f.write_all(&data).expect("write into the page cache");
+        let t = std::time::Instant::now();
+        let snap = m.join(format!(".snapshots/s{round}"));
+        fs::create_dir(&snap).expect("snapshot");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "snapshot took {:?}: it waited on its own queue",
+            t.elapsed()
+        );
+        let got = fs::read(snap.join("open")).expect("read snapshot");
+        assert_eq!(got.len(), 256 * 1024 * (round as usize + 1));
+        assert!(got.ends_with(&data), "snapshot lacks the cached writes");
+    }
+}

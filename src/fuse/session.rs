@@ -294,15 +294,14 @@ impl MountHandle {
             }
             let _ = tx.send(r);
         });
-        let joined = match rx.recv_timeout(grace) {
+        match rx.recv_timeout(grace) {
             Ok(r) => r,
             Err(_) => {
                 abort_connection(self.conn);
                 rx.recv_timeout(Duration::from_secs(30))
                     .map_err(|_| std::io::Error::other("FUSE session did not end"))?
             }
-        };
-        joined
+        }
     }
 }
 

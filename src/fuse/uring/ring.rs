@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn with_len_sets_the_sqe_len_field() {
         let sqe = opcode::UringCmd80::new(types::Fd(3), abi::CMD_REGISTER)
-            .addr(0x1000)
+            .addr(Some(0x1000))
             .build()
             .user_data(7);
         let sqe = with_len(sqe, 2);
