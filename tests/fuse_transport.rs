@@ -451,3 +451,31 @@ fn snapshot_with_writeback_on_one_cpu_does_not_block_its_queue() {
         assert!(got.ends_with(&data), "snapshot lacks the cached writes");
     }
 }
+
+/// A mount whose queues cannot be set up falls back to /dev/fuse and works: queues the
+/// kernel refuses (payload buffers smaller than max_write), and queues that fail before
+/// registering (the daemon then makes the kernel refuse one registration, else the kernel
+/// would hold every request).
+#[test]
+fn mount_falls_back_to_dev_fuse_when_queues_fail() {
+    let _g = switch_lock();
+    let _restore = RestoreSwitch(enable_uring());
+    for payload_kib in ["64", "0"] {
+        let mut m = Mount::on_with_env(
+            Store::new(),
+            &[],
+            &[
+                ("SNAPFS_FUSE_URING", Some("1")),
+                ("SNAPFS_FUSE_URING_PAYLOAD_KIB", Some(payload_kib)),
+            ],
+        );
+        exercise(m.path());
+        fs::write(m.join("f"), b"fallback").expect("write");
+        assert_eq!(
+            m.fuse_transport(),
+            ("dev_fuse".to_string(), 0),
+            "payload {payload_kib} KiB"
+        );
+        m.umount();
+    }
+}

@@ -4,12 +4,15 @@
 //! per request). Requests from a task on CPU N go to queue N, served by one thread pinned to
 //! CPU N.
 //!
-//! What stays on `/dev/fuse` (fuser's threads keep reading it): requests the kernel queued
-//! before every queue was registered (it switches only then), FORGET/BATCH_FORGET and
-//! INTERRUPT (the kernel's io_uring queue ops send those through the `/dev/fuse` queue:
-//! `fuse_dev_queue_forget`, `fuse_dev_queue_interrupt` in `fs/fuse/dev_uring.c`), and every
-//! notification we send (inval_inode / inval_entry are writes to `/dev/fuse`; the ring
-//! refuses `unique == 0` replies).
+//! Between INIT (where we take FUSE_OVER_IO_URING) and the registration of the last queue,
+//! the kernel holds new requests (`fuse_block_alloc` in `fs/fuse/dev.c`: the connection has
+//! io_uring but no ready ring); a REGISTER it refuses clears the connection's io_uring flag
+//! and releases them to `/dev/fuse`, which is how a failed setup falls back
+//! ([`ring::refuse`]). What always stays on `/dev/fuse` (fuser's threads keep reading it):
+//! FORGET/BATCH_FORGET and INTERRUPT (the kernel's io_uring queue ops send those through the
+//! `/dev/fuse` queue: `fuse_dev_queue_forget`, `fuse_dev_queue_interrupt` in
+//! `fs/fuse/dev_uring.c`), and every notification we send (inval_inode / inval_entry are
+//! writes to `/dev/fuse`; the ring refuses `unique == 0` replies).
 //!
 //! Per mount: one queue per possible CPU, `depth` entries per queue (8; 128 in total past 16
 //! CPUs, at least 2 per queue; `SNAPFS_FUSE_URING_DEPTH` overrides), each a 288-byte header
@@ -205,11 +208,17 @@ fn queue_depth(queues: usize) -> usize {
 
 /// The payload buffer of an entry: at least what the kernel requires (max(8 KiB, max_write,
 /// max_pages pages); fuser sizes max_pages from max(max_write, readahead) and the kernel
-/// offers at most 128 KiB readahead at INIT), page-aligned.
+/// offers at most 128 KiB readahead at INIT), page-aligned. `SNAPFS_FUSE_URING_PAYLOAD_KIB`
+/// overrides it for tests of the fallback: smaller, the kernel refuses the queues; 0, they
+/// fail before registering.
 fn payload_size() -> usize {
-    (MAX_WRITE as usize)
+    let default = (MAX_WRITE as usize)
         .max(abi::MIN_PAYLOAD)
-        .next_multiple_of(4096)
+        .next_multiple_of(4096);
+    std::env::var("SNAPFS_FUSE_URING_PAYLOAD_KIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(default, |kib| kib * 1024)
 }
 
 /// Whether FUSE-over-io_uring can be taken at INIT (see [`ring::probe`]).
