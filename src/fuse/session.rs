@@ -1,5 +1,5 @@
-//! Mount sessions: serving threads, the notifier thread, readahead, unmount with its
-//! detach/abort fallbacks.
+//! Mount sessions: the transport (fuser's `/dev/fuse` threads, and the io_uring queues when
+//! INIT took them), the notifier thread, readahead, unmount with its detach/abort fallbacks.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
