@@ -19,9 +19,27 @@ cargo clippy --release --all-targets -- -D warnings
 # The CLI tests run `mount -t fuse.snapfs`: the helper links to the binary cargo test builds.
 install_mount_helper
 
+# Mounts use FUSE-over-io_uring when the kernel offers it, which its global switch decides
+# (Linux 6.14+). The first pass runs everything over /dev/fuse, the second the FUSE-heavy
+# binaries again over io_uring (tests/fuse_transport.rs fails if a mount falls back). The
+# switch is put back as it was on exit.
+URING_SWITCH=/sys/module/fuse/parameters/enable_uring
+[ -w "$URING_SWITCH" ] || die "$URING_SWITCH missing or read-only: the io_uring pass needs Linux 6.14+ with FUSE-over-io_uring, as root"
+URING_WAS="$(cat "$URING_SWITCH")"
+trap 'echo "$URING_WAS" >"$URING_SWITCH"' EXIT
+echo N >"$URING_SWITCH"
+
 # Integration tests mount FUSE file systems: two test threads are safe on 2 cores.
 # --no-fail-fast: run every test binary and report all failures, still exit non-zero.
-log "cargo test --release --no-fail-fast -- --test-threads=2"
+log "cargo test --release --no-fail-fast -- --test-threads=2 (FUSE over /dev/fuse)"
 cargo test --release --no-fail-fast -- --test-threads=2 "$@"
+
+URING_TESTS=(fuse_transport fuse_attr fuse_bad_input fuse_basic fuse_data fuse_dir fuse_privileges
+    fuse_rename fuse_snapshot_scale fuse_snapshots fuse_snapshots_more fuse_special fuse_tree
+    fuse_writeback fuse_xattr fsx stress crash disk_full api_restore api_mounts api_snapshots
+    api_copy)
+echo Y >"$URING_SWITCH"
+log "cargo test --release --no-fail-fast ${URING_TESTS[*]/#/--test } (FUSE over io_uring)"
+cargo test --release --no-fail-fast "${URING_TESTS[@]/#/--test=}" -- --test-threads=2 "$@"
 
 log "all checks passed"

@@ -98,6 +98,9 @@ pub struct HistoryEntry {
 pub struct ContainerInfo {
     pub record: ContainerRecord,
     pub mountpoint: Option<PathBuf>,
+    /// How the mount's FUSE requests travel (`dev_fuse`, `io_uring`) and how many went
+    /// through the io_uring queues, while mounted.
+    pub fuse: Option<(&'static str, u64)>,
     pub snapshot_count: usize,
     /// Bytes written by the container's own epochs (its head and its snapshots).
     pub bytes_used: u64,
@@ -172,12 +175,16 @@ impl Service {
         for e in epochs {
             bytes_used += self.store.epoch_size(e)?;
         }
+        let (mountpoint, fuse) = match self.mounts.lock().get(&c.id) {
+            Some(m) => (
+                Some(m.mountpoint().to_path_buf()),
+                Some((m.transport().as_str(), m.ring_requests())),
+            ),
+            None => (None, None),
+        };
         Ok(ContainerInfo {
-            mountpoint: self
-                .mounts
-                .lock()
-                .get(&c.id)
-                .map(|m| m.mountpoint().to_path_buf()),
+            mountpoint,
+            fuse,
             snapshot_count: snaps.len(),
             bytes_used,
             record: c,

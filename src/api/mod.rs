@@ -139,6 +139,10 @@ fn container_json(c: &ContainerInfo) -> Value {
         "project_id": c.record.project_id,
         "status": c.status(),
         "mountpoint": c.mountpoint.as_ref().map(|p| p.display().to_string()),
+        "fuse": c.fuse.map(|(transport, ring_requests)| json!({
+            "transport": transport,
+            "ring_requests": ring_requests,
+        })),
         "created_at": rfc3339(c.record.created),
         "deleted_at": time(c.record.deleted_at),
         "bytes_used": c.bytes_used,

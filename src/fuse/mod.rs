@@ -1,11 +1,13 @@
-//! The FUSE adapter: the only module that names `fuser` (`session.rs`: mounts). Each method converts the request,
-//! calls the core and converts the reply; no filesystem logic lives here.
+//! The FUSE adapter: the only module that names `fuser`. The operations themselves are
+//! transport-neutral (`ops.rs`); this file is their `/dev/fuse` front end (fuser's request
+//! loop and reply types), `uring/` their FUSE-over-io_uring one, and `session.rs` mounts,
+//! picks the transport and unmounts.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -16,71 +18,23 @@ use fuser::{
 };
 
 use crate::codec::{Inode, Kind, Ts};
-use crate::error::FsError;
-use crate::fs::{Caller, Fh, SetAttr, TimeSet, Volume};
-
-/// How long the kernel may cache entries and attributes of the head. This daemon is the only
-/// writer of a mounted head, and every change goes through the kernel, so caches stay true.
-const TTL: Duration = Duration::from_secs(60);
-/// Snapshot views never change; a deleted snapshot's data is refused at open and read.
-const FROZEN_TTL: Duration = Duration::from_secs(60);
-/// Largest write the kernel sends in one request.
-const MAX_WRITE: u32 = 1 << 20;
+use crate::fs::{Caller, Fh, SetAttr, TimeSet};
+use ops::{OpResult, Ops, Xattr, MAX_WRITE};
 
 pub struct FuseFs {
-    fs: Arc<Volume>,
-    /// The kernel's writeback cache is asked for (see [`writeback_cache`]).
-    writeback: bool,
-    /// Open replies let the kernel keep pages and listings (see [`session::kernel_cache`]).
-    keep_cache: bool,
+    ops: Arc<Ops>,
+    /// What INIT decided about FUSE-over-io_uring (`uring::Selection`).
+    uring: Arc<uring::Selection>,
 }
 
 impl FuseFs {
-    /// Open flags of a file: keep its cached pages across opens where that is safe.
-    fn file_cache(&self, ino: u64) -> FopenFlags {
-        if self.keep_cache && self.fs.kernel_cacheable(ino) {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        }
-    }
-
-    pub fn new(fs: Arc<Volume>) -> Self {
-        FuseFs {
-            fs,
-            writeback: writeback_cache(),
-            keep_cache: session::kernel_cache(),
-        }
-    }
-
-    /// Open flags as the core should see them. With the writeback cache the kernel places
-    /// appends itself (at its own, possibly not yet written back, end of file) and sends
-    /// explicit offsets, so `O_APPEND` must not move writes again here.
-    fn open_flags(&self, flags: i32) -> i32 {
-        if self.writeback {
-            flags & !libc::O_APPEND
-        } else {
-            flags
-        }
-    }
-
-    /// How long the kernel may keep attributes of `ino`.
-    fn attr_ttl(&self, ino: u64) -> Duration {
-        if self.fs.is_snapdir(ino) {
-            Duration::ZERO
-        } else if self.fs.is_frozen(ino) {
-            FROZEN_TTL
-        } else {
-            TTL
-        }
+    fn new(ops: Arc<Ops>, uring: Arc<uring::Selection>) -> Self {
+        FuseFs { ops, uring }
     }
 }
 
-fn errno(e: FsError) -> Errno {
-    if matches!(e, FsError::Io(_) | FsError::Corrupt(_)) {
-        log::error!("{e}");
-    }
-    Errno::from_i32(e.errno())
+fn fuser_errno(e: i32) -> Errno {
+    Errno::from_i32(e)
 }
 
 fn caller(req: &Request) -> Caller {
@@ -163,26 +117,37 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl FuseFs {
-    /// Replies with an entry; names in `.snapshots` are never cached (aliases move).
-    fn entry(&self, parent: u64, reply: ReplyEntry, r: Result<(u64, Inode), FsError>) {
+    fn entry(&self, reply: ReplyEntry, r: OpResult<ops::Entry>) {
         match r {
-            Ok((ino, i)) => {
-                let entry_ttl = if self.fs.is_snapdir(parent) {
-                    Duration::ZERO
-                } else {
-                    self.attr_ttl(ino)
+            Ok(e) => {
+                let a = match &e.inode {
+                    Some(i) => attr(e.ino, i, self.ops.block_size()),
+                    None => negative_attr(),
                 };
-                let a = attr(ino, &i, self.fs.block_size());
-                reply.entry_with_ttls(&self.attr_ttl(ino), &entry_ttl, &a, Generation(0))
+                reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &a, Generation(0))
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
-    fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    fn attr(&self, reply: ReplyAttr, r: OpResult<ops::Attr>) {
+        match r {
+            Ok(a) => reply.attr(&a.ttl, &attr(a.ino, &a.inode, self.ops.block_size())),
+            Err(e) => reply.error(fuser_errno(e)),
+        }
+    }
+
+    fn empty(reply: ReplyEmpty, r: OpResult<()>) {
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
+        }
+    }
+
+    fn opened(reply: ReplyOpen, r: OpResult<ops::Opened>) {
+        match r {
+            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::from_bits_retain(o.flags)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 }
@@ -207,47 +172,41 @@ impl Filesystem for FuseFs {
         }
         // A symlink's target never changes (a new target is a new inode; restores move the
         // head to new inode numbers; snapshot views are frozen): the kernel may keep it.
-        if self.keep_cache {
+        if self.ops.keep_cache() {
             let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         }
-        if self.writeback
+        if self.ops.writeback()
             && config
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
                 .is_err()
         {
             log::warn!("the kernel offers no writeback cache; every write goes to the daemon");
         }
+        // FUSE-over-io_uring: offered only where `enable_uring` is on. Asked for unless turned
+        // off; requests move to the rings once every queue is registered (`session.rs`).
+        let offered = config
+            .capabilities()
+            .contains(InitFlags::FUSE_OVER_IO_URING);
+        let accepted = self.uring.wanted()
+            && offered
+            && uring::usable()
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok();
+        self.uring.negotiated(offered, accepted);
         Ok(())
     }
 
     fn destroy(&mut self) {
-        if let Err(e) = self.fs.fsync() {
-            log::error!("final sync: {e}");
-        }
+        self.ops.destroy()
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
-            // A name that does not exist is cached too (a negative entry: inode 0), for as
-            // long as a positive one would be: a head's names change only through this mount
-            // (online restore invalidates the root's names), a snapshot's never. Not in
-            // `.snapshots`, whose names the API and the expiry thread change.
-            Err(FsError::NotFound) if !self.fs.is_snapdir(parent.0) => {
-                let ttl = self.attr_ttl(parent.0);
-                reply.entry_with_ttls(&ttl, &ttl, &negative_attr(), Generation(0))
-            }
-            r => self.entry(parent.0, reply, r),
-        }
+        self.entry(reply, self.ops.lookup(parent.0, name.as_bytes()))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(i) => reply.attr(
-                &self.attr_ttl(ino.0),
-                &attr(ino.0, &i, self.fs.block_size()),
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.attr(reply, self.ops.getattr(ino.0))
     }
 
     fn setattr(
@@ -279,19 +238,13 @@ impl Filesystem for FuseFs {
             crtime: crtime.map(request_time),
             fh: fh.map(|f| Fh(f.0)),
         };
-        match self.fs.setattr(ino.0, &set, caller(req)) {
-            Ok(i) => reply.attr(
-                &self.attr_ttl(ino.0),
-                &attr(ino.0, &i, self.fs.block_size()),
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.attr(reply, self.ops.setattr(ino.0, &set, caller(req)))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        match self.ops.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -306,9 +259,9 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let r = self
-            .fs
+            .ops
             .mknod(parent.0, name.as_bytes(), mode, rdev, caller(req));
-        self.entry(parent.0, reply, r)
+        self.entry(reply, r)
     }
 
     fn mkdir(
@@ -320,19 +273,18 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.fs.mkdir(parent.0, name.as_bytes(), mode, caller(req));
-        self.entry(parent.0, reply, r)
+        let r = self.ops.mkdir(parent.0, name.as_bytes(), mode, caller(req));
+        self.entry(reply, r)
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(
-            reply,
-            self.fs.unlink(parent.0, name.as_bytes(), caller(req)),
-        )
+        let r = self.ops.unlink(parent.0, name.as_bytes(), caller(req));
+        Self::empty(reply, r)
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.rmdir(parent.0, name.as_bytes(), caller(req)))
+        let r = self.ops.rmdir(parent.0, name.as_bytes(), caller(req));
+        Self::empty(reply, r)
     }
 
     fn symlink(
@@ -343,13 +295,13 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.fs.symlink(
+        let r = self.ops.symlink(
             parent.0,
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
             caller(req),
         );
-        self.entry(parent.0, reply, r)
+        self.entry(reply, r)
     }
 
     fn rename(
@@ -362,7 +314,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self.fs.rename(
+        let r = self.ops.rename(
             parent.0,
             name.as_bytes(),
             newparent.0,
@@ -381,15 +333,12 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
-        self.entry(newparent.0, reply, r)
+        let r = self.ops.link(ino.0, newparent.0, newname.as_bytes());
+        self.entry(reply, r)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, self.open_flags(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), self.file_cache(ino.0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        Self::opened(reply, self.ops.open(ino.0, flags.0))
     }
 
     fn read(
@@ -403,9 +352,9 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
+        match self.ops.read(ino.0, offset, size) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -422,9 +371,9 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.write(ino.0, Fh(fh.0), offset, data, kill) {
+        match self.ops.write(ino.0, fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -436,11 +385,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing to do at close: every write is in the store (the kernel writes its cached
-        // pages back before it asks), durability is fsync's job, and locks are the kernel's.
-        // ENOSYS tells the kernel never to send FLUSH again, which takes one round trip off
-        // every close(2) (the kernel then treats flush as done).
-        reply.error(Errno::from_i32(libc::ENOSYS))
+        Self::empty(reply, self.ops.flush())
     }
 
     fn release(
@@ -453,7 +398,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.release(ino.0, Fh(fh.0)))
+        Self::empty(reply, self.ops.release(ino.0, fh.0))
     }
 
     fn fsync(
@@ -464,21 +409,11 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.fsync())
+        Self::empty(reply, self.ops.fsync())
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => {
-                let flags = if self.keep_cache && self.fs.kernel_cacheable(ino.0) {
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh.0), flags)
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        Self::opened(reply, self.ops.opendir(ino.0))
     }
 
     fn readdir(
@@ -489,17 +424,14 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, Fh(fh.0), offset) {
-            Ok(entries) => {
-                for e in entries.iter().skip(offset as usize) {
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok()
-            }
-            Err(e) => reply.error(errno(e)),
+        let r = self
+            .ops
+            .readdir(ino.0, fh.0, offset, |ino, off, kind, name| {
+                reply.add(INodeNo(ino), off, file_type(kind), OsStr::from_bytes(name))
+            });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -511,38 +443,16 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(ino.0, Fh(fh.0), offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let snapdir = self.fs.is_snapdir(ino.0);
-        let bs = self.fs.block_size();
-        // The kernel ignores the attributes of `.` and `..`; give the directory's own,
-        // looked up once per reply.
-        let mut dir_attr: Option<Option<Inode>> = None;
-        for e in entries.iter().skip(offset as usize) {
-            let (aino, looked) = if e.name == b"." || e.name == b".." {
-                let a = dir_attr.get_or_insert_with(|| self.fs.getattr(ino.0).ok());
-                (ino.0, a.clone().ok_or(()))
-            } else {
-                (e.ino, self.fs.getattr(e.ino).map_err(|_| ()))
-            };
-            // An entry removed since the listing was made is left out, as a later listing
-            // would.
-            let Ok(a) = looked else { continue };
-            // `.snapshots` entries change behind the kernel's back (API): never cached.
-            let ttl = if snapdir {
-                Duration::ZERO
-            } else {
-                self.attr_ttl(aino)
-            };
-            let name = OsStr::from_bytes(&e.name);
-            let fa = attr(aino, &a, bs);
-            if reply.add(INodeNo(e.ino), e.offset, name, &ttl, &fa, Generation(0)) {
-                break;
-            }
+        let bs = self.ops.block_size();
+        let r = self.ops.readdirplus(ino.0, fh.0, offset, |e| {
+            let fa = attr(e.ino, e.inode, bs);
+            let name = OsStr::from_bytes(e.name);
+            reply.add(INodeNo(e.ino), e.offset, name, &e.ttl, &fa, Generation(0))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fuser_errno(e)),
         }
-        reply.ok()
     }
 
     fn releasedir(
@@ -553,8 +463,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(ino.0, Fh(fh.0));
-        reply.ok()
+        Self::empty(reply, self.ops.releasedir(ino.0, fh.0))
     }
 
     fn fsyncdir(
@@ -565,15 +474,15 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.fsync())
+        Self::empty(reply, self.ops.fsync())
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs() {
+        match self.ops.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -588,31 +497,25 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let r = self
-            .fs
+            .ops
             .setxattr(ino.0, name.as_bytes(), value, flags, caller(req));
         Self::empty(reply, r)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(errno(e)),
-        }
+        xattr_reply(reply, self.ops.getxattr(ino.0, name.as_bytes(), size))
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(errno(e)),
-        }
+        xattr_reply(reply, self.ops.listxattr(ino.0, size))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.removexattr(ino.0, name.as_bytes()))
+        Self::empty(reply, self.ops.removexattr(ino.0, name.as_bytes()))
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.access(ino.0, mask.bits(), caller(req)))
+        Self::empty(reply, self.ops.access(ino.0, mask.bits(), caller(req)))
     }
 
     fn create(
@@ -625,21 +528,18 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(
-            parent.0,
-            name.as_bytes(),
-            mode,
-            self.open_flags(flags),
-            caller(req),
-        ) {
-            Ok((ino, i, fh)) => reply.created(
-                &self.attr_ttl(ino),
-                &attr(ino, &i, self.fs.block_size()),
+        match self
+            .ops
+            .create(parent.0, name.as_bytes(), mode, flags, caller(req))
+        {
+            Ok((a, o)) => reply.created(
+                &a.ttl,
+                &attr(a.ino, &a.inode, self.ops.block_size()),
                 Generation(0),
-                FileHandle(fh.0),
-                self.file_cache(ino),
+                FileHandle(o.fh),
+                FopenFlags::from_bits_retain(o.flags),
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -653,13 +553,10 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let kill = lacks_fsetid(req);
-        Self::empty(reply, self.fs.fallocate(ino.0, offset, length, mode, kill))
+        let r = self.ops.fallocate(ino.0, offset, length, mode, req.uid());
+        Self::empty(reply, r)
     }
 
-    /// No ioctls are implemented: answered ENOTTY ("not a terminal / not supported"), what
-    /// git, bash and test tools expect from a filesystem without them, and without fuser's
-    /// default warning per call (tens of thousands of log lines per hour of use).
     fn ioctl(
         &self,
         _req: &Request,
@@ -671,7 +568,10 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        match self.ops.ioctl() {
+            Ok(()) => reply.ioctl(0, &[]),
+            Err(e) => reply.error(fuser_errno(e)),
+        }
     }
 
     fn lseek(
@@ -683,12 +583,9 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let Ok(off) = u64::try_from(offset) else {
-            return reply.error(Errno::EINVAL);
-        };
-        match self.fs.lseek(ino.0, off, whence) {
-            Ok(o) => reply.offset(o as i64),
-            Err(e) => reply.error(errno(e)),
+        match self.ops.lseek(ino.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 
@@ -705,40 +602,32 @@ impl Filesystem for FuseFs {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        if !flags.is_empty() {
-            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
-        }
-        let len = len.min(u32::MAX as u64 & !0xfff);
-        let kill = lacks_fsetid(req);
-        match self
-            .fs
-            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len, kill)
-        {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
+        match self.ops.copy_file_range(
+            ino_in.0,
+            offset_in,
+            ino_out.0,
+            offset_out,
+            len,
+            flags.bits(),
+            req.uid(),
+        ) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(fuser_errno(e)),
         }
     }
 }
 
-/// Whether the caller of a write-like request (fallocate, copy_file_range) must lose the
-/// setuid/setgid bits of the file it changes: the kernel leaves that to us and does not say
-/// whether the caller has `CAP_FSETID` (for writes it does: `FUSE_WRITE_KILL_SUIDGID`), so
-/// root is taken to have it, as it has by default.
-fn lacks_fsetid(req: &Request) -> bool {
-    req.uid() != 0
-}
-
-/// Replies to getxattr/listxattr: the size when asked (size 0), ERANGE when it does not fit.
-fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32)
-    } else if value.len() > size as usize {
-        reply.error(Errno::from_i32(libc::ERANGE))
-    } else {
-        reply.data(value)
+/// Replies to getxattr/listxattr.
+fn xattr_reply(reply: ReplyXattr, r: OpResult<Xattr>) {
+    match r {
+        Ok(Xattr::Size(n)) => reply.size(n),
+        Ok(Xattr::Data(v)) => reply.data(&v),
+        Err(e) => reply.error(fuser_errno(e)),
     }
 }
 
+mod ops;
 mod session;
+mod uring;
 
-pub use session::{mount, readdirplus, writeback_cache, MountHandle, FUSE_THREADS};
+pub use session::{mount, readdirplus, writeback_cache, MountHandle, Transport, FUSE_THREADS};

@@ -1,5 +1,5 @@
-//! Mount sessions: serving threads, the notifier thread, readahead, unmount with its
-//! detach/abort fallbacks.
+//! Mount sessions: the transport (fuser's `/dev/fuse` threads, and the io_uring queues when
+//! INIT took them), the notifier thread, readahead, unmount with its detach/abort fallbacks.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::AsFd;
+
 use fuser::INodeNo;
 
-use super::FuseFs;
+use super::ops::Ops;
+use super::{uring, FuseFs};
 use crate::fs::{Notice, Volume};
 
 /// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor
@@ -73,9 +76,32 @@ pub fn readdirplus() -> bool {
     )
 }
 
+/// How the kernel's requests reach a mount's daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `read(2)`/`write(2)` on `/dev/fuse`, by fuser's serving threads.
+    DevFuse,
+    /// FUSE-over-io_uring queues, one per CPU (forgets, interrupts and notifications still
+    /// use `/dev/fuse`).
+    IoUring,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::DevFuse => "dev_fuse",
+            Transport::IoUring => "io_uring",
+        }
+    }
+}
+
 /// A live mount of a volume, served by background threads.
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,
+    /// The io_uring queues, when they were started (even if some failed to register).
+    rings: Option<uring::Rings>,
+    transport: Transport,
+    ring_stats: Option<Arc<uring::Stats>>,
     notifier: fuser::Notifier,
     mountpoint: PathBuf,
     volume: Arc<Volume>,
@@ -98,7 +124,39 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(fuse_threads());
     config.clone_fd = true;
-    let session = fuser::Session::new(FuseFs::new(volume.clone()), mountpoint, &config)?;
+    let selection = uring::Selection::from_env();
+    let ops = Arc::new(Ops::new(volume.clone(), writeback_cache(), kernel_cache()));
+    let fs = FuseFs::new(ops.clone(), selection.clone());
+    // Mounts and answers INIT (where the transport is negotiated) before returning.
+    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    // The kernel holds every request from INIT until the queues are registered (or a
+    // registration fails): start them before anything can wait for the mount.
+    let conn_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (transport, rings) = if !selection.accepted() {
+        let why = selection.why_not().unwrap_or("not negotiated");
+        log::info!("{}: FUSE over /dev/fuse ({why})", mountpoint.display());
+        (Transport::DevFuse, None)
+    } else {
+        match uring::start(ops, session.as_fd(), conn_cell.clone()) {
+            Ok(r) => {
+                log::info!(
+                    "{}: FUSE over io_uring ({} queues x {} entries of {} KiB)",
+                    mountpoint.display(),
+                    r.nr_queues,
+                    r.depth,
+                    super::ops::MAX_WRITE / 1024
+                );
+                (Transport::IoUring, Some(r))
+            }
+            Err((e, r)) => {
+                log::warn!(
+                    "{}: io_uring setup failed ({e}); FUSE over /dev/fuse",
+                    mountpoint.display()
+                );
+                (Transport::DevFuse, Some(r))
+            }
+        }
+    };
     let notifier = session.notifier();
     // Invalidations the core asks for go out from this thread, never from a handler.
     let (tx, rx) = crossbeam_channel::unbounded::<Notice>();
@@ -127,9 +185,17 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     let conn = std::fs::metadata(mountpoint)
         .map(|m| libc_minor(m.dev()))
         .unwrap_or(0);
+    conn_cell.store(conn, std::sync::atomic::Ordering::SeqCst);
     set_readahead(conn);
+    let ring_stats = rings
+        .as_ref()
+        .filter(|_| transport == Transport::IoUring)
+        .map(|r| r.stats.clone());
     Ok(MountHandle {
         session: Some(session),
+        rings,
+        transport,
+        ring_stats,
         notifier,
         mountpoint: mountpoint.to_path_buf(),
         volume,
@@ -161,6 +227,18 @@ impl MountHandle {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// How the kernel's requests reach this mount.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Requests served through the io_uring queues so far (0 on `/dev/fuse`).
+    pub fn ring_requests(&self) -> u64 {
+        self.ring_stats
+            .as_ref()
+            .map_or(0, |s| s.requests.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Are the serving threads still running (not unmounted from outside)?
@@ -205,23 +283,35 @@ impl MountHandle {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        let rings = self.rings.take();
+        // The io_uring queues end when the kernel gives their entries back (ENOTCONN at
+        // connection teardown), fuser's threads when /dev/fuse says ENODEV.
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let _ = tx.send(session.join());
+            let r = session.join();
+            if let Some(rings) = rings {
+                rings.join();
+            }
+            let _ = tx.send(r);
         });
-        let joined = match rx.recv_timeout(grace) {
+        match rx.recv_timeout(grace) {
             Ok(r) => r,
             Err(_) => {
-                ensure_fusectl();
-                let abort = format!("/sys/fs/fuse/connections/{}/abort", self.conn);
-                if let Err(e) = std::fs::write(&abort, "1") {
-                    log::error!("cannot abort the FUSE connection ({abort}): {e}");
-                }
+                abort_connection(self.conn);
                 rx.recv_timeout(Duration::from_secs(30))
                     .map_err(|_| std::io::Error::other("FUSE session did not end"))?
             }
-        };
-        joined
+        }
+    }
+}
+
+/// Aborts FUSE connection `conn` (fusectl): every pending and future request fails, the
+/// serving threads and io_uring queues end.
+pub(super) fn abort_connection(conn: u64) {
+    ensure_fusectl();
+    let abort = format!("/sys/fs/fuse/connections/{conn}/abort");
+    if let Err(e) = std::fs::write(&abort, "1") {
+        log::error!("cannot abort the FUSE connection ({abort}): {e}");
     }
 }
 

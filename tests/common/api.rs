@@ -455,7 +455,8 @@ pub fn check_container(c: &Value) {
     let obj = c
         .as_object()
         .unwrap_or_else(|| panic!("container is not an object: {c}"));
-    const KEYS: &str = "id name project_id status mountpoint created_at bytes_used snapshot_count";
+    const KEYS: &str =
+        "id name project_id status mountpoint fuse created_at bytes_used snapshot_count";
     for k in KEYS.split(' ') {
         assert!(obj.contains_key(k), "container lacks {k}: {c}");
     }
@@ -465,6 +466,10 @@ pub fn check_container(c: &Value) {
         "id {id:?} is not 24 hex digits: {c}"
     );
     assert!(c["name"].is_string(), "name: {c}");
+    assert!(
+        c["fuse"].is_null() || c["fuse"]["transport"].is_string(),
+        "fuse: {c}"
+    );
     assert!(
         c["project_id"].is_string() || c["project_id"].is_null(),
         "project_id: {c}"

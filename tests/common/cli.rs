@@ -36,6 +36,33 @@ impl Store {
     }
 }
 
+impl super::Mount {
+    /// The mount's FUSE transport as the daemon reports it (`dev_fuse` or `io_uring`) and
+    /// how many requests its io_uring queues served.
+    #[track_caller]
+    pub fn fuse_transport(&self) -> (String, u64) {
+        let want = std::fs::canonicalize(self.path()).expect("canonical mountpoint");
+        let list = self.store().json(&["containers", "list"]);
+        let c = list["containers"]
+            .as_array()
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["mountpoint"].as_str() == want.to_str())
+            })
+            .unwrap_or_else(|| panic!("no container mounted at {}: {list}", want.display()))
+            .clone();
+        let fuse = &c["fuse"];
+        let transport = fuse["transport"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no fuse transport in {c}"))
+            .to_string();
+        let requests = fuse["ring_requests"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no ring_requests in {c}"));
+        (transport, requests)
+    }
+}
+
 /// The table printed on stdout: header cells and rows, split on runs of 2+ spaces.
 pub fn table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let split = |l: &str| -> Vec<String> {

@@ -224,6 +224,21 @@ where
         .current_dir("/"))
 }
 
+/// Runs the snapfs binary with `args`, `SNAPFS_STORE` unset and `env` applied (`Some`: set,
+/// `None`: removed), so a daemon it starts inherits them.
+#[track_caller]
+pub fn snapfs_env(args: &[&OsStr], env: &[(String, Option<String>)]) -> Output {
+    let mut cmd = Command::new(snapfs_bin());
+    cmd.args(args).env_remove("SNAPFS_STORE").current_dir("/");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    run(&mut cmd)
+}
+
 /// Runs `sh -c script` as root in `dir`.
 #[track_caller]
 pub fn sh(dir: &Path, script: &str) -> Output {
@@ -459,6 +474,8 @@ pub struct Mount {
     mnt: TempDir,
     store: Store,
     extra: Vec<String>,
+    /// Environment of `snapfs mount` (hence of the daemon it starts): `None` removes.
+    env: Vec<(String, Option<String>)>,
     mounted: bool,
 }
 
@@ -477,6 +494,12 @@ impl Mount {
 
     /// Mounts `store` with extra `snapfs mount` arguments into a new temporary directory.
     pub fn on(store: Store, extra: &[&str]) -> Mount {
+        Mount::on_with_env(store, extra, &[])
+    }
+
+    /// Like [`Mount::on`], with environment variables for the daemon (`None` removes one):
+    /// e.g. `SNAPFS_FUSE_URING` to choose the FUSE transport.
+    pub fn on_with_env(store: Store, extra: &[&str], env: &[(&str, Option<&str>)]) -> Mount {
         require_fuse();
         let mnt = tempfile::Builder::new()
             .prefix("snapfs-mnt-")
@@ -486,6 +509,10 @@ impl Mount {
             mnt,
             store,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
             mounted: false,
         };
         m.mount();
@@ -514,7 +541,7 @@ impl Mount {
             self.mnt.path().as_os_str(),
         ];
         args.extend(self.extra.iter().map(OsStr::new));
-        let out = snapfs(&args);
+        let out = snapfs_env(&args, &self.env);
         out.assert_success();
         self.mounted = true;
         assert!(
