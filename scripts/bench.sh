@@ -24,6 +24,9 @@
 #   BENCH_FULL=1         snapshot-scale section with 10,000 snapshots   [1,000; quick 200]
 #   BENCH_SUSTAINED      size of the sustained sequential write row; empty skips it
 #                                                                      [10G; quick none]
+#   BENCH_URING=0        FUSE over /dev/fuse; by default the host-wide switch
+#                        /sys/module/fuse/parameters/enable_uring is set to Y for the
+#                        run (put back on exit) so snapfs mounts use io_uring [1]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -82,6 +85,9 @@ cleanup() {
         fi
         is_mounted "$m" && busy=1
     done
+    if [ -n "${URING_WAS:-}" ]; then
+        echo "$URING_WAS" >"$URING_SWITCH"
+    fi
     if [ "$busy" = 1 ]; then
         log "a mount under $WORK is still live; leaving $WORK in place"
     elif [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -94,6 +100,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+URING_SWITCH=/sys/module/fuse/parameters/enable_uring
+TRANSPORT=dev_fuse
+if [ "${BENCH_URING:-1}" = 1 ]; then
+    if [ -w "$URING_SWITCH" ]; then
+        URING_WAS="$(cat "$URING_SWITCH")"
+        echo Y >"$URING_SWITCH"
+        TRANSPORT=io_uring
+    else
+        log "warning: $URING_SWITCH missing or read-only: snapfs runs over /dev/fuse"
+    fi
+elif [ -w "$URING_SWITCH" ]; then
+    URING_WAS="$(cat "$URING_SWITCH")"
+    echo N >"$URING_SWITCH"
+fi
 
 CAN_DROP=1
 drop_caches() {
@@ -253,7 +274,7 @@ fstype="$(stat -f -c %T "$WORK")"
 {
     echo "snapfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit, $(uname -sr), $(nproc) cores"
     echo "work dir $WORK ($fstype), fio size $SIZE, random jobs ${RUNTIME}s, metabench $META_FILES files"
-    echo "targets: ${TARGETS[*]}"
+    echo "targets: ${TARGETS[*]}; snapfs FUSE transport: $TRANSPORT"
 } >&2
 
 micro_bench() {
