@@ -92,7 +92,7 @@ impl RocksOptions {
 fn takes_direct_io(dir: &Path) -> bool {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     const ALIGN: usize = 4096;
-    if std::fs::create_dir_all(dir).is_err() {
+    if !dir.is_dir() {
         return false;
     }
     let nanos = std::time::SystemTime::now()
@@ -646,6 +646,11 @@ mod tests {
         assert_eq!(
             missing.write_buffer_bytes,
             RocksOptions::default().write_buffer_bytes
+        );
+        assert!(!missing.direct_flush);
+        assert!(
+            !Path::new("/nonexistent/snapfs").exists(),
+            "looking at a path must not create it"
         );
     }
 
