@@ -145,7 +145,17 @@ fn fsck_clean(store: &Path, what: &str) {
 
 /// Retired epochs still holding versions (reclaim not finished) and those versions.
 fn unfinished_reclaim(store: &Path) -> (u64, u64) {
-    let st = snapfs::storedir::open_store(store).expect("open the store after the kill");
+    // The killed daemon's leader may be a zombie while its other threads still exit (io_uring
+    // rings are torn down in exit): its store lock goes with the last of them.
+    let mut st = snapfs::storedir::open_store(store);
+    let t0 = std::time::Instant::now();
+    while st.as_ref().is_err_and(|e| e.to_string().contains("in use"))
+        && t0.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        st = snapfs::storedir::open_store(store);
+    }
+    let st = st.expect("open the store after the kill");
     let (mut epochs, mut versions) = (0, 0);
     for (e, rec) in st.epochs_snapshot() {
         if rec.kind != snapfs::store::EpochKind::Retired {
