@@ -505,19 +505,8 @@ impl Service {
         let mut entries = Vec::new();
         for i in 0..trees.len() {
             let (snap, newer) = &trees[i];
-            let change = match trees.get(i + 1) {
-                Some((_, older)) => reader.compare_path(older, newer, path)?,
-                None => reader
-                    .path_in(newer, path)?
-                    .map(|(_, inode)| crate::fs::PathChange {
-                        change: crate::fs::ChangeKind::Added,
-                        content: false,
-                        metadata: false,
-                        before: None,
-                        after: Some(crate::fs::Side::of(&inode)),
-                    }),
-            };
-            if let Some(change) = change {
+            let older = trees.get(i + 1).map(|(_, c)| &**c);
+            if let Some(change) = reader.compare_path(older, newer, path)? {
                 entries.push(HistoryEntry {
                     snapshot: snap.clone(),
                     change,

@@ -67,10 +67,10 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
             loop {
                 let mut query = vec!["limit=10000".to_string()];
                 if let Some(t) = &to {
-                    query.push(format!("to={}", crate::mount::url_segment(t)));
+                    query.push(format!("to={}", url_segment(t)));
                 }
                 if let Some(c) = &cursor {
-                    query.push(format!("cursor={}", crate::mount::url_segment(c)));
+                    query.push(format!("cursor={}", url_segment(c)));
                 }
                 last = d.call("GET", &format!("{base}?{}", query.join("&")), None)?;
                 if let Some(page) = last["changes"].as_array() {

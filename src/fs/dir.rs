@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::codec::{self, Dirent, Kind};
+use crate::codec::{Dirent, Kind};
 use crate::error::{FsError, FsResult};
 use crate::keys;
-use crate::kv::Space;
 use crate::store::Chain;
 
-use super::{check_name, now, scan_visible, Fh, Fs, Handle, ROOT_INO};
+use super::{check_name, now, scan_live, Fh, Fs, Handle, ROOT_INO};
 
 /// One listed entry. `offset` names the position of the *next* entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,32 +28,18 @@ impl Fs {
         let prefix = keys::dirent_prefix(ino);
         let end = crate::kv::prefix_end(&prefix);
         let mut out = Vec::new();
-        let mut err = None;
-        scan_visible(
+        scan_live(
             self.store.kv(),
-            Space::Meta,
             &prefix,
             &end,
             chain,
-            &mut |base, v| {
-                match codec::decode::<Dirent>(v) {
-                    Ok(codec::Version::Live(d)) => {
-                        if let Some(name) = keys::name_of(base) {
-                            out.push((name.to_vec(), d));
-                        }
-                    }
-                    Ok(codec::Version::Tombstone) => {}
-                    Err(e) => {
-                        err = Some(FsError::from(e));
-                        return false;
-                    }
+            &mut |base, d: Dirent| {
+                if let Some(name) = keys::name_of(base) {
+                    out.push((name.to_vec(), d));
                 }
                 out.len() < limit
             },
         )?;
-        if let Some(e) = err {
-            return Err(e);
-        }
         out.reverse();
         Ok(out)
     }
@@ -91,33 +76,12 @@ impl Fs {
         end: &[u8],
         f: &mut dyn FnMut(u64, u64, &[u8]),
     ) -> FsResult<()> {
-        let mut err = None;
-        scan_visible(
-            self.store.kv(),
-            Space::Meta,
-            start,
-            end,
-            chain,
-            &mut |base, v| {
-                match codec::decode::<()>(v) {
-                    Ok(codec::Version::Live(())) => {
-                        if let Some((ino, parent, name)) = keys::split_link(base) {
-                            f(ino, parent, name);
-                        }
-                    }
-                    Ok(codec::Version::Tombstone) => {}
-                    Err(e) => {
-                        err = Some(FsError::from(e));
-                        return false;
-                    }
-                }
-                true
-            },
-        )?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        scan_live(self.store.kv(), start, end, chain, &mut |base, ()| {
+            if let Some((ino, parent, name)) = keys::split_link(base) {
+                f(ino, parent, name);
+            }
+            true
+        })
     }
 
     pub(super) fn dir_is_empty(&self, chain: &Chain, ino: u64) -> FsResult<bool> {

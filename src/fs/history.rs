@@ -74,14 +74,18 @@ impl Fs {
         Ok(Some((ino, inode)))
     }
 
-    /// How `path` differs from tree `older` to tree `newer`; None when it does not.
+    /// How `path` differs from tree `older` (None: no tree, so the path is `Added` wherever
+    /// it exists) to tree `newer`; None when it does not.
     pub fn compare_path(
         &self,
-        older: &Chain,
+        older: Option<&Chain>,
         newer: &Chain,
         path: &[u8],
     ) -> FsResult<Option<PathChange>> {
-        let before = self.path_in(older, path)?;
+        let before = match older {
+            Some(older) => self.path_in(older, path)?,
+            None => None,
+        };
         let after = self.path_in(newer, path)?;
         let side = |x: &Option<(u64, Inode)>| x.as_ref().map(|(_, i)| Side::of(i));
         let (change, content, metadata) = match (&before, &after) {
@@ -89,6 +93,10 @@ impl Fs {
             (None, Some(_)) => (ChangeKind::Added, false, false),
             (Some(_), None) => (ChangeKind::Deleted, false, false),
             (Some((ia, a)), Some((ib, b))) => {
+                // Both exist, so there is an older tree.
+                let Some(older) = older else {
+                    return Ok(None);
+                };
                 let (content, metadata) = if ia == ib {
                     self.compare_inode(older, a, newer, b, *ib)?
                 } else {

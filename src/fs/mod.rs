@@ -23,7 +23,7 @@ use crate::codec::{self, Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
-use crate::store::{self, Chain, Store};
+use crate::store::{self, resolve, Chain, Store};
 
 pub use diff::{Change, ChangeKind, Side};
 pub use dir::DirEntry;
@@ -280,28 +280,6 @@ pub fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
-/// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the
-/// chain. Returns the raw value.
-fn resolve(r: &dyn KvRead, space: Space, base: &[u8], chain: &Chain) -> FsResult<Option<Vec<u8>>> {
-    let start = keys::versioned(base, 0);
-    let end = keys::versioned(base, chain.epoch.saturating_add(1));
-    let mut found = None;
-    r.scan(
-        space,
-        &start,
-        &end,
-        Dir::Reverse,
-        &mut |k, v| match keys::split_version(k) {
-            Some((b, e)) if b == base && chain.contains(e) => {
-                found = Some(v.to_vec());
-                false
-            }
-            _ => true,
-        },
-    )?;
-    Ok(found)
-}
-
 /// Visits, in reverse key order, the visible version of every versioned key in
 /// `[start, end)`; `f(base, value)` returns false to stop.
 fn scan_visible(
@@ -324,6 +302,38 @@ fn scan_visible(
         f(base, v)
     })?;
     Ok(())
+}
+
+/// Like [`scan_visible`], for codec values: calls `f(base, value)` for every visible live
+/// version (tombstones skipped) until it returns false; a value that does not decode ends
+/// the scan with its error.
+fn scan_live<T: serde::de::DeserializeOwned>(
+    r: &dyn KvRead,
+    start: &[u8],
+    end: &[u8],
+    chain: &Chain,
+    f: &mut dyn FnMut(&[u8], T) -> bool,
+) -> FsResult<()> {
+    let mut err = None;
+    scan_visible(
+        r,
+        Space::Meta,
+        start,
+        end,
+        chain,
+        &mut |base, v| match codec::decode::<T>(v) {
+            Ok(codec::Version::Live(value)) => f(base, value),
+            Ok(codec::Version::Tombstone) => true,
+            Err(e) => {
+                err = Some(FsError::from(e));
+                false
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn now() -> Ts {

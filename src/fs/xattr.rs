@@ -6,7 +6,7 @@ use crate::keys;
 use crate::kv::Space;
 use crate::store;
 
-use super::{now, scan_visible, Fs, Tx, XATTR_VALUE_MAX};
+use super::{now, scan_live, scan_visible, Fs, Tx, XATTR_VALUE_MAX};
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
@@ -90,33 +90,16 @@ impl Fs {
         let prefix = keys::xattr_prefix(ino);
         let end = crate::kv::prefix_end(&prefix);
         let mut out = Vec::new();
-        let mut err = None;
-        scan_visible(
-            self.store.kv(),
-            Space::Meta,
-            &prefix,
-            &end,
-            chain,
-            &mut |base, v| {
-                match codec::decode::<Vec<u8>>(v) {
-                    Ok(codec::Version::Live(value)) => {
-                        if let Some(name) = keys::name_of(base) {
-                            out.push((name.to_vec(), value));
-                        }
-                    }
-                    Ok(codec::Version::Tombstone) => {}
-                    Err(e) => {
-                        err = Some(FsError::from(e));
-                        return false;
-                    }
-                }
-                true
-            },
-        )?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        scan_live(self.store.kv(), &prefix, &end, chain, &mut |base,
+                                                               value: Vec<
+            u8,
+        >| {
+            if let Some(name) = keys::name_of(base) {
+                out.push((name.to_vec(), value));
+            }
+            true
+        })?;
+        Ok(out)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {

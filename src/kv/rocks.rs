@@ -92,34 +92,30 @@ impl RocksOptions {
     /// write (tmpfs only since Linux 6.6): one aligned 4 KiB write to a probe file that is
     /// removed again.
     pub fn direct_io_works(dir: &Path) -> bool {
-        takes_direct_io(dir)
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        const ALIGN: usize = 4096;
+        if !dir.is_dir() {
+            return false;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let probe = dir.join(format!(".direct-io-probe-{}-{nanos}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe);
+        let ok = file.is_ok_and(|f| {
+            // An aligned 4 KiB window inside a plain buffer: no allocator tricks needed.
+            let buf = vec![0u8; 2 * ALIGN];
+            let skip = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+            f.write_at(&buf[skip..skip + ALIGN], 0).is_ok()
+        });
+        let _ = std::fs::remove_file(&probe);
+        ok
     }
-}
-
-fn takes_direct_io(dir: &Path) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    const ALIGN: usize = 4096;
-    if !dir.is_dir() {
-        return false;
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let probe = dir.join(format!(".direct-io-probe-{}-{nanos}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe);
-    let ok = file.is_ok_and(|f| {
-        // An aligned 4 KiB window inside a plain buffer: no allocator tricks needed.
-        let buf = vec![0u8; 2 * ALIGN];
-        let skip = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-        f.write_at(&buf[skip..skip + ALIGN], 0).is_ok()
-    });
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
 
 /// A RocksDB-backed ordered key-value store living in one directory.

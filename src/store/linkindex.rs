@@ -11,7 +11,7 @@
 //! is exactly whether the entry names the inode in that view. `fsck` checks the links of
 //! every view against its tree, and `--repair` rebuilds them the same way.
 
-use super::{put_version, Chain, Store};
+use super::{put_version, resolve, Store};
 use crate::codec::{self, Dirent};
 use crate::error::{FsError, FsResult};
 use crate::keys;
@@ -92,7 +92,7 @@ impl Store {
                     None => continue,
                 };
                 let before = match &below {
-                    Some(chain) => match resolve(self, &base, chain)? {
+                    Some(chain) => match resolve(&*self.kv, Space::Meta, &base, chain)? {
                         Some(v) => named(&v)?,
                         None => None,
                     },
@@ -127,25 +127,4 @@ fn named(v: &[u8]) -> FsResult<Option<u64>> {
         codec::Version::Live(d) => Ok(Some(d.ino)),
         codec::Version::Tombstone => Ok(None),
     }
-}
-
-/// The version of `base` visible in `chain` (newest epoch of the chain holding one).
-fn resolve(store: &Store, base: &[u8], chain: &Chain) -> FsResult<Option<Vec<u8>>> {
-    let start = keys::versioned(base, 0);
-    let end = keys::versioned(base, chain.epoch.saturating_add(1));
-    let mut found = None;
-    store.kv.scan(
-        Space::Meta,
-        &start,
-        &end,
-        Dir::Reverse,
-        &mut |k, v| match keys::split_version(k) {
-            Some((b, e)) if b == base && chain.contains(e) => {
-                found = Some(v.to_vec());
-                false
-            }
-            _ => true,
-        },
-    )?;
-    Ok(found)
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{FsError, FsResult};
 use crate::keys;
-use crate::kv::{Batch, Dir, Kv, Space};
+use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
 /// On-disk format version of a store written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -103,6 +103,33 @@ impl Chain {
     pub fn members(&self) -> &[u64] {
         &self.members
     }
+}
+
+/// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the
+/// chain. Returns the raw value.
+pub fn resolve(
+    r: &dyn KvRead,
+    space: Space,
+    base: &[u8],
+    chain: &Chain,
+) -> FsResult<Option<Vec<u8>>> {
+    let start = keys::versioned(base, 0);
+    let end = keys::versioned(base, chain.epoch.saturating_add(1));
+    let mut found = None;
+    r.scan(
+        space,
+        &start,
+        &end,
+        Dir::Reverse,
+        &mut |k, v| match keys::split_version(k) {
+            Some((b, e)) if b == base && chain.contains(e) => {
+                found = Some(v.to_vec());
+                false
+            }
+            _ => true,
+        },
+    )?;
+    Ok(found)
 }
 
 pub struct Store {
