@@ -3,7 +3,15 @@
 //! operation), measured in-process on a real RocksDB store. Prints medians in milliseconds and
 //! the filled/empty ratio as a Markdown table.
 //!
-//! Usage: snapbench STORE_DIR [--files N] [--file-size BYTES] [--rounds N]
+//! Then the history operations: a diff after 10 files changed, in the empty container and in
+//! the filled one (the cost must follow what changed, not the container's size), and the
+//! history of one path across 300 snapshots.
+//!
+//! Then restores of one path (`Fs::restore_paths`) of a 1 GiB file from a snapshot, after one
+//! block of it changed and after it was deleted: milliseconds and the bytes the store grew by
+//! (the data is shared with the snapshot, so a restore writes at most the changed blocks).
+//!
+//! Usage: snapbench STORE_DIR [--files N] [--file-size BYTES] [--rounds N] [--big-file BYTES]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,5 +143,155 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         println!("| {name} | {a:.3} | {b:.3} | {:.2} |", b / a);
     }
+    let d_small = diff_after_ten_changes(&store, &empty, rounds)?;
+    let d_filled = diff_after_ten_changes(&store, &filled, rounds)?;
+    let hist = history_across(&store, 300, rounds)?;
+    println!();
+    println!("| history (median of {rounds}) | empty ms | filled ms | filled/empty |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| diff snapshot -> live tree, 10 files changed | {d_small:.3} | {d_filled:.3} | {:.2} |",
+        d_filled / d_small
+    );
+    println!("| history of one path across 300 snapshots | {hist:.3} | | |");
+    let big = arg(&args, "--big-file", 1 << 30);
+    path_restores(&store, big, rounds)?;
+    Ok(())
+}
+
+/// Median time of a diff from a snapshot to the live tree after 10 files changed.
+fn diff_after_ten_changes(
+    store: &Arc<Store>,
+    fs: &Fs,
+    rounds: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let cid = fs.container().to_vec();
+    let mut inos = Vec::new();
+    for i in 0..10 {
+        let name = format!("diffed-{i}");
+        let (ino, _, fh) = fs.create(ROOT_INO, name.as_bytes(), 0o644, libc::O_RDWR, ME)?;
+        fs.release(fh)?;
+        inos.push(ino);
+    }
+    let mut times = Vec::new();
+    for r in 0..rounds {
+        let snap = store.snapshot(&cid, None, None)?;
+        for &ino in &inos {
+            fs.write(ino, None, 0, &[r as u8; 4096], false)?;
+        }
+        let from = store.snapshot_chain(&snap);
+        let to = store.head(&cid)?;
+        let reader = Fs::frozen(store.clone(), &cid, from.clone());
+        let t = Instant::now();
+        let changes = reader.diff(&from, &to)?;
+        times.push(ms(t));
+        if changes.len() < 10 {
+            return Err(format!("diff found {} changes, not 10+", changes.len()).into());
+        }
+    }
+    Ok(median(times))
+}
+
+/// Median time of the history of one path over `n` snapshots (each after a change of it),
+/// as the service computes it: every tree against the next older one.
+fn history_across(
+    store: &Arc<Store>,
+    n: u64,
+    rounds: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let rec = store.create_container("history", None)?;
+    let cid = rec.id.as_bytes();
+    let fs = Fs::new(store.clone(), cid)?;
+    let etc = fs.mkdir(ROOT_INO, b"etc", 0o755, ME)?.0;
+    let (ino, _, fh) = fs.create(etc, b"app.conf", 0o644, libc::O_RDWR, ME)?;
+    fs.release(fh)?;
+    for i in 0..n {
+        fs.write(ino, None, 0, format!("version {i}\n").as_bytes(), false)?;
+        store.snapshot(cid, None, None)?;
+    }
+    let mut snaps = store.snapshots(cid)?;
+    snaps.sort_by_key(|s| std::cmp::Reverse((s.record.created_at.secs, s.record.created_at.nsecs)));
+    let mut trees = vec![store.head(cid)?];
+    trees.extend(snaps.iter().map(|s| store.snapshot_chain(s)));
+    let reader = Fs::frozen(store.clone(), cid, trees[0].clone());
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut found = 0;
+        for i in 0..trees.len() {
+            let older = trees.get(i + 1).map(|c| &**c);
+            if reader
+                .compare_path(older, &trees[i], b"/etc/app.conf")?
+                .is_some()
+            {
+                found += 1;
+            }
+        }
+        times.push(ms(t));
+        if found < n as usize {
+            return Err(format!("history found {found} versions, not {n}").into());
+        }
+    }
+    Ok(median(times))
+}
+
+/// Restores of one big file's path from a snapshot: after one block changed, and after the
+/// file was deleted.
+fn path_restores(
+    store: &Arc<Store>,
+    size: u64,
+    rounds: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rec = store.create_container("bigfile", None)?;
+    let cid = rec.id.as_bytes();
+    let fs = Fs::new(store.clone(), cid)?;
+    let (ino, _, fh) = fs.create(ROOT_INO, b"big", 0o644, libc::O_RDWR, ME)?;
+    let chunk: Vec<u8> = (0..1u64 << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let mut off = 0;
+    while off < size {
+        let n = (size - off).min(chunk.len() as u64);
+        fs.write(ino, Some(fh), off, &chunk[..n as usize], false)?;
+        off += n;
+    }
+    fs.release(fh)?;
+    fs.fsync()?;
+    let snap = store.snapshot(cid, None, None)?;
+    let path = [b"/big".to_vec()];
+    let (mut changed, mut deleted) = (Vec::new(), Vec::new());
+    let (mut grew_changed, mut grew_deleted) = (0u64, 0u64);
+    for r in 0..rounds {
+        fs.write(
+            ino,
+            None,
+            (r * 1_000_003) % size.max(1),
+            b"one changed block",
+            false,
+        )?;
+        let before = store.live_bytes()?;
+        let t = Instant::now();
+        fs.restore_paths(&snap, &path)?;
+        changed.push(ms(t));
+        grew_changed = grew_changed.max(store.live_bytes()?.saturating_sub(before));
+        fs.unlink(ROOT_INO, b"big")?;
+        let before = store.live_bytes()?;
+        let t = Instant::now();
+        fs.restore_paths(&snap, &path)?;
+        deleted.push(ms(t));
+        grew_deleted = grew_deleted.max(store.live_bytes()?.saturating_sub(before));
+    }
+    println!();
+    println!(
+        "| path restore of a {:.0} MiB file (median of {rounds}) | ms | store grew by (most) |",
+        size as f64 / 1048576.0
+    );
+    println!("|---|---:|---:|");
+    println!(
+        "| one block changed since the snapshot | {:.3} | {grew_changed} B |",
+        median(changed)
+    );
+    println!(
+        "| deleted since the snapshot | {:.3} | {grew_deleted} B |",
+        median(deleted)
+    );
     Ok(())
 }

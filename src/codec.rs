@@ -38,6 +38,11 @@ pub fn tombstone() -> Vec<u8> {
     vec![VALUE_VERSION, KIND_TOMBSTONE]
 }
 
+/// Is this stored value a tombstone (any value type)?
+pub fn is_tombstone(bytes: &[u8]) -> bool {
+    matches!(header(bytes), Ok((KIND_TOMBSTONE, _)))
+}
+
 fn header(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     match bytes {
         [VALUE_VERSION, kind, rest @ ..] => Ok((*kind, rest)),

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use crate::codec::Ts;
 use crate::error::FsError;
-use crate::fs::{Fs, Volume, VolumeOptions, ROOT_INO};
+use crate::fs::{Fs, PathRestore, Volume, VolumeOptions, ROOT_INO};
 use crate::fuse::MountHandle;
 use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
 
@@ -434,6 +434,47 @@ impl Service {
             m.invalidate_inodes(&open);
         }
         Ok((c, s))
+    }
+
+    /// Restores only `paths` (absolute, raw bytes) of a container to their state in
+    /// snapshot `key`, online and in place, as one batch; everything else stays. A mounted
+    /// container's kernel caches of what changed are dropped and descriptors open on the
+    /// replaced files go stale, as after a full restore.
+    pub fn restore_paths(
+        &self,
+        id_or_name: &str,
+        key: &str,
+        paths: &[Vec<u8>],
+    ) -> ServiceResult<(ContainerRecord, SnapshotInfo, PathRestore)> {
+        let c = self.live(id_or_name)?;
+        let cid = c.id.as_bytes();
+        let snap = self
+            .store
+            .find_snapshot(cid, key)?
+            .ok_or_else(|| ServiceError::NoSnapshot(key.to_string()))?;
+        let refused = |e: FsError| match e {
+            FsError::Invalid(_) | FsError::NameTooLong => ServiceError::Invalid(e.to_string()),
+            FsError::NotDir => ServiceError::Conflict(
+                "a parent of a path is not a directory in the live tree".into(),
+            ),
+            FsError::NotFound => ServiceError::NoSnapshot(key.to_string()),
+            e => e.into(),
+        };
+        let mounts = self.mounts.lock();
+        let r = match mounts.get(&c.id) {
+            Some(m) => {
+                let (r, drops) = m.volume().restore_paths(&snap, paths).map_err(refused)?;
+                m.invalidate_entries(&drops.entries);
+                m.invalidate_inodes(&drops.inodes);
+                r
+            }
+            None => Fs::new(self.store.clone(), cid)?
+                .restore_paths(&snap, paths)
+                .map_err(refused)?,
+        };
+        drop(mounts);
+        let snap = self.store.find_snapshot(cid, &snap.name)?.unwrap_or(snap);
+        Ok((c, snap, r))
     }
 
     /// What changed from snapshot `from` to snapshot `to`, or to the container's current

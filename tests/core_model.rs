@@ -12,8 +12,9 @@ use std::sync::Arc;
 use harness::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use snapfs::fs::{Fs, SetAttr, ROOT_INO};
-use snapfs::store::Store;
+use snapfs::codec::Kind;
+use snapfs::fs::{ChangeKind, Fs, SetAttr, ROOT_INO};
+use snapfs::store::{Chain, Store};
 
 /// A tree: file name -> contents (files live in the root and in one subdirectory `d`).
 type Tree = BTreeMap<String, Vec<u8>>;
@@ -107,7 +108,12 @@ fn apply_truncate(fs: &Fs, tree: &mut Tree, rng: &mut StdRng) {
     let (d, f) = split(&path);
     let dir = dir_of(fs, d);
     let (ino, _) = fs.lookup(dir, f.as_bytes()).expect("lookup");
-    let size = rng.gen_range(0..12_000usize);
+    // Often to zero: a fresh data id, and a "gone" marker for the old one.
+    let size = if rng.gen_bool(0.3) {
+        0
+    } else {
+        rng.gen_range(0..12_000usize)
+    };
     let set = SetAttr {
         size: Some(size as u64),
         ..Default::default()
@@ -198,6 +204,132 @@ impl World {
     }
 }
 
+/// The trees of container `c`, newest first: its head (if live) and its snapshots by
+/// creation time, each with its chain and the model's tree.
+fn trees_of(world: &World, model: &Model, c: &str) -> Vec<(Arc<Chain>, Tree)> {
+    let cid = id(&world.store, c);
+    let mut snaps = world.store.snapshots(&cid).expect("list");
+    snaps.sort_by_key(|s| std::cmp::Reverse((s.record.created_at.secs, s.record.created_at.nsecs)));
+    let mut out = vec![(
+        world.store.head(&cid).expect("head"),
+        model.containers[c].clone(),
+    )];
+    for s in snaps {
+        let tree = model.snapshots[&(c.to_string(), s.name.clone())].clone();
+        out.push((world.store.snapshot_chain(&s), tree));
+    }
+    out
+}
+
+/// Diff and history against the model, for two random trees of a random container and a
+/// random path. The model knows file contents only, so: every path whose content or
+/// existence differs is listed with the right kind, and nothing listed contradicts the model
+/// (a change listed without `content` has equal contents; metadata-only changes, such as a
+/// rewrite of the same bytes, are beyond the model). Directories are not modelled.
+fn check_diff_and_history(world: &World, model: &Model, rng: &mut StdRng, ctx: &str) {
+    let cs: Vec<&String> = model.containers.keys().collect();
+    let c = cs[rng.gen_range(0..cs.len())].as_str();
+    let cid = id(&world.store, c);
+    let trees = trees_of(world, model, c);
+    let (i, j) = (rng.gen_range(0..trees.len()), rng.gen_range(0..trees.len()));
+    let (older, newer) = (&trees[i.max(j)], &trees[i.min(j)]);
+    let reader = Fs::frozen(world.store.clone(), &cid, older.0.clone());
+    let changes = reader.diff(&older.0, &newer.0).expect("diff");
+    let key = |p: &[u8]| String::from_utf8_lossy(&p[1..]).into_owned();
+    let mut listed: BTreeMap<String, Vec<(ChangeKind, bool)>> = BTreeMap::new();
+    for ch in &changes {
+        let is_dir = ch.after.as_ref().or(ch.before.as_ref()).map(|s| s.kind) == Some(Kind::Dir);
+        if is_dir || ch.path == b"/" {
+            continue;
+        }
+        listed
+            .entry(key(&ch.path))
+            .or_default()
+            .push((ch.change, ch.content));
+        if let Some(old) = &ch.old_path {
+            listed
+                .entry(key(old))
+                .or_default()
+                .push((ChangeKind::Deleted, true));
+            listed
+                .entry(key(&ch.path))
+                .or_default()
+                .push((ChangeKind::Added, true));
+        }
+    }
+    let (a, b) = (&older.1, &newer.1);
+    let mut paths: Vec<&String> = a.keys().chain(b.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        let got = listed.remove(p).unwrap_or_default();
+        let has = |k: ChangeKind| got.iter().any(|(g, _)| *g == k);
+        match (a.get(p), b.get(p)) {
+            (Some(_), None) => assert!(has(ChangeKind::Deleted), "{p} deleted: {got:?} at {ctx}"),
+            (None, Some(_)) => assert!(has(ChangeKind::Added), "{p} added: {got:?} at {ctx}"),
+            (Some(x), Some(y)) => {
+                assert!(
+                    x == y || !got.is_empty(),
+                    "{p} changed content but is not listed at {ctx}"
+                );
+                let untouched = !has(ChangeKind::Deleted) && !has(ChangeKind::Added);
+                if untouched && x != y {
+                    assert!(
+                        got.iter().any(|(_, content)| *content),
+                        "{p}: {got:?} at {ctx}"
+                    );
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(
+        listed.is_empty(),
+        "listed but absent from both trees: {listed:?} at {ctx}"
+    );
+
+    // History of one path: each tree against the next older one.
+    let path = RESTORABLE[rng.gen_range(0..RESTORABLE.len())];
+    if path == "d" {
+        return;
+    }
+    let raw = format!("/{path}");
+    let first = Fs::frozen(world.store.clone(), &cid, trees[0].0.clone());
+    for k in 0..trees.len() {
+        let newer = &trees[k];
+        let older = trees.get(k + 1);
+        let got = first
+            .compare_path(older.map(|t| &*t.0), &newer.0, raw.as_bytes())
+            .expect("compare_path");
+        let before = older.and_then(|t| t.1.get(path));
+        let after = newer.1.get(path);
+        let kind = got.as_ref().map(|g| g.change);
+        match (before, after) {
+            (None, None) => assert!(got.is_none(), "{path} in tree {k}: {got:?} at {ctx}"),
+            (None, Some(_)) => {
+                assert_eq!(kind, Some(ChangeKind::Added), "{path} tree {k} at {ctx}")
+            }
+            (Some(_), None) => {
+                assert_eq!(kind, Some(ChangeKind::Deleted), "{path} tree {k} at {ctx}")
+            }
+            (Some(x), Some(y)) if x != y => {
+                let g =
+                    got.unwrap_or_else(|| panic!("{path} tree {k} changed, not listed at {ctx}"));
+                assert!(
+                    g.change == ChangeKind::Modified && g.content,
+                    "{path} tree {k}: {g:?} at {ctx}"
+                );
+            }
+            (Some(_), Some(_)) => {
+                assert!(
+                    matches!(kind, None | Some(ChangeKind::Modified)),
+                    "{path} tree {k}: {got:?} at {ctx}"
+                )
+            }
+        }
+    }
+}
+
 /// Snapshot names of container `c` in the model.
 fn mine(model: &Model, c: &str) -> Vec<String> {
     model
@@ -209,13 +341,30 @@ fn mine(model: &Model, c: &str) -> Vec<String> {
 }
 
 /// Upper bounds (exclusive, out of 100) of each operation's share of the random draws:
-/// write, truncate, unlink, snapshot, restore, copy, delete, reclaim; the rest reopens.
-struct Mix([u32; 8]);
+/// write, truncate, unlink, snapshot, restore, copy, delete, reclaim, restore of some
+/// paths; the rest reopens.
+struct Mix([u32; 9]);
 
 /// Mostly file operations, with the whole snapshot lifecycle in between.
-const EVERYDAY: Mix = Mix([45, 53, 60, 72, 82, 88, 95, 98]);
+const EVERYDAY: Mix = Mix([40, 48, 55, 67, 75, 80, 87, 90, 97]);
 /// Long chains: many snapshots, deleted in random order, reclaimed often.
-const LONG_CHAINS: Mix = Mix([30, 33, 35, 67, 69, 71, 89, 99]);
+const LONG_CHAINS: Mix = Mix([27, 31, 33, 63, 65, 67, 84, 93, 99]);
+
+/// What a path restore may name: every file, and the subdirectory.
+const RESTORABLE: [&str; 7] = ["a", "b", "c", "d", "d/x", "d/y", "big"];
+
+/// The model of restoring `paths` of `tree` from `snap`.
+fn restore_model(tree: &mut Tree, snap: &Tree, paths: &[&str]) {
+    for p in paths {
+        let under = |k: &String| k == p || k.starts_with(&format!("{p}/"));
+        tree.retain(|k, _| !under(k));
+        for (k, v) in snap {
+            if under(k) {
+                tree.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
 
 fn run(seed: u64, backend: Backend, steps: usize) {
     run_mix(seed, backend, steps, &EVERYDAY);
@@ -243,7 +392,7 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
         let snaps = model.snapshots.clone();
         let tree = model.containers.get_mut(&c).expect("container");
         let draw = rng.gen_range(0..100u32);
-        let op = mix.0.iter().position(|&b| draw < b).unwrap_or(8);
+        let op = mix.0.iter().position(|&b| draw < b).unwrap_or(9);
         match op {
             0 => apply_write(fs, tree, &mut rng),
             1 => apply_truncate(fs, tree, &mut rng),
@@ -291,6 +440,23 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
             7 => {
                 world.store.reclaim().expect("reclaim");
             }
+            8 => {
+                if let Some(name) = mine.get(rng.gen_range(0..mine.len().max(1))) {
+                    let n = rng.gen_range(1..=2);
+                    let paths: Vec<&str> = (0..n)
+                        .map(|_| RESTORABLE[rng.gen_range(0..RESTORABLE.len())])
+                        .collect();
+                    let info = world
+                        .store
+                        .find_snapshot(&cid, name)
+                        .expect("find")
+                        .expect("snapshot");
+                    let raw: Vec<Vec<u8>> =
+                        paths.iter().map(|p| format!("/{p}").into_bytes()).collect();
+                    fs.restore_paths(&info, &raw).expect("restore paths");
+                    restore_model(tree, &snaps[&(c.clone(), name.clone())], &paths);
+                }
+            }
             5 => {}
             _ => {
                 // Reopen the whole store from its backend.
@@ -300,6 +466,9 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
             }
         }
         world.check(&model, &ctx);
+        if step % 10 == 9 {
+            check_diff_and_history(&world, &model, &mut rng, &ctx);
+        }
         if step % 25 == 24 {
             let report = snapfs::fsck::check(&world.store).expect("fsck");
             assert!(

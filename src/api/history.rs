@@ -34,6 +34,75 @@ pub(super) struct DiffQuery {
     cursor: Option<String>,
 }
 
+/// The body of `PATCH .../snapshots/{name}`: none (or `{}`) restores the whole container;
+/// `paths` (strings) and `paths_base64` (for names that are not UTF-8) restore only those.
+/// Unknown fields are refused: a misspelt `paths` must never turn into a full restore.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestoreBody {
+    #[serde(default)]
+    paths: Option<Vec<String>>,
+    #[serde(default)]
+    paths_base64: Option<Vec<String>>,
+}
+
+/// Most paths one request restores.
+const MAX_RESTORE_PATHS: usize = 10_000;
+
+impl RestoreBody {
+    /// The paths as raw bytes, or None for a full restore.
+    pub(super) fn paths(&self) -> Result<Option<Vec<Vec<u8>>>, ApiResponse> {
+        if self.paths.is_none() && self.paths_base64.is_none() {
+            return Ok(None);
+        }
+        let mut out: Vec<Vec<u8>> = self
+            .paths
+            .iter()
+            .flatten()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        for p in self.paths_base64.iter().flatten() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .map_err(|_| bad(format!("paths_base64: {p:?} is not base64")))?;
+            out.push(bytes);
+        }
+        if out.is_empty() {
+            return Err(bad(
+                "paths is empty: name at least one path, or send no body to restore everything",
+            ));
+        }
+        if out.len() > MAX_RESTORE_PATHS {
+            return Err(bad(format!(
+                "at most {MAX_RESTORE_PATHS} paths per request"
+            )));
+        }
+        for p in &out {
+            if let Err(e) = crate::fs::components(p) {
+                return Err(bad(format!("path {}: {e}", String::from_utf8_lossy(p))));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The paths as given, for the answer.
+    pub(super) fn shown(&self) -> Value {
+        let mut all: Vec<Value> = self
+            .paths
+            .iter()
+            .flatten()
+            .map(|p| Value::String(p.clone()))
+            .collect();
+        all.extend(
+            self.paths_base64
+                .iter()
+                .flatten()
+                .map(|p| json!({ "path_base64": p })),
+        );
+        Value::Array(all)
+    }
+}
+
 pub(super) fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::File => "file",

@@ -338,7 +338,21 @@ async fn restore_snapshot(
     ApiPath((id, name)): ApiPath<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let _: serde_json::Map<String, Value> = body(raw)?;
+    let req: history::RestoreBody = body(raw)?;
+    let paths = req.paths()?;
+    if let Some(paths) = paths {
+        let shown = req.shown();
+        let (c, s, size, r) = blocking(&svc, move |s| {
+            let (c, sn, r) = s.restore_paths(&id, &name, &paths)?;
+            let size = s.snapshot_size(&sn)?;
+            Ok((c, sn, size, r))
+        })
+        .await?;
+        let mut data = snapshot_envelope(&c, &s, size);
+        data["restored_paths"] = shown;
+        data["restored_inodes"] = json!(r.restored);
+        return Ok(ApiResponse::ok("Paths restored successfully", data));
+    }
     let (c, s, size) = blocking(&svc, move |s| {
         let (c, sn) = s.restore(&id, &name)?;
         let size = s.snapshot_size(&sn)?;

@@ -3,6 +3,7 @@
 
 use super::*;
 use base64::Engine;
+use std::os::unix::ffi::OsStrExt;
 
 pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
     let json = common.json;
@@ -39,12 +40,27 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
                 snapshot_table(d["snapshots"].as_array().map_or(&[], Vec::as_slice))
             })
         }
-        SnapshotsCmd::Restore { target, name } => {
+        SnapshotsCmd::Restore {
+            target,
+            name,
+            paths,
+        } => {
+            let body = restore_body(&paths);
             let data = d.call(
                 "PATCH",
                 &snapshot_path(&target.container, &name),
-                Some(&json!({})),
+                Some(&body),
             )?;
+            if !paths.is_empty() {
+                return emit(json, &data, |d| {
+                    format!(
+                        "restored {} path(s) from snapshot {} ({} inodes)",
+                        paths.len(),
+                        cell(&d["snapshot"]["name"]),
+                        cell(&d["restored_inodes"])
+                    )
+                });
+            }
             emit(json, &data, |d| {
                 snapshot_table(std::slice::from_ref(&d["snapshot"]))
             })
@@ -247,6 +263,28 @@ fn escape_bytes(bytes: &[u8]) -> String {
 }
 
 /// `snapfs history`: where a path changed, as a table or the API's JSON.
+/// The body of a restore: `{}` for the whole container, else the paths (UTF-8 ones as
+/// strings, others as base64).
+fn restore_body(paths: &[OsString]) -> Value {
+    if paths.is_empty() {
+        return json!({});
+    }
+    let (mut text, mut raw) = (Vec::new(), Vec::new());
+    for p in paths {
+        match std::str::from_utf8(p.as_bytes()) {
+            Ok(s) => text.push(json!(s)),
+            Err(_) => raw.push(json!(
+                base64::engine::general_purpose::STANDARD.encode(p.as_bytes())
+            )),
+        }
+    }
+    let mut body = json!({ "paths": text });
+    if !raw.is_empty() {
+        body["paths_base64"] = json!(raw);
+    }
+    body
+}
+
 pub(super) fn history(common: Common, container: &str, path: &OsStr) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_bytes();

@@ -228,13 +228,18 @@ enum SnapshotsCmd {
         #[command(flatten)]
         target: SnapTarget,
     },
-    /// Roll the container back to a snapshot (also while it is mounted).
+    /// Roll the container back to a snapshot (also while it is mounted); with --path, only
+    /// those paths (files or whole directories), leaving everything else as it is.
     Restore {
         #[command(flatten)]
         target: SnapTarget,
         /// The snapshot's name or unique alias.
         #[arg(long)]
         name: String,
+        /// Restore only this path (from the container's root; repeat for more). A path the
+        /// snapshot does not have is deleted.
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<OsString>,
     },
     /// Delete a snapshot.
     Delete {

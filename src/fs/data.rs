@@ -18,7 +18,7 @@ const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 impl Fs {
     /// Calls `f(index, bytes)` for every visible, non-hole block of `data_id` with index in
     /// `[first, last]`, in descending index order.
-    fn visible_blocks(
+    pub(super) fn visible_blocks(
         &self,
         chain: &Chain,
         data_id: u64,

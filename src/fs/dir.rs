@@ -24,7 +24,12 @@ const RENAME_WHITEOUT: u32 = 4;
 
 impl Fs {
     /// Live entries of directory `ino`, in name order.
-    fn list(&self, chain: &Chain, ino: u64, limit: usize) -> FsResult<Vec<(Vec<u8>, Dirent)>> {
+    pub(super) fn list(
+        &self,
+        chain: &Chain,
+        ino: u64,
+        limit: usize,
+    ) -> FsResult<Vec<(Vec<u8>, Dirent)>> {
         let prefix = keys::dirent_prefix(ino);
         let end = crate::kv::prefix_end(&prefix);
         let mut out = Vec::new();

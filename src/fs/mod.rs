@@ -10,6 +10,7 @@ mod dir;
 mod history;
 mod node;
 mod repair;
+mod restore;
 mod volume;
 mod xattr;
 
@@ -30,7 +31,8 @@ pub use dir::DirEntry;
 pub use history::{components, PathChange};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
-pub use volume::{Notice, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
+pub use restore::PathRestore;
+pub use volume::{KernelDrops, Notice, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
 
 pub use crate::store::ROOT_INO;
 
@@ -247,13 +249,22 @@ impl Tx<'_> {
     }
 
     fn commit(self) -> FsResult<()> {
+        self.commit_with(false)
+    }
+
+    /// Commits and waits until the batch is durable (for changes made through the API).
+    fn commit_durable(self) -> FsResult<()> {
+        self.commit_with(true)
+    }
+
+    fn commit_with(self, sync: bool) -> FsResult<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let store = &self.fs.store;
         let epoch = self.chain.epoch;
         let ops = self.batch.ops().to_vec();
-        match store.kv().write(self.batch, false) {
+        match store.kv().write(self.batch, sync) {
             Ok(()) => {
                 store.cache_commit(epoch, &ops);
                 if self.dropped > 0 {

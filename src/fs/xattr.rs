@@ -41,7 +41,7 @@ pub(super) fn without_setid(perm: u16) -> u16 {
 
 impl Tx<'_> {
     /// Writes this epoch's version of attribute `name` (an encoded value or a tombstone).
-    fn put_xattr(&mut self, ino: u64, name: &[u8], version: Vec<u8>) {
+    pub(super) fn put_xattr(&mut self, ino: u64, name: &[u8], version: Vec<u8>) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,

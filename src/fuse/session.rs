@@ -262,6 +262,15 @@ impl MountHandle {
             .inval_inode(INodeNo(crate::fs::ROOT_INO), 0, 0);
     }
 
+    /// Drops the kernel's cached entries (present or absent) of these (directory, name).
+    pub fn invalidate_entries(&self, entries: &[(u64, Vec<u8>)]) {
+        for (dir, name) in entries {
+            let _ = self
+                .notifier
+                .inval_entry(INodeNo(*dir), OsStr::from_bytes(name));
+        }
+    }
+
     /// Drops the kernel's cached attributes and pages of these inodes.
     pub fn invalidate_inodes(&self, inos: &[u64]) {
         for &ino in inos {

@@ -432,7 +432,7 @@ impl Store {
         let chunk = self.chunk();
         self.consume(c, ctl, stats, &mut |b, space, base, _, stats| {
             if let Some(d) = gone_id(space, base) {
-                if self.drop_blocks_of(b, r, d, chunk, stats)? == chunk {
+                if self.kills(c, d)? && self.drop_blocks_of(b, r, d, chunk, stats)? == chunk {
                     return Ok(false); // more of r's blocks next batch; the marker waits
                 }
             }
@@ -486,7 +486,9 @@ impl Store {
                 stats.versions_scanned += 1;
                 entries_seen += 1;
                 if let Some(d) = gone_id(*space, base) {
-                    gone.push(d);
+                    if self.kills(c, d)? {
+                        gone.push(d);
+                    }
                     continue;
                 }
                 if let Some(size) = self.own_size(r, *space, base)? {
@@ -634,11 +636,39 @@ impl Store {
         }
         if space == Space::Data && base.first() == Some(&keys::TAG_BLOCK) {
             if let Some(d) = keys::u64_at(base, 1) {
-                let gone = keys::versioned(&keys::data_gone(d), c);
-                return Ok(self.kv.get(Space::Meta, &gone)?.is_some());
+                return self.kills(c, d);
             }
         }
         Ok(false)
+    }
+
+    /// Is data id `d` dead for every view at or below epoch `c`? True when `c` marked it gone
+    /// (a live marker: truncated to zero or freed) and no epoch below `c` revived it (a path
+    /// restore brings a file back with its old data id and writes a tombstone of the marker).
+    /// The marker has one version per epoch that freed or revived `d`: a short scan.
+    fn kills(&self, c: u64, d: u64) -> FsResult<bool> {
+        let base = keys::data_gone(d);
+        match self.kv.get(Space::Meta, &keys::versioned(&base, c))? {
+            Some(v) if !codec::is_tombstone(&v) => {}
+            _ => return Ok(false),
+        }
+        let mut revived_at = Vec::new();
+        let end = crate::kv::prefix_end(&base);
+        self.kv
+            .scan(Space::Meta, &base, &end, Dir::Forward, &mut |k, v| {
+                if let Some((_, e)) = keys::split_version(k) {
+                    if e != c && codec::is_tombstone(v) {
+                        revived_at.push(e);
+                    }
+                }
+                true
+            })?;
+        Ok(!revived_at.into_iter().any(|e| self.is_below(e, c)))
+    }
+
+    /// Is epoch `e` a strict descendant of `ancestor`? O(depth).
+    fn is_below(&self, e: u64, ancestor: u64) -> bool {
+        e != ancestor && self.epochs.read().chain_members(e).contains(&ancestor)
     }
 
     /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain

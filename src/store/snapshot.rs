@@ -289,6 +289,12 @@ impl Store {
         Ok(snap)
     }
 
+    /// Records in `b` that snapshot `snap` was just used (a path restore from it).
+    pub fn touch_snapshot(&self, b: &mut Batch, snap: &mut SnapshotInfo) {
+        snap.record.last_used_at = Some(Ts::now());
+        self.put_snapshot(b, snap, None);
+    }
+
     pub(super) fn retire(&self, b: &mut Batch, e: u64) -> Result<(), StoreError> {
         let rec = self
             .epoch(e)

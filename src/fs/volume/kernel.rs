@@ -12,9 +12,19 @@ use crate::fs::ROOT_INO;
 pub enum Notice {
     /// Drop the cached attributes and pages of this kernel inode.
     Inval(u64),
+
     /// Write back the kernel's cached (dirty) pages of these kernel inodes, waiting until
     /// they are in the store; then answer on the channel.
     Flush(Vec<u64>, crossbeam_channel::Sender<()>),
+}
+
+/// What the kernel must drop from its caches after a path restore, in kernel numbers.
+#[derive(Debug, Default)]
+pub struct KernelDrops {
+    /// (directory, name) entries, present or absent.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Inodes whose attributes and pages go.
+    pub inodes: Vec<u64>,
 }
 
 /// How long a snapshot deletion through the API waits for the kernel to drop its pages.
@@ -96,14 +106,81 @@ impl Volume {
     /// Starts a new head generation (after the container was restored): inode numbers of the
     /// previous tree go stale.
     pub fn new_head_generation(&self) -> FsResult<()> {
+        let mut renumbered = self.renumbered.write();
+        let next = self.next_generation()?;
+        self.head_slot.store(next, Ordering::SeqCst);
+        renumbered.clear();
+        self.any_renumbered.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Takes the next slot for a head generation (they count down from FIRST_HEAD_SLOT).
+    fn next_generation(&self) -> FsResult<u64> {
         let slots = self.slots.read();
-        let cur = self.head_slot.load(Ordering::SeqCst);
+        let cur = self.gen_floor.load(Ordering::SeqCst);
         let next = if cur == 0 { FIRST_HEAD_SLOT } else { cur - 1 };
         if next <= slots.views.len() as u64 {
             return Err(FsError::Io("out of inode number slots; remount".into()));
         }
-        self.head_slot.store(next, Ordering::SeqCst);
-        Ok(())
+        self.gen_floor.store(next, Ordering::SeqCst);
+        Ok(next)
+    }
+
+    /// Restores `paths` of the head from snapshot `snap` (see `Fs::restore_paths`). The
+    /// inodes it replaces get new kernel numbers, so what the kernel knows of the old ones
+    /// (cached pages, descriptors open on them) goes stale, as after a full restore. Returns
+    /// what the caller must drop from the kernel's caches: entries (directory, name) and
+    /// inodes, in kernel numbers.
+    pub fn restore_paths(
+        &self,
+        snap: &crate::store::SnapshotInfo,
+        paths: &[Vec<u8>],
+    ) -> FsResult<(crate::fs::PathRestore, KernelDrops)> {
+        // Cached writes go into the tree as it is before the restore.
+        self.flush_writes()?;
+        // Numbers are handed out under this lock until the restore is done, so no lookup
+        // gives a restored inode its old number.
+        let mut renumbered = self.renumbered.write();
+        let slot = self.next_generation()?;
+        self.any_renumbered.store(true, Ordering::SeqCst);
+        let r = self.head.restore_paths(snap, paths);
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.any_renumbered
+                    .store(!renumbered.is_empty(), Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let inodes = r
+            .replaced
+            .iter()
+            .chain(&r.touched)
+            .map(|&i| self.out_locked(&renumbered, i))
+            .collect();
+        for &i in &r.replaced {
+            renumbered.insert(i, slot);
+        }
+        self.any_renumbered
+            .store(!renumbered.is_empty(), Ordering::SeqCst);
+        let entries = r
+            .names
+            .iter()
+            .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
+            .collect();
+        Ok((r, KernelDrops { entries, inodes }))
+    }
+
+    /// `out` while the caller holds the renumbering map.
+    fn out_locked(&self, renumbered: &std::collections::HashMap<u64, u64>, ino: u64) -> u64 {
+        if ino == ROOT_INO {
+            return ino;
+        }
+        let slot = renumbered
+            .get(&ino)
+            .copied()
+            .unwrap_or_else(|| self.head_slot.load(Ordering::SeqCst));
+        (slot << SLOT_SHIFT) | ino
     }
 
     /// Kernel inode numbers of the head's files that are open right now.

@@ -12,7 +12,7 @@
 //! on the discarded tree fail instead of reading or writing it. The root stays inode 1.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -27,7 +27,7 @@ use super::{Caller, DirEntry, Fh, Fs, SetAttr, Statfs, ROOT_INO};
 mod kernel;
 mod snapdir;
 
-pub use kernel::Notice;
+pub use kernel::{KernelDrops, Notice};
 
 /// Name of the magic directory at a container's root.
 pub const SNAPDIR_NAME: &[u8] = b".snapshots";
@@ -70,6 +70,11 @@ pub struct Volume {
     slots: RwLock<Slots>,
     /// Slot of the current head generation (0 until the first restore).
     head_slot: AtomicU64,
+    /// Lowest slot handed to a head generation or a path restore (0: none yet).
+    gen_floor: AtomicU64,
+    /// Inodes a path restore replaced since the last full restore, with their own slot.
+    renumbered: RwLock<HashMap<u64, u64>>,
+    any_renumbered: AtomicBool,
     /// Requests to the mount's notifier thread (a FUSE handler must never notify the kernel
     /// itself).
     invalidate: parking_lot::Mutex<Option<crossbeam_channel::Sender<Notice>>>,
@@ -101,6 +106,9 @@ impl Volume {
             opts,
             slots: RwLock::new(Slots::default()),
             head_slot: AtomicU64::new(0),
+            gen_floor: AtomicU64::new(0),
+            renumbered: RwLock::new(HashMap::new()),
+            any_renumbered: AtomicBool::new(false),
             invalidate: parking_lot::Mutex::new(None),
         }
     }
@@ -110,8 +118,19 @@ impl Volume {
         if ino == ROOT_INO {
             ino
         } else {
-            (self.head_slot.load(Ordering::SeqCst) << SLOT_SHIFT) | ino
+            (self.slot_of_head(ino) << SLOT_SHIFT) | ino
         }
+    }
+
+    /// The slot head inode `ino` has now: the head generation's, or its own after a path
+    /// restore replaced it.
+    fn slot_of_head(&self, ino: u64) -> u64 {
+        if self.any_renumbered.load(Ordering::SeqCst) {
+            if let Some(s) = self.renumbered.read().get(&ino) {
+                return *s;
+            }
+        }
+        self.head_slot.load(Ordering::SeqCst)
     }
 
     fn out_entry(&self, r: FsResult<(u64, Inode)>) -> FsResult<(u64, Inode)> {
@@ -179,14 +198,14 @@ impl Volume {
     fn target(&self, ino: u64) -> FsResult<Target> {
         let slot = ino >> SLOT_SHIFT;
         let low = ino & LOW_MASK;
-        let head_slot = self.head_slot.load(Ordering::SeqCst);
-        if ino == ROOT_INO || slot == head_slot {
+        if ino == ROOT_INO || slot == self.slot_of_head(low) {
             return Ok(Target::Head(low));
         }
+        let floor = self.gen_floor.load(Ordering::SeqCst);
         match slot {
-            // A head generation from before a restore.
+            // A head generation from before a restore, or an inode a path restore replaced.
             0 => Err(FsError::Stale),
-            s if head_slot != 0 && s > head_slot && s <= FIRST_HEAD_SLOT => Err(FsError::Stale),
+            s if floor != 0 && s >= floor && s <= FIRST_HEAD_SLOT => Err(FsError::Stale),
             SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Target::SnapDir),
             SPECIAL_SLOT if ino & !0xffff == ALIAS_BASE => Ok(Target::Alias(ino & 0xffff)),
             SPECIAL_SLOT => Err(FsError::NotFound),
@@ -528,7 +547,10 @@ impl Volume {
             Target::Head(i) => {
                 let entries = self.head.readdir(i, fh, offset)?;
                 let plain = i != ROOT_INO || !self.opts.snapdir_visible;
-                if plain && self.head_slot.load(Ordering::SeqCst) == 0 {
+                if plain
+                    && self.head_slot.load(Ordering::SeqCst) == 0
+                    && !self.any_renumbered.load(Ordering::SeqCst)
+                {
                     return Ok(entries); // kernel numbers equal store numbers
                 }
                 let mut v: Vec<DirEntry> = entries
