@@ -12,6 +12,8 @@
 #   BENCH_DIR            parent of the temp dir (must be a real disk)   [/var/tmp]
 #   BENCH_TARGETS        what to compare, in column order   ["host snapfs fuse-overlayfs"]
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
+#   BENCH_QUOTA          set both quotas of the snapfs container to this size (e.g. 1T):
+#                        the cost of enforcing them                     [none]
 #   BENCH_OUT            also write the Markdown table to this file     []
 #   BENCH_KEEP=1         keep the temp dir (fio JSON, store) afterwards [0]
 #   BENCH_MICRO=0        skip the fio / metabench section              [1]
@@ -144,6 +146,11 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
         mkdir -p "$TARGET_DIR"
         MOUNTS+=("$TARGET_DIR")
         remount_target snapfs
+        if [ -n "${BENCH_QUOTA:-}" ]; then
+            # Both limits, far above what the bench writes: what enforcing them costs.
+            "$SNAPFS_BIN" containers set default --store "$WORK/snapfs-store" \
+                --quota "$BENCH_QUOTA" --quota-including-snapshots "$BENCH_QUOTA" >/dev/null
+        fi
         ;;
     fuse-overlayfs)
         mkdir -p "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"

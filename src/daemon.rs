@@ -326,7 +326,7 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
         let c = match svc.store().find_container(container)? {
             Some(c) if c.deleted_at.is_none() => c,
             Some(c) => anyhow::bail!("container {} ({}) was deleted", c.name, c.id),
-            None => svc.create_container(container, None)?,
+            None => svc.create_container(container, None, Default::default())?,
         };
         svc.start(&c.id, mnt, vopts.clone())?;
     }

@@ -46,6 +46,9 @@ pub enum FsError {
     NoSpace,
     #[error("stale file handle")]
     Stale,
+    /// A write would take the container past one of its quotas.
+    #[error("disk quota exceeded")]
+    Quota,
     #[error("cross-device link")]
     CrossDevice,
     #[error("I/O error: {0}")]
@@ -79,6 +82,7 @@ impl FsError {
             FsError::NoDataAfter => libc::ENXIO,
             FsError::NoSpace => libc::ENOSPC,
             FsError::Stale => libc::ESTALE,
+            FsError::Quota => libc::EDQUOT,
             FsError::CrossDevice => libc::EXDEV,
             FsError::Io(_) | FsError::Corrupt(_) => libc::EIO,
         }

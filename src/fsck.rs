@@ -56,12 +56,45 @@ impl Report {
     }
 }
 
+/// (stored, counted) when the usage counter of the tree at `epoch` disagrees with its
+/// inodes; None when it agrees or was never stored (a store from before the accounting).
+fn usage_mismatch(store: &Store, epoch: u64) -> FsResult<Option<(u64, u64)>> {
+    let Some(stored) = store.stored_usage(epoch)? else {
+        return Ok(None);
+    };
+    let counted = store.count_usage(epoch)?;
+    Ok((stored != counted).then_some((stored, counted)))
+}
+
+/// Told how far a check is (the CLI draws a progress bar on a terminal).
+pub trait Progress {
+    /// The check will walk `trees` trees (live trees and snapshots).
+    fn start(&self, _trees: u64) {}
+    /// One more tree walked; `entries` checked so far in all.
+    fn tree_done(&self, _entries: u64) {}
+}
+
+/// No progress shown.
+pub struct Quiet;
+impl Progress for Quiet {}
+
 /// Runs every check on `store`.
 pub fn check(store: &Arc<Store>) -> FsResult<Report> {
+    check_with(store, &Quiet)
+}
+
+/// [`check`], telling `progress` as it goes.
+pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Report> {
     let mut r = Report::default();
+    let containers = store.containers()?;
+    let mut trees = 0u64;
+    for c in &containers {
+        trees += u64::from(c.deleted_at.is_none()) + store.snapshot_summary(c.id.as_bytes())?.0;
+    }
+    progress.start(trees);
     check_epochs(store, &mut r)?;
     check_change_index(store, &mut r)?;
-    for c in store.containers()? {
+    for c in containers {
         let label = format!("container {} ({})", c.name, c.id);
         if c.deleted_at.is_none() {
             // Checking writes nothing (not even the orphan purge an open does).
@@ -69,6 +102,12 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
                 Ok(fs) => check_view(&fs, &label, &mut r, None)?,
                 Err(e) => r.bad(format!("{label}: cannot open head: {e}")),
             }
+            if let Some((stored, counted)) = usage_mismatch(store, c.head)? {
+                r.bad(format!(
+                    "{label}: usage counter says {stored} bytes of file data, its files hold {counted}"
+                ));
+            }
+            progress.tree_done(r.inodes as u64);
         }
         let mut aliases = HashSet::new();
         for s in store.snapshots(c.id.as_bytes())? {
@@ -90,6 +129,12 @@ pub fn check(store: &Arc<Store>) -> FsResult<Report> {
             }
             let fs = Fs::frozen(store.clone(), c.id.as_bytes(), store.snapshot_chain(&s));
             check_view(&fs, &label, &mut r, None)?;
+            if let Some((stored, counted)) = usage_mismatch(store, s.record.epoch)? {
+                r.bad(format!(
+                    "{label}: usage counter says {stored} bytes of file data, its files hold {counted}"
+                ));
+            }
+            progress.tree_done(r.inodes as u64);
         }
         check_alias_index(store, &c, &mut r)?;
     }
@@ -276,6 +321,25 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
             }
         }
         fs.fsync()?;
+    }
+    for c in store.containers()? {
+        let mut epochs: Vec<u64> = store
+            .snapshots(c.id.as_bytes())?
+            .iter()
+            .map(|s| s.record.epoch)
+            .collect();
+        if c.deleted_at.is_none() {
+            epochs.push(c.head);
+        }
+        for e in epochs {
+            if let Some((stored, counted)) = usage_mismatch(store, e)? {
+                store.set_usage(e, counted)?;
+                repaired.push(format!(
+                    "container {}: usage of epoch {e} set to {counted} bytes (was {stored})",
+                    c.name
+                ));
+            }
+        }
     }
     let mut r = check(store)?;
     r.repaired = repaired;

@@ -16,6 +16,8 @@
 //! | Meta  | 0x06 | tag, retired epoch u64                    | frozen child it was pruned against (u64) |
 //! | Meta  | 0x07 | tag, container id, 0x00, alias            | snapshot name with that alias |
 //! | Meta  | 0x08 | tag, secs u64 (sign flipped), nsecs u32, container id, 0x00, name | (empty): expiry index |
+//! | Meta  | 0x09 | tag, container id                         | `Quota` (limits)             |
+//! | Meta  | 0x0a | tag, epoch u64                            | usage: file data bytes of the tree (u64) |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -38,6 +40,8 @@ pub const TAG_CONTAINER_NAME: u8 = 0x05;
 pub const TAG_PRUNED: u8 = 0x06;
 pub const TAG_ALIAS: u8 = 0x07;
 pub const TAG_EXPIRY: u8 = 0x08;
+pub const TAG_QUOTA: u8 = 0x09;
+pub const TAG_USAGE: u8 = 0x0a;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -125,6 +129,18 @@ pub fn split_expiry(key: &[u8]) -> Option<(i64, u32, &[u8], &[u8])> {
     let rest = &key[13..];
     let zero = rest.iter().position(|&b| b == 0)?;
     Some((secs, nsecs, &rest[..zero], &rest[zero + 1..]))
+}
+
+/// The limits of container `id`.
+pub fn quota(id: &[u8]) -> Vec<u8> {
+    let mut k = vec![TAG_QUOTA];
+    k.extend_from_slice(id);
+    k
+}
+
+/// The usage (file data bytes) of the tree at epoch `e`.
+pub fn usage(e: u64) -> Vec<u8> {
+    with_u64(TAG_USAGE, e)
 }
 
 pub fn container(id: &[u8]) -> Vec<u8> {

@@ -14,6 +14,7 @@ pub mod fsck;
 pub mod fuse;
 pub mod keys;
 pub mod kv;
+pub mod metrics;
 pub mod mount;
 pub mod perms;
 pub mod service;

@@ -46,9 +46,9 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NoContainer(c) => ServiceError::NoContainer(c),
             StoreError::NoSnapshot(s) => ServiceError::NoSnapshot(s),
-            StoreError::ContainerExists(_) | StoreError::AliasTaken(_) => {
-                ServiceError::Conflict(e.to_string())
-            }
+            StoreError::ContainerExists(_)
+            | StoreError::AliasTaken(_)
+            | StoreError::OverQuota { .. } => ServiceError::Conflict(e.to_string()),
             StoreError::BadAlias(..) | StoreError::BadContainerName(_) => {
                 ServiceError::Invalid(e.to_string())
             }
@@ -104,6 +104,21 @@ pub struct ContainerInfo {
     pub snapshot_count: usize,
     /// Bytes written by the container's own epochs (its head and its snapshots).
     pub bytes_used: u64,
+    /// File data bytes the live tree references (what `quota_bytes` limits); None for a
+    /// deleted container.
+    pub live_bytes: Option<u64>,
+    /// Bytes its snapshots wrote (the sum of their sizes).
+    pub snapshots_bytes: u64,
+    pub quota: crate::store::Quota,
+    /// Room left under the tighter quota, if any.
+    pub available_bytes: Option<u64>,
+}
+
+/// `snapfs df`: the store's space, and each container's with its snapshots'.
+#[derive(Debug)]
+pub struct SpaceReport {
+    pub store: crate::store::StoreSpace,
+    pub containers: Vec<(ContainerInfo, Vec<crate::store::SnapshotSpace>)>,
 }
 
 impl ContainerInfo {
@@ -164,17 +179,23 @@ impl Service {
     }
 
     pub fn info(&self, c: ContainerRecord) -> ServiceResult<ContainerInfo> {
-        let snaps = self.store.snapshots(c.id.as_bytes())?;
+        let cid = c.id.as_bytes();
+        let snapshot_count = self.store.snapshots(cid)?.len();
         // Everything the container references: its tree's history and its snapshots.
-        let mut epochs: std::collections::BTreeSet<u64> =
-            snaps.iter().map(|s| s.record.epoch).collect();
-        if c.deleted_at.is_none() {
-            epochs.extend(self.store.chain(c.head).members().iter().copied());
-        }
-        let mut bytes_used = 0;
-        for e in epochs {
-            bytes_used += self.store.epoch_size(e)?;
-        }
+        let bytes_used = self.store.bytes_used(cid)?;
+        let live_bytes = match c.deleted_at {
+            None => Some(self.store.usage(c.head)?),
+            Some(_) => None,
+        };
+        let quota = self.store.quota(cid)?;
+        let snapshots_bytes = self.store.snapshots_bytes(cid)?;
+        let available_bytes = match c.deleted_at {
+            None => self
+                .store
+                .quota_room(cid, c.head)?
+                .map(|(used, limit)| limit.saturating_sub(used)),
+            Some(_) => None,
+        };
         let (mountpoint, fuse) = match self.mounts.lock().get(&c.id) {
             Some(m) => (
                 Some(m.mountpoint().to_path_buf()),
@@ -185,8 +206,12 @@ impl Service {
         Ok(ContainerInfo {
             mountpoint,
             fuse,
-            snapshot_count: snaps.len(),
+            snapshot_count,
             bytes_used,
+            live_bytes,
+            snapshots_bytes,
+            quota,
+            available_bytes,
             record: c,
         })
     }
@@ -199,12 +224,76 @@ impl Service {
             .collect()
     }
 
+    /// The store-wide figures of `GET /metrics`, read now.
+    pub fn scrape(&self) -> crate::metrics::Scraped {
+        let kv = self.store.kv();
+        let (cache_hits, cache_misses) = self.store.cache_stats();
+        let mounts = self.mounts.lock();
+        let open_files = mounts
+            .values()
+            .map(|m| m.volume().open_handles() as u64)
+            .sum();
+        crate::metrics::Scraped {
+            reclaim_epochs: self.store.retired_count() as u64,
+            disk_bytes: kv.disk_usage(),
+            garbage_bytes: kv
+                .known_garbage()
+                .saturating_add(self.store.dropped().bytes),
+            cache_hits,
+            cache_misses,
+            write_stopped: kv.write_stopped(),
+            delayed_write_rate: kv.delayed_write_rate(),
+            open_files,
+            mounts: mounts.len() as u64,
+        }
+    }
+
+    /// Where the space goes: the store, and every container (or just `only`) with the
+    /// space of each of its snapshots. Costs what the snapshots wrote.
+    pub fn space(&self, only: Option<&str>) -> ServiceResult<SpaceReport> {
+        let store = self.store.store_space()?;
+        let records = match only {
+            Some(id) => vec![self.container(id)?],
+            None => self.store.containers()?,
+        };
+        let mut containers = Vec::new();
+        for c in records {
+            let snaps = self.store.snapshot_space(c.id.as_bytes())?;
+            containers.push((self.info(c)?, snaps));
+        }
+        Ok(SpaceReport { store, containers })
+    }
+
     pub fn create_container(
         &self,
         name: &str,
         project_id: Option<&str>,
+        quota: crate::store::Quota,
     ) -> ServiceResult<ContainerRecord> {
-        Ok(self.store.create_container(name, project_id)?)
+        let c = self.store.create_container(name, project_id)?;
+        if !quota.is_none() {
+            self.store.set_quota(c.id.as_bytes(), quota)?;
+        }
+        Ok(c)
+    }
+
+    /// Changes a live container's quotas (`None` leaves one as it is).
+    pub fn set_quota(
+        &self,
+        id_or_name: &str,
+        bytes: Option<Option<u64>>,
+        including_snapshots: Option<Option<u64>>,
+    ) -> ServiceResult<ContainerRecord> {
+        let c = self.live(id_or_name)?;
+        let mut q = self.store.quota(c.id.as_bytes())?;
+        if let Some(b) = bytes {
+            q.bytes = b;
+        }
+        if let Some(b) = including_snapshots {
+            q.including_snapshots = b;
+        }
+        self.store.set_quota(c.id.as_bytes(), q)?;
+        Ok(c)
     }
 
     /// Deletes a container; its snapshots stay. A mounted container is refused
@@ -458,6 +547,9 @@ impl Service {
                 "a parent of a path is not a directory in the live tree".into(),
             ),
             FsError::NotFound => ServiceError::NoSnapshot(key.to_string()),
+            FsError::Quota => ServiceError::Conflict(
+                "restoring these paths would take the container past its quota".into(),
+            ),
             e => e.into(),
         };
         let mounts = self.mounts.lock();

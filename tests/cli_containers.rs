@@ -511,3 +511,30 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
     let again = snapfs(["fsck", p]);
     assert!(again.status.success(), "{}", again.describe());
 }
+
+/// fsck draws a progress bar on a terminal (here a pseudo-terminal from `script`), and
+/// nothing of it when its output goes elsewhere.
+#[test]
+fn fsck_shows_progress_only_on_a_terminal() {
+    let store = Store::new();
+    let p = store.path().to_str().expect("utf8").to_string();
+    let piped = snapfs(["fsck", &p]);
+    let all = format!("{}{}", piped.stdout, piped.stderr);
+    assert!(!all.contains("checking trees"), "{all}");
+    let out = std::process::Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{} fsck {p}", common::snapfs_bin()),
+            "/dev/null",
+        ])
+        .output()
+        .expect("run script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("checking trees"),
+        "no progress on a terminal: {text:?}"
+    );
+}

@@ -146,6 +146,11 @@ fn container_json(c: &ContainerInfo) -> Value {
         "created_at": rfc3339(c.record.created),
         "deleted_at": time(c.record.deleted_at),
         "bytes_used": c.bytes_used,
+        "live_bytes": c.live_bytes,
+        "snapshots_bytes": c.snapshots_bytes,
+        "available_bytes": c.available_bytes,
+        "quota_bytes": c.quota.bytes,
+        "quota_including_snapshots_bytes": c.quota.including_snapshots,
         "snapshot_count": c.snapshot_count,
     })
 }
@@ -214,6 +219,10 @@ struct CreateContainer {
     name: String,
     #[serde(default)]
     project_id: Option<String>,
+    #[serde(default)]
+    quota_bytes: Option<u64>,
+    #[serde(default)]
+    quota_including_snapshots_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -414,13 +423,132 @@ async fn create_container(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: CreateContainer = body(raw)?;
+    let quota = crate::store::Quota {
+        bytes: req.quota_bytes,
+        including_snapshots: req.quota_including_snapshots_bytes,
+    };
     let info = blocking(&svc, move |s| {
-        let c = s.create_container(&req.name, req.project_id.as_deref())?;
+        let c = s.create_container(&req.name, req.project_id.as_deref(), quota)?;
         s.info(c)
     })
     .await?;
     Ok(ApiResponse::ok(
         "Container created successfully",
+        container_json(&info),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DfQuery {
+    #[serde(default)]
+    container: Option<String>,
+}
+
+/// `GET /df[?container=]`: where the space goes (see `store/space.rs`).
+async fn space(State(svc): State<Arc<Service>>, ApiQuery(q): ApiQuery<DfQuery>) -> ApiResult {
+    let report = blocking(&svc, move |s| s.space(q.container.as_deref())).await?;
+    let st = &report.store;
+    let containers: Vec<Value> = report
+        .containers
+        .iter()
+        .map(|(c, snaps)| {
+            let mut v = container_json(c);
+            v["snapshots"] = snaps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "name": s.info.name,
+                        "alias": s.info.record.alias,
+                        "created_at": rfc3339(s.info.record.created_at),
+                        "size": s.size,
+                        "freed_if_deleted": s.freed_if_deleted,
+                    })
+                })
+                .collect();
+            v
+        })
+        .collect();
+    Ok(ApiResponse::ok(
+        "Space report",
+        json!({
+            "store": {
+                "disk_bytes": st.disk_bytes,
+                "data_bytes": st.data_bytes,
+                "awaiting_reclaim_bytes": st.awaiting_reclaim_bytes,
+                "awaiting_compaction_bytes": st.awaiting_compaction_bytes,
+            },
+            "containers": containers,
+        }),
+    ))
+}
+
+fn reclaim_stats_json(s: &crate::store::ReclaimStats) -> Value {
+    json!({
+        "epochs_removed": s.epochs_removed,
+        "versions_dropped": s.versions_dropped,
+        "versions_moved": s.versions_moved,
+        "versions_scanned": s.versions_scanned,
+        "bytes_dropped": s.bytes_dropped,
+        "batches": s.batches,
+    })
+}
+
+/// `GET /status`: the daemon's version, its mounts and what reclaim is doing.
+async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
+    let (p, mounts) = blocking(&svc, |s| {
+        Ok((s.store().reclaim_progress(), s.mount_count()))
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Status",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mounts": mounts,
+            "reclaim": {
+                "running": p.running,
+                "queued_epochs": p.queued_epochs,
+                "retired_epochs": p.retired_epochs,
+                "current_run": reclaim_stats_json(&p.current),
+                "since_start": reclaim_stats_json(&p.total),
+            },
+        }),
+    ))
+}
+
+/// `PATCH /containers/{id}`: quotas. An absent field stays as it is; `null` removes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateContainer {
+    #[serde(default, deserialize_with = "present")]
+    quota_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    quota_including_snapshots_bytes: Option<Option<u64>>,
+}
+
+/// Tells an absent field (None) from a `null` one (Some(None)).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+async fn update_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: UpdateContainer = body(raw)?;
+    if req.quota_bytes.is_none() && req.quota_including_snapshots_bytes.is_none() {
+        return Err(bad(
+            "nothing to change: give quota_bytes and/or quota_including_snapshots_bytes",
+        ));
+    }
+    let info = blocking(&svc, move |s| {
+        let c = s.set_quota(&id, req.quota_bytes, req.quota_including_snapshots_bytes)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container updated successfully",
         container_json(&info),
     ))
 }
@@ -537,13 +665,37 @@ async fn method_not_allowed() -> ApiResponse {
     )
 }
 
+/// `GET /metrics`: Prometheus text format (see `metrics.rs`).
+async fn metrics(State(svc): State<Arc<Service>>) -> axum::response::Response {
+    let text = blocking(&svc, |s| {
+        crate::metrics::encode(&s.scrape())
+            .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))
+    })
+    .await;
+    match text {
+        Ok(t) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            t,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The API routes, without authentication (the Unix socket is protected by its mode).
 pub fn router(svc: Arc<Service>) -> Router {
     let v1 = Router::new()
         .route("/containers", get(list_containers).post(create_container))
+        .route("/df", get(space))
+        .route("/status", get(status))
         .route(
             "/containers/{id}",
-            get(get_container).delete(delete_container),
+            get(get_container)
+                .patch(update_container)
+                .delete(delete_container),
         )
         .route("/containers/{id}/start", post(start_container))
         .route("/containers/{id}/stop", post(stop_container))
@@ -564,6 +716,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/containers/{id}/history", get(history::path_history));
     Router::new()
         .nest("/api/v1", v1)
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

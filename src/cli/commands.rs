@@ -130,9 +130,19 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
 pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
     let json = common.json;
     match cmd {
-        ContainersCmd::Create { name, project } => {
+        ContainersCmd::Create {
+            name,
+            project,
+            quota,
+            quota_including_snapshots,
+        } => {
             let mut d = Daemon::connect(common.store)?;
-            let body = json!({ "name": name, "project_id": project });
+            let body = json!({
+                "name": name,
+                "project_id": project,
+                "quota_bytes": quota,
+                "quota_including_snapshots_bytes": quota_including_snapshots,
+            });
             let data = d.call("POST", "/containers", Some(&body))?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }
@@ -142,6 +152,27 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
             emit(json, &data, |d| {
                 container_table(d["containers"].as_array().map_or(&[], Vec::as_slice))
             })
+        }
+        ContainersCmd::Set {
+            container,
+            quota,
+            quota_including_snapshots,
+        } => {
+            let mut body = json!({});
+            if let Some(q) = quota {
+                body["quota_bytes"] = json!(q.0);
+            }
+            if let Some(q) = quota_including_snapshots {
+                body["quota_including_snapshots_bytes"] = json!(q.0);
+            }
+            if body.as_object().is_some_and(|o| o.is_empty()) {
+                return Err(anyhow::anyhow!(
+                    "nothing to set: give --quota and/or --quota-including-snapshots"
+                ));
+            }
+            let mut d = Daemon::connect(common.store)?;
+            let data = d.call("PATCH", &container_path(&container), Some(&body))?;
+            emit(json, &data, container_details)
         }
         ContainersCmd::Show { container } => {
             let mut d = Daemon::connect(common.store)?;
@@ -339,5 +370,37 @@ pub(super) fn history(common: Common, container: &str, path: &OsStr) -> Result<(
             ],
             &rows,
         )
+    })
+}
+
+/// `snapfs df`: the store's line, a table of containers, and with `--container` a table of
+/// its snapshots.
+pub(super) fn df(common: Common, container: Option<&str>) -> Result<()> {
+    let json = common.json;
+    let mut d = Daemon::connect(common.store)?;
+    let path = match container {
+        Some(c) => format!("/df?container={}", url_segment(c)),
+        None => "/df".to_string(),
+    };
+    let data = d.call("GET", &path, None)?;
+    emit(json, &data, |d| {
+        let st = &d["store"];
+        let mut out = format!(
+            "store: {} on disk, {} of data, {} awaiting reclaim, {} awaiting compaction\n\n",
+            size_cell(&st["disk_bytes"]),
+            size_cell(&st["data_bytes"]),
+            size_cell(&st["awaiting_reclaim_bytes"]),
+            size_cell(&st["awaiting_compaction_bytes"]),
+        );
+        let cs = d["containers"].as_array().map_or(&[][..], Vec::as_slice);
+        out.push_str(&space_table(cs));
+        if container.is_some() {
+            for c in cs {
+                let snaps = c["snapshots"].as_array().map_or(&[][..], Vec::as_slice);
+                out.push_str("\n\n");
+                out.push_str(&snapshot_space_table(snaps));
+            }
+        }
+        out
     })
 }

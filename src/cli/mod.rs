@@ -149,6 +149,16 @@ enum Cmd {
         /// The path inside the container, from its root (e.g. /etc/nginx/nginx.conf).
         path: OsString,
     },
+    /// Where the space goes: the store's disk, data and garbage, and per container its live
+    /// data, snapshots, quotas and room left; with --container, each snapshot's size and
+    /// what deleting it would give back.
+    Df {
+        #[command(flatten)]
+        common: Common,
+        /// Only this container (id or name), with its snapshots.
+        #[arg(long, value_name = "CONTAINER")]
+        container: Option<String>,
+    },
     /// Create, list, show, copy, delete, start (mount) and stop (unmount) containers.
     Containers {
         #[command(flatten)]
@@ -278,6 +288,44 @@ enum SnapshotsCmd {
     },
 }
 
+/// A quota given on the command line: a size, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct Quota(Option<u64>);
+
+/// Sizes: a number of bytes with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(not_a_size(s)),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| not_a_size(s))
+}
+
+fn not_a_size(s: &str) -> String {
+    format!("{s:?} is not a size (bytes, or a number with K, M, G or T)")
+}
+
+fn parse_quota(s: &str) -> std::result::Result<Quota, String> {
+    if s.eq_ignore_ascii_case("none") {
+        Ok(Quota(None))
+    } else {
+        parse_size(s).map(|n| Quota(Some(n)))
+    }
+}
+
 #[derive(Subcommand)]
 enum ContainersCmd {
     /// Create an empty container.
@@ -287,6 +335,23 @@ enum ContainersCmd {
         /// The project id to file it under.
         #[arg(long, value_name = "PROJECT")]
         project: Option<String>,
+        /// Most file data the live tree may hold (e.g. 10G, 512M, 1048576).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota: Option<u64>,
+        /// Most bytes the live tree and its snapshots may hold together.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota_including_snapshots: Option<u64>,
+    },
+    /// Change a container's quotas (`none` removes one).
+    Set {
+        /// The container (id or name).
+        container: String,
+        /// Most file data the live tree may hold (e.g. 10G), or `none`.
+        #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
+        quota: Option<Quota>,
+        /// Most bytes the live tree and its snapshots may hold together, or `none`.
+        #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
+        quota_including_snapshots: Option<Quota>,
     },
     /// List every container (deleted ones too).
     List,
@@ -499,6 +564,7 @@ fn run(cli: Cli) -> Result<()> {
             container,
             path,
         } => commands::history(common, &container, &path),
+        Cmd::Df { common, container } => commands::df(common, container.as_deref()),
         // Handled in `main` (it has its own exit codes).
         Cmd::MountHelper { .. } => Ok(()),
         Cmd::Completions { shell } => {
@@ -559,6 +625,35 @@ fn run(cli: Cli) -> Result<()> {
 
 /// `snapfs fsck`: prints the report; any problem (left after `--repair`) makes the command
 /// fail (exit 1). Besides the kv's invariants, the store must be owner-only (`perms`).
+/// fsck's progress bar (indicatif draws nothing when stderr is not a terminal).
+struct FsckBar(indicatif::ProgressBar, std::time::Instant);
+
+impl FsckBar {
+    fn new() -> FsckBar {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "checking trees {bar:30} {pos}/{len} [{elapsed}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        FsckBar(bar, std::time::Instant::now())
+    }
+}
+
+impl crate::fsck::Progress for FsckBar {
+    fn start(&self, trees: u64) {
+        self.0.set_length(trees);
+        self.0.tick();
+    }
+
+    fn tree_done(&self, entries: u64) {
+        self.0.inc(1);
+        let secs = self.1.elapsed().as_secs_f64().max(1e-3);
+        self.0
+            .set_message(format!("{entries} entries, {:.0}/s", entries as f64 / secs));
+    }
+}
+
 fn fsck(store: &Path, repair: bool) -> Result<()> {
     let st = crate::storedir::open_store(store)?;
     let mut tightened = Vec::new();
@@ -575,7 +670,10 @@ fn fsck(store: &Path, repair: bool) -> Result<()> {
     let mut report = if repair {
         crate::fsck::repair(&st)?
     } else {
-        crate::fsck::check(&st)?
+        let bar = FsckBar::new();
+        let r = crate::fsck::check_with(&st, &bar);
+        bar.0.finish_and_clear();
+        r?
     };
     report.repaired.splice(0..0, tightened);
     let loose = crate::perms::find_loose(store)

@@ -170,6 +170,12 @@ pub(super) fn container_details(c: &Value) -> String {
         ("DELETED", time_cell(&c["deleted_at"])),
         ("SNAPSHOTS", cell(&c["snapshot_count"])),
         ("USED", size_cell(&c["bytes_used"])),
+        ("LIVE DATA", size_cell(&c["live_bytes"])),
+        ("QUOTA", size_cell(&c["quota_bytes"])),
+        (
+            "QUOTA WITH SNAPSHOTS",
+            size_cell(&c["quota_including_snapshots_bytes"]),
+        ),
     ];
     let w = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     fields
@@ -177,4 +183,64 @@ pub(super) fn container_details(c: &Value) -> String {
         .map(|(k, v)| format!("{k:<w$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `snapfs df`: NAME, STATUS, LIVE DATA, SNAPSHOTS, SNAPSHOT BYTES, USED, QUOTA,
+/// QUOTA WITH SNAPSHOTS, AVAILABLE.
+pub(super) fn space_table(cs: &[Value]) -> String {
+    use Align::{Left, Right};
+    let header = [
+        ("NAME", Left),
+        ("STATUS", Left),
+        ("LIVE DATA", Right),
+        ("SNAPSHOTS", Right),
+        ("SNAPSHOT BYTES", Right),
+        ("USED", Right),
+        ("QUOTA", Right),
+        ("QUOTA WITH SNAPSHOTS", Right),
+        ("AVAILABLE", Right),
+    ];
+    let rows: Vec<Vec<String>> = cs
+        .iter()
+        .map(|c| {
+            vec![
+                cell(&c["name"]),
+                cell(&c["status"]),
+                size_cell(&c["live_bytes"]),
+                cell(&c["snapshot_count"]),
+                size_cell(&c["snapshots_bytes"]),
+                size_cell(&c["bytes_used"]),
+                size_cell(&c["quota_bytes"]),
+                size_cell(&c["quota_including_snapshots_bytes"]),
+                size_cell(&c["available_bytes"]),
+            ]
+        })
+        .collect();
+    render_table(&header, &rows)
+}
+
+/// The snapshots of one container in `snapfs df`: NAME, ALIAS, CREATED, SIZE, FREED IF
+/// DELETED.
+pub(super) fn snapshot_space_table(ss: &[Value]) -> String {
+    use Align::{Left, Right};
+    let header = [
+        ("SNAPSHOT", Left),
+        ("ALIAS", Left),
+        ("CREATED", Left),
+        ("SIZE", Right),
+        ("FREED IF DELETED", Right),
+    ];
+    let rows: Vec<Vec<String>> = ss
+        .iter()
+        .map(|s| {
+            vec![
+                cell(&s["name"]),
+                cell(&s["alias"]),
+                time_cell(&s["created_at"]),
+                size_cell(&s["size"]),
+                size_cell(&s["freed_if_deleted"]),
+            ]
+        })
+        .collect();
+    render_table(&header, &rows)
 }

@@ -24,7 +24,7 @@ use crate::codec::{self, Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
-use crate::store::{self, resolve, Chain, Store};
+use crate::store::{self, resolve, scan_visible, Chain, Store};
 
 pub use diff::{Change, ChangeKind, Side};
 pub use dir::DirEntry;
@@ -128,6 +128,9 @@ struct Tx<'a> {
     batch: Batch,
     /// Bytes of versions this batch physically drops (for the store's garbage account).
     dropped: u64,
+    /// File data bytes (`alloc`) of each inode this batch writes: (before, after), for the
+    /// container's usage and quota.
+    allocs: HashMap<u64, (u64, u64)>,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
 
@@ -141,6 +144,12 @@ impl Tx<'_> {
     }
 
     fn put_inode(&mut self, ino: u64, inode: &Inode) {
+        let alloc = if inode.kind == Kind::File {
+            inode.alloc
+        } else {
+            0
+        };
+        self.note_alloc(ino, alloc);
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -148,6 +157,33 @@ impl Tx<'_> {
             &keys::inode(ino),
             e,
             codec::encode_live(inode),
+        );
+    }
+
+    /// Records that inode `ino` now holds `alloc` bytes of file data (0: freed), against
+    /// what it held before this batch (read once, through the cache).
+    fn note_alloc(&mut self, ino: u64, alloc: u64) {
+        if let Some(e) = self.allocs.get_mut(&ino) {
+            e.1 = alloc;
+            return;
+        }
+        let before = match self.inode(ino) {
+            Ok(i) if i.kind == Kind::File => i.alloc,
+            _ => 0,
+        };
+        self.allocs.insert(ino, (before, alloc));
+    }
+
+    /// Deletes inode `ino` in this head (a tombstone version).
+    fn tombstone_inode(&mut self, ino: u64) {
+        self.note_alloc(ino, 0);
+        let e = self.epoch();
+        store::put_version(
+            &mut self.batch,
+            Space::Meta,
+            &keys::inode(ino),
+            e,
+            codec::tombstone(),
         );
     }
 
@@ -257,15 +293,40 @@ impl Tx<'_> {
         self.commit_with(true)
     }
 
-    fn commit_with(self, sync: bool) -> FsResult<()> {
+    fn commit_with(mut self, sync: bool) -> FsResult<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let store = &self.fs.store;
         let epoch = self.chain.epoch;
+        let container = &self.fs.container;
+        // Usage and quotas: what this batch adds is checked before anything is written.
+        let delta: i64 = self
+            .allocs
+            .values()
+            .map(|&(before, after)| after as i64 - before as i64)
+            .sum();
+        let usage = if delta != 0 {
+            let before = store.usage(epoch)?;
+            let after = (before as i64 + delta).max(0) as u64;
+            store.put_usage(&mut self.batch, epoch, after);
+            Some((before, after))
+        } else {
+            None
+        };
+        let quota = store.quota(container)?;
+        let size_delta = match quota.including_snapshots {
+            Some(_) => Some(store.size_delta(epoch, self.batch.ops())?),
+            None => None,
+        };
+        store.check_quota(container, &quota, usage, size_delta)?;
         let ops = self.batch.ops().to_vec();
         match store.kv().write(self.batch, sync) {
             Ok(()) => {
+                if let Some((_, after)) = usage {
+                    store.note_usage(epoch, after);
+                }
+                store.note_size(epoch, size_delta);
                 store.cache_commit(epoch, &ops);
                 if self.dropped > 0 {
                     store.note_drops(&ops, self.dropped);
@@ -288,30 +349,6 @@ pub fn check_name(name: &[u8]) -> FsResult<()> {
     {
         return Err(FsError::Invalid("bad file name"));
     }
-    Ok(())
-}
-
-/// Visits, in reverse key order, the visible version of every versioned key in
-/// `[start, end)`; `f(base, value)` returns false to stop.
-fn scan_visible(
-    r: &dyn KvRead,
-    space: Space,
-    start: &[u8],
-    end: &[u8],
-    chain: &Chain,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) -> FsResult<()> {
-    let mut done_base: Option<Vec<u8>> = None;
-    r.scan(space, start, end, Dir::Reverse, &mut |k, v| {
-        let Some((base, e)) = keys::split_version(k) else {
-            return true;
-        };
-        if done_base.as_deref() == Some(base) || !chain.contains(e) {
-            return true;
-        }
-        done_base = Some(base.to_vec());
-        f(base, v)
-    })?;
     Ok(())
 }
 
@@ -388,6 +425,11 @@ impl Fs {
         matches!(self.view, View::Head)
     }
 
+    /// How many file handles are open.
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().open.values().map(|&n| n as usize).sum()
+    }
+
     /// Store inode numbers that have open file handles.
     pub fn open_inodes(&self) -> Vec<u64> {
         self.handles.lock().open.keys().copied().collect()
@@ -448,6 +490,7 @@ impl Fs {
             chain: self.chain()?,
             batch: Batch::new(),
             dropped: 0,
+            allocs: HashMap::new(),
             _guard: guard,
         })
     }
@@ -537,6 +580,17 @@ impl Fs {
                 let total = (1u64 << 40) / bsize as u64;
                 (total, total, total)
             }
+        };
+        // A container with a quota looks like a disk of the quota's size.
+        let (blocks, bfree, bavail) = match self
+            .store
+            .quota_room(&self.container, self.chain()?.epoch)?
+        {
+            Some((used, limit)) => {
+                let room = limit.saturating_sub(used) / bsize as u64;
+                (limit / bsize as u64, bfree.min(room), bavail.min(room))
+            }
+            None => (blocks, bfree, bavail),
         };
         Ok(Statfs {
             blocks,

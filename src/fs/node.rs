@@ -1,6 +1,6 @@
 //! Inode-level operations: create, link, unlink, attributes, open and release.
 
-use crate::codec::{self, Dirent, Inode, Kind, Ts};
+use crate::codec::{Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
 use crate::keys;
 use crate::kv::Space;
@@ -38,18 +38,11 @@ fn resolve_time(t: TimeSet, now: Ts) -> Ts {
 
 /// Releases everything an inode with no links and no open handle holds in this head.
 pub(super) fn free_inode(tx: &mut Tx<'_>, ino: u64, inode: &Inode) -> FsResult<()> {
-    let e = tx.epoch();
     if inode.kind == Kind::File {
         tx.drop_data(inode.data_id)?;
     }
     tx.drop_own(Space::Meta, &keys::xattr_prefix(ino))?;
-    crate::store::put_version(
-        &mut tx.batch,
-        Space::Meta,
-        &keys::inode(ino),
-        e,
-        codec::tombstone(),
-    );
+    tx.tombstone_inode(ino);
     Ok(())
 }
 

@@ -105,6 +105,10 @@ impl Fs {
     /// does not have is deleted; missing parents are recreated from the snapshot. The
     /// caller has handed the kernel's cached writes to the head first.
     pub fn restore_paths(&self, snap: &SnapshotInfo, paths: &[Vec<u8>]) -> FsResult<PathRestore> {
+        crate::metrics::timed("restore_paths", || self.restore_paths_inner(snap, paths))
+    }
+
+    fn restore_paths_inner(&self, snap: &SnapshotInfo, paths: &[Vec<u8>]) -> FsResult<PathRestore> {
         let targets = targets(paths)?;
         let mut tx = self.begin()?;
         if !self.store.links_indexed()? {

@@ -79,7 +79,12 @@ pub(crate) fn errno(e: FsError) -> Errno {
     if matches!(e, FsError::Io(_) | FsError::Corrupt(_)) {
         log::error!("{e}");
     }
-    e.errno()
+    let n = e.errno();
+    // Absent names are the everyday answer of lookups, not failures worth counting.
+    if n != libc::ENOENT {
+        crate::metrics::fuse_error(n);
+    }
+    n
 }
 
 fn empty(r: Result<(), FsError>) -> OpResult<()> {
@@ -176,6 +181,7 @@ impl Ops {
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> OpResult<Entry> {
+        let _t = crate::metrics::FuseTimer::new("lookup");
         match self.fs.lookup(parent, name) {
             // A name that does not exist is cached too (a negative entry: inode 0), for as
             // long as a positive one would be: a head's names change only through this mount
@@ -195,14 +201,17 @@ impl Ops {
     }
 
     pub fn getattr(&self, ino: u64) -> OpResult<Attr> {
+        let _t = crate::metrics::FuseTimer::new("getattr");
         self.attr(ino, self.fs.getattr(ino))
     }
 
     pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> OpResult<Attr> {
+        let _t = crate::metrics::FuseTimer::new("setattr");
         self.attr(ino, self.fs.setattr(ino, set, caller))
     }
 
     pub fn readlink(&self, ino: u64) -> OpResult<Vec<u8>> {
+        let _t = crate::metrics::FuseTimer::new("readlink");
         self.fs.readlink(ino).map_err(errno)
     }
 
@@ -214,18 +223,22 @@ impl Ops {
         rdev: u32,
         caller: Caller,
     ) -> OpResult<Entry> {
+        let _t = crate::metrics::FuseTimer::new("mknod");
         self.entry(parent, self.fs.mknod(parent, name, mode, rdev, caller))
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> OpResult<Entry> {
+        let _t = crate::metrics::FuseTimer::new("mkdir");
         self.entry(parent, self.fs.mkdir(parent, name, mode, caller))
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("unlink");
         empty(self.fs.unlink(parent, name, caller))
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("rmdir");
         empty(self.fs.rmdir(parent, name, caller))
     }
 
@@ -236,6 +249,7 @@ impl Ops {
         target: &[u8],
         caller: Caller,
     ) -> OpResult<Entry> {
+        let _t = crate::metrics::FuseTimer::new("symlink");
         self.entry(parent, self.fs.symlink(parent, name, target, caller))
     }
 
@@ -249,6 +263,7 @@ impl Ops {
         flags: u32,
         caller: Caller,
     ) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("rename");
         empty(
             self.fs
                 .rename(parent, name, newparent, newname, flags, caller),
@@ -256,10 +271,12 @@ impl Ops {
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> OpResult<Entry> {
+        let _t = crate::metrics::FuseTimer::new("link");
         self.entry(newparent, self.fs.link(ino, newparent, newname))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> OpResult<Opened> {
+        let _t = crate::metrics::FuseTimer::new("open");
         let fh = self.fs.open(ino, self.open_flags(flags)).map_err(errno)?;
         Ok(Opened {
             fh: fh.0,
@@ -268,14 +285,21 @@ impl Ops {
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
-        self.fs.read(ino, offset, size).map_err(errno)
+        let _t = crate::metrics::FuseTimer::new("read");
+        let data = self.fs.read(ino, offset, size).map_err(errno)?;
+        crate::metrics::get().read_bytes.inc_by(data.len() as u64);
+        Ok(data)
     }
 
     /// `kill`: the kernel says the writer lacks `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`).
     pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool) -> OpResult<u32> {
-        self.fs
+        let _t = crate::metrics::FuseTimer::new("write");
+        let n = self
+            .fs
             .write(ino, Fh(fh), offset, data, kill)
-            .map_err(errno)
+            .map_err(errno)?;
+        crate::metrics::get().written_bytes.inc_by(u64::from(n));
+        Ok(n)
     }
 
     /// Nothing to do at close: every write is in the store (the kernel writes its cached
@@ -283,19 +307,23 @@ impl Ops {
     /// ENOSYS tells the kernel never to send FLUSH again, which takes one round trip off
     /// every close(2) (the kernel then treats flush as done).
     pub fn flush(&self) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("flush");
         Err(libc::ENOSYS)
     }
 
     pub fn release(&self, ino: u64, fh: u64) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("release");
         empty(self.fs.release(ino, Fh(fh)))
     }
 
     /// FSYNC and FSYNCDIR: sync the store's write-ahead log.
     pub fn fsync(&self) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("fsync");
         empty(self.fs.fsync())
     }
 
     pub fn opendir(&self, ino: u64) -> OpResult<Opened> {
+        let _t = crate::metrics::FuseTimer::new("opendir");
         let fh = self.fs.opendir(ino).map_err(errno)?;
         let flags = if self.keep_cache && self.fs.kernel_cacheable(ino) {
             FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
@@ -314,6 +342,7 @@ impl Ops {
         offset: u64,
         mut add: impl FnMut(u64, u64, crate::codec::Kind, &[u8]) -> bool,
     ) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("readdir");
         let entries = self.fs.readdir(ino, Fh(fh), offset).map_err(errno)?;
         for e in entries.iter().skip(offset as usize) {
             if add(e.ino, e.offset, e.kind, &e.name) {
@@ -332,6 +361,7 @@ impl Ops {
         offset: u64,
         mut add: impl FnMut(&PlusEntry) -> bool,
     ) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("readdirplus");
         let entries = self.fs.readdir(ino, Fh(fh), offset).map_err(errno)?;
         let snapdir = self.fs.is_snapdir(ino);
         // The kernel ignores the attributes of `.` and `..`; give the directory's own,
@@ -368,11 +398,13 @@ impl Ops {
     }
 
     pub fn releasedir(&self, ino: u64, fh: u64) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("releasedir");
         self.fs.releasedir(ino, Fh(fh));
         Ok(())
     }
 
     pub fn statfs(&self) -> OpResult<Statfs> {
+        let _t = crate::metrics::FuseTimer::new("statfs");
         self.fs.statfs().map_err(errno)
     }
 
@@ -384,22 +416,27 @@ impl Ops {
         flags: i32,
         caller: Caller,
     ) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("setxattr");
         empty(self.fs.setxattr(ino, name, value, flags, caller))
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> OpResult<Xattr> {
+        let _t = crate::metrics::FuseTimer::new("getxattr");
         xattr_answer(self.fs.getxattr(ino, name).map_err(errno)?, size)
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> OpResult<Xattr> {
+        let _t = crate::metrics::FuseTimer::new("listxattr");
         xattr_answer(self.fs.listxattr(ino).map_err(errno)?, size)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("removexattr");
         empty(self.fs.removexattr(ino, name))
     }
 
     pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("access");
         empty(self.fs.access(ino, mask, caller))
     }
 
@@ -411,6 +448,7 @@ impl Ops {
         flags: i32,
         caller: Caller,
     ) -> OpResult<(Attr, Opened)> {
+        let _t = crate::metrics::FuseTimer::new("create");
         let (ino, inode, fh) = self
             .fs
             .create(parent, name, mode, self.open_flags(flags), caller)
@@ -436,6 +474,7 @@ impl Ops {
         mode: i32,
         uid: u32,
     ) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("fallocate");
         empty(
             self.fs
                 .fallocate(ino, offset, length, mode, lacks_fsetid(uid)),
@@ -446,10 +485,12 @@ impl Ops {
     /// git, bash and test tools expect from a filesystem without them, and without fuser's
     /// default warning per call (tens of thousands of log lines per hour of use).
     pub fn ioctl(&self) -> OpResult<()> {
+        let _t = crate::metrics::FuseTimer::new("ioctl");
         Err(libc::ENOTTY)
     }
 
     pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> OpResult<i64> {
+        let _t = crate::metrics::FuseTimer::new("lseek");
         let off = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
         let o = self.fs.lseek(ino, off, whence).map_err(errno)?;
         Ok(o as i64)
@@ -466,6 +507,7 @@ impl Ops {
         flags: u64,
         uid: u32,
     ) -> OpResult<u32> {
+        let _t = crate::metrics::FuseTimer::new("copy_file_range");
         if flags != 0 {
             return Err(libc::EOPNOTSUPP);
         }

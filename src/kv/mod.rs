@@ -154,6 +154,16 @@ pub trait Kv: KvRead + Send + Sync + 'static {
         0
     }
 
+    /// Whether the backend stops writes right now (a write stall), for metrics.
+    fn write_stopped(&self) -> bool {
+        false
+    }
+
+    /// The rate (bytes/s) the backend slows writes to while it delays them; 0 when not.
+    fn delayed_write_rate(&self) -> u64 {
+        0
+    }
+
     /// Writes what the backend buffers in memory to its files, so that its write-ahead log
     /// can go (a log is kept until every buffer holding part of it is flushed).
     fn flush_buffers(&self) -> KvResult<()> {

@@ -524,6 +524,22 @@ impl Kv for RocksKv {
             .unwrap_or(0)
     }
 
+    fn write_stopped(&self) -> bool {
+        self.db
+            .property_int_value("rocksdb.is-write-stopped")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v != 0)
+    }
+
+    fn delayed_write_rate(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.actual-delayed-write-rate")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     fn flush_buffers(&self) -> KvResult<()> {
         for space in Space::ALL {
             self.db.flush_cf(self.cf(space)?).map_err(map_err)?;

@@ -176,6 +176,7 @@ impl Store {
             },
         };
         b.put(Space::Meta, keys::epoch(head), codec::encode_plain(&rec));
+        self.put_usage(&mut b, head, 0);
         put_version(
             &mut b,
             Space::Meta,
@@ -185,6 +186,8 @@ impl Store {
         );
         self.kv.write(b, true)?;
         self.epochs.write().insert(head, rec);
+        self.note_usage(head, 0);
+        self.forget_snapshot_epochs();
         self.set_head(crec.id.as_bytes(), head);
         Ok(crec)
     }
@@ -201,6 +204,7 @@ impl Store {
         rec.deleted_at = Some(Ts::now());
         self.put_container(&mut b, &rec);
         b.delete(Space::Meta, keys::container_name(&rec.name));
+        self.drop_quota(&mut b, id);
         self.kv.write(b, true)?;
         self.reload_epochs(&[rec.head])?;
         self.heads.write().remove(id);

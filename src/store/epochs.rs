@@ -29,6 +29,11 @@ impl EpochTree {
         t
     }
 
+    /// How many epochs are retired (waiting for reclaim, or kept as a shared base).
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+
     pub fn get(&self, e: u64) -> Option<&EpochRecord> {
         self.recs.get(&e)
     }
@@ -104,6 +109,10 @@ impl EpochTree {
             }
         }
         None
+    }
+
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.len()
     }
 
     pub fn has_dirty(&self) -> bool {

@@ -6,14 +6,18 @@
 mod container;
 mod epochs;
 mod linkindex;
+mod quota;
 mod reclaim;
 mod snapindex;
 mod snapshot;
+mod space;
 
 pub use container::{check_container_name, ContainerRecord};
 pub use epochs::EpochTree;
-pub use reclaim::{ReclaimControl, ReclaimStats};
+pub use quota::Quota;
+pub use reclaim::{ReclaimControl, ReclaimProgress, ReclaimStats};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
+pub use space::{SnapshotSpace, StoreSpace};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +64,8 @@ pub enum StoreError {
     AliasTaken(String),
     #[error("invalid alias {0:?}: {1}")]
     BadAlias(String, &'static str),
+    #[error("the snapshot's tree holds {usage} bytes of file data, over the container's quota of {limit} bytes")]
+    OverQuota { usage: u64, limit: u64 },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -103,6 +109,30 @@ impl Chain {
     pub fn members(&self) -> &[u64] {
         &self.members
     }
+}
+
+/// Visits, in reverse key order, the visible version of every versioned key in
+/// `[start, end)`; `f(base, value)` returns false to stop.
+pub fn scan_visible(
+    r: &dyn KvRead,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    chain: &Chain,
+    f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> FsResult<()> {
+    let mut done_base: Option<Vec<u8>> = None;
+    r.scan(space, start, end, Dir::Reverse, &mut |k, v| {
+        let Some((base, e)) = keys::split_version(k) else {
+            return true;
+        };
+        if done_base.as_deref() == Some(base) || !chain.contains(e) {
+            return true;
+        }
+        done_base = Some(base.to_vec());
+        f(base, v)
+    })?;
+    Ok(())
 }
 
 /// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the
@@ -157,6 +187,10 @@ pub struct Store {
     /// Per container, how many snapshots it has and the newest's time (filled on first
     /// use; see `snapshot_summary`).
     snapshot_summaries: Mutex<HashMap<Vec<u8>, snapindex::SnapSummary>>,
+    /// Quotas, usage and epoch sizes (see `quota.rs`).
+    accounts: Mutex<quota::Accounts>,
+    /// What reclaim is doing (see `reclaim.rs`).
+    reclaim_progress: Mutex<reclaim::ReclaimProgress>,
 }
 
 /// What batches physically deleted since the daemon last compacted: the bytes of the versions
@@ -186,6 +220,9 @@ pub struct MetaCache {
     /// on the keys it newly shadowed; reclaim re-prunes a retired parent of a head after
     /// enough of them).
     writes: HashMap<u64, u64>,
+    /// Lookups served from the map, and those that were not (for metrics).
+    hits: u64,
+    misses: u64,
 }
 
 /// Whether a key of this table is cached: inodes, entries and extended attributes (a write
@@ -320,6 +357,8 @@ impl Store {
             dropped: Mutex::new(Dropped::default()),
             last_names: Mutex::new(HashMap::new()),
             snapshot_summaries: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(quota::Accounts::default()),
+            reclaim_progress: Mutex::new(reclaim::ReclaimProgress::default()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -345,11 +384,24 @@ impl Store {
     /// The cached resolution of `base` in view `epoch`, and the cache generation to pass to
     /// [`Store::cache_insert`] after a miss.
     pub fn cache_get(&self, epoch: u64, base: &[u8]) -> Result<Option<Vec<u8>>, u64> {
-        let c = self.cache.lock();
+        let mut c = self.cache.lock();
         match c.map.get(&(epoch, base.to_vec())) {
-            Some(v) => Ok(v.clone()),
-            None => Err(c.generation),
+            Some(v) => {
+                let v = v.clone();
+                c.hits += 1;
+                Ok(v)
+            }
+            None => {
+                c.misses += 1;
+                Err(c.generation)
+            }
         }
+    }
+
+    /// Metadata cache lookups so far: (hits, misses).
+    pub fn cache_stats(&self) -> (u64, u64) {
+        let c = self.cache.lock();
+        (c.hits, c.misses)
     }
 
     /// Remembers a resolution read from the kv, unless a commit happened since `generation`.
@@ -422,6 +474,12 @@ impl Store {
     }
 
     /// What was dropped since the last [`Store::take_dropped`].
+    /// How many epochs are retired (deleted snapshots and replaced trees not yet reclaimed,
+    /// or kept as shared bases).
+    pub fn retired_count(&self) -> usize {
+        self.epochs.read().retired_count()
+    }
+
     pub fn dropped(&self) -> Dropped {
         self.dropped.lock().clone()
     }

@@ -57,9 +57,49 @@ pub struct ReclaimStats {
 }
 
 impl ReclaimStats {
+    fn add(&mut self, o: &ReclaimStats) {
+        self.epochs_removed += o.epochs_removed;
+        self.versions_dropped += o.versions_dropped;
+        self.versions_moved += o.versions_moved;
+        self.versions_scanned += o.versions_scanned;
+        self.bytes_dropped += o.bytes_dropped;
+        self.batches += o.batches;
+    }
+
     /// Versions reclaim touched: its work, whatever it found.
     pub fn work(&self) -> u64 {
         self.versions_dropped + self.versions_moved + self.versions_scanned
+    }
+}
+
+/// Reclaim's progress: whether a run is under way and what it did so far, what all runs
+/// since the store opened did, and what waits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReclaimProgress {
+    pub running: bool,
+    /// The run under way, so far (zero when none).
+    pub current: ReclaimStats,
+    /// Every finished run since the store opened.
+    pub total: ReclaimStats,
+    /// Retired epochs queued for reclaim to look at.
+    pub queued_epochs: usize,
+    /// Retired epochs in the tree (queued, or kept as shared bases).
+    pub retired_epochs: usize,
+}
+
+/// Marks a run as under way while it lives.
+struct RunningGuard<'a>(&'a Store);
+
+impl<'a> RunningGuard<'a> {
+    fn start(s: &'a Store) -> Self {
+        s.reclaim_progress.lock().running = true;
+        RunningGuard(s)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reclaim_progress.lock().running = false;
     }
 }
 
@@ -155,6 +195,28 @@ impl Store {
         // One run at a time: each step reshapes the tree the next one reads.
         let _run = self.reclaim_run.lock();
         let mut stats = ReclaimStats::default();
+        let _progress = RunningGuard::start(self);
+        let r = self.reclaim_run_steps(ctl, &mut stats);
+        let mut p = self.reclaim_progress.lock();
+        p.total.add(&stats);
+        p.current = ReclaimStats::default();
+        r.map(|()| stats)
+    }
+
+    /// What reclaim is doing and has done (for `GET /api/v1/status`).
+    pub fn reclaim_progress(&self) -> ReclaimProgress {
+        let mut p = *self.reclaim_progress.lock();
+        let t = self.epochs.read();
+        p.queued_epochs = t.dirty_count();
+        p.retired_epochs = t.retired_count();
+        p
+    }
+
+    fn reclaim_run_steps(
+        &self,
+        ctl: &dyn ReclaimControl,
+        stats: &mut ReclaimStats,
+    ) -> FsResult<()> {
         self.requeue_pruned_heads();
         loop {
             if ctl.should_stop() {
@@ -163,7 +225,7 @@ impl Store {
             let Some(e) = self.epochs.write().pop_dirty() else {
                 break;
             };
-            match self.reclaim_epoch(e, ctl, &mut stats) {
+            match self.reclaim_epoch(e, ctl, stats) {
                 Ok(Step::Done) => {}
                 Ok(Step::Stopped) => {
                     self.epochs.write().mark_dirty(e);
@@ -175,7 +237,7 @@ impl Store {
                 }
             }
         }
-        Ok(stats)
+        Ok(())
     }
 
     /// Queues the retired parents of heads that wrote enough since they were pruned.
@@ -269,7 +331,7 @@ impl Store {
     }
 
     /// Up to `limit` change-index entries of `e` from `from` on.
-    fn changes(&self, e: u64, from: &[u8], limit: usize) -> FsResult<Vec<Entry>> {
+    pub(super) fn changes(&self, e: u64, from: &[u8], limit: usize) -> FsResult<Vec<Entry>> {
         let end = crate::kv::prefix_end(&keys::epoch_changes(e));
         let mut out = Vec::new();
         self.kv
@@ -341,8 +403,10 @@ impl Store {
             return Ok(());
         }
         let span = super::dropped_span(b.ops());
+        self.forget_sizes(b.ops());
         self.kv.write(b, false)?;
         stats.batches += 1;
+        self.reclaim_progress.lock().current = *stats;
         self.account_drops(stats.bytes_dropped - before, span);
         Ok(())
     }
@@ -565,6 +629,7 @@ impl Store {
         let mut b = Batch::new();
         b.delete(Space::Meta, keys::epoch(r));
         b.delete(Space::Meta, keys::pruned(r));
+        b.delete(Space::Meta, keys::usage(r));
         let mut moved = None;
         if let Some(c) = child {
             if let Some(mut crec) = self.epoch(c) {
@@ -602,6 +667,7 @@ impl Store {
         b.delete(Space::Meta, keys::epoch(c));
         b.delete(Space::Meta, keys::pruned(c));
         b.delete(Space::Meta, keys::pruned(r));
+        b.delete(Space::Meta, keys::usage(c));
         let mut moved = Vec::new();
         for (g, mut grec) in grandchildren {
             grec.parent = r;
@@ -630,7 +696,7 @@ impl Store {
     /// Does epoch `c` itself make the version of `base` of its parent invisible to every
     /// view at or below `c`? True when `c` has its own version of `base`, or for a block
     /// whose data id `c` marked dead.
-    fn shadowed_in(&self, c: u64, space: Space, base: &[u8]) -> FsResult<bool> {
+    pub(super) fn shadowed_in(&self, c: u64, space: Space, base: &[u8]) -> FsResult<bool> {
         if self.kv.get(space, &keys::versioned(base, c))?.is_some() {
             return Ok(true);
         }

@@ -168,11 +168,13 @@ impl Store {
         );
         crec.head = head;
         self.put_container(b, &crec);
+        self.inherit_usage(b, head, frozen)?;
         Ok((frozen, head, crec))
     }
 
     /// Reloads the in-memory epoch records touched by a written batch.
     pub(super) fn reload_epochs(&self, epochs: &[u64]) -> FsResult<()> {
+        self.forget_snapshot_epochs();
         for &e in epochs {
             match self.kv.get(Space::Meta, &keys::epoch(e))? {
                 Some(v) => {
@@ -223,6 +225,17 @@ impl Store {
         alias: Option<&str>,
         expires_at: Option<Ts>,
     ) -> Result<SnapshotInfo, StoreError> {
+        crate::metrics::timed("snapshot", || {
+            self.snapshot_inner(container, alias, expires_at)
+        })
+    }
+
+    fn snapshot_inner(
+        &self,
+        container: &[u8],
+        alias: Option<&str>,
+        expires_at: Option<Ts>,
+    ) -> Result<SnapshotInfo, StoreError> {
         if let Some(a) = alias {
             check_alias(a)?;
         }
@@ -261,13 +274,24 @@ impl Store {
     /// Points `container` at a new head on top of snapshot `key`; the old head is retired.
     /// Later snapshots are kept. O(1).
     pub fn restore(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+        crate::metrics::timed("restore", || self.restore_inner(container, key))
+    }
+
+    fn restore_inner(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
         let mut snap = self.require_snapshot(container, key)?;
         let mut crec = self.require_live(container)?;
         let base = self.chain_via(snap.record.epoch, self.head(container).ok().as_deref());
+        if let Some(limit) = self.quota(container)?.bytes {
+            let usage = self.usage(snap.record.epoch)?;
+            if usage > limit {
+                return Err(StoreError::OverQuota { usage, limit });
+            }
+        }
         let mut b = Batch::new();
         let old = crec.head;
         let head = self.alloc_epoch(&mut b);
+        self.inherit_usage(&mut b, head, snap.record.epoch)?;
         self.put_epoch(
             &mut b,
             head,
@@ -312,6 +336,14 @@ impl Store {
 
     /// Deletes snapshot `key` at once; its space is reclaimed in the background.
     pub fn delete_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+        crate::metrics::timed("delete", || self.delete_snapshot_inner(container, key))
+    }
+
+    fn delete_snapshot_inner(
+        &self,
+        container: &[u8],
+        key: &str,
+    ) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
         let snap = self.require_snapshot(container, key)?;
         let mut b = Batch::new();
@@ -384,6 +416,18 @@ impl Store {
         target: &str,
         project_id: Option<&str>,
     ) -> Result<ContainerRecord, StoreError> {
+        crate::metrics::timed("copy", || {
+            self.copy_container_inner(source, key, target, project_id)
+        })
+    }
+
+    fn copy_container_inner(
+        &self,
+        source: &[u8],
+        key: Option<&str>,
+        target: &str,
+        project_id: Option<&str>,
+    ) -> Result<ContainerRecord, StoreError> {
         super::check_container_name(target)?;
         let _g = self.write_lock();
         self.require_container(source)?;
@@ -405,6 +449,7 @@ impl Store {
             }
         };
         let head = self.alloc_epoch(&mut b);
+        self.inherit_usage(&mut b, head, base)?;
         let crec = self.new_container_record(&mut b, target, project_id, head)?;
         self.put_epoch(
             &mut b,

@@ -183,6 +183,18 @@ impl Volume {
         (slot << SLOT_SHIFT) | ino
     }
 
+    /// File handles open through this mount (head and snapshot views), for metrics.
+    pub fn open_handles(&self) -> usize {
+        let views: usize = self
+            .slots
+            .read()
+            .views
+            .iter()
+            .map(|(_, _, fs)| fs.open_handles())
+            .sum();
+        self.head.open_handles() + views
+    }
+
     /// Kernel inode numbers of the head's files that are open right now.
     pub fn open_head_inodes(&self) -> Vec<u64> {
         self.head

@@ -1,0 +1,355 @@
+//! Container quotas and the space accounting they rest on.
+//!
+//! Two limits per container, after ZFS's `refquota` and `quota`:
+//! - `bytes` (API `quota_bytes`): the file data the live tree references: the sum of its
+//!   files' stored block bytes (`Inode::alloc`, what `du` counts), shared with snapshots or
+//!   not. This is the container's *usage*, kept per epoch (`keys::usage`): every write batch
+//!   adds what it changed (`Tx::commit`), a snapshot's new head starts at the frozen tree's
+//!   usage, a restore at the snapshot's. No scan per write.
+//! - `including_snapshots` (API `quota_including_snapshots_bytes`): what the container's
+//!   trees hold together, its `bytes_used`: every version its live tree's epochs and its
+//!   snapshots wrote (data and metadata, from the change index). Kept per epoch in memory:
+//!   the head's own size moves with each write batch (one read per version the batch
+//!   replaces, only for containers with this limit), frozen epochs' sizes change only when
+//!   reclaim moves versions, which forgets the sizes it touched.
+//!
+//! A write that would take a container past a limit fails with EDQUOT before anything is
+//! written; nothing that frees space (truncate, unlink, snapshot deletion) is ever refused.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{scan_visible, Store, StoreError};
+use crate::codec::{self, Inode, Kind};
+use crate::error::{FsError, FsResult};
+use crate::keys;
+use crate::kv::{Batch, BatchOp, Dir, Space};
+
+/// A container's limits; `None` is no limit.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Most bytes of file data the live tree may reference.
+    pub bytes: Option<u64>,
+    /// Most bytes the live tree and the snapshots may hold together (`bytes_used`).
+    pub including_snapshots: Option<u64>,
+}
+
+impl Quota {
+    pub fn is_none(&self) -> bool {
+        self.bytes.is_none() && self.including_snapshots.is_none()
+    }
+}
+
+/// The in-memory side of the accounting (all under one lock, taken briefly).
+#[derive(Default)]
+pub(super) struct Accounts {
+    quotas: HashMap<Vec<u8>, Quota>,
+    /// Usage (file data bytes) of the tree at each epoch, once known.
+    usage: HashMap<u64, u64>,
+    /// Own size (bytes of its versions) of each epoch, once computed.
+    sizes: HashMap<u64, u64>,
+    /// Epochs of each container's snapshots, once listed (forgotten on any change of the
+    /// epoch tree).
+    snap_epochs: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+impl Store {
+    /// The limits of `container` (none when never set).
+    pub fn quota(&self, container: &[u8]) -> FsResult<Quota> {
+        if let Some(q) = self.accounts.lock().quotas.get(container) {
+            return Ok(*q);
+        }
+        let q = match self.kv.get(Space::Meta, &keys::quota(container))? {
+            Some(v) => codec::decode_plain(&v)?,
+            None => Quota::default(),
+        };
+        self.accounts.lock().quotas.insert(container.to_vec(), q);
+        Ok(q)
+    }
+
+    /// Sets the limits of live container `container`. A limit below what the container
+    /// already uses is accepted (as ZFS does): writes fail until enough is freed.
+    pub fn set_quota(&self, container: &[u8], q: Quota) -> Result<(), StoreError> {
+        let _g = self.write_lock();
+        self.require_live(container)?;
+        let mut b = Batch::new();
+        if q.is_none() {
+            b.delete(Space::Meta, keys::quota(container));
+        } else {
+            b.put(Space::Meta, keys::quota(container), codec::encode_plain(&q));
+        }
+        self.kv.write(b, true)?;
+        self.accounts.lock().quotas.insert(container.to_vec(), q);
+        Ok(())
+    }
+
+    /// Forgets a deleted container's limits.
+    pub(super) fn drop_quota(&self, b: &mut Batch, container: &[u8]) {
+        b.delete(Space::Meta, keys::quota(container));
+        self.accounts.lock().quotas.remove(container);
+    }
+
+    /// File data bytes the tree at `epoch` references (its files' stored blocks).
+    pub fn usage(&self, epoch: u64) -> FsResult<u64> {
+        if let Some(u) = self.accounts.lock().usage.get(&epoch) {
+            return Ok(*u);
+        }
+        let u = match self.kv.get(Space::Meta, &keys::usage(epoch))? {
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| FsError::Corrupt(format!("usage of epoch {epoch}")))?,
+            // A store from before the accounting: counted once, from the inodes.
+            None => self.count_usage(epoch)?,
+        };
+        self.accounts.lock().usage.insert(epoch, u);
+        Ok(u)
+    }
+
+    /// Counts the usage of the tree at `epoch` from its inodes (for stores written before
+    /// the accounting, and for fsck). O(inode versions in the store).
+    pub fn count_usage(&self, epoch: u64) -> FsResult<u64> {
+        let chain = self.chain(epoch);
+        let mut total = 0u64;
+        let mut err = None;
+        scan_visible(
+            self.kv.as_ref(),
+            Space::Meta,
+            &[keys::TAG_INODE],
+            &[keys::TAG_INODE + 1],
+            &chain,
+            &mut |_, v| {
+                match codec::decode::<Inode>(v) {
+                    Ok(codec::Version::Live(i)) if i.kind == Kind::File => total += i.alloc,
+                    Ok(_) => {}
+                    Err(e) => {
+                        err = Some(e);
+                        return false;
+                    }
+                }
+                true
+            },
+        )?;
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(total),
+        }
+    }
+
+    /// Writes the usage of `epoch` into `b`; [`Store::note_usage`] after the batch is in.
+    pub(crate) fn put_usage(&self, b: &mut Batch, epoch: u64, usage: u64) {
+        b.put(
+            Space::Meta,
+            keys::usage(epoch),
+            usage.to_be_bytes().to_vec(),
+        );
+    }
+
+    pub(crate) fn note_usage(&self, epoch: u64, usage: u64) {
+        self.accounts.lock().usage.insert(epoch, usage);
+    }
+
+    /// A new head `head` starts with the tree of `from`: same usage (if known; else it is
+    /// counted when first needed).
+    pub(super) fn inherit_usage(&self, b: &mut Batch, head: u64, from: u64) -> FsResult<()> {
+        let u = self.usage(from)?;
+        self.put_usage(b, head, u);
+        Ok(())
+    }
+
+    /// Bytes every version the container's trees hold (its live tree's epochs and its
+    /// snapshots'): what `quota_including_snapshots_bytes` limits.
+    pub fn bytes_used(&self, container: &[u8]) -> FsResult<u64> {
+        let mut epochs: BTreeSet<u64> = self.snapshot_epochs(container)?.into_iter().collect();
+        if let Some(c) = self.container(container)? {
+            if c.deleted_at.is_none() {
+                epochs.extend(self.chain(c.head).members().iter().copied());
+            }
+        }
+        let mut total = 0u64;
+        for e in epochs {
+            total += self.cached_size(e)?;
+        }
+        Ok(total)
+    }
+
+    /// Bytes the snapshots of `container` wrote (the sum of their `size`).
+    pub fn snapshots_bytes(&self, container: &[u8]) -> FsResult<u64> {
+        let mut total = 0u64;
+        for e in self.snapshot_epochs(container)? {
+            total += self.cached_size(e)?;
+        }
+        Ok(total)
+    }
+
+    fn snapshot_epochs(&self, container: &[u8]) -> FsResult<Vec<u64>> {
+        if let Some(v) = self.accounts.lock().snap_epochs.get(container) {
+            return Ok(v.clone());
+        }
+        let v: Vec<u64> = self
+            .snapshots(container)?
+            .iter()
+            .map(|s| s.record.epoch)
+            .collect();
+        self.accounts
+            .lock()
+            .snap_epochs
+            .insert(container.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    /// The own size of epoch `e` (cached; computed from its change index once).
+    pub(super) fn cached_size(&self, e: u64) -> FsResult<u64> {
+        if let Some(s) = self.accounts.lock().sizes.get(&e) {
+            return Ok(*s);
+        }
+        let s = self.epoch_size(e)?;
+        self.accounts.lock().sizes.insert(e, s);
+        Ok(s)
+    }
+
+    /// How much a batch about to be written changes head epoch `head`'s own size: each
+    /// version it writes or drops there, against the size it replaces. One read per
+    /// version, so only for containers with a limit on it.
+    pub(crate) fn size_delta(&self, head: u64, ops: &[BatchOp]) -> FsResult<i64> {
+        let prefix = keys::epoch_changes(head);
+        let mut seen: HashMap<&[u8], u64> = HashMap::new();
+        let mut delta = 0i64;
+        for op in ops {
+            let (key, new) = match op {
+                BatchOp::Put(Space::Meta, k, v) if k.starts_with(&prefix) => {
+                    (k, <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes))
+                }
+                BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => (k, 0),
+                _ => continue,
+            };
+            let old = match seen.get(&key[..]) {
+                Some(s) => *s,
+                None => self
+                    .kv
+                    .get(Space::Meta, key)?
+                    .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+                    .map_or(0, u64::from_be_bytes),
+            };
+            delta += new as i64 - old as i64;
+            seen.insert(key, new);
+        }
+        Ok(delta)
+    }
+
+    /// After a write batch in head `head`: its own size moved by `delta` (when it was
+    /// computed), or is unknown now.
+    pub(crate) fn note_size(&self, head: u64, delta: Option<i64>) {
+        let mut a = self.accounts.lock();
+        match delta {
+            Some(d) => {
+                if let Some(s) = a.sizes.get_mut(&head) {
+                    *s = (*s as i64 + d).max(0) as u64;
+                }
+            }
+            None => {
+                a.sizes.remove(&head);
+            }
+        }
+    }
+
+    /// Reclaim wrote `ops`: the epochs whose versions it moved or dropped have new sizes.
+    pub(super) fn forget_sizes(&self, ops: &[BatchOp]) {
+        let mut a = self.accounts.lock();
+        if a.sizes.is_empty() {
+            return;
+        }
+        for op in ops {
+            let k = match op {
+                BatchOp::Put(Space::Meta, k, _) | BatchOp::Delete(Space::Meta, k) => k,
+                _ => continue,
+            };
+            if let Some((e, _, _)) = keys::split_change(k) {
+                a.sizes.remove(&e);
+            }
+        }
+    }
+
+    /// The epoch tree changed (snapshot, restore, copy, deletion, reclaim): lists of
+    /// snapshot epochs are read again when next needed.
+    pub(super) fn forget_snapshot_epochs(&self) {
+        self.accounts.lock().snap_epochs.clear();
+    }
+
+    /// Checks a write batch of `container`'s head `head` against its limits: `usage` is the
+    /// head's usage after the batch (when the batch changes it), `size_delta` the change of
+    /// the head's own size (when computed). Errors with `Quota` if a limit would be passed.
+    pub(crate) fn check_quota(
+        &self,
+        container: &[u8],
+        q: &Quota,
+        usage: Option<(u64, u64)>,
+        size_delta: Option<i64>,
+    ) -> FsResult<()> {
+        if let (Some(limit), Some((before, after))) = (q.bytes, usage) {
+            if after > before && after > limit {
+                return Err(FsError::Quota);
+            }
+        }
+        if let (Some(limit), Some(d)) = (q.including_snapshots, size_delta) {
+            if d > 0 && self.bytes_used(container)?.saturating_add(d as u64) > limit {
+                return Err(FsError::Quota);
+            }
+        }
+        Ok(())
+    }
+
+    /// (usage, limit) for `statfs`: the tighter of the two limits, if any.
+    pub fn quota_room(&self, container: &[u8], head: u64) -> FsResult<Option<(u64, u64)>> {
+        let q = self.quota(container)?;
+        let mut best: Option<(u64, u64)> = None;
+        if let Some(limit) = q.bytes {
+            best = Some((self.usage(head)?, limit));
+        }
+        if let Some(limit) = q.including_snapshots {
+            let used = self.bytes_used(container)?;
+            let room = |(u, l): (u64, u64)| l.saturating_sub(u);
+            if best.is_none_or(|b| room((used, limit)) < room(b)) {
+                best = Some((used, limit));
+            }
+        }
+        Ok(best)
+    }
+
+    /// The usage stored for `epoch`, if any (None: a store from before the accounting).
+    pub fn stored_usage(&self, epoch: u64) -> FsResult<Option<u64>> {
+        Ok(self
+            .kv
+            .get(Space::Meta, &keys::usage(epoch))?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Sets the usage of `epoch` (fsck --repair, from a count of its inodes).
+    pub fn set_usage(&self, epoch: u64, usage: u64) -> FsResult<()> {
+        let _g = self.write_lock();
+        let mut b = Batch::new();
+        self.put_usage(&mut b, epoch, usage);
+        self.kv.write(b, true)?;
+        self.note_usage(epoch, usage);
+        Ok(())
+    }
+
+    /// Usage counters of every epoch in the store, for fsck: (epoch, stored value).
+    pub fn stored_usages(&self) -> FsResult<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        self.kv.scan(
+            Space::Meta,
+            &[keys::TAG_USAGE],
+            &[keys::TAG_USAGE + 1],
+            Dir::Forward,
+            &mut |k, v| {
+                if let (Some(e), Ok(b)) = (keys::u64_at(k, 1), <[u8; 8]>::try_from(v)) {
+                    out.push((e, u64::from_be_bytes(b)));
+                }
+                true
+            },
+        )?;
+        Ok(out)
+    }
+}
