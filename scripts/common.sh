@@ -13,7 +13,7 @@ SNAPFS_BIN="$CARGO_TARGET_DIR/release/snapfs"
 
 # Debian packages every script needs: fusermount3 (fuse3), bindgen's libclang for
 # the RocksDB build, fio for the benchmark, getfattr/setfattr (attr) for tests.
-SNAPFS_BASE_PACKAGES=(fuse3 libclang-dev fio attr systemd)
+SNAPFS_BASE_PACKAGES=(fuse3 libclang-dev fio attr systemd curl python3-venv)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {

@@ -42,4 +42,10 @@ echo Y >"$URING_SWITCH"
 log "cargo test --release --no-fail-fast ${URING_TESTS[*]/#/--test } (FUSE over io_uring)"
 cargo test --release --no-fail-fast "${URING_TESTS[@]/#/--test=}" -- --test-threads=2 "$@"
 
+# The API against its OpenAPI description (schemathesis, bounded, loopback only).
+if [ $# -eq 0 ]; then
+    log "scripts/api_fuzz.sh (schemathesis against docs/openapi.json)"
+    bash scripts/api_fuzz.sh
+fi
+
 log "all checks passed"

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{bad, blocking, ApiPath, ApiQuery, ApiResponse, ApiResult};
+use super::{bad, blocking, doc, ApiPath, ApiQuery, ApiResponse, ApiResult};
 use crate::codec::Kind;
 use crate::fs::{Change, Side};
 use crate::service::Service;
@@ -23,12 +23,15 @@ use crate::timefmt::rfc3339;
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DiffQuery {
     #[serde(default)]
     to: Option<String>,
+    /// Changes per page, 1 to 10000 (default 1000).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     #[serde(default)]
     cursor: Option<String>,
@@ -37,10 +40,12 @@ pub(super) struct DiffQuery {
 /// The body of `PATCH .../snapshots/{name}`: none (or `{}`) restores the whole container;
 /// `paths` (strings) and `paths_base64` (for names that are not UTF-8) restore only those.
 /// Unknown fields are refused: a misspelt `paths` must never turn into a full restore.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RestoreBody {
+    /// Absolute paths to restore, at least one (absent: the whole container).
     #[serde(default)]
+    #[schema(min_items = 1)]
     paths: Option<Vec<String>>,
     #[serde(default)]
     paths_base64: Option<Vec<String>>,
@@ -179,6 +184,7 @@ fn parse_cursor(s: &str) -> Result<(Vec<u8>, String), ApiResponse> {
     Ok((raw[zero + 1..].to_vec(), change.to_string()))
 }
 
+#[utoipa::path(get, path = "/api/v1/containers/{id}/snapshots/{name}/diff", tag = "history", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias"), DiffQuery), responses((status = 200, description = "One page of the changes, sorted by path", body = doc::DiffAnswer)))]
 pub(super) async fn diff_snapshot(
     State(svc): State<Arc<Service>>,
     ApiPath((id, name)): ApiPath<(String, String)>,
@@ -215,15 +221,19 @@ pub(super) async fn diff_snapshot(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
+    /// Absolute, without `..` (or give `path_base64`).
     #[serde(default)]
+    #[param(pattern = "^/")]
     path: Option<String>,
     #[serde(default)]
     path_base64: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/containers/{id}/history", tag = "history", params(("id" = String, Path, description = "container id or name"), HistoryQuery), responses((status = 200, description = "The trees in which the path differs from the next older one, newest first", body = doc::HistoryAnswer)))]
 pub(super) async fn path_history(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,

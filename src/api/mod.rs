@@ -23,7 +23,11 @@ use crate::service::{ContainerInfo, Service, ServiceError};
 use crate::store::{ContainerRecord, SnapshotInfo};
 use crate::timefmt::{parse_rfc3339, rfc3339};
 
+mod containers;
+pub mod doc;
 mod history;
+mod ops;
+mod snapshots;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -196,464 +200,6 @@ fn body<T: for<'de> Deserialize<'de>>(
     serde_json::from_value(value).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateSnapshot {
-    #[serde(default)]
-    alias: Option<String>,
-    #[serde(default)]
-    expiry: Option<Value>,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetAlias {
-    alias: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateContainer {
-    name: String,
-    #[serde(default)]
-    project_id: Option<String>,
-    #[serde(default)]
-    quota_bytes: Option<u64>,
-    #[serde(default)]
-    quota_including_snapshots_bytes: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Start {
-    mountpoint: String,
-    #[serde(default)]
-    snapdir: Option<String>,
-    #[serde(default)]
-    admin_uid: Option<u32>,
-}
-
-/// `DELETE /containers/{id}?force=true`: stop a running container first.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteContainer {
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Copy {
-    #[serde(default)]
-    target_project_id: Option<String>,
-    name: String,
-    #[serde(default)]
-    source_snapshot: Option<String>,
-}
-
-/// The expiry instant asked for: `expiry` in whole days from now, or an explicit
-/// `expires_at` (RFC 3339); never both.
-fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiResponse> {
-    match (&req.expiry, &req.expires_at) {
-        (Some(_), Some(_)) => Err(bad("give either expiry or expires_at, not both")),
-        (Some(Value::Null), None) | (None, None) => Ok(None),
-        (Some(v), None) => {
-            let days = v
-                .as_u64()
-                .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "expiry must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}"
-                    ))
-                })?;
-            let now = Ts::now();
-            Ok(Some(Ts {
-                secs: now.secs + days as i64 * 86_400,
-                nsecs: now.nsecs / 1_000_000 * 1_000_000,
-            }))
-        }
-        (None, Some(s)) => {
-            let t = parse_rfc3339(s).ok_or_else(|| bad("expires_at must be an RFC 3339 time"))?;
-            let now = Ts::now();
-            if (t.secs, t.nsecs) <= (now.secs, now.nsecs) {
-                return Err(bad("expires_at must be in the future"));
-            }
-            Ok(Some(t))
-        }
-    }
-}
-
-fn check_alias(alias: &Option<String>) -> Result<(), ApiResponse> {
-    if let Some(a) = alias {
-        crate::store::check_alias(a).map_err(|e| bad(e.to_string()))?;
-    }
-    Ok(())
-}
-
-async fn list_snapshots(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult {
-    let (c, snaps) = blocking(&svc, move |s| {
-        let (c, snaps) = s.snapshots(&id)?;
-        let mut out = Vec::new();
-        for sn in snaps {
-            let size = s.snapshot_size(&sn)?;
-            out.push((sn, size));
-        }
-        Ok((c, out))
-    })
-    .await?;
-    // Newest first.
-    let list: Vec<Value> = snaps
-        .iter()
-        .rev()
-        .map(|(s, z)| snapshot_json(s, *z))
-        .collect();
-    Ok(ApiResponse::ok(
-        "Snapshots retrieved successfully",
-        json!({"container_id": c.id, "project_id": c.project_id, "snapshots": list}),
-    ))
-}
-
-fn snapshot_envelope(c: &ContainerRecord, s: &SnapshotInfo, size: u64) -> Value {
-    json!({"container_id": c.id, "project_id": c.project_id, "snapshot": snapshot_json(s, size)})
-}
-
-async fn create_snapshot(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: CreateSnapshot = body(raw)?;
-    check_alias(&req.alias)?;
-    let expires_at = expiry_of(&req)?;
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.create_snapshot(&id, req.alias.as_deref(), expires_at)?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot created successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
-}
-
-async fn restore_snapshot(
-    State(svc): State<Arc<Service>>,
-    ApiPath((id, name)): ApiPath<(String, String)>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: history::RestoreBody = body(raw)?;
-    let paths = req.paths()?;
-    if let Some(paths) = paths {
-        let shown = req.shown();
-        let (c, s, size, r) = blocking(&svc, move |s| {
-            let (c, sn, r) = s.restore_paths(&id, &name, &paths)?;
-            let size = s.snapshot_size(&sn)?;
-            Ok((c, sn, size, r))
-        })
-        .await?;
-        let mut data = snapshot_envelope(&c, &s, size);
-        data["restored_paths"] = shown;
-        data["restored_inodes"] = json!(r.restored);
-        return Ok(ApiResponse::ok("Paths restored successfully", data));
-    }
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.restore(&id, &name)?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot restored successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
-}
-
-async fn delete_snapshot(
-    State(svc): State<Arc<Service>>,
-    ApiPath((id, name)): ApiPath<(String, String)>,
-) -> ApiResult {
-    let (c, s) = blocking(&svc, move |s| {
-        let c = s.container(&id)?;
-        let sn = s.delete_snapshot(&id, &name)?;
-        Ok((c, sn))
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot deleted successfully",
-        json!({"container_id": c.id, "project_id": c.project_id, "name": s.name}),
-    ))
-}
-
-async fn set_alias(
-    State(svc): State<Arc<Service>>,
-    ApiPath((id, name)): ApiPath<(String, String)>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: SetAlias = body(raw)?;
-    check_alias(&req.alias)?;
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.set_alias(&id, &name, req.alias.as_deref())?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot alias updated successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
-}
-
-async fn list_containers(State(svc): State<Arc<Service>>) -> ApiResult {
-    let all = blocking(&svc, |s| s.containers()).await?;
-    let list: Vec<Value> = all.iter().map(container_json).collect();
-    Ok(ApiResponse::ok(
-        "Containers retrieved successfully",
-        json!({"containers": list}),
-    ))
-}
-
-async fn create_container(
-    State(svc): State<Arc<Service>>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: CreateContainer = body(raw)?;
-    let quota = crate::store::Quota {
-        bytes: req.quota_bytes,
-        including_snapshots: req.quota_including_snapshots_bytes,
-    };
-    let info = blocking(&svc, move |s| {
-        let c = s.create_container(&req.name, req.project_id.as_deref(), quota)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container created successfully",
-        container_json(&info),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DfQuery {
-    #[serde(default)]
-    container: Option<String>,
-}
-
-/// `GET /df[?container=]`: where the space goes (see `store/space.rs`).
-async fn space(State(svc): State<Arc<Service>>, ApiQuery(q): ApiQuery<DfQuery>) -> ApiResult {
-    let report = blocking(&svc, move |s| s.space(q.container.as_deref())).await?;
-    let st = &report.store;
-    let containers: Vec<Value> = report
-        .containers
-        .iter()
-        .map(|(c, snaps)| {
-            let mut v = container_json(c);
-            v["snapshots"] = snaps
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.info.name,
-                        "alias": s.info.record.alias,
-                        "created_at": rfc3339(s.info.record.created_at),
-                        "size": s.size,
-                        "freed_if_deleted": s.freed_if_deleted,
-                    })
-                })
-                .collect();
-            v
-        })
-        .collect();
-    Ok(ApiResponse::ok(
-        "Space report",
-        json!({
-            "store": {
-                "disk_bytes": st.disk_bytes,
-                "data_bytes": st.data_bytes,
-                "awaiting_reclaim_bytes": st.awaiting_reclaim_bytes,
-                "awaiting_compaction_bytes": st.awaiting_compaction_bytes,
-            },
-            "containers": containers,
-        }),
-    ))
-}
-
-fn reclaim_stats_json(s: &crate::store::ReclaimStats) -> Value {
-    json!({
-        "epochs_removed": s.epochs_removed,
-        "versions_dropped": s.versions_dropped,
-        "versions_moved": s.versions_moved,
-        "versions_scanned": s.versions_scanned,
-        "bytes_dropped": s.bytes_dropped,
-        "batches": s.batches,
-    })
-}
-
-/// `GET /status`: the daemon's version, its mounts and what reclaim is doing.
-async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
-    let (p, mounts) = blocking(&svc, |s| {
-        Ok((s.store().reclaim_progress(), s.mount_count()))
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Status",
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "mounts": mounts,
-            "reclaim": {
-                "running": p.running,
-                "queued_epochs": p.queued_epochs,
-                "retired_epochs": p.retired_epochs,
-                "current_run": reclaim_stats_json(&p.current),
-                "since_start": reclaim_stats_json(&p.total),
-            },
-        }),
-    ))
-}
-
-/// `PATCH /containers/{id}`: quotas. An absent field stays as it is; `null` removes it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateContainer {
-    #[serde(default, deserialize_with = "present")]
-    quota_bytes: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    quota_including_snapshots_bytes: Option<Option<u64>>,
-}
-
-/// Tells an absent field (None) from a `null` one (Some(None)).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
-}
-
-async fn update_container(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: UpdateContainer = body(raw)?;
-    if req.quota_bytes.is_none() && req.quota_including_snapshots_bytes.is_none() {
-        return Err(bad(
-            "nothing to change: give quota_bytes and/or quota_including_snapshots_bytes",
-        ));
-    }
-    let info = blocking(&svc, move |s| {
-        let c = s.set_quota(&id, req.quota_bytes, req.quota_including_snapshots_bytes)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container updated successfully",
-        container_json(&info),
-    ))
-}
-
-async fn get_container(State(svc): State<Arc<Service>>, ApiPath(id): ApiPath<String>) -> ApiResult {
-    let info = blocking(&svc, move |s| {
-        let c = s.container(&id)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container retrieved successfully",
-        container_json(&info),
-    ))
-}
-
-async fn delete_container(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<DeleteContainer>,
-) -> ApiResult {
-    let info = blocking(&svc, move |s| {
-        let c = s.delete_container(&id, q.force)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container deleted successfully",
-        container_json(&info),
-    ))
-}
-
-async fn start_container(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: Start = body(raw)?;
-    let snapdir_visible = match req.snapdir.as_deref() {
-        None | Some("hidden") => false,
-        Some("visible") => true,
-        Some(other) => {
-            return Err(bad(format!(
-                "snapdir must be hidden or visible, not {other:?}"
-            )))
-        }
-    };
-    let mnt = PathBuf::from(&req.mountpoint);
-    if !mnt.is_absolute() {
-        return Err(bad("mountpoint must be an absolute path"));
-    }
-    let opts = VolumeOptions {
-        snapdir_visible,
-        admin_uid: req.admin_uid,
-    };
-    let info = blocking(&svc, move |s| {
-        let c = s.start(&id, &mnt, opts)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container started successfully",
-        container_json(&info),
-    ))
-}
-
-async fn stop_container(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let _: serde_json::Map<String, Value> = body(raw)?;
-    let info = blocking(&svc, move |s| {
-        let c = s.stop(&id)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container stopped successfully",
-        container_json(&info),
-    ))
-}
-
-async fn copy_container(
-    State(svc): State<Arc<Service>>,
-    ApiPath(id): ApiPath<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: Copy = body(raw)?;
-    let info = blocking(&svc, move |s| {
-        let c = s.copy(
-            &id,
-            req.source_snapshot.as_deref(),
-            &req.name,
-            req.target_project_id.as_deref(),
-        )?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container copied successfully",
-        container_json(&info),
-    ))
-}
-
 async fn not_found() -> ApiResponse {
     ApiResponse::error(StatusCode::NOT_FOUND, "no such endpoint")
 }
@@ -665,50 +211,37 @@ async fn method_not_allowed() -> ApiResponse {
     )
 }
 
-/// `GET /metrics`: Prometheus text format (see `metrics.rs`).
-async fn metrics(State(svc): State<Arc<Service>>) -> axum::response::Response {
-    let text = blocking(&svc, |s| {
-        crate::metrics::encode(&s.scrape())
-            .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))
-    })
-    .await;
-    match text {
-        Ok(t) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            t,
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
 /// The API routes, without authentication (the Unix socket is protected by its mode).
 pub fn router(svc: Arc<Service>) -> Router {
     let v1 = Router::new()
-        .route("/containers", get(list_containers).post(create_container))
-        .route("/df", get(space))
-        .route("/status", get(status))
+        .route(
+            "/containers",
+            get(containers::list_containers).post(containers::create_container),
+        )
+        .route("/df", get(ops::space))
+        .route("/status", get(ops::status))
+        .route("/openapi.json", get(doc::openapi_json))
         .route(
             "/containers/{id}",
-            get(get_container)
-                .patch(update_container)
-                .delete(delete_container),
+            get(containers::get_container)
+                .patch(containers::update_container)
+                .delete(containers::delete_container),
         )
-        .route("/containers/{id}/start", post(start_container))
-        .route("/containers/{id}/stop", post(stop_container))
-        .route("/containers/{id}/copy", post(copy_container))
+        .route("/containers/{id}/start", post(containers::start_container))
+        .route("/containers/{id}/stop", post(containers::stop_container))
+        .route("/containers/{id}/copy", post(containers::copy_container))
         .route(
             "/containers/{id}/snapshots",
-            get(list_snapshots).post(create_snapshot),
+            get(snapshots::list_snapshots).post(snapshots::create_snapshot),
         )
         .route(
             "/containers/{id}/snapshots/{name}",
-            patch(restore_snapshot).delete(delete_snapshot),
+            patch(snapshots::restore_snapshot).delete(snapshots::delete_snapshot),
         )
-        .route("/containers/{id}/snapshots/{name}/alias", patch(set_alias))
+        .route(
+            "/containers/{id}/snapshots/{name}/alias",
+            patch(snapshots::set_alias),
+        )
         .route(
             "/containers/{id}/snapshots/{name}/diff",
             get(history::diff_snapshot),
@@ -716,7 +249,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/containers/{id}/history", get(history::path_history));
     Router::new()
         .nest("/api/v1", v1)
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -179,6 +179,9 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         bin: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3 description of the REST API (as `GET /api/v1/openapi.json`
+    /// serves it; `docs/openapi.json` in the sources).
+    Openapi,
     /// Print a shell completion script (e.g. `snapfs completions bash >
     /// /etc/bash_completion.d/snapfs`).
     Completions {
@@ -567,6 +570,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Df { common, container } => commands::df(common, container.as_deref()),
         // Handled in `main` (it has its own exit codes).
         Cmd::MountHelper { .. } => Ok(()),
+        Cmd::Openapi => {
+            let text = crate::api::doc::openapi()
+                .to_pretty_json()
+                .map_err(|e| anyhow!("encoding the OpenAPI description: {e}"))?;
+            println!("{text}");
+            Ok(())
+        }
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {

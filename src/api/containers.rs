@@ -1,0 +1,232 @@
+//! Container endpoints: list, create, show, change quotas, delete, start (mount), stop,
+//! copy.
+
+use super::*;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateContainer {
+    /// Unique among live containers: 1-255 bytes, no `/` or control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^/\\x00-\\x1f\\x7f]+$")]
+    name: String,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    quota_bytes: Option<u64>,
+    #[serde(default)]
+    quota_including_snapshots_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Start {
+    mountpoint: String,
+    #[serde(default)]
+    snapdir: Option<String>,
+    #[serde(default)]
+    admin_uid: Option<u32>,
+}
+
+/// `DELETE /containers/{id}?force=true`: stop a running container first.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteContainer {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Copy {
+    #[serde(default)]
+    target_project_id: Option<String>,
+    /// The new container's name (as for creation).
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^/\\x00-\\x1f\\x7f]+$")]
+    name: String,
+    #[serde(default)]
+    source_snapshot: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/containers", tag = "containers", responses((status = 200, description = "Every container, deleted ones too", body = doc::ContainerListAnswer)))]
+pub(super) async fn list_containers(State(svc): State<Arc<Service>>) -> ApiResult {
+    let all = blocking(&svc, |s| s.containers()).await?;
+    let list: Vec<Value> = all.iter().map(container_json).collect();
+    Ok(ApiResponse::ok(
+        "Containers retrieved successfully",
+        json!({"containers": list}),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/containers", tag = "containers", request_body = CreateContainer, responses((status = 200, description = "The new, empty container", body = doc::ContainerAnswer)))]
+pub(super) async fn create_container(
+    State(svc): State<Arc<Service>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: CreateContainer = body(raw)?;
+    let quota = crate::store::Quota {
+        bytes: req.quota_bytes,
+        including_snapshots: req.quota_including_snapshots_bytes,
+    };
+    let info = blocking(&svc, move |s| {
+        let c = s.create_container(&req.name, req.project_id.as_deref(), quota)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container created successfully",
+        container_json(&info),
+    ))
+}
+
+/// `PATCH /containers/{id}`: quotas. An absent field stays as it is; `null` removes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+pub(super) struct UpdateContainer {
+    /// Most file data the live tree may reference; null removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    quota_bytes: Option<Option<u64>>,
+    /// Most bytes the live tree and its snapshots may hold; null removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    quota_including_snapshots_bytes: Option<Option<u64>>,
+}
+
+/// Tells an absent field (None) from a `null` one (Some(None)).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(patch, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = UpdateContainer, responses((status = 200, description = "The container with its new quotas", body = doc::ContainerAnswer)))]
+pub(super) async fn update_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: UpdateContainer = body(raw)?;
+    if req.quota_bytes.is_none() && req.quota_including_snapshots_bytes.is_none() {
+        return Err(bad(
+            "nothing to change: give quota_bytes and/or quota_including_snapshots_bytes",
+        ));
+    }
+    let info = blocking(&svc, move |s| {
+        let c = s.set_quota(&id, req.quota_bytes, req.quota_including_snapshots_bytes)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container updated successfully",
+        container_json(&info),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container", body = doc::ContainerAnswer)))]
+pub(super) async fn get_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let info = blocking(&svc, move |s| {
+        let c = s.container(&id)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container retrieved successfully",
+        container_json(&info),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name"), DeleteContainer), responses((status = 200, description = "The deleted container (its snapshots stay)", body = doc::ContainerAnswer)))]
+pub(super) async fn delete_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteContainer>,
+) -> ApiResult {
+    let info = blocking(&svc, move |s| {
+        let c = s.delete_container(&id, q.force)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container deleted successfully",
+        container_json(&info),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Start, responses((status = 200, description = "The mounted container", body = doc::ContainerAnswer)))]
+pub(super) async fn start_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: Start = body(raw)?;
+    let snapdir_visible = match req.snapdir.as_deref() {
+        None | Some("hidden") => false,
+        Some("visible") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "snapdir must be hidden or visible, not {other:?}"
+            )))
+        }
+    };
+    let mnt = PathBuf::from(&req.mountpoint);
+    if !mnt.is_absolute() {
+        return Err(bad("mountpoint must be an absolute path"));
+    }
+    let opts = VolumeOptions {
+        snapdir_visible,
+        admin_uid: req.admin_uid,
+    };
+    let info = blocking(&svc, move |s| {
+        let c = s.start(&id, &mnt, opts)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container started successfully",
+        container_json(&info),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The unmounted container", body = doc::ContainerAnswer)))]
+pub(super) async fn stop_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let _: serde_json::Map<String, Value> = body(raw)?;
+    let info = blocking(&svc, move |s| {
+        let c = s.stop(&id)?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container stopped successfully",
+        container_json(&info),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1))", body = doc::ContainerAnswer)))]
+pub(super) async fn copy_container(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: Copy = body(raw)?;
+    let info = blocking(&svc, move |s| {
+        let c = s.copy(
+            &id,
+            req.source_snapshot.as_deref(),
+            &req.name,
+            req.target_project_id.as_deref(),
+        )?;
+        s.info(c)
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Container copied successfully",
+        container_json(&info),
+    ))
+}

@@ -1,0 +1,190 @@
+//! Snapshot endpoints: list, create (alias, expiry), restore (whole or some paths), delete,
+//! alias.
+
+use super::*;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateSnapshot {
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<u64>)]
+    expiry: Option<Value>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetAlias {
+    /// 1-100 characters, no `/` or NUL, not `.` or `..`, not shaped like a snapshot name
+    /// (`snap-...`); null: none.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^(?!snap-)(?!\\.{1,2}$)[^/\\x00]+$"
+    )]
+    alias: Option<String>,
+}
+
+/// The expiry instant asked for: `expiry` in whole days from now, or an explicit
+/// `expires_at` (RFC 3339); never both.
+fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiResponse> {
+    match (&req.expiry, &req.expires_at) {
+        (Some(_), Some(_)) => Err(bad("give either expiry or expires_at, not both")),
+        (Some(Value::Null), None) | (None, None) => Ok(None),
+        (Some(v), None) => {
+            let days = v
+                .as_u64()
+                .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "expiry must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}"
+                    ))
+                })?;
+            let now = Ts::now();
+            Ok(Some(Ts {
+                secs: now.secs + days as i64 * 86_400,
+                nsecs: now.nsecs / 1_000_000 * 1_000_000,
+            }))
+        }
+        (None, Some(s)) => {
+            let t = parse_rfc3339(s).ok_or_else(|| bad("expires_at must be an RFC 3339 time"))?;
+            let now = Ts::now();
+            if (t.secs, t.nsecs) <= (now.secs, now.nsecs) {
+                return Err(bad("expires_at must be in the future"));
+            }
+            Ok(Some(t))
+        }
+    }
+}
+
+fn check_alias(alias: &Option<String>) -> Result<(), ApiResponse> {
+    if let Some(a) = alias {
+        crate::store::check_alias(a).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container's snapshots, newest first", body = doc::SnapshotListAnswer)))]
+pub(super) async fn list_snapshots(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let (c, snaps) = blocking(&svc, move |s| {
+        let (c, snaps) = s.snapshots(&id)?;
+        let mut out = Vec::new();
+        for sn in snaps {
+            let size = s.snapshot_size(&sn)?;
+            out.push((sn, size));
+        }
+        Ok((c, out))
+    })
+    .await?;
+    // Newest first.
+    let list: Vec<Value> = snaps
+        .iter()
+        .rev()
+        .map(|(s, z)| snapshot_json(s, *z))
+        .collect();
+    Ok(ApiResponse::ok(
+        "Snapshots retrieved successfully",
+        json!({"container_id": c.id, "project_id": c.project_id, "snapshots": list}),
+    ))
+}
+
+fn snapshot_envelope(c: &ContainerRecord, s: &SnapshotInfo, size: u64) -> Value {
+    json!({"container_id": c.id, "project_id": c.project_id, "snapshot": snapshot_json(s, size)})
+}
+
+#[utoipa::path(post, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), request_body = CreateSnapshot, responses((status = 200, description = "The new snapshot (O(1))", body = doc::SnapshotAnswer)))]
+pub(super) async fn create_snapshot(
+    State(svc): State<Arc<Service>>,
+    ApiPath(id): ApiPath<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: CreateSnapshot = body(raw)?;
+    check_alias(&req.alias)?;
+    let expires_at = expiry_of(&req)?;
+    let (c, s, size) = blocking(&svc, move |s| {
+        let (c, sn) = s.create_snapshot(&id, req.alias.as_deref(), expires_at)?;
+        let size = s.snapshot_size(&sn)?;
+        Ok((c, sn, size))
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Snapshot created successfully",
+        snapshot_envelope(&c, &s, size),
+    ))
+}
+
+#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = history::RestoreBody, responses((status = 200, description = "Restored: the whole container (no body or {}), or only `paths`", body = doc::SnapshotAnswer)))]
+pub(super) async fn restore_snapshot(
+    State(svc): State<Arc<Service>>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: history::RestoreBody = body(raw)?;
+    let paths = req.paths()?;
+    if let Some(paths) = paths {
+        let shown = req.shown();
+        let (c, s, size, r) = blocking(&svc, move |s| {
+            let (c, sn, r) = s.restore_paths(&id, &name, &paths)?;
+            let size = s.snapshot_size(&sn)?;
+            Ok((c, sn, size, r))
+        })
+        .await?;
+        let mut data = snapshot_envelope(&c, &s, size);
+        data["restored_paths"] = shown;
+        data["restored_inodes"] = json!(r.restored);
+        return Ok(ApiResponse::ok("Paths restored successfully", data));
+    }
+    let (c, s, size) = blocking(&svc, move |s| {
+        let (c, sn) = s.restore(&id, &name)?;
+        let size = s.snapshot_size(&sn)?;
+        Ok((c, sn, size))
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Snapshot restored successfully",
+        snapshot_envelope(&c, &s, size),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), responses((status = 200, description = "Deleted; its space comes back in the background", body = doc::DeletedSnapshotAnswer)))]
+pub(super) async fn delete_snapshot(
+    State(svc): State<Arc<Service>>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+) -> ApiResult {
+    let (c, s) = blocking(&svc, move |s| {
+        let c = s.container(&id)?;
+        let sn = s.delete_snapshot(&id, &name)?;
+        Ok((c, sn))
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Snapshot deleted successfully",
+        json!({"container_id": c.id, "project_id": c.project_id, "name": s.name}),
+    ))
+}
+
+#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}/alias", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = SetAlias, responses((status = 200, description = "The snapshot with its new alias", body = doc::SnapshotAnswer)))]
+pub(super) async fn set_alias(
+    State(svc): State<Arc<Service>>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: SetAlias = body(raw)?;
+    check_alias(&req.alias)?;
+    let (c, s, size) = blocking(&svc, move |s| {
+        let (c, sn) = s.set_alias(&id, &name, req.alias.as_deref())?;
+        let size = s.snapshot_size(&sn)?;
+        Ok((c, sn, size))
+    })
+    .await?;
+    Ok(ApiResponse::ok(
+        "Snapshot alias updated successfully",
+        snapshot_envelope(&c, &s, size),
+    ))
+}
