@@ -13,8 +13,8 @@ log "CARGO_TARGET_DIR=$CARGO_TARGET_DIR ($(cargo --version))"
 log "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --release --all-targets -- -D warnings"
-cargo clippy --release --all-targets -- -D warnings
+log "cargo clippy --release --all-targets --features slatedb -- -D warnings"
+cargo clippy --release --all-targets --features slatedb -- -D warnings
 
 # The CLI tests run `mount -t fuse.snapfs`: the helper links to the binary cargo test builds.
 install_mount_helper
@@ -41,6 +41,12 @@ URING_TESTS=(fuse_transport fuse_attr fuse_bad_input fuse_basic fuse_data fuse_d
 echo Y >"$URING_SWITCH"
 log "cargo test --release --no-fail-fast ${URING_TESTS[*]/#/--test } (FUSE over io_uring)"
 cargo test --release --no-fail-fast "${URING_TESTS[@]/#/--test=}" -- --test-threads=2 "$@"
+
+# The second kv backend (SlateDB, object storage; behind the `slatedb` feature): the kv
+# conformance suite on an in-memory object store and on local files, and the model test of
+# the whole store layer on it.
+log "cargo test --release --features slatedb: kv conformance and the model on SlateDB"
+cargo test --release --no-fail-fast --features slatedb --test kv_conformance --test core_model -- --test-threads=2 slate
 
 # The API against its OpenAPI description (schemathesis, bounded, loopback only).
 if [ $# -eq 0 ]; then

@@ -505,3 +505,13 @@ fn model_random_ops_rocks_backend_match() {
         run(seed, rocks_backend(), 150);
     }
 }
+
+/// The same model on SlateDB (a local directory as its object store), reopens included:
+/// the store layer runs unchanged on the second backend.
+#[cfg(feature = "slatedb")]
+#[test]
+fn model_random_ops_slatedb_backend_match() {
+    for seed in 300..303 {
+        run(seed, slate_backend(), 120);
+    }
+}

@@ -746,6 +746,31 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        #[cfg(feature = "slatedb")]
+        mod slate_memory {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let kv = snapfs::kv::slate::SlateKv::in_memory().expect("open slatedb");
+                    suite::$name(&kv);
+                }
+            )*
+        }
+
+        #[cfg(feature = "slatedb")]
+        mod slate_local {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let kv = snapfs::kv::slate::SlateKv::local(dir.path()).expect("open slatedb");
+                    suite::$name(&kv);
+                }
+            )*
+        }
     };
 }
 

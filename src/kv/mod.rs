@@ -15,6 +15,8 @@
 
 pub mod mem;
 pub mod rocks;
+#[cfg(feature = "slatedb")]
+pub mod slate;
 
 use std::path::Path;
 

@@ -16,6 +16,9 @@ pub const ME: Caller = Caller { uid: 0, gid: 0 };
 pub enum Backend {
     Mem(Arc<MemKv>),
     Rocks(tempfile::TempDir),
+    /// SlateDB on a local directory standing in for object storage.
+    #[cfg(feature = "slatedb")]
+    Slate(tempfile::TempDir),
 }
 
 impl Backend {
@@ -24,6 +27,10 @@ impl Backend {
             Backend::Mem(m) => m.clone(),
             Backend::Rocks(dir) => {
                 Arc::new(RocksKv::open(dir.path(), &RocksOptions::default()).expect("open rocks"))
+            }
+            #[cfg(feature = "slatedb")]
+            Backend::Slate(dir) => {
+                Arc::new(snapfs::kv::slate::SlateKv::local(dir.path()).expect("open slatedb"))
             }
         }
     }
@@ -82,6 +89,11 @@ pub fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
 
 pub fn mem_backend() -> Backend {
     Backend::Mem(Arc::new(MemKv::new()))
+}
+
+#[cfg(feature = "slatedb")]
+pub fn slate_backend() -> Backend {
+    Backend::Slate(tempfile::tempdir().expect("tempdir"))
 }
 
 pub fn rocks_backend() -> Backend {
