@@ -34,8 +34,9 @@ type Link = (u64, Vec<u8>);
 /// What a path restore changed, for the kernel's caches.
 #[derive(Debug, Default)]
 pub struct PathRestore {
-    /// Head inodes whose identity ends: rewritten from the snapshot, or unlinked for good.
-    /// What the kernel knows of them (and descriptors open on them) must go stale.
+    /// Head inodes whose identity ends: rewritten from the snapshot (also those the live
+    /// tree had deleted), or unlinked for good. What the kernel knows of them (and
+    /// descriptors open on them) must go stale: they get new kernel numbers.
     pub replaced: Vec<u64>,
     /// Head inodes that stay what they were but whose attributes changed (link counts,
     /// directory times).
@@ -188,7 +189,10 @@ impl Fs {
         for (&x, inode) in &side.nodes {
             let n = map.get(&x).copied().unwrap_or(x);
             let rec = self.restored_inode(&mut tx, &hc, &sc, x, n, inode, &side, &map, &outside)?;
-            if n == x && self.inode_in(&hc, x).is_ok() {
+            if n == x {
+                // Also when the live tree had deleted it: the kernel may still hold the old
+                // inode under that number, with cached entries below it (names unlinked
+                // since), so the restored one must never be confused with it.
                 out.replaced.push(x);
             }
             tx.put_inode(n, &rec);
