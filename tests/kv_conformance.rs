@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use snapfs::kv::mem::MemKv;
 use snapfs::kv::{prefix_end, Batch, Dir, Kv, KvRead, Space};
 
+#[macro_use]
 mod kv_common;
 
 use kv_common::*;
@@ -718,60 +719,6 @@ mod suite {
             }
         }
     }
-}
-
-/// Instantiates every listed suite check once per backend.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod mem {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    let kv = MemKv::new();
-                    suite::$name(&kv);
-                }
-            )*
-        }
-
-        mod rocks {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    let dir = tempfile::TempDir::new().expect("tempdir");
-                    let kv = open_rocks(dir.path());
-                    suite::$name(&kv);
-                    drop(kv);
-                }
-            )*
-        }
-
-        #[cfg(feature = "slatedb")]
-        mod slate_memory {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    let kv = snapfs::kv::slate::SlateKv::in_memory().expect("open slatedb");
-                    suite::$name(&kv);
-                }
-            )*
-        }
-
-        #[cfg(feature = "slatedb")]
-        mod slate_local {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    let dir = tempfile::TempDir::new().expect("tempdir");
-                    let kv = snapfs::kv::slate::SlateKv::local(dir.path()).expect("open slatedb");
-                    suite::$name(&kv);
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

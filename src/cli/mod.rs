@@ -12,12 +12,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod commands;
+mod fsck;
 mod helper;
+mod size;
 mod table;
 mod unit;
 
 use commands::{containers, snapshots};
 use helper::*;
+use size::{parse_quota, parse_size, Quota};
 use table::*;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -291,44 +294,6 @@ enum SnapshotsCmd {
     },
 }
 
-/// A quota given on the command line: a size, or `none`.
-#[derive(Debug, Clone, Copy)]
-struct Quota(Option<u64>);
-
-/// Sizes: a number of bytes with an optional K, M, G or T suffix (powers of 1024).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(not_a_size(s)),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| not_a_size(s))
-}
-
-fn not_a_size(s: &str) -> String {
-    format!("{s:?} is not a size (bytes, or a number with K, M, G or T)")
-}
-
-fn parse_quota(s: &str) -> std::result::Result<Quota, String> {
-    if s.eq_ignore_ascii_case("none") {
-        Ok(Quota(None))
-    } else {
-        parse_size(s).map(|n| Quota(Some(n)))
-    }
-}
-
 #[derive(Subcommand)]
 enum ContainersCmd {
     /// Create an empty container.
@@ -559,7 +524,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
-        Cmd::Fsck { store, repair } => fsck(&store, repair),
+        Cmd::Fsck { store, repair } => fsck::fsck(&store, repair),
         Cmd::Snapshots { common, cmd } => snapshots(common, cmd),
         Cmd::Containers { common, cmd } => containers(common, cmd),
         Cmd::History {
@@ -635,99 +600,6 @@ fn run(cli: Cli) -> Result<()> {
 
 /// `snapfs fsck`: prints the report; any problem (left after `--repair`) makes the command
 /// fail (exit 1). Besides the kv's invariants, the store must be owner-only (`perms`).
-/// fsck's progress bar (indicatif draws nothing when stderr is not a terminal).
-struct FsckBar(indicatif::ProgressBar, std::time::Instant);
-
-impl FsckBar {
-    fn new() -> FsckBar {
-        let bar = indicatif::ProgressBar::new(0);
-        let style = indicatif::ProgressStyle::with_template(
-            "checking trees {bar:30} {pos}/{len} [{elapsed}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        FsckBar(bar, std::time::Instant::now())
-    }
-}
-
-impl crate::fsck::Progress for FsckBar {
-    fn start(&self, trees: u64) {
-        self.0.set_length(trees);
-        self.0.tick();
-    }
-
-    fn tree_done(&self, entries: u64) {
-        self.0.inc(1);
-        let secs = self.1.elapsed().as_secs_f64().max(1e-3);
-        self.0
-            .set_message(format!("{entries} entries, {:.0}/s", entries as f64 / secs));
-    }
-}
-
-fn fsck(store: &Path, repair: bool) -> Result<()> {
-    let st = crate::storedir::open_store(store)?;
-    let mut tightened = Vec::new();
-    if repair {
-        let changed = crate::perms::tighten(store)
-            .with_context(|| format!("cannot make {} owner-only", store.display()))?;
-        if !changed.is_empty() {
-            tightened.push(format!(
-                "store permissions: {} files or directories made owner-only",
-                changed.len()
-            ));
-        }
-    }
-    let mut report = if repair {
-        crate::fsck::repair(&st)?
-    } else {
-        let bar = FsckBar::new();
-        let r = crate::fsck::check_with(&st, &bar);
-        bar.0.finish_and_clear();
-        r?
-    };
-    report.repaired.splice(0..0, tightened);
-    let loose = crate::perms::find_loose(store)
-        .with_context(|| format!("cannot read the modes of {}", store.display()))?;
-    if !loose.is_empty() {
-        report.problems.insert(
-            0,
-            format!(
-                "store permissions: {}; the store must be owner-only (`snapfs fsck --repair` \
-                 or the next daemon start tightens it)",
-                crate::perms::describe(&loose)
-            ),
-        );
-    }
-    for line in &report.repaired {
-        println!("repaired: {line}");
-    }
-    for p in &report.problems {
-        println!("problem: {p}");
-    }
-    println!(
-        "{}: {} views, {} entries, {} versions checked, {} problems{}",
-        store.display(),
-        report.views,
-        report.inodes,
-        report.versions,
-        report.problems.len(),
-        if repair {
-            format!(" left after {} repairs", report.repaired.len())
-        } else {
-            String::new()
-        }
-    );
-    if report.problems.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "{} problems found in {}",
-            report.problems.len(),
-            store.display()
-        )
-    }
-}
-
 fn read_token(path: &Path) -> Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read token file {}", path.display()))?;

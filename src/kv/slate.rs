@@ -8,7 +8,7 @@
 //! - A batch is one SlateDB `WriteBatch` (atomic). A write returns once SlateDB buffered it;
 //!   `durable` (and [`Kv::sync`]) waits until it is in the object store (`Db::flush`).
 //! - Reverse scans are bounded descending scans (SlateDB cannot seek a descending iterator).
-//! - Read views are SlateDB snapshots.
+//! - Read views are SlateDB snapshots, read by the same [`Reader`] as the live database.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -98,80 +98,96 @@ impl Drop for SlateKv {
 /// What reads go through: the live database or one of its snapshots.
 enum Source<'a> {
     Db(&'a Db),
-    Snapshot(&'a DbSnapshot),
+    Snapshot(Arc<DbSnapshot>),
 }
 
-fn get(rt: &tokio::runtime::Runtime, src: Source<'_>, key: Vec<u8>) -> KvResult<Option<Vec<u8>>> {
-    let v = rt
-        .block_on(async {
-            match src {
-                Source::Db(db) => db.get(&key).await,
-                Source::Snapshot(s) => s.get(&key).await,
-            }
-        })
-        .map_err(err)?;
-    Ok(v.map(|b| b.to_vec()))
+/// Reads of one source, blocking on the backend's runtime.
+struct Reader<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    src: Source<'a>,
 }
 
-/// Visits `[start, end)` of `space` in order `dir` until `f` returns false.
-fn scan(
-    rt: &tokio::runtime::Runtime,
-    src: Source<'_>,
-    space: Space,
-    start: &[u8],
-    end: &[u8],
-    dir: Dir,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) -> KvResult<()> {
-    if start >= end {
-        return Ok(());
+impl KvRead for Reader<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        let key = full_key(space, key);
+        let v = self
+            .rt
+            .block_on(async {
+                match &self.src {
+                    Source::Db(db) => db.get(&key).await,
+                    Source::Snapshot(s) => s.get(&key).await,
+                }
+            })
+            .map_err(err)?;
+        Ok(v.map(|b| b.to_vec()))
     }
-    let (lo, hi) = (full_key(space, start), full_key(space, end));
-    let order = match dir {
-        Dir::Forward => IterationOrder::Ascending,
-        Dir::Reverse => IterationOrder::Descending,
-    };
-    let opts = ScanOptions::new()
-        .with_order(order)
-        .with_read_ahead_bytes(READ_AHEAD);
-    let mut it = rt
-        .block_on(async {
-            match src {
-                Source::Db(db) => db.scan_with_options(lo..hi, &opts).await,
-                Source::Snapshot(s) => s.scan_with_options(lo..hi, &opts).await,
+
+    /// The greatest key in `[lower, key]`: a bounded descending scan's first item.
+    fn seek_for_prev(
+        &self,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let end = super::successor(key); // the range includes `key`
+        let mut out = None;
+        self.scan(space, lower, &end, Dir::Reverse, &mut |k, v| {
+            out = Some((k.to_vec(), v.to_vec()));
+            false
+        })?;
+        Ok(out)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let (lo, hi) = (full_key(space, start), full_key(space, end));
+        let order = match dir {
+            Dir::Forward => IterationOrder::Ascending,
+            Dir::Reverse => IterationOrder::Descending,
+        };
+        let opts = ScanOptions::new()
+            .with_order(order)
+            .with_read_ahead_bytes(READ_AHEAD);
+        let mut it = self
+            .rt
+            .block_on(async {
+                match &self.src {
+                    Source::Db(db) => db.scan_with_options(lo..hi, &opts).await,
+                    Source::Snapshot(s) => s.scan_with_options(lo..hi, &opts).await,
+                }
+            })
+            .map_err(err)?;
+        // `f` runs outside the runtime: it may read and write this store itself.
+        while let Some(kv) = self.rt.block_on(it.next()).map_err(err)? {
+            if !f(&kv.key[1..], &kv.value) {
+                break;
             }
-        })
-        .map_err(err)?;
-    // `f` runs outside the runtime: it may read and write this store itself.
-    while let Some(kv) = rt.block_on(it.next()).map_err(err)? {
-        if !f(&kv.key[1..], &kv.value) {
-            break;
+        }
+        Ok(())
+    }
+}
+
+impl SlateKv {
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            rt: &self.rt,
+            src: Source::Db(&self.db),
         }
     }
-    Ok(())
-}
-
-/// The greatest key in `[lower, key]` of `space`: a bounded descending scan's first item.
-fn seek_for_prev(
-    rt: &tokio::runtime::Runtime,
-    src: Source<'_>,
-    space: Space,
-    lower: &[u8],
-    key: &[u8],
-) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-    let mut end = key.to_vec();
-    end.push(0); // the smallest key after `key`: the range includes `key`
-    let mut out = None;
-    scan(rt, src, space, lower, &end, Dir::Reverse, &mut |k, v| {
-        out = Some((k.to_vec(), v.to_vec()));
-        false
-    })?;
-    Ok(out)
 }
 
 impl KvRead for SlateKv {
     fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        get(&self.rt, Source::Db(&self.db), full_key(space, key))
+        self.reader().get(space, key)
     }
 
     fn seek_for_prev(
@@ -180,7 +196,7 @@ impl KvRead for SlateKv {
         lower: &[u8],
         key: &[u8],
     ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        seek_for_prev(&self.rt, Source::Db(&self.db), space, lower, key)
+        self.reader().seek_for_prev(space, lower, key)
     }
 
     fn scan(
@@ -191,47 +207,7 @@ impl KvRead for SlateKv {
         dir: Dir,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> KvResult<()> {
-        scan(&self.rt, Source::Db(&self.db), space, start, end, dir, f)
-    }
-}
-
-/// A consistent view: a SlateDB snapshot.
-struct SlateView<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    snap: Arc<DbSnapshot>,
-}
-
-impl KvRead for SlateView<'_> {
-    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        get(self.rt, Source::Snapshot(&self.snap), full_key(space, key))
-    }
-
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        seek_for_prev(self.rt, Source::Snapshot(&self.snap), space, lower, key)
-    }
-
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
-        scan(
-            self.rt,
-            Source::Snapshot(&self.snap),
-            space,
-            start,
-            end,
-            dir,
-            f,
-        )
+        self.reader().scan(space, start, end, dir, f)
     }
 }
 
@@ -282,7 +258,10 @@ impl Kv for SlateKv {
 
     fn read_view(&self) -> Box<dyn KvRead + '_> {
         match self.db.snapshot() {
-            Ok(snap) => Box::new(SlateView { rt: &self.rt, snap }),
+            Ok(snap) => Box::new(Reader {
+                rt: &self.rt,
+                src: Source::Snapshot(snap),
+            }),
             Err(e) => Box::new(Failed(format!("slatedb snapshot: {e}"))),
         }
     }

@@ -161,10 +161,9 @@ impl Store {
     /// snapshots'): what `quota_including_snapshots_bytes` limits.
     pub fn bytes_used(&self, container: &[u8]) -> FsResult<u64> {
         let mut epochs: BTreeSet<u64> = self.snapshot_epochs(container)?.into_iter().collect();
-        if let Some(c) = self.container(container)? {
-            if c.deleted_at.is_none() {
-                epochs.extend(self.chain(c.head).members().iter().copied());
-            }
+        // A live container's tree: its cached head chain (a deleted one has none).
+        if let Ok(head) = self.head(container) {
+            epochs.extend(head.members().iter().copied());
         }
         let mut total = 0u64;
         for e in epochs {

@@ -164,3 +164,59 @@ impl Drop for ScratchFs {
         }
     }
 }
+
+/// Instantiates every listed suite check once per backend (the SlateDB ones with the
+/// `slatedb` feature).
+#[allow(unused_macros)]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod mem {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let kv = MemKv::new();
+                    suite::$name(&kv);
+                }
+            )*
+        }
+
+        mod rocks {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let kv = open_rocks(dir.path());
+                    suite::$name(&kv);
+                    drop(kv);
+                }
+            )*
+        }
+
+        #[cfg(feature = "slatedb")]
+        mod slate_memory {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let kv = snapfs::kv::slate::SlateKv::in_memory().expect("open slatedb");
+                    suite::$name(&kv);
+                }
+            )*
+        }
+
+        #[cfg(feature = "slatedb")]
+        mod slate_local {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let kv = snapfs::kv::slate::SlateKv::local(dir.path()).expect("open slatedb");
+                    suite::$name(&kv);
+                }
+            )*
+        }
+    };
+}
