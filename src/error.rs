@@ -93,6 +93,7 @@ impl From<KvError> for FsError {
     fn from(e: KvError) -> Self {
         match e {
             KvError::NoSpace => FsError::NoSpace,
+            KvError::ReadOnly => FsError::ReadOnly,
             other => FsError::Io(other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ pub mod kv;
 pub mod metrics;
 pub mod mount;
 pub mod perms;
+pub mod remote;
 pub mod service;
 pub mod store;
 pub mod storedir;

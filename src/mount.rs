@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client;
 use crate::fs::VolumeOptions;
-use crate::storedir::{check_store, db_dir, read_pid, socket_path};
+use crate::storedir::{check_store, is_store, read_pid, socket_path};
 
 pub struct MountArgs {
     pub store: PathBuf,
@@ -55,6 +55,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
                 listen: None,
                 token: None,
                 exit_when_idle: true,
+                read_only: args.volume.read_only && crate::storedir::is_remote(&store),
                 initial: Some((args.container, mnt, args.volume)),
                 notify_ready: false,
             },
@@ -68,7 +69,25 @@ pub fn mount(args: MountArgs) -> Result<()> {
     if let Some(uid) = args.volume.admin_uid {
         body["admin_uid"] = serde_json::json!(uid);
     }
-    let reply = call_daemon(&store, "POST", &format!("{path}/start"), Some(&body))?;
+    if args.volume.read_only {
+        body["read_only"] = serde_json::json!(true);
+    }
+    // A read-only mount of a store on object storage starts its daemon as a reader.
+    let reader = args.volume.read_only && crate::storedir::is_remote(&store);
+    let reply = call_daemon_as(
+        &store,
+        reader,
+        "POST",
+        &format!("{path}/start"),
+        Some(&body),
+    )?;
+    if reply.status == 404 && reader {
+        bail!(
+            "no container {:?} in store {} (a read-only mount cannot create one)",
+            args.container,
+            store.display()
+        );
+    }
     if reply.status == 404 {
         // Containers are created on first mount.
         let create = serde_json::json!({ "name": args.container });
@@ -98,9 +117,20 @@ pub fn call_daemon(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<client::Reply> {
+    call_daemon_as(store, false, method, path, body)
+}
+
+/// [`call_daemon`]; a daemon it starts opens the store as a reader when `reader` is set.
+fn call_daemon_as(
+    store: &Path,
+    reader: bool,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<client::Reply> {
     let mut attempt = 0;
     loop {
-        let socket = ensure_daemon(store)?;
+        let socket = ensure_daemon_as(store, reader)?;
         match client::call(&socket, method, path, body) {
             Ok(reply) if reply.status != 503 => return Ok(reply),
             Ok(reply) if attempt >= 3 => return Ok(reply),
@@ -138,6 +168,10 @@ pub fn url_segment(s: &str) -> String {
 
 /// The daemon's socket, starting the daemon first when none answers.
 pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
+    ensure_daemon_as(store, false)
+}
+
+fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {
     let socket = socket_path(store);
     for _ in 0..100 {
         if client::call(&socket, "GET", "/api/v1/containers", None).is_ok() {
@@ -150,19 +184,23 @@ pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
                 continue;
             }
         }
-        spawn_daemon(store)?;
+        spawn_daemon(store, reader)?;
         return Ok(socket);
     }
     bail!("the daemon of {} does not answer", store.display())
 }
 
-fn spawn_daemon(store: &Path) -> Result<()> {
+fn spawn_daemon(store: &Path, reader: bool) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the snapfs executable")?;
-    let mut child = Command::new(exe)
-        .arg("serve")
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
         .arg(store)
         .arg("--exit-when-idle")
-        .arg("--notify-ready")
+        .arg("--notify-ready");
+    if reader {
+        cmd.arg("--read-only");
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,7 +270,7 @@ fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
         let source = unescape_mountinfo(f[sep + 2]);
         let is_store = source
             .rsplit_once(':')
-            .is_some_and(|(store, _)| db_dir(Path::new(store)).is_dir());
+            .is_some_and(|(store, _)| is_store(Path::new(store)));
         if !is_store {
             continue;
         }
@@ -288,7 +326,14 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
     let path = format!("/api/v1/containers/{}/stop", url_segment(&container));
     match client::call(&socket, "POST", &path, None) {
         Ok(reply) => {
-            reply.data()?;
+            if let Err(e) = reply.data() {
+                // Unmounted all the same (e.g. a store another host took over): say why, but
+                // the unmount itself is done.
+                if find_mount(&mnt)?.is_some() {
+                    return Err(e);
+                }
+                eprintln!("snapfs: warning: {e:#}");
+            }
             // A dead mount from an earlier daemon may still sit there.
             detach_if_dead(&mnt)?;
         }

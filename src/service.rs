@@ -357,6 +357,14 @@ impl Service {
                 )))
             }
         }
+        let mut opts = opts;
+        if self.store.kv().read_only() && !opts.read_only {
+            return Err(ServiceError::Conflict(format!(
+                "the daemon of {} opened the store read-only: mount with --read-only",
+                self.path.display()
+            )));
+        }
+        opts.read_only |= self.store.kv().read_only();
         let fs = Fs::new(self.store.clone(), c.id.as_bytes())?;
         let volume = Arc::new(Volume::new(fs, opts));
         let fsname = format!("{}:{}", self.path.display(), c.name);
@@ -372,7 +380,22 @@ impl Service {
 
     /// Unmounts a container (no-op when not mounted); everything is flushed on return.
     pub fn stop(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
-        let c = self.container(id_or_name)?;
+        let c = match self.container(id_or_name) {
+            Ok(c) => c,
+            Err(e) if self.store.kv().fenced() => {
+                // Another host took the store over: nothing reads here any more, but the
+                // container's mount must still go.
+                let id = self.mounts.lock().iter().find_map(|(id, m)| {
+                    let name = m.fsname().rsplit_once(':').map_or("", |(_, n)| n);
+                    (id == id_or_name || name == id_or_name).then(|| id.clone())
+                });
+                if let Some(id) = id {
+                    self.stop_id(&id)?;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.stop_id(&c.id)?;
         Ok(c)
     }

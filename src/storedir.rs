@@ -1,5 +1,6 @@
 //! The store directory, below both the daemon and the CLI: its layout, creating it (`init`),
-//! opening its database, and the daemon's pid file. Layout: `STORE/db` (RocksDB),
+//! opening its database, and the daemon's pid file. Layout: `STORE/db` (RocksDB) or
+//! `STORE/store.json` + `STORE/cache` (a store on object storage, `remote`),
 //! `STORE/snapfs.sock` (API), `STORE/snapfs.log`, `STORE/snapfs.pid`; all of it owner-only
 //! (`perms`).
 
@@ -13,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kv::rocks::{RocksKv, RocksOptions};
 use crate::kv::{Kv, KvError};
+use crate::remote::{self, RemoteConfig};
 use crate::store::{self, Store};
 
 /// The RocksDB directory of a store.
@@ -35,13 +37,23 @@ pub fn log_path(store: &Path) -> PathBuf {
     store.join("snapfs.log")
 }
 
-/// Creates a new store at `path`, owner-only (0700, its files 0600).
-pub fn init(path: &Path, block_size: u64) -> Result<()> {
+/// Where a new store keeps its data.
+pub enum InitTarget {
+    /// An embedded RocksDB in `STORE/db`.
+    Local,
+    /// A new store on object storage.
+    Create(RemoteConfig),
+    /// An existing store on object storage (created by another host).
+    Attach(RemoteConfig),
+}
+
+/// Creates a new store directory at `path`, owner-only (0700, its files 0600).
+pub fn init(path: &Path, block_size: u64, target: InitTarget) -> Result<()> {
     crate::perms::set_private_umask();
     if !store::valid_block_size(block_size) {
         return Err(store::StoreError::BlockSize(block_size).into());
     }
-    if db_dir(path).exists() {
+    if is_store(path) {
         bail!("{} is already a snapfs store", path.display());
     }
     if path.exists() {
@@ -53,29 +65,101 @@ pub fn init(path: &Path, block_size: u64) -> Result<()> {
             bail!("{} exists and is not empty", path.display());
         }
     }
+    if let InitTarget::Create(cfg) | InitTarget::Attach(cfg) = &target {
+        let attach = matches!(target, InitTarget::Attach(_));
+        match (remote::exists(cfg)?, attach) {
+            (true, false) => bail!(
+                "{} already holds data: attach to it with --attach, or pick another prefix",
+                cfg.object_store
+            ),
+            (false, true) => bail!(
+                "{} holds no snapfs store (nothing under that prefix)",
+                cfg.object_store
+            ),
+            _ => {}
+        }
+    }
+    let existed = path.exists();
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let made = init_in(path, block_size, &target);
+    if made.is_err() {
+        // Leave the directory as it was: absent or empty.
+        let _ = std::fs::remove_dir_all(path);
+        if existed {
+            let _ = std::fs::create_dir(path);
+        }
+    }
+    made
+}
+
+fn init_in(path: &Path, block_size: u64, target: &InitTarget) -> Result<()> {
     // An existing empty directory keeps its mode through create_dir_all.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot chmod {}", path.display()))?;
-    let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
-    Store::init(kv, block_size)?;
+    match target {
+        InitTarget::Local => {
+            let kv: Arc<dyn Kv> = Arc::new(open_rocks(path)?);
+            Store::init(kv, block_size)?;
+        }
+        InitTarget::Create(cfg) => {
+            cfg.write(path)?;
+            let kv = remote::open_kv(path, cfg, false)?;
+            Store::init(kv, block_size)?;
+        }
+        InitTarget::Attach(cfg) => {
+            cfg.write(path)?;
+            // A reader: checks it is a snapfs store without fencing its writer.
+            let kv = remote::open_kv(path, cfg, true)?;
+            Store::open(kv)
+                .with_context(|| format!("{} is not a snapfs store", cfg.object_store))?;
+        }
+    }
     Ok(())
 }
 
-fn open_kv(path: &Path) -> Result<RocksKv> {
+fn open_rocks(path: &Path) -> Result<RocksKv> {
     RocksKv::open(&db_dir(path), &RocksOptions::for_disk(path)).map_err(|e| match e {
         KvError::Busy => anyhow!("store {} is in use by another process", path.display()),
         other => anyhow!("cannot open store {}: {other}", path.display()),
     })
 }
 
+/// Opens the database of the store at `path`: its embedded RocksDB, or its database on
+/// object storage (as its writer, which fences any other host's; or, with `read_only`, as
+/// a reader).
+fn open_kv(path: &Path, read_only: bool) -> Result<Arc<dyn Kv>> {
+    match RemoteConfig::read(path)? {
+        Some(cfg) => remote::open_kv(path, &cfg, read_only),
+        None if read_only => bail!(
+            "store {} is an embedded store: only a store on object storage opens read-only",
+            path.display()
+        ),
+        None => Ok(Arc::new(open_rocks(path)?)),
+    }
+}
+
 /// Opens an existing store. Sets the process umask to owner-only first (`perms`): RocksDB
 /// creates files on every open (log, manifest, options), whichever process opens it.
 pub fn open_store(path: &Path) -> Result<Arc<Store>> {
+    open_store_with(path, false)
+}
+
+/// [`open_store`], or a read-only view of a store on object storage.
+pub fn open_store_with(path: &Path, read_only: bool) -> Result<Arc<Store>> {
     crate::perms::set_private_umask();
     check_store(path)?;
-    let kv: Arc<dyn Kv> = Arc::new(open_kv(path)?);
+    let kv = open_kv(path, read_only)?;
     Ok(Arc::new(Store::open(kv)?))
+}
+
+/// `store` holds a snapfs store: an embedded database or a store on object storage.
+pub fn is_store(store: &Path) -> bool {
+    db_dir(store).join("CURRENT").exists() || remote::config_path(store).exists()
+}
+
+/// Whether the store at `store` lives on object storage.
+pub fn is_remote(store: &Path) -> bool {
+    remote::config_path(store).exists()
 }
 
 /// `store` is a directory holding a snapfs database.
@@ -83,7 +167,7 @@ pub fn check_store(store: &Path) -> Result<()> {
     if !store.is_dir() {
         bail!("store {} does not exist", store.display());
     }
-    if !db_dir(store).join("CURRENT").exists() {
+    if !is_store(store) {
         bail!(
             "{} is not a snapfs store (run `snapfs init` first)",
             store.display()

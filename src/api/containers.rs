@@ -25,6 +25,9 @@ pub(super) struct Start {
     snapdir: Option<String>,
     #[serde(default)]
     admin_uid: Option<u32>,
+    /// Mount read-only.
+    #[serde(default)]
+    read_only: bool,
 }
 
 /// `DELETE /containers/{id}?force=true`: stop a running container first.
@@ -178,6 +181,7 @@ pub(super) async fn start_container(
     let opts = VolumeOptions {
         snapdir_visible,
         admin_uid: req.admin_uid,
+        read_only: req.read_only,
     };
     let info = blocking(&svc, move |s| {
         let c = s.start(&id, &mnt, opts)?;

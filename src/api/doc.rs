@@ -220,11 +220,32 @@ pub struct Reclaim {
     since_start: ReclaimRun,
 }
 
+/// A store on object storage (null for an embedded store).
+#[derive(Serialize, ToSchema)]
+pub struct ObjectStoreStatus {
+    /// Where the data lives (s3://BUCKET/PREFIX).
+    url: String,
+    /// This daemon opened the store as a reader.
+    read_only: bool,
+    /// Another host took the store over: writes fail here.
+    fenced: bool,
+    /// Bytes written but not yet in object storage.
+    backlog_bytes: u64,
+    /// The backlog beyond which writes wait.
+    backlog_limit_bytes: u64,
+    /// The local cache's size on disk.
+    cache_bytes: u64,
+    cache_limit_bytes: u64,
+    /// How often writes not yet synced are pushed out, in milliseconds.
+    push_interval_ms: u64,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     version: String,
     mounts: u64,
     reclaim: Reclaim,
+    object_store: Option<ObjectStoreStatus>,
 }
 
 envelope!(ContainerAnswer, Container);

@@ -64,11 +64,15 @@ fn reclaim_stats_json(s: &crate::store::ReclaimStats) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/status", tag = "operations", responses((status = 200, description = "Version, mounts, reclaim progress", body = doc::StatusAnswer)))]
+#[utoipa::path(get, path = "/api/v1/status", tag = "operations", responses((status = 200, description = "Version, mounts, reclaim progress, and for a store on object storage its backlog, cache and writer state", body = doc::StatusAnswer)))]
 /// `GET /status`: the daemon's version, its mounts and what reclaim is doing.
 pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
-    let (p, mounts) = blocking(&svc, |s| {
-        Ok((s.store().reclaim_progress(), s.mount_count()))
+    let (p, mounts, remote) = blocking(&svc, |s| {
+        Ok((
+            s.store().reclaim_progress(),
+            s.mount_count(),
+            s.store().kv().remote_status(),
+        ))
     })
     .await?;
     Ok(ApiResponse::ok(
@@ -83,6 +87,7 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
                 "current_run": reclaim_stats_json(&p.current),
                 "since_start": reclaim_stats_json(&p.total),
             },
+            "object_store": remote,
         }),
     ))
 }

@@ -404,3 +404,44 @@ pub(super) fn df(common: Common, container: Option<&str>) -> Result<()> {
         out
     })
 }
+
+/// `snapfs status`.
+pub(super) fn status(common: Common) -> Result<()> {
+    let json = common.json;
+    let mut d = Daemon::connect(common.store)?;
+    let data = d.call("GET", "/status", None)?;
+    emit(json, &data, |d| {
+        let r = &d["reclaim"];
+        let mut out = format!(
+            "snapfs {}, {} mounted, reclaim {} ({} snapshots queued)",
+            d["version"].as_str().unwrap_or("?"),
+            d["mounts"],
+            if r["running"] == true {
+                "running"
+            } else {
+                "idle"
+            },
+            r["queued_epochs"],
+        );
+        let o = &d["object_store"];
+        if o.is_object() {
+            let role = if o["fenced"] == true {
+                "FENCED: another host took this store over; writes fail here"
+            } else if o["read_only"] == true {
+                "reader"
+            } else {
+                "writer"
+            };
+            out.push_str(&format!(
+                "\nobject store {}: {role}\n  backlog {} of {}, pushed every {} ms\n  cache {} of {}",
+                o["url"].as_str().unwrap_or("?"),
+                size_cell(&o["backlog_bytes"]),
+                size_cell(&o["backlog_limit_bytes"]),
+                o["push_interval_ms"],
+                size_cell(&o["cache_bytes"]),
+                size_cell(&o["cache_limit_bytes"]),
+            ));
+        }
+        out
+    })
+}

@@ -198,6 +198,7 @@ pub(super) fn mount_helper_main(args: &[OsString]) -> ExitCode {
         volume: crate::fs::VolumeOptions {
             snapdir_visible: req.snapdir_visible,
             admin_uid: req.admin_uid,
+            read_only: false,
         },
     });
     match result {

@@ -79,11 +79,41 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a new, empty store (with a container named `default`).
+    ///
+    /// With --object-store, the store's data lives in object storage (s3://BUCKET/PREFIX,
+    /// configured from the AWS_* environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP) and STORE is its local directory
+    /// (configuration in STORE/store.json, cache, socket, log). With --attach, STORE becomes
+    /// another host's directory of an existing store there; the first daemon that opens it as
+    /// a writer takes the store over from the host that wrote it until then.
     Init {
         store: PathBuf,
         /// Block size in bytes: a power of two from 4096 to 1048576.
         #[arg(long, default_value_t = crate::store::DEFAULT_BLOCK_SIZE as u64)]
         block_size: u64,
+        /// Keep the data in object storage: s3://BUCKET/PREFIX (or file:///DIR).
+        #[arg(long, value_name = "URL")]
+        object_store: Option<String>,
+        /// Attach to the existing store at --object-store instead of creating one.
+        #[arg(long, requires = "object_store")]
+        attach: bool,
+        /// How often writes not yet synced are pushed to object storage, in milliseconds.
+        #[arg(long, value_name = "MS", requires = "object_store",
+              default_value_t = crate::remote::DEFAULT_PUSH_INTERVAL_MS)]
+        push_interval_ms: u64,
+        /// Bytes written but not yet in object storage beyond which writes wait.
+        #[arg(long, value_name = "SIZE", requires = "object_store", value_parser = parse_size,
+              default_value = "256M")]
+        backlog: u64,
+        /// The size of the local cache of object-store data.
+        #[arg(long, value_name = "SIZE", requires = "object_store", value_parser = parse_size,
+              default_value = "4G")]
+        cache_size: u64,
+        /// How long an fsync waits for object storage before it fails with EIO, in
+        /// milliseconds (0: for ever).
+        #[arg(long, value_name = "MS", requires = "object_store",
+              default_value_t = crate::remote::DEFAULT_FSYNC_TIMEOUT_MS)]
+        fsync_timeout_ms: u64,
     },
     /// Mount a container of a store (created on first mount).
     Mount {
@@ -100,6 +130,11 @@ enum Cmd {
         /// Stay in the foreground instead of running as a background daemon.
         #[arg(long)]
         foreground: bool,
+        /// Mount read-only. For a store on object storage whose daemon is not running here,
+        /// the daemon opens the store as a reader: it browses the containers and snapshots
+        /// while another host writes, and never fences that host.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Unmount a snapfs mount (flushing everything).
     Umount { mountpoint: PathBuf },
@@ -113,6 +148,10 @@ enum Cmd {
         /// File holding the bearer token for TCP requests.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Open a store on object storage as a reader: containers mount read-only, nothing
+        /// is written, and the host that writes the store is not fenced.
+        #[arg(long)]
+        read_only: bool,
         /// Exit once no container is mounted any more.
         #[arg(long, hide = true)]
         exit_when_idle: bool,
@@ -151,6 +190,12 @@ enum Cmd {
         container: String,
         /// The path inside the container, from its root (e.g. /etc/nginx/nginx.conf).
         path: OsString,
+    },
+    /// The daemon's state: mounts, reclaim, and for a store on object storage whether it
+    /// is this store's writer (or was taken over by another host), its backlog and cache.
+    Status {
+        #[command(flatten)]
+        common: Common,
     },
     /// Where the space goes: the store's disk, data and garbage, and per container its live
     /// data, snapshots, quotas and room left; with --container, each snapshot's size and
@@ -482,7 +527,35 @@ fn subcommand_path(args: &[OsString]) -> (String, Vec<String>) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Init { store, block_size } => crate::storedir::init(&store, block_size),
+        Cmd::Init {
+            store,
+            block_size,
+            object_store,
+            attach,
+            push_interval_ms,
+            backlog,
+            cache_size,
+            fsync_timeout_ms,
+        } => {
+            use crate::storedir::InitTarget;
+            let target = match object_store {
+                None => InitTarget::Local,
+                Some(url) => {
+                    let mut cfg = crate::remote::RemoteConfig::new(&url)?;
+                    cfg.push_interval_ms = push_interval_ms;
+                    cfg.backlog_bytes = backlog;
+                    cfg.cache_bytes = cache_size;
+                    cfg.fsync_timeout_ms = fsync_timeout_ms;
+                    cfg.validate()?;
+                    if attach {
+                        InitTarget::Attach(cfg)
+                    } else {
+                        InitTarget::Create(cfg)
+                    }
+                }
+            };
+            crate::storedir::init(&store, block_size, target)
+        }
         Cmd::Mount {
             store,
             mountpoint,
@@ -490,6 +563,7 @@ fn run(cli: Cli) -> Result<()> {
             snapdir,
             admin_uid,
             foreground,
+            read_only,
         } => crate::mount::mount(crate::mount::MountArgs {
             store,
             mountpoint,
@@ -498,6 +572,7 @@ fn run(cli: Cli) -> Result<()> {
             volume: crate::fs::VolumeOptions {
                 snapdir_visible: matches!(snapdir, Snapdir::Visible),
                 admin_uid,
+                read_only,
             },
         }),
         Cmd::Umount { mountpoint } => crate::mount::umount(&mountpoint),
@@ -505,6 +580,7 @@ fn run(cli: Cli) -> Result<()> {
             store,
             listen,
             token_file,
+            read_only,
             exit_when_idle,
             notify_ready,
         } => {
@@ -521,6 +597,7 @@ fn run(cli: Cli) -> Result<()> {
                     exit_when_idle,
                     initial: None,
                     notify_ready,
+                    read_only,
                 },
             )
         }
@@ -533,6 +610,7 @@ fn run(cli: Cli) -> Result<()> {
             path,
         } => commands::history(common, &container, &path),
         Cmd::Df { common, container } => commands::df(common, container.as_deref()),
+        Cmd::Status { common } => commands::status(common),
         // Handled in `main` (it has its own exit codes).
         Cmd::MountHelper { .. } => Ok(()),
         Cmd::Openapi => {
@@ -558,7 +636,7 @@ fn run(cli: Cli) -> Result<()> {
             if !store.is_absolute() {
                 bail!("the store must be an absolute path: {}", store.display());
             }
-            if !crate::storedir::db_dir(&store).is_dir() {
+            if !crate::storedir::is_store(&store) {
                 bail!(
                     "{} is not a snapfs store (run snapfs init first)",
                     store.display()

@@ -104,6 +104,8 @@ pub struct MountHandle {
     ring_stats: Option<Arc<uring::Stats>>,
     notifier: fuser::Notifier,
     mountpoint: PathBuf,
+    /// The mount's source, `STORE:CONTAINER`.
+    fsname: String,
     volume: Arc<Volume>,
     /// Minor number of the FUSE connection (its entry under /sys/fs/fuse/connections).
     conn: u64,
@@ -119,7 +121,11 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::Dev,
         fuser::MountOption::Suid,
-        fuser::MountOption::RW,
+        if volume.options().read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        },
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(fuse_threads());
@@ -198,6 +204,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         ring_stats,
         notifier,
         mountpoint: mountpoint.to_path_buf(),
+        fsname: fsname.to_string(),
         volume,
         conn,
     })
@@ -227,6 +234,11 @@ impl MountHandle {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The mount's source, `STORE:CONTAINER`.
+    pub fn fsname(&self) -> &str {
+        &self.fsname
     }
 
     /// How the kernel's requests reach this mount.

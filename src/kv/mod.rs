@@ -44,6 +44,32 @@ pub enum KvError {
     /// The store is locked by another process.
     #[error("store is in use by another process")]
     Busy,
+    /// The store is open read-only here.
+    #[error("the store is open read-only")]
+    ReadOnly,
+    /// Another host opened this store as its writer: this one may no longer write.
+    #[error("this store was taken over by another host (fenced): writes fail here from now on")]
+    Fenced,
+}
+
+/// The state of a store on object storage (`Kv::remote_status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteStatus {
+    /// Where the data lives.
+    pub url: String,
+    /// Opened as a reader.
+    pub read_only: bool,
+    /// Another host took the store over: writes fail here.
+    pub fenced: bool,
+    /// Bytes written but not yet in the object store.
+    pub backlog_bytes: u64,
+    /// The backlog beyond which writes wait.
+    pub backlog_limit_bytes: u64,
+    /// The local cache's size on disk.
+    pub cache_bytes: u64,
+    pub cache_limit_bytes: u64,
+    /// How often unsynced writes are pushed out.
+    pub push_interval_ms: u64,
 }
 
 pub type KvResult<T> = Result<T, KvError>;
@@ -184,6 +210,21 @@ pub trait Kv: KvRead + Send + Sync + 'static {
 
     /// The directory the store lives in, if on disk (used for `statfs`).
     fn path(&self) -> Option<&Path>;
+
+    /// Opened as a reader: every write fails with [`KvError::ReadOnly`].
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// Another host took this store over: every write fails with [`KvError::Fenced`].
+    fn fenced(&self) -> bool {
+        false
+    }
+
+    /// For a store on object storage: its backlog, cache and writer state.
+    fn remote_status(&self) -> Option<RemoteStatus> {
+        None
+    }
 
     /// Free bytes the backend needs to keep on its device to flush what it buffers (so it can
     /// always apply deletions and recover). New file data is refused below this.

@@ -10,14 +10,21 @@
 //! - Reverse scans are bounded descending scans (SlateDB cannot seek a descending iterator).
 //! - Read views are SlateDB snapshots, read by the same [`Reader`] as the live database.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use slatedb::config::ScanOptions;
+use parking_lot::Mutex;
+use slatedb::config::{DbReaderOptions, ObjectStoreCacheOptions, ScanOptions, Settings};
 use slatedb::object_store::ObjectStore;
-use slatedb::{Db, DbSnapshot, IterationOrder, WriteBatch};
+use slatedb::{
+    CloseReason, Db, DbReader, DbReaderMode, DbSnapshot, DbStatus, ErrorKind, IterationOrder,
+    WriteBatch,
+};
 
-use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, Space};
+use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
 
 /// Bytes fetched per read while scanning (SlateDB's default of one block makes scans ~50x
 /// slower).
@@ -41,26 +48,159 @@ fn err(e: impl std::fmt::Display) -> KvError {
     KvError::Io(format!("slatedb: {e}"))
 }
 
+/// SlateDB's errors: a fenced writer (another process opened the database as its writer)
+/// is [`KvError::Fenced`].
+fn slate_err(e: slatedb::Error) -> KvError {
+    match e.kind() {
+        ErrorKind::Closed(CloseReason::Fenced) => KvError::Fenced,
+        _ => err(e),
+    }
+}
+
+/// How a store on object storage is opened.
+#[derive(Debug, Clone)]
+pub struct SlateOptions {
+    /// How often SlateDB pushes unsynced writes to the object store.
+    pub push_interval: Duration,
+    /// Unsynced bytes beyond which writes wait.
+    pub backlog_bytes: u64,
+    /// The local disk cache of the object store's files (none: no cache).
+    pub cache_dir: Option<PathBuf>,
+    pub cache_bytes: u64,
+    /// How long a sync waits before it fails (none: for ever).
+    pub fsync_timeout: Option<Duration>,
+    /// A reader: follows the database's writer, never writes.
+    pub read_only: bool,
+    /// A local file locked for as long as the database is open (one process per store
+    /// directory).
+    pub lock_file: Option<PathBuf>,
+    /// Where the database is, for status reports.
+    pub location: String,
+}
+
+impl Default for SlateOptions {
+    fn default() -> Self {
+        SlateOptions {
+            push_interval: Duration::from_millis(100),
+            backlog_bytes: 256 << 20,
+            cache_dir: None,
+            cache_bytes: 1 << 30,
+            fsync_timeout: None,
+            read_only: false,
+            lock_file: None,
+            location: String::new(),
+        }
+    }
+}
+
+/// The open database: its writer, or a reader.
+enum Handle {
+    Writer(Db),
+    Reader(Box<DbReader>),
+}
+
 /// One SlateDB database as a [`Kv`].
 pub struct SlateKv {
     rt: tokio::runtime::Runtime,
-    db: Db,
+    handle: Handle,
+    opts: SlateOptions,
+    /// Writes not yet durable: (sequence number, bytes), oldest first.
+    backlog: Mutex<VecDeque<(u64, u64)>>,
+    /// The writer's status (durable sequence number, close reason).
+    status: Option<tokio::sync::watch::Receiver<DbStatus>>,
+    fenced: AtomicBool,
+    /// Held (flock) while the database is open.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Takes an exclusive lock on `path` (created if missing), or fails with [`KvError::Busy`].
+fn lock(path: &Path) -> KvResult<nix::fcntl::Flock<std::fs::File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| KvError::Busy)
+}
+
+fn cache_options(opts: &SlateOptions) -> ObjectStoreCacheOptions {
+    ObjectStoreCacheOptions {
+        root_folder: opts.cache_dir.clone(),
+        max_cache_size_bytes: Some(usize::try_from(opts.cache_bytes).unwrap_or(usize::MAX)),
+        ..Default::default()
+    }
 }
 
 impl SlateKv {
     /// Opens (or creates) the database at `path` in `store`. A second open of the same
     /// database elsewhere fences this one: its next durable write fails.
     pub fn open(store: Arc<dyn ObjectStore>, path: &str) -> KvResult<SlateKv> {
+        Self::open_with(store, path, &SlateOptions::default())
+    }
+
+    /// Opens the database at `path` in `store` as its writer (creating it when missing;
+    /// fencing any previous writer), or, with `read_only`, as a reader of an existing one.
+    pub fn open_with(
+        store: Arc<dyn ObjectStore>,
+        path: &str,
+        opts: &SlateOptions,
+    ) -> KvResult<SlateKv> {
+        let lock = match &opts.lock_file {
+            Some(p) => Some(lock(p)?),
+            None => None,
+        };
+        if let Some(d) = &opts.cache_dir {
+            std::fs::create_dir_all(d).map_err(err)?;
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("slatedb")
             .enable_all()
             .build()
             .map_err(err)?;
-        let db = rt
-            .block_on(Db::open(path.to_string(), store))
-            .map_err(err)?;
-        Ok(SlateKv { rt, db })
+        let (handle, status) = if opts.read_only {
+            let ro = DbReaderOptions {
+                object_store_cache_options: cache_options(opts),
+                manifest_poll_interval: Duration::from_secs(1),
+                ..Default::default()
+            };
+            let reader = rt
+                .block_on(
+                    DbReader::builder(path.to_string(), store)
+                        .with_options(ro)
+                        .with_reader_mode(DbReaderMode::ManagedCheckpoint)
+                        .build(),
+                )
+                .map_err(slate_err)?;
+            (Handle::Reader(Box::new(reader)), None)
+        } else {
+            let settings = Settings {
+                flush_interval: Some(opts.push_interval),
+                max_unflushed_bytes: usize::try_from(opts.backlog_bytes).unwrap_or(usize::MAX),
+                object_store_cache_options: cache_options(opts),
+                ..Default::default()
+            };
+            let db = rt
+                .block_on(
+                    Db::builder(path.to_string(), store)
+                        .with_settings(settings)
+                        .build(),
+                )
+                .map_err(slate_err)?;
+            let status = db.subscribe();
+            (Handle::Writer(db), Some(status))
+        };
+        Ok(SlateKv {
+            rt,
+            handle,
+            opts: opts.clone(),
+            backlog: Mutex::new(VecDeque::new()),
+            status,
+            fenced: AtomicBool::new(false),
+            _lock: lock,
+        })
     }
 
     /// A database in memory (tests).
@@ -79,9 +219,57 @@ impl SlateKv {
         Self::open(Arc::new(store), "snapfs")
     }
 
+    fn db(&self) -> KvResult<&Db> {
+        match &self.handle {
+            Handle::Writer(db) => Ok(db),
+            Handle::Reader(_) => Err(KvError::ReadOnly),
+        }
+    }
+
+    /// Whether another writer fenced this one (SlateDB closed the database for it).
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+            || self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.borrow().close_reason == Some(CloseReason::Fenced))
+    }
+
+    /// Notes a failure; a fenced writer stays fenced (a database closed because it was
+    /// fenced answers "closed" afterwards: that is still [`KvError::Fenced`]).
+    fn fail(&self, e: slatedb::Error) -> KvError {
+        let mut e = slate_err(e);
+        if !matches!(e, KvError::Fenced) && self.is_fenced() {
+            e = KvError::Fenced;
+        }
+        if matches!(e, KvError::Fenced) && !self.fenced.swap(true, Ordering::SeqCst) {
+            log::error!(
+                "this store was taken over by another host (its writer fenced this one): \
+                 every write fails from now on; restart the daemon to open it again"
+            );
+        }
+        e
+    }
+
     /// Closes the database (its buffered writes go to the object store first).
     pub fn close(&self) -> KvResult<()> {
-        self.rt.block_on(self.db.close()).map_err(err)
+        match &self.handle {
+            Handle::Writer(db) => self.rt.block_on(db.close()).map_err(slate_err),
+            Handle::Reader(r) => self.rt.block_on(r.close()).map_err(slate_err),
+        }
+    }
+
+    /// Drops backlog entries that became durable; returns the bytes still waiting.
+    fn backlog_bytes(&self) -> u64 {
+        let durable = match &self.status {
+            Some(s) => s.borrow().durable_seq,
+            None => return 0,
+        };
+        let mut q = self.backlog.lock();
+        while q.front().is_some_and(|(seq, _)| *seq <= durable) {
+            q.pop_front();
+        }
+        q.iter().map(|(_, b)| b).sum()
     }
 }
 
@@ -89,8 +277,13 @@ impl Drop for SlateKv {
     /// Closing writes what SlateDB still buffers to the object store (as dropping the
     /// RocksDB backend leaves its log complete).
     fn drop(&mut self) {
-        if let Err(e) = self.rt.block_on(self.db.close()) {
-            log::warn!("closing slatedb: {e}");
+        if self.is_fenced() {
+            return;
+        }
+        if let Err(e) = self.close() {
+            if !matches!(e, KvError::Fenced) {
+                log::warn!("closing slatedb: {e}");
+            }
         }
     }
 }
@@ -98,6 +291,7 @@ impl Drop for SlateKv {
 /// What reads go through: the live database or one of its snapshots.
 enum Source<'a> {
     Db(&'a Db),
+    Reader(&'a DbReader),
     Snapshot(Arc<DbSnapshot>),
 }
 
@@ -115,10 +309,11 @@ impl KvRead for Reader<'_> {
             .block_on(async {
                 match &self.src {
                     Source::Db(db) => db.get(&key).await,
+                    Source::Reader(r) => r.get(&key).await,
                     Source::Snapshot(s) => s.get(&key).await,
                 }
             })
-            .map_err(err)?;
+            .map_err(slate_err)?;
         Ok(v.map(|b| b.to_vec()))
     }
 
@@ -162,12 +357,13 @@ impl KvRead for Reader<'_> {
             .block_on(async {
                 match &self.src {
                     Source::Db(db) => db.scan_with_options(lo..hi, &opts).await,
+                    Source::Reader(r) => r.scan_with_options(lo..hi, &opts).await,
                     Source::Snapshot(s) => s.scan_with_options(lo..hi, &opts).await,
                 }
             })
-            .map_err(err)?;
+            .map_err(slate_err)?;
         // `f` runs outside the runtime: it may read and write this store itself.
-        while let Some(kv) = self.rt.block_on(it.next()).map_err(err)? {
+        while let Some(kv) = self.rt.block_on(it.next()).map_err(slate_err)? {
             if !f(&kv.key[1..], &kv.value) {
                 break;
             }
@@ -180,7 +376,10 @@ impl SlateKv {
     fn reader(&self) -> Reader<'_> {
         Reader {
             rt: &self.rt,
-            src: Source::Db(&self.db),
+            src: match &self.handle {
+                Handle::Writer(db) => Source::Db(db),
+                Handle::Reader(r) => Source::Reader(r),
+            },
         }
     }
 }
@@ -238,31 +437,76 @@ impl Kv for SlateKv {
         if batch.is_empty() {
             return if durable { self.sync() } else { Ok(()) };
         }
+        let db = self.db()?;
         let mut wb = WriteBatch::new();
+        let mut bytes = 0u64;
         for op in batch.into_ops() {
             match op {
-                BatchOp::Put(space, k, v) => wb.put(full_key(space, &k), v),
-                BatchOp::Delete(space, k) => wb.delete(full_key(space, &k)),
+                BatchOp::Put(space, k, v) => {
+                    bytes += (k.len() + v.len() + 1) as u64;
+                    wb.put(full_key(space, &k), v)
+                }
+                BatchOp::Delete(space, k) => {
+                    bytes += (k.len() + 1) as u64;
+                    wb.delete(full_key(space, &k))
+                }
             }
         }
-        self.rt.block_on(self.db.write(wb)).map_err(err)?;
+        let h = self.rt.block_on(db.write(wb)).map_err(|e| self.fail(e))?;
         if durable {
             self.sync()?;
+        } else {
+            let mut q = self.backlog.lock();
+            q.push_back((h.seqnum(), bytes));
+            if q.len().is_multiple_of(1024) {
+                drop(q);
+                self.backlog_bytes();
+            }
         }
         Ok(())
     }
 
+    /// Waits until everything written is in the object store, at most the configured
+    /// timeout (then EIO; the push goes on, and a later sync may succeed).
     fn sync(&self) -> KvResult<()> {
-        self.rt.block_on(self.db.flush()).map_err(err)
+        let db = self.db()?;
+        let r = match self.opts.fsync_timeout {
+            None => self.rt.block_on(db.flush()),
+            Some(t) => match self
+                .rt
+                .block_on(async { tokio::time::timeout(t, db.flush()).await })
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    log::error!(
+                        "sync: the object store did not take the writes within {t:?}; \
+                         they stay queued and are retried"
+                    );
+                    return Err(KvError::Io(format!(
+                        "the object store did not answer within {t:?}"
+                    )));
+                }
+            },
+        };
+        r.map_err(|e| self.fail(e))?;
+        self.backlog_bytes();
+        Ok(())
     }
 
     fn read_view(&self) -> Box<dyn KvRead + '_> {
-        match self.db.snapshot() {
-            Ok(snap) => Box::new(Reader {
+        match &self.handle {
+            Handle::Writer(db) => match db.snapshot() {
+                Ok(snap) => Box::new(Reader {
+                    rt: &self.rt,
+                    src: Source::Snapshot(snap),
+                }),
+                Err(e) => Box::new(Failed(format!("slatedb snapshot: {e}"))),
+            },
+            // A reader follows the writer: its view is the latest state it has.
+            Handle::Reader(r) => Box::new(Reader {
                 rt: &self.rt,
-                src: Source::Snapshot(snap),
+                src: Source::Reader(r),
             }),
-            Err(e) => Box::new(Failed(format!("slatedb snapshot: {e}"))),
         }
     }
 
@@ -271,11 +515,52 @@ impl Kv for SlateKv {
         Ok(())
     }
 
+    /// The local cache's size (the data itself is in the object store).
     fn disk_usage(&self) -> u64 {
-        0
+        self.opts.cache_dir.as_deref().map(dir_size).unwrap_or(0)
     }
 
     fn path(&self) -> Option<&Path> {
         None
     }
+
+    fn read_only(&self) -> bool {
+        matches!(self.handle, Handle::Reader(_))
+    }
+
+    fn fenced(&self) -> bool {
+        self.is_fenced()
+    }
+
+    fn remote_status(&self) -> Option<RemoteStatus> {
+        Some(RemoteStatus {
+            url: self.opts.location.clone(),
+            read_only: matches!(self.handle, Handle::Reader(_)),
+            fenced: self.is_fenced(),
+            backlog_bytes: self.backlog_bytes(),
+            backlog_limit_bytes: self.opts.backlog_bytes,
+            cache_bytes: self.disk_usage(),
+            cache_limit_bytes: self.opts.cache_bytes,
+            push_interval_ms: self.opts.push_interval.as_millis() as u64,
+        })
+    }
+}
+
+/// Bytes of the files below `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }

@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod http;
 mod posix;
+pub mod s3;
 
 // Each test binary uses a subset.
 #[allow(unused_imports)]
@@ -381,6 +382,8 @@ pub fn stop_daemon(store: &Path) {
     }
 }
 
+static NEXT_STORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A store from `snapfs init` in its own temporary directory, with mountpoints beside it.
 /// On drop: every mountpoint it handed out is unmounted and its daemon is stopped.
 pub struct Store {
@@ -400,7 +403,25 @@ impl Store {
         Store::init(&["--block-size".to_string(), n.to_string()])
     }
 
+    /// With `SNAPFS_TEST_OBJECT_STORE=s3://BUCKET/PREFIX` in the environment (and the
+    /// `AWS_*` variables of its server, as `scripts/test.sh` sets them for its object-store
+    /// pass), every store is created on object storage, under a prefix of its own.
     fn init(extra: &[String]) -> Store {
+        let mut extra = extra.to_vec();
+        if let Ok(base) = std::env::var("SNAPFS_TEST_OBJECT_STORE") {
+            let unique = format!(
+                "{}/t{}-{}",
+                base.trim_end_matches('/'),
+                std::process::id(),
+                NEXT_STORE.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            );
+            extra.extend(["--object-store".to_string(), unique]);
+        }
+        Store::init_env(&extra, &[])
+    }
+
+    /// `snapfs init STORE [extra]` with `env` applied.
+    pub fn init_env(extra: &[String], env: &[(String, Option<String>)]) -> Store {
         let dir = tempfile::Builder::new()
             .prefix("snapfs-store-")
             .tempdir()
@@ -408,7 +429,7 @@ impl Store {
         let path = dir.path().join("store");
         let mut args: Vec<&OsStr> = vec![OsStr::new("init"), path.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
-        snapfs(&args).ok();
+        snapfs_env(&args, env).ok();
         Store {
             dir,
             path,

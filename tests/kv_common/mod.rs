@@ -165,6 +165,27 @@ impl Drop for ScratchFs {
     }
 }
 
+#[cfg(feature = "slatedb")]
+#[allow(dead_code)]
+#[path = "../common/s3.rs"]
+pub mod s3;
+
+/// A SlateDB store on the shared loopback S3 server, under a prefix of its own.
+#[cfg(feature = "slatedb")]
+#[allow(dead_code)]
+pub fn open_slate_s3(name: &str) -> snapfs::kv::slate::SlateKv {
+    use slatedb::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let mut b = AmazonS3Builder::new().with_bucket_name("snapfs");
+    for (k, v) in s3::shared() {
+        if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            b = b.with_config(key, v);
+        }
+    }
+    let os = b.build().expect("S3 client");
+    let prefix = format!("conformance/{}-{name}", std::process::id());
+    snapfs::kv::slate::SlateKv::open(std::sync::Arc::new(os), &prefix).expect("open slatedb on S3")
+}
+
 /// Instantiates every listed suite check once per backend (the SlateDB ones with the
 /// `slatedb` feature).
 #[allow(unused_macros)]
@@ -201,6 +222,19 @@ macro_rules! conformance {
                 #[test]
                 fn $name() {
                     let kv = snapfs::kv::slate::SlateKv::in_memory().expect("open slatedb");
+                    suite::$name(&kv);
+                }
+            )*
+        }
+
+        /// On the loopback S3 server (one per test process), each test under its own prefix.
+        #[cfg(feature = "slatedb")]
+        mod slate_s3 {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let kv = open_slate_s3(stringify!($name));
                     suite::$name(&kv);
                 }
             )*

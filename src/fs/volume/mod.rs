@@ -46,6 +46,8 @@ pub struct VolumeOptions {
     pub snapdir_visible: bool,
     /// Besides root, who may create, rename and delete snapshots.
     pub admin_uid: Option<u32>,
+    /// Mounted read-only (the kernel refuses every change with EROFS).
+    pub read_only: bool,
 }
 
 /// Snapshot views by slot. Keyed by epoch, not name: a name can come back (deleted, then
@@ -100,6 +102,10 @@ fn name_str(name: &[u8]) -> FsResult<&str> {
 }
 
 impl Volume {
+    pub fn options(&self) -> &VolumeOptions {
+        &self.opts
+    }
+
     pub fn new(head: Fs, opts: VolumeOptions) -> Volume {
         Volume {
             head,

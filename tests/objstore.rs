@@ -1,0 +1,332 @@
+//! Stores on object storage (issue 16), through real mounts, on a loopback S3 server
+//! (SeaweedFS, started per test by `scripts/s3.sh`): two hosts are two store directories on
+//! this machine with their own daemons, sharing one prefix in the bucket.
+//! - host A killed with -9: host B attaches, mounts, and finds every fsync'ed byte and every
+//!   snapshot, fsck clean;
+//! - host A alive: B takes over; A's next write fails cleanly (EIO, and `snapfs status` says
+//!   why) and nothing A had fsync'ed is lost;
+//! - a read-only host browses snapshots while the writer writes, and never fences it;
+//! - the S3 server stopped mid-write and started again: writes return, fsync fails after the
+//!   configured timeout, everything resumes, nothing fsync'ed is lost.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::s3::S3Server;
+use common::{require_fuse, snapfs_env, wait_until, Mount, Store};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A host: a store directory attached to (or creating) the store at `url`.
+fn host(s3: &S3Server, url: &str, extra: &[&str]) -> Store {
+    let mut args = vec!["--object-store".to_string(), url.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let store = Store::init_env(&args, &s3.env());
+    assert!(
+        store.path().join("store.json").exists(),
+        "snapfs init {args:?} made no store"
+    );
+    store
+}
+
+fn mount(s3: &S3Server, store: Store, extra: &[&str]) -> Mount {
+    let env = s3.env();
+    let env: Vec<(&str, Option<&str>)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    let mut args = vec!["--snapdir", "visible"];
+    args.extend_from_slice(extra);
+    Mount::on_with_env(store, &args, &env)
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes `data` to `path` and fsyncs it.
+fn write_synced(path: &Path, data: &[u8]) {
+    let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(data).expect("write");
+    f.sync_all().expect("fsync");
+}
+
+fn snapfs_with(s3: &S3Server, args: &[&str]) -> common::Output {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    snapfs_env(&args, &s3.env())
+}
+
+fn status(s3: &S3Server, store: &Store) -> serde_json::Value {
+    let p = store.path().to_string_lossy().into_owned();
+    snapfs_with(s3, &["status", "--store", &p, "--json"]).json()
+}
+
+fn fsck_clean(s3: &S3Server, store: &Store) {
+    let p = store.path().to_string_lossy().into_owned();
+    let out = snapfs_with(s3, &["fsck", &p]);
+    assert!(out.success(), "fsck: {}", out.describe());
+}
+
+fn daemon_kill9(store: &Store) {
+    let pid = store.daemon_pid().expect("daemon pid");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9");
+    assert!(
+        wait_until(Duration::from_secs(10), || !common::alive(pid)),
+        "daemon {pid} still alive"
+    );
+}
+
+#[test]
+fn takeover_after_kill_finds_every_fsynced_byte_and_snapshot() {
+    require_fuse();
+    let s3 = S3Server::start();
+    let url = s3.url("kill9");
+    let mut a = mount(&s3, host(&s3, &url, &[]), &[]);
+    let big = pattern(1, 3 << 20);
+    write_synced(&a.join("big"), &big);
+    fs::create_dir(a.join("dir")).expect("mkdir");
+    write_synced(&a.join("dir/small"), b"small file\n");
+    fs::create_dir(a.join(".snapshots/before")).expect("snapshot");
+    // After the snapshot: overwrite part of big, fsync.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(a.join("big"))
+        .expect("open");
+    f.write_all_at(&[0xee; 8192], 1 << 20).expect("pwrite");
+    f.sync_all().expect("fsync");
+    drop(f);
+    let mut big_now = big.clone();
+    big_now[1 << 20..(1 << 20) + 8192].fill(0xee);
+    // Not synced: may or may not survive.
+    fs::write(a.join("unsynced"), b"maybe").expect("write");
+    daemon_kill9(a.store());
+    let _ = a.umount_output();
+
+    let b_store = host(&s3, &url, &["--attach"]);
+    {
+        let b = mount(&s3, b_store, &[]);
+        assert_eq!(fs::read(b.join("big")).expect("read big"), big_now);
+        assert_eq!(
+            fs::read(b.join("dir/small")).expect("read small"),
+            b"small file\n"
+        );
+        assert_eq!(
+            fs::read(b.join(".snapshots/before/big")).expect("read snapshot"),
+            big
+        );
+        if let Ok(u) = fs::read(b.join("unsynced")) {
+            assert!(u.is_empty() || u == b"maybe", "unsynced holds {u:?}");
+        }
+        // B writes: it is the writer now.
+        write_synced(&b.join("from-b"), b"b");
+        let st = status(&s3, b.store());
+        assert_eq!(st["object_store"]["fenced"], false, "{st}");
+        assert_eq!(st["object_store"]["read_only"], false, "{st}");
+        let mut b = b;
+        b.umount();
+        fsck_clean(&s3, b.store());
+    }
+}
+
+#[test]
+fn takeover_of_a_live_host_fences_it_and_loses_nothing_it_fsynced() {
+    require_fuse();
+    let s3 = S3Server::start();
+    let url = s3.url("live");
+    let mut a = mount(&s3, host(&s3, &url, &[]), &[]);
+    let data = pattern(7, 1 << 20);
+    write_synced(&a.join("a1"), &data);
+    fs::create_dir(a.join(".snapshots/s1")).expect("snapshot");
+    write_synced(&a.join("a2"), b"second");
+
+    let mut b = mount(&s3, host(&s3, &url, &["--attach"]), &[]);
+    assert_eq!(fs::read(b.join("a1")).expect("read a1 on B"), data);
+    assert_eq!(fs::read(b.join("a2")).expect("read a2 on B"), b"second");
+    assert_eq!(
+        fs::read(b.join(".snapshots/s1/a1")).expect("snapshot on B"),
+        data
+    );
+
+    // A's next durable write fails with EIO; later writes fail too.
+    let r = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(a.join("after"))?;
+        f.write_all(b"lost")?;
+        f.sync_all()
+    })();
+    let e = r.expect_err("A wrote durably after B took over");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let again =
+        fs::write(a.join("again"), b"x").and_then(|_| fs::File::open(a.join("again"))?.sync_all());
+    assert!(again.is_err(), "A still writes after being fenced");
+    let st = status(&s3, a.store());
+    assert_eq!(st["object_store"]["fenced"], true, "{st}");
+    let p = a.store().path().to_string_lossy().into_owned();
+    let human = snapfs_with(&s3, &["status", "--store", &p]);
+    assert!(
+        human.stdout.contains("FENCED"),
+        "status does not say why: {}",
+        human.describe()
+    );
+    // A's reads answer EIO (its database is closed) or what it had; never other data.
+    match fs::read(a.join("a1")) {
+        Ok(d) => assert_eq!(d, data),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    // Unmounting A works, and says why it could not save anything.
+    let out = a.umount_output();
+    assert!(out.success(), "umount of a fenced host: {}", out.describe());
+    assert!(
+        out.stderr.contains("another host"),
+        "umount does not say why: {}",
+        out.describe()
+    );
+
+    // B has everything A fsync'ed, and none of what failed.
+    assert_eq!(fs::read(b.join("a1")).expect("B a1"), data);
+    assert!(!b.join("after").exists() || fs::read(b.join("after")).unwrap_or_default().is_empty());
+    write_synced(&b.join("b1"), b"mine");
+    b.umount();
+    fsck_clean(&s3, b.store());
+}
+
+#[test]
+fn read_only_host_browses_snapshots_while_the_writer_writes() {
+    require_fuse();
+    let s3 = S3Server::start();
+    let url = s3.url("reader");
+    let a = mount(&s3, host(&s3, &url, &[]), &[]);
+    let v1 = pattern(3, 256 << 10);
+    write_synced(&a.join("f"), &v1);
+    fs::create_dir(a.join(".snapshots/v1")).expect("snapshot");
+
+    let r = mount(&s3, host(&s3, &url, &["--attach"]), &["--read-only"]);
+    assert_eq!(
+        fs::read(r.join(".snapshots/v1/f")).expect("reader snapshot"),
+        v1
+    );
+    assert_eq!(fs::read(r.join("f")).expect("reader head"), v1);
+    let e = fs::write(r.join("nope"), b"x").expect_err("reader wrote");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let e = fs::create_dir(r.join(".snapshots/nope")).expect_err("reader took a snapshot");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let st = status(&s3, r.store());
+    assert_eq!(st["object_store"]["read_only"], true, "{st}");
+
+    // The writer keeps writing and syncing: the reader never fenced it.
+    for i in 0..20u8 {
+        write_synced(&a.join(format!("w{i}")), &pattern(i, 64 << 10));
+        assert_eq!(
+            fs::read(r.join(".snapshots/v1/f")).expect("reader during writes"),
+            v1
+        );
+    }
+    fs::create_dir(a.join(".snapshots/v2")).expect("writer snapshot after the reader");
+    let st = status(&s3, a.store());
+    assert_eq!(st["object_store"]["fenced"], false, "{st}");
+    drop(r);
+    drop(a);
+}
+
+#[test]
+fn s3_outage_blocks_fsync_then_everything_resumes() {
+    require_fuse();
+    let mut s3 = S3Server::start();
+    let url = s3.url("outage");
+    let store = host(&s3, &url, &["--fsync-timeout-ms", "3000"]);
+    let mut a = mount(&s3, store, &[]);
+    let before = pattern(9, 512 << 10);
+    write_synced(&a.join("before"), &before);
+
+    s3.stop();
+    // Unsynced writes still return (they wait in the backlog).
+    let during = pattern(11, 256 << 10);
+    let f = fs::File::create(a.join("during")).expect("create during the outage");
+    f.write_all_at(&during, 0).expect("write during the outage");
+    // fsync fails after the timeout, with EIO.
+    let e = f
+        .sync_all()
+        .expect_err("fsync succeeded with the server down");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let log = fs::read_to_string(a.store().path().join("snapfs.log")).unwrap_or_default();
+    assert!(
+        log.contains("did not take the writes"),
+        "no log line for the failed fsync: {log}"
+    );
+
+    s3.restart();
+    // The same descriptor syncs once the server is back.
+    assert!(
+        wait_until(Duration::from_secs(60), || f.sync_all().is_ok()),
+        "fsync never succeeded after the server came back"
+    );
+    drop(f);
+    write_synced(&a.join("after"), b"after");
+    let st = status(&s3, a.store());
+    assert_eq!(st["object_store"]["backlog_bytes"], 0, "{st}");
+    a.remount();
+    assert_eq!(fs::read(a.join("before")).expect("before"), before);
+    assert_eq!(fs::read(a.join("during")).expect("during"), during);
+    assert_eq!(fs::read(a.join("after")).expect("after"), b"after");
+    a.umount();
+    fsck_clean(&s3, a.store());
+}
+
+#[test]
+fn init_refuses_what_would_lose_or_share_data() {
+    let s3 = S3Server::start();
+    let url = s3.url("refuse");
+    let _a = host(&s3, &url, &[]);
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("x").to_string_lossy().into_owned();
+    // A second store on the same prefix would fence the first's data: refused.
+    let out = snapfs_with(&s3, &["init", &p, "--object-store", &url]);
+    out.assert_one_line_error();
+    assert!(out.stderr.contains("--attach"), "{}", out.describe());
+    assert!(!Path::new(&p).exists(), "a refused init left {p}");
+    // Attaching to nothing: refused.
+    let out = snapfs_with(
+        &s3,
+        &["init", &p, "--object-store", &s3.url("empty"), "--attach"],
+    );
+    out.assert_one_line_error();
+    assert!(!Path::new(&p).exists());
+    // Bad URLs and an unreachable server: one clear line each.
+    for bad in ["gs://b/x", "s3://", "s3://UPPER/x"] {
+        let out = snapfs_with(&s3, &["init", &p, "--object-store", bad]);
+        out.assert_one_line_error();
+    }
+    let args: Vec<&OsStr> = ["init", p.as_str(), "--object-store", "s3://snapfs/x"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
+    let out = snapfs_env(
+        &args,
+        &[
+            (
+                "AWS_ENDPOINT_URL".to_string(),
+                Some("http://127.0.0.1:9".to_string()),
+            ),
+            ("AWS_ALLOW_HTTP".to_string(), Some("true".to_string())),
+            ("AWS_ACCESS_KEY_ID".to_string(), Some("k".to_string())),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), Some("s".to_string())),
+            ("AWS_REGION".to_string(), Some("us-east-1".to_string())),
+        ],
+    );
+    out.assert_one_line_error();
+    assert!(out.stderr.contains("cannot reach"), "{}", out.describe());
+    // A second daemon on the same directory: refused by its lock, not a takeover.
+    let store = host(&s3, &s3.url("lock"), &[]);
+    let m = mount(&s3, store, &[]);
+    let sp = m.store().path().to_string_lossy().into_owned();
+    let out = snapfs_with(&s3, &["fsck", &sp]);
+    assert!(!out.success(), "fsck opened a store its daemon holds");
+    assert!(out.stderr.contains("in use"), "{}", out.describe());
+}
