@@ -11,6 +11,9 @@
 #   BENCH_META_FILES     files for examples/metabench.rs                [20000; quick 2000]
 #   BENCH_DIR            parent of the temp dir (must be a real disk)   [/var/tmp]
 #   BENCH_TARGETS        what to compare, in column order   ["host snapfs fuse-overlayfs"]
+#                        snapfs-s3: a store on object storage (a loopback SeaweedFS, started
+#                        by scripts/s3.sh); it adds rows for its snapshot latency and the
+#                        bytes sent to object storage per byte written
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
 #   BENCH_QUOTA          set both quotas of the snapfs container to this size (e.g. 1T):
 #                        the cost of enforcing them                     [none]
@@ -53,9 +56,9 @@ read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs fuse-overlayfs}"
 extra_pkgs=()
 for t in "${TARGETS[@]}"; do
     case "$t" in
-    host | snapfs) ;;
+    host | snapfs | snapfs-s3) ;;
     fuse-overlayfs) extra_pkgs+=(fuse-overlayfs) ;;
-    *) die "unknown target in BENCH_TARGETS: $t (known: host snapfs fuse-overlayfs)" ;;
+    *) die "unknown target in BENCH_TARGETS: $t (known: host snapfs snapfs-s3 fuse-overlayfs)" ;;
     esac
 done
 setup
@@ -81,7 +84,7 @@ cleanup() {
     for m in "${MOUNTS[@]}"; do
         if is_mounted "$m"; then
             case "$m" in
-            */snapfs-mnt) snapfs_unmount "$m" ;;
+            */snapfs-mnt | */s3-mnt) snapfs_unmount "$m" ;;
             *) fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" ;;
             esac
         fi
@@ -90,6 +93,7 @@ cleanup() {
     if [ -n "${URING_WAS:-}" ]; then
         echo "$URING_WAS" >"$URING_SWITCH"
     fi
+    [ -d "$WORK/s3" ] && bash "$REPO_ROOT/scripts/s3.sh" stop "$WORK/s3"
     if [ "$busy" = 1 ]; then
         log "a mount under $WORK is still live; leaving $WORK in place"
     elif [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -152,6 +156,19 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
                 --quota "$BENCH_QUOTA" --quota-including-snapshots "$BENCH_QUOTA" >/dev/null
         fi
         ;;
+    snapfs-s3)
+        # The same store on a loopback S3 server: its data is in $WORK/s3 (same disk).
+        eval "$(bash "$REPO_ROOT/scripts/s3.sh" start "$WORK/s3")"
+        local init_args=(--object-store s3://snapfs/bench)
+        if [ -n "${BENCH_BLOCK_SIZE:-}" ]; then
+            init_args+=(--block-size "$BENCH_BLOCK_SIZE")
+        fi
+        "$SNAPFS_BIN" init "$WORK/s3-store" "${init_args[@]}"
+        TARGET_DIR="$WORK/s3-mnt"
+        mkdir -p "$TARGET_DIR"
+        MOUNTS+=("$TARGET_DIR")
+        remount_target snapfs-s3
+        ;;
     fuse-overlayfs)
         mkdir -p "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"
         TARGET_DIR="$WORK/ovl-mnt"
@@ -166,6 +183,7 @@ unmount_target() {
     case "$1" in
     host) ;;
     snapfs) snapfs_unmount "$WORK/snapfs-mnt" ;;
+    snapfs-s3) snapfs_unmount "$WORK/s3-mnt" ;;
     fuse-overlayfs) fusermount3 -u "$WORK/ovl-mnt" ;;
     esac
 }
@@ -174,6 +192,7 @@ remount_target() {
     case "$1" in
     host) return 0 ;;
     snapfs) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/snapfs-store" "$WORK/snapfs-mnt" ;;
+    snapfs-s3) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/s3-store" "$WORK/s3-mnt" ;;
     fuse-overlayfs)
         "${PIN[@]}" fuse-overlayfs -o "lowerdir=$WORK/ovl-lower,upperdir=$WORK/ovl-upper,workdir=$WORK/ovl-work" \
             "$WORK/ovl-mnt"
@@ -239,6 +258,7 @@ run_target() {
     fio_job "$t" "$dir" "rand read 4k cold" read IOPS \
         --rw=randread --bs=4k --time_based --runtime="$rt"
     rm -f -- "$dir/fio.dat"
+    case "$t" in snapfs | snapfs-s3) snapfs_rows "$t" "$dir" ;; esac
     if [ -n "$SUSTAINED" ]; then
         # Far past the memtables and the page cache's dirty limits: compare with the first row.
         fio_job "$t" "$dir" "seq write $SUSTAINED bs=1M end_fsync" write MiB/s \
@@ -258,6 +278,33 @@ run_target() {
     fi
 
     unmount_target "$t"
+}
+
+# snapfs_rows TARGET DIR: snapshot latency after the fio jobs, and for a store on object
+# storage the traffic of one daemon lifetime: a sequential file and random 4 KiB overwrites
+# of it, synced, then 30 s idle for compaction; bytes PUT per byte the daemon wrote (keys and
+# values), and per byte of file data.
+snapfs_rows() {
+    local t="$1" dir="$2" store status
+    record "$t" "mkdir .snapshots/X, median ms" "$(mkdir_latency "$dir" 15 "bench-$t")" ms
+    [ "$t" = snapfs-s3 ] || return 0
+    store="$WORK/s3-store"
+    cold_cache "$t"
+    fio --name=amp --filename="$dir/amp.dat" --size="$SIZE" --rw=write --bs=1M \
+        --fallocate=none --end_fsync=1 --output=/dev/null
+    fio --name=amp-rand --filename="$dir/amp.dat" --size="$SIZE" --rw=randwrite --bs=4k \
+        --time_based --runtime="$RUNTIME" --fallocate=none --end_fsync=1 --output=/dev/null
+    sleep 30
+    status="$("$SNAPFS_BIN" status --store "$store" --json)"
+    read -r per_written per_data < <(python3 - "$status" "$SIZE" <<'PY'
+import json, sys
+o = json.loads(sys.argv[1])["object_store"]
+print(f"{o['put_bytes'] / max(o['written_bytes'], 1):.2f} {o['put_bytes'] / 2**20:.0f}")
+PY
+)
+    record "$t" "object store: bytes PUT per byte written" "$per_written" x
+    record "$t" "object store: MiB PUT for the amp run" "$per_data" MiB
+    rm -f -- "$dir/amp.dat"
 }
 
 metabench() { # TARGET DIR LABEL_SUFFIX
@@ -303,6 +350,8 @@ for line in open(path):
 def fmt(v, unit):
     if v is None:
         return "n/a"
+    if unit in ("ms", "x"):
+        return f"{v:,.2f}"
     return f"{v:,.1f}" if unit == "MiB/s" else f"{v:,.0f}"
 
 head = ["workload"] + targets
@@ -312,6 +361,9 @@ if ratio:
     head.append("ratio snapfs/host")
 if ovl:
     head.append("ratio snapfs/fuse-overlayfs")
+s3 = "snapfs-s3" in targets and "snapfs" in targets
+if s3:
+    head.append("ratio snapfs-s3/snapfs")
 out = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
 for w in order:
     unit = units[w]
@@ -322,6 +374,9 @@ for w in order:
     if ovl:
         o, s = rows.get(("fuse-overlayfs", w)), rows.get(("snapfs", w))
         cells.append(f"{s / o:.2f}" if o and s is not None else "n/a")
+    if s3:
+        s, o = rows.get(("snapfs", w)), rows.get(("snapfs-s3", w))
+        cells.append(f"{o / s:.2f}" if s and o is not None else "n/a")
     out.append("| " + " | ".join(cells) + " |")
 out.append("")
 out.append(f"fio: psync, iodepth 1, file {size}; random jobs {runtime} s each; "

@@ -270,7 +270,19 @@ fn s3_outage_blocks_fsync_then_everything_resumes() {
     drop(f);
     write_synced(&a.join("after"), b"after");
     let st = status(&s3, a.store());
-    assert_eq!(st["object_store"]["backlog_bytes"], 0, "{st}");
+    let o = &st["object_store"];
+    assert_eq!(o["backlog_bytes"], 0, "{st}");
+    // The traffic counters: everything written was sent at least once.
+    let written = o["written_bytes"].as_u64().expect("written_bytes");
+    assert!(written >= (768 << 10), "{st}");
+    assert!(
+        o["put_bytes"].as_u64().expect("put_bytes") >= written,
+        "{st}"
+    );
+    assert!(
+        o["put_requests"].as_u64().expect("put_requests") > 0,
+        "{st}"
+    );
     a.remount();
     assert_eq!(fs::read(a.join("before")).expect("before"), before);
     assert_eq!(fs::read(a.join("during")).expect("during"), during);

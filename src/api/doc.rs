@@ -238,6 +238,14 @@ pub struct ObjectStoreStatus {
     cache_limit_bytes: u64,
     /// How often writes not yet synced are pushed out, in milliseconds.
     push_interval_ms: u64,
+    /// Since the daemon opened the store: bytes of keys and values written.
+    written_bytes: u64,
+    /// Requests and bytes sent to the object store since then (put_bytes / written_bytes is
+    /// the write amplification), GET and LIST requests.
+    put_requests: u64,
+    put_bytes: u64,
+    get_requests: u64,
+    list_requests: u64,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -441,6 +441,26 @@ pub(super) fn status(common: Common) -> Result<()> {
                 size_cell(&o["cache_bytes"]),
                 size_cell(&o["cache_limit_bytes"]),
             ));
+            let (written, put) = (
+                o["written_bytes"].as_u64().unwrap_or(0),
+                o["put_bytes"].as_u64().unwrap_or(0),
+            );
+            out.push_str(&format!(
+                "\n  since start: {} written, {} sent in {} PUTs{}; {} GETs, {} LISTs",
+                size_cell(&o["written_bytes"]),
+                size_cell(&o["put_bytes"]),
+                o["put_requests"],
+                if written > 0 {
+                    format!(
+                        " ({:.2} bytes sent per byte written)",
+                        put as f64 / written as f64
+                    )
+                } else {
+                    String::new()
+                },
+                o["get_requests"],
+                o["list_requests"],
+            ));
         }
         out
     })

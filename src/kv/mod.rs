@@ -17,6 +17,8 @@ pub mod mem;
 pub mod rocks;
 #[cfg(feature = "slatedb")]
 pub mod slate;
+#[cfg(feature = "slatedb")]
+pub mod traffic;
 
 use std::path::Path;
 
@@ -70,6 +72,14 @@ pub struct RemoteStatus {
     pub cache_limit_bytes: u64,
     /// How often unsynced writes are pushed out.
     pub push_interval_ms: u64,
+    /// Since the store was opened here: bytes of keys and values written...
+    pub written_bytes: u64,
+    /// ...and the object-store traffic they and reads caused (PUT requests and bytes, GET
+    /// and LIST requests).
+    pub put_requests: u64,
+    pub put_bytes: u64,
+    pub get_requests: u64,
+    pub list_requests: u64,
 }
 
 pub type KvResult<T> = Result<T, KvError>;

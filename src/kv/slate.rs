@@ -24,6 +24,7 @@ use slatedb::{
     WriteBatch,
 };
 
+use super::traffic::{Counting, Traffic};
 use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
 
 /// Bytes fetched per read while scanning (SlateDB's default of one block makes scans ~50x
@@ -104,6 +105,10 @@ pub struct SlateKv {
     rt: tokio::runtime::Runtime,
     handle: Handle,
     opts: SlateOptions,
+    /// Requests and bytes sent to the object store.
+    traffic: Arc<Traffic>,
+    /// Bytes of keys and values written (what the object-store traffic amplifies).
+    written: std::sync::atomic::AtomicU64,
     /// Writes not yet durable: (sequence number, bytes), oldest first.
     backlog: Mutex<VecDeque<(u64, u64)>>,
     /// The writer's status (durable sequence number, close reason).
@@ -154,6 +159,8 @@ impl SlateKv {
         if let Some(d) = &opts.cache_dir {
             std::fs::create_dir_all(d).map_err(err)?;
         }
+        let traffic = Arc::new(Traffic::default());
+        let store: Arc<dyn ObjectStore> = Arc::new(Counting::new(store, traffic.clone()));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("slatedb")
@@ -196,6 +203,8 @@ impl SlateKv {
             rt,
             handle,
             opts: opts.clone(),
+            traffic,
+            written: std::sync::atomic::AtomicU64::new(0),
             backlog: Mutex::new(VecDeque::new()),
             status,
             fenced: AtomicBool::new(false),
@@ -453,6 +462,7 @@ impl Kv for SlateKv {
             }
         }
         let h = self.rt.block_on(db.write(wb)).map_err(|e| self.fail(e))?;
+        self.written.fetch_add(bytes, Ordering::Relaxed);
         if durable {
             self.sync()?;
         } else {
@@ -542,6 +552,11 @@ impl Kv for SlateKv {
             cache_bytes: self.disk_usage(),
             cache_limit_bytes: self.opts.cache_bytes,
             push_interval_ms: self.opts.push_interval.as_millis() as u64,
+            written_bytes: self.written.load(Ordering::Relaxed),
+            put_requests: self.traffic.puts.load(Ordering::Relaxed),
+            put_bytes: self.traffic.put_bytes.load(Ordering::Relaxed),
+            get_requests: self.traffic.gets.load(Ordering::Relaxed),
+            list_requests: self.traffic.lists.load(Ordering::Relaxed),
         })
     }
 }
