@@ -342,3 +342,74 @@ fn init_refuses_what_would_lose_or_share_data() {
     assert!(!out.success(), "fsck opened a store its daemon holds");
     assert!(out.stderr.contains("in use"), "{}", out.describe());
 }
+
+/// Writes that are not synced keep returning while the server is down, until the backlog
+/// is full; then they wait, and go on once the server is back. (At the kv level: through a
+/// mount the page cache would absorb the writes first.)
+#[test]
+fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
+    use slatedb::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use snapfs::kv::slate::{SlateKv, SlateOptions};
+    use snapfs::kv::{Batch, Kv, KvRead, Space};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut s3 = S3Server::start();
+    // The client configured from this server's AWS_* values (not the process environment).
+    let mut b = AmazonS3Builder::new().with_bucket_name("snapfs");
+    for (k, v) in s3.env() {
+        if let (Ok(key), Some(v)) = (k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>(), v) {
+            b = b.with_config(key, v);
+        }
+    }
+    let os = Arc::new(b.build().expect("S3 client"));
+    let opts = SlateOptions {
+        backlog_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let kv = Arc::new(SlateKv::open_with(os, "backlog", &opts).expect("open"));
+    let chunk = vec![0x5a; 128 << 10];
+    let mut b = Batch::new();
+    b.put(Space::Data, b"first".to_vec(), chunk.clone());
+    kv.write(b, true)
+        .expect("durable write while the server is up");
+
+    s3.stop();
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (kv, done, chunk) = (kv.clone(), done.clone(), chunk.clone());
+        std::thread::spawn(move || {
+            for i in 0..32u32 {
+                let mut b = Batch::new();
+                b.put(Space::Data, format!("k{i:04}").into_bytes(), chunk.clone());
+                kv.write(b, false).expect("write");
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // 32 x 128 KiB = 4 MiB, four times the backlog: the writer stops part of the way.
+    std::thread::sleep(Duration::from_secs(3));
+    let stalled_at = done.load(Ordering::SeqCst);
+    assert!(
+        stalled_at < 32,
+        "all 4 MiB returned with a 1 MiB backlog and the server down"
+    );
+    assert!(
+        stalled_at > 0,
+        "no write returned at all while the server was down"
+    );
+    let st = kv.remote_status().expect("remote status");
+    assert!(st.backlog_bytes > 0, "{st:?}");
+
+    s3.restart();
+    writer.join().expect("writer");
+    assert_eq!(done.load(Ordering::SeqCst), 32);
+    kv.sync().expect("sync once the server is back");
+    for i in 0..32u32 {
+        let v = kv
+            .get(Space::Data, format!("k{i:04}").as_bytes())
+            .expect("get");
+        assert_eq!(v.as_deref(), Some(&chunk[..]), "k{i:04}");
+    }
+    assert_eq!(kv.remote_status().expect("status").backlog_bytes, 0);
+}

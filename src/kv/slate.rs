@@ -183,9 +183,12 @@ impl SlateKv {
                 .map_err(slate_err)?;
             (Handle::Reader(Box::new(reader)), None)
         } else {
+            let backlog = usize::try_from(opts.backlog_bytes).unwrap_or(usize::MAX);
             let settings = Settings {
                 flush_interval: Some(opts.push_interval),
-                max_unflushed_bytes: usize::try_from(opts.backlog_bytes).unwrap_or(usize::MAX),
+                max_unflushed_bytes: backlog,
+                // SlateDB wants the backlog above one L0 table (64 MiB by default).
+                l0_sst_size_bytes: (backlog / 4).min(64 << 20),
                 object_store_cache_options: cache_options(opts),
                 ..Default::default()
             };
