@@ -280,6 +280,21 @@ run_target() {
     unmount_target "$t"
 }
 
+median_ms() { # reads one number per line (ns), prints the median in ms
+    sort -n | awk '{v[NR]=$1} END {printf "%.2f", v[int((NR+1)/2)]/1e6}'
+}
+
+mkdir_latency() { # DIR ROUNDS TAG: median ms of `mkdir .snapshots/...` after a fresh write
+    local dir="$1" rounds="$2" tag="$3" i t0 t1
+    for ((i = 0; i < rounds; i++)); do
+        head -c 65536 /dev/urandom >"$dir/fresh-$tag-$i"
+        t0=$(date +%s%N)
+        mkdir "$dir/.snapshots/$tag-$i"
+        t1=$(date +%s%N)
+        echo $((t1 - t0))
+    done | median_ms
+}
+
 # snapfs_rows TARGET DIR: snapshot latency after the fio jobs, and for a store on object
 # storage the traffic of one daemon lifetime: a sequential file and random 4 KiB overwrites
 # of it, synced, then 30 s idle for compaction; bytes PUT per byte the daemon wrote (keys and
@@ -411,21 +426,6 @@ fi
 # Snapshot create / restore / copy latency (in-process on a real store, empty vs filled),
 # `mkdir .snapshots/X` latency through a mount (empty vs filled, fresh unsynced writes just
 # before each), and head speed with 0 vs SNAP_COUNT snapshots present.
-
-median_ms() { # reads one number per line (ns), prints the median in ms
-    sort -n | awk '{v[NR]=$1} END {printf "%.2f", v[int((NR+1)/2)]/1e6}'
-}
-
-mkdir_latency() { # DIR ROUNDS TAG: median ms of `mkdir .snapshots/...` after a fresh write
-    local dir="$1" rounds="$2" tag="$3" i t0 t1
-    for ((i = 0; i < rounds; i++)); do
-        head -c 65536 /dev/urandom >"$dir/fresh-$tag-$i"
-        t0=$(date +%s%N)
-        mkdir "$dir/.snapshots/$tag-$i"
-        t1=$(date +%s%N)
-        echo $((t1 - t0))
-    done | median_ms
-}
 
 fill_tree() { # DIR FILES: FILES files of ~52 KiB in 100 directories (about 1 GiB at 20,000)
     python3 - "$1" "$2" <<'PY'

@@ -43,7 +43,7 @@ pub struct Metrics {
 }
 
 /// The figures read at scrape time.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Scraped {
     pub reclaim_epochs: u64,
     pub disk_bytes: u64,
@@ -54,6 +54,8 @@ pub struct Scraped {
     pub delayed_write_rate: u64,
     pub open_files: u64,
     pub mounts: u64,
+    /// A store on object storage: its state and traffic.
+    pub object_store: Option<crate::kv::RemoteStatus>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -210,6 +212,43 @@ pub fn encode(s: &Scraped) -> Result<String, std::fmt::Error> {
         gauge(s.open_files),
     );
     r.register("mounts", "Containers mounted", gauge(s.mounts));
+    if let Some(o) = &s.object_store {
+        r.register(
+            "object_store_fenced",
+            "1 once another host took the store over (writes fail here)",
+            gauge(u64::from(o.fenced)),
+        );
+        r.register(
+            "object_store_backlog_bytes",
+            "Bytes written but not yet in object storage",
+            gauge(o.backlog_bytes),
+        );
+        r.register(
+            "object_store_cache_bytes",
+            "Size of the local cache of object-store data",
+            gauge(o.cache_bytes),
+        );
+        r.register(
+            "object_store_written_bytes",
+            "Bytes of keys and values written to the store",
+            counter(o.written_bytes),
+        );
+        r.register(
+            "object_store_put_bytes",
+            "Bytes sent to object storage",
+            counter(o.put_bytes),
+        );
+        r.register(
+            "object_store_put_requests",
+            "PUT requests (and multipart parts) sent to object storage",
+            counter(o.put_requests),
+        );
+        r.register(
+            "object_store_get_requests",
+            "GET requests sent to object storage",
+            counter(o.get_requests),
+        );
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)?;
     Ok(out)

@@ -205,11 +205,26 @@ mod open {
     use slatedb::object_store::{self, ObjectStore};
     use std::sync::Arc;
 
+    /// `AmazonS3Builder::from_env` over a builder with our defaults.
+    fn from_env(mut b: object_store::aws::AmazonS3Builder) -> object_store::aws::AmazonS3Builder {
+        for (k, v) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                if let Ok(key) = k.to_ascii_lowercase().parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+        }
+        b
+    }
+
     /// The object store a URL names, configured from the `AWS_*` environment for S3.
     pub fn object_store(url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>> {
         match url {
             ObjectUrl::S3 { bucket, .. } => {
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                // Unsigned payloads: SigV4 would hash every body with SHA-256 (half the
+                // daemon's CPU while it pushes data). AWS_UNSIGNED_PAYLOAD=false restores it.
+                let s3 = object_store::aws::AmazonS3Builder::new().with_unsigned_payload(true);
+                let s3 = from_env(s3)
                     .with_bucket_name(bucket)
                     .build()
                     .context("cannot configure the S3 client (AWS_* environment)")?;

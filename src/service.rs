@@ -245,6 +245,7 @@ impl Service {
             delayed_write_rate: kv.delayed_write_rate(),
             open_files,
             mounts: mounts.len() as u64,
+            object_store: kv.remote_status(),
         }
     }
 

@@ -69,6 +69,15 @@ fn status(s3: &S3Server, store: &Store) -> serde_json::Value {
     snapfs_with(s3, &["status", "--store", &p, "--json"]).json()
 }
 
+/// `GET /metrics` over the store's socket.
+fn get_metrics(store: &Store) -> String {
+    let sock = std::os::unix::net::UnixStream::connect(store.path().join("snapfs.sock"))
+        .expect("connect to the daemon");
+    let req = common::http::build_request("GET", "/metrics", &[], b"");
+    let resp = common::http::exchange(sock, &req, "GET /metrics").expect("GET /metrics");
+    String::from_utf8_lossy(&resp.body).into_owned()
+}
+
 fn fsck_clean(s3: &S3Server, store: &Store) {
     let p = store.path().to_string_lossy().into_owned();
     let out = snapfs_with(s3, &["fsck", &p]);
@@ -168,6 +177,11 @@ fn takeover_of_a_live_host_fences_it_and_loses_nothing_it_fsynced() {
     assert!(again.is_err(), "A still writes after being fenced");
     let st = status(&s3, a.store());
     assert_eq!(st["object_store"]["fenced"], true, "{st}");
+    let metrics = get_metrics(a.store());
+    assert!(
+        metrics.contains("snapfs_object_store_fenced 1"),
+        "metrics do not say fenced: {metrics}"
+    );
     let p = a.store().path().to_string_lossy().into_owned();
     let human = snapfs_with(&s3, &["status", "--store", &p]);
     assert!(

@@ -27,6 +27,28 @@ use slatedb::{
 use super::traffic::{Counting, Traffic};
 use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
 
+/// In-memory caches of SST blocks and of their indexes and filters (moka). Without them
+/// every read of a key not in the memtable reads the local disk cache or the object store.
+const BLOCK_CACHE_BYTES: u64 = 128 << 20;
+const META_CACHE_BYTES: u64 = 32 << 20;
+
+fn memory_cache() -> Arc<dyn slatedb::db_cache::DbCache> {
+    use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
+    let moka = |max_capacity| -> Arc<dyn slatedb::db_cache::DbCache> {
+        Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
+            max_capacity,
+            time_to_live: None,
+            time_to_idle: None,
+        }))
+    };
+    Arc::new(
+        slatedb::db_cache::SplitCache::new()
+            .with_block_cache(Some(moka(BLOCK_CACHE_BYTES)))
+            .with_meta_cache(Some(moka(META_CACHE_BYTES)))
+            .build(),
+    )
+}
+
 /// Bytes fetched per read while scanning (SlateDB's default of one block makes scans ~50x
 /// slower).
 const READ_AHEAD: usize = 1 << 20;
@@ -134,6 +156,9 @@ fn cache_options(opts: &SlateOptions) -> ObjectStoreCacheOptions {
     ObjectStoreCacheOptions {
         root_folder: opts.cache_dir.clone(),
         max_cache_size_bytes: Some(usize::try_from(opts.cache_bytes).unwrap_or(usize::MAX)),
+        // What this host writes is what it reads next: keep new tables local too.
+        cache_on_flush: true,
+        cache_on_compaction: true,
         ..Default::default()
     }
 }
@@ -176,6 +201,7 @@ impl SlateKv {
             let reader = rt
                 .block_on(
                     DbReader::builder(path.to_string(), store)
+                        .with_db_cache(memory_cache(), 0)
                         .with_options(ro)
                         .with_reader_mode(DbReaderMode::ManagedCheckpoint)
                         .build(),
@@ -195,6 +221,7 @@ impl SlateKv {
             let db = rt
                 .block_on(
                     Db::builder(path.to_string(), store)
+                        .with_db_cache(memory_cache(), 0)
                         .with_settings(settings)
                         .build(),
                 )
