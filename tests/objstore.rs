@@ -427,3 +427,30 @@ fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
     }
     assert_eq!(kv.remote_status().expect("status").backlog_bytes, 0);
 }
+
+/// A daemon told to stop while the object store is down exits in bounded time (closing gives
+/// up after 30 s instead of retrying for ever), and what was synced before is all there.
+#[test]
+fn unmount_with_the_server_down_exits_in_bounded_time() {
+    require_fuse();
+    let mut s3 = S3Server::start();
+    let store = host(&s3, &s3.url("down"), &["--fsync-timeout-ms", "2000"]);
+    let mut a = mount(&s3, store, &[]);
+    write_synced(&a.join("kept"), b"synced before the outage");
+    s3.stop();
+    fs::write(a.join("unsynced"), b"maybe").expect("write during the outage");
+    let pid = a.store().daemon_pid().expect("daemon pid");
+    let _ = a.umount_output();
+    assert!(
+        wait_until(Duration::from_secs(90), || !common::alive(pid)),
+        "the daemon still runs 90 s after its last unmount with the server down"
+    );
+    s3.restart();
+    // The same server (ports and credentials kept): the mount's environment still holds.
+    a.mount();
+    assert_eq!(
+        fs::read(a.join("kept")).expect("kept"),
+        b"synced before the outage"
+    );
+    a.umount();
+}

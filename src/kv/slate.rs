@@ -27,6 +27,9 @@ use slatedb::{
 use super::traffic::{Counting, Traffic};
 use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
 
+/// How long closing waits for the object store to take what is still buffered.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// In-memory caches of SST blocks and of their indexes and filters (moka). Without them
 /// every read of a key not in the memtable reads the local disk cache or the object store.
 const BLOCK_CACHE_BYTES: u64 = 128 << 20;
@@ -315,14 +318,35 @@ impl SlateKv {
 impl Drop for SlateKv {
     /// Closing writes what SlateDB still buffers to the object store (as dropping the
     /// RocksDB backend leaves its log complete).
+    /// With the object store unreachable, closing would retry for ever: it gives up after
+    /// [`CLOSE_TIMEOUT`] (what was not synced by then is lost, as after a crash; nothing
+    /// synced is).
     fn drop(&mut self) {
         if self.is_fenced() {
             return;
         }
-        if let Err(e) = self.close() {
-            if !matches!(e, KvError::Fenced) {
-                log::warn!("closing slatedb: {e}");
+        let backlog = self.backlog_bytes();
+        let closed = self.rt.block_on(async {
+            let close = async {
+                match &self.handle {
+                    Handle::Writer(db) => db.close().await,
+                    Handle::Reader(r) => r.close().await,
+                }
+            };
+            tokio::time::timeout(CLOSE_TIMEOUT, close).await
+        });
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let e = slate_err(e);
+                if !matches!(e, KvError::Fenced) {
+                    log::warn!("closing slatedb: {e}");
+                }
             }
+            Err(_) => log::error!(
+                "closing: the object store did not answer within {CLOSE_TIMEOUT:?}; \
+                 {backlog} bytes written but never synced were not pushed"
+            ),
         }
     }
 }
