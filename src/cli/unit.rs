@@ -60,6 +60,8 @@ RequiresMountsFor={mounts_for}
 [Service]
 Type=notify
 NotifyAccess=main
+# A store on object storage reads its AWS_* settings (VAR=value lines) from this file.
+EnvironmentFile=-{env_file}
 ExecStart={bin} serve {store}
 # SIGTERM unmounts every container (a busy mount is detached) and stops within seconds.
 KillSignal=SIGTERM
@@ -75,6 +77,9 @@ WantedBy=multi-user.target
         bin = exec_word(bin_s)?,
         store = exec_word(store_s)?,
         mounts_for = store_s.replace('%', "%%").replace(' ', "\\x20"),
+        env_file = format!("{store_s}/aws.env")
+            .replace('%', "%%")
+            .replace(' ', "\\x20"),
     ))
 }
 

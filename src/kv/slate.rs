@@ -380,7 +380,8 @@ impl KvRead for Reader<'_> {
         Ok(v.map(|b| b.to_vec()))
     }
 
-    /// The greatest key in `[lower, key]`: a bounded descending scan's first item.
+    /// The greatest key in `[lower, key]`: a bounded descending scan's first item, read in
+    /// one call (one block at a time, through the block cache: it is a point lookup).
     fn seek_for_prev(
         &self,
         space: Space,
@@ -388,12 +389,21 @@ impl KvRead for Reader<'_> {
         key: &[u8],
     ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
         let end = super::successor(key); // the range includes `key`
-        let mut out = None;
-        self.scan(space, lower, &end, Dir::Reverse, &mut |k, v| {
-            out = Some((k.to_vec(), v.to_vec()));
-            false
-        })?;
-        Ok(out)
+        if lower >= end.as_slice() {
+            return Ok(None);
+        }
+        let (lo, hi) = (full_key(space, lower), full_key(space, &end));
+        let opts = ScanOptions::new()
+            .with_order(IterationOrder::Descending)
+            .with_cache_blocks(true);
+        let first = self
+            .rt
+            .block_on(async {
+                let mut it = self.iter(lo..hi, &opts).await?;
+                it.next().await
+            })
+            .map_err(slate_err)?;
+        Ok(first.map(|kv| (kv.key[1..].to_vec(), kv.value.to_vec())))
     }
 
     fn scan(
@@ -414,16 +424,11 @@ impl KvRead for Reader<'_> {
         };
         let opts = ScanOptions::new()
             .with_order(order)
-            .with_read_ahead_bytes(READ_AHEAD);
+            .with_read_ahead_bytes(READ_AHEAD)
+            .with_cache_blocks(true);
         let mut it = self
             .rt
-            .block_on(async {
-                match &self.src {
-                    Source::Db(db) => db.scan_with_options(lo..hi, &opts).await,
-                    Source::Reader(r) => r.scan_with_options(lo..hi, &opts).await,
-                    Source::Snapshot(s) => s.scan_with_options(lo..hi, &opts).await,
-                }
-            })
+            .block_on(self.iter(lo..hi, &opts))
             .map_err(slate_err)?;
         // `f` runs outside the runtime: it may read and write this store itself.
         while let Some(kv) = self.rt.block_on(it.next()).map_err(slate_err)? {
@@ -432,6 +437,20 @@ impl KvRead for Reader<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Reader<'_> {
+    async fn iter(
+        &self,
+        range: std::ops::Range<Vec<u8>>,
+        opts: &ScanOptions,
+    ) -> Result<slatedb::DbIterator, slatedb::Error> {
+        match &self.src {
+            Source::Db(db) => db.scan_with_options(range, opts).await,
+            Source::Reader(r) => r.scan_with_options(range, opts).await,
+            Source::Snapshot(s) => s.scan_with_options(range, opts).await,
+        }
     }
 }
 
