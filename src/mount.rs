@@ -91,8 +91,15 @@ pub fn mount(args: MountArgs) -> Result<()> {
     if reply.status == 404 {
         // Containers are created on first mount.
         let create = serde_json::json!({ "name": args.container });
-        call_daemon(&store, "POST", "/api/v1/containers", Some(&create))?.data()?;
-        call_daemon(&store, "POST", &format!("{path}/start"), Some(&body))?.data()?;
+        call_daemon_as(&store, reader, "POST", "/api/v1/containers", Some(&create))?.data()?;
+        call_daemon_as(
+            &store,
+            reader,
+            "POST",
+            &format!("{path}/start"),
+            Some(&body),
+        )?
+        .data()?;
     } else {
         reply.data()?;
     }
@@ -117,7 +124,7 @@ pub fn call_daemon(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<client::Reply> {
-    call_daemon_as(store, false, method, path, body)
+    call_daemon_as(store, crate::storedir::is_remote(store), method, path, body)
 }
 
 /// [`call_daemon`]; a daemon it starts opens the store as a reader when `reader` is set.
@@ -166,9 +173,11 @@ pub fn url_segment(s: &str) -> String {
     out
 }
 
-/// The daemon's socket, starting the daemon first when none answers.
+/// The daemon's socket, starting the daemon first when none answers. For a store on object
+/// storage that daemon is a reader: only a mount (or `snapfs serve`) takes a store over from
+/// another host, never a command that lists or shows something.
 pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
-    ensure_daemon_as(store, false)
+    ensure_daemon_as(store, crate::storedir::is_remote(store))
 }
 
 fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {

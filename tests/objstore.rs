@@ -221,7 +221,28 @@ fn read_only_host_browses_snapshots_while_the_writer_writes() {
     write_synced(&a.join("f"), &v1);
     fs::create_dir(a.join(".snapshots/v1")).expect("snapshot");
 
-    let r = mount(&s3, host(&s3, &url, &["--attach"]), &["--read-only"]);
+    // Commands on an attached host that runs no daemon start a reader: listing snapshots or
+    // checking the store never takes it over.
+    let r_store = host(&s3, &url, &["--attach"]);
+    let rp = r_store.path().to_string_lossy().into_owned();
+    let listed = snapfs_with(
+        &s3,
+        &[
+            "snapshots",
+            "list",
+            "--store",
+            &rp,
+            "--container",
+            "default",
+            "--json",
+        ],
+    );
+    assert!(listed.success(), "{}", listed.describe());
+    assert!(listed.stdout.contains("v1"), "{}", listed.describe());
+    common::stop_daemon(r_store.path());
+    fsck_clean(&s3, &r_store);
+    write_synced(&a.join("after-list"), b"still the writer");
+    let r = mount(&s3, r_store, &["--read-only"]);
     assert_eq!(
         fs::read(r.join(".snapshots/v1/f")).expect("reader snapshot"),
         v1

@@ -35,7 +35,10 @@ impl crate::fsck::Progress for FsckBar {
 }
 
 pub(super) fn fsck(store: &Path, repair: bool) -> Result<()> {
-    let st = crate::storedir::open_store(store)?;
+    // A check of a store on object storage reads it as a reader: it must not take the store
+    // over from the host writing it. A repair writes, so it does.
+    let reader = !repair && crate::storedir::is_remote(store);
+    let st = crate::storedir::open_store_with(store, reader)?;
     let mut tightened = Vec::new();
     if repair {
         let changed = crate::perms::tighten(store)
