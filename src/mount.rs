@@ -72,8 +72,12 @@ pub fn mount(args: MountArgs) -> Result<()> {
     if args.volume.read_only {
         body["read_only"] = serde_json::json!(true);
     }
-    // A read-only mount of a store on object storage starts its daemon as a reader.
+    // A read-only mount of a store on object storage starts its daemon as a reader; a
+    // read-write one replaces an idle reader (one a command like `snapshots list` started).
     let reader = args.volume.read_only && crate::storedir::is_remote(&store);
+    if !args.volume.read_only && crate::storedir::is_remote(&store) {
+        stop_idle_reader(&store);
+    }
     let reply = call_daemon_as(
         &store,
         reader,
@@ -104,6 +108,25 @@ pub fn mount(args: MountArgs) -> Result<()> {
         reply.data()?;
     }
     Ok(())
+}
+
+/// Stops the store's daemon if it is a reader with nothing mounted, and waits for it to go.
+fn stop_idle_reader(store: &Path) {
+    let socket = socket_path(store);
+    let Ok(reply) = client::call(&socket, "GET", "/api/v1/status", None) else {
+        return;
+    };
+    let Ok(d) = reply.data() else {
+        return;
+    };
+    let idle_reader = d["object_store"]["read_only"] == true && d["mounts"] == 0;
+    if let (true, Some((pid, _))) = (idle_reader, read_pid(store)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        wait_exit(pid, Duration::from_secs(60));
+    }
 }
 
 /// A FUSE mount whose daemon died answers ENOTCONN. `stat` may still be answered from the

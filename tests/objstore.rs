@@ -120,6 +120,20 @@ fn takeover_after_kill_finds_every_fsynced_byte_and_snapshot() {
     let _ = a.umount_output();
 
     let b_store = host(&s3, &url, &["--attach"]);
+    // A command first: it starts a reader daemon; the mount below replaces it with a writer.
+    let bp = b_store.path().to_string_lossy().into_owned();
+    let listed = snapfs_with(
+        &s3,
+        &[
+            "snapshots",
+            "list",
+            "--store",
+            &bp,
+            "--container",
+            "default",
+        ],
+    );
+    assert!(listed.success(), "{}", listed.describe());
     {
         let b = mount(&s3, b_store, &[]);
         assert_eq!(fs::read(b.join("big")).expect("read big"), big_now);
