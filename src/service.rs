@@ -52,6 +52,7 @@ impl From<StoreError> for ServiceError {
             StoreError::BadAlias(..) | StoreError::BadContainerName(_) => {
                 ServiceError::Invalid(e.to_string())
             }
+            StoreError::Fs(fs) => fs.into(),
             other => ServiceError::Internal(other.to_string()),
         }
     }
@@ -59,13 +60,23 @@ impl From<StoreError> for ServiceError {
 
 impl From<crate::kv::KvError> for ServiceError {
     fn from(e: crate::kv::KvError) -> Self {
-        ServiceError::Internal(e.to_string())
+        FsError::from(e).into()
     }
 }
 
 impl From<FsError> for ServiceError {
+    /// A store this daemon may not write (a reader, or taken over by another host) is a
+    /// conflict with the request, not a server failure.
     fn from(e: FsError) -> Self {
-        ServiceError::Internal(e.to_string())
+        match e {
+            FsError::ReadOnly => ServiceError::Conflict(
+                "this daemon opened the store read-only (a reader): mount a container \
+                 read-write on this host to write"
+                    .to_string(),
+            ),
+            FsError::TakenOver => ServiceError::Conflict(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -253,6 +253,24 @@ fn read_only_host_browses_snapshots_while_the_writer_writes() {
     );
     assert!(listed.success(), "{}", listed.describe());
     assert!(listed.stdout.contains("v1"), "{}", listed.describe());
+    // A change through that reader is refused with one clear line (409), not a 500.
+    let refused = snapfs_with(
+        &s3,
+        &[
+            "snapshots",
+            "create",
+            "--store",
+            &rp,
+            "--container",
+            "default",
+        ],
+    );
+    refused.assert_one_line_error();
+    assert!(
+        refused.stderr.contains("read-only"),
+        "{}",
+        refused.describe()
+    );
     common::stop_daemon(r_store.path());
     fsck_clean(&s3, &r_store);
     write_synced(&a.join("after-list"), b"still the writer");
