@@ -13,7 +13,8 @@
 #   BENCH_TARGETS        what to compare, in column order   ["host snapfs fuse-overlayfs"]
 #                        snapfs-s3: a store on object storage (a loopback SeaweedFS, started
 #                        by scripts/s3.sh); it adds rows for its snapshot latency and the
-#                        bytes sent to object storage per byte written
+#                        bytes sent to object storage per byte written; snapfs-file: the
+#                        same backend with its objects in local files (no S3 server)
 #   BENCH_BLOCK_SIZE     --block-size for `snapfs init`                 [snapfs default]
 #   BENCH_QUOTA          set both quotas of the snapfs container to this size (e.g. 1T):
 #                        the cost of enforcing them                     [none]
@@ -56,9 +57,9 @@ read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs fuse-overlayfs}"
 extra_pkgs=()
 for t in "${TARGETS[@]}"; do
     case "$t" in
-    host | snapfs | snapfs-s3) ;;
+    host | snapfs | snapfs-s3 | snapfs-file) ;;
     fuse-overlayfs) extra_pkgs+=(fuse-overlayfs) ;;
-    *) die "unknown target in BENCH_TARGETS: $t (known: host snapfs snapfs-s3 fuse-overlayfs)" ;;
+    *) die "unknown target in BENCH_TARGETS: $t (known: host snapfs snapfs-s3 snapfs-file fuse-overlayfs)" ;;
     esac
 done
 setup
@@ -84,7 +85,7 @@ cleanup() {
     for m in "${MOUNTS[@]}"; do
         if is_mounted "$m"; then
             case "$m" in
-            */snapfs-mnt | */s3-mnt) snapfs_unmount "$m" ;;
+            */snapfs-mnt | */s3-mnt | */file-mnt) snapfs_unmount "$m" ;;
             *) fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" ;;
             esac
         fi
@@ -169,6 +170,13 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
         MOUNTS+=("$TARGET_DIR")
         remount_target snapfs-s3
         ;;
+    snapfs-file)
+        "$SNAPFS_BIN" init "$WORK/file-store" --object-store "file://$WORK/objects"
+        TARGET_DIR="$WORK/file-mnt"
+        mkdir -p "$TARGET_DIR"
+        MOUNTS+=("$TARGET_DIR")
+        remount_target snapfs-file
+        ;;
     fuse-overlayfs)
         mkdir -p "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"
         TARGET_DIR="$WORK/ovl-mnt"
@@ -184,6 +192,7 @@ unmount_target() {
     host) ;;
     snapfs) snapfs_unmount "$WORK/snapfs-mnt" ;;
     snapfs-s3) snapfs_unmount "$WORK/s3-mnt" ;;
+    snapfs-file) snapfs_unmount "$WORK/file-mnt" ;;
     fuse-overlayfs) fusermount3 -u "$WORK/ovl-mnt" ;;
     esac
 }
@@ -193,6 +202,7 @@ remount_target() {
     host) return 0 ;;
     snapfs) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/snapfs-store" "$WORK/snapfs-mnt" ;;
     snapfs-s3) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/s3-store" "$WORK/s3-mnt" ;;
+    snapfs-file) "${PIN[@]}" "$SNAPFS_BIN" mount "$WORK/file-store" "$WORK/file-mnt" ;;
     fuse-overlayfs)
         "${PIN[@]}" fuse-overlayfs -o "lowerdir=$WORK/ovl-lower,upperdir=$WORK/ovl-upper,workdir=$WORK/ovl-work" \
             "$WORK/ovl-mnt"
@@ -258,7 +268,7 @@ run_target() {
     fio_job "$t" "$dir" "rand read 4k cold" read IOPS \
         --rw=randread --bs=4k --time_based --runtime="$rt"
     rm -f -- "$dir/fio.dat"
-    case "$t" in snapfs | snapfs-s3) snapfs_rows "$t" "$dir" ;; esac
+    case "$t" in snapfs | snapfs-s3 | snapfs-file) snapfs_rows "$t" "$dir" ;; esac
     if [ -n "$SUSTAINED" ]; then
         # Far past the memtables and the page cache's dirty limits: compare with the first row.
         fio_job "$t" "$dir" "seq write $SUSTAINED bs=1M end_fsync" write MiB/s \
@@ -302,8 +312,11 @@ mkdir_latency() { # DIR ROUNDS TAG: median ms of `mkdir .snapshots/...` after a 
 snapfs_rows() {
     local t="$1" dir="$2" store status
     record "$t" "mkdir .snapshots/X, median ms" "$(mkdir_latency "$dir" 15 "bench-$t")" ms
-    [ "$t" = snapfs-s3 ] || return 0
-    store="$WORK/s3-store"
+    case "$t" in
+    snapfs-s3) store="$WORK/s3-store" ;;
+    snapfs-file) store="$WORK/file-store" ;;
+    *) return 0 ;;
+    esac
     cold_cache "$t"
     fio --name=amp --filename="$dir/amp.dat" --size="$SIZE" --rw=write --bs=1M \
         --fallocate=none --end_fsync=1 --output=/dev/null
