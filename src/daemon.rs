@@ -139,14 +139,11 @@ impl crate::store::ReclaimControl for Pacer<'_> {
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
     let mut gc = GcState::default();
-    if svc.store().kv().read_only() {
-        // A reader writes nothing: no expiry, reclaim or garbage collection here.
-        while sleep_unless(&stop, WORK_PERIOD) {}
-        return;
-    }
     while sleep_unless(&stop, WORK_PERIOD) {
-        if svc.store().kv().fenced() {
-            // Another host took the store over: nothing can be written any more.
+        let kv = svc.store().kv();
+        if kv.read_only() || kv.fenced() {
+            // A reader, or a store another host took over: nothing is written here, so no
+            // expiry, reclaim or garbage collection.
             continue;
         }
         ticks += 1;

@@ -48,6 +48,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
         .with_context(|| format!("bad mountpoint {}", args.mountpoint.display()))?;
     check_store(&store)?;
     check_mountpoint(&mnt)?;
+    // A read-only mount of a store on object storage opens it as a reader (never taking it
+    // over from the host that writes it).
+    let reader = args.volume.read_only && crate::storedir::is_remote(&store);
     if args.foreground {
         return crate::daemon::serve(
             &store,
@@ -55,7 +58,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
                 listen: None,
                 token: None,
                 exit_when_idle: true,
-                read_only: args.volume.read_only && crate::storedir::is_remote(&store),
+                read_only: reader,
                 initial: Some((args.container, mnt, args.volume)),
                 notify_ready: false,
             },
@@ -72,41 +75,27 @@ pub fn mount(args: MountArgs) -> Result<()> {
     if args.volume.read_only {
         body["read_only"] = serde_json::json!(true);
     }
-    // A read-only mount of a store on object storage starts its daemon as a reader; a
-    // read-write one replaces an idle reader (one a command like `snapshots list` started).
-    let reader = args.volume.read_only && crate::storedir::is_remote(&store);
+    // A read-write mount replaces an idle reader (one a command like `snapshots list`
+    // started on this host).
     if !args.volume.read_only && crate::storedir::is_remote(&store) {
         stop_idle_reader(&store);
     }
-    let reply = call_daemon_as(
-        &store,
-        reader,
-        "POST",
-        &format!("{path}/start"),
-        Some(&body),
-    )?;
-    if reply.status == 404 && reader {
+    let start = format!("{path}/start");
+    let reply = call_daemon_as(&store, reader, "POST", &start, Some(&body))?;
+    if reply.status != 404 {
+        return reply.data().map(drop);
+    }
+    if reader {
         bail!(
             "no container {:?} in store {} (a read-only mount cannot create one)",
             args.container,
             store.display()
         );
     }
-    if reply.status == 404 {
-        // Containers are created on first mount.
-        let create = serde_json::json!({ "name": args.container });
-        call_daemon_as(&store, reader, "POST", "/api/v1/containers", Some(&create))?.data()?;
-        call_daemon_as(
-            &store,
-            reader,
-            "POST",
-            &format!("{path}/start"),
-            Some(&body),
-        )?
-        .data()?;
-    } else {
-        reply.data()?;
-    }
+    // Containers are created on first mount.
+    let create = serde_json::json!({ "name": args.container });
+    call_daemon_as(&store, false, "POST", "/api/v1/containers", Some(&create))?.data()?;
+    call_daemon_as(&store, false, "POST", &start, Some(&body))?.data()?;
     Ok(())
 }
 

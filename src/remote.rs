@@ -205,31 +205,31 @@ mod open {
     use slatedb::object_store::{self, ObjectStore};
     use std::sync::Arc;
 
-    /// `AmazonS3Builder::from_env` over a builder with our defaults.
-    fn from_env(mut b: object_store::aws::AmazonS3Builder) -> object_store::aws::AmazonS3Builder {
-        for (k, v) in std::env::vars() {
+    /// An S3 client for `bucket`, configured from `AWS_*` variables (name, value) as
+    /// `AmazonS3Builder::from_env` reads them. Request bodies go unsigned: SigV4 would hash
+    /// every body with SHA-256 (half the daemon's CPU while it pushes data);
+    /// `AWS_UNSIGNED_PAYLOAD=false` restores that.
+    pub fn s3_client(
+        bucket: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<object_store::aws::AmazonS3> {
+        let mut b = object_store::aws::AmazonS3Builder::new().with_unsigned_payload(true);
+        for (k, v) in vars {
             if k.starts_with("AWS_") {
                 if let Ok(key) = k.to_ascii_lowercase().parse() {
                     b = b.with_config(key, v);
                 }
             }
         }
-        b
+        b.with_bucket_name(bucket)
+            .build()
+            .context("cannot configure the S3 client (AWS_* environment)")
     }
 
     /// The object store a URL names, configured from the `AWS_*` environment for S3.
     pub fn object_store(url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>> {
         match url {
-            ObjectUrl::S3 { bucket, .. } => {
-                // Unsigned payloads: SigV4 would hash every body with SHA-256 (half the
-                // daemon's CPU while it pushes data). AWS_UNSIGNED_PAYLOAD=false restores it.
-                let s3 = object_store::aws::AmazonS3Builder::new().with_unsigned_payload(true);
-                let s3 = from_env(s3)
-                    .with_bucket_name(bucket)
-                    .build()
-                    .context("cannot configure the S3 client (AWS_* environment)")?;
-                Ok(Arc::new(s3))
-            }
+            ObjectUrl::S3 { bucket, .. } => Ok(Arc::new(s3_client(bucket, std::env::vars())?)),
             ObjectUrl::File { dir, .. } => {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -286,7 +286,7 @@ mod open {
 }
 
 #[cfg(feature = "slatedb")]
-pub use open::{exists, open_kv};
+pub use open::{exists, open_kv, s3_client};
 
 #[cfg(not(feature = "slatedb"))]
 pub fn exists(_cfg: &RemoteConfig) -> Result<bool> {

@@ -369,14 +369,12 @@ impl Service {
                 )))
             }
         }
-        let mut opts = opts;
         if self.store.kv().read_only() && !opts.read_only {
             return Err(ServiceError::Conflict(format!(
                 "the daemon of {} opened the store read-only: mount with --read-only",
                 self.path.display()
             )));
         }
-        opts.read_only |= self.store.kv().read_only();
         let fs = Fs::new(self.store.clone(), c.id.as_bytes())?;
         let volume = Arc::new(Volume::new(fs, opts));
         let fsname = format!("{}:{}", self.path.display(), c.name);
@@ -394,9 +392,9 @@ impl Service {
     pub fn stop(&self, id_or_name: &str) -> ServiceResult<ContainerRecord> {
         let c = match self.container(id_or_name) {
             Ok(c) => c,
-            Err(e) if self.store.kv().fenced() => {
-                // Another host took the store over: nothing reads here any more, but the
-                // container's mount must still go.
+            Err(e) => {
+                // The store cannot answer (another host took it over, an I/O error): a
+                // mount of that container must still go.
                 let id = self.mounts.lock().iter().find_map(|(id, m)| {
                     let name = m.fsname().rsplit_once(':').map_or("", |(_, n)| n);
                     (id == id_or_name || name == id_or_name).then(|| id.clone())
@@ -406,7 +404,6 @@ impl Service {
                 }
                 return Err(e);
             }
-            Err(e) => return Err(e),
         };
         self.stop_id(&c.id)?;
         Ok(c)

@@ -415,7 +415,6 @@ fn init_refuses_what_would_lose_or_share_data() {
 /// mount the page cache would absorb the writes first.)
 #[test]
 fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
-    use slatedb::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     use snapfs::kv::slate::{SlateKv, SlateOptions};
     use snapfs::kv::{Batch, Kv, KvRead, Space};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -423,13 +422,8 @@ fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
 
     let mut s3 = S3Server::start();
     // The client configured from this server's AWS_* values (not the process environment).
-    let mut b = AmazonS3Builder::new().with_bucket_name("snapfs");
-    for (k, v) in s3.env() {
-        if let (Ok(key), Some(v)) = (k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>(), v) {
-            b = b.with_config(key, v);
-        }
-    }
-    let os = Arc::new(b.build().expect("S3 client"));
+    let vars = s3.env().into_iter().filter_map(|(k, v)| Some((k, v?)));
+    let os = Arc::new(snapfs::remote::s3_client("snapfs", vars).expect("S3 client"));
     let opts = SlateOptions {
         backlog_bytes: 1 << 20,
         ..Default::default()

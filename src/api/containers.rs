@@ -71,15 +71,10 @@ pub(super) async fn create_container(
         bytes: req.quota_bytes,
         including_snapshots: req.quota_including_snapshots_bytes,
     };
-    let info = blocking(&svc, move |s| {
-        let c = s.create_container(&req.name, req.project_id.as_deref(), quota)?;
-        s.info(c)
+    container_answer(&svc, "Container created successfully", move |s| {
+        s.create_container(&req.name, req.project_id.as_deref(), quota)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container created successfully",
-        container_json(&info),
-    ))
+    .await
 }
 
 /// `PATCH /containers/{id}`: quotas. An absent field stays as it is; `null` removes it.
@@ -114,15 +109,10 @@ pub(super) async fn update_container(
             "nothing to change: give quota_bytes and/or quota_including_snapshots_bytes",
         ));
     }
-    let info = blocking(&svc, move |s| {
-        let c = s.set_quota(&id, req.quota_bytes, req.quota_including_snapshots_bytes)?;
-        s.info(c)
+    container_answer(&svc, "Container updated successfully", move |s| {
+        s.set_quota(&id, req.quota_bytes, req.quota_including_snapshots_bytes)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container updated successfully",
-        container_json(&info),
-    ))
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container", body = doc::ContainerAnswer)))]
@@ -130,15 +120,10 @@ pub(super) async fn get_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
-    let info = blocking(&svc, move |s| {
-        let c = s.container(&id)?;
-        s.info(c)
+    container_answer(&svc, "Container retrieved successfully", move |s| {
+        s.container(&id)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container retrieved successfully",
-        container_json(&info),
-    ))
+    .await
 }
 
 #[utoipa::path(delete, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name"), DeleteContainer), responses((status = 200, description = "The deleted container (its snapshots stay)", body = doc::ContainerAnswer)))]
@@ -147,15 +132,10 @@ pub(super) async fn delete_container(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteContainer>,
 ) -> ApiResult {
-    let info = blocking(&svc, move |s| {
-        let c = s.delete_container(&id, q.force)?;
-        s.info(c)
+    container_answer(&svc, "Container deleted successfully", move |s| {
+        s.delete_container(&id, q.force)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container deleted successfully",
-        container_json(&info),
-    ))
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Start, responses((status = 200, description = "The mounted container", body = doc::ContainerAnswer)))]
@@ -183,15 +163,10 @@ pub(super) async fn start_container(
         admin_uid: req.admin_uid,
         read_only: req.read_only,
     };
-    let info = blocking(&svc, move |s| {
-        let c = s.start(&id, &mnt, opts)?;
-        s.info(c)
+    container_answer(&svc, "Container started successfully", move |s| {
+        s.start(&id, &mnt, opts)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container started successfully",
-        container_json(&info),
-    ))
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The unmounted container", body = doc::ContainerAnswer)))]
@@ -201,15 +176,7 @@ pub(super) async fn stop_container(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let _: serde_json::Map<String, Value> = body(raw)?;
-    let info = blocking(&svc, move |s| {
-        let c = s.stop(&id)?;
-        s.info(c)
-    })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Container stopped successfully",
-        container_json(&info),
-    ))
+    container_answer(&svc, "Container stopped successfully", move |s| s.stop(&id)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1))", body = doc::ContainerAnswer)))]
@@ -219,18 +186,27 @@ pub(super) async fn copy_container(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: Copy = body(raw)?;
-    let info = blocking(&svc, move |s| {
-        let c = s.copy(
+    container_answer(&svc, "Container copied successfully", move |s| {
+        s.copy(
             &id,
             req.source_snapshot.as_deref(),
             &req.name,
             req.target_project_id.as_deref(),
-        )?;
+        )
+    })
+    .await
+}
+
+/// Runs `f` on the blocking pool and answers with the container it returns.
+async fn container_answer(
+    svc: &Arc<Service>,
+    message: &'static str,
+    f: impl FnOnce(&Service) -> Result<ContainerRecord, ServiceError> + Send + 'static,
+) -> ApiResult {
+    let info = blocking(svc, move |s| {
+        let c = f(s)?;
         s.info(c)
     })
     .await?;
-    Ok(ApiResponse::ok(
-        "Container copied successfully",
-        container_json(&info),
-    ))
+    Ok(ApiResponse::ok(message, container_json(&info)))
 }

@@ -98,6 +98,21 @@ fn snapshot_envelope(c: &ContainerRecord, s: &SnapshotInfo, size: u64) -> Value 
     json!({"container_id": c.id, "project_id": c.project_id, "snapshot": snapshot_json(s, size)})
 }
 
+/// Runs `f` on the blocking pool and answers with the snapshot it returns, with its size.
+async fn snapshot_answer(
+    svc: &Arc<Service>,
+    message: &'static str,
+    f: impl FnOnce(&Service) -> Result<(ContainerRecord, SnapshotInfo), ServiceError> + Send + 'static,
+) -> ApiResult {
+    let (c, sn, size) = blocking(svc, move |s| {
+        let (c, sn) = f(s)?;
+        let size = s.snapshot_size(&sn)?;
+        Ok((c, sn, size))
+    })
+    .await?;
+    Ok(ApiResponse::ok(message, snapshot_envelope(&c, &sn, size)))
+}
+
 #[utoipa::path(post, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), request_body = CreateSnapshot, responses((status = 200, description = "The new snapshot (O(1))", body = doc::SnapshotAnswer)))]
 pub(super) async fn create_snapshot(
     State(svc): State<Arc<Service>>,
@@ -107,16 +122,10 @@ pub(super) async fn create_snapshot(
     let req: CreateSnapshot = body(raw)?;
     check_alias(&req.alias)?;
     let expires_at = expiry_of(&req)?;
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.create_snapshot(&id, req.alias.as_deref(), expires_at)?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
+    snapshot_answer(&svc, "Snapshot created successfully", move |s| {
+        s.create_snapshot(&id, req.alias.as_deref(), expires_at)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot created successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
+    .await
 }
 
 #[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = history::RestoreBody, responses((status = 200, description = "Restored: the whole container (no body or {}), or only `paths`", body = doc::SnapshotAnswer)))]
@@ -140,16 +149,10 @@ pub(super) async fn restore_snapshot(
         data["restored_inodes"] = json!(r.restored);
         return Ok(ApiResponse::ok("Paths restored successfully", data));
     }
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.restore(&id, &name)?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
+    snapshot_answer(&svc, "Snapshot restored successfully", move |s| {
+        s.restore(&id, &name)
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot restored successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
+    .await
 }
 
 #[utoipa::path(delete, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), responses((status = 200, description = "Deleted; its space comes back in the background", body = doc::DeletedSnapshotAnswer)))]
@@ -177,14 +180,8 @@ pub(super) async fn set_alias(
 ) -> ApiResult {
     let req: SetAlias = body(raw)?;
     check_alias(&req.alias)?;
-    let (c, s, size) = blocking(&svc, move |s| {
-        let (c, sn) = s.set_alias(&id, &name, req.alias.as_deref())?;
-        let size = s.snapshot_size(&sn)?;
-        Ok((c, sn, size))
+    snapshot_answer(&svc, "Snapshot alias updated successfully", move |s| {
+        s.set_alias(&id, &name, req.alias.as_deref())
     })
-    .await?;
-    Ok(ApiResponse::ok(
-        "Snapshot alias updated successfully",
-        snapshot_envelope(&c, &s, size),
-    ))
+    .await
 }

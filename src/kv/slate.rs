@@ -293,14 +293,6 @@ impl SlateKv {
         e
     }
 
-    /// Closes the database (its buffered writes go to the object store first).
-    pub fn close(&self) -> KvResult<()> {
-        match &self.handle {
-            Handle::Writer(db) => self.rt.block_on(db.close()).map_err(slate_err),
-            Handle::Reader(r) => self.rt.block_on(r.close()).map_err(slate_err),
-        }
-    }
-
     /// Drops backlog entries that became durable; returns the bytes still waiting.
     fn backlog_bytes(&self) -> u64 {
         let durable = match &self.status {
@@ -326,15 +318,15 @@ impl Drop for SlateKv {
             return;
         }
         let backlog = self.backlog_bytes();
-        let closed = self.rt.block_on(async {
-            let close = async {
-                match &self.handle {
-                    Handle::Writer(db) => db.close().await,
-                    Handle::Reader(r) => r.close().await,
-                }
-            };
-            tokio::time::timeout(CLOSE_TIMEOUT, close).await
-        });
+        let close = async {
+            match &self.handle {
+                Handle::Writer(db) => db.close().await,
+                Handle::Reader(r) => r.close().await,
+            }
+        };
+        let closed = self
+            .rt
+            .block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, close).await });
         match closed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -553,25 +545,20 @@ impl Kv for SlateKv {
     /// timeout (then EIO; the push goes on, and a later sync may succeed).
     fn sync(&self) -> KvResult<()> {
         let db = self.db()?;
-        let r = match self.opts.fsync_timeout {
-            None => self.rt.block_on(db.flush()),
-            Some(t) => match self
-                .rt
-                .block_on(async { tokio::time::timeout(t, db.flush()).await })
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    log::error!(
-                        "sync: the object store did not take the writes within {t:?}; \
-                         they stay queued and are retried"
-                    );
-                    return Err(KvError::Io(format!(
-                        "the object store did not answer within {t:?}"
-                    )));
-                }
-            },
+        let t = self.opts.fsync_timeout.unwrap_or(Duration::MAX);
+        let Ok(flushed) = self
+            .rt
+            .block_on(async { tokio::time::timeout(t, db.flush()).await })
+        else {
+            log::error!(
+                "sync: the object store did not take the writes within {t:?}; \
+                 they stay queued and are retried"
+            );
+            return Err(KvError::Io(format!(
+                "the object store did not answer within {t:?}"
+            )));
         };
-        r.map_err(|e| self.fail(e))?;
+        flushed.map_err(|e| self.fail(e))?;
         self.backlog_bytes();
         Ok(())
     }
@@ -618,7 +605,7 @@ impl Kv for SlateKv {
     fn remote_status(&self) -> Option<RemoteStatus> {
         Some(RemoteStatus {
             url: self.opts.location.clone(),
-            read_only: matches!(self.handle, Handle::Reader(_)),
+            read_only: self.read_only(),
             fenced: self.is_fenced(),
             backlog_bytes: self.backlog_bytes(),
             backlog_limit_bytes: self.opts.backlog_bytes,

@@ -11,13 +11,32 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.sh")
 }
 
-/// The `export K=V` lines `scripts/s3.sh start` prints.
-fn parse_env(text: &str) -> Vec<(String, String)> {
-    text.lines()
+/// `scripts/s3.sh start DIR`: the server's client variables, from the `export K=V` lines it
+/// prints.
+fn start(dir: &Path) -> Vec<(String, String)> {
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(dir)
+        .output()
+        .expect("run scripts/s3.sh");
+    assert!(
+        out.status.success(),
+        "scripts/s3.sh start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let env: Vec<(String, String)> = text
+        .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "AWS_ENDPOINT_URL"),
+        "scripts/s3.sh printed no endpoint: {text}"
+    );
+    env
 }
 
 pub struct S3Server {
@@ -43,24 +62,8 @@ impl S3Server {
     }
 
     fn up(&mut self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(self.dir.path())
-            .output()
-            .expect("run scripts/s3.sh");
-        assert!(
-            out.status.success(),
-            "scripts/s3.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.env = start(self.dir.path());
         self.running = true;
-        let text = String::from_utf8_lossy(&out.stdout);
-        self.env = parse_env(&text);
-        assert!(
-            self.env.iter().any(|(k, _)| k == "AWS_ENDPOINT_URL"),
-            "scripts/s3.sh printed no endpoint: {text}"
-        );
     }
 
     /// Stops the server (its data stays); [`S3Server::restart`] brings it back on the same
@@ -111,17 +114,7 @@ pub fn shared() -> &'static [(String, String)] {
             .tempdir()
             .expect("create S3 data dir")
             .keep();
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("run scripts/s3.sh");
-        assert!(
-            out.status.success(),
-            "scripts/s3.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let env = start(&dir);
         let watchdog = "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; \
                         bash \"$1\" stop \"$2\"; rm -rf -- \"$2\"";
         // `setsid -f` forks the watchdog into a session of its own and returns at once.
@@ -139,6 +132,6 @@ pub fn shared() -> &'static [(String, String)] {
             .status()
             .expect("start the S3 watchdog");
         assert!(started.success(), "setsid -f failed: {started}");
-        parse_env(&String::from_utf8_lossy(&out.stdout))
+        env
     })
 }

@@ -174,14 +174,7 @@ pub mod s3;
 #[cfg(feature = "slatedb")]
 #[allow(dead_code)]
 pub fn open_slate_s3(name: &str) -> snapfs::kv::slate::SlateKv {
-    use slatedb::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    let mut b = AmazonS3Builder::new().with_bucket_name("snapfs");
-    for (k, v) in s3::shared() {
-        if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-            b = b.with_config(key, v);
-        }
-    }
-    let os = b.build().expect("S3 client");
+    let os = snapfs::remote::s3_client("snapfs", s3::shared().iter().cloned()).expect("S3 client");
     let prefix = format!("conformance/{}-{name}", std::process::id());
     snapfs::kv::slate::SlateKv::open(std::sync::Arc::new(os), &prefix).expect("open slatedb on S3")
 }
