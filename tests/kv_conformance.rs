@@ -208,6 +208,52 @@ mod suite {
         });
     }
 
+    /// A live scan (no read view) sees each batch whole, in both directions, while batches
+    /// keep coming that each move a marker key (delete the last one, put a new one) and set
+    /// a counter: a scan sees exactly one marker, with the counter's value. (The object-store
+    /// backend merges its write-behind buffer with the database here.)
+    pub fn scan_concurrent_with_writes_sees_whole_batches(kv: &dyn Kv) {
+        const ROUNDS: u64 = 3000;
+        let marker = |i: u64| format!("x{i:08}").into_bytes();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut b = Batch::new();
+        b.put(Space::Data, b"c".to_vec(), 0u64.to_be_bytes().to_vec());
+        b.put(Space::Data, marker(0), 0u64.to_be_bytes().to_vec());
+        kv.write(b, false).expect("init");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 1..=ROUNDS {
+                    let mut b = Batch::new();
+                    b.put(Space::Data, b"c".to_vec(), i.to_be_bytes().to_vec());
+                    b.delete(Space::Data, marker(i - 1));
+                    b.put(Space::Data, marker(i), i.to_be_bytes().to_vec());
+                    kv.write(b, false).expect("write");
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut scans = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || scans < 10 {
+                scans += 1;
+                let dir = if scans.is_multiple_of(2) {
+                    Dir::Forward
+                } else {
+                    Dir::Reverse
+                };
+                let got = scan_all(kv, Space::Data, b"", b"\xff", dir);
+                assert_eq!(got.len(), 2, "scan saw parts of two batches: {got:?}");
+                assert_eq!(got[0].1, got[1].1, "scan mixed two batches: {got:?}");
+                let top = sfp(kv, Space::Data, b"", b"\xff").expect("a marker");
+                assert!(top.0.starts_with(b"x"), "{top:?}");
+            }
+        });
+        let end = scan_all(kv, Space::Data, b"", b"\xff", Dir::Forward);
+        let last = ROUNDS.to_be_bytes().to_vec();
+        assert_eq!(
+            end,
+            vec![(b"c".to_vec(), last.clone()), (marker(ROUNDS), last)]
+        );
+    }
+
     pub fn spaces_same_key_are_independent(kv: &dyn Kv) {
         put(kv, Space::Meta, b"shared", b"meta");
         assert_eq!(get(kv, Space::Data, b"shared"), None);
@@ -734,6 +780,7 @@ conformance!(
     write_batch_same_key_last_op_wins,
     write_batch_spans_both_spaces,
     write_batch_concurrent_reader_sees_all_or_nothing,
+    scan_concurrent_with_writes_sees_whole_batches,
     spaces_same_key_are_independent,
     scan_forward_bounded_visits_in_order_end_exclusive,
     scan_reverse_bounded_visits_in_reverse_order,

@@ -72,10 +72,16 @@ impl Fs {
         Ok((end, total))
     }
 
+    /// One block's visible bytes (a point read of its versions: see [`store::resolve`]).
     fn block(&self, chain: &Chain, data_id: u64, idx: u64) -> FsResult<Option<Vec<u8>>> {
-        let mut out = None;
-        self.visible_blocks(chain, data_id, idx, idx, &mut |_, b| out = Some(b.to_vec()))?;
-        Ok(out)
+        let base = keys::block(data_id, idx);
+        match store::resolve(self.store.kv(), Space::Data, &base, chain)? {
+            None => Ok(None),
+            Some(v) => match codec::decode_block(&v)? {
+                Version::Live(bytes) => Ok(Some(bytes.to_vec())),
+                Version::Tombstone => Ok(None),
+            },
+        }
     }
 
     fn check_file(inode: &Inode) -> FsResult<()> {

@@ -14,6 +14,8 @@
 //! - A [`KvRead`] view from [`Kv::read_view`] sees exactly the batches written before it was taken.
 
 pub mod mem;
+#[cfg(feature = "slatedb")]
+mod overlay;
 pub mod rocks;
 #[cfg(feature = "slatedb")]
 pub mod slate;
@@ -35,7 +37,7 @@ impl Space {
     pub const ALL: [Space; 2] = [Space::Meta, Space::Data];
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
     /// The underlying storage has no room left.
     #[error("no space left on the store's device")]

@@ -5,30 +5,42 @@
 //! - Both key spaces live in one SlateDB database, each key prefixed by its space's tag.
 //! - SlateDB is async; this backend owns a small tokio runtime and blocks on it, so callers
 //!   (FUSE threads, the service's blocking tasks) keep the synchronous trait.
-//! - A batch is one SlateDB `WriteBatch` (atomic). A write returns once SlateDB buffered it;
-//!   `durable` (and [`Kv::sync`]) waits until it is in the object store (`Db::flush`).
+//! - A batch goes into the write-behind buffer of [`super::overlay`] and returns: no thread
+//!   hand-off on the caller's path. A drain thread moves the buffer into SlateDB, one
+//!   `WriteBatch` (atomic) per drain; reads look in the buffer first. `durable` (and
+//!   [`Kv::sync`]) waits until the buffer is drained and SlateDB has pushed everything to
+//!   the object store (`Db::flush`).
 //! - Reverse scans are bounded descending scans (SlateDB cannot seek a descending iterator).
 //! - Read views are SlateDB snapshots, read by the same [`Reader`] as the live database.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use slatedb::bytes::Bytes;
 use slatedb::config::{DbReaderOptions, ObjectStoreCacheOptions, ScanOptions, Settings};
 use slatedb::object_store::ObjectStore;
 use slatedb::{
     CloseReason, Db, DbReader, DbReaderMode, DbSnapshot, DbStatus, ErrorKind, IterationOrder,
-    WriteBatch,
+    KeyValue, WriteBatch,
 };
 
+use super::overlay::{order, Layer, Overlay, View};
 use super::traffic::{Counting, Traffic};
 use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
 
 /// How long closing waits for the object store to take what is still buffered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The write-behind buffer's share of the backlog: an eighth, at most 32 MiB (it only has
+/// to absorb one SlateDB write's latency; SlateDB holds the rest).
+fn buffer_bytes(backlog: u64) -> u64 {
+    (backlog / 8).min(32 << 20)
+}
 
 /// In-memory caches of SST blocks and of their indexes and filters (moka). Without them
 /// every read of a key not in the memtable reads the local disk cache or the object store.
@@ -50,6 +62,59 @@ fn memory_cache() -> Arc<dyn slatedb::db_cache::DbCache> {
             .with_meta_cache(Some(moka(META_CACHE_BYTES)))
             .build(),
     )
+}
+
+/// SlateDB's bloom filters, per SST, hash every key and also the *base* of each versioned
+/// key (the key without its trailing epoch; see [`crate::keys`]): reading a key's versions
+/// is a range scan, and without the base in the filter it reads a block of every table
+/// whose key range overlaps (all of them, once random writes spread over the tables).
+/// With it, a scan within one base skips the tables that never had that base.
+struct VersionBase;
+
+impl slatedb::PrefixExtractor for VersionBase {
+    fn name(&self) -> &str {
+        "snapfs-version-base-1"
+    }
+
+    /// The same answer for a stored key and for a scan prefix: the base's length depends
+    /// only on the bytes up to its end (a fixed length, or a name's 0x00 terminator).
+    fn prefix_len(&self, target: &slatedb::PrefixTarget) -> Option<usize> {
+        let k = match target {
+            slatedb::PrefixTarget::Point(k) | slatedb::PrefixTarget::Prefix(k) => k,
+        };
+        base_len(k)
+    }
+}
+
+/// The length of the base of a full key (space tag first) when it is a versioned key of a
+/// kind that is read by versions: blocks, inodes, "data dropped" markers (fixed lengths),
+/// directory entries and extended attributes (up to the name's terminator).
+fn base_len(k: &[u8]) -> Option<usize> {
+    use crate::keys::{TAG_BLOCK, TAG_DATA_GONE, TAG_DIRENT, TAG_INODE, TAG_XATTR};
+    const ID: usize = 2 + 8; // space tag, key tag, a u64
+    let data = tag(Space::Data);
+    let meta = tag(Space::Meta);
+    match (*k.first()?, *k.get(1)?) {
+        (t, TAG_BLOCK) if t == data => (k.len() >= ID + 8).then_some(ID + 8),
+        (t, TAG_INODE | TAG_DATA_GONE) if t == meta => (k.len() >= ID).then_some(ID),
+        (t, TAG_DIRENT | TAG_XATTR) if t == meta => {
+            let name = k.get(ID..)?;
+            name.iter().position(|&b| b == 0).map(|i| ID + i + 1)
+        }
+        _ => None,
+    }
+}
+
+fn filter_policies() -> Vec<Arc<dyn slatedb::FilterPolicy>> {
+    vec![Arc::new(
+        slatedb::BloomFilterPolicy::new(10).with_prefix_extractor(Arc::new(VersionBase)),
+    )]
+}
+
+/// The longest common prefix of a scan's bounds: every key of the range starts with it,
+/// and SlateDB probes the filters with it.
+fn common_prefix(lo: &[u8], hi: &[u8]) -> usize {
+    lo.iter().zip(hi).take_while(|(a, b)| a == b).count()
 }
 
 /// Bytes fetched per read while scanning (SlateDB's default of one block makes scans ~50x
@@ -134,13 +199,23 @@ pub struct SlateKv {
     traffic: Arc<Traffic>,
     /// Bytes of keys and values written (what the object-store traffic amplifies).
     written: std::sync::atomic::AtomicU64,
-    /// Writes not yet durable: (sequence number, bytes), oldest first.
+    /// What the caller and the drain thread share.
+    shared: Arc<Shared>,
+    /// The drain thread (a writer's), and the channel on which it says it stopped.
+    drain: Mutex<Option<(std::thread::JoinHandle<()>, mpsc::Receiver<()>)>>,
+    /// Held (flock) while the database is open.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// The state the drain thread shares with the callers.
+struct Shared {
+    /// Batches written, not yet handed to SlateDB.
+    overlay: Overlay,
+    /// Writes handed to SlateDB, not yet durable: (sequence number, bytes), oldest first.
     backlog: Mutex<VecDeque<(u64, u64)>>,
     /// The writer's status (durable sequence number, close reason).
     status: Option<tokio::sync::watch::Receiver<DbStatus>>,
     fenced: AtomicBool,
-    /// Held (flock) while the database is open.
-    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// Takes an exclusive lock on `path` (created if missing), or fails with [`KvError::Busy`].
@@ -205,6 +280,7 @@ impl SlateKv {
                 .block_on(
                     DbReader::builder(path.to_string(), store)
                         .with_db_cache(memory_cache(), 0)
+                        .with_filter_policies(filter_policies())
                         .with_options(ro)
                         .with_reader_mode(DbReaderMode::ManagedCheckpoint)
                         .build(),
@@ -212,7 +288,8 @@ impl SlateKv {
                 .map_err(slate_err)?;
             (Handle::Reader(Box::new(reader)), None)
         } else {
-            let backlog = usize::try_from(opts.backlog_bytes).unwrap_or(usize::MAX);
+            let backlog = opts.backlog_bytes - buffer_bytes(opts.backlog_bytes);
+            let backlog = usize::try_from(backlog).unwrap_or(usize::MAX);
             let settings = Settings {
                 flush_interval: Some(opts.push_interval),
                 max_unflushed_bytes: backlog,
@@ -225,6 +302,7 @@ impl SlateKv {
                 .block_on(
                     Db::builder(path.to_string(), store)
                         .with_db_cache(memory_cache(), 0)
+                        .with_filter_policies(filter_policies())
                         .with_settings(settings)
                         .build(),
                 )
@@ -232,15 +310,35 @@ impl SlateKv {
             let status = db.subscribe();
             (Handle::Writer(db), Some(status))
         };
+        let shared = Arc::new(Shared {
+            overlay: Overlay::new(buffer_bytes(opts.backlog_bytes)),
+            backlog: Mutex::new(VecDeque::new()),
+            status,
+            fenced: AtomicBool::new(false),
+        });
+        let drain = match &handle {
+            Handle::Writer(db) => {
+                let (db, rt, sh) = (db.clone(), rt.handle().clone(), shared.clone());
+                let (done, stopped) = mpsc::channel();
+                let thread = std::thread::Builder::new()
+                    .name("slatedb-drain".into())
+                    .spawn(move || {
+                        drain(&db, &rt, &sh);
+                        let _ = done.send(());
+                    })
+                    .map_err(err)?;
+                Some((thread, stopped))
+            }
+            Handle::Reader(_) => None,
+        };
         Ok(SlateKv {
             rt,
             handle,
             opts: opts.clone(),
             traffic,
             written: std::sync::atomic::AtomicU64::new(0),
-            backlog: Mutex::new(VecDeque::new()),
-            status,
-            fenced: AtomicBool::new(false),
+            shared,
+            drain: Mutex::new(drain),
             _lock: lock,
         })
     }
@@ -267,7 +365,44 @@ impl SlateKv {
             Handle::Reader(_) => Err(KvError::ReadOnly),
         }
     }
+}
 
+/// Moves the write-behind buffer into SlateDB until it is closed (or a write fails).
+fn drain(db: &Db, rt: &tokio::runtime::Handle, shared: &Shared) {
+    while let Some(layer) = shared.overlay.next_layer() {
+        match rt.block_on(db.write(batch_of(&layer))) {
+            Ok(h) => {
+                let mut q = shared.backlog.lock();
+                q.push_back((h.seqnum(), layer.bytes));
+                let prune = q.len().is_multiple_of(1024);
+                drop(q);
+                if prune {
+                    shared.backlog_bytes();
+                }
+                shared.overlay.retire(&layer);
+            }
+            Err(e) => {
+                let e = shared.fail(e);
+                shared.overlay.fail(e);
+                return;
+            }
+        }
+    }
+}
+
+/// One frozen layer as a SlateDB batch (its keys are distinct: order does not matter).
+fn batch_of(layer: &Layer) -> WriteBatch {
+    let mut wb = WriteBatch::new();
+    for (k, v) in layer.map.iter() {
+        match v {
+            Some(v) => wb.put_bytes(Bytes::copy_from_slice(k), v.clone()),
+            None => wb.delete(k),
+        }
+    }
+    wb
+}
+
+impl Shared {
     /// Whether another writer fenced this one (SlateDB closed the database for it).
     fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
@@ -308,25 +443,42 @@ impl SlateKv {
 }
 
 impl Drop for SlateKv {
-    /// Closing writes what SlateDB still buffers to the object store (as dropping the
-    /// RocksDB backend leaves its log complete).
+    /// Closing drains the write-behind buffer and writes what SlateDB still buffers to the
+    /// object store (as dropping the RocksDB backend leaves its log complete).
     /// With the object store unreachable, closing would retry for ever: it gives up after
     /// [`CLOSE_TIMEOUT`] (what was not synced by then is lost, as after a crash; nothing
     /// synced is).
     fn drop(&mut self) {
-        if self.is_fenced() {
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        let backlog = self.shared.backlog_bytes() + self.shared.overlay.bytes();
+        if let Some((thread, stopped)) = self.drain.get_mut().take() {
+            self.shared.overlay.close();
+            match stopped.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(()) => {
+                    let _ = thread.join();
+                }
+                // Closing the database below ends the drain's pending write.
+                Err(_) => log::error!(
+                    "closing: the object store did not take the buffered writes within \
+                     {CLOSE_TIMEOUT:?}"
+                ),
+            }
+        }
+        if self.shared.is_fenced() {
             return;
         }
-        let backlog = self.backlog_bytes();
         let close = async {
             match &self.handle {
                 Handle::Writer(db) => db.close().await,
                 Handle::Reader(r) => r.close().await,
             }
         };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
         let closed = self
             .rt
-            .block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, close).await });
+            .block_on(async { tokio::time::timeout(left, close).await });
         match closed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -350,15 +502,42 @@ enum Source<'a> {
     Snapshot(Arc<DbSnapshot>),
 }
 
-/// Reads of one source, blocking on the backend's runtime.
+/// Reads of one source, blocking on the backend's runtime; on the live database of a
+/// writer, merged with the write-behind buffer.
 struct Reader<'a> {
     rt: &'a tokio::runtime::Runtime,
     src: Source<'a>,
+    overlay: Option<&'a Overlay>,
+}
+
+/// Which side of a merged read comes next.
+enum Pick {
+    Buffer,
+    Database,
+    /// The same key on both: the buffer's is newer.
+    Both,
+    Done,
+}
+
+fn pick(buffer: Option<&[u8]>, db: Option<&KeyValue>, desc: bool) -> Pick {
+    match (buffer, db) {
+        (None, None) => Pick::Done,
+        (Some(_), None) => Pick::Buffer,
+        (None, Some(_)) => Pick::Database,
+        (Some(b), Some(d)) => match order(b, &d.key, desc) {
+            std::cmp::Ordering::Less => Pick::Buffer,
+            std::cmp::Ordering::Greater => Pick::Database,
+            std::cmp::Ordering::Equal => Pick::Both,
+        },
+    }
 }
 
 impl KvRead for Reader<'_> {
     fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
         let key = full_key(space, key);
+        if let Some(v) = self.overlay.and_then(|o| o.get(&key)) {
+            return Ok(v.map(|b| b.to_vec()));
+        }
         let v = self
             .rt
             .block_on(async {
@@ -372,8 +551,9 @@ impl KvRead for Reader<'_> {
         Ok(v.map(|b| b.to_vec()))
     }
 
-    /// The greatest key in `[lower, key]`: a bounded descending scan's first item, read in
-    /// one call (one block at a time, through the block cache: it is a point lookup).
+    /// The greatest key in `[lower, key]`: the first live item of a bounded descending
+    /// scan, read in one call (one block at a time, through the block cache: it is a point
+    /// lookup).
     fn seek_for_prev(
         &self,
         space: Space,
@@ -388,14 +568,31 @@ impl KvRead for Reader<'_> {
         let opts = ScanOptions::new()
             .with_order(IterationOrder::Descending)
             .with_cache_blocks(true);
+        let (gate, view) = self.capture();
         let first = self
             .rt
             .block_on(async {
-                let mut it = self.iter(lo..hi, &opts).await?;
-                it.next().await
+                let mut it = self.iter(lo.clone()..hi.clone(), &opts).await?;
+                let mut buffered = view.range(&lo, &hi, true).peekable();
+                let mut head = it.next().await?;
+                loop {
+                    match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), true) {
+                        Pick::Done => return Ok(None),
+                        Pick::Database => return Ok(head.map(|kv| (kv.key, kv.value))),
+                        p => {
+                            if matches!(p, Pick::Both) {
+                                head = it.next().await?;
+                            }
+                            if let Some((k, Some(v))) = buffered.next() {
+                                return Ok(Some((Bytes::copy_from_slice(k), v.clone())));
+                            }
+                        }
+                    }
+                }
             })
             .map_err(slate_err)?;
-        Ok(first.map(|kv| (kv.key[1..].to_vec(), kv.value.to_vec())))
+        drop(gate);
+        Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
     }
 
     fn scan(
@@ -410,51 +607,104 @@ impl KvRead for Reader<'_> {
             return Ok(());
         }
         let (lo, hi) = (full_key(space, start), full_key(space, end));
-        let order = match dir {
-            Dir::Forward => IterationOrder::Ascending,
-            Dir::Reverse => IterationOrder::Descending,
+        let desc = dir == Dir::Reverse;
+        let order = if desc {
+            IterationOrder::Descending
+        } else {
+            IterationOrder::Ascending
         };
         let opts = ScanOptions::new()
             .with_order(order)
             .with_read_ahead_bytes(READ_AHEAD)
             .with_cache_blocks(true);
+        let (gate, view) = self.capture();
         let mut it = self
             .rt
-            .block_on(self.iter(lo..hi, &opts))
+            .block_on(self.iter(lo.clone()..hi.clone(), &opts))
             .map_err(slate_err)?;
+        drop(gate);
+        let mut buffered = view.range(&lo, &hi, desc).peekable();
+        let mut head = self.rt.block_on(it.next()).map_err(slate_err)?;
         // `f` runs outside the runtime: it may read and write this store itself.
-        while let Some(kv) = self.rt.block_on(it.next()).map_err(slate_err)? {
-            if !f(&kv.key[1..], &kv.value) {
-                break;
+        loop {
+            match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), desc) {
+                Pick::Done => return Ok(()),
+                Pick::Database => {
+                    if let Some(kv) = head.take() {
+                        if !f(&kv.key[1..], &kv.value) {
+                            return Ok(());
+                        }
+                    }
+                    head = self.rt.block_on(it.next()).map_err(slate_err)?;
+                }
+                p => {
+                    if matches!(p, Pick::Both) {
+                        head = self.rt.block_on(it.next()).map_err(slate_err)?;
+                    }
+                    if let Some((k, Some(v))) = buffered.next() {
+                        if !f(&k[1..], v) {
+                            return Ok(());
+                        }
+                    }
+                }
             }
         }
-        Ok(())
     }
 }
 
 impl Reader<'_> {
+    /// The write-behind buffer's layers (none for a snapshot or a reader), with the gate
+    /// that must be held until the database iterator is open.
+    fn capture(&self) -> (Option<parking_lot::RwLockReadGuard<'_, ()>>, View) {
+        match self.overlay {
+            Some(o) => {
+                let (gate, view) = o.capture();
+                (Some(gate), view)
+            }
+            None => (None, View::default()),
+        }
+    }
+
     async fn iter(
         &self,
         range: std::ops::Range<Vec<u8>>,
         opts: &ScanOptions,
     ) -> Result<slatedb::DbIterator, slatedb::Error> {
+        // A prefix scan of the same range: it lets the filters skip tables.
+        let n = common_prefix(&range.start, &range.end);
+        let prefix = &range.start[..n];
+        let sub = range.start[n..].to_vec()..range.end[n..].to_vec();
         match &self.src {
-            Source::Db(db) => db.scan_with_options(range, opts).await,
-            Source::Reader(r) => r.scan_with_options(range, opts).await,
-            Source::Snapshot(s) => s.scan_with_options(range, opts).await,
+            Source::Db(db) => db.scan_prefix_with_options(prefix, sub, opts).await,
+            Source::Reader(r) => r.scan_prefix_with_options(prefix, sub, opts).await,
+            Source::Snapshot(s) => s.scan_prefix_with_options(prefix, sub, opts).await,
         }
     }
 }
 
 impl SlateKv {
     fn reader(&self) -> Reader<'_> {
-        Reader {
-            rt: &self.rt,
-            src: match &self.handle {
-                Handle::Writer(db) => Source::Db(db),
-                Handle::Reader(r) => Source::Reader(r),
+        match &self.handle {
+            Handle::Writer(db) => Reader {
+                rt: &self.rt,
+                src: Source::Db(db),
+                overlay: Some(&self.shared.overlay),
+            },
+            Handle::Reader(r) => Reader {
+                rt: &self.rt,
+                src: Source::Reader(r),
+                overlay: None,
             },
         }
+    }
+
+    /// The error of a sync that ran out of time.
+    fn sync_timeout(&self, t: Duration) -> KvError {
+        log::error!(
+            "sync: the object store did not take the writes within {t:?}; \
+             they stay queued and are retried"
+        );
+        KvError::Io(format!("the object store did not answer within {t:?}"))
     }
 }
 
@@ -511,32 +761,28 @@ impl Kv for SlateKv {
         if batch.is_empty() {
             return if durable { self.sync() } else { Ok(()) };
         }
-        let db = self.db()?;
-        let mut wb = WriteBatch::new();
+        self.db()?;
+        if self.shared.is_fenced() {
+            return Err(KvError::Fenced);
+        }
+        let mut ops = Vec::with_capacity(batch.len());
         let mut bytes = 0u64;
         for op in batch.into_ops() {
             match op {
                 BatchOp::Put(space, k, v) => {
                     bytes += (k.len() + v.len() + 1) as u64;
-                    wb.put(full_key(space, &k), v)
+                    ops.push((full_key(space, &k), Some(Bytes::from(v))));
                 }
                 BatchOp::Delete(space, k) => {
                     bytes += (k.len() + 1) as u64;
-                    wb.delete(full_key(space, &k))
+                    ops.push((full_key(space, &k), None));
                 }
             }
         }
-        let h = self.rt.block_on(db.write(wb)).map_err(|e| self.fail(e))?;
+        self.shared.overlay.put(ops, bytes)?;
         self.written.fetch_add(bytes, Ordering::Relaxed);
         if durable {
             self.sync()?;
-        } else {
-            let mut q = self.backlog.lock();
-            q.push_back((h.seqnum(), bytes));
-            if q.len().is_multiple_of(1024) {
-                drop(q);
-                self.backlog_bytes();
-            }
         }
         Ok(())
     }
@@ -545,37 +791,58 @@ impl Kv for SlateKv {
     /// timeout (then EIO; the push goes on, and a later sync may succeed).
     fn sync(&self) -> KvResult<()> {
         let db = self.db()?;
-        let t = self.opts.fsync_timeout.unwrap_or(Duration::MAX);
+        let t = self.opts.fsync_timeout;
+        let deadline = t.and_then(|t| Instant::now().checked_add(t));
+        let last = self.shared.overlay.accepted();
+        if !self.shared.overlay.wait(last, deadline)? {
+            return Err(self.sync_timeout(t.unwrap_or(Duration::MAX)));
+        }
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let Ok(flushed) = self
             .rt
-            .block_on(async { tokio::time::timeout(t, db.flush()).await })
+            .block_on(async { tokio::time::timeout(left, db.flush()).await })
         else {
-            log::error!(
-                "sync: the object store did not take the writes within {t:?}; \
-                 they stay queued and are retried"
-            );
-            return Err(KvError::Io(format!(
-                "the object store did not answer within {t:?}"
-            )));
+            return Err(self.sync_timeout(t.unwrap_or(Duration::MAX)));
         };
-        flushed.map_err(|e| self.fail(e))?;
-        self.backlog_bytes();
+        flushed.map_err(|e| self.shared.fail(e))?;
+        self.shared.backlog_bytes();
         Ok(())
     }
 
     fn read_view(&self) -> Box<dyn KvRead + '_> {
         match &self.handle {
-            Handle::Writer(db) => match db.snapshot() {
-                Ok(snap) => Box::new(Reader {
-                    rt: &self.rt,
-                    src: Source::Snapshot(snap),
-                }),
-                Err(e) => Box::new(Failed(format!("slatedb snapshot: {e}"))),
-            },
+            Handle::Writer(db) => {
+                // A SlateDB snapshot sees what the buffer handed over: drain it first.
+                let last = self.shared.overlay.accepted();
+                let deadline = self
+                    .opts
+                    .fsync_timeout
+                    .and_then(|t| Instant::now().checked_add(t));
+                match self.shared.overlay.wait(last, deadline) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Box::new(Failed(
+                            "slatedb snapshot: the write buffer did not drain in time".into(),
+                        ))
+                    }
+                    Err(e) => return Box::new(Failed(format!("slatedb snapshot: {e}"))),
+                }
+                match db.snapshot() {
+                    Ok(snap) => Box::new(Reader {
+                        rt: &self.rt,
+                        src: Source::Snapshot(snap),
+                        overlay: None,
+                    }),
+                    Err(e) => Box::new(Failed(format!("slatedb snapshot: {e}"))),
+                }
+            }
             // A reader follows the writer: its view is the latest state it has.
             Handle::Reader(r) => Box::new(Reader {
                 rt: &self.rt,
                 src: Source::Reader(r),
+                overlay: None,
             }),
         }
     }
@@ -599,15 +866,15 @@ impl Kv for SlateKv {
     }
 
     fn fenced(&self) -> bool {
-        self.is_fenced()
+        self.shared.is_fenced()
     }
 
     fn remote_status(&self) -> Option<RemoteStatus> {
         Some(RemoteStatus {
             url: self.opts.location.clone(),
             read_only: self.read_only(),
-            fenced: self.is_fenced(),
-            backlog_bytes: self.backlog_bytes(),
+            fenced: self.shared.is_fenced(),
+            backlog_bytes: self.shared.backlog_bytes() + self.shared.overlay.bytes(),
             backlog_limit_bytes: self.opts.backlog_bytes,
             cache_bytes: self.disk_usage(),
             cache_limit_bytes: self.opts.cache_bytes,
@@ -638,4 +905,47 @@ fn dir_size(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+
+    fn full(space: Space, k: &[u8]) -> Vec<u8> {
+        full_key(space, k)
+    }
+
+    /// The filters' prefix is a versioned key's base, the same for every version of it and
+    /// for a scan bounded within it; other keys have none.
+    #[test]
+    fn the_filter_prefix_is_the_versioned_base() {
+        let block = keys::block(7, 3);
+        for e in [0, 1, u64::MAX] {
+            let k = full(Space::Data, &keys::versioned(&block, e));
+            assert_eq!(base_len(&k), Some(1 + block.len()));
+        }
+        let inode = keys::inode(0x0100);
+        let k = full(Space::Meta, &keys::versioned(&inode, 9));
+        assert_eq!(base_len(&k), Some(1 + inode.len()));
+        // A parent number with zero bytes: the name's terminator is found after it.
+        let dirent = keys::dirent(0x0100, b"name");
+        let k = full(Space::Meta, &keys::versioned(&dirent, 9));
+        assert_eq!(base_len(&k), Some(1 + dirent.len()));
+        assert_eq!(&k[..1 + dirent.len()], &full(Space::Meta, &dirent)[..]);
+        // A scan prefix shorter than a base has no filter prefix.
+        assert_eq!(base_len(&full(Space::Data, &keys::block_prefix(7))), None);
+        assert_eq!(base_len(&full(Space::Meta, &keys::dirent_prefix(1))), None);
+        // Unversioned keys, and block keys in the wrong space, have none.
+        assert_eq!(base_len(&full(Space::Meta, &keys::setting("x"))), None);
+        assert_eq!(base_len(&full(Space::Meta, &block)), None);
+        assert_eq!(base_len(b""), None);
+    }
+
+    #[test]
+    fn common_prefix_of_bounds() {
+        assert_eq!(common_prefix(b"abc1", b"abc2"), 3);
+        assert_eq!(common_prefix(b"ab", b"abc"), 2);
+        assert_eq!(common_prefix(b"", b"x"), 0);
+    }
 }

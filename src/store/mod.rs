@@ -137,12 +137,20 @@ pub fn scan_visible(
 
 /// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the
 /// chain. Returns the raw value.
+///
+/// A version written by the chain's own epoch (the head, which every write goes to) wins
+/// outright: that is one point read, which the backends answer from the newest table that
+/// has the key (bloom filters skip the others), where the scan below has to open every
+/// table holding some version of `base`.
 pub fn resolve(
     r: &dyn KvRead,
     space: Space,
     base: &[u8],
     chain: &Chain,
 ) -> FsResult<Option<Vec<u8>>> {
+    if let Some(v) = r.get(space, &keys::versioned(base, chain.epoch))? {
+        return Ok(Some(v));
+    }
     let start = keys::versioned(base, 0);
     let end = keys::versioned(base, chain.epoch.saturating_add(1));
     let mut found = None;

@@ -1,0 +1,420 @@
+//! The write-behind buffer of a store on object storage (see [`super::slate`]).
+//!
+//! A SlateDB write is a message to its single writer task and a wait for the answer: two
+//! thread hand-offs per batch, 80–130 µs on this class of machine, against 3–8 µs for a
+//! RocksDB write. The buffer takes that off the caller: a batch goes into an in-memory map
+//! (one lock, no thread switch) and a drain thread moves everything buffered into SlateDB
+//! as one `WriteBatch`, over and over. Reads look in the buffer first.
+//!
+//! - **Atomicity and order.** A batch enters the buffer under one lock, so readers see all
+//!   of it or none of it. Each drain writes every batch accepted before it, as one SlateDB
+//!   batch, in order: after a crash the database holds a prefix of the batches, as before.
+//! - **Layers.** `active` takes new batches; the drain freezes it into `flushing`, writes
+//!   that, then retires it. Both are persistent maps ([`imbl::OrdMap`]): a reader copies
+//!   them in O(1) and keeps a consistent view while writers go on.
+//! - **The gate.** A range read captures the layers and opens its SlateDB iterator under
+//!   the gate's read side; the drain freezes under its write side. So every layer that
+//!   reaches SlateDB while a reader is between those two steps was frozen before it, and
+//!   is in the reader's capture: the buffer's entries are never older than the database's
+//!   for a key both have (and a key the buffer shadows is never missed). A point read
+//!   needs no gate: a key absent from the buffer is only in retired layers, which are in
+//!   the database.
+//! - **Bounds.** The buffer holds at most `cap` bytes; beyond that writers wait for the
+//!   drain (which waits for SlateDB's own backlog, which waits for the object store).
+//! - **Failure.** When a drain fails (fenced, closed), the error sticks: every later write
+//!   and sync returns it.
+
+use std::cmp::Ordering;
+use std::iter::Peekable;
+use std::sync::Arc;
+use std::time::Instant;
+
+use imbl::OrdMap;
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+use slatedb::bytes::Bytes;
+
+use super::{KvError, KvResult};
+
+/// A buffered value: `None` is a deletion.
+pub(super) type Value = Option<Bytes>;
+type Map = OrdMap<Vec<u8>, Value>;
+
+struct State {
+    active: Map,
+    active_bytes: u64,
+    /// The layer being written to SlateDB.
+    flushing: Option<Arc<Map>>,
+    flushing_bytes: u64,
+    /// Batches accepted so far, how many of them were frozen for the drain, and how many
+    /// SlateDB has.
+    accepted: u64,
+    frozen: u64,
+    drained: u64,
+    error: Option<KvError>,
+    closing: bool,
+}
+
+pub(super) struct Overlay {
+    state: Mutex<State>,
+    gate: RwLock<()>,
+    /// The drain waits here for work.
+    work: Condvar,
+    /// Writers (room), syncs (drained) wait here.
+    progress: Condvar,
+    cap: u64,
+}
+
+/// The buffer's layers as one reader saw them.
+#[derive(Default)]
+pub(super) struct View {
+    active: Map,
+    flushing: Option<Arc<Map>>,
+}
+
+/// One frozen layer for the drain to write.
+pub(super) struct Layer {
+    pub map: Arc<Map>,
+    pub bytes: u64,
+    /// The batches it completes.
+    accepted: u64,
+}
+
+impl Overlay {
+    pub fn new(cap: u64) -> Overlay {
+        Overlay {
+            state: Mutex::new(State {
+                active: Map::new(),
+                active_bytes: 0,
+                flushing: None,
+                flushing_bytes: 0,
+                accepted: 0,
+                frozen: 0,
+                drained: 0,
+                error: None,
+                closing: false,
+            }),
+            gate: RwLock::new(()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Buffers one batch (`ops` in order: a later one on the same key wins) of `bytes`,
+    /// waiting while the buffer is full. Returns the batch's number (for [`Self::wait`]).
+    pub fn put(&self, ops: Vec<(Vec<u8>, Value)>, bytes: u64) -> KvResult<u64> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            let held = st.active_bytes + st.flushing_bytes;
+            // A batch larger than the whole buffer still goes in once the buffer is empty.
+            if held == 0 || held + bytes <= self.cap {
+                break;
+            }
+            self.progress.wait(&mut st);
+        }
+        for (k, v) in ops {
+            st.active.insert(k, v);
+        }
+        st.active_bytes += bytes;
+        st.accepted += 1;
+        self.work.notify_one();
+        Ok(st.accepted)
+    }
+
+    /// The number of the last batch accepted.
+    pub fn accepted(&self) -> u64 {
+        self.state.lock().accepted
+    }
+
+    /// Waits until batch `n` is in SlateDB, at most until `deadline`: false when it passed.
+    pub fn wait(&self, n: u64, deadline: Option<Instant>) -> KvResult<bool> {
+        let mut st = self.state.lock();
+        loop {
+            if st.drained >= n {
+                return Ok(true);
+            }
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            match deadline {
+                Some(d) => {
+                    if self.progress.wait_until(&mut st, d).timed_out() && st.drained < n {
+                        return Ok(false);
+                    }
+                }
+                None => self.progress.wait(&mut st),
+            }
+        }
+    }
+
+    /// Bytes buffered (not yet handed to SlateDB).
+    pub fn bytes(&self) -> u64 {
+        let st = self.state.lock();
+        st.active_bytes + st.flushing_bytes
+    }
+
+    /// The buffered value of `key`: `Some(None)` when it is deleted, `None` when the buffer
+    /// does not have it.
+    pub fn get(&self, key: &[u8]) -> Option<Value> {
+        let st = self.state.lock();
+        if let Some(v) = st.active.get(key) {
+            return Some(v.clone());
+        }
+        st.flushing.as_ref().and_then(|f| f.get(key).cloned())
+    }
+
+    /// The layers, with the gate held: open the database iterator before dropping the guard.
+    pub fn capture(&self) -> (RwLockReadGuard<'_, ()>, View) {
+        let gate = self.gate.read();
+        let st = self.state.lock();
+        let view = View {
+            active: st.active.clone(),
+            flushing: st.flushing.clone(),
+        };
+        (gate, view)
+    }
+
+    /// For the drain: waits for buffered batches and freezes them into the layer to write;
+    /// `None` once closing with nothing left (or after a failure).
+    pub fn next_layer(&self) -> Option<Layer> {
+        {
+            let mut st = self.state.lock();
+            while st.accepted == st.frozen && !st.closing && st.error.is_none() {
+                self.work.wait(&mut st);
+            }
+            if st.error.is_some() || st.accepted == st.frozen {
+                return None;
+            }
+        }
+        let _gate = self.gate.write();
+        let mut st = self.state.lock();
+        let map = Arc::new(std::mem::take(&mut st.active));
+        st.flushing = Some(map.clone());
+        st.flushing_bytes = std::mem::take(&mut st.active_bytes);
+        st.frozen = st.accepted;
+        Some(Layer {
+            map,
+            bytes: st.flushing_bytes,
+            accepted: st.accepted,
+        })
+    }
+
+    /// For the drain: `layer` is in SlateDB.
+    pub fn retire(&self, layer: &Layer) {
+        let mut st = self.state.lock();
+        st.flushing = None;
+        st.flushing_bytes = 0;
+        st.drained = layer.accepted;
+        self.progress.notify_all();
+    }
+
+    /// For the drain: it failed with `e`; every later write and sync fails with it.
+    pub fn fail(&self, e: KvError) {
+        let mut st = self.state.lock();
+        st.error.get_or_insert(e);
+        self.progress.notify_all();
+        self.work.notify_all();
+    }
+
+    /// Asks the drain to stop once the buffer is empty.
+    pub fn close(&self) {
+        self.state.lock().closing = true;
+        self.work.notify_all();
+    }
+}
+
+impl View {
+    /// The view's entries in `[lo, hi)`, ascending or (`desc`) descending, the newer layer
+    /// winning on a key both have; deletions included.
+    pub fn range<'a>(
+        &'a self,
+        lo: &[u8],
+        hi: &[u8],
+        desc: bool,
+    ) -> impl Iterator<Item = (&'a [u8], &'a Value)> + 'a {
+        let bounds = (
+            std::ops::Bound::Included(lo.to_vec()),
+            std::ops::Bound::Excluded(hi.to_vec()),
+        );
+        let a = directed(self.active.range(bounds.clone()), desc);
+        let f = self
+            .flushing
+            .as_deref()
+            .map(|f| directed(f.range(bounds), desc))
+            .into_iter()
+            .flatten();
+        Merge::new(a, f, desc)
+    }
+}
+
+/// `it` forwards or backwards, as `(key, value)` slices.
+fn directed<'a>(
+    it: impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Value)> + 'a,
+    desc: bool,
+) -> Box<dyn Iterator<Item = (&'a [u8], &'a Value)> + 'a> {
+    let it = it.map(|(k, v)| (k.as_slice(), v));
+    if desc {
+        Box::new(it.rev())
+    } else {
+        Box::new(it)
+    }
+}
+
+/// Compares two keys in iteration order.
+pub(super) fn order(a: &[u8], b: &[u8], desc: bool) -> Ordering {
+    let o = a.cmp(b);
+    if desc {
+        o.reverse()
+    } else {
+        o
+    }
+}
+
+/// Two sorted streams of `(key, value)` as one; `first` wins on a key both have.
+pub(super) struct Merge<K, V, A: Iterator<Item = (K, V)>, B: Iterator<Item = (K, V)>> {
+    first: Peekable<A>,
+    second: Peekable<B>,
+    desc: bool,
+}
+
+impl<K, V, A, B> Merge<K, V, A, B>
+where
+    A: Iterator<Item = (K, V)>,
+    B: Iterator<Item = (K, V)>,
+{
+    pub fn new(first: A, second: B, desc: bool) -> Self {
+        Merge {
+            first: first.peekable(),
+            second: second.peekable(),
+            desc,
+        }
+    }
+}
+
+impl<K: AsRef<[u8]>, V, A, B> Iterator for Merge<K, V, A, B>
+where
+    A: Iterator<Item = (K, V)>,
+    B: Iterator<Item = (K, V)>,
+{
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        let o = match (self.first.peek(), self.second.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => order(a.as_ref(), b.as_ref(), self.desc),
+        };
+        match o {
+            Ordering::Less => self.first.next(),
+            Ordering::Greater => self.second.next(),
+            Ordering::Equal => {
+                self.second.next();
+                self.first.next()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Value {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn merge_prefers_the_first_stream_and_keeps_order() {
+        let a = vec![(b"a".to_vec(), 1), (b"c".to_vec(), 1)];
+        let c = vec![(b"b".to_vec(), 2), (b"c".to_vec(), 2), (b"d".to_vec(), 2)];
+        let m: Vec<_> = Merge::new(a.clone().into_iter(), c.clone().into_iter(), false).collect();
+        assert_eq!(
+            m,
+            vec![
+                (b"a".to_vec(), 1),
+                (b"b".to_vec(), 2),
+                (b"c".to_vec(), 1),
+                (b"d".to_vec(), 2)
+            ]
+        );
+        let m: Vec<_> = Merge::new(
+            a.into_iter().rev(),
+            c.into_iter().rev(),
+            true, // descending
+        )
+        .collect();
+        assert_eq!(
+            m,
+            vec![
+                (b"d".to_vec(), 2),
+                (b"c".to_vec(), 1),
+                (b"b".to_vec(), 2),
+                (b"a".to_vec(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn layers_newest_first_deletions_kept() {
+        let o = Overlay::new(1 << 20);
+        o.put(
+            vec![(b"k1".to_vec(), b("old")), (b"k2".to_vec(), b("x"))],
+            10,
+        )
+        .unwrap();
+        let layer = o.next_layer().unwrap();
+        o.put(vec![(b"k1".to_vec(), b("new")), (b"k2".to_vec(), None)], 10)
+            .unwrap();
+        assert_eq!(o.get(b"k1"), Some(b("new")));
+        assert_eq!(o.get(b"k2"), Some(None));
+        assert_eq!(o.get(b"k3"), None);
+        let (_g, view) = o.capture();
+        let all: Vec<_> = view.range(b"k", b"l", false).collect();
+        assert_eq!(all, vec![(&b"k1"[..], &b("new")), (&b"k2"[..], &None)]);
+        drop(_g);
+        o.retire(&layer);
+        assert!(o.wait(1, None).unwrap());
+        assert!(!o.wait(2, Some(Instant::now())).unwrap());
+        assert_eq!(o.bytes(), 10);
+    }
+
+    /// The drain cannot freeze a layer (and so hand it to the database) while a reader is
+    /// between capturing the buffer and opening its database iterator.
+    #[test]
+    fn the_gate_holds_the_freeze_while_a_reader_opens_its_iterator() {
+        let o = Overlay::new(1 << 20);
+        o.put(vec![(b"k".to_vec(), b("v"))], 2).unwrap();
+        let (gate, view) = o.capture();
+        assert_eq!(view.range(b"a", b"z", false).count(), 1);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let o = &o;
+            s.spawn(move || {
+                let layer = o.next_layer();
+                tx.send(layer.map(|l| l.bytes)).unwrap();
+            });
+            let waited = rx.recv_timeout(std::time::Duration::from_millis(100));
+            assert!(waited.is_err(), "froze while a reader held the gate");
+            drop(gate);
+            let bytes = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            assert_eq!(bytes, Some(2));
+        });
+    }
+
+    #[test]
+    fn a_failure_sticks() {
+        let o = Overlay::new(1 << 20);
+        o.put(vec![(b"k".to_vec(), b("v"))], 2).unwrap();
+        o.fail(KvError::Fenced);
+        assert!(matches!(o.wait(1, None), Err(KvError::Fenced)));
+        assert!(matches!(
+            o.put(vec![(b"k".to_vec(), None)], 1),
+            Err(KvError::Fenced)
+        ));
+        assert!(o.next_layer().is_none());
+    }
+}
