@@ -12,13 +12,16 @@
 //! - **Layers.** `active` takes new batches; the drain freezes it into `flushing`, writes
 //!   that, then retires it. Both are persistent maps ([`imbl::OrdMap`]): a reader copies
 //!   them in O(1) and keeps a consistent view while writers go on.
-//! - **The gate.** A range read captures the layers and opens its SlateDB iterator under
-//!   the gate's read side; the drain freezes under its write side. So every layer that
-//!   reaches SlateDB while a reader is between those two steps was frozen before it, and
-//!   is in the reader's capture: the buffer's entries are never older than the database's
-//!   for a key both have (and a key the buffer shadows is never missed). A point read
-//!   needs no gate: a key absent from the buffer is only in retired layers, which are in
-//!   the database.
+//! - **Range reads.** A range read captures the layers (and the count of freezes), opens
+//!   its SlateDB iterator, then checks that no layer was frozen meanwhile, and starts over
+//!   if one was. So every layer SlateDB had when the iterator opened was frozen before the
+//!   capture, and is in it (or retired, and older than all of it): the buffer's entries are
+//!   never older than the database's for a key both have, and no batch is seen in part.
+//!   A point read needs no check: a key absent from the buffer is only in retired layers,
+//!   which are in the database.
+//! - **Group commit.** The drain waits [`DRAIN_DELAY`] after the first batch before it
+//!   freezes, unless a sync is waiting or the buffer holds a lot: one SlateDB write (and
+//!   one wake-up of the drain thread) then carries many batches.
 //! - **Bounds.** The buffer holds at most `cap` bytes; beyond that writers wait for the
 //!   drain (which waits for SlateDB's own backlog, which waits for the object store).
 //! - **Failure.** When a drain fails (fenced, closed), the error sticks: every later write
@@ -26,14 +29,18 @@
 
 use std::cmp::Ordering;
 use std::iter::Peekable;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use imbl::OrdMap;
-use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Condvar, Mutex};
 use slatedb::bytes::Bytes;
 
 use super::{KvError, KvResult};
+
+/// How long the drain gathers batches before it writes them (see the module's notes).
+pub(super) const DRAIN_DELAY: Duration = Duration::from_millis(2);
 
 /// A buffered value: `None` is a deletion.
 pub(super) type Value = Option<Bytes>;
@@ -52,16 +59,23 @@ struct State {
     drained: u64,
     error: Option<KvError>,
     closing: bool,
+    /// The drain waits for a first batch (a write wakes it)...
+    idle: bool,
+    /// ...and a sync wants the buffer drained now (no gathering).
+    urgent: bool,
 }
 
 pub(super) struct Overlay {
     state: Mutex<State>,
-    gate: RwLock<()>,
+    /// Layers frozen so far (what a range read checks).
+    freezes: AtomicU64,
     /// The drain waits here for work.
     work: Condvar,
     /// Writers (room), syncs (drained) wait here.
     progress: Condvar,
     cap: u64,
+    /// Buffered bytes from which the drain writes without gathering more.
+    eager: u64,
 }
 
 /// The buffer's layers as one reader saw them.
@@ -92,11 +106,14 @@ impl Overlay {
                 drained: 0,
                 error: None,
                 closing: false,
+                idle: false,
+                urgent: false,
             }),
-            gate: RwLock::new(()),
+            freezes: AtomicU64::new(0),
             work: Condvar::new(),
             progress: Condvar::new(),
             cap: cap.max(1),
+            eager: (cap / 2).clamp(1, 4 << 20),
         }
     }
 
@@ -120,7 +137,9 @@ impl Overlay {
         }
         st.active_bytes += bytes;
         st.accepted += 1;
-        self.work.notify_one();
+        if st.idle || st.active_bytes >= self.eager {
+            self.work.notify_one();
+        }
         Ok(st.accepted)
     }
 
@@ -132,6 +151,10 @@ impl Overlay {
     /// Waits until batch `n` is in SlateDB, at most until `deadline`: false when it passed.
     pub fn wait(&self, n: u64, deadline: Option<Instant>) -> KvResult<bool> {
         let mut st = self.state.lock();
+        if st.drained < n {
+            st.urgent = true;
+            self.work.notify_one();
+        }
         loop {
             if st.drained >= n {
                 return Ok(true);
@@ -166,31 +189,43 @@ impl Overlay {
         st.flushing.as_ref().and_then(|f| f.get(key).cloned())
     }
 
-    /// The layers, with the gate held: open the database iterator before dropping the guard.
-    pub fn capture(&self) -> (RwLockReadGuard<'_, ()>, View) {
-        let gate = self.gate.read();
+    /// The layers, and a stamp for [`Self::unchanged`]: open the database iterator after
+    /// this call, then check the stamp (and start over when it changed).
+    pub fn capture(&self) -> (View, u64) {
         let st = self.state.lock();
         let view = View {
             active: st.active.clone(),
             flushing: st.flushing.clone(),
         };
-        (gate, view)
+        (view, self.freezes.load(AtomicOrdering::SeqCst))
+    }
+
+    /// Whether no layer was frozen since the capture that gave `stamp`.
+    pub fn unchanged(&self, stamp: u64) -> bool {
+        self.freezes.load(AtomicOrdering::SeqCst) == stamp
     }
 
     /// For the drain: waits for buffered batches and freezes them into the layer to write;
     /// `None` once closing with nothing left (or after a failure).
     pub fn next_layer(&self) -> Option<Layer> {
-        {
-            let mut st = self.state.lock();
-            while st.accepted == st.frozen && !st.closing && st.error.is_none() {
-                self.work.wait(&mut st);
-            }
-            if st.error.is_some() || st.accepted == st.frozen {
-                return None;
+        let mut st = self.state.lock();
+        while st.accepted == st.frozen && !st.closing && st.error.is_none() {
+            st.idle = true;
+            self.work.wait(&mut st);
+        }
+        st.idle = false;
+        if st.error.is_some() || st.accepted == st.frozen {
+            return None;
+        }
+        let gather = Instant::now() + DRAIN_DELAY;
+        while !st.urgent && !st.closing && st.error.is_none() && st.active_bytes < self.eager {
+            if self.work.wait_until(&mut st, gather).timed_out() {
+                break;
             }
         }
-        let _gate = self.gate.write();
-        let mut st = self.state.lock();
+        st.urgent = false;
+        // Counted before the layer can reach the database (see `unchanged`).
+        self.freezes.fetch_add(1, AtomicOrdering::SeqCst);
         let map = Arc::new(std::mem::take(&mut st.active));
         st.flushing = Some(map.clone());
         st.flushing_bytes = std::mem::take(&mut st.active_bytes);
@@ -372,37 +407,33 @@ mod tests {
         assert_eq!(o.get(b"k1"), Some(b("new")));
         assert_eq!(o.get(b"k2"), Some(None));
         assert_eq!(o.get(b"k3"), None);
-        let (_g, view) = o.capture();
+        let (view, _) = o.capture();
         let all: Vec<_> = view.range(b"k", b"l", false).collect();
         assert_eq!(all, vec![(&b"k1"[..], &b("new")), (&b"k2"[..], &None)]);
-        drop(_g);
         o.retire(&layer);
         assert!(o.wait(1, None).unwrap());
         assert!(!o.wait(2, Some(Instant::now())).unwrap());
         assert_eq!(o.bytes(), 10);
     }
 
-    /// The drain cannot freeze a layer (and so hand it to the database) while a reader is
-    /// between capturing the buffer and opening its database iterator.
+    /// A freeze between a reader's capture and its check is seen: the reader starts over.
     #[test]
-    fn the_gate_holds_the_freeze_while_a_reader_opens_its_iterator() {
+    fn a_freeze_after_a_capture_changes_its_stamp() {
         let o = Overlay::new(1 << 20);
         o.put(vec![(b"k".to_vec(), b("v"))], 2).unwrap();
-        let (gate, view) = o.capture();
+        let (view, stamp) = o.capture();
         assert_eq!(view.range(b"a", b"z", false).count(), 1);
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let o = &o;
-            s.spawn(move || {
-                let layer = o.next_layer();
-                tx.send(layer.map(|l| l.bytes)).unwrap();
-            });
-            let waited = rx.recv_timeout(std::time::Duration::from_millis(100));
-            assert!(waited.is_err(), "froze while a reader held the gate");
-            drop(gate);
-            let bytes = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-            assert_eq!(bytes, Some(2));
-        });
+        assert!(o.unchanged(stamp));
+        let layer = o.next_layer().unwrap();
+        assert!(!o.unchanged(stamp));
+        let (view, stamp) = o.capture();
+        assert_eq!(
+            view.range(b"a", b"z", false).count(),
+            1,
+            "the flushing layer"
+        );
+        o.retire(&layer);
+        assert!(o.unchanged(stamp), "retiring is not freezing");
     }
 
     #[test]

@@ -295,6 +295,10 @@ impl SlateKv {
                 max_unflushed_bytes: backlog,
                 // SlateDB wants the backlog above one L0 table (64 MiB by default).
                 l0_sst_size_bytes: (backlog / 4).min(64 << 20),
+                // Every table gets its bloom filter (SlateDB skips it below 1,000 keys):
+                // a small table (what closing a database leaves) without one is read by
+                // every lookup and every scan that its key range covers.
+                min_filter_keys: 1,
                 object_store_cache_options: cache_options(opts),
                 ..Default::default()
             };
@@ -568,11 +572,10 @@ impl KvRead for Reader<'_> {
         let opts = ScanOptions::new()
             .with_order(IterationOrder::Descending)
             .with_cache_blocks(true);
-        let (gate, view) = self.capture();
         let first = self
             .rt
             .block_on(async {
-                let mut it = self.iter(lo.clone()..hi.clone(), &opts).await?;
+                let (view, mut it) = self.open(&lo, &hi, &opts).await?;
                 let mut buffered = view.range(&lo, &hi, true).peekable();
                 let mut head = it.next().await?;
                 loop {
@@ -591,7 +594,6 @@ impl KvRead for Reader<'_> {
                 }
             })
             .map_err(slate_err)?;
-        drop(gate);
         Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
     }
 
@@ -617,12 +619,10 @@ impl KvRead for Reader<'_> {
             .with_order(order)
             .with_read_ahead_bytes(READ_AHEAD)
             .with_cache_blocks(true);
-        let (gate, view) = self.capture();
-        let mut it = self
+        let (view, mut it) = self
             .rt
-            .block_on(self.iter(lo.clone()..hi.clone(), &opts))
+            .block_on(self.open(&lo, &hi, &opts))
             .map_err(slate_err)?;
-        drop(gate);
         let mut buffered = view.range(&lo, &hi, desc).peekable();
         let mut head = self.rt.block_on(it.next()).map_err(slate_err)?;
         // `f` runs outside the runtime: it may read and write this store itself.
@@ -653,27 +653,37 @@ impl KvRead for Reader<'_> {
 }
 
 impl Reader<'_> {
-    /// The write-behind buffer's layers (none for a snapshot or a reader), with the gate
-    /// that must be held until the database iterator is open.
-    fn capture(&self) -> (Option<parking_lot::RwLockReadGuard<'_, ()>>, View) {
-        match self.overlay {
-            Some(o) => {
-                let (gate, view) = o.capture();
-                (Some(gate), view)
+    /// The write-behind buffer's layers (none for a snapshot or a reader) and a database
+    /// iterator over `[lo, hi)` that are consistent: no layer reached the database between
+    /// the two (see [`super::overlay`]; it starts over when one did).
+    async fn open(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        opts: &ScanOptions,
+    ) -> Result<(View, slatedb::DbIterator), slatedb::Error> {
+        let Some(o) = self.overlay else {
+            return Ok((View::default(), self.iter(lo, hi, opts).await?));
+        };
+        loop {
+            let (view, stamp) = o.capture();
+            let it = self.iter(lo, hi, opts).await?;
+            if o.unchanged(stamp) {
+                return Ok((view, it));
             }
-            None => (None, View::default()),
         }
     }
 
     async fn iter(
         &self,
-        range: std::ops::Range<Vec<u8>>,
+        lo: &[u8],
+        hi: &[u8],
         opts: &ScanOptions,
     ) -> Result<slatedb::DbIterator, slatedb::Error> {
         // A prefix scan of the same range: it lets the filters skip tables.
-        let n = common_prefix(&range.start, &range.end);
-        let prefix = &range.start[..n];
-        let sub = range.start[n..].to_vec()..range.end[n..].to_vec();
+        let n = common_prefix(lo, hi);
+        let prefix = &lo[..n];
+        let sub = lo[n..].to_vec()..hi[n..].to_vec();
         match &self.src {
             Source::Db(db) => db.scan_prefix_with_options(prefix, sub, opts).await,
             Source::Reader(r) => r.scan_prefix_with_options(prefix, sub, opts).await,
