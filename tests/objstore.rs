@@ -324,7 +324,7 @@ fn s3_outage_blocks_fsync_then_everything_resumes() {
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     let log = fs::read_to_string(a.store().path().join("snapfs.log")).unwrap_or_default();
     assert!(
-        log.contains("did not take the writes"),
+        log.contains("took no write"),
         "no log line for the failed fsync: {log}"
     );
 

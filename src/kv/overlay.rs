@@ -173,6 +173,11 @@ impl Overlay {
         }
     }
 
+    /// The number of the last batch SlateDB has.
+    pub fn drained(&self) -> u64 {
+        self.state.lock().drained
+    }
+
     /// Bytes buffered (not yet handed to SlateDB).
     pub fn bytes(&self) -> u64 {
         let st = self.state.lock();

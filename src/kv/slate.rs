@@ -394,6 +394,45 @@ fn drain(db: &Db, rt: &tokio::runtime::Handle, shared: &Shared) {
     }
 }
 
+/// How often a waiting sync checks that the object store still takes writes.
+const SYNC_SLICE: Duration = Duration::from_millis(250);
+
+/// What a waiting sync watches: the writes the object store took and the batches the
+/// buffer handed to SlateDB. It fails when neither moved for the fsync timeout: the object
+/// store is down, not merely busy (under a heavy backlog a sync may wait long, and an
+/// fsync's EIO is fatal to many programs).
+struct Progress<'a> {
+    kv: &'a SlateKv,
+    since: Instant,
+    stored: u64,
+    drained: u64,
+}
+
+impl<'a> Progress<'a> {
+    fn new(kv: &'a SlateKv) -> Self {
+        Progress {
+            kv,
+            since: Instant::now(),
+            stored: kv.traffic.stored.load(Ordering::Relaxed),
+            drained: kv.shared.overlay.drained(),
+        }
+    }
+
+    /// An error once nothing moved for the fsync timeout.
+    fn check(&mut self) -> KvResult<()> {
+        let stored = self.kv.traffic.stored.load(Ordering::Relaxed);
+        let drained = self.kv.shared.overlay.drained();
+        if (stored, drained) != (self.stored, self.drained) {
+            (self.stored, self.drained, self.since) = (stored, drained, Instant::now());
+            return Ok(());
+        }
+        match self.kv.opts.fsync_timeout {
+            Some(t) if self.since.elapsed() >= t => Err(self.kv.sync_timeout(t)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One frozen layer as a SlateDB batch (its keys are distinct: order does not matter).
 fn batch_of(layer: &Layer) -> WriteBatch {
     let mut wb = WriteBatch::new();
@@ -711,10 +750,10 @@ impl SlateKv {
     /// The error of a sync that ran out of time.
     fn sync_timeout(&self, t: Duration) -> KvError {
         log::error!(
-            "sync: the object store did not take the writes within {t:?}; \
-             they stay queued and are retried"
+            "sync: the object store took no write for {t:?}; \
+             the writes stay queued and are retried"
         );
-        KvError::Io(format!("the object store did not answer within {t:?}"))
+        KvError::Io(format!("the object store took no write for {t:?}"))
     }
 }
 
@@ -797,26 +836,35 @@ impl Kv for SlateKv {
         Ok(())
     }
 
-    /// Waits until everything written is in the object store, at most the configured
-    /// timeout (then EIO; the push goes on, and a later sync may succeed).
+    /// Waits until everything written is in the object store. A slow object store is
+    /// waited for; one that took nothing for the configured timeout fails the sync (EIO; the
+    /// push goes on, and a later sync may succeed).
     fn sync(&self) -> KvResult<()> {
         let db = self.db()?;
-        let t = self.opts.fsync_timeout;
-        let deadline = t.and_then(|t| Instant::now().checked_add(t));
+        let mut progress = Progress::new(self);
+        // The buffer into SlateDB...
         let last = self.shared.overlay.accepted();
-        if !self.shared.overlay.wait(last, deadline)? {
-            return Err(self.sync_timeout(t.unwrap_or(Duration::MAX)));
+        while !self
+            .shared
+            .overlay
+            .wait(last, Some(Instant::now() + SYNC_SLICE))?
+        {
+            progress.check()?;
         }
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        let Ok(flushed) = self
-            .rt
-            .block_on(async { tokio::time::timeout(left, db.flush()).await })
-        else {
-            return Err(self.sync_timeout(t.unwrap_or(Duration::MAX)));
-        };
-        flushed.map_err(|e| self.shared.fail(e))?;
+        // ...and SlateDB's log into the object store.
+        let mut flush = std::pin::pin!(db.flush());
+        loop {
+            let slice = self
+                .rt
+                .block_on(async { tokio::time::timeout(SYNC_SLICE, &mut flush).await });
+            match slice {
+                Ok(flushed) => {
+                    flushed.map_err(|e| self.shared.fail(e))?;
+                    break;
+                }
+                Err(_) => progress.check()?,
+            }
+        }
         self.shared.backlog_bytes();
         Ok(())
     }
@@ -950,6 +998,118 @@ mod tests {
         assert_eq!(base_len(&full(Space::Meta, &keys::setting("x"))), None);
         assert_eq!(base_len(&full(Space::Meta, &block)), None);
         assert_eq!(base_len(b""), None);
+    }
+
+    /// An object store whose every write takes `delay`.
+    #[derive(Debug)]
+    struct Slow {
+        inner: Arc<dyn ObjectStore>,
+        delay: Duration,
+    }
+
+    impl std::fmt::Display for Slow {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Slow({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Slow {
+        async fn put_opts(
+            &self,
+            location: &slatedb::object_store::path::Path,
+            payload: slatedb::object_store::PutPayload,
+            opts: slatedb::object_store::PutOptions,
+        ) -> slatedb::object_store::Result<slatedb::object_store::PutResult> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &slatedb::object_store::path::Path,
+            opts: slatedb::object_store::PutMultipartOptions,
+        ) -> slatedb::object_store::Result<Box<dyn slatedb::object_store::MultipartUpload>>
+        {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &slatedb::object_store::path::Path,
+            options: slatedb::object_store::GetOptions,
+        ) -> slatedb::object_store::Result<slatedb::object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<
+                'static,
+                slatedb::object_store::Result<slatedb::object_store::path::Path>,
+            >,
+        ) -> futures_util::stream::BoxStream<
+            'static,
+            slatedb::object_store::Result<slatedb::object_store::path::Path>,
+        > {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&slatedb::object_store::path::Path>,
+        ) -> futures_util::stream::BoxStream<
+            'static,
+            slatedb::object_store::Result<slatedb::object_store::ObjectMeta>,
+        > {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&slatedb::object_store::path::Path>,
+        ) -> slatedb::object_store::Result<slatedb::object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &slatedb::object_store::path::Path,
+            to: &slatedb::object_store::path::Path,
+            options: slatedb::object_store::CopyOptions,
+        ) -> slatedb::object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A sync behind a backlog that takes the object store several timeouts to take, one
+    /// write at a time, waits for it: the fsync timeout is for an object store that takes
+    /// nothing (down), not for a slow one.
+    #[test]
+    fn a_slow_object_store_is_waited_for() {
+        let store: Arc<dyn ObjectStore> = Arc::new(slatedb::object_store::memory::InMemory::new());
+        let timeout = Duration::from_millis(300);
+        let opts = SlateOptions {
+            backlog_bytes: 2 << 20,
+            fsync_timeout: Some(timeout),
+            ..SlateOptions::default()
+        };
+        let slow = Slow {
+            inner: store,
+            delay: Duration::from_millis(200),
+        };
+        let kv = SlateKv::open_with(Arc::new(slow), "slow", &opts).expect("open");
+        const N: u32 = 160; // 2.5 MiB: past the backlog, the last ones wait in the buffer
+        for i in 0..N {
+            let mut b = Batch::new();
+            b.put(Space::Data, i.to_be_bytes().to_vec(), vec![7; 16 << 10]);
+            kv.write(b, false).expect("write");
+        }
+        let t = Instant::now();
+        kv.sync().expect("a slow object store failed the sync");
+        assert!(
+            t.elapsed() > timeout,
+            "the sync took {:?}, less than the timeout: the test proves nothing",
+            t.elapsed()
+        );
+        for i in 0..N {
+            let v = kv.get(Space::Data, &i.to_be_bytes()).expect("get");
+            assert_eq!(v.map(|v| v.len()), Some(16 << 10));
+        }
     }
 
     #[test]

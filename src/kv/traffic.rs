@@ -25,12 +25,22 @@ pub struct Traffic {
     pub gets: AtomicU64,
     pub lists: AtomicU64,
     pub deletes: AtomicU64,
+    /// Writes the object store took (PUTs and completed multipart uploads that succeeded):
+    /// how a sync tells a slow object store from one that is down.
+    pub stored: AtomicU64,
 }
 
 impl Traffic {
     fn sent(&self, bytes: usize) {
         self.puts.fetch_add(1, Ordering::Relaxed);
         self.put_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn took<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_ok() {
+            self.stored.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -66,7 +76,8 @@ impl MultipartUpload for CountingUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        self.inner.complete().await
+        let r = self.inner.complete().await;
+        self.traffic.took(r)
     }
 
     async fn abort(&mut self) -> Result<()> {
@@ -83,7 +94,8 @@ impl ObjectStore for Counting {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.traffic.sent(payload.content_length());
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await;
+        self.traffic.took(r)
     }
 
     async fn put_multipart_opts(
