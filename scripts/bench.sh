@@ -408,8 +408,9 @@ for w in order:
     out.append("| " + " | ".join(cells) + " |")
 out.append("")
 out.append(f"fio: psync, iodepth 1, file {size}; random jobs {runtime} s each; "
-           f"metabench: {meta_files} files of 100 B in 100 dirs. Higher is better; "
-           "ratio < 1 means snapfs is slower than the host directory.")
+           f"metabench: {meta_files} files of 100 B in 100 dirs. Higher is better, "
+           "except for latencies (ms); a ratio a/b is a's figure over b's "
+           "(below 1: a does fewer operations per second than b).")
 if can_drop != "1":
     out.append("Warning: page cache could not be dropped, 'cold' reads may be warm.")
 print("\n".join(out))

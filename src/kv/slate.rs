@@ -13,6 +13,8 @@
 //! - Reverse scans are bounded descending scans (SlateDB cannot seek a descending iterator).
 //! - Read views are SlateDB snapshots, read by the same [`Reader`] as the live database.
 
+mod read;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,16 +24,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use slatedb::bytes::Bytes;
-use slatedb::config::{DbReaderOptions, ObjectStoreCacheOptions, ScanOptions, Settings};
+use slatedb::config::{DbReaderOptions, ObjectStoreCacheOptions, Settings};
 use slatedb::object_store::ObjectStore;
-use slatedb::{
-    CloseReason, Db, DbReader, DbReaderMode, DbSnapshot, DbStatus, ErrorKind, IterationOrder,
-    KeyValue, WriteBatch,
-};
+use slatedb::{CloseReason, Db, DbReader, DbReaderMode, DbStatus, ErrorKind, WriteBatch};
 
-use super::overlay::{order, Layer, Overlay, View};
+use super::overlay::{Layer, Overlay};
 use super::traffic::{Counting, Traffic};
 use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
+use read::{Failed, Reader, Source};
 
 /// How long closing waits for the object store to take what is still buffered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -538,199 +538,6 @@ impl Drop for SlateKv {
     }
 }
 
-/// What reads go through: the live database or one of its snapshots.
-enum Source<'a> {
-    Db(&'a Db),
-    Reader(&'a DbReader),
-    Snapshot(Arc<DbSnapshot>),
-}
-
-/// Reads of one source, blocking on the backend's runtime; on the live database of a
-/// writer, merged with the write-behind buffer.
-struct Reader<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    src: Source<'a>,
-    overlay: Option<&'a Overlay>,
-}
-
-/// Which side of a merged read comes next.
-enum Pick {
-    Buffer,
-    Database,
-    /// The same key on both: the buffer's is newer.
-    Both,
-    Done,
-}
-
-fn pick(buffer: Option<&[u8]>, db: Option<&KeyValue>, desc: bool) -> Pick {
-    match (buffer, db) {
-        (None, None) => Pick::Done,
-        (Some(_), None) => Pick::Buffer,
-        (None, Some(_)) => Pick::Database,
-        (Some(b), Some(d)) => match order(b, &d.key, desc) {
-            std::cmp::Ordering::Less => Pick::Buffer,
-            std::cmp::Ordering::Greater => Pick::Database,
-            std::cmp::Ordering::Equal => Pick::Both,
-        },
-    }
-}
-
-impl KvRead for Reader<'_> {
-    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        let key = full_key(space, key);
-        if let Some(v) = self.overlay.and_then(|o| o.get(&key)) {
-            return Ok(v.map(|b| b.to_vec()));
-        }
-        let v = self
-            .rt
-            .block_on(async {
-                match &self.src {
-                    Source::Db(db) => db.get(&key).await,
-                    Source::Reader(r) => r.get(&key).await,
-                    Source::Snapshot(s) => s.get(&key).await,
-                }
-            })
-            .map_err(slate_err)?;
-        Ok(v.map(|b| b.to_vec()))
-    }
-
-    /// The greatest key in `[lower, key]`: the first live item of a bounded descending
-    /// scan, read in one call (one block at a time, through the block cache: it is a point
-    /// lookup).
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        let end = super::successor(key); // the range includes `key`
-        if lower >= end.as_slice() {
-            return Ok(None);
-        }
-        let (lo, hi) = (full_key(space, lower), full_key(space, &end));
-        let opts = ScanOptions::new()
-            .with_order(IterationOrder::Descending)
-            .with_cache_blocks(true);
-        let first = self
-            .rt
-            .block_on(async {
-                let (view, mut it) = self.open(&lo, &hi, &opts).await?;
-                let mut buffered = view.range(&lo, &hi, true).peekable();
-                let mut head = it.next().await?;
-                loop {
-                    match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), true) {
-                        Pick::Done => return Ok(None),
-                        Pick::Database => return Ok(head.map(|kv| (kv.key, kv.value))),
-                        p => {
-                            if matches!(p, Pick::Both) {
-                                head = it.next().await?;
-                            }
-                            if let Some((k, Some(v))) = buffered.next() {
-                                return Ok(Some((Bytes::copy_from_slice(k), v.clone())));
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(slate_err)?;
-        Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
-    }
-
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
-        if start >= end {
-            return Ok(());
-        }
-        let (lo, hi) = (full_key(space, start), full_key(space, end));
-        let desc = dir == Dir::Reverse;
-        let order = if desc {
-            IterationOrder::Descending
-        } else {
-            IterationOrder::Ascending
-        };
-        let opts = ScanOptions::new()
-            .with_order(order)
-            .with_read_ahead_bytes(READ_AHEAD)
-            .with_cache_blocks(true);
-        let (view, mut it) = self
-            .rt
-            .block_on(self.open(&lo, &hi, &opts))
-            .map_err(slate_err)?;
-        let mut buffered = view.range(&lo, &hi, desc).peekable();
-        let mut head = self.rt.block_on(it.next()).map_err(slate_err)?;
-        // `f` runs outside the runtime: it may read and write this store itself.
-        loop {
-            match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), desc) {
-                Pick::Done => return Ok(()),
-                Pick::Database => {
-                    if let Some(kv) = head.take() {
-                        if !f(&kv.key[1..], &kv.value) {
-                            return Ok(());
-                        }
-                    }
-                    head = self.rt.block_on(it.next()).map_err(slate_err)?;
-                }
-                p => {
-                    if matches!(p, Pick::Both) {
-                        head = self.rt.block_on(it.next()).map_err(slate_err)?;
-                    }
-                    if let Some((k, Some(v))) = buffered.next() {
-                        if !f(&k[1..], v) {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Reader<'_> {
-    /// The write-behind buffer's layers (none for a snapshot or a reader) and a database
-    /// iterator over `[lo, hi)` that are consistent: no layer reached the database between
-    /// the two (see [`super::overlay`]; it starts over when one did).
-    async fn open(
-        &self,
-        lo: &[u8],
-        hi: &[u8],
-        opts: &ScanOptions,
-    ) -> Result<(View, slatedb::DbIterator), slatedb::Error> {
-        let Some(o) = self.overlay else {
-            return Ok((View::default(), self.iter(lo, hi, opts).await?));
-        };
-        loop {
-            let (view, stamp) = o.capture();
-            let it = self.iter(lo, hi, opts).await?;
-            if o.unchanged(stamp) {
-                return Ok((view, it));
-            }
-        }
-    }
-
-    async fn iter(
-        &self,
-        lo: &[u8],
-        hi: &[u8],
-        opts: &ScanOptions,
-    ) -> Result<slatedb::DbIterator, slatedb::Error> {
-        // A prefix scan of the same range: it lets the filters skip tables.
-        let n = common_prefix(lo, hi);
-        let prefix = &lo[..n];
-        let sub = lo[n..].to_vec()..hi[n..].to_vec();
-        match &self.src {
-            Source::Db(db) => db.scan_prefix_with_options(prefix, sub, opts).await,
-            Source::Reader(r) => r.scan_prefix_with_options(prefix, sub, opts).await,
-            Source::Snapshot(s) => s.scan_prefix_with_options(prefix, sub, opts).await,
-        }
-    }
-}
-
 impl SlateKv {
     fn reader(&self) -> Reader<'_> {
         match &self.handle {
@@ -780,28 +587,6 @@ impl KvRead for SlateKv {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> KvResult<()> {
         self.reader().scan(space, start, end, dir, f)
-    }
-}
-
-/// A view that fails every read (a snapshot could not be taken).
-struct Failed(String);
-
-impl KvRead for Failed {
-    fn get(&self, _: Space, _: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        Err(KvError::Io(self.0.clone()))
-    }
-    fn seek_for_prev(&self, _: Space, _: &[u8], _: &[u8]) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        Err(KvError::Io(self.0.clone()))
-    }
-    fn scan(
-        &self,
-        _: Space,
-        _: &[u8],
-        _: &[u8],
-        _: Dir,
-        _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
-        Err(KvError::Io(self.0.clone()))
     }
 }
 
@@ -966,156 +751,4 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys;
-
-    fn full(space: Space, k: &[u8]) -> Vec<u8> {
-        full_key(space, k)
-    }
-
-    /// The filters' prefix is a versioned key's base, the same for every version of it and
-    /// for a scan bounded within it; other keys have none.
-    #[test]
-    fn the_filter_prefix_is_the_versioned_base() {
-        let block = keys::block(7, 3);
-        for e in [0, 1, u64::MAX] {
-            let k = full(Space::Data, &keys::versioned(&block, e));
-            assert_eq!(base_len(&k), Some(1 + block.len()));
-        }
-        let inode = keys::inode(0x0100);
-        let k = full(Space::Meta, &keys::versioned(&inode, 9));
-        assert_eq!(base_len(&k), Some(1 + inode.len()));
-        // A parent number with zero bytes: the name's terminator is found after it.
-        let dirent = keys::dirent(0x0100, b"name");
-        let k = full(Space::Meta, &keys::versioned(&dirent, 9));
-        assert_eq!(base_len(&k), Some(1 + dirent.len()));
-        assert_eq!(&k[..1 + dirent.len()], &full(Space::Meta, &dirent)[..]);
-        // A scan prefix shorter than a base has no filter prefix.
-        assert_eq!(base_len(&full(Space::Data, &keys::block_prefix(7))), None);
-        assert_eq!(base_len(&full(Space::Meta, &keys::dirent_prefix(1))), None);
-        // Unversioned keys, and block keys in the wrong space, have none.
-        assert_eq!(base_len(&full(Space::Meta, &keys::setting("x"))), None);
-        assert_eq!(base_len(&full(Space::Meta, &block)), None);
-        assert_eq!(base_len(b""), None);
-    }
-
-    /// An object store whose every write takes `delay`.
-    #[derive(Debug)]
-    struct Slow {
-        inner: Arc<dyn ObjectStore>,
-        delay: Duration,
-    }
-
-    impl std::fmt::Display for Slow {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Slow({})", self.inner)
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Slow {
-        async fn put_opts(
-            &self,
-            location: &slatedb::object_store::path::Path,
-            payload: slatedb::object_store::PutPayload,
-            opts: slatedb::object_store::PutOptions,
-        ) -> slatedb::object_store::Result<slatedb::object_store::PutResult> {
-            tokio::time::sleep(self.delay).await;
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &slatedb::object_store::path::Path,
-            opts: slatedb::object_store::PutMultipartOptions,
-        ) -> slatedb::object_store::Result<Box<dyn slatedb::object_store::MultipartUpload>>
-        {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &slatedb::object_store::path::Path,
-            options: slatedb::object_store::GetOptions,
-        ) -> slatedb::object_store::Result<slatedb::object_store::GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: futures_util::stream::BoxStream<
-                'static,
-                slatedb::object_store::Result<slatedb::object_store::path::Path>,
-            >,
-        ) -> futures_util::stream::BoxStream<
-            'static,
-            slatedb::object_store::Result<slatedb::object_store::path::Path>,
-        > {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&slatedb::object_store::path::Path>,
-        ) -> futures_util::stream::BoxStream<
-            'static,
-            slatedb::object_store::Result<slatedb::object_store::ObjectMeta>,
-        > {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&slatedb::object_store::path::Path>,
-        ) -> slatedb::object_store::Result<slatedb::object_store::ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &slatedb::object_store::path::Path,
-            to: &slatedb::object_store::path::Path,
-            options: slatedb::object_store::CopyOptions,
-        ) -> slatedb::object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    /// A sync behind a backlog that takes the object store several timeouts to take, one
-    /// write at a time, waits for it: the fsync timeout is for an object store that takes
-    /// nothing (down), not for a slow one.
-    #[test]
-    fn a_slow_object_store_is_waited_for() {
-        let store: Arc<dyn ObjectStore> = Arc::new(slatedb::object_store::memory::InMemory::new());
-        let timeout = Duration::from_millis(300);
-        let opts = SlateOptions {
-            backlog_bytes: 2 << 20,
-            fsync_timeout: Some(timeout),
-            ..SlateOptions::default()
-        };
-        let slow = Slow {
-            inner: store,
-            delay: Duration::from_millis(200),
-        };
-        let kv = SlateKv::open_with(Arc::new(slow), "slow", &opts).expect("open");
-        const N: u32 = 160; // 2.5 MiB: past the backlog, the last ones wait in the buffer
-        for i in 0..N {
-            let mut b = Batch::new();
-            b.put(Space::Data, i.to_be_bytes().to_vec(), vec![7; 16 << 10]);
-            kv.write(b, false).expect("write");
-        }
-        let t = Instant::now();
-        kv.sync().expect("a slow object store failed the sync");
-        assert!(
-            t.elapsed() > timeout,
-            "the sync took {:?}, less than the timeout: the test proves nothing",
-            t.elapsed()
-        );
-        for i in 0..N {
-            let v = kv.get(Space::Data, &i.to_be_bytes()).expect("get");
-            assert_eq!(v.map(|v| v.len()), Some(16 << 10));
-        }
-    }
-
-    #[test]
-    fn common_prefix_of_bounds() {
-        assert_eq!(common_prefix(b"abc1", b"abc2"), 3);
-        assert_eq!(common_prefix(b"ab", b"abc"), 2);
-        assert_eq!(common_prefix(b"", b"x"), 0);
-    }
-}
+mod tests;

@@ -1,0 +1,227 @@
+//! Reads of a store on object storage: the live database of a writer merged with its
+//! write-behind buffer, a reader's database, or a snapshot of either.
+
+use std::sync::Arc;
+
+use slatedb::bytes::Bytes;
+use slatedb::config::ScanOptions;
+use slatedb::{Db, DbReader, DbSnapshot, IterationOrder, KeyValue};
+
+use super::super::overlay::{order, Overlay, View};
+use super::super::{Dir, KvError, KvRead, KvResult, Space};
+use super::{common_prefix, full_key, slate_err, READ_AHEAD};
+
+/// What reads go through: the live database or one of its snapshots.
+pub(super) enum Source<'a> {
+    Db(&'a Db),
+    Reader(&'a DbReader),
+    Snapshot(Arc<DbSnapshot>),
+}
+
+/// Reads of one source, blocking on the backend's runtime; on the live database of a
+/// writer, merged with the write-behind buffer.
+pub(super) struct Reader<'a> {
+    pub(super) rt: &'a tokio::runtime::Runtime,
+    pub(super) src: Source<'a>,
+    pub(super) overlay: Option<&'a Overlay>,
+}
+
+/// Which side of a merged read comes next.
+enum Pick {
+    Buffer,
+    Database,
+    /// The same key on both: the buffer's is newer.
+    Both,
+    Done,
+}
+
+fn pick(buffer: Option<&[u8]>, db: Option<&KeyValue>, desc: bool) -> Pick {
+    match (buffer, db) {
+        (None, None) => Pick::Done,
+        (Some(_), None) => Pick::Buffer,
+        (None, Some(_)) => Pick::Database,
+        (Some(b), Some(d)) => match order(b, &d.key, desc) {
+            std::cmp::Ordering::Less => Pick::Buffer,
+            std::cmp::Ordering::Greater => Pick::Database,
+            std::cmp::Ordering::Equal => Pick::Both,
+        },
+    }
+}
+
+impl KvRead for Reader<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        let key = full_key(space, key);
+        if let Some(v) = self.overlay.and_then(|o| o.get(&key)) {
+            return Ok(v.map(|b| b.to_vec()));
+        }
+        let v = self
+            .rt
+            .block_on(async {
+                match &self.src {
+                    Source::Db(db) => db.get(&key).await,
+                    Source::Reader(r) => r.get(&key).await,
+                    Source::Snapshot(s) => s.get(&key).await,
+                }
+            })
+            .map_err(slate_err)?;
+        Ok(v.map(|b| b.to_vec()))
+    }
+
+    /// The greatest key in `[lower, key]`: the first live item of a bounded descending
+    /// scan, read in one call (one block at a time, through the block cache: it is a point
+    /// lookup).
+    fn seek_for_prev(
+        &self,
+        space: Space,
+        lower: &[u8],
+        key: &[u8],
+    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let end = super::super::successor(key); // the range includes `key`
+        if lower >= end.as_slice() {
+            return Ok(None);
+        }
+        let (lo, hi) = (full_key(space, lower), full_key(space, &end));
+        let opts = ScanOptions::new()
+            .with_order(IterationOrder::Descending)
+            .with_cache_blocks(true);
+        let first = self
+            .rt
+            .block_on(async {
+                let (view, mut it) = self.open(&lo, &hi, &opts).await?;
+                let mut buffered = view.range(&lo, &hi, true).peekable();
+                let mut head = it.next().await?;
+                loop {
+                    match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), true) {
+                        Pick::Done => return Ok(None),
+                        Pick::Database => return Ok(head.map(|kv| (kv.key, kv.value))),
+                        p => {
+                            if matches!(p, Pick::Both) {
+                                head = it.next().await?;
+                            }
+                            if let Some((k, Some(v))) = buffered.next() {
+                                return Ok(Some((Bytes::copy_from_slice(k), v.clone())));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(slate_err)?;
+        Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        dir: Dir,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let (lo, hi) = (full_key(space, start), full_key(space, end));
+        let desc = dir == Dir::Reverse;
+        let order = if desc {
+            IterationOrder::Descending
+        } else {
+            IterationOrder::Ascending
+        };
+        let opts = ScanOptions::new()
+            .with_order(order)
+            .with_read_ahead_bytes(READ_AHEAD)
+            .with_cache_blocks(true);
+        let (view, mut it) = self
+            .rt
+            .block_on(self.open(&lo, &hi, &opts))
+            .map_err(slate_err)?;
+        let mut buffered = view.range(&lo, &hi, desc).peekable();
+        let mut head = self.rt.block_on(it.next()).map_err(slate_err)?;
+        // `f` runs outside the runtime: it may read and write this store itself.
+        loop {
+            match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), desc) {
+                Pick::Done => return Ok(()),
+                Pick::Database => {
+                    if let Some(kv) = head.take() {
+                        if !f(&kv.key[1..], &kv.value) {
+                            return Ok(());
+                        }
+                    }
+                    head = self.rt.block_on(it.next()).map_err(slate_err)?;
+                }
+                p => {
+                    if matches!(p, Pick::Both) {
+                        head = self.rt.block_on(it.next()).map_err(slate_err)?;
+                    }
+                    if let Some((k, Some(v))) = buffered.next() {
+                        if !f(&k[1..], v) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Reader<'_> {
+    /// The write-behind buffer's layers (none for a snapshot or a reader) and a database
+    /// iterator over `[lo, hi)` that are consistent: no layer reached the database between
+    /// the two (see [`super::overlay`]; it starts over when one did).
+    async fn open(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        opts: &ScanOptions,
+    ) -> Result<(View, slatedb::DbIterator), slatedb::Error> {
+        let Some(o) = self.overlay else {
+            return Ok((View::default(), self.iter(lo, hi, opts).await?));
+        };
+        loop {
+            let (view, stamp) = o.capture();
+            let it = self.iter(lo, hi, opts).await?;
+            if o.unchanged(stamp) {
+                return Ok((view, it));
+            }
+        }
+    }
+
+    async fn iter(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        opts: &ScanOptions,
+    ) -> Result<slatedb::DbIterator, slatedb::Error> {
+        // A prefix scan of the same range: it lets the filters skip tables.
+        let n = common_prefix(lo, hi);
+        let prefix = &lo[..n];
+        let sub = lo[n..].to_vec()..hi[n..].to_vec();
+        match &self.src {
+            Source::Db(db) => db.scan_prefix_with_options(prefix, sub, opts).await,
+            Source::Reader(r) => r.scan_prefix_with_options(prefix, sub, opts).await,
+            Source::Snapshot(s) => s.scan_prefix_with_options(prefix, sub, opts).await,
+        }
+    }
+}
+
+/// A view that fails every read (a snapshot could not be taken).
+pub(super) struct Failed(pub(super) String);
+
+impl KvRead for Failed {
+    fn get(&self, _: Space, _: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        Err(KvError::Io(self.0.clone()))
+    }
+    fn seek_for_prev(&self, _: Space, _: &[u8], _: &[u8]) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        Err(KvError::Io(self.0.clone()))
+    }
+    fn scan(
+        &self,
+        _: Space,
+        _: &[u8],
+        _: &[u8],
+        _: Dir,
+        _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> KvResult<()> {
+        Err(KvError::Io(self.0.clone()))
+    }
+}
