@@ -303,14 +303,16 @@ fn directed<'a>(
     }
 }
 
-/// Compares two keys in iteration order.
-pub(super) fn order(a: &[u8], b: &[u8], desc: bool) -> Ordering {
-    let o = a.cmp(b);
-    if desc {
-        o.reverse()
-    } else {
-        o
-    }
+/// Which of two sorted streams goes next, given their next keys: `Less` for `a`, `Greater`
+/// for `b`, `Equal` when both have the same key; `None` when both are done.
+pub(super) fn next_of(a: Option<&[u8]>, b: Option<&[u8]>, desc: bool) -> Option<Ordering> {
+    Some(match (a, b) {
+        (None, None) => return None,
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(a), Some(b)) if desc => b.cmp(a),
+        (Some(a), Some(b)) => a.cmp(b),
+    })
 }
 
 /// Two sorted streams of `(key, value)` as one; `first` wins on a key both have.
@@ -342,13 +344,9 @@ where
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
-        let o = match (self.first.peek(), self.second.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((a, _)), Some((b, _))) => order(a.as_ref(), b.as_ref(), self.desc),
-        };
-        match o {
+        let a = self.first.peek().map(|(k, _)| k.as_ref());
+        let b = self.second.peek().map(|(k, _)| k.as_ref());
+        match next_of(a, b, self.desc)? {
             Ordering::Less => self.first.next(),
             Ordering::Greater => self.second.next(),
             Ordering::Equal => {

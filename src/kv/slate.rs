@@ -554,6 +554,20 @@ impl SlateKv {
         }
     }
 
+    /// Waits until the write-behind buffer has handed every batch accepted so far to
+    /// SlateDB; fails once the object store took nothing for the fsync timeout.
+    fn drain_buffer(&self, progress: &mut Progress) -> KvResult<()> {
+        let last = self.shared.overlay.accepted();
+        while !self
+            .shared
+            .overlay
+            .wait(last, Some(Instant::now() + SYNC_SLICE))?
+        {
+            progress.check()?;
+        }
+        Ok(())
+    }
+
     /// The error of a sync that ran out of time.
     fn sync_timeout(&self, t: Duration) -> KvError {
         log::error!(
@@ -628,14 +642,7 @@ impl Kv for SlateKv {
         let db = self.db()?;
         let mut progress = Progress::new(self);
         // The buffer into SlateDB...
-        let last = self.shared.overlay.accepted();
-        while !self
-            .shared
-            .overlay
-            .wait(last, Some(Instant::now() + SYNC_SLICE))?
-        {
-            progress.check()?;
-        }
+        self.drain_buffer(&mut progress)?;
         // ...and SlateDB's log into the object store.
         let mut flush = std::pin::pin!(db.flush());
         loop {
@@ -658,19 +665,8 @@ impl Kv for SlateKv {
         match &self.handle {
             Handle::Writer(db) => {
                 // A SlateDB snapshot sees what the buffer handed over: drain it first.
-                let last = self.shared.overlay.accepted();
-                let deadline = self
-                    .opts
-                    .fsync_timeout
-                    .and_then(|t| Instant::now().checked_add(t));
-                match self.shared.overlay.wait(last, deadline) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Box::new(Failed(
-                            "slatedb snapshot: the write buffer did not drain in time".into(),
-                        ))
-                    }
-                    Err(e) => return Box::new(Failed(format!("slatedb snapshot: {e}"))),
+                if let Err(e) = self.drain_buffer(&mut Progress::new(self)) {
+                    return Box::new(Failed(format!("slatedb snapshot: {e}")));
                 }
                 match db.snapshot() {
                     Ok(snap) => Box::new(Reader {

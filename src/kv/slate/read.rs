@@ -1,13 +1,15 @@
 //! Reads of a store on object storage: the live database of a writer merged with its
 //! write-behind buffer, a reader's database, or a snapshot of either.
 
+use std::cmp::Ordering;
+use std::iter::Peekable;
 use std::sync::Arc;
 
 use slatedb::bytes::Bytes;
 use slatedb::config::ScanOptions;
 use slatedb::{Db, DbReader, DbSnapshot, IterationOrder, KeyValue};
 
-use super::super::overlay::{order, Overlay, View};
+use super::super::overlay::{next_of, Overlay, Value, View};
 use super::super::{Dir, KvError, KvRead, KvResult, Space};
 use super::{common_prefix, full_key, slate_err, READ_AHEAD};
 
@@ -26,25 +28,51 @@ pub(super) struct Reader<'a> {
     pub(super) overlay: Option<&'a Overlay>,
 }
 
-/// Which side of a merged read comes next.
-enum Pick {
-    Buffer,
-    Database,
-    /// The same key on both: the buffer's is newer.
-    Both,
-    Done,
+/// The buffer's entries over a database iterator, in iteration order: the buffer wins on a
+/// key both have, and its deletions hide the database's value.
+struct Merged<'v, I: Iterator<Item = (&'v [u8], &'v Value)>> {
+    buffered: Peekable<I>,
+    it: slatedb::DbIterator,
+    head: Option<KeyValue>,
+    /// `head` was handed out: the iterator moves on at the next call, not before (a
+    /// lookup that needs one entry reads no further).
+    moved: bool,
+    desc: bool,
 }
 
-fn pick(buffer: Option<&[u8]>, db: Option<&KeyValue>, desc: bool) -> Pick {
-    match (buffer, db) {
-        (None, None) => Pick::Done,
-        (Some(_), None) => Pick::Buffer,
-        (None, Some(_)) => Pick::Database,
-        (Some(b), Some(d)) => match order(b, &d.key, desc) {
-            std::cmp::Ordering::Less => Pick::Buffer,
-            std::cmp::Ordering::Greater => Pick::Database,
-            std::cmp::Ordering::Equal => Pick::Both,
-        },
+impl<'v, I: Iterator<Item = (&'v [u8], &'v Value)>> Merged<'v, I> {
+    fn new(buffered: I, it: slatedb::DbIterator, desc: bool) -> Self {
+        Merged {
+            buffered: buffered.peekable(),
+            it,
+            head: None,
+            moved: true,
+            desc,
+        }
+    }
+
+    /// The next live entry, its key with the space's tag.
+    async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>, slatedb::Error> {
+        loop {
+            if std::mem::take(&mut self.moved) {
+                self.head = self.it.next().await?;
+            }
+            let buffered = self.buffered.peek().map(|(k, _)| *k);
+            let db = self.head.as_ref().map(|kv| kv.key.as_ref());
+            let Some(o) = next_of(buffered, db, self.desc) else {
+                return Ok(None);
+            };
+            if o != Ordering::Less {
+                // The database's entry goes out, or is shadowed by the buffer's.
+                self.moved = true;
+                if o == Ordering::Greater {
+                    return Ok(self.head.take().map(|kv| (kv.key, kv.value)));
+                }
+            }
+            if let Some((k, Some(v))) = self.buffered.next() {
+                return Ok(Some((Bytes::copy_from_slice(k), v.clone())));
+            }
+        }
     }
 }
 
@@ -87,23 +115,10 @@ impl KvRead for Reader<'_> {
         let first = self
             .rt
             .block_on(async {
-                let (view, mut it) = self.open(&lo, &hi, &opts).await?;
-                let mut buffered = view.range(&lo, &hi, true).peekable();
-                let mut head = it.next().await?;
-                loop {
-                    match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), true) {
-                        Pick::Done => return Ok(None),
-                        Pick::Database => return Ok(head.map(|kv| (kv.key, kv.value))),
-                        p => {
-                            if matches!(p, Pick::Both) {
-                                head = it.next().await?;
-                            }
-                            if let Some((k, Some(v))) = buffered.next() {
-                                return Ok(Some((Bytes::copy_from_slice(k), v.clone())));
-                            }
-                        }
-                    }
-                }
+                let (view, it) = self.open(&lo, &hi, &opts).await?;
+                let mut merged = Merged::new(view.range(&lo, &hi, true), it, true);
+                let first = merged.next().await;
+                first
             })
             .map_err(slate_err)?;
         Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
@@ -131,36 +146,18 @@ impl KvRead for Reader<'_> {
             .with_order(order)
             .with_read_ahead_bytes(READ_AHEAD)
             .with_cache_blocks(true);
-        let (view, mut it) = self
+        let (view, it) = self
             .rt
             .block_on(self.open(&lo, &hi, &opts))
             .map_err(slate_err)?;
-        let mut buffered = view.range(&lo, &hi, desc).peekable();
-        let mut head = self.rt.block_on(it.next()).map_err(slate_err)?;
+        let mut merged = Merged::new(view.range(&lo, &hi, desc), it, desc);
         // `f` runs outside the runtime: it may read and write this store itself.
-        loop {
-            match pick(buffered.peek().map(|(k, _)| *k), head.as_ref(), desc) {
-                Pick::Done => return Ok(()),
-                Pick::Database => {
-                    if let Some(kv) = head.take() {
-                        if !f(&kv.key[1..], &kv.value) {
-                            return Ok(());
-                        }
-                    }
-                    head = self.rt.block_on(it.next()).map_err(slate_err)?;
-                }
-                p => {
-                    if matches!(p, Pick::Both) {
-                        head = self.rt.block_on(it.next()).map_err(slate_err)?;
-                    }
-                    if let Some((k, Some(v))) = buffered.next() {
-                        if !f(&k[1..], v) {
-                            return Ok(());
-                        }
-                    }
-                }
+        while let Some((k, v)) = self.rt.block_on(merged.next()).map_err(slate_err)? {
+            if !f(&k[1..], &v) {
+                break;
             }
         }
+        Ok(())
     }
 }
 
