@@ -328,7 +328,11 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
         log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");
     }
     let _pid = PidFile::create(store_path, opts.exit_when_idle)?;
-    let svc = Arc::new(Service::new(store, store_path));
+    let svc = Arc::new(Service::new(
+        store,
+        store_path,
+        Arc::new(crate::fuse::FuseMounter),
+    ));
 
     if let Some((container, mnt, vopts)) = &opts.initial {
         let c = match svc.store().find_container(container)? {

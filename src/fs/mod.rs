@@ -4,6 +4,7 @@
 //! Every mutating operation takes the store's write lock, builds one [`Batch`] and writes it
 //! atomically. Reads resolve, for each key, the newest version in the view's epoch chain.
 
+mod container;
 mod data;
 mod diff;
 mod dir;
@@ -26,13 +27,14 @@ use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
 use crate::store::{self, resolve, scan_visible, Chain, Store};
 
+pub use container::{Container, MountHooks};
 pub use diff::{Change, ChangeKind, Side};
 pub use dir::DirEntry;
 pub use history::{components, PathChange};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use restore::PathRestore;
-pub use volume::{KernelDrops, Notice, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
+pub use volume::{KernelDrops, KernelLink, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
 
 pub use crate::store::ROOT_INO;
 

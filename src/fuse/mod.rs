@@ -630,4 +630,6 @@ mod ops;
 mod session;
 mod uring;
 
-pub use session::{mount, readdirplus, writeback_cache, MountHandle, Transport, FUSE_THREADS};
+pub use session::{
+    mount, readdirplus, writeback_cache, FuseMounter, MountHandle, Transport, FUSE_THREADS,
+};

@@ -14,7 +14,7 @@ use fuser::INodeNo;
 
 use super::ops::Ops;
 use super::{uring, FuseFs};
-use crate::fs::{Notice, Volume};
+use crate::fs::{KernelDrops, KernelLink, Volume};
 
 /// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor
 /// (`SNAPFS_FUSE_THREADS` overrides it, for measuring).
@@ -102,7 +102,6 @@ pub struct MountHandle {
     rings: Option<uring::Rings>,
     transport: Transport,
     ring_stats: Option<Arc<uring::Stats>>,
-    notifier: fuser::Notifier,
     mountpoint: PathBuf,
     /// The mount's source, `STORE:CONTAINER`.
     fsname: String,
@@ -163,30 +162,8 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
             }
         }
     };
-    let notifier = session.notifier();
     // Invalidations the core asks for go out from this thread, never from a handler.
-    let (tx, rx) = crossbeam_channel::unbounded::<Notice>();
-    volume.set_invalidator(tx);
-    let n2 = session.notifier();
-    std::thread::Builder::new()
-        .name("invalidate".into())
-        .spawn(move || {
-            for notice in rx {
-                match notice {
-                    Notice::Inval(ino) => {
-                        let _ = n2.inval_inode(INodeNo(ino), 0, 0);
-                    }
-                    // Invalidating a file's pages makes the kernel write its dirty ones back
-                    // first (through the serving threads) and waits for them.
-                    Notice::Flush(inos, done) => {
-                        for ino in inos {
-                            let _ = n2.inval_inode(INodeNo(ino), 0, 0);
-                        }
-                        let _ = done.send(());
-                    }
-                }
-            }
-        })?;
+    volume.set_kernel_link(Arc::new(Notifier::start(session.notifier())?));
     let session = session.spawn()?;
     let conn = std::fs::metadata(mountpoint)
         .map(|m| libc_minor(m.dev()))
@@ -202,7 +179,6 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         rings,
         transport,
         ring_stats,
-        notifier,
         mountpoint: mountpoint.to_path_buf(),
         fsname: fsname.to_string(),
         volume,
@@ -258,36 +234,6 @@ impl MountHandle {
         self.session
             .as_ref()
             .is_some_and(|s| !s.guard.is_finished())
-    }
-
-    /// Drops the kernel's cached names and attributes of the root (after the tree under the
-    /// mount was replaced): `names` are the root entries the kernel may have cached.
-    /// Never call from inside a FUSE request handler (the kernel would deadlock).
-    pub fn invalidate_root(&self, names: &[Vec<u8>]) {
-        for name in names {
-            let _ = self
-                .notifier
-                .inval_entry(INodeNo(crate::fs::ROOT_INO), OsStr::from_bytes(name));
-        }
-        let _ = self
-            .notifier
-            .inval_inode(INodeNo(crate::fs::ROOT_INO), 0, 0);
-    }
-
-    /// Drops the kernel's cached entries (present or absent) of these (directory, name).
-    pub fn invalidate_entries(&self, entries: &[(u64, Vec<u8>)]) {
-        for (dir, name) in entries {
-            let _ = self
-                .notifier
-                .inval_entry(INodeNo(*dir), OsStr::from_bytes(name));
-        }
-    }
-
-    /// Drops the kernel's cached attributes and pages of these inodes.
-    pub fn invalidate_inodes(&self, inos: &[u64]) {
-        for &ino in inos {
-            let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
-        }
     }
 
     /// Unmounts and waits for the serving threads to finish. A busy mount is detached; if
@@ -350,5 +296,84 @@ fn ensure_fusectl() {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         );
+    }
+}
+
+/// A request for the notifier thread, and where to say it is done.
+type Request = (KernelDrops, Option<crossbeam_channel::Sender<()>>);
+
+/// The mount's link to the kernel: one thread per mount sends the notifications, so that no
+/// request handler ever does (the kernel would deadlock) and a caller can wait for them.
+struct Notifier {
+    tx: crossbeam_channel::Sender<Request>,
+}
+
+impl Notifier {
+    fn start(notifier: fuser::Notifier) -> std::io::Result<Notifier> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                for (drops, done) in rx {
+                    for (dir, name) in &drops.entries {
+                        let _ = notifier.inval_entry(INodeNo(*dir), OsStr::from_bytes(name));
+                    }
+                    // Invalidating a file's pages makes the kernel write its dirty ones back
+                    // first (through the serving threads) and waits for them.
+                    for &ino in &drops.inodes {
+                        let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+            })?;
+        Ok(Notifier { tx })
+    }
+}
+
+impl KernelLink for Notifier {
+    fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool {
+        let Some(wait) = wait else {
+            return self.tx.send((drops, None)).is_ok();
+        };
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        self.tx.send((drops, Some(done_tx))).is_ok() && done_rx.recv_timeout(wait).is_ok()
+    }
+}
+
+/// The FUSE adapter as the service's [`Mounter`](crate::service::Mounter).
+pub struct FuseMounter;
+
+impl crate::service::Mounter for FuseMounter {
+    fn mount(
+        &self,
+        volume: Arc<Volume>,
+        mountpoint: &Path,
+        fsname: &str,
+    ) -> std::io::Result<Box<dyn crate::service::Mounted>> {
+        Ok(Box::new(mount(volume, mountpoint, fsname)?))
+    }
+}
+
+impl crate::service::Mounted for MountHandle {
+    fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    fn fsname(&self) -> &str {
+        &self.fsname
+    }
+
+    fn transport(&self) -> (&'static str, u64) {
+        (self.transport.as_str(), self.ring_requests())
+    }
+
+    fn is_alive(&self) -> bool {
+        MountHandle::is_alive(self)
+    }
+
+    fn unmount(self: Box<Self>, grace: Duration) -> std::io::Result<()> {
+        MountHandle::unmount(*self, grace)
     }
 }

@@ -1,24 +1,30 @@
-//! What a volume asks of the kernel, through its mount's notifier thread: dropping cached
-//! pages and attributes, writing back cached writes before a snapshot, and new inode-number
-//! generations for the head after a restore.
+//! What a volume asks of the kernel, through the mount adapter's [`KernelLink`]: dropping
+//! cached names, attributes and pages, writing back cached writes before a snapshot; new
+//! inode-number generations for the head after a restore; and the volume's side of the
+//! snapshot lifecycle ([`MountHooks`], called by [`Container`](crate::fs::Container)).
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::{Volume, FIRST_HEAD_SLOT, SLOT_SHIFT};
 use crate::error::{FsError, FsResult};
-use crate::fs::ROOT_INO;
+use crate::fs::{MountHooks, PathRestore, ROOT_INO};
+use crate::store::{SnapshotInfo, StoreError};
 
-/// A request to the kernel, carried out by the mount's notifier thread.
-pub enum Notice {
-    /// Drop the cached attributes and pages of this kernel inode.
-    Inval(u64),
-
-    /// Write back the kernel's cached (dirty) pages of these kernel inodes, waiting until
-    /// they are in the store; then answer on the channel.
-    Flush(Vec<u64>, crossbeam_channel::Sender<()>),
+/// What the mount adapter carries to the kernel for a volume; registered by the adapter when
+/// it mounts the volume ([`Volume::set_kernel_link`]). Implementations notify the kernel
+/// from a thread of their own: a request handler must never notify the kernel itself (it
+/// would deadlock), and a gesture such as `mkdir .snapshots/X` runs inside one.
+pub trait KernelLink: Send + Sync {
+    /// Drops the kernel's cached entries `drops.entries` (present or absent), then the
+    /// attributes and pages of `drops.inodes`; the kernel writes an inode's dirty pages back
+    /// first (through the serving threads) and waits for them. With `wait`, returns true
+    /// once the kernel has done all of it, false if it has not within that time; without,
+    /// returns at once (true if the request was queued).
+    fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool;
 }
 
-/// What the kernel must drop from its caches after a path restore, in kernel numbers.
+/// What the kernel must drop from its caches, in kernel numbers.
 #[derive(Debug, Default)]
 pub struct KernelDrops {
     /// (directory, name) entries, present or absent.
@@ -27,24 +33,38 @@ pub struct KernelDrops {
     pub inodes: Vec<u64>,
 }
 
-/// How long a snapshot deletion through the API waits for the kernel to drop its pages.
-const INVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a snapshot deletion through the API, or a restore, waits for the kernel to
+/// drop what it caches.
+const INVAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a snapshot waits for the kernel to hand over its cached writes.
-const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Volume {
-    /// Where to send requests to the kernel.
-    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<Notice>) {
-        *self.invalidate.lock() = Some(tx);
+    /// Where to send requests to the kernel (the mount adapter, once mounted).
+    pub fn set_kernel_link(&self, link: std::sync::Arc<dyn KernelLink>) {
+        *self.kernel.lock() = Some(link);
     }
 
-    /// Makes every write the kernel has accepted for this mount part of the head: with the
-    /// writeback cache, returned writes may still sit in the kernel's page cache for files
-    /// that are open for writing (closed files were flushed by close). Called before a
-    /// snapshot, a copy of the current tree and a restore. Fails (never snapshots without
-    /// them) if the kernel does not hand them over in time.
-    pub fn flush_writes(&self) -> FsResult<()> {
+    fn kernel(&self) -> Option<std::sync::Arc<dyn KernelLink>> {
+        self.kernel.lock().clone()
+    }
+
+    /// Asks the kernel to drop `drops` and waits up to `INVAL_TIMEOUT` (never from a
+    /// request handler).
+    fn drop_and_wait(&self, drops: KernelDrops) {
+        if let Some(k) = self.kernel() {
+            if !k.invalidate(drops, Some(INVAL_TIMEOUT)) {
+                log::warn!("the kernel did not drop replaced or deleted files in time");
+            }
+        }
+    }
+}
+
+impl MountHooks for Volume {
+    /// Files open for writing may have cached writes (closed files were flushed by close):
+    /// invalidating their pages makes the kernel write the dirty ones back, and waits.
+    fn flush_writes(&self) -> FsResult<()> {
         let inos: Vec<u64> = self
             .head
             .open_writable_inodes()
@@ -54,24 +74,56 @@ impl Volume {
         if inos.is_empty() {
             return Ok(());
         }
-        let Some(tx) = self.invalidate.lock().clone() else {
+        let Some(k) = self.kernel() else {
             return Ok(()); // not mounted: nothing is cached
         };
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        tx.send(Notice::Flush(inos, done_tx))
-            .map_err(|_| FsError::Io("the mount's notifier is gone".into()))?;
-        done_rx
-            .recv_timeout(FLUSH_TIMEOUT)
-            .map_err(|_| FsError::Io("the kernel did not write back cached writes in time".into()))
+        let drops = KernelDrops {
+            entries: Vec::new(),
+            inodes: inos,
+        };
+        if k.invalidate(drops, Some(FLUSH_TIMEOUT)) {
+            Ok(())
+        } else {
+            Err(FsError::Io(
+                "the kernel did not write back cached writes in time".into(),
+            ))
+        }
     }
 
-    /// A snapshot of this container was deleted: drop what the kernel caches of its open
-    /// files (and its root), so its data is never served again. With `wait` (a deletion
-    /// through the API), returns once the kernel has dropped them, so a read that starts
-    /// after the deletion returned cannot be served from the cache; a deletion by `rmdir`
-    /// in the mount cannot wait (the kernel holds the snapshot's inode during the call), and
-    /// the invalidation follows it at once.
-    pub fn snapshot_gone(&self, epoch: u64, wait: bool) {
+    fn switch_tree(
+        &self,
+        switch: &mut dyn FnMut() -> Result<SnapshotInfo, StoreError>,
+    ) -> Result<SnapshotInfo, StoreError> {
+        // Root names the kernel may hold in its cache: those of the tree being replaced.
+        let mut names = self.root_names();
+        let mut open = self.open_head_inodes();
+        // Cached writes of the old tree go into the old tree now; from here on its inode
+        // numbers are stale, so nothing written back later can land in the restored one.
+        self.flush_writes()?;
+        self.new_head_generation()?;
+        let s = switch()?;
+        // Names of both trees: the old ones may be cached as present, the restored ones as
+        // absent (negative entries). Then the root, and the open files of the old tree (their
+        // pages go, so reads reach us: ESTALE).
+        names.extend(self.root_names());
+        names.sort_unstable();
+        names.dedup();
+        open.insert(0, ROOT_INO);
+        self.drop_and_wait(KernelDrops {
+            entries: names.into_iter().map(|n| (ROOT_INO, n)).collect(),
+            inodes: open,
+        });
+        Ok(s)
+    }
+
+    fn restore_paths(&self, snap: &SnapshotInfo, paths: &[Vec<u8>]) -> FsResult<PathRestore> {
+        let (r, drops) = self.restore_paths_renumbered(snap, paths)?;
+        self.drop_and_wait(drops);
+        Ok(r)
+    }
+
+    /// Its root and its open files, in the view's kernel numbers.
+    fn snapshot_gone(&self, epoch: u64, wait: bool) {
         let view = {
             let slots = self.slots.read();
             slots.by_epoch.get(&epoch).and_then(|&slot| {
@@ -80,7 +132,7 @@ impl Volume {
             })
         };
         let Some((slot, fs)) = view else { return };
-        let Some(tx) = self.invalidate.lock().clone() else {
+        let Some(k) = self.kernel() else {
             return;
         };
         let mut inos: Vec<u64> = fs
@@ -89,23 +141,24 @@ impl Volume {
             .map(|ino| (slot << SLOT_SHIFT) | ino)
             .collect();
         inos.push((slot << SLOT_SHIFT) | ROOT_INO);
+        let drops = KernelDrops {
+            entries: Vec::new(),
+            inodes: inos,
+        };
         if wait {
-            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-            if tx.send(Notice::Flush(inos, done_tx)).is_ok()
-                && done_rx.recv_timeout(INVAL_TIMEOUT).is_err()
-            {
+            if !k.invalidate(drops, Some(INVAL_TIMEOUT)) {
                 log::warn!("the kernel did not drop a deleted snapshot's pages in time");
             }
         } else {
-            for ino in inos {
-                let _ = tx.send(Notice::Inval(ino));
-            }
+            k.invalidate(drops, None);
         }
     }
+}
 
+impl Volume {
     /// Starts a new head generation (after the container was restored): inode numbers of the
     /// previous tree go stale.
-    pub fn new_head_generation(&self) -> FsResult<()> {
+    fn new_head_generation(&self) -> FsResult<()> {
         let mut renumbered = self.renumbered.write();
         let next = self.next_generation()?;
         self.head_slot.store(next, Ordering::SeqCst);
@@ -129,13 +182,13 @@ impl Volume {
     /// Restores `paths` of the head from snapshot `snap` (see `Fs::restore_paths`). The
     /// inodes it replaces get new kernel numbers, so what the kernel knows of the old ones
     /// (cached pages, descriptors open on them) goes stale, as after a full restore. Returns
-    /// what the caller must drop from the kernel's caches: entries (directory, name) and
-    /// inodes, in kernel numbers.
-    pub fn restore_paths(
+    /// what the kernel must drop from its caches: entries (directory, name) and inodes, in
+    /// kernel numbers.
+    fn restore_paths_renumbered(
         &self,
-        snap: &crate::store::SnapshotInfo,
+        snap: &SnapshotInfo,
         paths: &[Vec<u8>],
-    ) -> FsResult<(crate::fs::PathRestore, KernelDrops)> {
+    ) -> FsResult<(PathRestore, KernelDrops)> {
         // Cached writes go into the tree as it is before the restore.
         self.flush_writes()?;
         // Numbers are handed out under this lock until the restore is done, so no lookup
@@ -196,7 +249,7 @@ impl Volume {
     }
 
     /// Kernel inode numbers of the head's files that are open right now.
-    pub fn open_head_inodes(&self) -> Vec<u64> {
+    fn open_head_inodes(&self) -> Vec<u64> {
         self.head
             .open_inodes()
             .into_iter()

@@ -22,12 +22,12 @@ use crate::error::{FsError, FsResult};
 use crate::store::{SnapshotInfo, StoreError};
 use crate::timefmt;
 
-use super::{Caller, DirEntry, Fh, Fs, SetAttr, Statfs, ROOT_INO};
+use super::{Caller, Container, DirEntry, Fh, Fs, MountHooks, SetAttr, Statfs, ROOT_INO};
 
 mod kernel;
 mod snapdir;
 
-pub use kernel::{KernelDrops, Notice};
+pub use kernel::{KernelDrops, KernelLink};
 
 /// Name of the magic directory at a container's root.
 pub const SNAPDIR_NAME: &[u8] = b".snapshots";
@@ -68,6 +68,8 @@ enum Target {
 
 pub struct Volume {
     head: Fs,
+    /// The lifecycle of the mounted container: the `.snapshots` gestures go through it.
+    container: Arc<Container>,
     opts: VolumeOptions,
     slots: RwLock<Slots>,
     /// Slot of the current head generation (0 until the first restore).
@@ -77,9 +79,9 @@ pub struct Volume {
     /// Inodes a path restore replaced since the last full restore, with their own slot.
     renumbered: RwLock<HashMap<u64, u64>>,
     any_renumbered: AtomicBool,
-    /// Requests to the mount's notifier thread (a FUSE handler must never notify the kernel
-    /// itself).
-    invalidate: parking_lot::Mutex<Option<crossbeam_channel::Sender<Notice>>>,
+    /// Requests to the kernel, through the mount adapter (a FUSE handler must never notify
+    /// the kernel itself).
+    kernel: parking_lot::Mutex<Option<Arc<dyn KernelLink>>>,
 }
 
 /// First slot handed to a head generation after a restore (they count down).
@@ -106,17 +108,37 @@ impl Volume {
         &self.opts
     }
 
-    pub fn new(head: Fs, opts: VolumeOptions) -> Volume {
-        Volume {
-            head,
+    /// A volume over `container`'s head, registered as the container's mount (its
+    /// lifecycle operations then flush and invalidate through this volume).
+    pub fn new(container: Arc<Container>, opts: VolumeOptions) -> FsResult<Arc<Volume>> {
+        let volume = Arc::new(Volume {
+            head: container.head()?,
+            container: container.clone(),
             opts,
             slots: RwLock::new(Slots::default()),
             head_slot: AtomicU64::new(0),
             gen_floor: AtomicU64::new(0),
             renumbered: RwLock::new(HashMap::new()),
             any_renumbered: AtomicBool::new(false),
-            invalidate: parking_lot::Mutex::new(None),
-        }
+            kernel: parking_lot::Mutex::new(None),
+        });
+        let hooks: Arc<dyn MountHooks> = volume.clone();
+        container.attach(Arc::downgrade(&hooks));
+        Ok(volume)
+    }
+
+    /// Names in the root directory of the head.
+    fn root_names(&self) -> Vec<Vec<u8>> {
+        let fs = &self.head;
+        let Ok(fh) = fs.opendir(ROOT_INO) else {
+            return Vec::new();
+        };
+        let names = fs
+            .readdir(ROOT_INO, fh, 0)
+            .map(|v| v.iter().skip(2).map(|e| e.name.clone()).collect())
+            .unwrap_or_default();
+        fs.releasedir(fh);
+        names
     }
 
     /// Kernel inode number of head inode `ino`.
@@ -348,11 +370,9 @@ impl Volume {
             if self.snapdir_lookup(name).is_ok() {
                 return Err(FsError::Exists);
             }
-            self.flush_writes()?;
             let info = self
-                .head
-                .store()
-                .snapshot(self.container(), Some(alias), None)
+                .container
+                .snapshot(Some(alias), None)
                 .map_err(store_err)?;
             return self.snap_root(&info);
         }
@@ -377,9 +397,8 @@ impl Volume {
             }
             let snap = self.snapshot_named(target)?.ok_or(FsError::NotFound)?;
             let info = self
-                .head
-                .store()
-                .set_alias(self.container(), &snap.name, Some(alias))
+                .container
+                .set_alias(&snap.name, Some(alias))
                 .map_err(store_err)?;
             let slot = self.slot_of(&info);
             return Ok((ALIAS_BASE | slot, Self::alias_attr(&info)));
@@ -419,10 +438,7 @@ impl Volume {
                     return Err(FsError::IsDir);
                 }
                 let s = self.snapshot_aliased(n)?.ok_or(FsError::NotFound)?;
-                self.head
-                    .store()
-                    .set_alias(self.container(), &s.name, None)
-                    .map_err(store_err)?;
+                self.container.set_alias(&s.name, None).map_err(store_err)?;
                 Ok(())
             }
             _ => self.head.unlink(self.head_dir(parent, name)?, name),
@@ -442,12 +458,9 @@ impl Volume {
                         FsError::NotFound
                     });
                 }
-                let gone = self
-                    .head
-                    .store()
-                    .delete_snapshot(self.container(), n)
+                self.container
+                    .delete_snapshot(n, false)
                     .map_err(store_err)?;
-                self.snapshot_gone(gone.record.epoch, false);
                 Ok(())
             }
             Target::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
@@ -704,9 +717,8 @@ impl Volume {
                             .ok_or(FsError::Invalid("expires_at must be RFC 3339"))?,
                     )
                 };
-                self.head
-                    .store()
-                    .set_expiry(self.container(), &info.name, at)
+                self.container
+                    .set_expiry(&info.name, at)
                     .map_err(store_err)?;
                 return Ok(());
             }

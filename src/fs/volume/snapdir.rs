@@ -93,7 +93,6 @@ impl Volume {
         }
         let from = name_str(name).map_err(|_| FsError::NotFound)?;
         let to = name_str(newname)?;
-        let store = self.head.store();
         let by_name = self.snapshot_named(from)?;
         let target = match &by_name {
             Some(s) => s.clone(),
@@ -111,12 +110,12 @@ impl Volume {
             if by_name.is_some() || flags & RENAME_NOREPLACE != 0 {
                 return Err(FsError::Exists);
             }
-            store
-                .set_alias(self.container(), &holder.name, None)
+            self.container
+                .set_alias(&holder.name, None)
                 .map_err(store_err)?;
         }
-        store
-            .set_alias(self.container(), &target.name, Some(to))
+        self.container
+            .set_alias(&target.name, Some(to))
             .map_err(store_err)?;
         Ok(())
     }

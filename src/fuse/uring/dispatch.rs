@@ -426,7 +426,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::fs::{Fs, Volume, VolumeOptions};
+    use crate::fs::{Container, Volume, VolumeOptions};
     use crate::kv::mem::MemKv;
     use crate::store::Store;
 
@@ -437,9 +437,9 @@ mod tests {
             .expect("lookup")
             .expect("default container")
             .id;
-        let fs = Fs::new(store, id.as_bytes()).expect("open");
+        let container = Container::new(store, &id);
         Ops::new(
-            Arc::new(Volume::new(fs, VolumeOptions::default())),
+            Volume::new(container, VolumeOptions::default()).expect("open"),
             false,
             true,
         )
