@@ -13,6 +13,7 @@ use crate::codec::Ts;
 use crate::error::FsError;
 use crate::fs::{Fs, PathRestore, Volume, VolumeOptions, ROOT_INO};
 use crate::fuse::MountHandle;
+use crate::ids::{ContainerId, Epoch};
 use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
 
 /// How long a busy mount may take to let go after being detached on stop.
@@ -148,7 +149,7 @@ pub struct Service {
     store: Arc<Store>,
     path: PathBuf,
     /// Live mounts by container id.
-    mounts: Mutex<HashMap<String, MountHandle>>,
+    mounts: Mutex<HashMap<ContainerId, MountHandle>>,
     /// Has anything ever been mounted (a daemon started for mounts exits when idle after).
     mounted_once: std::sync::atomic::AtomicBool,
     /// Set once the daemon decided to exit: no new mounts from then on.
@@ -190,7 +191,7 @@ impl Service {
     }
 
     pub fn info(&self, c: ContainerRecord) -> ServiceResult<ContainerInfo> {
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let snapshot_count = self.store.snapshots(cid)?.len();
         // Everything the container references: its tree's history and its snapshots.
         let bytes_used = self.store.bytes_used(cid)?;
@@ -270,7 +271,7 @@ impl Service {
         };
         let mut containers = Vec::new();
         for c in records {
-            let snaps = self.store.snapshot_space(c.id.as_bytes())?;
+            let snaps = self.store.snapshot_space(&c.id)?;
             containers.push((self.info(c)?, snaps));
         }
         Ok(SpaceReport { store, containers })
@@ -284,7 +285,7 @@ impl Service {
     ) -> ServiceResult<ContainerRecord> {
         let c = self.store.create_container(name, project_id)?;
         if !quota.is_none() {
-            self.store.set_quota(c.id.as_bytes(), quota)?;
+            self.store.set_quota(&c.id, quota)?;
         }
         Ok(c)
     }
@@ -297,14 +298,14 @@ impl Service {
         including_snapshots: Option<Option<u64>>,
     ) -> ServiceResult<ContainerRecord> {
         let c = self.live(id_or_name)?;
-        let mut q = self.store.quota(c.id.as_bytes())?;
+        let mut q = self.store.quota(&c.id)?;
         if let Some(b) = bytes {
             q.bytes = b;
         }
         if let Some(b) = including_snapshots {
             q.including_snapshots = b;
         }
-        self.store.set_quota(c.id.as_bytes(), q)?;
+        self.store.set_quota(&c.id, q)?;
         Ok(c)
     }
 
@@ -325,7 +326,7 @@ impl Service {
         if mounts.contains_key(&c.id) {
             return Err(ServiceError::Running);
         }
-        Ok(self.store.delete_container(c.id.as_bytes())?)
+        Ok(self.store.delete_container(&c.id)?)
     }
 
     /// Mounts a container at `mountpoint`.
@@ -346,7 +347,7 @@ impl Service {
         }
         Self::reap_locked(&mut mounts);
         // A delete may have run since `live` above (it deletes under this lock).
-        let c = self.live(&c.id)?;
+        let c = self.live(c.id.as_str())?;
         if let Some(m) = mounts.get(&c.id) {
             return Err(ServiceError::Conflict(format!(
                 "container {} is already mounted at {}",
@@ -375,7 +376,7 @@ impl Service {
                 self.path.display()
             )));
         }
-        let fs = Fs::new(self.store.clone(), c.id.as_bytes())?;
+        let fs = Fs::new(self.store.clone(), &c.id)?;
         let volume = Arc::new(Volume::new(fs, opts));
         let fsname = format!("{}:{}", self.path.display(), c.name);
         let handle = crate::fuse::mount(volume, mountpoint, &fsname).map_err(|e| {
@@ -397,7 +398,7 @@ impl Service {
                 // mount of that container must still go.
                 let id = self.mounts.lock().iter().find_map(|(id, m)| {
                     let name = m.fsname().rsplit_once(':').map_or("", |(_, n)| n);
-                    (id == id_or_name || name == id_or_name).then(|| id.clone())
+                    (id.as_str() == id_or_name || name == id_or_name).then(|| id.clone())
                 });
                 if let Some(id) = id {
                     self.stop_id(&id)?;
@@ -409,7 +410,7 @@ impl Service {
         Ok(c)
     }
 
-    fn stop_id(&self, id: &str) -> ServiceResult<()> {
+    fn stop_id(&self, id: &ContainerId) -> ServiceResult<()> {
         let handle = self.mounts.lock().remove(id);
         if let Some(h) = handle {
             let mnt = h.mountpoint().to_path_buf();
@@ -427,7 +428,7 @@ impl Service {
 
     /// Unmounts everything (daemon shutdown).
     pub fn stop_all(&self) {
-        let ids: Vec<String> = self.mounts.lock().keys().cloned().collect();
+        let ids: Vec<ContainerId> = self.mounts.lock().keys().cloned().collect();
         for id in ids {
             if let Err(e) = self.stop_id(&id) {
                 log::error!("stopping {id}: {e}");
@@ -442,7 +443,7 @@ impl Service {
             .lock()
             .iter()
             .find(|(_, m)| m.mountpoint() == mountpoint)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
     }
 
     /// Was anything ever mounted by this service?
@@ -475,8 +476,8 @@ impl Service {
         false
     }
 
-    fn reap_locked(mounts: &mut HashMap<String, MountHandle>) {
-        let dead: Vec<String> = mounts
+    fn reap_locked(mounts: &mut HashMap<ContainerId, MountHandle>) {
+        let dead: Vec<ContainerId> = mounts
             .iter()
             .filter(|(_, m)| !m.is_alive())
             .map(|(id, _)| id.clone())
@@ -494,7 +495,7 @@ impl Service {
         id_or_name: &str,
     ) -> ServiceResult<(ContainerRecord, Vec<SnapshotInfo>)> {
         let c = self.container(id_or_name)?;
-        let snaps = self.store.snapshots(c.id.as_bytes())?;
+        let snaps = self.store.snapshots(&c.id)?;
         Ok((c, snaps))
     }
 
@@ -510,7 +511,7 @@ impl Service {
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
         let c = self.live(id_or_name)?;
         self.flush_writes(&c.id)?;
-        let s = self.store.snapshot(c.id.as_bytes(), alias, expires_at)?;
+        let s = self.store.snapshot(&c.id, alias, expires_at)?;
         Ok((c, s))
     }
 
@@ -523,7 +524,7 @@ impl Service {
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
         let c = self.live(id_or_name)?;
         // Unknown snapshots are refused before anything changes.
-        if self.store.find_snapshot(c.id.as_bytes(), key)?.is_none() {
+        if self.store.find_snapshot(&c.id, key)?.is_none() {
             return Err(StoreError::NoSnapshot(key.to_string()).into());
         }
         let mounts = self.mounts.lock();
@@ -542,7 +543,7 @@ impl Service {
             m.volume().flush_writes()?;
             m.volume().new_head_generation()?;
         }
-        let s = self.store.restore(c.id.as_bytes(), key)?;
+        let s = self.store.restore(&c.id, key)?;
         if let Some(m) = mounted {
             // Names of both trees: the old ones may be cached as present, the restored ones
             // as absent (negative entries).
@@ -568,7 +569,7 @@ impl Service {
         paths: &[Vec<u8>],
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo, PathRestore)> {
         let c = self.live(id_or_name)?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let snap = self
             .store
             .find_snapshot(cid, key)?
@@ -606,7 +607,7 @@ impl Service {
     /// between the epochs the diff reads).
     pub fn diff(&self, id_or_name: &str, from: &str, to: Option<&str>) -> ServiceResult<Diff> {
         let c = self.container(id_or_name)?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let find = |key: &str| -> ServiceResult<SnapshotInfo> {
             self.store
                 .find_snapshot(cid, key)?
@@ -641,7 +642,7 @@ impl Service {
     pub fn history(&self, id_or_name: &str, path: &[u8]) -> ServiceResult<History> {
         let c = self.container(id_or_name)?;
         crate::fs::components(path).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let mut snaps = self.store.snapshots(cid)?;
         snaps.sort_by(|a, b| {
             let key = |s: &SnapshotInfo| (s.record.created_at.secs, s.record.created_at.nsecs);
@@ -686,13 +687,13 @@ impl Service {
 
     pub fn delete_snapshot(&self, id_or_name: &str, key: &str) -> ServiceResult<SnapshotInfo> {
         let c = self.container(id_or_name)?;
-        let s = self.store.delete_snapshot(c.id.as_bytes(), key)?;
+        let s = self.store.delete_snapshot(&c.id, key)?;
         self.snapshot_gone(&c.id, s.record.epoch);
         Ok(s)
     }
 
     /// Hands the kernel's cached writes of a mounted container to its head.
-    fn flush_writes(&self, container_id: &str) -> ServiceResult<()> {
+    fn flush_writes(&self, container_id: &ContainerId) -> ServiceResult<()> {
         if let Some(m) = self.mounts.lock().get(container_id) {
             m.volume().flush_writes()?;
         }
@@ -700,7 +701,7 @@ impl Service {
     }
 
     /// Tells a mounted container's volume that one of its snapshots is gone.
-    fn snapshot_gone(&self, container_id: &str, epoch: u64) {
+    fn snapshot_gone(&self, container_id: &ContainerId, epoch: Epoch) {
         // Waits for the kernel: not under the mounts lock.
         let volume = self
             .mounts
@@ -719,7 +720,7 @@ impl Service {
         alias: Option<&str>,
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo)> {
         let c = self.container(id_or_name)?;
-        let s = self.store.set_alias(c.id.as_bytes(), key, alias)?;
+        let s = self.store.set_alias(&c.id, key, alias)?;
         Ok((c, s))
     }
 
@@ -742,9 +743,7 @@ impl Service {
         if snapshot.is_none() {
             self.flush_writes(&c.id)?;
         }
-        Ok(self
-            .store
-            .copy_container(c.id.as_bytes(), snapshot, name, project)?)
+        Ok(self.store.copy_container(&c.id, snapshot, name, project)?)
     }
 
     /// Deletes every snapshot whose expiry has passed (read from the expiry index: the cost
@@ -752,8 +751,8 @@ impl Service {
     pub fn expire(&self) -> ServiceResult<usize> {
         let mut n = 0;
         for (container, name) in self.store.expired(Ts::now())? {
-            let id = String::from_utf8_lossy(&container).into_owned();
-            match self.store.delete_snapshot(&container, &name) {
+            let id = container;
+            match self.store.delete_snapshot(&id, &name) {
                 Ok(s) => {
                     self.snapshot_gone(&id, s.record.epoch);
                     log::info!("expired snapshot {name} of {id}");

@@ -14,7 +14,9 @@ use fuser::INodeNo;
 
 use super::ops::Ops;
 use super::{uring, FuseFs};
+use crate::fs::ROOT_KERNEL_INO;
 use crate::fs::{Notice, Volume};
+use crate::ids::KernelIno;
 
 /// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor
 /// (`SNAPFS_FUSE_THREADS` overrides it, for measuring).
@@ -174,13 +176,13 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
             for notice in rx {
                 match notice {
                     Notice::Inval(ino) => {
-                        let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+                        let _ = n2.inval_inode(INodeNo(ino.get()), 0, 0);
                     }
                     // Invalidating a file's pages makes the kernel write its dirty ones back
                     // first (through the serving threads) and waits for them.
                     Notice::Flush(inos, done) => {
                         for ino in inos {
-                            let _ = n2.inval_inode(INodeNo(ino), 0, 0);
+                            let _ = n2.inval_inode(INodeNo(ino.get()), 0, 0);
                         }
                         let _ = done.send(());
                     }
@@ -267,26 +269,26 @@ impl MountHandle {
         for name in names {
             let _ = self
                 .notifier
-                .inval_entry(INodeNo(crate::fs::ROOT_INO), OsStr::from_bytes(name));
+                .inval_entry(INodeNo(ROOT_KERNEL_INO.get()), OsStr::from_bytes(name));
         }
         let _ = self
             .notifier
-            .inval_inode(INodeNo(crate::fs::ROOT_INO), 0, 0);
+            .inval_inode(INodeNo(ROOT_KERNEL_INO.get()), 0, 0);
     }
 
     /// Drops the kernel's cached entries (present or absent) of these (directory, name).
-    pub fn invalidate_entries(&self, entries: &[(u64, Vec<u8>)]) {
+    pub fn invalidate_entries(&self, entries: &[(KernelIno, Vec<u8>)]) {
         for (dir, name) in entries {
             let _ = self
                 .notifier
-                .inval_entry(INodeNo(*dir), OsStr::from_bytes(name));
+                .inval_entry(INodeNo(dir.get()), OsStr::from_bytes(name));
         }
     }
 
     /// Drops the kernel's cached attributes and pages of these inodes.
-    pub fn invalidate_inodes(&self, inos: &[u64]) {
+    pub fn invalidate_inodes(&self, inos: &[KernelIno]) {
         for &ino in inos {
-            let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+            let _ = self.notifier.inval_inode(INodeNo(ino.get()), 0, 0);
         }
     }
 

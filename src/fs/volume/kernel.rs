@@ -4,27 +4,29 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Volume, FIRST_HEAD_SLOT, SLOT_SHIFT};
+use super::inos::{kernel, ROOT};
+use super::{SnapView, Volume, FIRST_HEAD_SLOT};
 use crate::error::{FsError, FsResult};
 use crate::fs::ROOT_INO;
+use crate::ids::{Epoch, Ino, KernelIno};
 
 /// A request to the kernel, carried out by the mount's notifier thread.
 pub enum Notice {
     /// Drop the cached attributes and pages of this kernel inode.
-    Inval(u64),
+    Inval(KernelIno),
 
     /// Write back the kernel's cached (dirty) pages of these kernel inodes, waiting until
     /// they are in the store; then answer on the channel.
-    Flush(Vec<u64>, crossbeam_channel::Sender<()>),
+    Flush(Vec<KernelIno>, crossbeam_channel::Sender<()>),
 }
 
 /// What the kernel must drop from its caches after a path restore, in kernel numbers.
 #[derive(Debug, Default)]
 pub struct KernelDrops {
     /// (directory, name) entries, present or absent.
-    pub entries: Vec<(u64, Vec<u8>)>,
+    pub entries: Vec<(KernelIno, Vec<u8>)>,
     /// Inodes whose attributes and pages go.
-    pub inodes: Vec<u64>,
+    pub inodes: Vec<KernelIno>,
 }
 
 /// How long a snapshot deletion through the API waits for the kernel to drop its pages.
@@ -45,7 +47,7 @@ impl Volume {
     /// snapshot, a copy of the current tree and a restore. Fails (never snapshots without
     /// them) if the kernel does not hand them over in time.
     pub fn flush_writes(&self) -> FsResult<()> {
-        let inos: Vec<u64> = self
+        let inos: Vec<KernelIno> = self
             .head
             .open_writable_inodes()
             .into_iter()
@@ -71,24 +73,24 @@ impl Volume {
     /// after the deletion returned cannot be served from the cache; a deletion by `rmdir`
     /// in the mount cannot wait (the kernel holds the snapshot's inode during the call), and
     /// the invalidation follows it at once.
-    pub fn snapshot_gone(&self, epoch: u64, wait: bool) {
+    pub fn snapshot_gone(&self, epoch: Epoch, wait: bool) {
         let view = {
             let slots = self.slots.read();
             slots.by_epoch.get(&epoch).and_then(|&slot| {
                 let i = slot.checked_sub(1)? as usize;
-                slots.views.get(i).map(|(_, _, fs)| (slot, fs.clone()))
+                slots.views.get(i).map(|v| (slot, v.fs.clone()))
             })
         };
         let Some((slot, fs)) = view else { return };
         let Some(tx) = self.invalidate.lock().clone() else {
             return;
         };
-        let mut inos: Vec<u64> = fs
+        let mut inos: Vec<KernelIno> = fs
             .open_inodes()
             .into_iter()
-            .map(|ino| (slot << SLOT_SHIFT) | ino)
+            .map(|ino| kernel(slot, ino))
             .collect();
-        inos.push((slot << SLOT_SHIFT) | ROOT_INO);
+        inos.push(kernel(slot, ROOT_INO));
         if wait {
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
             if tx.send(Notice::Flush(inos, done_tx)).is_ok()
@@ -172,15 +174,15 @@ impl Volume {
     }
 
     /// `out` while the caller holds the renumbering map.
-    fn out_locked(&self, renumbered: &std::collections::HashMap<u64, u64>, ino: u64) -> u64 {
+    fn out_locked(&self, renumbered: &std::collections::HashMap<Ino, u64>, ino: Ino) -> KernelIno {
         if ino == ROOT_INO {
-            return ino;
+            return ROOT;
         }
         let slot = renumbered
             .get(&ino)
             .copied()
             .unwrap_or_else(|| self.head_slot.load(Ordering::SeqCst));
-        (slot << SLOT_SHIFT) | ino
+        kernel(slot, ino)
     }
 
     /// File handles open through this mount (head and snapshot views), for metrics.
@@ -190,13 +192,13 @@ impl Volume {
             .read()
             .views
             .iter()
-            .map(|(_, _, fs)| fs.open_handles())
+            .map(|v: &SnapView| v.fs.open_handles())
             .sum();
         self.head.open_handles() + views
     }
 
     /// Kernel inode numbers of the head's files that are open right now.
-    pub fn open_head_inodes(&self) -> Vec<u64> {
+    pub fn open_head_inodes(&self) -> Vec<KernelIno> {
         self.head
             .open_inodes()
             .into_iter()

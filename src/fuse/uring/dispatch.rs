@@ -291,7 +291,7 @@ fn setattr(a: &mut Cursor) -> OpResult<SetAttr> {
         },
         // Creation time is set by macOS only.
         crtime: None,
-        fh: has(fattr::FH).then_some(Fh(fh)),
+        fh: has(fattr::FH).then_some(Fh::new(fh)),
     })
 }
 
@@ -437,7 +437,7 @@ mod tests {
             .expect("lookup")
             .expect("default container")
             .id;
-        let fs = Fs::new(store, id.as_bytes()).expect("open");
+        let fs = Fs::new(store, &id).expect("open");
         Ops::new(
             Arc::new(Volume::new(fs, VolumeOptions::default())),
             false,
