@@ -13,6 +13,8 @@
 //!
 //! Usage: snapbench STORE_DIR [--files N] [--file-size BYTES] [--rounds N] [--big-file BYTES]
 
+#[allow(unused_imports)]
+use snapfs::ids::{ContainerId, DataId, Epoch, Ino};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,7 +50,7 @@ struct Figures {
 fn measure(
     store: &Store,
     fs: &Fs,
-    container: &[u8],
+    container: &ContainerId,
     rounds: u64,
 ) -> Result<Figures, Box<dyn std::error::Error>> {
     let (mut snap, mut rest, mut copy) = (Vec::new(), Vec::new(), Vec::new());
@@ -61,7 +63,7 @@ fn measure(
         let t = Instant::now();
         store.restore(container, &info.name)?;
         rest.push(ms(t));
-        let target = format!("{}-copy-{r}", String::from_utf8_lossy(container));
+        let target = format!("{}-copy-{r}", container);
         let t = Instant::now();
         store.copy_container(container, Some(&info.name), &target, None)?;
         copy.push(ms(t));
@@ -118,11 +120,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let default = store
         .container_by_name("default")?
         .ok_or("no default container")?;
-    let empty = Fs::new(store.clone(), default.id.as_bytes())?;
-    let e = measure(&store, &empty, default.id.as_bytes(), rounds)?;
+    let empty = Fs::new(store.clone(), &default.id)?;
+    let e = measure(&store, &empty, &default.id, rounds)?;
 
     let rec = store.create_container("filled", None)?;
-    let filled = Fs::new(store.clone(), rec.id.as_bytes())?;
+    let filled = Fs::new(store.clone(), &rec.id)?;
     let t = Instant::now();
     fill(&filled, files, size)?;
     eprintln!(
@@ -132,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (files * size) as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let f = measure(&store, &filled, rec.id.as_bytes(), rounds)?;
+    let f = measure(&store, &filled, &rec.id, rounds)?;
 
     println!("| operation (median of {rounds}) | empty ms | filled ms | filled/empty |");
     println!("|---|---:|---:|---:|");
@@ -166,7 +168,7 @@ fn diff_after_ten_changes(
     fs: &Fs,
     rounds: u64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let cid = fs.container().to_vec();
+    let cid = fs.container().clone();
     let mut inos = Vec::new();
     for i in 0..10 {
         let name = format!("diffed-{i}");
@@ -201,7 +203,7 @@ fn history_across(
     rounds: u64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let rec = store.create_container("history", None)?;
-    let cid = rec.id.as_bytes();
+    let cid = &rec.id;
     let fs = Fs::new(store.clone(), cid)?;
     let etc = fs.mkdir(ROOT_INO, b"etc", 0o755, ME)?.0;
     let (ino, _, fh) = fs.create(etc, b"app.conf", 0o644, libc::O_RDWR, ME)?;
@@ -275,7 +277,7 @@ fn quota_cost(store: &Arc<Store>) -> Result<(), Box<dyn std::error::Error>> {
             let i = (round + k) % cases.len();
             let q = &cases[i].1;
             let rec = store.create_container(&format!("quota-{i}-{round}"), None)?;
-            let cid = rec.id.as_bytes();
+            let cid = &rec.id;
             store.set_quota(cid, *q)?;
             let fs = Fs::new(store.clone(), cid)?;
             let (ino, _, fh) = fs.create(ROOT_INO, b"f", 0o644, libc::O_RDWR, ME)?;
@@ -317,7 +319,7 @@ fn path_restores(
     rounds: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let rec = store.create_container("bigfile", None)?;
-    let cid = rec.id.as_bytes();
+    let cid = &rec.id;
     let fs = Fs::new(store.clone(), cid)?;
     let (ino, _, fh) = fs.create(ROOT_INO, b"big", 0o644, libc::O_RDWR, ME)?;
     let chunk: Vec<u8> = (0..1u64 << 20).map(|i| (i * 7 % 253) as u8).collect();

@@ -7,6 +7,8 @@
 //!
 //! Usage: snapscale STORE_DIR [--snapshots N] [--big-mib M] [--files F]
 
+#[allow(unused_imports)]
+use snapfs::ids::{ContainerId, DataId, Epoch, Ino};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +30,7 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     (at(0.5), at(0.99), at(1.0))
 }
 
-fn create_file(fs: &Fs, dir: u64, name: &str, data: &[u8]) -> Res<u64> {
+fn create_file(fs: &Fs, dir: Ino, name: &str, data: &[u8]) -> Res<Ino> {
     let (ino, _, fh) = fs.create(dir, name.as_bytes(), 0o644, libc::O_RDWR, ME)?;
     let mut off = 0;
     while off < data.len() {
@@ -41,7 +43,7 @@ fn create_file(fs: &Fs, dir: u64, name: &str, data: &[u8]) -> Res<u64> {
 }
 
 /// One "day": a small file rewritten, a log line appended, a 4 KiB block of the big file.
-fn small_changes(fs: &Fs, smalls: &[u64], log: u64, big: (u64, u64), day: u64) -> Res<()> {
+fn small_changes(fs: &Fs, smalls: &[Ino], log: Ino, big: (Ino, u64), day: u64) -> Res<()> {
     let ino = smalls[(day as usize * 7919) % smalls.len()];
     fs.write(
         ino,
@@ -59,7 +61,7 @@ fn small_changes(fs: &Fs, smalls: &[u64], log: u64, big: (u64, u64), day: u64) -
 }
 
 /// Median ms of list, restore, copy and (snapshot + delete) at the current snapshot count.
-fn lifecycle(store: &Store, c: &[u8], round: &mut u64) -> Res<[f64; 4]> {
+fn lifecycle(store: &Store, c: &ContainerId, round: &mut u64) -> Res<[f64; 4]> {
     let mut out = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..5 {
         let t = Instant::now();
@@ -95,7 +97,7 @@ fn main() -> Res<()> {
     )?);
     let store = Arc::new(Store::init(kv, snapfs::store::DEFAULT_BLOCK_SIZE as u64)?);
     let rec = store.container_by_name("default")?.ok_or("no container")?;
-    let c = rec.id.as_bytes();
+    let c = &rec.id;
     let fs = Fs::new(store.clone(), c)?;
 
     let t = Instant::now();

@@ -3,6 +3,8 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::ids::{DataId, Ino};
+
 /// Format version of every value written by this build.
 pub const VALUE_VERSION: u8 = 1;
 const KIND_TOMBSTONE: u8 = 0;
@@ -211,9 +213,9 @@ pub struct Inode {
     pub crtime: Ts,
     pub rdev: u32,
     /// Identifies this file's blocks; replaced on truncation to zero.
-    pub data_id: u64,
+    pub data_id: DataId,
     /// Parent directory (directories only; `..`).
-    pub parent: u64,
+    pub parent: Ino,
     /// Symlink target.
     pub target: Vec<u8>,
 }
@@ -221,7 +223,7 @@ pub struct Inode {
 /// A directory entry.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dirent {
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: Kind,
 }
 
@@ -232,7 +234,7 @@ mod tests {
     #[test]
     fn dirent_encoding_is_pinned() {
         let d = Dirent {
-            ino: 300,
+            ino: Ino::new(300),
             kind: Kind::Dir,
         };
         let bytes = encode_live(&d);

@@ -269,7 +269,7 @@ fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
     }
     if let Some((lo, hi)) = pending.data_ids {
         let start = crate::keys::block_prefix(lo);
-        let end = crate::keys::block_prefix(hi.saturating_add(1));
+        let end = crate::keys::block_prefix(crate::ids::DataId::new(hi.get().saturating_add(1)));
         if let Err(e) = store
             .kv()
             .compact_range(crate::kv::Space::Data, &start, &end)
@@ -340,7 +340,7 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
             Some(c) => anyhow::bail!("container {} ({}) was deleted", c.name, c.id),
             None => svc.create_container(container, None, Default::default())?,
         };
-        svc.start(&c.id, mnt, vopts.clone())?;
+        svc.start(c.id.as_str(), mnt, vopts.clone())?;
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

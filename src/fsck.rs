@@ -33,6 +33,7 @@ use std::sync::Arc;
 use crate::codec::Kind;
 use crate::error::{FsError, FsResult};
 use crate::fs::{Fix, Fs, ROOT_INO};
+use crate::ids::{Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 use crate::store::{EpochKind, Store};
@@ -58,7 +59,7 @@ impl Report {
 
 /// (stored, counted) when the usage counter of the tree at `epoch` disagrees with its
 /// inodes; None when it agrees or was never stored (a store from before the accounting).
-fn usage_mismatch(store: &Store, epoch: u64) -> FsResult<Option<(u64, u64)>> {
+fn usage_mismatch(store: &Store, epoch: Epoch) -> FsResult<Option<(u64, u64)>> {
     let Some(stored) = store.stored_usage(epoch)? else {
         return Ok(None);
     };
@@ -89,7 +90,7 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
     let containers = store.containers()?;
     let mut trees = 0u64;
     for c in &containers {
-        trees += u64::from(c.deleted_at.is_none()) + store.snapshot_summary(c.id.as_bytes())?.0;
+        trees += u64::from(c.deleted_at.is_none()) + store.snapshot_summary(&c.id)?.0;
     }
     progress.start(trees);
     check_epochs(store, &mut r)?;
@@ -98,7 +99,7 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
         let label = format!("container {} ({})", c.name, c.id);
         if c.deleted_at.is_none() {
             // Checking writes nothing (not even the orphan purge an open does).
-            match Fs::head_unchanged(store.clone(), c.id.as_bytes()) {
+            match Fs::head_unchanged(store.clone(), &c.id) {
                 Ok(fs) => check_view(&fs, &label, &mut r, None)?,
                 Err(e) => r.bad(format!("{label}: cannot open head: {e}")),
             }
@@ -110,7 +111,7 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
             progress.tree_done(r.inodes as u64);
         }
         let mut aliases = HashSet::new();
-        for s in store.snapshots(c.id.as_bytes())? {
+        for s in store.snapshots(&c.id)? {
             let label = match &s.record.alias {
                 Some(a) => format!("snapshot {} (alias {a}) of {}", s.name, c.name),
                 None => format!("snapshot {} of {}", s.name, c.name),
@@ -127,7 +128,7 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
                     r.bad(format!("{label}: alias {a:?} used twice"));
                 }
             }
-            let fs = Fs::frozen(store.clone(), c.id.as_bytes(), store.snapshot_chain(&s));
+            let fs = Fs::frozen(store.clone(), &c.id, store.snapshot_chain(&s));
             check_view(&fs, &label, &mut r, None)?;
             if let Some((stored, counted)) = usage_mismatch(store, s.record.epoch)? {
                 r.bad(format!(
@@ -147,7 +148,7 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
 fn check_back_links(
     fs: &Fs,
     label: &str,
-    mut names: HashSet<(u64, u64, Vec<u8>)>,
+    mut names: HashSet<(Ino, Ino, Vec<u8>)>,
     r: &mut Report,
 ) -> FsResult<()> {
     let mut stale = Vec::new();
@@ -181,9 +182,9 @@ fn check_expiry_index(store: &Store, r: &mut Report) -> FsResult<()> {
     };
     let mut want = Vec::new();
     for c in store.containers()? {
-        for s in store.snapshots(c.id.as_bytes())? {
+        for s in store.snapshots(&c.id)? {
             if let Some(t) = s.record.expires_at {
-                want.push(((t.secs, t.nsecs), c.id.clone().into_bytes(), s.name));
+                want.push(((t.secs, t.nsecs), c.id.clone(), s.name));
             }
         }
     }
@@ -197,9 +198,7 @@ fn check_expiry_index(store: &Store, r: &mut Report) -> FsResult<()> {
         if want.binary_search(e).is_err() {
             r.bad(format!(
                 "expiry index names snapshot {:?} of {} at {:?}, which does not expire then",
-                e.2,
-                String::from_utf8_lossy(&e.1),
-                e.0
+                e.2, e.1, e.0
             ));
         }
     }
@@ -207,8 +206,7 @@ fn check_expiry_index(store: &Store, r: &mut Report) -> FsResult<()> {
         if have.binary_search(e).is_err() {
             r.bad(format!(
                 "expiry of snapshot {:?} of {} missing from the expiry index",
-                e.2,
-                String::from_utf8_lossy(&e.1)
+                e.2, e.1
             ));
         }
     }
@@ -221,11 +219,11 @@ fn check_alias_index(
     c: &crate::store::ContainerRecord,
     r: &mut Report,
 ) -> FsResult<()> {
-    let Some(index) = store.alias_index(c.id.as_bytes())? else {
+    let Some(index) = store.alias_index(&c.id)? else {
         return Ok(());
     };
     let mut want: Vec<(String, String)> = store
-        .snapshots(c.id.as_bytes())?
+        .snapshots(&c.id)?
         .into_iter()
         .filter_map(|s| s.record.alias.map(|a| (a, s.name)))
         .collect();
@@ -306,7 +304,7 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
             continue;
         }
         let label = format!("container {} ({})", c.name, c.id);
-        let fs = Fs::new(store.clone(), c.id.as_bytes())?;
+        let fs = Fs::new(store.clone(), &c.id)?;
         // A fix can change what the next walk counts (a removed second name of a directory
         // changes its parent's link count), so walk until nothing more is found.
         for _ in 0..8 {
@@ -323,8 +321,8 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
         fs.fsync()?;
     }
     for c in store.containers()? {
-        let mut epochs: Vec<u64> = store
-            .snapshots(c.id.as_bytes())?
+        let mut epochs: Vec<Epoch> = store
+            .snapshots(&c.id)?
             .iter()
             .map(|s| s.record.epoch)
             .collect();
@@ -347,32 +345,32 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
 }
 
 /// Checks the epoch tree; returns the epochs (not retired) that nothing references.
-fn check_epochs(store: &Store, r: &mut Report) -> FsResult<Vec<u64>> {
+fn check_epochs(store: &Store, r: &mut Report) -> FsResult<Vec<Epoch>> {
     let epochs = store.epochs_snapshot();
-    let mut referenced: HashSet<u64> = HashSet::new();
+    let mut referenced: HashSet<Epoch> = HashSet::new();
     for c in store.containers()? {
         if c.deleted_at.is_none() {
             referenced.insert(c.head);
             match epochs.get(&c.head).map(|e| &e.kind) {
-                Some(EpochKind::Head { container }) if container == c.id.as_bytes() => {}
+                Some(EpochKind::Head { container }) if *container == c.id => {}
                 other => r.bad(format!(
                     "container {}: head epoch {} is {other:?}",
                     c.name, c.head
                 )),
             }
         }
-        for s in store.snapshots(c.id.as_bytes())? {
+        for s in store.snapshots(&c.id)? {
             referenced.insert(s.record.epoch);
         }
     }
     for (e, rec) in &epochs {
-        if rec.parent != 0 {
-            referenced.insert(rec.parent);
-            if !epochs.contains_key(&rec.parent) {
-                r.bad(format!("epoch {e}: parent {} does not exist", rec.parent));
+        if let Some(parent) = rec.parent {
+            referenced.insert(parent);
+            if !epochs.contains_key(&parent) {
+                r.bad(format!("epoch {e}: parent {parent} does not exist"));
             }
-            if rec.parent >= *e {
-                r.bad(format!("epoch {e}: parent {} is not older", rec.parent));
+            if parent >= *e {
+                r.bad(format!("epoch {e}: parent {parent} is not older"));
             }
         }
     }
@@ -398,14 +396,14 @@ fn check_epochs(store: &Store, r: &mut Report) -> FsResult<Vec<u64>> {
 /// without a version.
 #[derive(Default)]
 struct IndexDiff {
-    missing: Vec<(u64, Space, Vec<u8>, u64)>,
-    stale: Vec<(u64, Space, Vec<u8>)>,
+    missing: Vec<(Epoch, Space, Vec<u8>, u64)>,
+    stale: Vec<(Epoch, Space, Vec<u8>)>,
     versions: usize,
 }
 
 fn change_index_diff(store: &Store) -> FsResult<IndexDiff> {
     let kv = store.kv();
-    let mut index: HashSet<(u64, Space, Vec<u8>)> = HashSet::new();
+    let mut index: HashSet<(Epoch, Space, Vec<u8>)> = HashSet::new();
     kv.scan(
         Space::Meta,
         &[keys::TAG_CHANGE],
@@ -475,12 +473,12 @@ fn check_view(
         }
     };
     r.views += 1;
-    let mut links: HashMap<u64, u32> = HashMap::new();
-    let mut seen_dirs: HashSet<u64> = HashSet::from([ROOT_INO]);
+    let mut links: HashMap<Ino, u32> = HashMap::new();
+    let mut seen_dirs: HashSet<Ino> = HashSet::from([ROOT_INO]);
     let mut stack = vec![ROOT_INO];
-    let mut nlink_of: HashMap<u64, u32> = HashMap::new();
+    let mut nlink_of: HashMap<Ino, u32> = HashMap::new();
     // (inode, directory, name) of every entry, to check the back links against.
-    let mut names: HashSet<(u64, u64, Vec<u8>)> = HashSet::new();
+    let mut names: HashSet<(Ino, Ino, Vec<u8>)> = HashSet::new();
     while let Some(dir) = stack.pop() {
         let dattr = match fs.getattr(dir) {
             Ok(a) => a,

@@ -22,6 +22,7 @@
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
 //! | Meta  | 0x13 | tag, data id u64, epoch u64               | versioned "data id dropped"  |
+//! | Meta  | 0x14 | tag, ino u64, parent ino u64, name, 0x00, epoch u64 | versioned back link (empty) |
 //! | Meta  | 0x20 | tag, epoch u64, space u8, unversioned key | change index: bytes (u64)    |
 //! | Meta  | 0x30 | tag, container, 0x00, ino u64             | orphan (unlinked while open) |
 //! | Data  | 0x40 | tag, data id u64, block index u64, epoch  | versioned block bytes        |
@@ -30,6 +31,7 @@
 //! version's key without the trailing epoch, prefixed by that epoch, so everything one epoch
 //! wrote is one contiguous range.
 
+use crate::ids::{ContainerId, DataId, Epoch, Ino};
 use crate::kv::Space;
 
 pub const TAG_SETTING: u8 = 0x01;
@@ -77,27 +79,27 @@ pub fn setting(name: &str) -> Vec<u8> {
     k
 }
 
-pub fn epoch(e: u64) -> Vec<u8> {
-    with_u64(TAG_EPOCH, e)
+pub fn epoch(e: Epoch) -> Vec<u8> {
+    with_u64(TAG_EPOCH, e.get())
 }
 
 /// Reclaim's record that retired epoch `e` holds no version its only child (a frozen
 /// epoch, the value: 8 bytes) shadows; while that prune is under way, the child is followed
 /// by the change-index cursor to resume from.
-pub fn pruned(e: u64) -> Vec<u8> {
-    with_u64(TAG_PRUNED, e)
+pub fn pruned(e: Epoch) -> Vec<u8> {
+    with_u64(TAG_PRUNED, e.get())
 }
 
 /// The alias index: `alias` of a snapshot of `container`.
-pub fn alias(container: &[u8], alias: &str) -> Vec<u8> {
+pub fn alias(container: &ContainerId, alias: &str) -> Vec<u8> {
     let mut k = alias_prefix(container);
     k.extend_from_slice(alias.as_bytes());
     k
 }
 
-pub fn alias_prefix(container: &[u8]) -> Vec<u8> {
+pub fn alias_prefix(container: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_ALIAS];
-    k.extend_from_slice(container);
+    k.extend_from_slice(container.as_bytes());
     k.push(0);
     k
 }
@@ -111,16 +113,16 @@ pub fn expiry_prefix(secs: i64, nsecs: u32) -> Vec<u8> {
 }
 
 /// The expiry-index entry of snapshot `name` of `container`, expiring at (secs, nsecs).
-pub fn expiry(secs: i64, nsecs: u32, container: &[u8], name: &str) -> Vec<u8> {
+pub fn expiry(secs: i64, nsecs: u32, container: &ContainerId, name: &str) -> Vec<u8> {
     let mut k = expiry_prefix(secs, nsecs);
-    k.extend_from_slice(container);
+    k.extend_from_slice(container.as_bytes());
     k.push(0);
     k.extend_from_slice(name.as_bytes());
     k
 }
 
 /// Decodes an expiry-index key into (secs, nsecs, container, name).
-pub fn split_expiry(key: &[u8]) -> Option<(i64, u32, &[u8], &[u8])> {
+pub fn split_expiry(key: &[u8]) -> Option<(i64, u32, ContainerId, &[u8])> {
     if key.first() != Some(&TAG_EXPIRY) || key.len() < 13 {
         return None;
     }
@@ -128,24 +130,29 @@ pub fn split_expiry(key: &[u8]) -> Option<(i64, u32, &[u8], &[u8])> {
     let nsecs = u32::from_be_bytes(key[9..13].try_into().ok()?);
     let rest = &key[13..];
     let zero = rest.iter().position(|&b| b == 0)?;
-    Some((secs, nsecs, &rest[..zero], &rest[zero + 1..]))
+    Some((
+        secs,
+        nsecs,
+        ContainerId::from_bytes(&rest[..zero])?,
+        &rest[zero + 1..],
+    ))
 }
 
 /// The limits of container `id`.
-pub fn quota(id: &[u8]) -> Vec<u8> {
+pub fn quota(id: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_QUOTA];
-    k.extend_from_slice(id);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
 /// The usage (file data bytes) of the tree at epoch `e`.
-pub fn usage(e: u64) -> Vec<u8> {
-    with_u64(TAG_USAGE, e)
+pub fn usage(e: Epoch) -> Vec<u8> {
+    with_u64(TAG_USAGE, e.get())
 }
 
-pub fn container(id: &[u8]) -> Vec<u8> {
+pub fn container(id: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_CONTAINER];
-    k.extend_from_slice(id);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -157,117 +164,117 @@ pub fn container_name(name: &str) -> Vec<u8> {
 }
 
 /// Unversioned inode key (append an epoch with [`versioned`]).
-pub fn inode(ino: u64) -> Vec<u8> {
-    with_u64(TAG_INODE, ino)
+pub fn inode(ino: Ino) -> Vec<u8> {
+    with_u64(TAG_INODE, ino.get())
 }
 
 /// Unversioned directory entry key.
-pub fn dirent(parent: u64, name: &[u8]) -> Vec<u8> {
-    with_name(TAG_DIRENT, parent, name)
+pub fn dirent(parent: Ino, name: &[u8]) -> Vec<u8> {
+    with_name(TAG_DIRENT, parent.get(), name)
 }
 
 /// Prefix of every directory entry of `parent`.
-pub fn dirent_prefix(parent: u64) -> Vec<u8> {
-    with_u64(TAG_DIRENT, parent)
+pub fn dirent_prefix(parent: Ino) -> Vec<u8> {
+    with_u64(TAG_DIRENT, parent.get())
 }
 
 /// Unversioned back link: directory `parent` has an entry `name` for inode `ino`. Written
 /// (live or tombstone) in the same batch as every entry change, so each view finds the
 /// names of any inode without walking its tree (`Fs::links`; diffs).
-pub fn link(ino: u64, parent: u64, name: &[u8]) -> Vec<u8> {
-    let mut k = with_u64(TAG_LINK, ino);
-    k.extend_from_slice(&parent.to_be_bytes());
+pub fn link(ino: Ino, parent: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(TAG_LINK, ino.get());
+    k.extend_from_slice(&parent.get().to_be_bytes());
     k.extend_from_slice(name);
     k.push(0);
     k
 }
 
 /// Prefix of every back link of `ino`.
-pub fn link_prefix(ino: u64) -> Vec<u8> {
-    with_u64(TAG_LINK, ino)
+pub fn link_prefix(ino: Ino) -> Vec<u8> {
+    with_u64(TAG_LINK, ino.get())
 }
 
 /// (ino, parent, name) of an unversioned back-link key.
-pub fn split_link(base: &[u8]) -> Option<(u64, u64, &[u8])> {
+pub fn split_link(base: &[u8]) -> Option<(Ino, Ino, &[u8])> {
     if base.first() != Some(&TAG_LINK) || base.len() < 19 || *base.last()? != 0 {
         return None;
     }
     Some((
-        u64_at(base, 1)?,
-        u64_at(base, 9)?,
+        Ino::new(u64_at(base, 1)?),
+        Ino::new(u64_at(base, 9)?),
         &base[17..base.len() - 1],
     ))
 }
 
 /// Unversioned xattr key.
-pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
-    with_name(TAG_XATTR, ino, name)
+pub fn xattr(ino: Ino, name: &[u8]) -> Vec<u8> {
+    with_name(TAG_XATTR, ino.get(), name)
 }
 
-pub fn xattr_prefix(ino: u64) -> Vec<u8> {
-    with_u64(TAG_XATTR, ino)
+pub fn xattr_prefix(ino: Ino) -> Vec<u8> {
+    with_u64(TAG_XATTR, ino.get())
 }
 
 /// Marks, from an epoch down, that no inode refers to block storage `data_id` any more
 /// (truncated to zero or freed): reclaim uses it to see those blocks are shadowed.
-pub fn data_gone(data_id: u64) -> Vec<u8> {
-    with_u64(TAG_DATA_GONE, data_id)
+pub fn data_gone(data_id: DataId) -> Vec<u8> {
+    with_u64(TAG_DATA_GONE, data_id.get())
 }
 
 /// Unversioned block key.
-pub fn block(data_id: u64, index: u64) -> Vec<u8> {
-    let mut k = with_u64(TAG_BLOCK, data_id);
+pub fn block(data_id: DataId, index: u64) -> Vec<u8> {
+    let mut k = with_u64(TAG_BLOCK, data_id.get());
     k.extend_from_slice(&index.to_be_bytes());
     k
 }
 
-pub fn block_prefix(data_id: u64) -> Vec<u8> {
-    with_u64(TAG_BLOCK, data_id)
+pub fn block_prefix(data_id: DataId) -> Vec<u8> {
+    with_u64(TAG_BLOCK, data_id.get())
 }
 
 /// `base` with `epoch` appended: the key of one version.
-pub fn versioned(base: &[u8], epoch: u64) -> Vec<u8> {
+pub fn versioned(base: &[u8], epoch: Epoch) -> Vec<u8> {
     let mut k = Vec::with_capacity(base.len() + EPOCH_LEN);
     k.extend_from_slice(base);
-    k.extend_from_slice(&epoch.to_be_bytes());
+    k.extend_from_slice(&epoch.get().to_be_bytes());
     k
 }
 
 /// Splits a versioned key into its unversioned base and epoch.
-pub fn split_version(key: &[u8]) -> Option<(&[u8], u64)> {
+pub fn split_version(key: &[u8]) -> Option<(&[u8], Epoch)> {
     if key.len() < EPOCH_LEN + 1 {
         return None;
     }
     let (base, e) = key.split_at(key.len() - EPOCH_LEN);
-    Some((base, u64::from_be_bytes(e.try_into().ok()?)))
+    Some((base, Epoch::new(u64::from_be_bytes(e.try_into().ok()?))))
 }
 
 /// Change-index key for a version of `base` (in `space`) written by `epoch`.
-pub fn change(epoch: u64, space: Space, base: &[u8]) -> Vec<u8> {
-    let mut k = with_u64(TAG_CHANGE, epoch);
+pub fn change(epoch: Epoch, space: Space, base: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(TAG_CHANGE, epoch.get());
     k.push(space_byte(space));
     k.extend_from_slice(base);
     k
 }
 
 /// Prefix of everything `epoch` wrote in `space`.
-pub fn change_prefix(epoch: u64, space: Space) -> Vec<u8> {
-    let mut k = with_u64(TAG_CHANGE, epoch);
+pub fn change_prefix(epoch: Epoch, space: Space) -> Vec<u8> {
+    let mut k = with_u64(TAG_CHANGE, epoch.get());
     k.push(space_byte(space));
     k
 }
 
 /// Prefix of everything `epoch` wrote, in both spaces.
-pub fn epoch_changes(epoch: u64) -> Vec<u8> {
-    with_u64(TAG_CHANGE, epoch)
+pub fn epoch_changes(epoch: Epoch) -> Vec<u8> {
+    with_u64(TAG_CHANGE, epoch.get())
 }
 
 /// Decodes a change-index key into (epoch, space, unversioned base key).
-pub fn split_change(key: &[u8]) -> Option<(u64, Space, &[u8])> {
+pub fn split_change(key: &[u8]) -> Option<(Epoch, Space, &[u8])> {
     if key.len() < 10 || key[0] != TAG_CHANGE {
         return None;
     }
-    let epoch = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let epoch = Epoch::new(u64::from_be_bytes(key[1..9].try_into().ok()?));
     let space = match key[9] {
         0 => Space::Meta,
         1 => Space::Data,
@@ -283,37 +290,98 @@ fn space_byte(space: Space) -> u8 {
     }
 }
 
-pub fn orphan(container: &[u8], ino: u64) -> Vec<u8> {
+pub fn orphan(container: &ContainerId, ino: Ino) -> Vec<u8> {
     let mut k = orphan_prefix(container);
-    k.extend_from_slice(&ino.to_be_bytes());
+    k.extend_from_slice(&ino.get().to_be_bytes());
     k
 }
 
-pub fn orphan_prefix(container: &[u8]) -> Vec<u8> {
+pub fn orphan_prefix(container: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_ORPHAN];
-    k.extend_from_slice(container);
+    k.extend_from_slice(container.as_bytes());
     k.push(0);
     k
 }
 
-pub fn snapshot(container: &[u8], name: &str) -> Vec<u8> {
+pub fn snapshot(container: &ContainerId, name: &str) -> Vec<u8> {
     let mut k = snapshot_prefix(container);
     k.extend_from_slice(name.as_bytes());
     k
 }
 
-pub fn snapshot_prefix(container: &[u8]) -> Vec<u8> {
+pub fn snapshot_prefix(container: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_SNAPSHOT];
-    k.extend_from_slice(container);
+    k.extend_from_slice(container.as_bytes());
     k.push(0);
     k
 }
 
 /// Reads a big-endian u64 at `at` in `key`.
-pub fn u64_at(key: &[u8], at: usize) -> Option<u64> {
+fn u64_at(key: &[u8], at: usize) -> Option<u64> {
     key.get(at..at + 8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
+}
+
+/// The key's tag, if it has `tag` and at least `len` bytes.
+fn tagged(key: &[u8], tag: u8, len: usize) -> Option<&[u8]> {
+    (key.first() == Some(&tag) && key.len() >= len).then_some(key)
+}
+
+/// The epoch of an epoch-record key (0x02).
+pub fn split_epoch(key: &[u8]) -> Option<Epoch> {
+    u64_at(tagged(key, TAG_EPOCH, 9)?, 1).map(Epoch::new)
+}
+
+/// The epoch of a usage key (0x0a).
+pub fn split_usage(key: &[u8]) -> Option<Epoch> {
+    u64_at(tagged(key, TAG_USAGE, 9)?, 1).map(Epoch::new)
+}
+
+/// The inode of an inode key (0x10), unversioned or versioned.
+pub fn split_inode(key: &[u8]) -> Option<Ino> {
+    u64_at(tagged(key, TAG_INODE, 9)?, 1).map(Ino::new)
+}
+
+/// The directory of a directory-entry key (0x11), unversioned or versioned.
+pub fn split_dirent(key: &[u8]) -> Option<Ino> {
+    u64_at(tagged(key, TAG_DIRENT, 9)?, 1).map(Ino::new)
+}
+
+/// The inode of an xattr key (0x12), unversioned or versioned.
+pub fn split_xattr(key: &[u8]) -> Option<Ino> {
+    u64_at(tagged(key, TAG_XATTR, 9)?, 1).map(Ino::new)
+}
+
+/// The data id of a "data id dropped" key (0x13), unversioned or versioned.
+pub fn split_data_gone(key: &[u8]) -> Option<DataId> {
+    u64_at(tagged(key, TAG_DATA_GONE, 9)?, 1).map(DataId::new)
+}
+
+/// The inode a back-link key (0x14) is about, unversioned or versioned (the whole key:
+/// [`split_link`]).
+pub fn link_ino(key: &[u8]) -> Option<Ino> {
+    u64_at(tagged(key, TAG_LINK, 9)?, 1).map(Ino::new)
+}
+
+/// (data id, block index) of a block key (0x40), unversioned or versioned.
+pub fn split_block(key: &[u8]) -> Option<(DataId, u64)> {
+    let key = tagged(key, TAG_BLOCK, 17)?;
+    Some((DataId::new(u64_at(key, 1)?), u64_at(key, 9)?))
+}
+
+/// (container, inode) of an orphan key (0x30).
+pub fn split_orphan(key: &[u8]) -> Option<(ContainerId, Ino)> {
+    let rest = tagged(key, TAG_ORPHAN, 1)?.get(1..)?;
+    let zero = rest.iter().position(|&b| b == 0)?;
+    let ino = rest.get(zero + 1..)?;
+    if ino.len() != 8 {
+        return None;
+    }
+    Some((
+        ContainerId::from_bytes(&rest[..zero])?,
+        Ino::new(u64_at(ino, 0)?),
+    ))
 }
 
 /// The name part of a dirent or xattr base key (without the terminator).
@@ -326,23 +394,54 @@ pub fn name_of(base: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    fn ino(n: u64) -> Ino {
+        Ino::new(n)
+    }
+
+    fn ep(n: u64) -> Epoch {
+        Epoch::new(n)
+    }
+
     #[test]
     fn link_keys_round_trip_and_group_by_inode() {
-        let k = link(7, 1, b"a\xffb");
-        assert_eq!(split_link(&k), Some((7, 1, &b"a\xffb"[..])));
-        assert!(k.starts_with(&link_prefix(7)));
-        assert!(!link(8, 0, b"a").starts_with(&link_prefix(7)));
-        assert!(link(7, u64::MAX, b"z") < link(8, 0, b"a"));
-        assert_eq!(split_link(&dirent(7, b"x")), None);
-        assert_eq!(split_link(&link_prefix(7)), None);
+        let k = link(ino(7), ino(1), b"a\xffb");
+        assert_eq!(split_link(&k), Some((ino(7), ino(1), &b"a\xffb"[..])));
+        assert_eq!(link_ino(&versioned(&k, ep(3))), Some(ino(7)));
+        assert!(k.starts_with(&link_prefix(ino(7))));
+        assert!(!link(ino(8), ino(0), b"a").starts_with(&link_prefix(ino(7))));
+        assert!(link(ino(7), ino(u64::MAX), b"z") < link(ino(8), ino(0), b"a"));
+        assert_eq!(split_link(&dirent(ino(7), b"x")), None);
+        assert_eq!(split_link(&link_prefix(ino(7))), None);
+    }
+
+    #[test]
+    fn typed_decoders_round_trip_and_check_the_tag() {
+        let c = ContainerId::new("0123456789abcdef01234567");
+        assert_eq!(split_epoch(&epoch(ep(9))), Some(ep(9)));
+        assert_eq!(split_usage(&usage(ep(9))), Some(ep(9)));
+        assert_eq!(split_usage(&epoch(ep(9))), None);
+        assert_eq!(split_inode(&versioned(&inode(ino(5)), ep(2))), Some(ino(5)));
+        assert_eq!(split_inode(&xattr(ino(5), b"n")), None);
+        assert_eq!(split_dirent(&dirent(ino(6), b"n")), Some(ino(6)));
+        assert_eq!(split_xattr(&xattr(ino(4), b"n")), Some(ino(4)));
+        let d = DataId::new(77);
+        assert_eq!(split_data_gone(&data_gone(d)), Some(d));
+        assert_eq!(split_block(&versioned(&block(d, 3), ep(1))), Some((d, 3)));
+        assert_eq!(split_block(&block_prefix(d)), None);
+        assert_eq!(
+            split_orphan(&orphan(&c, ino(42))),
+            Some((c.clone(), ino(42)))
+        );
+        assert_eq!(split_orphan(&orphan_prefix(&c)), None);
     }
 
     #[test]
     fn expiry_keys_round_trip_and_sort_by_time() {
-        let k = expiry(1_700_000_000, 5, b"c1", "snap-x");
+        let c1 = ContainerId::new("c1");
+        let k = expiry(1_700_000_000, 5, &c1, "snap-x");
         assert_eq!(
             split_expiry(&k),
-            Some((1_700_000_000, 5, &b"c1"[..], &b"snap-x"[..]))
+            Some((1_700_000_000, 5, c1, &b"snap-x"[..]))
         );
         let times = [
             (-5i64, 0u32),
@@ -354,33 +453,34 @@ mod tests {
         ];
         let keys: Vec<Vec<u8>> = times
             .iter()
-            .map(|&(s, n)| expiry(s, n, b"c", "n"))
+            .map(|&(s, n)| expiry(s, n, &ContainerId::new("c"), "n"))
             .collect();
         assert!(
             keys.windows(2).all(|w| w[0] < w[1]),
             "byte order = time order"
         );
-        assert!(expiry(0, 1, b"c", "n") < expiry_prefix(0, 2));
-        assert!(expiry(0, 1, b"c", "n") >= expiry_prefix(0, 1));
+        let c = ContainerId::new("c");
+        assert!(expiry(0, 1, &c, "n") < expiry_prefix(0, 2));
+        assert!(expiry(0, 1, &c, "n") >= expiry_prefix(0, 1));
     }
 
     use super::*;
 
     #[test]
     fn versioned_keys_order_by_epoch() {
-        let base = inode(7);
-        let a = versioned(&base, 1);
-        let b = versioned(&base, 256);
-        let c = versioned(&base, u64::MAX);
+        let base = inode(ino(7));
+        let a = versioned(&base, ep(1));
+        let b = versioned(&base, ep(256));
+        let c = versioned(&base, ep(u64::MAX));
         assert!(a < b && b < c);
-        assert_eq!(split_version(&b), Some((&base[..], 256)));
+        assert_eq!(split_version(&b), Some((&base[..], ep(256))));
     }
 
     #[test]
     fn inode_keys_order_numerically() {
-        let mut last = inode(0);
+        let mut last = inode(ino(0));
         for n in [1u64, 255, 256, 65535, 1 << 32, u64::MAX] {
-            let k = inode(n);
+            let k = inode(ino(n));
             assert!(k > last, "{n}");
             last = k;
         }
@@ -389,39 +489,43 @@ mod tests {
     #[test]
     fn dirent_versions_of_one_name_are_contiguous() {
         // Versions of "a" must all sort before "a\x01" and "ab", whatever the epoch.
-        let a_hi = versioned(&dirent(5, b"a"), u64::MAX);
-        let a_lo = versioned(&dirent(5, b"a"), 0);
-        let a1 = versioned(&dirent(5, b"a\x01"), 0);
-        let ab = versioned(&dirent(5, b"ab"), 0);
+        let a_hi = versioned(&dirent(ino(5), b"a"), ep(u64::MAX));
+        let a_lo = versioned(&dirent(ino(5), b"a"), ep(0));
+        let a1 = versioned(&dirent(ino(5), b"a\x01"), ep(0));
+        let ab = versioned(&dirent(ino(5), b"ab"), ep(0));
         assert!(a_lo < a_hi && a_hi < a1 && a1 < ab);
         // And never leave the parent's prefix.
-        let p = dirent_prefix(5);
+        let p = dirent_prefix(ino(5));
         assert!(a_lo.starts_with(&p) && ab.starts_with(&p));
-        assert!(versioned(&dirent(6, b""), 0) > versioned(&dirent(5, &[0xff; 255]), u64::MAX));
+        assert!(
+            versioned(&dirent(ino(6), b""), ep(0))
+                > versioned(&dirent(ino(5), &[0xff; 255]), ep(u64::MAX))
+        );
     }
 
     #[test]
     fn name_round_trips_non_utf8() {
         let name = [0xffu8, 0xfe, b'x', 0x80];
-        let base = dirent(9, &name);
+        let base = dirent(ino(9), &name);
         assert_eq!(name_of(&base), Some(&name[..]));
     }
 
     #[test]
     fn change_key_round_trips() {
-        let base = block(3, 4);
-        let k = change(42, Space::Data, &base);
-        assert_eq!(split_change(&k), Some((42, Space::Data, &base[..])));
-        assert!(k.starts_with(&change_prefix(42, Space::Data)));
-        assert!(change(42, Space::Meta, &[0xff; 20]) < change_prefix(42, Space::Data));
-        assert!(change(43, Space::Meta, &[]) > change(42, Space::Data, &[0xff; 40]));
+        let base = block(DataId::new(3), 4);
+        let k = change(ep(42), Space::Data, &base);
+        assert_eq!(split_change(&k), Some((ep(42), Space::Data, &base[..])));
+        assert!(k.starts_with(&change_prefix(ep(42), Space::Data)));
+        assert!(change(ep(42), Space::Meta, &[0xff; 20]) < change_prefix(ep(42), Space::Data));
+        assert!(change(ep(43), Space::Meta, &[]) > change(ep(42), Space::Data, &[0xff; 40]));
     }
 
     #[test]
     fn block_keys_order_by_index_then_epoch() {
-        let k1 = versioned(&block(1, 1), 9);
-        let k2 = versioned(&block(1, 2), 1);
-        let k3 = versioned(&block(2, 0), 0);
+        let (d1, d2) = (DataId::new(1), DataId::new(2));
+        let k1 = versioned(&block(d1, 1), ep(9));
+        let k2 = versioned(&block(d1, 2), ep(1));
+        let k3 = versioned(&block(d2, 0), ep(0));
         assert!(k1 < k2 && k2 < k3);
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod fuse;
+pub mod ids;
 pub mod keys;
 pub mod kv;
 pub mod metrics;

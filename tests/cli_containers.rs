@@ -467,7 +467,7 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
         // Plant a directory entry to an inode that does not exist, in the head.
         let st = snapfs::storedir::open_store(store.path()).expect("open store");
         let id = st.container_by_name("default").unwrap().unwrap().id;
-        let head = st.head(id.as_bytes()).unwrap().epoch;
+        let head = st.head(&id).unwrap().epoch;
         let mut b = Batch::new();
         snapfs::store::put_version(
             &mut b,
@@ -475,7 +475,7 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
             &snapfs::keys::dirent(snapfs::fs::ROOT_INO, b"ghost"),
             head,
             snapfs::codec::encode_live(&snapfs::codec::Dirent {
-                ino: 77_777,
+                ino: snapfs::ids::Ino::new(77_777),
                 kind: snapfs::codec::Kind::File,
             }),
         );
@@ -483,7 +483,11 @@ fn fsck_reports_damage_exit_1_and_repair_fixes_it_exit_0() {
         snapfs::store::put_version(
             &mut b,
             Space::Meta,
-            &snapfs::keys::link(77_777, snapfs::fs::ROOT_INO, b"ghost"),
+            &snapfs::keys::link(
+                snapfs::ids::Ino::new(77_777),
+                snapfs::fs::ROOT_INO,
+                b"ghost",
+            ),
             head,
             snapfs::codec::encode_live(&()),
         );

@@ -21,9 +21,9 @@ use treeops::*;
 
 /// Everything the brute-force diff needs of one tree.
 struct Whole {
-    inodes: HashMap<u64, Inode>,
-    links: HashMap<u64, BTreeSet<(u64, Vec<u8>)>>,
-    dir_paths: HashMap<u64, Vec<u8>>,
+    inodes: HashMap<Ino, Inode>,
+    links: HashMap<Ino, BTreeSet<(Ino, Vec<u8>)>>,
+    dir_paths: HashMap<Ino, Vec<u8>>,
 }
 
 fn walk(fs: &Fs) -> Whole {
@@ -57,14 +57,14 @@ fn walk(fs: &Fs) -> Whole {
     w
 }
 
-fn path(w: &Whole, link: &(u64, Vec<u8>)) -> Vec<u8> {
+fn path(w: &Whole, link: &(Ino, Vec<u8>)) -> Vec<u8> {
     let mut p = w.dir_paths[&link.0].clone();
     p.push(b'/');
     p.extend_from_slice(&link.1);
     p
 }
 
-fn contents(fs: &Fs, i: &Inode, ino: u64) -> Vec<u8> {
+fn contents(fs: &Fs, i: &Inode, ino: Ino) -> Vec<u8> {
     if i.kind == Kind::File {
         fs.read(ino, 0, i.size as u32).expect("read")
     } else {
@@ -72,7 +72,7 @@ fn contents(fs: &Fs, i: &Inode, ino: u64) -> Vec<u8> {
     }
 }
 
-fn xattrs(fs: &Fs, ino: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn xattrs(fs: &Fs, ino: Ino) -> Vec<(Vec<u8>, Vec<u8>)> {
     let names = fs.listxattr(ino).unwrap_or_default();
     names
         .split(|&b| b == 0)
@@ -82,11 +82,11 @@ fn xattrs(fs: &Fs, ino: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// (path, old path, change, inode, metadata changed, content changed) by walking both trees.
-type Line = (Vec<u8>, Option<Vec<u8>>, ChangeKind, u64, bool, bool);
+type Line = (Vec<u8>, Option<Vec<u8>>, ChangeKind, Ino, bool, bool);
 
 fn brute_diff(a_fs: &Fs, b_fs: &Fs) -> Vec<Line> {
     let (a, b) = (walk(a_fs), walk(b_fs));
-    let inos: BTreeSet<u64> = a.inodes.keys().chain(b.inodes.keys()).copied().collect();
+    let inos: BTreeSet<Ino> = a.inodes.keys().chain(b.inodes.keys()).copied().collect();
     let mut out = Vec::new();
     for ino in inos {
         // Either side may hold the inode unlinked but open (an orphan): ask the view.
@@ -272,7 +272,7 @@ fn lines(fs: &Fs, a: &Chain, b: &Chain) -> Vec<String> {
 fn diff_names_added_deleted_modified_and_renamed_paths() {
     let t = make(mem_backend());
     let store = t.store().clone();
-    let id = t.container().to_vec();
+    let id = t.container().clone();
     let (d, _) = t.mkdir(ROOT_INO, b"etc", 0o755, ME).expect("mkdir");
     let (conf, _, _) = t
         .create(d, b"app.conf", 0o644, libc::O_RDWR, ME)
@@ -411,7 +411,7 @@ fn diff_cost_follows_the_changes_not_the_tree() {
     });
     let store = Arc::new(Store::init(kv.clone(), 4096).expect("init"));
     let t = open_default(store.clone());
-    let id = t.container().to_vec();
+    let id = t.container().clone();
     for i in 0..3000 {
         t.create(
             ROOT_INO,
@@ -449,7 +449,7 @@ fn diff_cost_follows_the_changes_not_the_tree() {
 }
 
 /// What a path holds in a tree, for the brute-force history: walked from the whole tree.
-fn state_at(fs: &Fs, w: &Whole, path: &[u8]) -> Option<(u64, Inode)> {
+fn state_at(fs: &Fs, w: &Whole, path: &[u8]) -> Option<(Ino, Inode)> {
     w.inodes.iter().find_map(|(&ino, inode)| {
         let named = if ino == ROOT_INO {
             path == b"/"

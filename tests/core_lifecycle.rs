@@ -48,7 +48,7 @@ impl MountHooks for Recorder {
         self.container.head()?.restore_paths(snap, paths)
     }
 
-    fn snapshot_gone(&self, _epoch: u64, wait: bool) {
+    fn snapshot_gone(&self, _epoch: snapfs::ids::Epoch, wait: bool) {
         self.log.lock().push(format!("gone wait={wait}"));
     }
 }
@@ -112,7 +112,7 @@ fn snapshot_of_mounted_container_flushes_before_the_batch() {
     let (store, c, rec) = mounted();
     let s = c.snapshot(Some("first"), None).expect("snapshot");
     assert_eq!(take(&rec), ["flush"]);
-    let listed = store.snapshots(c.id().as_bytes()).expect("list");
+    let listed = store.snapshots(c.id()).expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, s.name);
     assert_eq!(listed[0].record.alias.as_deref(), Some("first"));
@@ -149,7 +149,7 @@ fn delete_tells_the_mount_and_passes_the_wait_flag() {
     c.delete_snapshot(&a.name, true).expect("delete a");
     c.delete_snapshot(&b.name, false).expect("delete b");
     assert_eq!(take(&rec), ["gone wait=true", "gone wait=false"]);
-    assert!(store.snapshots(c.id().as_bytes()).expect("list").is_empty());
+    assert!(store.snapshots(c.id()).expect("list").is_empty());
 }
 
 #[test]

@@ -19,7 +19,7 @@ use snapfs::kv::{Batch, Dir, Space};
 use snapfs::store::Store;
 use treeops::*;
 
-type Links = BTreeSet<(u64, u64, Vec<u8>)>;
+type Links = BTreeSet<(Ino, Ino, Vec<u8>)>;
 
 /// Every live back link of the view.
 fn index_links(fs: &Fs) -> Links {

@@ -56,7 +56,7 @@ fn read_tree(fs: &Fs) -> Tree {
     out
 }
 
-fn dir_of(fs: &Fs, d: Option<&str>) -> u64 {
+fn dir_of(fs: &Fs, d: Option<&str>) -> Ino {
     match d {
         None => ROOT_INO,
         Some(d) => match fs.lookup(ROOT_INO, d.as_bytes()) {
@@ -144,13 +144,12 @@ struct World {
 }
 
 /// The id of the live container called `name`.
-fn id(store: &Store, name: &str) -> Vec<u8> {
+fn id(store: &Store, name: &str) -> ContainerId {
     store
         .container_by_name(name)
         .expect("lookup")
         .expect("container")
         .id
-        .into_bytes()
 }
 
 impl World {
@@ -422,7 +421,7 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
                     .copy_container(&cid, from.as_deref(), &target, None)
                     .expect("copy");
                 model.containers.insert(target.clone(), t);
-                let fs = Fs::new(world.store.clone(), rec.id.as_bytes()).expect("open copy");
+                let fs = Fs::new(world.store.clone(), &rec.id).expect("open copy");
                 world.heads.insert(target, fs);
             }
             6 => {

@@ -12,8 +12,8 @@ use harness::*;
 use snapfs::fs::{Fs, SetAttr, ROOT_INO};
 use snapfs::store::{Quota, Store, StoreError};
 
-fn cid(fs: &Fs) -> Vec<u8> {
-    fs.container().to_vec()
+fn cid(fs: &Fs) -> ContainerId {
+    fs.container().clone()
 }
 
 fn usage(fs: &Fs) -> u64 {
@@ -33,7 +33,7 @@ fn fsck_clean(store: &Arc<Store>) {
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
 }
 
-fn create(fs: &Fs, name: &str) -> u64 {
+fn create(fs: &Fs, name: &str) -> Ino {
     let (ino, _, fh) = fs
         .create(ROOT_INO, name.as_bytes(), 0o644, libc::O_RDWR, ME)
         .expect("create");
@@ -41,7 +41,7 @@ fn create(fs: &Fs, name: &str) -> u64 {
     ino
 }
 
-fn truncate(fs: &Fs, ino: u64, size: u64) {
+fn truncate(fs: &Fs, ino: Ino, size: u64) {
     let set = SetAttr {
         size: Some(size),
         ..Default::default()
@@ -130,7 +130,7 @@ fn writes_past_the_quota_fail_and_change_nothing() {
         .expect("rewrite in place");
     // Other containers are not limited.
     let other = t.store().create_container("other", None).expect("create");
-    let o = Fs::new(t.store().clone(), other.id.as_bytes()).expect("open");
+    let o = Fs::new(t.store().clone(), &other.id).expect("open");
     let (f, _, fh) = o
         .create(ROOT_INO, b"f", 0o644, libc::O_RDWR, ME)
         .expect("create");

@@ -74,7 +74,7 @@ fn versions(kv: &dyn Kv) -> u64 {
     n
 }
 
-fn epoch_versions(kv: &dyn Kv, e: u64) -> u64 {
+fn epoch_versions(kv: &dyn Kv, e: Epoch) -> u64 {
     let start = keys::epoch_changes(e);
     let end = snapfs::kv::prefix_end(&start);
     let mut n = 0;
@@ -274,7 +274,7 @@ fn reclaim_stopped_after_any_batch_resumes_after_reopen() {
     let c = build(&backend, 30);
     let store = c.fs.store().clone();
     let head = read_tree(&c.fs);
-    let container = c.fs.container().to_vec();
+    let container = c.fs.container().clone();
     // Delete every other snapshot and the oldest: merges, prunes and drops all happen.
     let mut alive: Vec<usize> = Vec::new();
     for (i, (name, _)) in c.snaps.iter().enumerate() {
@@ -351,7 +351,7 @@ fn snapshot_lookups_by_alias_survive_renames_and_deletes() {
     let backend = mem_backend();
     let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
     let fs = open_default(store.clone());
-    let c = fs.container().to_vec();
+    let c = fs.container().clone();
     let a = store.snapshot(&c, Some("a"), None).expect("a");
     let b = store.snapshot(&c, Some("b"), None).expect("b");
     assert_eq!(store.find_snapshot(&c, "a").unwrap().unwrap().name, a.name);
@@ -385,7 +385,7 @@ fn snapshot_summary_follows_creates_deletes_and_reopens() {
     let backend = mem_backend();
     let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
     let fs = open_default(store.clone());
-    let c = fs.container().to_vec();
+    let c = fs.container().clone();
     assert_eq!(store.snapshot_summary(&c).unwrap(), (0, None));
     let mut taken = Vec::new();
     for _ in 0..5 {
@@ -416,7 +416,7 @@ fn expiry_index_lists_what_is_due_and_follows_changes() {
     let backend = mem_backend();
     let store = Arc::new(Store::init(backend.kv(), 4096).expect("init"));
     let fs = open_default(store.clone());
-    let c = fs.container().to_vec();
+    let c = fs.container().clone();
     let now = Ts::now();
     let past = Ts {
         secs: now.secs - 10,

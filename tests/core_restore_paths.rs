@@ -6,19 +6,19 @@
 #[path = "core/harness.rs"]
 mod harness;
 
+use snapfs::ids::{ContainerId, Ino};
 use std::sync::Arc;
 
 use harness::*;
 use snapfs::fs::{Fs, SetAttr, ROOT_INO};
 use snapfs::store::{SnapshotInfo, Store};
 
-fn cid(store: &Store) -> Vec<u8> {
+fn cid(store: &Store) -> ContainerId {
     store
         .container_by_name("default")
         .expect("lookup")
         .expect("container")
         .id
-        .into_bytes()
 }
 
 fn snap(fs: &Fs) -> SnapshotInfo {
@@ -28,7 +28,7 @@ fn snap(fs: &Fs) -> SnapshotInfo {
 }
 
 /// The inode at `path` (absolute, `/`-separated), if any.
-fn at(fs: &Fs, path: &str) -> Option<u64> {
+fn at(fs: &Fs, path: &str) -> Option<Ino> {
     let mut ino = ROOT_INO;
     for c in path.split('/').filter(|c| !c.is_empty()) {
         ino = fs.lookup(ino, c.as_bytes()).ok()?.0;
@@ -36,11 +36,11 @@ fn at(fs: &Fs, path: &str) -> Option<u64> {
     Some(ino)
 }
 
-fn dir(fs: &Fs, path: &str) -> u64 {
+fn dir(fs: &Fs, path: &str) -> Ino {
     at(fs, path).unwrap_or_else(|| panic!("no directory {path}"))
 }
 
-fn mkdirs(fs: &Fs, path: &str) -> u64 {
+fn mkdirs(fs: &Fs, path: &str) -> Ino {
     let mut ino = ROOT_INO;
     for c in path.split('/').filter(|c| !c.is_empty()) {
         ino = match fs.lookup(ino, c.as_bytes()) {
@@ -51,7 +51,7 @@ fn mkdirs(fs: &Fs, path: &str) -> u64 {
     ino
 }
 
-fn put(fs: &Fs, path: &str, data: &[u8]) -> u64 {
+fn put(fs: &Fs, path: &str, data: &[u8]) -> Ino {
     let (parent, name) = path.rsplit_once('/').expect("absolute path");
     let d = mkdirs(fs, parent);
     let ino = match fs.lookup(d, name.as_bytes()) {

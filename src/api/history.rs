@@ -270,7 +270,10 @@ pub(super) async fn path_history(
         })
         .collect();
     let mut data = Map::new();
-    data.insert("container_id".into(), Value::String(h.container.id.clone()));
+    data.insert(
+        "container_id".into(),
+        Value::String(h.container.id.to_string()),
+    );
     put_path(&mut data, "path", Some(&asked));
     data.insert("history".into(), Value::Array(entries));
     Ok(ApiResponse::ok(

@@ -25,6 +25,7 @@ use parking_lot::RwLock;
 
 use crate::codec::Ts;
 use crate::error::FsResult;
+use crate::ids::{ContainerId, Epoch};
 use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
 
 use super::{Fs, PathRestore};
@@ -54,28 +55,28 @@ pub trait MountHooks: Send + Sync {
     /// snapshot's open files. With `wait`, returns once it has (a deletion through the API);
     /// a deletion by `rmdir` in the mount cannot wait (the kernel holds the snapshot's inode
     /// during the call).
-    fn snapshot_gone(&self, epoch: u64, wait: bool);
+    fn snapshot_gone(&self, epoch: Epoch, wait: bool);
 }
 
 /// One container of the store, as the lifecycle sees it (see the module documentation).
 pub struct Container {
     store: Arc<Store>,
-    id: String,
+    id: ContainerId,
     /// The mount's hooks while mounted (weak: the mount owns the volume, not the other way).
     mount: RwLock<Option<Weak<dyn MountHooks>>>,
 }
 
 impl Container {
     /// The container with id `id` (not checked here: every store call checks it).
-    pub fn new(store: Arc<Store>, id: &str) -> Arc<Container> {
+    pub fn new(store: Arc<Store>, id: &ContainerId) -> Arc<Container> {
         Arc::new(Container {
             store,
-            id: id.to_string(),
+            id: id.clone(),
             mount: RwLock::new(None),
         })
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &ContainerId {
         &self.id
     }
 
@@ -86,7 +87,7 @@ impl Container {
     /// The head as a view of its own (for a volume, or a path restore of an unmounted
     /// container).
     pub fn head(&self) -> FsResult<Fs> {
-        Fs::new(self.store.clone(), self.id.as_bytes())
+        Fs::new(self.store.clone(), &self.id)
     }
 
     /// Registers the mount's hooks; called once by the volume it mounts.
@@ -114,7 +115,7 @@ impl Container {
         expires_at: Option<Ts>,
     ) -> Result<SnapshotInfo, StoreError> {
         self.flush_writes()?;
-        self.store.snapshot(self.id.as_bytes(), alias, expires_at)
+        self.store.snapshot(&self.id, alias, expires_at)
     }
 
     /// Restores the whole tree to snapshot `key` (name or alias); later snapshots stay. A
@@ -122,10 +123,10 @@ impl Container {
     pub fn restore(&self, key: &str) -> Result<SnapshotInfo, StoreError> {
         // Unknown snapshots are refused before anything changes (a mount's head generation
         // included).
-        if self.store.find_snapshot(self.id.as_bytes(), key)?.is_none() {
+        if self.store.find_snapshot(&self.id, key)?.is_none() {
             return Err(StoreError::NoSnapshot(key.to_string()));
         }
-        let cid = self.id.as_bytes();
+        let cid = &self.id;
         match self.mounted() {
             Some(m) => m.switch_tree(&mut || self.store.restore(cid, key)),
             None => self.store.restore(cid, key),
@@ -152,14 +153,13 @@ impl Container {
         if key.is_none() {
             self.flush_writes()?;
         }
-        self.store
-            .copy_container(self.id.as_bytes(), key, name, project_id)
+        self.store.copy_container(&self.id, key, name, project_id)
     }
 
     /// Deletes snapshot `key` (name or alias): hidden at once, reclaimed in the background.
     /// `wait`: see [`MountHooks::snapshot_gone`].
     pub fn delete_snapshot(&self, key: &str, wait: bool) -> Result<SnapshotInfo, StoreError> {
-        let gone = self.store.delete_snapshot(self.id.as_bytes(), key)?;
+        let gone = self.store.delete_snapshot(&self.id, key)?;
         if let Some(m) = self.mounted() {
             m.snapshot_gone(gone.record.epoch, wait);
         }
@@ -168,11 +168,11 @@ impl Container {
 
     /// Sets (or with None, drops) the alias of snapshot `key`.
     pub fn set_alias(&self, key: &str, alias: Option<&str>) -> Result<SnapshotInfo, StoreError> {
-        self.store.set_alias(self.id.as_bytes(), key, alias)
+        self.store.set_alias(&self.id, key, alias)
     }
 
     /// Sets (or with None, drops) the expiry time of snapshot `key`.
     pub fn set_expiry(&self, key: &str, at: Option<Ts>) -> Result<SnapshotInfo, StoreError> {
-        self.store.set_expiry(self.id.as_bytes(), key, at)
+        self.store.set_expiry(&self.id, key, at)
     }
 }

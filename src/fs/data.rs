@@ -5,6 +5,7 @@
 
 use crate::codec::{self, Inode, Kind, Version};
 use crate::error::{FsError, FsResult};
+use crate::ids::{DataId, Epoch, Ino};
 use crate::keys;
 use crate::kv::Space;
 use crate::store::{self, Chain};
@@ -21,14 +22,14 @@ impl Fs {
     pub(super) fn visible_blocks(
         &self,
         chain: &Chain,
-        data_id: u64,
+        data_id: DataId,
         first: u64,
         last: u64,
         f: &mut dyn FnMut(u64, &[u8]),
     ) -> FsResult<()> {
-        let start = keys::versioned(&keys::block(data_id, first), 0);
+        let start = keys::versioned(&keys::block(data_id, first), Epoch::new(0));
         let end = match last.checked_add(1) {
-            Some(n) => keys::versioned(&keys::block(data_id, n), 0),
+            Some(n) => keys::versioned(&keys::block(data_id, n), Epoch::new(0)),
             None => crate::kv::prefix_end(&keys::block_prefix(data_id)),
         };
         let mut err = None;
@@ -39,7 +40,7 @@ impl Fs {
             &end,
             chain,
             &mut |base, v| {
-                let Some(idx) = keys::u64_at(base, 9) else {
+                let Some((_, idx)) = keys::split_block(base) else {
                     return true;
                 };
                 match codec::decode_block(v) {
@@ -60,7 +61,7 @@ impl Fs {
     }
 
     /// For checking: (end of the last visible block's bytes, total visible bytes) of a file.
-    pub fn block_extent(&self, ino: u64) -> FsResult<(u64, u64)> {
+    pub fn block_extent(&self, ino: Ino) -> FsResult<(u64, u64)> {
         let chain = self.chain()?;
         let inode = self.inode_in(&chain, ino)?;
         let bs = self.block_size() as u64;
@@ -73,7 +74,7 @@ impl Fs {
     }
 
     /// One block's visible bytes (a point read of its versions: see [`store::resolve`]).
-    fn block(&self, chain: &Chain, data_id: u64, idx: u64) -> FsResult<Option<Vec<u8>>> {
+    fn block(&self, chain: &Chain, data_id: DataId, idx: u64) -> FsResult<Option<Vec<u8>>> {
         let base = keys::block(data_id, idx);
         match store::resolve(self.store.kv(), Space::Data, &base, chain)? {
             None => Ok(None),
@@ -93,7 +94,7 @@ impl Fs {
     }
 
     /// Reads up to `size` bytes at `offset`; holes read as zeros.
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let chain = self.chain()?;
         let inode = self.inode_in(&chain, ino)?;
         Self::check_file(&inode)?;
@@ -121,7 +122,7 @@ impl Fs {
     /// writer may not keep them: no `CAP_FSETID`) the setuid/setgid bits.
     pub fn write(
         &self,
-        ino: u64,
+        ino: Ino,
         fh: Option<Fh>,
         offset: u64,
         data: &[u8],
@@ -260,7 +261,7 @@ impl Fs {
                 // O(1) in what ancestors hold: the file gets fresh block storage; only this
                 // head's own blocks of the old storage are freed.
                 tx.drop_data(inode.data_id)?;
-                inode.data_id = tx.alloc_id();
+                inode.data_id = tx.alloc_data_id();
                 inode.alloc = 0;
             } else {
                 self.clear_range(tx, inode, size, inode.size)?;
@@ -276,7 +277,7 @@ impl Fs {
     /// capabilities and with `kill_priv` the setuid/setgid bits.
     pub fn fallocate(
         &self,
-        ino: u64,
+        ino: Ino,
         offset: u64,
         len: u64,
         mode: i32,
@@ -323,7 +324,7 @@ impl Fs {
     }
 
     /// `lseek` with SEEK_DATA (3) or SEEK_HOLE (4); other whences are the kernel's business.
-    pub fn lseek(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
+    pub fn lseek(&self, ino: Ino, offset: u64, whence: i32) -> FsResult<u64> {
         let chain = self.chain()?;
         let inode = self.inode_in(&chain, ino)?;
         Self::check_file(&inode)?;
@@ -365,9 +366,9 @@ impl Fs {
     /// Copies `len` bytes between files (same store); returns the bytes copied.
     pub fn copy_file_range(
         &self,
-        ino_in: u64,
+        ino_in: Ino,
         off_in: u64,
-        ino_out: u64,
+        ino_out: Ino,
         off_out: u64,
         len: u64,
         kill_priv: bool,

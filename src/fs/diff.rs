@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
+use crate::ids::{DataId, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::Chain;
@@ -86,7 +87,7 @@ pub struct Change {
     /// For `Renamed`: the path in the older tree.
     pub old_path: Option<Vec<u8>>,
     pub change: ChangeKind,
-    pub ino: u64,
+    pub ino: Ino,
     /// Size, data or symlink target differ (for `Modified` and `Renamed`).
     pub content: bool,
     /// Type, permissions, owner, mtime, device or extended attributes differ.
@@ -108,16 +109,16 @@ impl Change {
 /// Inodes and data ids some epoch of a set wrote.
 #[derive(Default)]
 struct Touched {
-    inodes: BTreeSet<u64>,
-    xattrs: HashSet<u64>,
-    data: HashSet<u64>,
+    inodes: BTreeSet<Ino>,
+    xattrs: HashSet<Ino>,
+    data: HashSet<DataId>,
 }
 
 /// Memoized paths of directories, per tree.
 struct Namer<'a> {
     fs: &'a Fs,
     chain: &'a Chain,
-    dirs: HashMap<u64, Option<Vec<u8>>>,
+    dirs: HashMap<Ino, Option<Vec<u8>>>,
 }
 
 impl<'a> Namer<'a> {
@@ -130,7 +131,7 @@ impl<'a> Namer<'a> {
     }
 
     /// The path of directory `dir` (the root is empty), None if it is not reachable.
-    fn dir_path(&mut self, dir: u64, depth: usize) -> FsResult<Option<Vec<u8>>> {
+    fn dir_path(&mut self, dir: Ino, depth: usize) -> FsResult<Option<Vec<u8>>> {
         if let Some(p) = self.dirs.get(&dir) {
             return Ok(p.clone());
         }
@@ -145,7 +146,7 @@ impl<'a> Namer<'a> {
         Ok(path)
     }
 
-    fn path_of(&mut self, link: &(u64, Vec<u8>)) -> FsResult<Option<Vec<u8>>> {
+    fn path_of(&mut self, link: &(Ino, Vec<u8>)) -> FsResult<Option<Vec<u8>>> {
         Ok(self.dir_path(link.0, 0)?.map(|p| join(&p, &link.1)))
     }
 }
@@ -244,7 +245,7 @@ impl Fs {
         Ok(out)
     }
 
-    fn inode_opt(&self, chain: &Chain, ino: u64) -> FsResult<Option<Inode>> {
+    fn inode_opt(&self, chain: &Chain, ino: Ino) -> FsResult<Option<Inode>> {
         match self.inode_in(chain, ino) {
             Ok(i) => Ok(Some(i)),
             Err(FsError::NotFound) => Ok(None),
@@ -263,16 +264,11 @@ impl Fs {
             let end = [prefix.as_slice(), &[keys::TAG_LINK + 1]].concat();
             kv.scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
                 if let Some((_, _, base)) = keys::split_change(k) {
-                    let id = keys::u64_at(base, 1);
-                    match (base.first().copied(), id) {
-                        (Some(keys::TAG_INODE), Some(ino)) | (Some(keys::TAG_LINK), Some(ino)) => {
-                            t.inodes.insert(ino);
-                        }
-                        (Some(keys::TAG_XATTR), Some(ino)) => {
-                            t.inodes.insert(ino);
-                            t.xattrs.insert(ino);
-                        }
-                        _ => {}
+                    if let Some(ino) = keys::split_inode(base).or_else(|| keys::link_ino(base)) {
+                        t.inodes.insert(ino);
+                    } else if let Some(ino) = keys::split_xattr(base) {
+                        t.inodes.insert(ino);
+                        t.xattrs.insert(ino);
                     }
                 }
                 true
@@ -284,7 +280,9 @@ impl Fs {
             loop {
                 let mut next = None;
                 kv.scan(Space::Meta, &from, &end, Dir::Forward, &mut |k, _| {
-                    next = keys::split_change(k).and_then(|(_, _, base)| keys::u64_at(base, 1));
+                    next = keys::split_change(k)
+                        .and_then(|(_, _, base)| keys::split_block(base))
+                        .map(|(d, _)| d);
                     false
                 })?;
                 let Some(id) = next else { break };

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::codec::{Dirent, Kind};
 use crate::error::{FsError, FsResult};
+use crate::ids::Ino;
 use crate::keys;
 use crate::store::Chain;
 
@@ -11,8 +12,9 @@ use super::{check_name, now, scan_live, Fh, Fs, Handle, ROOT_INO};
 
 /// One listed entry. `offset` names the position of the *next* entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
+pub struct DirEntry<I = Ino> {
+    /// A store inode number; a kernel number in `Volume`'s listings.
+    pub ino: I,
     pub kind: Kind,
     pub name: Vec<u8>,
     pub offset: u64,
@@ -27,7 +29,7 @@ impl Fs {
     pub(super) fn list(
         &self,
         chain: &Chain,
-        ino: u64,
+        ino: Ino,
         limit: usize,
     ) -> FsResult<Vec<(Vec<u8>, Dirent)>> {
         let prefix = keys::dirent_prefix(ino);
@@ -51,12 +53,12 @@ impl Fs {
 
     /// Every (directory, name) entry naming inode `ino` in this view, from the back links
     /// (ascending): the paths of an inode without walking the tree.
-    pub fn links(&self, ino: u64) -> FsResult<Vec<(u64, Vec<u8>)>> {
+    pub fn links(&self, ino: Ino) -> FsResult<Vec<(Ino, Vec<u8>)>> {
         let chain = self.chain()?;
         self.links_in(&chain, ino)
     }
 
-    pub(super) fn links_in(&self, chain: &Chain, ino: u64) -> FsResult<Vec<(u64, Vec<u8>)>> {
+    pub(super) fn links_in(&self, chain: &Chain, ino: Ino) -> FsResult<Vec<(Ino, Vec<u8>)>> {
         let prefix = keys::link_prefix(ino);
         let mut out = Vec::new();
         let end = crate::kv::prefix_end(&prefix);
@@ -69,7 +71,7 @@ impl Fs {
 
     /// Calls `f(ino, directory, name)` for every live back link of this view (for checks),
     /// in descending key order.
-    pub fn all_links(&self, f: &mut dyn FnMut(u64, u64, &[u8])) -> FsResult<()> {
+    pub fn all_links(&self, f: &mut dyn FnMut(Ino, Ino, &[u8])) -> FsResult<()> {
         let chain = self.chain()?;
         self.visit_links(&chain, &[keys::TAG_LINK], &[keys::TAG_LINK + 1], f)
     }
@@ -79,7 +81,7 @@ impl Fs {
         chain: &Chain,
         start: &[u8],
         end: &[u8],
-        f: &mut dyn FnMut(u64, u64, &[u8]),
+        f: &mut dyn FnMut(Ino, Ino, &[u8]),
     ) -> FsResult<()> {
         scan_live(self.store.kv(), start, end, chain, &mut |base, ()| {
             if let Some((ino, parent, name)) = keys::split_link(base) {
@@ -89,11 +91,11 @@ impl Fs {
         })
     }
 
-    pub(super) fn dir_is_empty(&self, chain: &Chain, ino: u64) -> FsResult<bool> {
+    pub(super) fn dir_is_empty(&self, chain: &Chain, ino: Ino) -> FsResult<bool> {
         Ok(self.list(chain, ino, 1)?.is_empty())
     }
 
-    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
+    pub fn opendir(&self, ino: Ino) -> FsResult<Fh> {
         let inode = self.getattr(ino)?;
         if inode.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -108,7 +110,7 @@ impl Fs {
 
     /// Entries of the open directory `fh` from `offset` on. The listing is taken once per
     /// handle (at offset 0), so offsets stay stable while the directory changes.
-    pub fn readdir(&self, ino: u64, fh: Fh, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, ino: Ino, fh: Fh, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
         let cached = match self.handles.lock().map.get(&fh) {
             Some(Handle::Dir { ino: i, entries }) if *i == ino => entries.clone(),
             _ => return Err(FsError::BadHandle),
@@ -156,7 +158,7 @@ impl Fs {
     }
 
     /// Is `dir` equal to `ancestor` or below it?
-    fn is_within(&self, chain: &Chain, mut dir: u64, ancestor: u64) -> FsResult<bool> {
+    fn is_within(&self, chain: &Chain, mut dir: Ino, ancestor: Ino) -> FsResult<bool> {
         for _ in 0..100_000 {
             if dir == ancestor {
                 return Ok(true);
@@ -171,9 +173,9 @@ impl Fs {
 
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        newparent: u64,
+        newparent: Ino,
         newname: &[u8],
         flags: u32,
     ) -> FsResult<()> {

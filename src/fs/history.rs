@@ -5,6 +5,7 @@
 
 use crate::codec::{Inode, Kind};
 use crate::error::{FsError, FsResult};
+use crate::ids::{DataId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::Chain;
@@ -54,7 +55,7 @@ pub fn components(path: &[u8]) -> FsResult<Vec<&[u8]>> {
 impl Fs {
     /// What `path` (absolute) names in the tree `chain`: None if some component is missing
     /// or not a directory.
-    pub fn path_in(&self, chain: &Chain, path: &[u8]) -> FsResult<Option<(u64, Inode)>> {
+    pub fn path_in(&self, chain: &Chain, path: &[u8]) -> FsResult<Option<(Ino, Inode)>> {
         let mut ino = ROOT_INO;
         let mut inode = self.inode_in(chain, ROOT_INO)?;
         for name in components(path)? {
@@ -87,7 +88,7 @@ impl Fs {
             None => None,
         };
         let after = self.path_in(newer, path)?;
-        let side = |x: &Option<(u64, Inode)>| x.as_ref().map(|(_, i)| Side::of(i));
+        let side = |x: &Option<(Ino, Inode)>| x.as_ref().map(|(_, i)| Side::of(i));
         let (change, content, metadata) = match (&before, &after) {
             (None, None) => return Ok(None),
             (None, Some(_)) => (ChangeKind::Added, false, false),
@@ -125,7 +126,7 @@ impl Fs {
         a: &Inode,
         cb: &Chain,
         b: &Inode,
-        ino: u64,
+        ino: Ino,
     ) -> FsResult<(bool, bool)> {
         let content = a.size != b.size
             || a.target != b.target
@@ -138,17 +139,17 @@ impl Fs {
         &self,
         ca: &Chain,
         a: &Inode,
-        ia: u64,
+        ia: Ino,
         cb: &Chain,
         b: &Inode,
-        ib: u64,
+        ib: Ino,
     ) -> FsResult<bool> {
         Ok(super::diff::side_meta_differs(a, b)
             || self.xattrs_in(ca, ia)? != self.xattrs_in(cb, ib)?)
     }
 
     /// Did an epoch in exactly one of the two chains write a block of `data_id`?
-    fn data_written_between(&self, a: &Chain, b: &Chain, data_id: u64) -> FsResult<bool> {
+    fn data_written_between(&self, a: &Chain, b: &Chain, data_id: DataId) -> FsResult<bool> {
         for e in only_one(a, b) {
             let start = keys::change(e, Space::Data, &keys::block_prefix(data_id));
             let end = crate::kv::prefix_end(&start);
@@ -168,7 +169,7 @@ impl Fs {
 }
 
 /// The epochs in exactly one of two chains: where their trees can differ.
-pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<u64> {
+pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
     let (ma, mb) = (a.members(), b.members());
     ma.iter()
         .filter(|e| mb.binary_search(e).is_err())

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::codec::{self, Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
+use crate::ids::{ContainerId, DataId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
 use crate::store::{self, resolve, scan_visible, Chain, Store};
@@ -34,7 +35,10 @@ pub use history::{components, PathChange};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use restore::PathRestore;
-pub use volume::{KernelDrops, KernelLink, Volume, VolumeOptions, SNAPDIR_INO, SNAPDIR_NAME};
+pub use volume::{
+    KernelDrops, KernelLink, Listed, Listing, Volume, VolumeOptions, ROOT_KERNEL_INO, SNAPDIR_INO,
+    SNAPDIR_NAME,
+};
 
 pub use crate::store::ROOT_INO;
 
@@ -73,21 +77,19 @@ pub struct Statfs {
     pub namelen: u32,
 }
 
-/// An open file or directory of one view: the number handed to the kernel at open and
-/// given back on every read, write, readdir and release. A type of its own because the calls
-/// that take it also take inode numbers and offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fh(pub u64);
+/// An open file or directory of one view (see [`crate::ids::Fh`]): a type of its own because
+/// the calls that take it also take inode numbers and offsets.
+pub use crate::ids::Fh;
 
 enum Handle {
     File {
-        ino: u64,
+        ino: Ino,
         append: bool,
         /// Opened for writing (the kernel may hold cached writes for it).
         write: bool,
     },
     Dir {
-        ino: u64,
+        ino: Ino,
         entries: Option<Arc<Vec<DirEntry>>>,
     },
 }
@@ -101,9 +103,9 @@ enum Handle {
 struct Handles {
     map: HashMap<Fh, Handle>,
     /// Open file handles per inode (an unlinked inode lives until its count drops to zero).
-    open: HashMap<u64, u32>,
+    open: HashMap<Ino, u32>,
     /// Inodes unlinked (nlink 0) while open: their last release frees them.
-    orphans: HashSet<u64>,
+    orphans: HashSet<Ino>,
 }
 
 /// Which tree an [`Fs`] shows.
@@ -117,7 +119,7 @@ enum View {
 /// One view of a container: its head, or a snapshot.
 pub struct Fs {
     store: Arc<Store>,
-    container: Vec<u8>,
+    container: ContainerId,
     view: View,
     handles: Mutex<Handles>,
     next_fh: AtomicU64,
@@ -132,20 +134,20 @@ struct Tx<'a> {
     dropped: u64,
     /// File data bytes (`alloc`) of each inode this batch writes: (before, after), for the
     /// container's usage and quota.
-    allocs: HashMap<u64, (u64, u64)>,
+    allocs: HashMap<Ino, (u64, u64)>,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
 
 impl Tx<'_> {
-    fn epoch(&self) -> u64 {
+    fn epoch(&self) -> Epoch {
         self.chain.epoch
     }
 
-    fn inode(&self, ino: u64) -> FsResult<Inode> {
+    fn inode(&self, ino: Ino) -> FsResult<Inode> {
         self.fs.inode_in(&self.chain, ino)
     }
 
-    fn put_inode(&mut self, ino: u64, inode: &Inode) {
+    fn put_inode(&mut self, ino: Ino, inode: &Inode) {
         let alloc = if inode.kind == Kind::File {
             inode.alloc
         } else {
@@ -164,7 +166,7 @@ impl Tx<'_> {
 
     /// Records that inode `ino` now holds `alloc` bytes of file data (0: freed), against
     /// what it held before this batch (read once, through the cache).
-    fn note_alloc(&mut self, ino: u64, alloc: u64) {
+    fn note_alloc(&mut self, ino: Ino, alloc: u64) {
         if let Some(e) = self.allocs.get_mut(&ino) {
             e.1 = alloc;
             return;
@@ -177,7 +179,7 @@ impl Tx<'_> {
     }
 
     /// Deletes inode `ino` in this head (a tombstone version).
-    fn tombstone_inode(&mut self, ino: u64) {
+    fn tombstone_inode(&mut self, ino: Ino) {
         self.note_alloc(ino, 0);
         let e = self.epoch();
         store::put_version(
@@ -189,13 +191,13 @@ impl Tx<'_> {
         );
     }
 
-    fn dirent(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
+    fn dirent(&self, parent: Ino, name: &[u8]) -> FsResult<Option<Dirent>> {
         self.fs.dirent_in(&self.chain, parent, name)
     }
 
     /// Points entry `name` of `parent` at `d`; `prev` is the inode the entry named before
     /// (None for a new name). Keeps the back links (`keys::link`) in the same batch.
-    fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent, prev: Option<u64>) {
+    fn put_dirent(&mut self, parent: Ino, name: &[u8], d: Dirent, prev: Option<Ino>) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -214,7 +216,7 @@ impl Tx<'_> {
     }
 
     /// Removes entry `name` of `parent`, which names inode `ino`.
-    fn del_dirent(&mut self, parent: u64, name: &[u8], ino: u64) {
+    fn del_dirent(&mut self, parent: Ino, name: &[u8], ino: Ino) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -226,7 +228,7 @@ impl Tx<'_> {
         self.put_link(ino, parent, name, false);
     }
 
-    fn put_link(&mut self, ino: u64, parent: u64, name: &[u8], live: bool) {
+    fn put_link(&mut self, ino: Ino, parent: Ino, name: &[u8], live: bool) {
         let e = self.epoch();
         let value = if live {
             codec::encode_live(&())
@@ -244,7 +246,7 @@ impl Tx<'_> {
 
     /// Drops this head's own blocks of `data_id` and records that the data id is dead from
     /// this epoch down (so reclaim knows older epochs' blocks of it are shadowed).
-    fn drop_data(&mut self, data_id: u64) -> FsResult<()> {
+    fn drop_data(&mut self, data_id: DataId) -> FsResult<()> {
         self.drop_own(Space::Data, &keys::block_prefix(data_id))?;
         let e = self.epoch();
         store::put_version(
@@ -257,8 +259,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn alloc_id(&mut self) -> u64 {
-        self.fs.store.alloc_id(&mut self.batch)
+    /// A fresh inode number (inodes and data ids share one counter: never reused).
+    fn alloc_ino(&mut self) -> Ino {
+        Ino::new(self.fs.store.alloc_id(&mut self.batch))
+    }
+
+    /// A fresh data id.
+    fn alloc_data_id(&mut self) -> DataId {
+        DataId::new(self.fs.store.alloc_id(&mut self.batch))
     }
 
     /// Physically drops this head epoch's own versions of every key under `prefix` (found
@@ -392,7 +400,7 @@ fn now() -> Ts {
 
 impl Fs {
     /// Opens the head view of `container`, freeing inodes a crash left unlinked but open.
-    pub fn new(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
+    pub fn new(store: Arc<Store>, container: &ContainerId) -> FsResult<Fs> {
         let fs = Self::head_unchanged(store, container)?;
         fs.purge_orphans()?;
         Ok(fs)
@@ -400,11 +408,11 @@ impl Fs {
 
     /// Opens the head view of `container` without writing anything (for checks: orphans
     /// stay until the next real open).
-    pub fn head_unchanged(store: Arc<Store>, container: &[u8]) -> FsResult<Fs> {
+    pub fn head_unchanged(store: Arc<Store>, container: &ContainerId) -> FsResult<Fs> {
         store.head(container)?;
         Ok(Fs {
             store,
-            container: container.to_vec(),
+            container: container.clone(),
             view: View::Head,
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
@@ -412,10 +420,10 @@ impl Fs {
     }
 
     /// A read-only view of the frozen tree `chain` of `container`.
-    pub fn frozen(store: Arc<Store>, container: &[u8], chain: Arc<Chain>) -> Fs {
+    pub fn frozen(store: Arc<Store>, container: &ContainerId, chain: Arc<Chain>) -> Fs {
         Fs {
             store,
-            container: container.to_vec(),
+            container: container.clone(),
             view: View::Frozen(chain),
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
@@ -433,13 +441,13 @@ impl Fs {
     }
 
     /// Store inode numbers that have open file handles.
-    pub fn open_inodes(&self) -> Vec<u64> {
+    pub fn open_inodes(&self) -> Vec<Ino> {
         self.handles.lock().open.keys().copied().collect()
     }
 
     /// Store inode numbers that have a file handle open for writing.
-    pub fn open_writable_inodes(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
+    pub fn open_writable_inodes(&self) -> Vec<Ino> {
+        let mut v: Vec<Ino> = self
             .handles
             .lock()
             .map
@@ -460,7 +468,7 @@ impl Fs {
         &self.store
     }
 
-    pub fn container(&self) -> &[u8] {
+    pub fn container(&self) -> &ContainerId {
         &self.container
     }
 
@@ -510,14 +518,14 @@ impl Fs {
         }
     }
 
-    fn inode_in(&self, chain: &Chain, ino: u64) -> FsResult<Inode> {
+    fn inode_in(&self, chain: &Chain, ino: Ino) -> FsResult<Inode> {
         match self.resolve_meta(&keys::inode(ino), chain)? {
             None => Err(FsError::NotFound),
             Some(v) => codec::decode::<Inode>(&v)?.live().ok_or(FsError::NotFound),
         }
     }
 
-    fn dirent_in(&self, chain: &Chain, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
+    fn dirent_in(&self, chain: &Chain, parent: Ino, name: &[u8]) -> FsResult<Option<Dirent>> {
         match self.resolve_meta(&keys::dirent(parent, name), chain)? {
             None => Ok(None),
             Some(v) => Ok(codec::decode::<Dirent>(&v)?.live()),
@@ -525,12 +533,12 @@ impl Fs {
     }
 
     /// The attributes of `ino`.
-    pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+    pub fn getattr(&self, ino: Ino) -> FsResult<Inode> {
         self.inode_in(&*self.chain()?, ino)
     }
 
     /// Looks `name` up in directory `parent`.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<(u64, Inode)> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<(Ino, Inode)> {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -606,7 +614,7 @@ impl Fs {
     }
 
     fn new_fh(&self) -> Fh {
-        Fh(self.next_fh.fetch_add(1, Ordering::Relaxed))
+        Fh::new(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Removes inodes that were unlinked while open when the store was last closed.
@@ -617,7 +625,7 @@ impl Fs {
         self.store
             .kv()
             .scan(Space::Meta, &prefix, &end, Dir::Forward, &mut |k, _| {
-                if let Some(ino) = keys::u64_at(k, prefix.len()) {
+                if let Some((_, ino)) = keys::split_orphan(k) {
                     inos.push(ino);
                 }
                 true

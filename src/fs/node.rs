@@ -2,6 +2,7 @@
 
 use crate::codec::{Dirent, Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
+use crate::ids::{DataId, Ino};
 use crate::keys;
 use crate::kv::Space;
 
@@ -37,7 +38,7 @@ fn resolve_time(t: TimeSet, now: Ts) -> Ts {
 }
 
 /// Releases everything an inode with no links and no open handle holds in this head.
-pub(super) fn free_inode(tx: &mut Tx<'_>, ino: u64, inode: &Inode) -> FsResult<()> {
+pub(super) fn free_inode(tx: &mut Tx<'_>, ino: Ino, inode: &Inode) -> FsResult<()> {
     if inode.kind == Kind::File {
         tx.drop_data(inode.data_id)?;
     }
@@ -72,8 +73,8 @@ impl Fs {
             ctime: t,
             crtime: t,
             rdev: 0,
-            data_id: 0,
-            parent: 0,
+            data_id: DataId::new(0),
+            parent: Ino::new(0),
             target: Vec::new(),
         }
     }
@@ -81,10 +82,10 @@ impl Fs {
     /// Common path of mknod/mkdir/symlink/create: adds a new inode under `parent`.
     fn make_node(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         build: impl FnOnce(&Inode) -> Inode,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(Ino, Inode)> {
         check_name(name)?;
         let mut tx = self.begin()?;
         let mut dir = tx.inode(parent)?;
@@ -97,10 +98,11 @@ impl Fs {
         if tx.dirent(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let ino = tx.alloc_id();
+        let ino = tx.alloc_ino();
         let mut inode = build(&dir);
         if inode.kind == Kind::File {
-            inode.data_id = ino;
+            // Inodes and data ids share one counter: a new file's blocks take its number.
+            inode.data_id = DataId::new(ino.get());
         }
         if inode.kind == Kind::Dir {
             inode.parent = parent;
@@ -126,12 +128,12 @@ impl Fs {
 
     pub fn mknod(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         rdev: u32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(Ino, Inode)> {
         let kind = Kind::from_mode(mode).ok_or(FsError::Invalid("bad file type"))?;
         if kind == Kind::Dir || kind == Kind::Symlink {
             return Err(FsError::Invalid(
@@ -149,11 +151,11 @@ impl Fs {
 
     pub fn mkdir(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(Ino, Inode)> {
         self.make_node(parent, name, |dir| {
             self.new_inode(dir, Kind::Dir, mode, caller)
         })
@@ -161,11 +163,11 @@ impl Fs {
 
     pub fn symlink(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         target: &[u8],
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(Ino, Inode)> {
         if target.len() > SYMLINK_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -182,7 +184,7 @@ impl Fs {
         })
     }
 
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
         let inode = self.getattr(ino)?;
         if inode.kind != Kind::Symlink {
             return Err(FsError::Invalid("not a symlink"));
@@ -193,12 +195,12 @@ impl Fs {
     /// Creates a regular file and opens it.
     pub fn create(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         flags: i32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode, Fh)> {
+    ) -> FsResult<(Ino, Inode, Fh)> {
         let (ino, inode) = self.make_node(parent, name, |dir| {
             self.new_inode(dir, Kind::File, mode, caller)
         })?;
@@ -206,7 +208,7 @@ impl Fs {
         Ok((ino, inode, fh))
     }
 
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<(u64, Inode)> {
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> FsResult<(Ino, Inode)> {
         check_name(newname)?;
         let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
@@ -248,7 +250,7 @@ impl Fs {
 
     /// Drops one link of `ino` (already removed from its directory); frees it when it has
     /// no link and no open handle left, else records it as an orphan.
-    pub(super) fn drop_link(&self, tx: &mut Tx<'_>, ino: u64, inode: &mut Inode) -> FsResult<()> {
+    pub(super) fn drop_link(&self, tx: &mut Tx<'_>, ino: Ino, inode: &mut Inode) -> FsResult<()> {
         inode.nlink = if inode.kind == Kind::Dir {
             0
         } else {
@@ -278,7 +280,7 @@ impl Fs {
         }
     }
 
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         check_name(name)?;
         let mut tx = self.begin()?;
         let mut dir = tx.inode(parent)?;
@@ -296,7 +298,7 @@ impl Fs {
         tx.commit()
     }
 
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         if name == b"." {
             return Err(FsError::Invalid("cannot remove ."));
         }
@@ -324,7 +326,7 @@ impl Fs {
         tx.commit()
     }
 
-    pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
+    pub fn setattr(&self, ino: Ino, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
         let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         let t = now();
@@ -390,7 +392,7 @@ impl Fs {
     }
 
     /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1; 0 = existence) against the inode's mode.
-    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+    pub fn access(&self, ino: Ino, mask: i32, caller: Caller) -> FsResult<()> {
         let inode = self.getattr(ino)?;
         if mask == 0 {
             return Ok(());
@@ -417,7 +419,7 @@ impl Fs {
         }
     }
 
-    fn register_open(&self, ino: u64, flags: i32) -> Fh {
+    fn register_open(&self, ino: Ino, flags: i32) -> Fh {
         let fh = self.new_fh();
         let mut h = self.handles.lock();
         h.map.insert(
@@ -433,7 +435,7 @@ impl Fs {
     }
 
     /// Opens a file; `O_TRUNC` truncates it.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Fh> {
+    pub fn open(&self, ino: Ino, flags: i32) -> FsResult<Fh> {
         let inode = self.getattr(ino)?;
         if inode.kind == Kind::Dir {
             return Err(FsError::IsDir);
@@ -487,7 +489,7 @@ impl Fs {
     }
 
     /// Frees `ino`, unlinked while open, whose last handle was just closed.
-    fn free_orphan(&self, ino: u64) -> FsResult<()> {
+    fn free_orphan(&self, ino: Ino) -> FsResult<()> {
         let mut tx = self.begin()?;
         {
             let mut h = self.handles.lock();

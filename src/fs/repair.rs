@@ -4,6 +4,7 @@
 
 use crate::codec::{Dirent, Kind};
 use crate::error::FsResult;
+use crate::ids::Ino;
 
 use super::Fs;
 
@@ -11,21 +12,21 @@ use super::Fs;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fix {
     /// Set the link count of an inode to what the tree holds.
-    Nlink { ino: u64, nlink: u32 },
+    Nlink { ino: Ino, nlink: u32 },
     /// Record the directory that actually lists directory `ino` as its parent (`..`).
-    Parent { ino: u64, parent: u64 },
+    Parent { ino: Ino, parent: Ino },
     /// Make a file's allocated-bytes count equal the bytes its blocks hold.
-    Alloc { ino: u64 },
+    Alloc { ino: Ino },
     /// Drop the bytes a file's blocks hold at or past its size (they were never readable).
-    CutPastSize { ino: u64 },
+    CutPastSize { ino: Ino },
     /// Remove a directory entry (to an inode that does not exist, or a second name of a
     /// directory).
-    DropEntry { parent: u64, name: Vec<u8> },
+    DropEntry { parent: Ino, name: Vec<u8> },
     /// Make an entry's recorded type match its inode.
     EntryKind {
-        parent: u64,
+        parent: Ino,
         name: Vec<u8>,
-        ino: u64,
+        ino: Ino,
         kind: Kind,
     },
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::codec::{self, Dirent, Inode, Kind};
 use crate::error::{FsError, FsResult};
+use crate::ids::{DataId, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::{self, resolve, Chain, SnapshotInfo};
@@ -29,7 +30,7 @@ use super::history::only_one;
 use super::{components, now, Fs, Tx, ROOT_INO};
 
 /// (directory, name): one directory entry.
-type Link = (u64, Vec<u8>);
+type Link = (Ino, Vec<u8>);
 
 /// What a path restore changed, for the kernel's caches.
 #[derive(Debug, Default)]
@@ -37,10 +38,10 @@ pub struct PathRestore {
     /// Head inodes whose identity ends: rewritten from the snapshot (also those the live
     /// tree had deleted), or unlinked for good. What the kernel knows of them (and
     /// descriptors open on them) must go stale: they get new kernel numbers.
-    pub replaced: Vec<u64>,
+    pub replaced: Vec<Ino>,
     /// Head inodes that stay what they were but whose attributes changed (link counts,
     /// directory times).
-    pub touched: Vec<u64>,
+    pub touched: Vec<Ino>,
     /// Head directory entries that changed and that the kernel may cache, present or absent.
     pub names: Vec<Link>,
     /// Inodes written from the snapshot.
@@ -51,16 +52,16 @@ pub struct PathRestore {
 /// directory of the snapshot (restored too, under its mapped number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Parent {
-    Head(u64),
-    Snap(u64),
+    Head(Ino),
+    Snap(Ino),
 }
 
 /// The live tree's side: the entries the restore removes and the inodes they name.
 #[derive(Default)]
 struct HeadSide {
-    entries: Vec<(u64, Vec<u8>, Dirent)>,
+    entries: Vec<(Ino, Vec<u8>, Dirent)>,
     inside: HashSet<Link>,
-    nodes: BTreeMap<u64, Inode>,
+    nodes: BTreeMap<Ino, Inode>,
 }
 
 /// The snapshot's side: the entries the restore writes and the inodes they name.
@@ -69,7 +70,7 @@ struct SnapSide {
     entries: Vec<(Parent, Vec<u8>, Dirent)>,
     /// The same entries in the snapshot's own numbering (directory, name).
     inside: HashSet<Link>,
-    nodes: BTreeMap<u64, Inode>,
+    nodes: BTreeMap<Ino, Inode>,
 }
 
 /// The paths to restore, as components: deduplicated, none inside another, never the root.
@@ -134,8 +135,8 @@ impl Fs {
         }
 
         // Which restored inodes keep their number.
-        let mut map: HashMap<u64, u64> = HashMap::new();
-        let mut outside: HashMap<u64, Vec<Link>> = HashMap::new();
+        let mut map: HashMap<Ino, Ino> = HashMap::new();
+        let mut outside: HashMap<Ino, Vec<Link>> = HashMap::new();
         for (&x, inode) in &side.nodes {
             let h_out: Vec<Link> = self
                 .links_in(&hc, x)?
@@ -154,7 +155,7 @@ impl Fs {
                 map.insert(x, x);
                 outside.insert(x, h_out);
             } else {
-                let fresh = tx.alloc_id();
+                let fresh = tx.alloc_ino();
                 map.insert(x, fresh);
             }
         }
@@ -309,7 +310,7 @@ impl Fs {
     fn collect_head(
         &self,
         hc: &Chain,
-        top: (u64, Vec<u8>, Dirent),
+        top: (Ino, Vec<u8>, Dirent),
         head: &mut HeadSide,
     ) -> FsResult<()> {
         let mut stack = vec![top];
@@ -336,7 +337,7 @@ impl Fs {
         &self,
         sc: &Chain,
         parent: Parent,
-        top: (u64, Vec<u8>, Dirent),
+        top: (Ino, Vec<u8>, Dirent),
         side: &mut SnapSide,
     ) -> FsResult<()> {
         let mut stack = vec![(parent, top)];
@@ -366,7 +367,7 @@ impl Fs {
         side: &SnapSide,
         out: &mut PathRestore,
     ) -> FsResult<()> {
-        let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
+        let mut delta: BTreeMap<Ino, i64> = BTreeMap::new();
         for (p, _, d) in &head.entries {
             if !head.nodes.contains_key(p) {
                 *delta.entry(*p).or_default() -= i64::from(d.kind == Kind::Dir);
@@ -397,12 +398,12 @@ impl Fs {
         tx: &mut Tx<'_>,
         hc: &Chain,
         sc: &Chain,
-        x: u64,
-        n: u64,
+        x: Ino,
+        n: Ino,
         inode: &Inode,
         side: &SnapSide,
-        map: &HashMap<u64, u64>,
-        outside: &HashMap<u64, Vec<Link>>,
+        map: &HashMap<Ino, Ino>,
+        outside: &HashMap<Ino, Vec<Link>>,
     ) -> FsResult<Inode> {
         let mut rec = inode.clone();
         let named_by = side.entries.iter().filter(|(_, _, d)| d.ino == x);
@@ -447,7 +448,7 @@ impl Fs {
             }
             self.revive_data(tx, hc, sc, rec.data_id)?;
         } else {
-            rec.data_id = tx.alloc_id();
+            rec.data_id = tx.alloc_data_id();
             self.copy_data(tx, sc, inode.data_id, rec.data_id)?;
         }
         Ok(rec)
@@ -456,7 +457,7 @@ impl Fs {
     /// Makes the head see snapshot data id `d` as the snapshot does: the snapshot's version
     /// of every block some epoch between the two trees wrote, and a tombstone for a "gone"
     /// marker the head sees.
-    fn revive_data(&self, tx: &mut Tx<'_>, hc: &Chain, sc: &Chain, d: u64) -> FsResult<()> {
+    fn revive_data(&self, tx: &mut Tx<'_>, hc: &Chain, sc: &Chain, d: DataId) -> FsResult<()> {
         let kv = self.store.kv();
         let mut bases = Vec::new();
         for e in only_one(hc, sc) {
@@ -488,7 +489,7 @@ impl Fs {
     }
 
     /// Copies the blocks of snapshot data id `from` to the head's new data id `to`.
-    fn copy_data(&self, tx: &mut Tx<'_>, sc: &Chain, from: u64, to: u64) -> FsResult<()> {
+    fn copy_data(&self, tx: &mut Tx<'_>, sc: &Chain, from: DataId, to: DataId) -> FsResult<()> {
         let e = tx.epoch();
         let mut blocks = Vec::new();
         self.visible_blocks(sc, from, 0, u64::MAX, &mut |idx, bytes| {

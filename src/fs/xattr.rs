@@ -2,6 +2,7 @@
 
 use crate::codec::{self, Inode};
 use crate::error::{FsError, FsResult};
+use crate::ids::Ino;
 use crate::keys;
 use crate::kv::Space;
 use crate::store;
@@ -41,7 +42,7 @@ pub(super) fn without_setid(perm: u16) -> u16 {
 
 impl Tx<'_> {
     /// Writes this epoch's version of attribute `name` (an encoded value or a tombstone).
-    pub(super) fn put_xattr(&mut self, ino: u64, name: &[u8], version: Vec<u8>) {
+    pub(super) fn put_xattr(&mut self, ino: Ino, name: &[u8], version: Vec<u8>) {
         let e = self.epoch();
         store::put_version(
             &mut self.batch,
@@ -61,7 +62,7 @@ impl Fs {
     pub(super) fn drop_privileges(
         &self,
         tx: &mut Tx<'_>,
-        ino: u64,
+        ino: Ino,
         inode: &mut Inode,
         setid: bool,
     ) -> FsResult<()> {
@@ -74,7 +75,7 @@ impl Fs {
         Ok(())
     }
 
-    fn xattr_in(&self, chain: &store::Chain, ino: u64, name: &[u8]) -> FsResult<Option<Vec<u8>>> {
+    fn xattr_in(&self, chain: &store::Chain, ino: Ino, name: &[u8]) -> FsResult<Option<Vec<u8>>> {
         match self.resolve_meta(&keys::xattr(ino, name), chain)? {
             None => Ok(None),
             Some(v) => Ok(codec::decode::<Vec<u8>>(&v)?.live()),
@@ -85,7 +86,7 @@ impl Fs {
     pub(super) fn xattrs_in(
         &self,
         chain: &store::Chain,
-        ino: u64,
+        ino: Ino,
     ) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let prefix = keys::xattr_prefix(ino);
         let end = crate::kv::prefix_end(&prefix);
@@ -102,7 +103,7 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
         check_xattr_name(name)?;
         let chain = self.chain()?;
         self.inode_in(&chain, ino)?;
@@ -110,7 +111,7 @@ impl Fs {
     }
 
     /// Attribute names, each followed by a NUL, as `listxattr(2)` returns them.
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
         let chain = self.chain()?;
         self.inode_in(&chain, ino)?;
         let prefix = keys::xattr_prefix(ino);
@@ -140,7 +141,7 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
             return Err(FsError::TooBig);
@@ -160,7 +161,7 @@ impl Fs {
         tx.commit()
     }
 
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> FsResult<()> {
         check_xattr_name(name)?;
         let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;

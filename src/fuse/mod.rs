@@ -236,7 +236,7 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(time_set),
             ctime: ctime.map(request_time),
             crtime: crtime.map(request_time),
-            fh: fh.map(|f| Fh(f.0)),
+            fh: fh.map(|f| Fh::new(f.0)),
         };
         self.attr(reply, self.ops.setattr(ino.0, &set, caller(req)))
     }

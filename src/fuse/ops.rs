@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::codec::Inode;
 use crate::error::FsError;
 use crate::fs::{Caller, Fh, SetAttr, Statfs, Volume};
+use crate::ids::KernelIno;
 
 /// An errno (positive), as the kernel gets it back.
 pub(crate) type Errno = i32;
@@ -115,11 +116,12 @@ impl Ops {
     /// Whether `ino` is the `.snapshots` directory (a `mkdir` there takes a snapshot, which
     /// waits for the kernel to write cached pages back).
     pub fn is_snapdir(&self, ino: u64) -> bool {
+        let ino = KernelIno::new(ino);
         self.fs.is_snapdir(ino)
     }
 
     /// Open flags of a file: keep its cached pages across opens where that is safe.
-    fn file_cache(&self, ino: u64) -> u32 {
+    fn file_cache(&self, ino: KernelIno) -> u32 {
         if self.keep_cache && self.fs.kernel_cacheable(ino) {
             FOPEN_KEEP_CACHE
         } else {
@@ -139,7 +141,7 @@ impl Ops {
     }
 
     /// How long the kernel may keep attributes of `ino`.
-    fn attr_ttl(&self, ino: u64) -> Duration {
+    fn attr_ttl(&self, ino: KernelIno) -> Duration {
         if self.fs.is_snapdir(ino) {
             Duration::ZERO
         } else if self.fs.is_frozen(ino) {
@@ -150,7 +152,7 @@ impl Ops {
     }
 
     /// An entry under `parent`; names in `.snapshots` are never cached (aliases move).
-    fn entry(&self, parent: u64, r: Result<(u64, Inode), FsError>) -> OpResult<Entry> {
+    fn entry(&self, parent: KernelIno, r: Result<(KernelIno, Inode), FsError>) -> OpResult<Entry> {
         let (ino, inode) = r.map_err(errno)?;
         let entry_ttl = if self.fs.is_snapdir(parent) {
             Duration::ZERO
@@ -158,16 +160,16 @@ impl Ops {
             self.attr_ttl(ino)
         };
         Ok(Entry {
-            ino,
+            ino: ino.get(),
             inode: Some(inode),
             attr_ttl: self.attr_ttl(ino),
             entry_ttl,
         })
     }
 
-    fn attr(&self, ino: u64, r: Result<Inode, FsError>) -> OpResult<Attr> {
+    fn attr(&self, ino: KernelIno, r: Result<Inode, FsError>) -> OpResult<Attr> {
         Ok(Attr {
-            ino,
+            ino: ino.get(),
             inode: r.map_err(errno)?,
             ttl: self.attr_ttl(ino),
         })
@@ -181,6 +183,7 @@ impl Ops {
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> OpResult<Entry> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("lookup");
         match self.fs.lookup(parent, name) {
             // A name that does not exist is cached too (a negative entry: inode 0), for as
@@ -201,16 +204,19 @@ impl Ops {
     }
 
     pub fn getattr(&self, ino: u64) -> OpResult<Attr> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("getattr");
         self.attr(ino, self.fs.getattr(ino))
     }
 
     pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> OpResult<Attr> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("setattr");
         self.attr(ino, self.fs.setattr(ino, set, caller))
     }
 
     pub fn readlink(&self, ino: u64) -> OpResult<Vec<u8>> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readlink");
         self.fs.readlink(ino).map_err(errno)
     }
@@ -223,21 +229,25 @@ impl Ops {
         rdev: u32,
         caller: Caller,
     ) -> OpResult<Entry> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("mknod");
         self.entry(parent, self.fs.mknod(parent, name, mode, rdev, caller))
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> OpResult<Entry> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("mkdir");
         self.entry(parent, self.fs.mkdir(parent, name, mode, caller))
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("unlink");
         empty(self.fs.unlink(parent, name, caller))
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("rmdir");
         empty(self.fs.rmdir(parent, name, caller))
     }
@@ -249,6 +259,7 @@ impl Ops {
         target: &[u8],
         caller: Caller,
     ) -> OpResult<Entry> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("symlink");
         self.entry(parent, self.fs.symlink(parent, name, target, caller))
     }
@@ -263,6 +274,8 @@ impl Ops {
         flags: u32,
         caller: Caller,
     ) -> OpResult<()> {
+        let parent = KernelIno::new(parent);
+        let newparent = KernelIno::new(newparent);
         let _t = crate::metrics::FuseTimer::new("rename");
         empty(
             self.fs
@@ -271,20 +284,24 @@ impl Ops {
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> OpResult<Entry> {
+        let ino = KernelIno::new(ino);
+        let newparent = KernelIno::new(newparent);
         let _t = crate::metrics::FuseTimer::new("link");
         self.entry(newparent, self.fs.link(ino, newparent, newname))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> OpResult<Opened> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("open");
         let fh = self.fs.open(ino, self.open_flags(flags)).map_err(errno)?;
         Ok(Opened {
-            fh: fh.0,
+            fh: fh.get(),
             flags: self.file_cache(ino),
         })
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("read");
         let data = self.fs.read(ino, offset, size).map_err(errno)?;
         crate::metrics::get().read_bytes.inc_by(data.len() as u64);
@@ -293,10 +310,11 @@ impl Ops {
 
     /// `kill`: the kernel says the writer lacks `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`).
     pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool) -> OpResult<u32> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("write");
         let n = self
             .fs
-            .write(ino, Fh(fh), offset, data, kill)
+            .write(ino, Fh::new(fh), offset, data, kill)
             .map_err(errno)?;
         crate::metrics::get().written_bytes.inc_by(u64::from(n));
         Ok(n)
@@ -312,8 +330,9 @@ impl Ops {
     }
 
     pub fn release(&self, ino: u64, fh: u64) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("release");
-        empty(self.fs.release(ino, Fh(fh)))
+        empty(self.fs.release(ino, Fh::new(fh)))
     }
 
     /// FSYNC and FSYNCDIR: sync the store's write-ahead log.
@@ -323,6 +342,7 @@ impl Ops {
     }
 
     pub fn opendir(&self, ino: u64) -> OpResult<Opened> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("opendir");
         let fh = self.fs.opendir(ino).map_err(errno)?;
         let flags = if self.keep_cache && self.fs.kernel_cacheable(ino) {
@@ -330,7 +350,10 @@ impl Ops {
         } else {
             0
         };
-        Ok(Opened { fh: fh.0, flags })
+        Ok(Opened {
+            fh: fh.get(),
+            flags,
+        })
     }
 
     /// Lists `ino` from `offset`: `add(ino, offset, kind, name)` returns true once the
@@ -342,10 +365,11 @@ impl Ops {
         offset: u64,
         mut add: impl FnMut(u64, u64, crate::codec::Kind, &[u8]) -> bool,
     ) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readdir");
-        let entries = self.fs.readdir(ino, Fh(fh), offset).map_err(errno)?;
-        for e in entries.iter().skip(offset as usize) {
-            if add(e.ino, e.offset, e.kind, &e.name) {
+        let entries = self.fs.readdir(ino, Fh::new(fh), offset).map_err(errno)?;
+        for e in entries.iter_from(offset as usize) {
+            if add(e.ino.get(), e.offset, e.kind, e.name) {
                 break;
             }
         }
@@ -361,13 +385,14 @@ impl Ops {
         offset: u64,
         mut add: impl FnMut(&PlusEntry) -> bool,
     ) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readdirplus");
-        let entries = self.fs.readdir(ino, Fh(fh), offset).map_err(errno)?;
+        let entries = self.fs.readdir(ino, Fh::new(fh), offset).map_err(errno)?;
         let snapdir = self.fs.is_snapdir(ino);
         // The kernel ignores the attributes of `.` and `..`; give the directory's own,
         // looked up once per reply.
         let mut dir_attr: Option<Option<Inode>> = None;
-        for e in entries.iter().skip(offset as usize) {
+        for e in entries.iter_from(offset as usize) {
             let (aino, looked) = if e.name == b"." || e.name == b".." {
                 let a = dir_attr.get_or_insert_with(|| self.fs.getattr(ino).ok());
                 (ino, a.clone())
@@ -384,9 +409,9 @@ impl Ops {
                 self.attr_ttl(aino)
             };
             let plus = PlusEntry {
-                ino: aino,
+                ino: aino.get(),
                 offset: e.offset,
-                name: &e.name,
+                name: e.name,
                 ttl,
                 inode: &inode,
             };
@@ -398,8 +423,9 @@ impl Ops {
     }
 
     pub fn releasedir(&self, ino: u64, fh: u64) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("releasedir");
-        self.fs.releasedir(ino, Fh(fh));
+        self.fs.releasedir(ino, Fh::new(fh));
         Ok(())
     }
 
@@ -416,26 +442,31 @@ impl Ops {
         flags: i32,
         caller: Caller,
     ) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("setxattr");
         empty(self.fs.setxattr(ino, name, value, flags, caller))
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> OpResult<Xattr> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("getxattr");
         xattr_answer(self.fs.getxattr(ino, name).map_err(errno)?, size)
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> OpResult<Xattr> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("listxattr");
         xattr_answer(self.fs.listxattr(ino).map_err(errno)?, size)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("removexattr");
         empty(self.fs.removexattr(ino, name))
     }
 
     pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("access");
         empty(self.fs.access(ino, mask, caller))
     }
@@ -448,17 +479,18 @@ impl Ops {
         flags: i32,
         caller: Caller,
     ) -> OpResult<(Attr, Opened)> {
+        let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("create");
         let (ino, inode, fh) = self
             .fs
             .create(parent, name, mode, self.open_flags(flags), caller)
             .map_err(errno)?;
         let opened = Opened {
-            fh: fh.0,
+            fh: fh.get(),
             flags: self.file_cache(ino),
         };
         let attr = Attr {
-            ino,
+            ino: ino.get(),
             inode,
             ttl: self.attr_ttl(ino),
         };
@@ -474,6 +506,7 @@ impl Ops {
         mode: i32,
         uid: u32,
     ) -> OpResult<()> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("fallocate");
         empty(
             self.fs
@@ -490,6 +523,7 @@ impl Ops {
     }
 
     pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> OpResult<i64> {
+        let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("lseek");
         let off = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
         let o = self.fs.lseek(ino, off, whence).map_err(errno)?;
@@ -507,6 +541,8 @@ impl Ops {
         flags: u64,
         uid: u32,
     ) -> OpResult<u32> {
+        let ino_in = KernelIno::new(ino_in);
+        let ino_out = KernelIno::new(ino_out);
         let _t = crate::metrics::FuseTimer::new("copy_file_range");
         if flags != 0 {
             return Err(libc::EOPNOTSUPP);

@@ -316,12 +316,12 @@ impl Notifier {
             .spawn(move || {
                 for (drops, done) in rx {
                     for (dir, name) in &drops.entries {
-                        let _ = notifier.inval_entry(INodeNo(*dir), OsStr::from_bytes(name));
+                        let _ = notifier.inval_entry(INodeNo(dir.get()), OsStr::from_bytes(name));
                     }
                     // Invalidating a file's pages makes the kernel write its dirty ones back
                     // first (through the serving threads) and waits for them.
                     for &ino in &drops.inodes {
-                        let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+                        let _ = notifier.inval_inode(INodeNo(ino.get()), 0, 0);
                     }
                     if let Some(done) = done {
                         let _ = done.send(());

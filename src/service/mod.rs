@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::error::FsError;
 use crate::fs::Container;
+use crate::ids::ContainerId;
 use crate::store::{ContainerRecord, SnapshotInfo, Store, StoreError};
 
 use mounts::Mount;
@@ -151,7 +152,7 @@ pub struct Service {
     /// Mounts containers (the FUSE adapter in the daemon).
     mounter: Arc<dyn Mounter>,
     /// Live mounts by container id. Lock order: taken before any lock of the store.
-    mounts: Mutex<HashMap<String, Mount>>,
+    mounts: Mutex<HashMap<ContainerId, Mount>>,
     /// Has anything ever been mounted (a daemon started for mounts exits when idle after).
     mounted_once: std::sync::atomic::AtomicBool,
     /// Set once the daemon decided to exit: no new mounts from then on.
@@ -194,7 +195,7 @@ impl Service {
     }
 
     pub fn info(&self, c: ContainerRecord) -> ServiceResult<ContainerInfo> {
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let snapshot_count = self.store.snapshots(cid)?.len();
         // Everything the container references: its tree's history and its snapshots.
         let bytes_used = self.store.bytes_used(cid)?;
@@ -274,7 +275,7 @@ impl Service {
         };
         let mut containers = Vec::new();
         for c in records {
-            let snaps = self.store.snapshot_space(c.id.as_bytes())?;
+            let snaps = self.store.snapshot_space(&c.id)?;
             containers.push((self.info(c)?, snaps));
         }
         Ok(SpaceReport { store, containers })
@@ -288,7 +289,7 @@ impl Service {
     ) -> ServiceResult<ContainerRecord> {
         let c = self.store.create_container(name, project_id)?;
         if !quota.is_none() {
-            self.store.set_quota(c.id.as_bytes(), quota)?;
+            self.store.set_quota(&c.id, quota)?;
         }
         Ok(c)
     }
@@ -301,14 +302,14 @@ impl Service {
         including_snapshots: Option<Option<u64>>,
     ) -> ServiceResult<ContainerRecord> {
         let c = self.live(id_or_name)?;
-        let mut q = self.store.quota(c.id.as_bytes())?;
+        let mut q = self.store.quota(&c.id)?;
         if let Some(b) = bytes {
             q.bytes = b;
         }
         if let Some(b) = including_snapshots {
             q.including_snapshots = b;
         }
-        self.store.set_quota(c.id.as_bytes(), q)?;
+        self.store.set_quota(&c.id, q)?;
         Ok(c)
     }
 
@@ -329,19 +330,23 @@ impl Service {
         if mounts.contains_key(&c.id) {
             return Err(ServiceError::Running);
         }
-        Ok(self.store.delete_container(c.id.as_bytes())?)
+        Ok(self.store.delete_container(&c.id)?)
     }
     /// The lifecycle of container `id`: the mounted one's (which flushes and invalidates
     /// through its mount) or, when not mounted, a fresh one. Callers that must not race a
     /// mount or unmount hold `mounts` (see `restore`).
-    fn lifecycle_in(&self, mounts: &HashMap<String, Mount>, id: &str) -> Arc<Container> {
+    fn lifecycle_in(
+        &self,
+        mounts: &HashMap<ContainerId, Mount>,
+        id: &ContainerId,
+    ) -> Arc<Container> {
         match mounts.get(id) {
             Some(m) => m.container.clone(),
             None => Container::new(self.store.clone(), id),
         }
     }
 
-    fn lifecycle(&self, id: &str) -> Arc<Container> {
+    fn lifecycle(&self, id: &ContainerId) -> Arc<Container> {
         self.lifecycle_in(&self.mounts.lock(), id)
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::fs::{Container, Volume, VolumeOptions};
+use crate::ids::ContainerId;
 use crate::store::ContainerRecord;
 
 /// How long a busy mount may take to let go after being detached on stop.
@@ -72,7 +73,7 @@ impl Service {
         }
         reap_locked(&mut mounts);
         // A delete may have run since `live` above (it deletes under this lock).
-        let c = self.live(&c.id)?;
+        let c = self.live(c.id.as_str())?;
         if let Some(m) = mounts.get(&c.id) {
             return Err(ServiceError::Conflict(format!(
                 "container {} is already mounted at {}",
@@ -133,7 +134,7 @@ impl Service {
                 // mount of that container must still go.
                 let id = self.mounts.lock().iter().find_map(|(id, m)| {
                     let name = m.handle.fsname().rsplit_once(':').map_or("", |(_, n)| n);
-                    (id == id_or_name || name == id_or_name).then(|| id.clone())
+                    (id.as_str() == id_or_name || name == id_or_name).then(|| id.clone())
                 });
                 if let Some(id) = id {
                     self.stop_id(&id)?;
@@ -145,7 +146,7 @@ impl Service {
         Ok(c)
     }
 
-    pub(super) fn stop_id(&self, id: &str) -> ServiceResult<()> {
+    pub(super) fn stop_id(&self, id: &ContainerId) -> ServiceResult<()> {
         let mount = self.mounts.lock().remove(id);
         if let Some(m) = mount {
             let mnt = m.handle.mountpoint().to_path_buf();
@@ -163,7 +164,7 @@ impl Service {
 
     /// Unmounts everything (daemon shutdown).
     pub fn stop_all(&self) {
-        let ids: Vec<String> = self.mounts.lock().keys().cloned().collect();
+        let ids: Vec<ContainerId> = self.mounts.lock().keys().cloned().collect();
         for id in ids {
             if let Err(e) = self.stop_id(&id) {
                 log::error!("stopping {id}: {e}");
@@ -178,7 +179,7 @@ impl Service {
             .lock()
             .iter()
             .find(|(_, m)| m.handle.mountpoint() == mountpoint)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
     }
 
     /// Was anything ever mounted by this service?
@@ -213,8 +214,8 @@ impl Service {
 }
 
 /// Forgets mounts whose session ended from outside (a plain `umount`).
-pub(super) fn reap_locked(mounts: &mut HashMap<String, Mount>) {
-    let dead: Vec<String> = mounts
+pub(super) fn reap_locked(mounts: &mut HashMap<ContainerId, Mount>) {
+    let dead: Vec<ContainerId> = mounts
         .iter()
         .filter(|(_, m)| !m.handle.is_alive())
         .map(|(id, _)| id.clone())

@@ -16,7 +16,7 @@ impl Service {
         id_or_name: &str,
     ) -> ServiceResult<(ContainerRecord, Vec<SnapshotInfo>)> {
         let c = self.container(id_or_name)?;
-        let snaps = self.store.snapshots(c.id.as_bytes())?;
+        let snaps = self.store.snapshots(&c.id)?;
         Ok((c, snaps))
     }
 
@@ -61,7 +61,7 @@ impl Service {
         paths: &[Vec<u8>],
     ) -> ServiceResult<(ContainerRecord, SnapshotInfo, PathRestore)> {
         let c = self.live(id_or_name)?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let snap = self
             .store
             .find_snapshot(cid, key)?
@@ -92,7 +92,7 @@ impl Service {
     /// between the epochs the diff reads).
     pub fn diff(&self, id_or_name: &str, from: &str, to: Option<&str>) -> ServiceResult<Diff> {
         let c = self.container(id_or_name)?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let find = |key: &str| -> ServiceResult<SnapshotInfo> {
             self.store
                 .find_snapshot(cid, key)?
@@ -127,7 +127,7 @@ impl Service {
     pub fn history(&self, id_or_name: &str, path: &[u8]) -> ServiceResult<History> {
         let c = self.container(id_or_name)?;
         crate::fs::components(path).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let cid = c.id.as_bytes();
+        let cid = &c.id;
         let mut snaps = self.store.snapshots(cid)?;
         snaps.sort_by(|a, b| {
             let key = |s: &SnapshotInfo| (s.record.created_at.secs, s.record.created_at.nsecs);
@@ -210,7 +210,7 @@ impl Service {
     pub fn expire(&self) -> ServiceResult<usize> {
         let mut n = 0;
         for (container, name) in self.store.expired(Ts::now())? {
-            let id = String::from_utf8_lossy(&container).into_owned();
+            let id = container;
             match self.lifecycle(&id).delete_snapshot(&name, true) {
                 Ok(_) => {
                     log::info!("expired snapshot {name} of {id}");

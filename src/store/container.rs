@@ -6,16 +6,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{put_version, EpochKind, EpochRecord, Store, StoreError, ROOT_INO};
 use crate::codec::{self, Inode, Kind, Ts};
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
+use crate::ids::{ContainerId, DataId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRecord {
-    pub id: String,
+    pub id: ContainerId,
     pub name: String,
     pub project_id: Option<String>,
-    pub head: u64,
+    pub head: Epoch,
     pub created: Ts,
     pub deleted_at: Option<Ts>,
 }
@@ -33,7 +34,7 @@ pub fn check_container_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// A fresh 24-hex-digit id.
-fn new_id() -> String {
+fn new_id() -> ContainerId {
     let mut bytes = [0u8; 12];
     let random = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
@@ -45,7 +46,7 @@ fn new_id() -> String {
         bytes[..8].copy_from_slice(&(t.secs as u64 ^ ((t.nsecs as u64) << 32)).to_be_bytes());
         bytes[8..].copy_from_slice(&(n as u32).to_be_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ContainerId::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 fn empty_root(now: Ts) -> Inode {
@@ -62,7 +63,7 @@ fn empty_root(now: Ts) -> Inode {
         ctime: now,
         crtime: now,
         rdev: 0,
-        data_id: 0,
+        data_id: DataId::new(0),
         parent: ROOT_INO,
         target: Vec::new(),
     }
@@ -70,7 +71,7 @@ fn empty_root(now: Ts) -> Inode {
 
 impl Store {
     /// The container with this id (live or deleted).
-    pub fn container(&self, id: &[u8]) -> FsResult<Option<ContainerRecord>> {
+    pub fn container(&self, id: &ContainerId) -> FsResult<Option<ContainerRecord>> {
         match self.kv.get(Space::Meta, &keys::container(id))? {
             None => Ok(None),
             Some(v) => Ok(Some(codec::decode_plain(&v)?)),
@@ -81,13 +82,16 @@ impl Store {
     pub fn container_by_name(&self, name: &str) -> FsResult<Option<ContainerRecord>> {
         match self.kv.get(Space::Meta, &keys::container_name(name))? {
             None => Ok(None),
-            Some(id) => self.container(&id),
+            Some(id) => match ContainerId::from_bytes(&id) {
+                Some(id) => self.container(&id),
+                None => Err(FsError::Corrupt(format!("container name index {name:?}"))),
+            },
         }
     }
 
     /// A container by id (live or deleted) or else by live name.
     pub fn find_container(&self, id_or_name: &str) -> FsResult<Option<ContainerRecord>> {
-        if let Some(c) = self.container(id_or_name.as_bytes())? {
+        if let Some(c) = self.container(&ContainerId::new(id_or_name))? {
             return Ok(Some(c));
         }
         self.container_by_name(id_or_name)
@@ -123,7 +127,7 @@ impl Store {
     pub(super) fn put_container(&self, b: &mut Batch, rec: &ContainerRecord) {
         b.put(
             Space::Meta,
-            keys::container(rec.id.as_bytes()),
+            keys::container(&rec.id),
             codec::encode_plain(rec),
         );
     }
@@ -135,7 +139,7 @@ impl Store {
         b: &mut Batch,
         name: &str,
         project_id: Option<&str>,
-        head: u64,
+        head: Epoch,
     ) -> Result<ContainerRecord, StoreError> {
         check_container_name(name)?;
         if self.container_by_name(name)?.is_some() {
@@ -170,9 +174,9 @@ impl Store {
         let head = self.alloc_epoch(&mut b);
         let crec = self.new_container_record(&mut b, name, project_id, head)?;
         let rec = EpochRecord {
-            parent: 0,
+            parent: None,
             kind: EpochKind::Head {
-                container: crec.id.clone().into_bytes(),
+                container: crec.id.clone(),
             },
         };
         b.put(Space::Meta, keys::epoch(head), codec::encode_plain(&rec));
@@ -188,16 +192,16 @@ impl Store {
         self.epochs.write().insert(head, rec);
         self.note_usage(head, 0);
         self.forget_snapshot_epochs();
-        self.set_head(crec.id.as_bytes(), head);
+        self.set_head(&crec.id, head);
         Ok(crec)
     }
 
     /// Deletes container `id`: its tree goes (reclaimed in the background), its snapshots stay.
-    pub fn delete_container(&self, id: &[u8]) -> Result<ContainerRecord, StoreError> {
+    pub fn delete_container(&self, id: &ContainerId) -> Result<ContainerRecord, StoreError> {
         let _g = self.write_lock();
         let mut rec = self.require_container(id)?;
         if rec.deleted_at.is_some() {
-            return Err(StoreError::NoContainer(rec.id));
+            return Err(StoreError::NoContainer(rec.id.to_string()));
         }
         let mut b = Batch::new();
         self.retire(&mut b, rec.head)?;
@@ -212,15 +216,18 @@ impl Store {
     }
 
     /// The live container `id`.
-    pub(super) fn require_live(&self, id: &[u8]) -> Result<ContainerRecord, StoreError> {
+    pub(super) fn require_live(&self, id: &ContainerId) -> Result<ContainerRecord, StoreError> {
         match self.require_container(id)? {
             c if c.deleted_at.is_none() => Ok(c),
-            c => Err(StoreError::NoContainer(c.id)),
+            c => Err(StoreError::NoContainer(c.id.to_string())),
         }
     }
 
-    pub(super) fn require_container(&self, id: &[u8]) -> Result<ContainerRecord, StoreError> {
+    pub(super) fn require_container(
+        &self,
+        id: &ContainerId,
+    ) -> Result<ContainerRecord, StoreError> {
         self.container(id)?
-            .ok_or_else(|| StoreError::NoContainer(String::from_utf8_lossy(id).into()))
+            .ok_or_else(|| StoreError::NoContainer(id.to_string()))
     }
 }

@@ -14,6 +14,7 @@
 use super::{put_version, resolve, Store};
 use crate::codec::{self, Dirent};
 use crate::error::{FsError, FsResult};
+use crate::ids::{Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 
@@ -61,14 +62,14 @@ impl Store {
                 self.kv.write(std::mem::take(&mut b), false)?;
             }
         }
-        let mut epochs: Vec<(u64, u64)> = self
+        let mut epochs: Vec<(Epoch, Option<Epoch>)> = self
             .epochs_snapshot()
             .into_iter()
             .map(|(e, rec)| (e, rec.parent))
             .collect();
         epochs.sort_unstable();
         for (e, parent) in epochs {
-            let below = (parent != 0).then(|| self.chain(parent));
+            let below = parent.map(|p| self.chain(p));
             let prefix = keys::change_prefix(e, Space::Meta);
             let from = [prefix.as_slice(), &[keys::TAG_DIRENT]].concat();
             let to = [prefix.as_slice(), &[keys::TAG_DIRENT + 1]].concat();
@@ -81,7 +82,7 @@ impl Store {
                     true
                 })?;
             for base in bases {
-                let Some(parent_dir) = keys::u64_at(&base, 1) else {
+                let Some(parent_dir) = keys::split_dirent(&base) else {
                     continue;
                 };
                 let Some(name) = keys::name_of(&base) else {
@@ -122,7 +123,7 @@ impl Store {
 }
 
 /// The inode a directory-entry version names (None for a tombstone).
-fn named(v: &[u8]) -> FsResult<Option<u64>> {
+fn named(v: &[u8]) -> FsResult<Option<Ino>> {
     match codec::decode::<Dirent>(v).map_err(FsError::from)? {
         codec::Version::Live(d) => Ok(Some(d.ino)),
         codec::Version::Tombstone => Ok(None),

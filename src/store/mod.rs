@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{FsError, FsResult};
+use crate::ids::{ContainerId, DataId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
@@ -38,7 +39,7 @@ pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
 pub const DEFAULT_BLOCK_SIZE: u32 = 16 * 1024;
 /// Inode number of every container's root directory (each container's root lives in its own
 /// branch of the epoch tree, so they never collide).
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: Ino = Ino::ROOT;
 /// First id handed out for inodes and block data.
 const FIRST_ID: u64 = 2;
 
@@ -80,7 +81,7 @@ impl From<crate::kv::KvError> for StoreError {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum EpochKind {
     /// The live, writable tree of a container.
-    Head { container: Vec<u8> },
+    Head { container: ContainerId },
     /// A frozen epoch (a snapshot).
     Frozen,
     /// No longer reachable by any view; its versions are reclaimable.
@@ -89,24 +90,42 @@ pub enum EpochKind {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct EpochRecord {
-    /// Parent epoch; 0 for a root epoch.
-    pub parent: u64,
+    /// Parent epoch; `None` for a root epoch (stored as 0: no epoch is 0).
+    #[serde(with = "parent_on_disk")]
+    pub parent: Option<Epoch>,
     pub kind: EpochKind,
+}
+
+/// On disk a record's parent is a plain u64 with 0 for "none" (the format since the
+/// first store); in memory it is an `Option`.
+mod parent_on_disk {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::ids::Epoch;
+
+    pub fn serialize<S: Serializer>(p: &Option<Epoch>, s: S) -> Result<S::Ok, S::Error> {
+        p.map_or(0, Epoch::get).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Epoch>, D::Error> {
+        let n = u64::deserialize(d)?;
+        Ok((n != 0).then_some(Epoch::new(n)))
+    }
 }
 
 /// The set of epochs a view reads: its own and all its ancestors.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Ascending; always contains `epoch`.
-    members: Vec<u64>,
+    members: Vec<Epoch>,
 }
 
 impl Chain {
-    pub fn contains(&self, e: u64) -> bool {
+    pub fn contains(&self, e: Epoch) -> bool {
         self.members.binary_search(&e).is_ok()
     }
-    pub fn members(&self) -> &[u64] {
+    pub fn members(&self) -> &[Epoch] {
         &self.members
     }
 }
@@ -151,8 +170,8 @@ pub fn resolve(
     if let Some(v) = r.get(space, &keys::versioned(base, chain.epoch))? {
         return Ok(Some(v));
     }
-    let start = keys::versioned(base, 0);
-    let end = keys::versioned(base, chain.epoch.saturating_add(1));
+    let start = keys::versioned(base, Epoch::new(0));
+    let end = keys::versioned(base, Epoch::new(chain.epoch.get().saturating_add(1)));
     let mut found = None;
     r.scan(
         space,
@@ -177,7 +196,7 @@ pub struct Store {
     next_epoch: AtomicU64,
     epochs: RwLock<EpochTree>,
     /// Each container's current head chain (what its mounts read and write).
-    heads: RwLock<HashMap<Vec<u8>, Arc<Chain>>>,
+    heads: RwLock<HashMap<ContainerId, Arc<Chain>>>,
     /// Serializes every read-modify-write of the store (all containers).
     write_lock: Mutex<()>,
     /// Resolved inode and directory-entry versions per view (see [`MetaCache`]).
@@ -191,10 +210,10 @@ pub struct Store {
     /// Versions physically deleted and not yet compacted away (see [`Dropped`]).
     dropped: Mutex<Dropped>,
     /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
-    last_names: Mutex<HashMap<Vec<u8>, (String, u32)>>,
+    last_names: Mutex<HashMap<ContainerId, (String, u32)>>,
     /// Per container, how many snapshots it has and the newest's time (filled on first
     /// use; see `snapshot_summary`).
-    snapshot_summaries: Mutex<HashMap<Vec<u8>, snapindex::SnapSummary>>,
+    snapshot_summaries: Mutex<HashMap<ContainerId, snapindex::SnapSummary>>,
     /// Quotas, usage and epoch sizes (see `quota.rs`).
     accounts: Mutex<quota::Accounts>,
     /// What reclaim is doing (see `reclaim.rs`).
@@ -209,7 +228,7 @@ pub struct Store {
 pub struct Dropped {
     pub bytes: u64,
     /// Lowest and highest data id with a dropped block.
-    pub data_ids: Option<(u64, u64)>,
+    pub data_ids: Option<(DataId, DataId)>,
 }
 
 /// Most entries the metadata cache holds before it starts over.
@@ -222,12 +241,12 @@ const CACHE_MAX: usize = 200_000;
 /// commit, and readers insert only if no commit happened since they started reading.
 #[derive(Default)]
 pub struct MetaCache {
-    map: HashMap<(u64, Vec<u8>), Option<Vec<u8>>>,
+    map: HashMap<(Epoch, Vec<u8>), Option<Vec<u8>>>,
     generation: u64,
     /// Change-index entries each view has committed since the store opened (an upper bound
     /// on the keys it newly shadowed; reclaim re-prunes a retired parent of a head after
     /// enough of them).
-    writes: HashMap<u64, u64>,
+    writes: HashMap<Epoch, u64>,
     /// Lookups served from the map, and those that were not (for metrics).
     hits: u64,
     misses: u64,
@@ -317,7 +336,7 @@ impl Store {
         let end = [keys::TAG_EPOCH + 1];
         let mut bad = None;
         kv.scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, v| match (
-            keys::u64_at(k, 1),
+            keys::split_epoch(k),
             codec::decode_plain::<EpochRecord>(v),
         ) {
             (Some(e), Ok(rec)) => {
@@ -335,18 +354,24 @@ impl Store {
         // Counters are persisted with every allocation; also never hand out an id at or below
         // one already present, whatever the setting says.
         let mut next_id = read_u64_setting(&*kv, "next_id")?.unwrap_or(FIRST_ID);
-        for (tag, space) in [
-            (keys::TAG_INODE, Space::Meta),
-            (keys::TAG_BLOCK, Space::Data),
-        ] {
+        type IdOf = fn(&[u8]) -> Option<u64>;
+        let last_ids: [(u8, Space, IdOf); 2] = [
+            (keys::TAG_INODE, Space::Meta, |k| {
+                keys::split_inode(k).map(Ino::get)
+            }),
+            (keys::TAG_BLOCK, Space::Data, |k| {
+                keys::split_block(k).map(|(d, _)| d.get())
+            }),
+        ];
+        for (tag, space, id_of) in last_ids {
             kv.scan(space, &[tag], &[tag + 1], Dir::Reverse, &mut |k, _| {
-                if let Some(id) = keys::u64_at(k, 1) {
+                if let Some(id) = id_of(k) {
                     next_id = next_id.max(id + 1);
                 }
                 false
             })?;
         }
-        let max_epoch = epochs.keys().copied().max().unwrap_or(0);
+        let max_epoch = epochs.keys().map(|e: &Epoch| e.get()).max().unwrap_or(0);
         let next_epoch = read_u64_setting(&*kv, "next_epoch")?
             .unwrap_or(1)
             .max(max_epoch + 1);
@@ -371,7 +396,7 @@ impl Store {
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
                 let chain = Arc::new(store.chain(rec.head));
-                store.heads.write().insert(rec.id.into_bytes(), chain);
+                store.heads.write().insert(rec.id, chain);
             }
         }
         Ok(store)
@@ -391,7 +416,7 @@ impl Store {
 
     /// The cached resolution of `base` in view `epoch`, and the cache generation to pass to
     /// [`Store::cache_insert`] after a miss.
-    pub fn cache_get(&self, epoch: u64, base: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+    pub fn cache_get(&self, epoch: Epoch, base: &[u8]) -> Result<Option<Vec<u8>>, u64> {
         let mut c = self.cache.lock();
         match c.map.get(&(epoch, base.to_vec())) {
             Some(v) => {
@@ -413,7 +438,7 @@ impl Store {
     }
 
     /// Remembers a resolution read from the kv, unless a commit happened since `generation`.
-    pub fn cache_insert(&self, generation: u64, epoch: u64, base: &[u8], value: Option<Vec<u8>>) {
+    pub fn cache_insert(&self, generation: u64, epoch: Epoch, base: &[u8], value: Option<Vec<u8>>) {
         let mut c = self.cache.lock();
         if c.generation != generation || value.as_ref().is_some_and(|v| v.len() > CACHED_VALUE_MAX)
         {
@@ -427,7 +452,7 @@ impl Store {
 
     /// After a committed batch written by view `epoch`: its own versions of cached keys are
     /// what that view now resolves; dropped ones are forgotten.
-    pub fn cache_commit(&self, epoch: u64, ops: &[crate::kv::BatchOp]) {
+    pub fn cache_commit(&self, epoch: Epoch, ops: &[crate::kv::BatchOp]) {
         let mut c = self.cache.lock();
         c.generation += 1;
         let mut changes = 0u64;
@@ -470,7 +495,7 @@ impl Store {
     }
 
     /// Adds `bytes` of dropped versions, and the span of data ids that lost blocks.
-    pub fn account_drops(&self, bytes: u64, span: Option<(u64, u64)>) {
+    pub fn account_drops(&self, bytes: u64, span: Option<(DataId, DataId)>) {
         let mut dr = self.dropped.lock();
         dr.bytes = dr.bytes.saturating_add(bytes);
         if let Some((lo, hi)) = span {
@@ -503,7 +528,7 @@ impl Store {
     }
 
     /// Change-index entries view `epoch` committed since the store opened.
-    pub fn writes_of(&self, epoch: u64) -> u64 {
+    pub fn writes_of(&self, epoch: Epoch) -> u64 {
         self.cache.lock().writes.get(&epoch).copied().unwrap_or(0)
     }
 
@@ -553,34 +578,34 @@ impl Store {
         id
     }
 
-    fn alloc_epoch(&self, batch: &mut Batch) -> u64 {
+    fn alloc_epoch(&self, batch: &mut Batch) -> Epoch {
         let e = self.next_epoch.fetch_add(1, Ordering::SeqCst);
         batch.put(
             Space::Meta,
             keys::setting("next_epoch"),
             (e + 1).to_be_bytes().to_vec(),
         );
-        e
+        Epoch::new(e)
     }
 
     /// A copy of the whole epoch tree (for checks).
-    pub fn epochs_snapshot(&self) -> HashMap<u64, EpochRecord> {
+    pub fn epochs_snapshot(&self) -> HashMap<Epoch, EpochRecord> {
         self.epochs.read().to_map()
     }
 
-    pub fn epoch(&self, e: u64) -> Option<EpochRecord> {
+    pub fn epoch(&self, e: Epoch) -> Option<EpochRecord> {
         self.epochs.read().get(e).cloned()
     }
 
     /// The chain of epochs visible from `e`: `e` and its ancestors. O(depth).
-    pub fn chain(&self, e: u64) -> Chain {
+    pub fn chain(&self, e: Epoch) -> Chain {
         let members = self.epochs.read().chain_members(e);
         Chain { epoch: e, members }
     }
 
     /// The chain of `e`, cut from `hint` when `e` is in it (a restore or copy from one of the
     /// container's own snapshots: a copy of a slice instead of a walk up the tree).
-    pub fn chain_via(&self, e: u64, hint: Option<&Chain>) -> Chain {
+    pub fn chain_via(&self, e: Epoch, hint: Option<&Chain>) -> Chain {
         if let Some(h) = hint {
             if let Ok(pos) = h.members.binary_search(&e) {
                 return Chain {
@@ -593,7 +618,7 @@ impl Store {
     }
 
     /// The current head chain of `container`.
-    pub fn head(&self, container: &[u8]) -> FsResult<Arc<Chain>> {
+    pub fn head(&self, container: &ContainerId) -> FsResult<Arc<Chain>> {
         self.heads
             .read()
             .get(container)
@@ -604,7 +629,7 @@ impl Store {
     /// Records `head`, a new child of the frozen epoch whose chain is `parent`, as the head of
     /// `container`: its chain is the parent's plus itself (ids grow down the tree), O(1)
     /// lookups instead of a walk up the tree.
-    fn set_head_below(&self, container: &[u8], head: u64, parent: &Chain) {
+    fn set_head_below(&self, container: &ContainerId, head: Epoch, parent: &Chain) {
         let mut members = Vec::with_capacity(parent.members.len() + 1);
         members.extend_from_slice(&parent.members);
         members.push(head);
@@ -612,25 +637,23 @@ impl Store {
             epoch: head,
             members,
         });
-        self.heads.write().insert(container.to_vec(), chain);
+        self.heads.write().insert(container.clone(), chain);
     }
 
     /// Records a new head for `container` (after its batch is written).
-    fn set_head(&self, container: &[u8], head: u64) {
+    fn set_head(&self, container: &ContainerId, head: Epoch) {
         let chain = Arc::new(self.chain(head));
-        self.heads.write().insert(container.to_vec(), chain);
+        self.heads.write().insert(container.clone(), chain);
     }
 }
 
 /// The lowest and highest data id whose blocks `ops` delete, if any.
-pub fn dropped_span(ops: &[crate::kv::BatchOp]) -> Option<(u64, u64)> {
-    let mut span: Option<(u64, u64)> = None;
+pub fn dropped_span(ops: &[crate::kv::BatchOp]) -> Option<(DataId, DataId)> {
+    let mut span: Option<(DataId, DataId)> = None;
     for op in ops {
         if let crate::kv::BatchOp::Delete(Space::Data, k) = op {
-            if k.first() == Some(&keys::TAG_BLOCK) {
-                if let Some(d) = keys::u64_at(k, 1) {
-                    span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
-                }
+            if let Some((d, _)) = keys::split_block(k) {
+                span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
             }
         }
     }
@@ -639,7 +662,7 @@ pub fn dropped_span(ops: &[crate::kv::BatchOp]) -> Option<(u64, u64)> {
 
 /// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.
 /// Every versioned write goes through here so the change index always matches the versions.
-pub fn put_version(batch: &mut Batch, space: Space, base: &[u8], epoch: u64, value: Vec<u8>) {
+pub fn put_version(batch: &mut Batch, space: Space, base: &[u8], epoch: Epoch, value: Vec<u8>) {
     let size = value.len() as u64;
     batch.put(space, keys::versioned(base, epoch), value);
     batch.put(
@@ -651,7 +674,7 @@ pub fn put_version(batch: &mut Batch, space: Space, base: &[u8], epoch: u64, val
 
 /// Physically removes `epoch`'s own version of `base` and its change-index entry. Only valid
 /// when no view other than `epoch` itself can resolve to that version (a head's own versions).
-pub fn drop_version(batch: &mut Batch, space: Space, base: &[u8], epoch: u64) {
+pub fn drop_version(batch: &mut Batch, space: Space, base: &[u8], epoch: Epoch) {
     batch.delete(space, keys::versioned(base, epoch));
     batch.delete(Space::Meta, keys::change(epoch, space, base));
 }

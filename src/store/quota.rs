@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{scan_visible, Store, StoreError};
 use crate::codec::{self, Inode, Kind};
 use crate::error::{FsError, FsResult};
+use crate::ids::{ContainerId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, BatchOp, Dir, Space};
 
@@ -44,19 +45,19 @@ impl Quota {
 /// The in-memory side of the accounting (all under one lock, taken briefly).
 #[derive(Default)]
 pub(super) struct Accounts {
-    quotas: HashMap<Vec<u8>, Quota>,
+    quotas: HashMap<ContainerId, Quota>,
     /// Usage (file data bytes) of the tree at each epoch, once known.
-    usage: HashMap<u64, u64>,
+    usage: HashMap<Epoch, u64>,
     /// Own size (bytes of its versions) of each epoch, once computed.
-    sizes: HashMap<u64, u64>,
+    sizes: HashMap<Epoch, u64>,
     /// Epochs of each container's snapshots, once listed (forgotten on any change of the
     /// epoch tree).
-    snap_epochs: HashMap<Vec<u8>, Vec<u64>>,
+    snap_epochs: HashMap<ContainerId, Vec<Epoch>>,
 }
 
 impl Store {
     /// The limits of `container` (none when never set).
-    pub fn quota(&self, container: &[u8]) -> FsResult<Quota> {
+    pub fn quota(&self, container: &ContainerId) -> FsResult<Quota> {
         if let Some(q) = self.accounts.lock().quotas.get(container) {
             return Ok(*q);
         }
@@ -64,13 +65,13 @@ impl Store {
             Some(v) => codec::decode_plain(&v)?,
             None => Quota::default(),
         };
-        self.accounts.lock().quotas.insert(container.to_vec(), q);
+        self.accounts.lock().quotas.insert(container.clone(), q);
         Ok(q)
     }
 
     /// Sets the limits of live container `container`. A limit below what the container
     /// already uses is accepted (as ZFS does): writes fail until enough is freed.
-    pub fn set_quota(&self, container: &[u8], q: Quota) -> Result<(), StoreError> {
+    pub fn set_quota(&self, container: &ContainerId, q: Quota) -> Result<(), StoreError> {
         let _g = self.write_lock();
         self.require_live(container)?;
         let mut b = Batch::new();
@@ -80,18 +81,18 @@ impl Store {
             b.put(Space::Meta, keys::quota(container), codec::encode_plain(&q));
         }
         self.kv.write(b, true)?;
-        self.accounts.lock().quotas.insert(container.to_vec(), q);
+        self.accounts.lock().quotas.insert(container.clone(), q);
         Ok(())
     }
 
     /// Forgets a deleted container's limits.
-    pub(super) fn drop_quota(&self, b: &mut Batch, container: &[u8]) {
+    pub(super) fn drop_quota(&self, b: &mut Batch, container: &ContainerId) {
         b.delete(Space::Meta, keys::quota(container));
         self.accounts.lock().quotas.remove(container);
     }
 
     /// File data bytes the tree at `epoch` references (its files' stored blocks).
-    pub fn usage(&self, epoch: u64) -> FsResult<u64> {
+    pub fn usage(&self, epoch: Epoch) -> FsResult<u64> {
         if let Some(u) = self.accounts.lock().usage.get(&epoch) {
             return Ok(*u);
         }
@@ -108,7 +109,7 @@ impl Store {
 
     /// Counts the usage of the tree at `epoch` from its inodes (for stores written before
     /// the accounting, and for fsck). O(inode versions in the store).
-    pub fn count_usage(&self, epoch: u64) -> FsResult<u64> {
+    pub fn count_usage(&self, epoch: Epoch) -> FsResult<u64> {
         let chain = self.chain(epoch);
         let mut total = 0u64;
         let mut err = None;
@@ -137,7 +138,7 @@ impl Store {
     }
 
     /// Writes the usage of `epoch` into `b`; [`Store::note_usage`] after the batch is in.
-    pub(crate) fn put_usage(&self, b: &mut Batch, epoch: u64, usage: u64) {
+    pub(crate) fn put_usage(&self, b: &mut Batch, epoch: Epoch, usage: u64) {
         b.put(
             Space::Meta,
             keys::usage(epoch),
@@ -145,13 +146,13 @@ impl Store {
         );
     }
 
-    pub(crate) fn note_usage(&self, epoch: u64, usage: u64) {
+    pub(crate) fn note_usage(&self, epoch: Epoch, usage: u64) {
         self.accounts.lock().usage.insert(epoch, usage);
     }
 
     /// A new head `head` starts with the tree of `from`: same usage (if known; else it is
     /// counted when first needed).
-    pub(super) fn inherit_usage(&self, b: &mut Batch, head: u64, from: u64) -> FsResult<()> {
+    pub(super) fn inherit_usage(&self, b: &mut Batch, head: Epoch, from: Epoch) -> FsResult<()> {
         let u = self.usage(from)?;
         self.put_usage(b, head, u);
         Ok(())
@@ -159,8 +160,8 @@ impl Store {
 
     /// Bytes every version the container's trees hold (its live tree's epochs and its
     /// snapshots'): what `quota_including_snapshots_bytes` limits.
-    pub fn bytes_used(&self, container: &[u8]) -> FsResult<u64> {
-        let mut epochs: BTreeSet<u64> = self.snapshot_epochs(container)?.into_iter().collect();
+    pub fn bytes_used(&self, container: &ContainerId) -> FsResult<u64> {
+        let mut epochs: BTreeSet<Epoch> = self.snapshot_epochs(container)?.into_iter().collect();
         // A live container's tree: its cached head chain (a deleted one has none).
         if let Ok(head) = self.head(container) {
             epochs.extend(head.members().iter().copied());
@@ -173,7 +174,7 @@ impl Store {
     }
 
     /// Bytes the snapshots of `container` wrote (the sum of their `size`).
-    pub fn snapshots_bytes(&self, container: &[u8]) -> FsResult<u64> {
+    pub fn snapshots_bytes(&self, container: &ContainerId) -> FsResult<u64> {
         let mut total = 0u64;
         for e in self.snapshot_epochs(container)? {
             total += self.cached_size(e)?;
@@ -181,11 +182,11 @@ impl Store {
         Ok(total)
     }
 
-    fn snapshot_epochs(&self, container: &[u8]) -> FsResult<Vec<u64>> {
+    fn snapshot_epochs(&self, container: &ContainerId) -> FsResult<Vec<Epoch>> {
         if let Some(v) = self.accounts.lock().snap_epochs.get(container) {
             return Ok(v.clone());
         }
-        let v: Vec<u64> = self
+        let v: Vec<Epoch> = self
             .snapshots(container)?
             .iter()
             .map(|s| s.record.epoch)
@@ -193,12 +194,12 @@ impl Store {
         self.accounts
             .lock()
             .snap_epochs
-            .insert(container.to_vec(), v.clone());
+            .insert(container.clone(), v.clone());
         Ok(v)
     }
 
     /// The own size of epoch `e` (cached; computed from its change index once).
-    pub(super) fn cached_size(&self, e: u64) -> FsResult<u64> {
+    pub(super) fn cached_size(&self, e: Epoch) -> FsResult<u64> {
         if let Some(s) = self.accounts.lock().sizes.get(&e) {
             return Ok(*s);
         }
@@ -210,7 +211,7 @@ impl Store {
     /// How much a batch about to be written changes head epoch `head`'s own size: each
     /// version it writes or drops there, against the size it replaces. One read per
     /// version, so only for containers with a limit on it.
-    pub(crate) fn size_delta(&self, head: u64, ops: &[BatchOp]) -> FsResult<i64> {
+    pub(crate) fn size_delta(&self, head: Epoch, ops: &[BatchOp]) -> FsResult<i64> {
         let prefix = keys::epoch_changes(head);
         let mut seen: HashMap<&[u8], u64> = HashMap::new();
         let mut delta = 0i64;
@@ -238,7 +239,7 @@ impl Store {
 
     /// After a write batch in head `head`: its own size moved by `delta` (when it was
     /// computed), or is unknown now.
-    pub(crate) fn note_size(&self, head: u64, delta: Option<i64>) {
+    pub(crate) fn note_size(&self, head: Epoch, delta: Option<i64>) {
         let mut a = self.accounts.lock();
         match delta {
             Some(d) => {
@@ -280,7 +281,7 @@ impl Store {
     /// the head's own size (when computed). Errors with `Quota` if a limit would be passed.
     pub(crate) fn check_quota(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         q: &Quota,
         usage: Option<(u64, u64)>,
         size_delta: Option<i64>,
@@ -299,7 +300,7 @@ impl Store {
     }
 
     /// (usage, limit) for `statfs`: the tighter of the two limits, if any.
-    pub fn quota_room(&self, container: &[u8], head: u64) -> FsResult<Option<(u64, u64)>> {
+    pub fn quota_room(&self, container: &ContainerId, head: Epoch) -> FsResult<Option<(u64, u64)>> {
         let q = self.quota(container)?;
         let mut best: Option<(u64, u64)> = None;
         if let Some(limit) = q.bytes {
@@ -316,7 +317,7 @@ impl Store {
     }
 
     /// The usage stored for `epoch`, if any (None: a store from before the accounting).
-    pub fn stored_usage(&self, epoch: u64) -> FsResult<Option<u64>> {
+    pub fn stored_usage(&self, epoch: Epoch) -> FsResult<Option<u64>> {
         Ok(self
             .kv
             .get(Space::Meta, &keys::usage(epoch))?
@@ -325,7 +326,7 @@ impl Store {
     }
 
     /// Sets the usage of `epoch` (fsck --repair, from a count of its inodes).
-    pub fn set_usage(&self, epoch: u64, usage: u64) -> FsResult<()> {
+    pub fn set_usage(&self, epoch: Epoch, usage: u64) -> FsResult<()> {
         let _g = self.write_lock();
         let mut b = Batch::new();
         self.put_usage(&mut b, epoch, usage);
@@ -335,7 +336,7 @@ impl Store {
     }
 
     /// Usage counters of every epoch in the store, for fsck: (epoch, stored value).
-    pub fn stored_usages(&self) -> FsResult<Vec<(u64, u64)>> {
+    pub fn stored_usages(&self) -> FsResult<Vec<(Epoch, u64)>> {
         let mut out = Vec::new();
         self.kv.scan(
             Space::Meta,
@@ -343,7 +344,7 @@ impl Store {
             &[keys::TAG_USAGE + 1],
             Dir::Forward,
             &mut |k, v| {
-                if let (Some(e), Ok(b)) = (keys::u64_at(k, 1), <[u8; 8]>::try_from(v)) {
+                if let (Some(e), Ok(b)) = (keys::split_usage(k), <[u8; 8]>::try_from(v)) {
                     out.push((e, u64::from_be_bytes(b)));
                 }
                 true

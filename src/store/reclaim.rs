@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::{EpochKind, Store};
 use crate::codec;
 use crate::error::FsResult;
+use crate::ids::{DataId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 
@@ -120,7 +121,7 @@ impl ReclaimControl for Unpaced {}
 /// A retired epoch pruned against its only child, a head.
 #[derive(Debug, Clone, Copy)]
 struct HeadPrune {
-    head: u64,
+    head: Epoch,
     /// The head's write count when the prune started.
     writes: u64,
     /// How many versions the head had then.
@@ -131,7 +132,7 @@ struct HeadPrune {
 /// then all looked at again).
 #[derive(Default)]
 pub struct ReclaimState {
-    head_pruned: HashMap<u64, HeadPrune>,
+    head_pruned: HashMap<Epoch, HeadPrune>,
 }
 
 /// One change-index entry: the version's space, unversioned key and stored size.
@@ -154,9 +155,9 @@ fn size_of(v: &[u8]) -> u64 {
 }
 
 /// The data id whose "gone" marker `base` is, if it is one.
-fn gone_id(space: Space, base: &[u8]) -> Option<u64> {
-    if space == Space::Meta && base.first() == Some(&keys::TAG_DATA_GONE) {
-        keys::u64_at(base, 1)
+fn gone_id(space: Space, base: &[u8]) -> Option<DataId> {
+    if space == Space::Meta {
+        keys::split_data_gone(base)
     } else {
         None
     }
@@ -243,7 +244,7 @@ impl Store {
     /// Queues the retired parents of heads that wrote enough since they were pruned.
     fn requeue_pruned_heads(&self) {
         let mut st = self.reclaim_state.lock();
-        let due: Vec<u64> = st
+        let due: Vec<Epoch> = st
             .head_pruned
             .iter()
             .filter(|(_, p)| {
@@ -260,7 +261,7 @@ impl Store {
 
     fn reclaim_epoch(
         &self,
-        r: u64,
+        r: Epoch,
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
@@ -314,12 +315,12 @@ impl Store {
     }
 
     /// Has `r` already been pruned against its current child `c`?
-    fn pruned_against(&self, r: u64, c: u64, kind: &EpochKind) -> FsResult<bool> {
+    fn pruned_against(&self, r: Epoch, c: Epoch, kind: &EpochKind) -> FsResult<bool> {
         Ok(match kind {
             EpochKind::Frozen => self
                 .kv
                 .get(Space::Meta, &keys::pruned(r))?
-                .is_some_and(|v| size_of(&v) == c),
+                .is_some_and(|v| size_of(&v) == c.get()),
             EpochKind::Head { .. } => self
                 .reclaim_state
                 .lock()
@@ -331,7 +332,7 @@ impl Store {
     }
 
     /// Up to `limit` change-index entries of `e` from `from` on.
-    pub(super) fn changes(&self, e: u64, from: &[u8], limit: usize) -> FsResult<Vec<Entry>> {
+    pub(super) fn changes(&self, e: Epoch, from: &[u8], limit: usize) -> FsResult<Vec<Entry>> {
         let end = crate::kv::prefix_end(&keys::epoch_changes(e));
         let mut out = Vec::new();
         self.kv
@@ -345,7 +346,7 @@ impl Store {
     }
 
     /// How many versions `e` holds, counting no further than `limit`.
-    fn count_upto(&self, e: u64, limit: usize) -> FsResult<usize> {
+    fn count_upto(&self, e: Epoch, limit: usize) -> FsResult<usize> {
         let start = keys::epoch_changes(e);
         let end = crate::kv::prefix_end(&start);
         let mut n = 0usize;
@@ -358,7 +359,7 @@ impl Store {
     }
 
     /// Does `a` hold no more versions than `b`? Costs O(min(|a|, |b|)).
-    fn not_larger(&self, a: u64, b: u64) -> FsResult<bool> {
+    fn not_larger(&self, a: Epoch, b: Epoch) -> FsResult<bool> {
         let mut limit = 1024usize;
         loop {
             let na = self.count_upto(a, limit)?;
@@ -375,8 +376,8 @@ impl Store {
     fn drop_blocks_of(
         &self,
         b: &mut Batch,
-        r: u64,
-        d: u64,
+        r: Epoch,
+        d: DataId,
         limit: usize,
         stats: &mut ReclaimStats,
     ) -> FsResult<usize> {
@@ -413,7 +414,7 @@ impl Store {
 
     /// The stored size of `e`'s own version of `base`, if it has one (its change-index
     /// entry, which exists exactly when the version does).
-    fn own_size(&self, e: u64, space: Space, base: &[u8]) -> FsResult<Option<u64>> {
+    fn own_size(&self, e: Epoch, space: Space, base: &[u8]) -> FsResult<Option<u64>> {
         Ok(self
             .kv
             .get(Space::Meta, &keys::change(e, space, base))?
@@ -426,7 +427,7 @@ impl Store {
     /// returns false to end the batch early.
     fn consume(
         &self,
-        e: u64,
+        e: Epoch,
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
         each: &mut EntryStep<'_>,
@@ -460,8 +461,8 @@ impl Store {
     /// for `into` = its only child, dropped if the child shadows it and moved down otherwise.
     fn drain(
         &self,
-        r: u64,
-        into: Option<u64>,
+        r: Epoch,
+        into: Option<Epoch>,
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
@@ -488,8 +489,8 @@ impl Store {
     /// blocks of that data id are dropped (else they would look live to r's new children).
     fn merge_up(
         &self,
-        c: u64,
-        r: u64,
+        c: Epoch,
+        r: Epoch,
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
@@ -517,8 +518,8 @@ impl Store {
     /// c's changes; then records that r is pruned against c.
     fn prune(
         &self,
-        r: u64,
-        c: u64,
+        r: Epoch,
+        c: Epoch,
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
@@ -528,7 +529,7 @@ impl Store {
         // A frozen child never changes, so a prune against it resumes where the last run
         // stopped (the marker holds c and the cursor until the prune is done).
         let mut cursor = match self.kv.get(Space::Meta, &keys::pruned(r))? {
-            Some(v) if frozen && v.len() > 8 && v[..8] == c.to_be_bytes() => v[8..].to_vec(),
+            Some(v) if frozen && v.len() > 8 && v[..8] == c.get().to_be_bytes() => v[8..].to_vec(),
             _ => keys::epoch_changes(c),
         };
         let mut entries_seen = 0u64;
@@ -579,7 +580,7 @@ impl Store {
                 b.put(
                     Space::Meta,
                     keys::pruned(r),
-                    [&c.to_be_bytes()[..], &cursor].concat(),
+                    [&c.get().to_be_bytes()[..], &cursor].concat(),
                 );
                 self.kv.write(b, false)?;
             }
@@ -597,7 +598,7 @@ impl Store {
         match kind {
             Some(EpochKind::Frozen) if still && self.writes_of(c) == writes => {
                 let mut b = Batch::new();
-                b.put(Space::Meta, keys::pruned(r), c.to_be_bytes().to_vec());
+                b.put(Space::Meta, keys::pruned(r), c.get().to_be_bytes().to_vec());
                 self.kv.write(b, false)?;
             }
             Some(EpochKind::Head { .. }) if still => {
@@ -618,8 +619,8 @@ impl Store {
     /// Takes drained `r` out of the tree; its only child `child` (if any) takes r's parent.
     fn remove_drained(
         &self,
-        r: u64,
-        child: Option<u64>,
+        r: Epoch,
+        child: Option<Epoch>,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
         let _g = self.write_lock();
@@ -654,9 +655,9 @@ impl Store {
 
     /// Takes retired `c`, merged up into its parent `r`, out of the tree: c's children
     /// become r's.
-    fn remove_merged_up(&self, c: u64, r: u64, stats: &mut ReclaimStats) -> FsResult<Step> {
+    fn remove_merged_up(&self, c: Epoch, r: Epoch, stats: &mut ReclaimStats) -> FsResult<Step> {
         let _g = self.write_lock();
-        let grandchildren: Vec<(u64, super::EpochRecord)> = {
+        let grandchildren: Vec<(Epoch, super::EpochRecord)> = {
             let t = self.epochs.read();
             t.children(c)
                 .into_iter()
@@ -670,7 +671,7 @@ impl Store {
         b.delete(Space::Meta, keys::usage(c));
         let mut moved = Vec::new();
         for (g, mut grec) in grandchildren {
-            grec.parent = r;
+            grec.parent = Some(r);
             b.put(Space::Meta, keys::epoch(g), codec::encode_plain(&grec));
             moved.push((g, grec));
         }
@@ -696,12 +697,12 @@ impl Store {
     /// Does epoch `c` itself make the version of `base` of its parent invisible to every
     /// view at or below `c`? True when `c` has its own version of `base`, or for a block
     /// whose data id `c` marked dead.
-    pub(super) fn shadowed_in(&self, c: u64, space: Space, base: &[u8]) -> FsResult<bool> {
+    pub(super) fn shadowed_in(&self, c: Epoch, space: Space, base: &[u8]) -> FsResult<bool> {
         if self.kv.get(space, &keys::versioned(base, c))?.is_some() {
             return Ok(true);
         }
-        if space == Space::Data && base.first() == Some(&keys::TAG_BLOCK) {
-            if let Some(d) = keys::u64_at(base, 1) {
+        if space == Space::Data {
+            if let Some((d, _)) = keys::split_block(base) {
                 return self.kills(c, d);
             }
         }
@@ -712,7 +713,7 @@ impl Store {
     /// (a live marker: truncated to zero or freed) and no epoch below `c` revived it (a path
     /// restore brings a file back with its old data id and writes a tombstone of the marker).
     /// The marker has one version per epoch that freed or revived `d`: a short scan.
-    fn kills(&self, c: u64, d: u64) -> FsResult<bool> {
+    fn kills(&self, c: Epoch, d: DataId) -> FsResult<bool> {
         let base = keys::data_gone(d);
         match self.kv.get(Space::Meta, &keys::versioned(&base, c))? {
             Some(v) if !codec::is_tombstone(&v) => {}
@@ -733,14 +734,14 @@ impl Store {
     }
 
     /// Is epoch `e` a strict descendant of `ancestor`? O(depth).
-    fn is_below(&self, e: u64, ancestor: u64) -> bool {
+    fn is_below(&self, e: Epoch, ancestor: Epoch) -> bool {
         e != ancestor && self.epochs.read().chain_members(e).contains(&ancestor)
     }
 
     /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain
     /// that held it (the rest of each chain is unchanged: its other members are the same
     /// epochs, the one below `gone` now hanging from the one above it).
-    fn drop_from_head_chains(&self, gone: u64) {
+    fn drop_from_head_chains(&self, gone: Epoch) {
         let mut heads = self.heads.write();
         for chain in heads.values_mut() {
             if chain.contains(gone) {

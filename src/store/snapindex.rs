@@ -10,12 +10,13 @@
 use super::{SnapshotInfo, SnapshotRecord, Store, StoreError};
 use crate::codec::{self, Ts};
 use crate::error::FsResult;
+use crate::ids::ContainerId;
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 use crate::timefmt;
 
 /// One expiry-index entry: when, which container, which snapshot.
-pub type Expiring = (Ts, Vec<u8>, String);
+pub type Expiring = (Ts, ContainerId, String);
 
 /// What `.snapshots` shows of a container's snapshots: how many, and when the newest was
 /// taken (`newest: None` = not known, read again on the next call).
@@ -40,7 +41,7 @@ impl Store {
     /// The snapshot whose alias is `alias`. O(1).
     pub fn snapshot_by_alias(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         alias: &str,
     ) -> FsResult<Option<SnapshotInfo>> {
         match self.kv.get(Space::Meta, &keys::alias(container, alias))? {
@@ -59,7 +60,7 @@ impl Store {
     /// access below it, cost no read; filled on first use by counting the records, and the
     /// newest found again after it was deleted from the last second's names (names sort by
     /// creation second).
-    pub fn snapshot_summary(&self, container: &[u8]) -> FsResult<(u64, Option<Ts>)> {
+    pub fn snapshot_summary(&self, container: &ContainerId) -> FsResult<(u64, Option<Ts>)> {
         if let Some(SnapSummary {
             count,
             newest: Some(newest),
@@ -92,7 +93,7 @@ impl Store {
             true
         })?;
         self.snapshot_summaries.lock().insert(
-            container.to_vec(),
+            container.clone(),
             SnapSummary {
                 count,
                 newest: Some(newest),
@@ -103,7 +104,7 @@ impl Store {
 
     /// Keeps the summary of `container` (when it is kept) after snapshot `created` was
     /// taken (`added`) or deleted.
-    pub(super) fn count_snapshots(&self, container: &[u8], added: bool, created: Ts) {
+    pub(super) fn count_snapshots(&self, container: &ContainerId, added: bool, created: Ts) {
         if let Some(s) = self.snapshot_summaries.lock().get_mut(container) {
             if added {
                 s.count += 1;
@@ -131,7 +132,7 @@ impl Store {
 
     /// The alias index of `container`: (alias, snapshot name) pairs, sorted; None for a
     /// store written before the index existed and not yet opened by a daemon.
-    pub fn alias_index(&self, container: &[u8]) -> FsResult<Option<Vec<(String, String)>>> {
+    pub fn alias_index(&self, container: &ContainerId) -> FsResult<Option<Vec<(String, String)>>> {
         if !self.indexed()? {
             return Ok(None);
         }
@@ -159,7 +160,7 @@ impl Store {
     }
 
     /// Snapshots whose expiry is at or before `now` (from the expiry index: O(due)).
-    pub fn expired(&self, now: Ts) -> FsResult<Vec<(Vec<u8>, String)>> {
+    pub fn expired(&self, now: Ts) -> FsResult<Vec<(ContainerId, String)>> {
         if !self.indexed()? {
             return Err(crate::error::FsError::Corrupt(
                 "snapshot indexes missing (open the store with the daemon)".into(),
@@ -185,7 +186,7 @@ impl Store {
                 if let Some((secs, nsecs, container, name)) = keys::split_expiry(k) {
                     out.push((
                         Ts { secs, nsecs },
-                        container.to_vec(),
+                        container,
                         String::from_utf8_lossy(name).into_owned(),
                     ));
                 }
@@ -212,7 +213,7 @@ impl Store {
             )?;
         }
         for c in self.containers()? {
-            for s in self.snapshots(c.id.as_bytes())? {
+            for s in self.snapshots(&c.id)? {
                 put_indexes(&mut b, &s);
             }
         }
@@ -223,7 +224,7 @@ impl Store {
 
     pub(super) fn alias_free(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         alias: &str,
         except: &str,
     ) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Chain, ContainerRecord, EpochKind, EpochRecord, Store, StoreError};
 use crate::codec::{self, Ts};
 use crate::error::{FsError, FsResult};
+use crate::ids::{ContainerId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
 use crate::timefmt;
@@ -19,7 +20,7 @@ pub const ALIAS_MAX: usize = 100;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
     /// The frozen epoch holding the snapshot's tree.
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub alias: Option<String>,
     pub created_at: Ts,
     pub expires_at: Option<Ts>,
@@ -29,7 +30,7 @@ pub struct SnapshotRecord {
 /// A snapshot as the service layers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
-    pub container: Vec<u8>,
+    pub container: ContainerId,
     pub name: String,
     pub record: SnapshotRecord,
 }
@@ -63,11 +64,11 @@ pub fn check_alias(alias: &str) -> Result<(), StoreError> {
 
 impl Store {
     /// Every snapshot of `container`, oldest first.
-    pub fn snapshots(&self, container: &[u8]) -> FsResult<Vec<SnapshotInfo>> {
+    pub fn snapshots(&self, container: &ContainerId) -> FsResult<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
         self.scan_snapshot_records(container, Dir::Forward, &mut |name, record| {
             out.push(SnapshotInfo {
-                container: container.to_vec(),
+                container: container.clone(),
                 name: String::from_utf8_lossy(name).into_owned(),
                 record,
             });
@@ -81,7 +82,7 @@ impl Store {
     /// returns false; a record that does not decode is an error.
     pub(super) fn scan_snapshot_records(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         dir: Dir,
         f: &mut dyn FnMut(&[u8], SnapshotRecord) -> bool,
     ) -> FsResult<()> {
@@ -108,17 +109,25 @@ impl Store {
     }
 
     /// The snapshot called `key` (its name, or else its alias). O(1): aliases are indexed.
-    pub fn find_snapshot(&self, container: &[u8], key: &str) -> FsResult<Option<SnapshotInfo>> {
+    pub fn find_snapshot(
+        &self,
+        container: &ContainerId,
+        key: &str,
+    ) -> FsResult<Option<SnapshotInfo>> {
         if let Some(s) = self.snapshot_by_name(container, key)? {
             return Ok(Some(s));
         }
         self.snapshot_by_alias(container, key)
     }
 
-    pub fn snapshot_by_name(&self, container: &[u8], name: &str) -> FsResult<Option<SnapshotInfo>> {
+    pub fn snapshot_by_name(
+        &self,
+        container: &ContainerId,
+        name: &str,
+    ) -> FsResult<Option<SnapshotInfo>> {
         match self.kv.get(Space::Meta, &keys::snapshot(container, name))? {
             Some(v) => Ok(Some(SnapshotInfo {
-                container: container.to_vec(),
+                container: container.clone(),
                 name: name.to_string(),
                 record: codec::decode_plain(&v)?,
             })),
@@ -126,12 +135,16 @@ impl Store {
         }
     }
 
-    fn require_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+    fn require_snapshot(
+        &self,
+        container: &ContainerId,
+        key: &str,
+    ) -> Result<SnapshotInfo, StoreError> {
         self.find_snapshot(container, key)?
             .ok_or_else(|| StoreError::NoSnapshot(key.to_string()))
     }
 
-    fn put_epoch(&self, b: &mut Batch, e: u64, rec: &EpochRecord) {
+    fn put_epoch(&self, b: &mut Batch, e: Epoch, rec: &EpochRecord) {
         b.put(Space::Meta, keys::epoch(e), codec::encode_plain(rec));
     }
 
@@ -140,8 +153,8 @@ impl Store {
     fn freeze_head(
         &self,
         b: &mut Batch,
-        container: &[u8],
-    ) -> Result<(u64, u64, ContainerRecord), StoreError> {
+        container: &ContainerId,
+    ) -> Result<(Epoch, Epoch, ContainerRecord), StoreError> {
         let mut crec = self.require_live(container)?;
         let frozen = crec.head;
         let old = self
@@ -160,9 +173,9 @@ impl Store {
             b,
             head,
             &EpochRecord {
-                parent: frozen,
+                parent: Some(frozen),
                 kind: EpochKind::Head {
-                    container: container.to_vec(),
+                    container: container.clone(),
                 },
             },
         );
@@ -173,7 +186,7 @@ impl Store {
     }
 
     /// Reloads the in-memory epoch records touched by a written batch.
-    pub(super) fn reload_epochs(&self, epochs: &[u64]) -> FsResult<()> {
+    pub(super) fn reload_epochs(&self, epochs: &[Epoch]) -> FsResult<()> {
         self.forget_snapshot_epochs();
         for &e in epochs {
             match self.kv.get(Space::Meta, &keys::epoch(e))? {
@@ -193,7 +206,7 @@ impl Store {
     /// within the same second. The last suffix handed out per container is remembered, so
     /// the thousandth snapshot of one second costs one lookup, not a thousand. Call with the
     /// write lock held.
-    fn unique_name(&self, container: &[u8], now: Ts) -> FsResult<String> {
+    fn unique_name(&self, container: &ContainerId, now: Ts) -> FsResult<String> {
         let base = timefmt::snapshot_name(now);
         let mut last = self.last_names.lock();
         let mut n = match last.get(container) {
@@ -211,7 +224,7 @@ impl Store {
                 .get(Space::Meta, &keys::snapshot(container, &name))?
                 .is_none()
             {
-                last.insert(container.to_vec(), (base, n));
+                last.insert(container.clone(), (base, n));
                 return Ok(name);
             }
             n += 1;
@@ -221,7 +234,7 @@ impl Store {
     /// Takes a snapshot of `container`: its head freezes, a new head starts on top. O(1).
     pub fn snapshot(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         alias: Option<&str>,
         expires_at: Option<Ts>,
     ) -> Result<SnapshotInfo, StoreError> {
@@ -232,7 +245,7 @@ impl Store {
 
     fn snapshot_inner(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         alias: Option<&str>,
         expires_at: Option<Ts>,
     ) -> Result<SnapshotInfo, StoreError> {
@@ -248,7 +261,7 @@ impl Store {
         let (frozen, head, _) = self.freeze_head(&mut b, container)?;
         let now = Ts::now();
         let info = SnapshotInfo {
-            container: container.to_vec(),
+            container: container.clone(),
             name: self.unique_name(container, now)?,
             record: SnapshotRecord {
                 epoch: frozen,
@@ -273,11 +286,15 @@ impl Store {
 
     /// Points `container` at a new head on top of snapshot `key`; the old head is retired.
     /// Later snapshots are kept. O(1).
-    pub fn restore(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+    pub fn restore(&self, container: &ContainerId, key: &str) -> Result<SnapshotInfo, StoreError> {
         crate::metrics::timed("restore", || self.restore_inner(container, key))
     }
 
-    fn restore_inner(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+    fn restore_inner(
+        &self,
+        container: &ContainerId,
+        key: &str,
+    ) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
         let mut snap = self.require_snapshot(container, key)?;
         let mut crec = self.require_live(container)?;
@@ -296,9 +313,9 @@ impl Store {
             &mut b,
             head,
             &EpochRecord {
-                parent: snap.record.epoch,
+                parent: Some(snap.record.epoch),
                 kind: EpochKind::Head {
-                    container: container.to_vec(),
+                    container: container.clone(),
                 },
             },
         );
@@ -319,7 +336,7 @@ impl Store {
         self.put_snapshot(b, snap, None);
     }
 
-    pub(super) fn retire(&self, b: &mut Batch, e: u64) -> Result<(), StoreError> {
+    pub(super) fn retire(&self, b: &mut Batch, e: Epoch) -> Result<(), StoreError> {
         let rec = self
             .epoch(e)
             .ok_or_else(|| FsError::Corrupt(format!("epoch {e} missing")))?;
@@ -335,13 +352,17 @@ impl Store {
     }
 
     /// Deletes snapshot `key` at once; its space is reclaimed in the background.
-    pub fn delete_snapshot(&self, container: &[u8], key: &str) -> Result<SnapshotInfo, StoreError> {
+    pub fn delete_snapshot(
+        &self,
+        container: &ContainerId,
+        key: &str,
+    ) -> Result<SnapshotInfo, StoreError> {
         crate::metrics::timed("delete", || self.delete_snapshot_inner(container, key))
     }
 
     fn delete_snapshot_inner(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         key: &str,
     ) -> Result<SnapshotInfo, StoreError> {
         let _g = self.write_lock();
@@ -357,7 +378,7 @@ impl Store {
 
     /// Retires epoch `e` (for `fsck --repair`: an epoch nothing references); reclaim then
     /// drops its versions.
-    pub fn retire_epoch(&self, e: u64) -> Result<(), StoreError> {
+    pub fn retire_epoch(&self, e: Epoch) -> Result<(), StoreError> {
         let _g = self.write_lock();
         let mut b = Batch::new();
         self.retire(&mut b, e)?;
@@ -369,7 +390,7 @@ impl Store {
     /// Sets (or with `None` clears) the alias of snapshot `key`.
     pub fn set_alias(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         key: &str,
         alias: Option<&str>,
     ) -> Result<SnapshotInfo, StoreError> {
@@ -392,7 +413,7 @@ impl Store {
     /// Sets (or clears) the expiry of snapshot `key`.
     pub fn set_expiry(
         &self,
-        container: &[u8],
+        container: &ContainerId,
         key: &str,
         expires_at: Option<Ts>,
     ) -> Result<SnapshotInfo, StoreError> {
@@ -411,7 +432,7 @@ impl Store {
     /// A deleted source can still be copied from its snapshots.
     pub fn copy_container(
         &self,
-        source: &[u8],
+        source: &ContainerId,
         key: Option<&str>,
         target: &str,
         project_id: Option<&str>,
@@ -423,7 +444,7 @@ impl Store {
 
     fn copy_container_inner(
         &self,
-        source: &[u8],
+        source: &ContainerId,
         key: Option<&str>,
         target: &str,
         project_id: Option<&str>,
@@ -455,9 +476,9 @@ impl Store {
             &mut b,
             head,
             &EpochRecord {
-                parent: base,
+                parent: Some(base),
                 kind: EpochKind::Head {
-                    container: crec.id.clone().into_bytes(),
+                    container: crec.id.clone(),
                 },
             },
         );
@@ -470,12 +491,12 @@ impl Store {
                 self.set_head_below(source, *h, &base_chain);
             }
         }
-        self.set_head_below(crec.id.as_bytes(), head, &base_chain);
+        self.set_head_below(&crec.id, head, &base_chain);
         Ok(crec)
     }
 
     /// Bytes written in `epoch` (its versions' stored sizes), from the change index.
-    pub fn epoch_size(&self, epoch: u64) -> FsResult<u64> {
+    pub fn epoch_size(&self, epoch: Epoch) -> FsResult<u64> {
         let start = keys::epoch_changes(epoch);
         let end = crate::kv::prefix_end(&start);
         let mut total = 0u64;

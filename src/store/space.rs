@@ -5,6 +5,7 @@
 
 use super::{EpochKind, SnapshotInfo, Store};
 use crate::error::FsResult;
+use crate::ids::{ContainerId, Epoch};
 
 /// The space of one snapshot.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ impl Store {
     /// all it wrote; with one child, the versions that child shadows (reclaim drops those
     /// and moves the rest down); with more, nothing (it stays as their shared base).
     /// O(versions the snapshot wrote).
-    pub fn freed_if_deleted(&self, epoch: u64) -> FsResult<u64> {
+    pub fn freed_if_deleted(&self, epoch: Epoch) -> FsResult<u64> {
         let children = self.epochs.read().children(epoch);
         match children[..] {
             [] => self.epoch_size(epoch),
@@ -56,7 +57,7 @@ impl Store {
     }
 
     /// The space of each snapshot of `container`, newest first.
-    pub fn snapshot_space(&self, container: &[u8]) -> FsResult<Vec<SnapshotSpace>> {
+    pub fn snapshot_space(&self, container: &ContainerId) -> FsResult<Vec<SnapshotSpace>> {
         let mut snaps = self.snapshots(container)?;
         snaps.sort_by_key(|s| {
             std::cmp::Reverse((s.record.created_at.secs, s.record.created_at.nsecs))
@@ -77,7 +78,7 @@ impl Store {
     /// The store's side of the report. Sums every epoch's size (cached after the first
     /// time; the first costs one pass over the change index).
     pub fn store_space(&self) -> FsResult<StoreSpace> {
-        let epochs: Vec<(u64, bool)> = {
+        let epochs: Vec<(Epoch, bool)> = {
             let t = self.epochs.read();
             t.to_map()
                 .into_iter()

@@ -1,3 +1,5 @@
+#[allow(unused_imports)]
+use snapfs::ids::{ContainerId, DataId, Epoch, Ino};
 // Core cases, included by core_fs.rs once per backend (`new_fs` comes from the includer).
 
 #[test]
@@ -189,7 +191,7 @@ fn release_racing_unlink_frees_inode_exactly_once() {
         }
         assert_eq!(errno(fs.getattr(ino)), libc::ENOENT, "round {round}: not freed");
         assert_eq!(keys_under(fs, Space::Meta, &orphans), 0, "round {round}");
-        let blocks = keys::block_prefix(ino); // a new file's data id is its inode number
+        let blocks = keys::block_prefix(DataId::new(ino.get())); // a new file's data id is its inode number
         assert_eq!(keys_under(fs, Space::Data, &blocks), 0, "round {round}");
     }
     let report = snapfs::fsck::check(fs.store()).unwrap();
@@ -451,7 +453,7 @@ fn copy_container_is_independent() {
     let rec = store
         .copy_container(fs.container(), Some("base"), "clone", None)
         .unwrap();
-    let clone = Fs::new(store.clone(), rec.id.as_bytes()).unwrap();
+    let clone = Fs::new(store.clone(), &rec.id).unwrap();
     assert_eq!(read_file(&clone, "f"), b"shared");
     write_file(&clone, "f", b"clone's");
     write_file(&fs, "f", b"origin's");
@@ -459,7 +461,7 @@ fn copy_container_is_independent() {
     assert_eq!(read_file(&fs, "f"), b"origin's");
     // Copy of the current tree (no snapshot named).
     let rec = store.copy_container(fs.container(), None, "now", None).unwrap();
-    let now = Fs::new(store.clone(), rec.id.as_bytes()).unwrap();
+    let now = Fs::new(store.clone(), &rec.id).unwrap();
     assert_eq!(read_file(&now, "f"), b"origin's");
     write_file(&fs, "f", b"moved on");
     assert_eq!(read_file(&now, "f"), b"origin's");
@@ -530,30 +532,30 @@ fn deleted_container_keeps_snapshots_for_copy_and_frees_its_name() {
     let fs = new_fs();
     let store = fs.store().clone();
     let src = store.create_container("src", Some("proj")).unwrap();
-    let view = Fs::new(store.clone(), src.id.as_bytes()).unwrap();
+    let view = Fs::new(store.clone(), &src.id).unwrap();
     write_file(&view, "f", b"from src");
-    let snap = store.snapshot(src.id.as_bytes(), Some("keep"), None).unwrap();
-    let deleted = store.delete_container(src.id.as_bytes()).unwrap();
+    let snap = store.snapshot(&src.id, Some("keep"), None).unwrap();
+    let deleted = store.delete_container(&src.id).unwrap();
     assert!(deleted.deleted_at.is_some());
     assert!(view.getattr(ROOT_INO).is_err(), "a deleted container's head is gone");
-    assert!(store.snapshot(src.id.as_bytes(), None, None).is_err());
-    assert_eq!(store.snapshots(src.id.as_bytes()).unwrap().len(), 1);
+    assert!(store.snapshot(&src.id, None, None).is_err());
+    assert_eq!(store.snapshots(&src.id).unwrap().len(), 1);
     // The name is free again; the old record is still found by id.
     let again = store.create_container("src", None).unwrap();
     assert_ne!(again.id, src.id);
     assert_eq!(
-        store.find_container(&src.id).unwrap().unwrap().deleted_at,
+        store.find_container(src.id.as_str()).unwrap().unwrap().deleted_at,
         deleted.deleted_at
     );
     let copy = store
-        .copy_container(src.id.as_bytes(), Some(&snap.name), "revived", Some("p2"))
+        .copy_container(&src.id, Some(&snap.name), "revived", Some("p2"))
         .unwrap();
-    let revived = Fs::new(store.clone(), copy.id.as_bytes()).unwrap();
+    let revived = Fs::new(store.clone(), &copy.id).unwrap();
     assert_eq!(read_file(&revived, "f"), b"from src");
     assert_eq!(copy.project_id.as_deref(), Some("p2"));
     store.reclaim().unwrap();
     assert_eq!(read_file(&revived, "f"), b"from src");
-    assert!(store.copy_container(src.id.as_bytes(), None, "x", None).is_err());
+    assert!(store.copy_container(&src.id, None, "x", None).is_err());
 }
 
 #[test]
@@ -578,7 +580,7 @@ fn fsck_clean_store_then_reports_planted_corruption() {
         &keys::dirent(ROOT_INO, b"ghost"),
         head,
         encode_live(&Dirent {
-            ino: 999_999,
+            ino: Ino::new(999_999),
             kind: Kind::File,
         }),
     );

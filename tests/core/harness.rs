@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use snapfs::error::FsError;
 use snapfs::fs::{Caller, Fh, Fs, ROOT_INO};
+#[allow(unused_imports)]
+pub use snapfs::ids::{ContainerId, DataId, Epoch, Ino};
 use snapfs::kv::mem::MemKv;
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
 use snapfs::kv::Kv;
@@ -65,7 +67,7 @@ pub fn open_default(store: Arc<Store>) -> Fs {
         .expect("lookup")
         .expect("default container")
         .id;
-    Fs::new(store, id.as_bytes()).expect("open")
+    Fs::new(store, &id).expect("open")
 }
 
 /// Closes everything and opens the store again from its backend (a real reopen for RocksDB).
@@ -76,7 +78,7 @@ pub fn reopen(mut t: T) -> T {
     t
 }
 
-pub fn file(fs: &Fs, name: &str) -> (u64, Fh) {
+pub fn file(fs: &Fs, name: &str) -> (Ino, Fh) {
     let (ino, _, fh) = fs
         .create(ROOT_INO, name.as_bytes(), 0o644, libc::O_RDWR, ME)
         .expect("create");

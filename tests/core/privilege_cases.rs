@@ -7,7 +7,7 @@ const USER: snapfs::fs::Caller = snapfs::fs::Caller {
     gid: 1000,
 };
 
-fn set_mode(fs: &Fs, ino: u64, mode: u32) {
+fn set_mode(fs: &Fs, ino: Ino, mode: u32) {
     let set = SetAttr {
         mode: Some(mode),
         ..Default::default()
@@ -15,11 +15,11 @@ fn set_mode(fs: &Fs, ino: u64, mode: u32) {
     fs.setattr(ino, &set, ME).expect("chmod");
 }
 
-fn perm(fs: &Fs, ino: u64) -> u16 {
+fn perm(fs: &Fs, ino: Ino) -> u16 {
     fs.getattr(ino).expect("getattr").perm
 }
 
-fn has_cap(fs: &Fs, ino: u64) -> bool {
+fn has_cap(fs: &Fs, ino: Ino) -> bool {
     let r = fs.getxattr(ino, CAP);
     if r.is_ok() {
         return true;

@@ -1,13 +1,13 @@
 // `fsck --repair` cases, included by core_fs.rs once per backend (uses its helpers).
 
 /// Writes `value` as the head epoch's version of `base` (with its change-index entry).
-fn plant(store: &snapfs::store::Store, epoch: u64, base: &[u8], value: Vec<u8>) {
+fn plant(store: &snapfs::store::Store, epoch: Epoch, base: &[u8], value: Vec<u8>) {
     let mut b = snapfs::kv::Batch::new();
     snapfs::store::put_version(&mut b, snapfs::kv::Space::Meta, base, epoch, value);
     store.kv().write(b, true).expect("plant");
 }
 
-fn plant_inode(store: &snapfs::store::Store, epoch: u64, ino: u64, f: impl Fn(&mut snapfs::codec::Inode)) {
+fn plant_inode(store: &snapfs::store::Store, epoch: Epoch, ino: Ino, f: impl Fn(&mut snapfs::codec::Inode)) {
     let fs = open_default(std::sync::Arc::new(
         snapfs::store::Store::open(store.kv_arc()).expect("open"),
     ));
@@ -16,7 +16,7 @@ fn plant_inode(store: &snapfs::store::Store, epoch: u64, ino: u64, f: impl Fn(&m
     plant(store, epoch, &snapfs::keys::inode(ino), snapfs::codec::encode_live(&inode));
 }
 
-fn dirent_value(ino: u64, kind: Kind) -> Vec<u8> {
+fn dirent_value(ino: Ino, kind: Kind) -> Vec<u8> {
     snapfs::codec::encode_live(&snapfs::codec::Dirent { ino, kind })
 }
 
@@ -70,7 +70,7 @@ fn repair_fixes_planted_head_damage_keeps_every_byte_and_is_idempotent() {
     let head = store.head(t.container()).unwrap().epoch;
     let (big, big_attr) = t.lookup(ROOT_INO, b"big").unwrap();
     let (h, _) = t.lookup(ROOT_INO, b"h").unwrap();
-    plant(&store, head, &keys::dirent(ROOT_INO, b"ghost"), dirent_value(999_999, Kind::File));
+    plant(&store, head, &keys::dirent(ROOT_INO, b"ghost"), dirent_value(Ino::new(999_999), Kind::File));
     plant(&store, head, &keys::dirent(ROOT_INO, b"h"), dirent_value(h, Kind::Symlink));
     plant(&store, head, &keys::dirent(ROOT_INO, b"d-again"), dirent_value(d, Kind::Dir));
     plant_inode(&store, head, f_ino, |i| i.nlink = 5);
@@ -94,15 +94,15 @@ fn repair_fixes_planted_head_damage_keeps_every_byte_and_is_idempotent() {
     );
     b.put(
         Space::Meta,
-        keys::change(head, Space::Meta, &keys::inode(424_242)),
+        keys::change(head, Space::Meta, &keys::inode(Ino::new(424_242))),
         10u64.to_be_bytes().to_vec(),
     );
     // An epoch nothing references.
     b.put(
         Space::Meta,
-        keys::epoch(1 << 40),
+        keys::epoch(Epoch::new(1 << 40)),
         snapfs::codec::encode_plain(&snapfs::store::EpochRecord {
-            parent: 0,
+            parent: None,
             kind: snapfs::store::EpochKind::Frozen,
         }),
     );

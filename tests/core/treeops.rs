@@ -12,10 +12,10 @@ use snapfs::codec::Kind;
 use snapfs::fs::{Fs, SetAttr, ROOT_INO};
 use snapfs::store::{Chain, Store};
 
-use super::harness::{open_default, ME};
+use super::harness::{open_default, Ino, ME};
 
 /// (inode, directory, name) of every entry of the view, by walking its tree.
-pub fn tree_links(fs: &Fs) -> BTreeSet<(u64, u64, Vec<u8>)> {
+pub fn tree_links(fs: &Fs) -> BTreeSet<(Ino, Ino, Vec<u8>)> {
     let mut out = BTreeSet::new();
     let mut stack = vec![ROOT_INO];
     while let Some(dir) = stack.pop() {
@@ -35,7 +35,7 @@ pub fn tree_links(fs: &Fs) -> BTreeSet<(u64, u64, Vec<u8>)> {
 /// Every view of the default container with its chain: head first, then each snapshot.
 pub fn views(store: &Arc<Store>) -> Vec<(String, Fs, Arc<Chain>)> {
     let head = open_default(store.clone());
-    let id = head.container().to_vec();
+    let id = head.container().clone();
     let chain = store.head(&id).expect("head chain");
     let mut out = vec![("head".to_string(), head, chain)];
     for s in store.snapshots(&id).expect("snapshots") {
@@ -51,9 +51,9 @@ pub fn views(store: &Arc<Store>) -> Vec<(String, Fs, Arc<Chain>)> {
 pub fn random_step(store: &Arc<Store>, rng: &mut StdRng, lifecycle: bool) {
     const NAMES: [&[u8]; 6] = [b"n0", b"n1", b"n2", b"n3", b"n4", b"n\xff5"];
     let fs = open_default(store.clone());
-    let id = fs.container().to_vec();
+    let id = fs.container().clone();
     let links = tree_links(&fs);
-    let dirs: Vec<u64> = std::iter::once(ROOT_INO)
+    let dirs: Vec<Ino> = std::iter::once(ROOT_INO)
         .chain(
             links
                 .iter()
@@ -61,7 +61,7 @@ pub fn random_step(store: &Arc<Store>, rng: &mut StdRng, lifecycle: bool) {
                 .map(|(ino, _, _)| *ino),
         )
         .collect();
-    let files: Vec<u64> = links
+    let files: Vec<Ino> = links
         .iter()
         .filter(|(ino, _, _)| fs.getattr(*ino).is_ok_and(|i| i.kind == Kind::File))
         .map(|(ino, _, _)| *ino)

@@ -6,9 +6,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Volume, FIRST_HEAD_SLOT, SLOT_SHIFT};
+use super::inos::{kernel, ROOT};
+use super::{SnapView, Volume, FIRST_HEAD_SLOT};
 use crate::error::{FsError, FsResult};
 use crate::fs::{MountHooks, PathRestore, ROOT_INO};
+use crate::ids::{Epoch, Ino, KernelIno};
 use crate::store::{SnapshotInfo, StoreError};
 
 /// What the mount adapter carries to the kernel for a volume; registered by the adapter when
@@ -28,9 +30,9 @@ pub trait KernelLink: Send + Sync {
 #[derive(Debug, Default)]
 pub struct KernelDrops {
     /// (directory, name) entries, present or absent.
-    pub entries: Vec<(u64, Vec<u8>)>,
+    pub entries: Vec<(KernelIno, Vec<u8>)>,
     /// Inodes whose attributes and pages go.
-    pub inodes: Vec<u64>,
+    pub inodes: Vec<KernelIno>,
 }
 
 /// How long a snapshot deletion through the API, or a restore, waits for the kernel to
@@ -65,7 +67,7 @@ impl MountHooks for Volume {
     /// Files open for writing may have cached writes (closed files were flushed by close):
     /// invalidating their pages makes the kernel write the dirty ones back, and waits.
     fn flush_writes(&self) -> FsResult<()> {
-        let inos: Vec<u64> = self
+        let inos: Vec<KernelIno> = self
             .head
             .open_writable_inodes()
             .into_iter()
@@ -108,9 +110,9 @@ impl MountHooks for Volume {
         names.extend(self.root_names());
         names.sort_unstable();
         names.dedup();
-        open.insert(0, ROOT_INO);
+        open.insert(0, ROOT);
         self.drop_and_wait(KernelDrops {
-            entries: names.into_iter().map(|n| (ROOT_INO, n)).collect(),
+            entries: names.into_iter().map(|n| (ROOT, n)).collect(),
             inodes: open,
         });
         Ok(s)
@@ -123,24 +125,24 @@ impl MountHooks for Volume {
     }
 
     /// Its root and its open files, in the view's kernel numbers.
-    fn snapshot_gone(&self, epoch: u64, wait: bool) {
+    fn snapshot_gone(&self, epoch: Epoch, wait: bool) {
         let view = {
             let slots = self.slots.read();
             slots.by_epoch.get(&epoch).and_then(|&slot| {
                 let i = slot.checked_sub(1)? as usize;
-                slots.views.get(i).map(|(_, _, fs)| (slot, fs.clone()))
+                slots.views.get(i).map(|v| (slot, v.fs.clone()))
             })
         };
         let Some((slot, fs)) = view else { return };
         let Some(k) = self.kernel() else {
             return;
         };
-        let mut inos: Vec<u64> = fs
+        let mut inos: Vec<KernelIno> = fs
             .open_inodes()
             .into_iter()
-            .map(|ino| (slot << SLOT_SHIFT) | ino)
+            .map(|ino| kernel(slot, ino))
             .collect();
-        inos.push((slot << SLOT_SHIFT) | ROOT_INO);
+        inos.push(kernel(slot, ROOT_INO));
         let drops = KernelDrops {
             entries: Vec::new(),
             inodes: inos,
@@ -225,15 +227,15 @@ impl Volume {
     }
 
     /// `out` while the caller holds the renumbering map.
-    fn out_locked(&self, renumbered: &std::collections::HashMap<u64, u64>, ino: u64) -> u64 {
+    fn out_locked(&self, renumbered: &std::collections::HashMap<Ino, u64>, ino: Ino) -> KernelIno {
         if ino == ROOT_INO {
-            return ino;
+            return ROOT;
         }
         let slot = renumbered
             .get(&ino)
             .copied()
             .unwrap_or_else(|| self.head_slot.load(Ordering::SeqCst));
-        (slot << SLOT_SHIFT) | ino
+        kernel(slot, ino)
     }
 
     /// File handles open through this mount (head and snapshot views), for metrics.
@@ -243,13 +245,13 @@ impl Volume {
             .read()
             .views
             .iter()
-            .map(|(_, _, fs)| fs.open_handles())
+            .map(|v: &SnapView| v.fs.open_handles())
             .sum();
         self.head.open_handles() + views
     }
 
     /// Kernel inode numbers of the head's files that are open right now.
-    fn open_head_inodes(&self) -> Vec<u64> {
+    fn open_head_inodes(&self) -> Vec<KernelIno> {
         self.head
             .open_inodes()
             .into_iter()

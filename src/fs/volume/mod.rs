@@ -23,21 +23,18 @@ use crate::store::{SnapshotInfo, StoreError};
 use crate::timefmt;
 
 use super::{Caller, Container, DirEntry, Fh, Fs, MountHooks, SetAttr, Statfs, ROOT_INO};
+use crate::ids::{ContainerId, Epoch, Ino, KernelIno};
 
+mod inos;
 mod kernel;
 mod snapdir;
 
+use inos::{alias as alias_ino, alias_slot, kernel, split, ROOT, SPECIAL_SLOT};
+pub use inos::{Listed, Listing, ROOT as ROOT_KERNEL_INO, SNAPDIR_INO};
 pub use kernel::{KernelDrops, KernelLink};
 
 /// Name of the magic directory at a container's root.
 pub const SNAPDIR_NAME: &[u8] = b".snapshots";
-const SLOT_SHIFT: u32 = 48;
-const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
-const SPECIAL_SLOT: u64 = 0xffff;
-/// The `.snapshots` directory.
-pub const SNAPDIR_INO: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | 1;
-/// Alias symlinks: `ALIAS_BASE | slot`.
-const ALIAS_BASE: u64 = (SPECIAL_SLOT << SLOT_SHIFT) | (1 << 32);
 const XATTR_PREFIX: &str = "user.snapfs.";
 
 #[derive(Debug, Clone, Default)]
@@ -54,15 +51,30 @@ pub struct VolumeOptions {
 /// taken again within the same second) for a different snapshot.
 #[derive(Default)]
 struct Slots {
-    by_epoch: HashMap<u64, u64>,
-    views: Vec<(String, u64, Arc<Fs>)>,
+    by_epoch: HashMap<Epoch, u64>,
+    /// The view of slot `i + 1`.
+    views: Vec<SnapView>,
+}
+
+/// A snapshot view of the mount: the snapshot it shows (by name and epoch) and its tree.
+#[derive(Clone)]
+struct SnapView {
+    name: String,
+    epoch: Epoch,
+    fs: Arc<Fs>,
 }
 
 /// What a kernel inode number designates.
 enum Target {
-    Head(u64),
-    Snap(u64, Arc<Fs>, u64),
+    Head(Ino),
+    /// Inode `ino` of the snapshot view in `slot`.
+    Snap {
+        slot: u64,
+        fs: Arc<Fs>,
+        ino: Ino,
+    },
     SnapDir,
+    /// The alias symlink of the snapshot in this slot.
     Alias(u64),
 }
 
@@ -77,7 +89,7 @@ pub struct Volume {
     /// Lowest slot handed to a head generation or a path restore (0: none yet).
     gen_floor: AtomicU64,
     /// Inodes a path restore replaced since the last full restore, with their own slot.
-    renumbered: RwLock<HashMap<u64, u64>>,
+    renumbered: RwLock<HashMap<Ino, u64>>,
     any_renumbered: AtomicBool,
     /// Requests to the kernel, through the mount adapter (a FUSE handler must never notify
     /// the kernel itself).
@@ -142,17 +154,17 @@ impl Volume {
     }
 
     /// Kernel inode number of head inode `ino`.
-    fn out(&self, ino: u64) -> u64 {
+    fn out(&self, ino: Ino) -> KernelIno {
         if ino == ROOT_INO {
-            ino
+            ROOT
         } else {
-            (self.slot_of_head(ino) << SLOT_SHIFT) | ino
+            kernel(self.slot_of_head(ino), ino)
         }
     }
 
     /// The slot head inode `ino` has now: the head generation's, or its own after a path
     /// restore replaced it.
-    fn slot_of_head(&self, ino: u64) -> u64 {
+    fn slot_of_head(&self, ino: Ino) -> u64 {
         if self.any_renumbered.load(Ordering::SeqCst) {
             if let Some(s) = self.renumbered.read().get(&ino) {
                 return *s;
@@ -161,7 +173,7 @@ impl Volume {
         self.head_slot.load(Ordering::SeqCst)
     }
 
-    fn out_entry(&self, r: FsResult<(u64, Inode)>) -> FsResult<(u64, Inode)> {
+    fn out_entry(&self, r: FsResult<(Ino, Inode)>) -> FsResult<(KernelIno, Inode)> {
         r.map(|(ino, i)| (self.out(ino), i))
     }
 
@@ -174,17 +186,17 @@ impl Volume {
     }
 
     /// Entries of `.snapshots` must not be cached: aliases move under the kernel's feet.
-    pub fn is_snapdir(&self, ino: u64) -> bool {
+    pub fn is_snapdir(&self, ino: KernelIno) -> bool {
         ino == SNAPDIR_INO
     }
 
     /// Snapshot views never change: their attributes may be cached for long.
-    pub fn is_frozen(&self, ino: u64) -> bool {
-        let slot = ino >> SLOT_SHIFT;
+    pub fn is_frozen(&self, ino: KernelIno) -> bool {
+        let (slot, _) = split(ino);
         slot != 0 && slot != SPECIAL_SLOT
     }
 
-    fn container(&self) -> &[u8] {
+    fn container(&self) -> &ContainerId {
         self.head.container()
     }
 
@@ -209,13 +221,17 @@ impl Volume {
         let store = self.head.store().clone();
         let chain = store.snapshot_chain(info);
         let fs = Arc::new(Fs::frozen(store, self.container(), chain));
-        slots.views.push((info.name.clone(), epoch, fs));
+        slots.views.push(SnapView {
+            name: info.name.clone(),
+            epoch,
+            fs,
+        });
         let slot = slots.views.len() as u64;
         slots.by_epoch.insert(epoch, slot);
         slot
     }
 
-    fn view(&self, slot: u64) -> FsResult<(String, u64, Arc<Fs>)> {
+    fn view(&self, slot: u64) -> FsResult<SnapView> {
         let slots = self.slots.read();
         slot.checked_sub(1)
             .and_then(|i| slots.views.get(i as usize))
@@ -223,10 +239,9 @@ impl Volume {
             .ok_or(FsError::Stale)
     }
 
-    fn target(&self, ino: u64) -> FsResult<Target> {
-        let slot = ino >> SLOT_SHIFT;
-        let low = ino & LOW_MASK;
-        if ino == ROOT_INO || slot == self.slot_of_head(low) {
+    fn target(&self, ino: KernelIno) -> FsResult<Target> {
+        let (slot, low) = split(ino);
+        if ino == ROOT || slot == self.slot_of_head(low) {
             return Ok(Target::Head(low));
         }
         let floor = self.gen_floor.load(Ordering::SeqCst);
@@ -235,11 +250,14 @@ impl Volume {
             0 => Err(FsError::Stale),
             s if floor != 0 && s >= floor && s <= FIRST_HEAD_SLOT => Err(FsError::Stale),
             SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Target::SnapDir),
-            SPECIAL_SLOT if ino & !0xffff == ALIAS_BASE => Ok(Target::Alias(ino & 0xffff)),
-            SPECIAL_SLOT => Err(FsError::NotFound),
+            SPECIAL_SLOT => alias_slot(ino).map(Target::Alias).ok_or(FsError::NotFound),
             s => {
-                let (_, _, fs) = self.view(s)?;
-                Ok(Target::Snap(s, fs, low))
+                let fs = self.view(s)?.fs;
+                Ok(Target::Snap {
+                    slot: s,
+                    fs,
+                    ino: low,
+                })
             }
         }
     }
@@ -249,7 +267,7 @@ impl Volume {
     }
 
     fn snapshot_by_slot(&self, slot: u64) -> FsResult<SnapshotInfo> {
-        let (name, epoch, _) = self.view(slot)?;
+        let SnapView { name, epoch, .. } = self.view(slot)?;
         self.head
             .store()
             .find_snapshot(self.container(), &name)?
@@ -258,22 +276,22 @@ impl Volume {
     }
 
     /// The root of a snapshot view; its mtime is the snapshot's creation time.
-    fn snap_root(&self, info: &SnapshotInfo) -> FsResult<(u64, Inode)> {
+    fn snap_root(&self, info: &SnapshotInfo) -> FsResult<(KernelIno, Inode)> {
         let slot = self.slot_of(info);
-        let (_, _, fs) = self.view(slot)?;
+        let fs = self.view(slot)?.fs;
         let mut root = fs.getattr(ROOT_INO)?;
         root.mtime = info.record.created_at;
-        Ok(((slot << SLOT_SHIFT) | ROOT_INO, root))
+        Ok((kernel(slot, ROOT_INO), root))
     }
 
-    fn in_snap(slot: u64, r: FsResult<(u64, Inode)>) -> FsResult<(u64, Inode)> {
-        r.map(|(ino, i)| ((slot << SLOT_SHIFT) | ino, i))
+    fn in_snap(slot: u64, r: FsResult<(Ino, Inode)>) -> FsResult<(KernelIno, Inode)> {
+        r.map(|(ino, i)| (kernel(slot, ino), i))
     }
 
-    pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+    pub fn getattr(&self, ino: KernelIno) -> FsResult<Inode> {
         match self.target(ino)? {
             Target::Head(i) => self.head.getattr(i),
-            Target::Snap(slot, fs, i) => {
+            Target::Snap { slot, fs, ino: i } => {
                 if i == ROOT_INO {
                     let info = self.snapshot_by_slot(slot)?;
                     return self.snap_root(&info).map(|(_, a)| a);
@@ -285,7 +303,7 @@ impl Volume {
         }
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<(u64, Inode)> {
+    pub fn lookup(&self, parent: KernelIno, name: &[u8]) -> FsResult<(KernelIno, Inode)> {
         match self.target(parent)? {
             Target::Head(p) => {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
@@ -293,7 +311,7 @@ impl Volume {
                 }
                 self.out_entry(self.head.lookup(p, name))
             }
-            Target::Snap(slot, fs, p) => {
+            Target::Snap { slot, fs, ino: p } => {
                 if p == ROOT_INO && name == b".." {
                     return Ok((SNAPDIR_INO, self.snapdir_attr()?));
                 }
@@ -310,7 +328,7 @@ impl Volume {
 
     /// A mutation in a directory: head only (snapshot views are read-only; `.snapshots`
     /// itself has its own gestures). Refuses to shadow `.snapshots` at the root.
-    fn head_dir(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
+    fn head_dir(&self, parent: KernelIno, name: &[u8]) -> FsResult<Ino> {
         match self.target(parent)? {
             Target::Head(p) => {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
@@ -318,27 +336,27 @@ impl Volume {
                 }
                 Ok(p)
             }
-            Target::Snap(..) => Err(FsError::ReadOnly),
+            Target::Snap { .. } => Err(FsError::ReadOnly),
             Target::SnapDir => Err(FsError::Perm),
             Target::Alias(_) => Err(FsError::NotDir),
         }
     }
 
-    fn head_ino(&self, ino: u64) -> FsResult<u64> {
+    fn head_ino(&self, ino: KernelIno) -> FsResult<Ino> {
         match self.target(ino)? {
             Target::Head(i) => Ok(i),
             _ => Err(FsError::ReadOnly),
         }
     }
 
-    pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
+    pub fn setattr(&self, ino: KernelIno, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
         self.head.setattr(self.head_ino(ino)?, set, caller)
     }
 
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn readlink(&self, ino: KernelIno) -> FsResult<Vec<u8>> {
         match self.target(ino)? {
             Target::Head(i) => self.head.readlink(i),
-            Target::Snap(_, fs, i) => fs.readlink(i),
+            Target::Snap { fs, ino: i, .. } => fs.readlink(i),
             Target::Alias(slot) => Ok(self.alias_of(slot)?.name.into_bytes()),
             Target::SnapDir => Err(FsError::Invalid("not a symlink")),
         }
@@ -346,12 +364,12 @@ impl Volume {
 
     pub fn mknod(
         &self,
-        parent: u64,
+        parent: KernelIno,
         name: &[u8],
         mode: u32,
         rdev: u32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(KernelIno, Inode)> {
         let dir = self.head_dir(parent, name)?;
         self.out_entry(self.head.mknod(dir, name, mode, rdev, caller))
     }
@@ -359,11 +377,11 @@ impl Volume {
     /// `mkdir`; in `.snapshots` it takes a snapshot with alias `name`.
     pub fn mkdir(
         &self,
-        parent: u64,
+        parent: KernelIno,
         name: &[u8],
         mode: u32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(KernelIno, Inode)> {
         if parent == SNAPDIR_INO {
             self.may_manage(caller)?;
             let alias = name_str(name)?;
@@ -383,11 +401,11 @@ impl Volume {
     /// `symlink`; in `.snapshots`, `ln -s NAME ALIAS` sets alias ALIAS on snapshot NAME.
     pub fn symlink(
         &self,
-        parent: u64,
+        parent: KernelIno,
         name: &[u8],
         target: &[u8],
         caller: Caller,
-    ) -> FsResult<(u64, Inode)> {
+    ) -> FsResult<(KernelIno, Inode)> {
         if parent == SNAPDIR_INO {
             self.may_manage(caller)?;
             let alias = name_str(name)?;
@@ -401,7 +419,7 @@ impl Volume {
                 .set_alias(&snap.name, Some(alias))
                 .map_err(store_err)?;
             let slot = self.slot_of(&info);
-            return Ok((ALIAS_BASE | slot, Self::alias_attr(&info)));
+            return Ok((alias_ino(slot), Self::alias_attr(&info)));
         }
         let dir = self.head_dir(parent, name)?;
         self.out_entry(self.head.symlink(dir, name, target, caller))
@@ -409,18 +427,23 @@ impl Volume {
 
     pub fn create(
         &self,
-        parent: u64,
+        parent: KernelIno,
         name: &[u8],
         mode: u32,
         flags: i32,
         caller: Caller,
-    ) -> FsResult<(u64, Inode, Fh)> {
+    ) -> FsResult<(KernelIno, Inode, Fh)> {
         let dir = self.head_dir(parent, name)?;
         let (ino, attr, fh) = self.head.create(dir, name, mode, flags, caller)?;
         Ok((self.out(ino), attr, fh))
     }
 
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<(u64, Inode)> {
+    pub fn link(
+        &self,
+        ino: KernelIno,
+        newparent: KernelIno,
+        newname: &[u8],
+    ) -> FsResult<(KernelIno, Inode)> {
         let dir = self.head_dir(newparent, newname)?;
         match self.target(ino)? {
             Target::Head(i) => self.out_entry(self.head.link(i, dir, newname)),
@@ -429,7 +452,7 @@ impl Volume {
     }
 
     /// `unlink`; in `.snapshots` it drops an alias.
-    pub fn unlink(&self, parent: u64, name: &[u8], caller: Caller) -> FsResult<()> {
+    pub fn unlink(&self, parent: KernelIno, name: &[u8], caller: Caller) -> FsResult<()> {
         match self.target(parent)? {
             Target::SnapDir => {
                 self.may_manage(caller)?;
@@ -446,7 +469,7 @@ impl Volume {
     }
 
     /// `rmdir`; in `.snapshots` it deletes a snapshot.
-    pub fn rmdir(&self, parent: u64, name: &[u8], caller: Caller) -> FsResult<()> {
+    pub fn rmdir(&self, parent: KernelIno, name: &[u8], caller: Caller) -> FsResult<()> {
         match self.target(parent)? {
             Target::SnapDir => {
                 self.may_manage(caller)?;
@@ -471,9 +494,9 @@ impl Volume {
     /// `rename`; inside `.snapshots` it sets or renames aliases.
     pub fn rename(
         &self,
-        parent: u64,
+        parent: KernelIno,
         name: &[u8],
-        newparent: u64,
+        newparent: KernelIno,
         newname: &[u8],
         flags: u32,
         caller: Caller,
@@ -496,40 +519,42 @@ impl Volume {
                 }
                 self.head.rename(*p, name, *np, newname, flags)
             }
-            (Target::Snap(a, ..), Target::Snap(b, ..)) if a == b => Err(FsError::ReadOnly),
+            (Target::Snap { slot: a, .. }, Target::Snap { slot: b, .. }) if a == b => {
+                Err(FsError::ReadOnly)
+            }
             _ => Err(FsError::CrossDevice),
         }
     }
 
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Fh> {
+    pub fn open(&self, ino: KernelIno, flags: i32) -> FsResult<Fh> {
         match self.target(ino)? {
             Target::Head(i) => self.head.open(i, flags),
-            Target::Snap(_, fs, i) => fs.open(i, flags),
+            Target::Snap { fs, ino: i, .. } => fs.open(i, flags),
             Target::SnapDir => Err(FsError::IsDir),
             Target::Alias(_) => Err(FsError::Invalid("symlink")),
         }
     }
 
-    pub fn release(&self, ino: u64, fh: Fh) -> FsResult<()> {
+    pub fn release(&self, ino: KernelIno, fh: Fh) -> FsResult<()> {
         match self.target(ino) {
-            Ok(Target::Snap(_, fs, _)) => fs.release(fh),
+            Ok(Target::Snap { fs, .. }) => fs.release(fh),
             // Handles of a head generation from before a restore live in the head too.
             Ok(Target::Head(_)) | Err(FsError::Stale) => self.head.release(fh),
             _ => Ok(()),
         }
     }
 
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, ino: KernelIno, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         match self.target(ino)? {
             Target::Head(i) => self.head.read(i, offset, size),
-            Target::Snap(_, fs, i) => fs.read(i, offset, size),
+            Target::Snap { fs, ino: i, .. } => fs.read(i, offset, size),
             _ => Err(FsError::IsDir),
         }
     }
 
     pub fn write(
         &self,
-        ino: u64,
+        ino: KernelIno,
         fh: Fh,
         offset: u64,
         data: &[u8],
@@ -547,21 +572,21 @@ impl Volume {
     /// (pages, listings)? Whatever opens is a head or snapshot-view file or directory
     /// (see `fuse::session::kernel_cache`), except `.snapshots`, whose entries also change
     /// through the API. No lookup: this runs on every open.
-    pub fn kernel_cacheable(&self, ino: u64) -> bool {
+    pub fn kernel_cacheable(&self, ino: KernelIno) -> bool {
         ino != SNAPDIR_INO
     }
 
-    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
+    pub fn opendir(&self, ino: KernelIno) -> FsResult<Fh> {
         match self.target(ino)? {
             Target::Head(i) => self.head.opendir(i),
-            Target::Snap(_, fs, i) => fs.opendir(i),
-            Target::SnapDir => Ok(Fh(0)),
+            Target::Snap { fs, ino: i, .. } => fs.opendir(i),
+            Target::SnapDir => Ok(Fh::new(0)),
             Target::Alias(_) => Err(FsError::NotDir),
         }
     }
 
     /// Directory entries from `offset`, with kernel inode numbers.
-    pub fn readdir(&self, ino: u64, fh: Fh, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, ino: KernelIno, fh: Fh, offset: u64) -> FsResult<Listing> {
         match self.target(ino)? {
             Target::Head(i) => {
                 let entries = self.head.readdir(i, fh, offset)?;
@@ -570,17 +595,19 @@ impl Volume {
                     && self.head_slot.load(Ordering::SeqCst) == 0
                     && !self.any_renumbered.load(Ordering::SeqCst)
                 {
-                    return Ok(entries); // kernel numbers equal store numbers
+                    return Ok(Listing::Same(entries)); // kernel numbers equal store numbers
                 }
-                let mut v: Vec<DirEntry> = entries
+                let mut v: Vec<DirEntry<KernelIno>> = entries
                     .iter()
                     .map(|e| DirEntry {
                         ino: self.out(e.ino),
-                        ..e.clone()
+                        kind: e.kind,
+                        name: e.name.clone(),
+                        offset: e.offset,
                     })
                     .collect();
                 if plain {
-                    return Ok(Arc::new(v));
+                    return Ok(Listing::Kernel(Arc::new(v)));
                 }
                 v.push(DirEntry {
                     ino: SNAPDIR_INO,
@@ -589,9 +616,9 @@ impl Volume {
                     offset: 0,
                 });
                 renumber(&mut v);
-                Ok(Arc::new(v))
+                Ok(Listing::Kernel(Arc::new(v)))
             }
-            Target::Snap(slot, fs, i) => {
+            Target::Snap { slot, fs, ino: i } => {
                 let entries = fs.readdir(i, fh, offset)?;
                 let v = entries
                     .iter()
@@ -599,12 +626,17 @@ impl Volume {
                         let ino = if i == ROOT_INO && e.name == b".." {
                             SNAPDIR_INO
                         } else {
-                            (slot << SLOT_SHIFT) | e.ino
+                            kernel(slot, e.ino)
                         };
-                        DirEntry { ino, ..e.clone() }
+                        DirEntry {
+                            ino,
+                            kind: e.kind,
+                            name: e.name.clone(),
+                            offset: e.offset,
+                        }
                     })
                     .collect();
-                Ok(Arc::new(v))
+                Ok(Listing::Kernel(Arc::new(v)))
             }
             Target::SnapDir => {
                 let mut v = vec![
@@ -615,7 +647,7 @@ impl Volume {
                         offset: 0,
                     },
                     DirEntry {
-                        ino: ROOT_INO,
+                        ino: ROOT,
                         kind: Kind::Dir,
                         name: b"..".to_vec(),
                         offset: 0,
@@ -624,14 +656,14 @@ impl Volume {
                 for s in self.snapshots()? {
                     let slot = self.slot_of(&s);
                     v.push(DirEntry {
-                        ino: (slot << SLOT_SHIFT) | ROOT_INO,
+                        ino: kernel(slot, ROOT_INO),
                         kind: Kind::Dir,
                         name: s.name.clone().into_bytes(),
                         offset: 0,
                     });
                     if let Some(a) = &s.record.alias {
                         v.push(DirEntry {
-                            ino: ALIAS_BASE | slot,
+                            ino: alias_ino(slot),
                             kind: Kind::Symlink,
                             name: a.clone().into_bytes(),
                             offset: 0,
@@ -639,16 +671,16 @@ impl Volume {
                     }
                 }
                 renumber(&mut v);
-                Ok(Arc::new(v))
+                Ok(Listing::Kernel(Arc::new(v)))
             }
             Target::Alias(_) => Err(FsError::NotDir),
         }
     }
 
-    pub fn releasedir(&self, ino: u64, fh: Fh) {
+    pub fn releasedir(&self, ino: KernelIno, fh: Fh) {
         match self.target(ino) {
             Ok(Target::Head(_)) => self.head.releasedir(fh),
-            Ok(Target::Snap(_, fs, _)) => fs.releasedir(fh),
+            Ok(Target::Snap { fs, .. }) => fs.releasedir(fh),
             _ => {}
         }
     }
@@ -657,7 +689,7 @@ impl Volume {
         self.head.statfs()
     }
 
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+    pub fn getxattr(&self, ino: KernelIno, name: &[u8]) -> FsResult<Vec<u8>> {
         if let Some(key) = std::str::from_utf8(name)
             .ok()
             .and_then(|n| n.strip_prefix(XATTR_PREFIX))
@@ -673,15 +705,15 @@ impl Volume {
         }
         match self.target(ino)? {
             Target::Head(i) => self.head.getxattr(i, name),
-            Target::Snap(_, fs, i) => fs.getxattr(i, name),
+            Target::Snap { fs, ino: i, .. } => fs.getxattr(i, name),
             _ => Err(FsError::NoData),
         }
     }
 
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn listxattr(&self, ino: KernelIno) -> FsResult<Vec<u8>> {
         let mut out = match self.target(ino)? {
             Target::Head(i) => self.head.listxattr(i)?,
-            Target::Snap(_, fs, i) => fs.listxattr(i)?,
+            Target::Snap { fs, ino: i, .. } => fs.listxattr(i)?,
             _ => Vec::new(),
         };
         if let Some(info) = self.snap_root_info(ino)? {
@@ -696,7 +728,7 @@ impl Volume {
 
     pub fn setxattr(
         &self,
-        ino: u64,
+        ino: KernelIno,
         name: &[u8],
         value: &[u8],
         flags: i32,
@@ -726,15 +758,15 @@ impl Volume {
         self.head.setxattr(self.head_ino(ino)?, name, value, flags)
     }
 
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+    pub fn removexattr(&self, ino: KernelIno, name: &[u8]) -> FsResult<()> {
         self.head.removexattr(self.head_ino(ino)?, name)
     }
 
-    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+    pub fn access(&self, ino: KernelIno, mask: i32, caller: Caller) -> FsResult<()> {
         const W_OK: i32 = 2;
         match self.target(ino)? {
             Target::Head(i) => self.head.access(i, mask, caller),
-            Target::Snap(_, fs, i) => {
+            Target::Snap { fs, ino: i, .. } => {
                 if mask & W_OK != 0 {
                     return Err(FsError::ReadOnly);
                 }
@@ -746,7 +778,7 @@ impl Volume {
 
     pub fn fallocate(
         &self,
-        ino: u64,
+        ino: KernelIno,
         offset: u64,
         len: u64,
         mode: i32,
@@ -756,19 +788,19 @@ impl Volume {
             .fallocate(self.head_ino(ino)?, offset, len, mode, kill_priv)
     }
 
-    pub fn lseek(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
+    pub fn lseek(&self, ino: KernelIno, offset: u64, whence: i32) -> FsResult<u64> {
         match self.target(ino)? {
             Target::Head(i) => self.head.lseek(i, offset, whence),
-            Target::Snap(_, fs, i) => fs.lseek(i, offset, whence),
+            Target::Snap { fs, ino: i, .. } => fs.lseek(i, offset, whence),
             _ => Err(FsError::Invalid("not a file")),
         }
     }
 
     pub fn copy_file_range(
         &self,
-        ino_in: u64,
+        ino_in: KernelIno,
         off_in: u64,
-        ino_out: u64,
+        ino_out: KernelIno,
         off_out: u64,
         len: u64,
         kill_priv: bool,
@@ -778,7 +810,7 @@ impl Volume {
             Target::Head(i) => self
                 .head
                 .copy_file_range(i, off_in, out, off_out, len, kill_priv),
-            Target::Snap(_, fs, i) => {
+            Target::Snap { fs, ino: i, .. } => {
                 // Copy out of a snapshot into the head: read there, write here.
                 let mut done = 0u64;
                 while done < len {
@@ -799,7 +831,7 @@ impl Volume {
 }
 
 /// Gives synthetic listings their stable offsets (each names the next entry).
-fn renumber(v: &mut [DirEntry]) {
+fn renumber(v: &mut [DirEntry<KernelIno>]) {
     for (i, e) in v.iter_mut().enumerate() {
         e.offset = i as u64 + 1;
     }

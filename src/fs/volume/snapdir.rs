@@ -6,7 +6,9 @@ use crate::error::{FsError, FsResult};
 use crate::store::SnapshotInfo;
 use crate::timefmt;
 
-use super::{name_str, store_err, Target, Volume, ALIAS_BASE, ROOT_INO};
+use super::inos::alias;
+use super::{name_str, store_err, Target, Volume, ROOT_INO};
+use crate::ids::{DataId, Ino, KernelIno};
 
 impl Volume {
     pub(super) fn snapdir_attr(&self) -> FsResult<Inode> {
@@ -28,7 +30,7 @@ impl Volume {
             ctime: t,
             crtime: root.crtime,
             rdev: 0,
-            data_id: 0,
+            data_id: DataId::new(0),
             parent: ROOT_INO,
             target: Vec::new(),
         })
@@ -49,8 +51,8 @@ impl Volume {
             ctime: t,
             crtime: t,
             rdev: 0,
-            data_id: 0,
-            parent: 0,
+            data_id: DataId::new(0),
+            parent: Ino::new(0),
             target: info.name.as_bytes().to_vec(),
         }
     }
@@ -64,14 +66,14 @@ impl Volume {
     }
 
     /// Finds `name` in `.snapshots`: a snapshot (by name) or an alias. O(1).
-    pub(super) fn snapdir_lookup(&self, name: &[u8]) -> FsResult<(u64, Inode)> {
+    pub(super) fn snapdir_lookup(&self, name: &[u8]) -> FsResult<(KernelIno, Inode)> {
         let name = name_str(name).map_err(|_| FsError::NotFound)?;
         if let Some(s) = self.snapshot_named(name)? {
             return self.snap_root(&s);
         }
         if let Some(s) = self.snapshot_aliased(name)? {
             let slot = self.slot_of(&s);
-            return Ok((ALIAS_BASE | slot, Self::alias_attr(&s)));
+            return Ok((alias(slot), Self::alias_attr(&s)));
         }
         Err(FsError::NotFound)
     }
@@ -139,9 +141,11 @@ impl Volume {
     }
 
     /// The snapshot whose root `ino` is, if it is one.
-    pub(super) fn snap_root_info(&self, ino: u64) -> FsResult<Option<SnapshotInfo>> {
+    pub(super) fn snap_root_info(&self, ino: KernelIno) -> FsResult<Option<SnapshotInfo>> {
         match self.target(ino)? {
-            Target::Snap(slot, _, ROOT_INO) => Ok(Some(self.snapshot_by_slot(slot)?)),
+            Target::Snap { slot, ino, .. } if ino == ROOT_INO => {
+                Ok(Some(self.snapshot_by_slot(slot)?))
+            }
             _ => Ok(None),
         }
     }

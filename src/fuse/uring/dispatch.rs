@@ -291,7 +291,7 @@ fn setattr(a: &mut Cursor) -> OpResult<SetAttr> {
         },
         // Creation time is set by macOS only.
         crtime: None,
-        fh: has(fattr::FH).then_some(Fh(fh)),
+        fh: has(fattr::FH).then_some(Fh::new(fh)),
     })
 }
 

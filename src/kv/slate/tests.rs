@@ -1,6 +1,7 @@
 //! Unit tests of the SlateDB backend.
 
 use super::*;
+use crate::ids::{DataId, Epoch, Ino};
 use crate::keys;
 
 fn full(space: Space, k: &[u8]) -> Vec<u8> {
@@ -11,22 +12,28 @@ fn full(space: Space, k: &[u8]) -> Vec<u8> {
 /// for a scan bounded within it; other keys have none.
 #[test]
 fn the_filter_prefix_is_the_versioned_base() {
-    let block = keys::block(7, 3);
+    let block = keys::block(DataId::new(7), 3);
     for e in [0, 1, u64::MAX] {
-        let k = full(Space::Data, &keys::versioned(&block, e));
+        let k = full(Space::Data, &keys::versioned(&block, Epoch::new(e)));
         assert_eq!(base_len(&k), Some(1 + block.len()));
     }
-    let inode = keys::inode(0x0100);
-    let k = full(Space::Meta, &keys::versioned(&inode, 9));
+    let inode = keys::inode(Ino::new(0x0100));
+    let k = full(Space::Meta, &keys::versioned(&inode, Epoch::new(9)));
     assert_eq!(base_len(&k), Some(1 + inode.len()));
     // A parent number with zero bytes: the name's terminator is found after it.
-    let dirent = keys::dirent(0x0100, b"name");
-    let k = full(Space::Meta, &keys::versioned(&dirent, 9));
+    let dirent = keys::dirent(Ino::new(0x0100), b"name");
+    let k = full(Space::Meta, &keys::versioned(&dirent, Epoch::new(9)));
     assert_eq!(base_len(&k), Some(1 + dirent.len()));
     assert_eq!(&k[..1 + dirent.len()], &full(Space::Meta, &dirent)[..]);
     // A scan prefix shorter than a base has no filter prefix.
-    assert_eq!(base_len(&full(Space::Data, &keys::block_prefix(7))), None);
-    assert_eq!(base_len(&full(Space::Meta, &keys::dirent_prefix(1))), None);
+    assert_eq!(
+        base_len(&full(Space::Data, &keys::block_prefix(DataId::new(7)))),
+        None
+    );
+    assert_eq!(
+        base_len(&full(Space::Meta, &keys::dirent_prefix(Ino::new(1)))),
+        None
+    );
     // Unversioned keys, and block keys in the wrong space, have none.
     assert_eq!(base_len(&full(Space::Meta, &keys::setting("x"))), None);
     assert_eq!(base_len(&full(Space::Meta, &block)), None);
