@@ -5,10 +5,14 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use crate::codec::Kind;
+use crate::error::{FsError, FsResult};
+use crate::fs::{DirEntry, Fh, ROOT_INO};
 use crate::ids::{Ino, KernelIno};
 
-use super::super::DirEntry;
+use super::{Target, Volume, SNAPDIR_NAME};
 
 pub(super) const SLOT_SHIFT: u32 = 48;
 const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
@@ -91,5 +95,106 @@ impl Listing {
     /// The entries from position `from` on.
     pub fn iter_from(&self, from: usize) -> impl Iterator<Item = Listed<'_>> {
         (from..self.len()).map_while(|i| self.get(i))
+    }
+}
+
+impl Volume {
+    /// Directory entries from `offset`, with kernel inode numbers.
+    pub fn readdir(&self, ino: KernelIno, fh: Fh, offset: u64) -> FsResult<Listing> {
+        match self.target(ino)? {
+            Target::Head(i) => {
+                let entries = self.head.readdir(i, fh, offset)?;
+                let plain = i != ROOT_INO || !self.opts.snapdir_visible;
+                if plain
+                    && self.head_slot.load(Ordering::SeqCst) == 0
+                    && !self.any_renumbered.load(Ordering::SeqCst)
+                {
+                    return Ok(Listing::Same(entries)); // kernel numbers equal store numbers
+                }
+                let mut v: Vec<DirEntry<KernelIno>> = entries
+                    .iter()
+                    .map(|e| DirEntry {
+                        ino: self.out(e.ino),
+                        kind: e.kind,
+                        name: e.name.clone(),
+                        offset: e.offset,
+                    })
+                    .collect();
+                if plain {
+                    return Ok(Listing::Kernel(Arc::new(v)));
+                }
+                v.push(DirEntry {
+                    ino: SNAPDIR_INO,
+                    kind: Kind::Dir,
+                    name: SNAPDIR_NAME.to_vec(),
+                    offset: 0,
+                });
+                renumber(&mut v);
+                Ok(Listing::Kernel(Arc::new(v)))
+            }
+            Target::Snap { slot, fs, ino: i } => {
+                let entries = fs.readdir(i, fh, offset)?;
+                let v = entries
+                    .iter()
+                    .map(|e| {
+                        let ino = if i == ROOT_INO && e.name == b".." {
+                            SNAPDIR_INO
+                        } else {
+                            kernel(slot, e.ino)
+                        };
+                        DirEntry {
+                            ino,
+                            kind: e.kind,
+                            name: e.name.clone(),
+                            offset: e.offset,
+                        }
+                    })
+                    .collect();
+                Ok(Listing::Kernel(Arc::new(v)))
+            }
+            Target::SnapDir => {
+                let mut v = vec![
+                    DirEntry {
+                        ino: SNAPDIR_INO,
+                        kind: Kind::Dir,
+                        name: b".".to_vec(),
+                        offset: 0,
+                    },
+                    DirEntry {
+                        ino: ROOT,
+                        kind: Kind::Dir,
+                        name: b"..".to_vec(),
+                        offset: 0,
+                    },
+                ];
+                for s in self.snapshots()? {
+                    let slot = self.slot_of(&s);
+                    v.push(DirEntry {
+                        ino: kernel(slot, ROOT_INO),
+                        kind: Kind::Dir,
+                        name: s.name.clone().into_bytes(),
+                        offset: 0,
+                    });
+                    if let Some(a) = &s.record.alias {
+                        v.push(DirEntry {
+                            ino: alias(slot),
+                            kind: Kind::Symlink,
+                            name: a.clone().into_bytes(),
+                            offset: 0,
+                        });
+                    }
+                }
+                renumber(&mut v);
+                Ok(Listing::Kernel(Arc::new(v)))
+            }
+            Target::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+}
+
+/// Gives synthetic listings their stable offsets (each names the next entry).
+fn renumber(v: &mut [DirEntry<KernelIno>]) {
+    for (i, e) in v.iter_mut().enumerate() {
+        e.offset = i as u64 + 1;
     }
 }
