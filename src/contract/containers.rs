@@ -89,6 +89,17 @@ pub enum ContainerStatus {
     Deleted,
 }
 
+impl ContainerStatus {
+    /// As on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Running => "running",
+            ContainerStatus::Stopped => "stopped",
+            ContainerStatus::Deleted => "deleted",
+        }
+    }
+}
+
 /// How a mount's FUSE requests travel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Fuse {
@@ -130,4 +141,13 @@ pub struct Container {
 pub struct ContainerList {
     /// Every container, deleted ones too.
     pub containers: Vec<Container>,
+}
+
+impl ContainerList {
+    /// Is any container mounted?
+    pub fn any_running(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|c| c.status == ContainerStatus::Running)
+    }
 }

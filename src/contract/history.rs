@@ -63,6 +63,18 @@ pub enum ChangeKind {
     Renamed,
 }
 
+impl ChangeKind {
+    /// As on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Renamed => "renamed",
+        }
+    }
+}
+
 /// What one side of a change shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Side {
