@@ -90,7 +90,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The envelope as the body. Encoded through a `serde_json::Value`, whose maps keep their keys
-/// sorted: the bytes stay those the API sent when it built its answers with `json!`.
+/// sorted: the bytes stay those the API sent when it built its answers as untyped maps.
 fn envelope_response<T: Serialize>(status: StatusCode, answer: Envelope<T>) -> Response {
     match serde_json::to_value(&answer) {
         Ok(body) => (status, Json(body)).into_response(),
