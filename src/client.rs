@@ -1,17 +1,24 @@
-//! A small HTTP client for the daemon's Unix socket (used by the CLI).
+//! A small HTTP client for the daemon's Unix socket (used by the CLI): requests and answers
+//! are the API contract's types (`crate::contract`).
 
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use serde_json::Value;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Serialize;
 
-/// The daemon's answer: HTTP status and the JSON envelope.
+use crate::contract::Envelope;
+
+/// The daemon's answer: HTTP status and the body (the JSON envelope).
 pub struct Reply {
     pub status: u16,
-    pub body: Value,
+    pub body: Vec<u8>,
 }
+
+/// No request body (for [`call`]).
+pub const NO_BODY: Option<&()> = None;
 
 impl Reply {
     pub fn ok(&self) -> bool {
@@ -20,20 +27,19 @@ impl Reply {
 
     /// The envelope's `message`.
     pub fn message(&self) -> String {
-        self.body
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("no message")
-            .to_string()
+        serde_json::from_slice::<Envelope<IgnoredAny>>(&self.body)
+            .map_or_else(|_| "no message".to_string(), |e| e.message)
     }
 
-    /// The envelope's `data`, or the message as an error.
-    pub fn data(self) -> Result<Value> {
-        if self.ok() {
-            Ok(self.body.get("data").cloned().unwrap_or(Value::Null))
-        } else {
-            Err(anyhow!("{}", self.message()))
+    /// The envelope's `data` as `T`, or the message as an error (also when the answer is not
+    /// the envelope of a `T`: a daemon of another version).
+    pub fn data<T: DeserializeOwned>(self) -> Result<T> {
+        if !self.ok() {
+            return Err(anyhow!("{}", self.message()));
         }
+        serde_json::from_slice::<Envelope<T>>(&self.body)
+            .map(|e| e.data)
+            .map_err(|e| anyhow!("unexpected answer from the daemon ({e}): is it another version?"))
     }
 }
 
@@ -49,8 +55,13 @@ pub fn not_sent(e: &anyhow::Error) -> bool {
     e.downcast_ref::<NotSent>().is_some()
 }
 
-/// Sends one request to the daemon listening on `socket`.
-pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
+/// Sends one request to the daemon listening on `socket`, with `body` as JSON if given.
+pub fn call<B: Serialize + ?Sized>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&B>,
+) -> Result<Reply> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -88,7 +99,9 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Re
             .await
             .context("cannot read the daemon's answer")?
             .to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body: bytes.to_vec(),
+        })
     })
 }

@@ -10,10 +10,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
 
 use crate::client;
+use crate::contract;
 use crate::fs::VolumeOptions;
 use crate::storedir::{check_store, is_store, read_pid, socket_path};
+
+/// The container `snapfs mount` mounts, and the snapshot and history commands use, when none
+/// is named: the one every new store has.
+pub const DEFAULT_CONTAINER: &str = "default";
 
 pub struct MountArgs {
     pub store: PathBuf,
@@ -65,16 +71,12 @@ pub fn mount(args: MountArgs) -> Result<()> {
         );
     }
     let path = format!("/api/v1/containers/{}", url_segment(&args.container));
-    let mut body = serde_json::json!({
-        "mountpoint": mnt.display().to_string(),
-        "snapdir": if args.volume.snapdir_visible { "visible" } else { "hidden" },
-    });
-    if let Some(uid) = args.volume.admin_uid {
-        body["admin_uid"] = serde_json::json!(uid);
-    }
-    if args.volume.read_only {
-        body["read_only"] = serde_json::json!(true);
-    }
+    let body = contract::Start {
+        mountpoint: mnt.display().to_string(),
+        snapdir: Some(snapdir_name(args.volume.snapdir_visible).to_string()),
+        admin_uid: args.volume.admin_uid,
+        read_only: args.volume.read_only,
+    };
     // A read-write mount replaces an idle reader (one a command like `snapshots list`
     // started on this host).
     if !args.volume.read_only && crate::storedir::is_remote(&store) {
@@ -83,7 +85,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
     let start = format!("{path}/start");
     let reply = call_daemon_as(&store, reader, "POST", &start, Some(&body))?;
     if reply.status != 404 {
-        return reply.data().map(drop);
+        return reply.data::<contract::Container>().map(drop);
     }
     if reader {
         bail!(
@@ -93,22 +95,35 @@ pub fn mount(args: MountArgs) -> Result<()> {
         );
     }
     // Containers are created on first mount.
-    let create = serde_json::json!({ "name": args.container });
-    call_daemon_as(&store, false, "POST", "/api/v1/containers", Some(&create))?.data()?;
-    call_daemon_as(&store, false, "POST", &start, Some(&body))?.data()?;
+    let create = contract::CreateContainer {
+        name: args.container,
+        ..Default::default()
+    };
+    call_daemon_as(&store, false, "POST", "/api/v1/containers", Some(&create))?
+        .data::<contract::Container>()?;
+    call_daemon_as(&store, false, "POST", &start, Some(&body))?.data::<contract::Container>()?;
     Ok(())
+}
+
+/// The `snapdir` value of `POST .../start`.
+pub fn snapdir_name(visible: bool) -> &'static str {
+    if visible {
+        "visible"
+    } else {
+        "hidden"
+    }
 }
 
 /// Stops the store's daemon if it is a reader with nothing mounted, and waits for it to go.
 fn stop_idle_reader(store: &Path) {
     let socket = socket_path(store);
-    let Ok(reply) = client::call(&socket, "GET", "/api/v1/status", None) else {
+    let Ok(reply) = client::call(&socket, "GET", "/api/v1/status", client::NO_BODY) else {
         return;
     };
-    let Ok(d) = reply.data() else {
+    let Ok(d) = reply.data::<contract::Status>() else {
         return;
     };
-    let idle_reader = d["object_store"]["read_only"] == true && d["mounts"] == 0;
+    let idle_reader = d.object_store.is_some_and(|o| o.read_only) && d.mounts == 0;
     if let (true, Some((pid, _))) = (idle_reader, read_pid(store)) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -130,22 +145,22 @@ fn detach_if_dead(mnt: &Path) -> Result<()> {
 
 /// Sends one request to the store's daemon, starting it when needed. A daemon that is on its
 /// way out (connection refused or 503) is waited for and replaced, up to three times.
-pub fn call_daemon(
+pub fn call_daemon<B: Serialize + ?Sized>(
     store: &Path,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&B>,
 ) -> Result<client::Reply> {
     call_daemon_as(store, crate::storedir::is_remote(store), method, path, body)
 }
 
 /// [`call_daemon`]; a daemon it starts opens the store as a reader when `reader` is set.
-fn call_daemon_as(
+fn call_daemon_as<B: Serialize + ?Sized>(
     store: &Path,
     reader: bool,
     method: &str,
     path: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&B>,
 ) -> Result<client::Reply> {
     let mut attempt = 0;
     loop {
@@ -195,7 +210,7 @@ pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
 fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {
     let socket = socket_path(store);
     for _ in 0..100 {
-        if client::call(&socket, "GET", "/api/v1/containers", None).is_ok() {
+        if client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY).is_ok() {
             return Ok(socket);
         }
         // A daemon that is exiting still holds the store: wait for it to go.
@@ -248,9 +263,13 @@ fn spawn_daemon(store: &Path, reader: bool) -> Result<()> {
     bail!("{msg}")
 }
 
-/// A snapfs entry of /proc/self/mountinfo.
-struct MountEntry {
-    source: String,
+/// A snapfs mount, as /proc/self/mountinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapfsMount {
+    /// Where it is mounted (as the kernel records it: canonical).
+    pub mountpoint: PathBuf,
+    pub store: PathBuf,
+    pub container: String,
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -271,10 +290,12 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
+/// Every snapfs mount of this mount namespace, in mount order (a later one may cover an
+/// earlier one at the same place). A snapfs mount has type `fuse` (fuser's own mount(2)) or
+/// `fuse.snapfs` and the source `STORE:CONTAINER` (the session's fsname), STORE a store.
+pub fn snapfs_mounts() -> Result<Vec<SnapfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read mountinfo")?;
-    let want = mnt.to_string_lossy();
-    let mut found = None;
+    let mut found = Vec::new();
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         let Some(sep) = f.iter().position(|x| *x == "-") else {
@@ -283,21 +304,32 @@ fn find_mount(mnt: &Path) -> Result<Option<MountEntry>> {
         if f.len() < sep + 3 || f.len() < 5 {
             continue;
         }
-        // fuser's own mount(2) records the type as plain `fuse`; the source is STORE:CONTAINER.
         let fstype = f[sep + 1];
-        if unescape_mountinfo(f[4]) != want || (fstype != "fuse" && fstype != "fuse.snapfs") {
+        if fstype != "fuse" && fstype != "fuse.snapfs" {
             continue;
         }
         let source = unescape_mountinfo(f[sep + 2]);
-        let is_store = source
-            .rsplit_once(':')
-            .is_some_and(|(store, _)| is_store(Path::new(store)));
-        if !is_store {
+        let Some((store, container)) = source.rsplit_once(':') else {
+            continue;
+        };
+        if !is_store(Path::new(store)) {
             continue;
         }
-        found = Some(MountEntry { source });
+        found.push(SnapfsMount {
+            mountpoint: PathBuf::from(unescape_mountinfo(f[4])),
+            store: PathBuf::from(store),
+            container: container.to_string(),
+        });
     }
     Ok(found)
+}
+
+fn find_mount(mnt: &Path) -> Result<Option<SnapfsMount>> {
+    // The last one mounted there is the one visible.
+    Ok(snapfs_mounts()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == mnt))
 }
 
 /// Is `pid` running? A zombie (exited, not yet reaped by its parent) counts as gone.
@@ -336,18 +368,14 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         Err(_) => std::path::absolute(mountpoint)
             .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?,
     };
-    let entry =
-        find_mount(&mnt)?.ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
-    let (store, container) = entry
-        .source
-        .rsplit_once(':')
-        .map(|(s, c)| (PathBuf::from(s), c.to_string()))
-        .ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
+    let SnapfsMount {
+        store, container, ..
+    } = find_mount(&mnt)?.ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
     let socket = socket_path(&store);
     let path = format!("/api/v1/containers/{}/stop", url_segment(&container));
-    match client::call(&socket, "POST", &path, None) {
+    match client::call(&socket, "POST", &path, client::NO_BODY) {
         Ok(reply) => {
-            if let Err(e) = reply.data() {
+            if let Err(e) = reply.data::<contract::Container>() {
                 // Unmounted all the same (e.g. a store another host took over): say why, but
                 // the unmount itself is done.
                 if find_mount(&mnt)?.is_some() {
@@ -366,15 +394,10 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         }
     }
     if let Some((pid, true)) = read_pid(&store) {
-        let idle = client::call(&socket, "GET", "/api/v1/containers", None)
+        let idle = client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY)
             .ok()
-            .and_then(|r| r.data().ok())
-            .map(|d| {
-                !d["containers"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["status"] == "running"))
-            })
-            .unwrap_or(true);
+            .and_then(|r| r.data::<contract::ContainerList>().ok())
+            .is_none_or(|d| !d.any_running());
         // The daemon stops its background work within 2 s of its last unmount; the
         // unmount itself is done either way, so a slow exit is only worth a warning.
         if idle && !wait_exit(pid, Duration::from_secs(30)) {

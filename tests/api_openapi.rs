@@ -1,6 +1,10 @@
 //! The OpenAPI description: the committed `docs/openapi.json` is exactly what the code
 //! generates and what the daemon serves, and it describes every route the router answers.
 //! (`scripts/api_fuzz.sh` then runs schemathesis against a live daemon with it.)
+//!
+//! After changing a type of `snapfs::contract` (or a handler's annotation), regenerate it:
+//! `SNAPFS_WRITE_OPENAPI=1 cargo test --release --test api_openapi` (or
+//! `snapfs openapi > docs/openapi.json`).
 
 mod common;
 
@@ -8,17 +12,25 @@ use common::api::*;
 use serde_json::Value;
 
 fn committed() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
-        .expect("read docs/openapi.json");
+    let text = std::fs::read_to_string(COMMITTED).expect("read docs/openapi.json");
     serde_json::from_str(&text).expect("docs/openapi.json is JSON")
 }
 
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+
 #[test]
 fn committed_description_is_the_generated_one() {
-    let generated = serde_json::to_value(snapfs::api::doc::openapi()).expect("encode");
+    let doc = snapfs::api::doc::openapi();
+    if std::env::var_os("SNAPFS_WRITE_OPENAPI").is_some_and(|v| v == "1") {
+        // As `snapfs openapi` prints it.
+        let text = doc.to_pretty_json().expect("encode");
+        std::fs::write(COMMITTED, format!("{text}\n")).expect("write docs/openapi.json");
+    }
+    let generated = serde_json::to_value(doc).expect("encode");
     assert!(
         generated == committed(),
-        "docs/openapi.json is out of date: regenerate it with `snapfs openapi > docs/openapi.json`"
+        "docs/openapi.json is out of date: regenerate it with \
+         `SNAPFS_WRITE_OPENAPI=1 cargo test --release --test api_openapi`"
     );
 }
 

@@ -503,7 +503,8 @@ fn misuse_is_one_stderr_line() {
             ],
             "",
         ),
-        (vec!["snapshots", "list"], "--container"),
+        // (Without --container the commands take `default`, as `snapfs mount` does.)
+        (vec!["snapshots", "list", "--container"], "--container"),
         (
             vec!["snapshots", "restore", "--container", "default"],
             "--name",

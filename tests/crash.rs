@@ -354,7 +354,8 @@ impl Workload<'_> {
             f.restore_alt = Some(self.snaps[k].files.get(&idx).cloned());
         }
         let path = format!("/api/v1/containers/default/snapshots/{alias}");
-        let reply = match snapfs::client::call(self.socket, "PATCH", &path, None) {
+        let reply = match snapfs::client::call(self.socket, "PATCH", &path, snapfs::client::NO_BODY)
+        {
             Ok(r) => r,
             Err(e) => {
                 self.restores_interrupted += 1;
@@ -362,9 +363,11 @@ impl Workload<'_> {
             }
         };
         assert_eq!(
-            reply.status, 200,
+            reply.status,
+            200,
             "iteration {}: restore {alias}: {}",
-            self.iteration, reply.body
+            self.iteration,
+            String::from_utf8_lossy(&reply.body)
         );
         self.restores += 1;
         // Restored (and durable: the restore's batch is synced): the head is the snapshot.

@@ -3,69 +3,26 @@
 
 use super::*;
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateContainer {
-    /// Unique among live containers: 1-255 bytes, no `/` or control characters.
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^/\\x00-\\x1f\\x7f]+$")]
-    name: String,
-    #[serde(default)]
-    project_id: Option<String>,
-    #[serde(default)]
-    quota_bytes: Option<u64>,
-    #[serde(default)]
-    quota_including_snapshots_bytes: Option<u64>,
-}
+use contract::{
+    Container, ContainerList, Copy, CreateContainer, DeleteContainer, Start, UpdateContainer,
+};
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Start {
-    mountpoint: String,
-    #[serde(default)]
-    snapdir: Option<String>,
-    #[serde(default)]
-    admin_uid: Option<u32>,
-    /// Mount read-only.
-    #[serde(default)]
-    read_only: bool,
-}
-
-/// `DELETE /containers/{id}?force=true`: stop a running container first.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DeleteContainer {
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Copy {
-    #[serde(default)]
-    target_project_id: Option<String>,
-    /// The new container's name (as for creation).
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^/\\x00-\\x1f\\x7f]+$")]
-    name: String,
-    #[serde(default)]
-    source_snapshot: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/v1/containers", tag = "containers", responses((status = 200, description = "Every container, deleted ones too", body = doc::ContainerListAnswer)))]
-pub(super) async fn list_containers(State(svc): State<Arc<Service>>) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/containers", tag = "containers", responses((status = 200, description = "Every container, deleted ones too", body = Envelope<ContainerList>)))]
+pub(super) async fn list_containers(State(svc): State<Arc<Service>>) -> ApiResult<ContainerList> {
     let all = blocking(&svc, |s| s.containers()).await?;
-    let list: Vec<Value> = all.iter().map(container_json).collect();
-    Ok(ApiResponse::ok(
+    Ok(Answer::ok(
         "Containers retrieved successfully",
-        json!({"containers": list}),
+        ContainerList {
+            containers: all.iter().map(Container::from).collect(),
+        },
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/containers", tag = "containers", request_body = CreateContainer, responses((status = 200, description = "The new, empty container", body = doc::ContainerAnswer)))]
+#[utoipa::path(post, path = "/api/v1/containers", tag = "containers", request_body = CreateContainer, responses((status = 200, description = "The new, empty container", body = Envelope<Container>)))]
 pub(super) async fn create_container(
     State(svc): State<Arc<Service>>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     let req: CreateContainer = body(raw)?;
     let quota = crate::store::Quota {
         bytes: req.quota_bytes,
@@ -77,32 +34,12 @@ pub(super) async fn create_container(
     .await
 }
 
-/// `PATCH /containers/{id}`: quotas. An absent field stays as it is; `null` removes it.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
-pub(super) struct UpdateContainer {
-    /// Most file data the live tree may reference; null removes the limit.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
-    quota_bytes: Option<Option<u64>>,
-    /// Most bytes the live tree and its snapshots may hold; null removes the limit.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
-    quota_including_snapshots_bytes: Option<Option<u64>>,
-}
-
-/// Tells an absent field (None) from a `null` one (Some(None)).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
-}
-
-#[utoipa::path(patch, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = UpdateContainer, responses((status = 200, description = "The container with its new quotas", body = doc::ContainerAnswer)))]
+#[utoipa::path(patch, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = UpdateContainer, responses((status = 200, description = "The container with its new quotas", body = Envelope<Container>)))]
 pub(super) async fn update_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     let req: UpdateContainer = body(raw)?;
     if req.quota_bytes.is_none() && req.quota_including_snapshots_bytes.is_none() {
         return Err(bad(
@@ -115,35 +52,35 @@ pub(super) async fn update_container(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container", body = doc::ContainerAnswer)))]
+#[utoipa::path(get, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container", body = Envelope<Container>)))]
 pub(super) async fn get_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     container_answer(&svc, "Container retrieved successfully", move |s| {
         s.container(&id)
     })
     .await
 }
 
-#[utoipa::path(delete, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name"), DeleteContainer), responses((status = 200, description = "The deleted container (its snapshots stay)", body = doc::ContainerAnswer)))]
+#[utoipa::path(delete, path = "/api/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "container id or name"), DeleteContainer), responses((status = 200, description = "The deleted container (its snapshots stay)", body = Envelope<Container>)))]
 pub(super) async fn delete_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteContainer>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     container_answer(&svc, "Container deleted successfully", move |s| {
         s.delete_container(&id, q.force)
     })
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Start, responses((status = 200, description = "The mounted container", body = doc::ContainerAnswer)))]
+#[utoipa::path(post, path = "/api/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Start, responses((status = 200, description = "The mounted container", body = Envelope<Container>)))]
 pub(super) async fn start_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     let req: Start = body(raw)?;
     let snapdir_visible = match req.snapdir.as_deref() {
         None | Some("hidden") => false,
@@ -169,22 +106,22 @@ pub(super) async fn start_container(
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The unmounted container", body = doc::ContainerAnswer)))]
+#[utoipa::path(post, path = "/api/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The unmounted container", body = Envelope<Container>)))]
 pub(super) async fn stop_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let _: serde_json::Map<String, Value> = body(raw)?;
+) -> ApiResult<Container> {
+    let _: contract::AnyObject = body(raw)?;
     container_answer(&svc, "Container stopped successfully", move |s| s.stop(&id)).await
 }
 
-#[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1))", body = doc::ContainerAnswer)))]
+#[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1))", body = Envelope<Container>)))]
 pub(super) async fn copy_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<Container> {
     let req: Copy = body(raw)?;
     container_answer(&svc, "Container copied successfully", move |s| {
         s.copy(
@@ -202,11 +139,11 @@ async fn container_answer(
     svc: &Arc<Service>,
     message: &'static str,
     f: impl FnOnce(&Service) -> Result<ContainerRecord, ServiceError> + Send + 'static,
-) -> ApiResult {
+) -> ApiResult<Container> {
     let info = blocking(svc, move |s| {
         let c = f(s)?;
         s.info(c)
     })
     .await?;
-    Ok(ApiResponse::ok(message, container_json(&info)))
+    Ok(Answer::ok(message, Container::from(&info)))
 }

@@ -1,6 +1,8 @@
 //! The REST API (`/api/v1`): decode HTTP/JSON, call the service, encode. The only module that
 //! knows HTTP. Every answer, errors included, is the envelope
-//! `{"statusCode": u16, "message": string, "data": value|null}`.
+//! `{"statusCode": u16, "message": string, "data": value|null}`
+//! ([`crate::contract::Envelope`]); requests and answers are the contract's types, so what a
+//! handler builds is what `doc.rs` describes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,16 +16,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::codec::Ts;
+use crate::contract::{self, Envelope, ErrorAnswer, NoData};
 use crate::fs::VolumeOptions;
-use crate::service::{ContainerInfo, Service, ServiceError};
+use crate::service::{Service, ServiceError};
 use crate::store::{ContainerRecord, SnapshotInfo};
-use crate::timefmt::{parse_rfc3339, rfc3339};
+use crate::timefmt::parse_rfc3339;
 
 mod containers;
+mod convert;
 pub mod doc;
 mod history;
 mod ops;
@@ -34,43 +38,74 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Longest expiry accepted, in days (100 years).
 const MAX_EXPIRY_DAYS: u64 = 36_500;
 
-/// An API answer: status, message and data, always in the envelope.
-pub struct ApiResponse {
+/// A successful answer: `data` in the envelope, status 200.
+pub struct Answer<T> {
+    message: &'static str,
+    data: T,
+}
+
+impl<T> Answer<T> {
+    fn ok(message: &'static str, data: T) -> Answer<T> {
+        Answer { message, data }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Answer<T> {
+    fn into_response(self) -> Response {
+        envelope_response(
+            StatusCode::OK,
+            Envelope {
+                status_code: StatusCode::OK.as_u16(),
+                message: self.message.to_string(),
+                data: self.data,
+            },
+        )
+    }
+}
+
+/// A failed request: its status and what went wrong, in the envelope with `data: null`.
+pub struct ApiError {
     status: StatusCode,
     message: String,
-    data: Value,
 }
 
-impl ApiResponse {
-    fn ok(message: &str, data: Value) -> ApiResponse {
-        ApiResponse {
-            status: StatusCode::OK,
-            message: message.to_string(),
-            data,
-        }
-    }
-
-    fn error(status: StatusCode, message: impl Into<String>) -> ApiResponse {
-        ApiResponse {
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
             status,
             message: message.into(),
-            data: Value::Null,
         }
     }
 }
 
-impl IntoResponse for ApiResponse {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "statusCode": self.status.as_u16(),
-            "message": self.message,
-            "data": self.data,
-        });
-        (self.status, Json(body)).into_response()
+        let answer: ErrorAnswer = Envelope {
+            status_code: self.status.as_u16(),
+            message: self.message,
+            data: NoData::default(),
+        };
+        envelope_response(self.status, answer)
     }
 }
 
-impl From<ServiceError> for ApiResponse {
+/// The envelope as the body. Encoded through a `serde_json::Value`, whose maps keep their keys
+/// sorted: the bytes stay those the API sent when it built its answers as untyped maps.
+fn envelope_response<T: Serialize>(status: StatusCode, answer: Envelope<T>) -> Response {
+    match serde_json::to_value(&answer) {
+        Ok(body) => (status, Json(body)).into_response(),
+        Err(e) => {
+            log::error!("api: cannot encode an answer: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
+            .into_response()
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let status = match e {
             ServiceError::NoContainer(_) | ServiceError::NoSnapshot(_) => StatusCode::NOT_FOUND,
@@ -82,17 +117,17 @@ impl From<ServiceError> for ApiResponse {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             log::error!("api: {e}");
         }
-        ApiResponse::error(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
-type ApiResult = Result<ApiResponse, ApiResponse>;
+type ApiResult<T> = Result<Answer<T>, ApiError>;
 
 /// Path parameters whose rejection (e.g. invalid UTF-8) is a 400 in the envelope.
 struct ApiPath<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiResponse;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
@@ -106,7 +141,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 struct ApiQuery<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiResponse;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
@@ -116,58 +151,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiResponse {
-    ApiResponse::error(StatusCode::BAD_REQUEST, msg)
-}
-
-fn time(t: Option<Ts>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
-}
-
-fn snapshot_json(s: &SnapshotInfo, size: u64) -> Value {
-    json!({
-        "name": s.name,
-        "alias": s.record.alias,
-        "created_at": rfc3339(s.record.created_at),
-        "last_used_at": time(s.record.last_used_at),
-        "expires_at": time(s.record.expires_at),
-        "stateful": false,
-        "size": size,
-    })
-}
-
-fn container_json(c: &ContainerInfo) -> Value {
-    json!({
-        "id": c.record.id,
-        "name": c.record.name,
-        "project_id": c.record.project_id,
-        "status": c.status(),
-        "mountpoint": c.mountpoint.as_ref().map(|p| p.display().to_string()),
-        "fuse": c.fuse.map(|(transport, ring_requests)| json!({
-            "transport": transport,
-            "ring_requests": ring_requests,
-        })),
-        "created_at": rfc3339(c.record.created),
-        "deleted_at": time(c.record.deleted_at),
-        "bytes_used": c.bytes_used,
-        "live_bytes": c.live_bytes,
-        "snapshots_bytes": c.snapshots_bytes,
-        "available_bytes": c.available_bytes,
-        "quota_bytes": c.quota.bytes,
-        "quota_including_snapshots_bytes": c.quota.including_snapshots,
-        "snapshot_count": c.snapshot_count,
-    })
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
 /// Runs blocking service work off the async threads.
 async fn blocking<T: Send + 'static>(
     svc: &Arc<Service>,
     f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ApiResponse> {
+) -> Result<T, ApiError> {
     let svc = svc.clone();
     match tokio::task::spawn_blocking(move || f(&svc)).await {
-        Ok(r) => r.map_err(ApiResponse::from),
-        Err(e) => Err(ApiResponse::error(
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("internal error: {e}"),
         )),
@@ -176,15 +172,13 @@ async fn blocking<T: Send + 'static>(
 
 /// Parses a JSON object body (an empty body counts as `{}`) into `T`; unknown fields and
 /// wrong types are 400, an oversized body 413.
-fn body<T: for<'de> Deserialize<'de>>(
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiResponse> {
+fn body<T: for<'de> Deserialize<'de>>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = raw.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiResponse::error(status, format!("request body larger than {MAX_BODY} bytes"))
+            ApiError::new(status, format!("request body larger than {MAX_BODY} bytes"))
         } else {
-            ApiResponse::error(status, r.body_text())
+            ApiError::new(status, r.body_text())
         }
     })?;
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -200,12 +194,12 @@ fn body<T: for<'de> Deserialize<'de>>(
     serde_json::from_value(value).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-async fn not_found() -> ApiResponse {
-    ApiResponse::error(StatusCode::NOT_FOUND, "no such endpoint")
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiResponse {
-    ApiResponse::error(
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed on this endpoint",
     )
@@ -265,7 +259,7 @@ pub fn router_with_token(svc: Arc<Service>, token: String) -> Router {
             if authorized(req.headers(), &token) {
                 next.run(req).await
             } else {
-                ApiResponse::error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
+                ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
                     .into_response()
             }
         }

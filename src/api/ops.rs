@@ -3,70 +3,35 @@
 
 use super::*;
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DfQuery {
-    #[serde(default)]
-    container: Option<String>,
-}
+use contract::{Container, ContainerSpace, DfQuery, Space, Status};
 
-#[utoipa::path(get, path = "/api/v1/df", tag = "operations", params(DfQuery), responses((status = 200, description = "Where the space goes", body = doc::SpaceAnswer)))]
+#[utoipa::path(get, path = "/api/v1/df", tag = "operations", params(DfQuery), responses((status = 200, description = "Where the space goes", body = Envelope<Space>)))]
 /// `GET /df[?container=]`: where the space goes (see `store/space.rs`).
 pub(super) async fn space(
     State(svc): State<Arc<Service>>,
     ApiQuery(q): ApiQuery<DfQuery>,
-) -> ApiResult {
+) -> ApiResult<Space> {
     let report = blocking(&svc, move |s| s.space(q.container.as_deref())).await?;
-    let st = &report.store;
-    let containers: Vec<Value> = report
+    let containers = report
         .containers
         .iter()
-        .map(|(c, snaps)| {
-            let mut v = container_json(c);
-            v["snapshots"] = snaps
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.info.name,
-                        "alias": s.info.record.alias,
-                        "created_at": rfc3339(s.info.record.created_at),
-                        "size": s.size,
-                        "freed_if_deleted": s.freed_if_deleted,
-                    })
-                })
-                .collect();
-            v
+        .map(|(c, snaps)| ContainerSpace {
+            container: Container::from(c),
+            snapshots: snaps.iter().map(Into::into).collect(),
         })
         .collect();
-    Ok(ApiResponse::ok(
+    Ok(Answer::ok(
         "Space report",
-        json!({
-            "store": {
-                "disk_bytes": st.disk_bytes,
-                "data_bytes": st.data_bytes,
-                "awaiting_reclaim_bytes": st.awaiting_reclaim_bytes,
-                "awaiting_compaction_bytes": st.awaiting_compaction_bytes,
-            },
-            "containers": containers,
-        }),
+        Space {
+            store: (&report.store).into(),
+            containers,
+        },
     ))
 }
 
-fn reclaim_stats_json(s: &crate::store::ReclaimStats) -> Value {
-    json!({
-        "epochs_removed": s.epochs_removed,
-        "versions_dropped": s.versions_dropped,
-        "versions_moved": s.versions_moved,
-        "versions_scanned": s.versions_scanned,
-        "bytes_dropped": s.bytes_dropped,
-        "batches": s.batches,
-    })
-}
-
-#[utoipa::path(get, path = "/api/v1/status", tag = "operations", responses((status = 200, description = "Version, mounts, reclaim progress, and for a store on object storage its backlog, cache and writer state", body = doc::StatusAnswer)))]
+#[utoipa::path(get, path = "/api/v1/status", tag = "operations", responses((status = 200, description = "Version, mounts, reclaim progress, and for a store on object storage its backlog, cache and writer state", body = Envelope<Status>)))]
 /// `GET /status`: the daemon's version, its mounts and what reclaim is doing.
-pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
+pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult<Status> {
     let (p, mounts, remote) = blocking(&svc, |s| {
         Ok((
             s.store().reclaim_progress(),
@@ -75,20 +40,14 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
         ))
     })
     .await?;
-    Ok(ApiResponse::ok(
+    Ok(Answer::ok(
         "Status",
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "mounts": mounts,
-            "reclaim": {
-                "running": p.running,
-                "queued_epochs": p.queued_epochs,
-                "retired_epochs": p.retired_epochs,
-                "current_run": reclaim_stats_json(&p.current),
-                "since_start": reclaim_stats_json(&p.total),
-            },
-            "object_store": remote,
-        }),
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mounts: mounts as u64,
+            reclaim: (&p).into(),
+            object_store: remote.map(Into::into),
+        },
     ))
 }
 

@@ -3,34 +3,14 @@
 
 use super::*;
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateSnapshot {
-    #[serde(default)]
-    alias: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Option<u64>)]
-    expiry: Option<Value>,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SetAlias {
-    /// 1-100 characters, no `/` or NUL, not `.` or `..`, not shaped like a snapshot name
-    /// (`snap-...`); null: none.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = "^(?!snap-)(?!\\.{1,2}$)[^/\\x00]+$"
-    )]
-    alias: Option<String>,
-}
+use contract::{
+    CreateSnapshot, DeletedSnapshot, RestoreBody, SetAlias, SnapshotData, SnapshotList,
+};
+use convert::{snapshot, snapshot_data};
 
 /// The expiry instant asked for: `expiry` in whole days from now, or an explicit
 /// `expires_at` (RFC 3339); never both.
-fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiResponse> {
+fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiError> {
     match (&req.expiry, &req.expires_at) {
         (Some(_), Some(_)) => Err(bad("give either expiry or expires_at, not both")),
         (Some(Value::Null), None) | (None, None) => Ok(None),
@@ -60,18 +40,18 @@ fn expiry_of(req: &CreateSnapshot) -> Result<Option<Ts>, ApiResponse> {
     }
 }
 
-fn check_alias(alias: &Option<String>) -> Result<(), ApiResponse> {
+fn check_alias(alias: &Option<String>) -> Result<(), ApiError> {
     if let Some(a) = alias {
         crate::store::check_alias(a).map_err(|e| bad(e.to_string()))?;
     }
     Ok(())
 }
 
-#[utoipa::path(get, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container's snapshots, newest first", body = doc::SnapshotListAnswer)))]
+#[utoipa::path(get, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), responses((status = 200, description = "The container's snapshots, newest first", body = Envelope<SnapshotList>)))]
 pub(super) async fn list_snapshots(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult {
+) -> ApiResult<SnapshotList> {
     let (c, snaps) = blocking(&svc, move |s| {
         let (c, snaps) = s.snapshots(&id)?;
         let mut out = Vec::new();
@@ -82,20 +62,15 @@ pub(super) async fn list_snapshots(
         Ok((c, out))
     })
     .await?;
-    // Newest first.
-    let list: Vec<Value> = snaps
-        .iter()
-        .rev()
-        .map(|(s, z)| snapshot_json(s, *z))
-        .collect();
-    Ok(ApiResponse::ok(
+    Ok(Answer::ok(
         "Snapshots retrieved successfully",
-        json!({"container_id": c.id, "project_id": c.project_id, "snapshots": list}),
+        SnapshotList {
+            container_id: c.id.to_string(),
+            project_id: c.project_id,
+            // Newest first.
+            snapshots: snaps.iter().rev().map(|(s, z)| snapshot(s, *z)).collect(),
+        },
     ))
-}
-
-fn snapshot_envelope(c: &ContainerRecord, s: &SnapshotInfo, size: u64) -> Value {
-    json!({"container_id": c.id, "project_id": c.project_id, "snapshot": snapshot_json(s, size)})
 }
 
 /// Runs `f` on the blocking pool and answers with the snapshot it returns, with its size.
@@ -103,22 +78,22 @@ async fn snapshot_answer(
     svc: &Arc<Service>,
     message: &'static str,
     f: impl FnOnce(&Service) -> Result<(ContainerRecord, SnapshotInfo), ServiceError> + Send + 'static,
-) -> ApiResult {
+) -> ApiResult<SnapshotData> {
     let (c, sn, size) = blocking(svc, move |s| {
         let (c, sn) = f(s)?;
         let size = s.snapshot_size(&sn)?;
         Ok((c, sn, size))
     })
     .await?;
-    Ok(ApiResponse::ok(message, snapshot_envelope(&c, &sn, size)))
+    Ok(Answer::ok(message, snapshot_data(&c, &sn, size)))
 }
 
-#[utoipa::path(post, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), request_body = CreateSnapshot, responses((status = 200, description = "The new snapshot (O(1))", body = doc::SnapshotAnswer)))]
+#[utoipa::path(post, path = "/api/v1/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "container id or name")), request_body = CreateSnapshot, responses((status = 200, description = "The new snapshot (O(1))", body = Envelope<SnapshotData>)))]
 pub(super) async fn create_snapshot(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<SnapshotData> {
     let req: CreateSnapshot = body(raw)?;
     check_alias(&req.alias)?;
     let expires_at = expiry_of(&req)?;
@@ -128,26 +103,28 @@ pub(super) async fn create_snapshot(
     .await
 }
 
-#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = history::RestoreBody, responses((status = 200, description = "Restored: the whole container (no body or {}), or only `paths`", body = doc::SnapshotAnswer)))]
+#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = RestoreBody, responses((status = 200, description = "Restored: the whole container (no body or {}), or only `paths`", body = Envelope<SnapshotData>)))]
 pub(super) async fn restore_snapshot(
     State(svc): State<Arc<Service>>,
     ApiPath((id, name)): ApiPath<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: history::RestoreBody = body(raw)?;
-    let paths = req.paths()?;
+) -> ApiResult<SnapshotData> {
+    let req: RestoreBody = body(raw)?;
+    let paths = history::restore_paths(&req)?;
     if let Some(paths) = paths {
-        let shown = req.shown();
+        let shown = history::restored_paths(&req);
         let (c, s, size, r) = blocking(&svc, move |s| {
             let (c, sn, r) = s.restore_paths(&id, &name, &paths)?;
             let size = s.snapshot_size(&sn)?;
             Ok((c, sn, size, r))
         })
         .await?;
-        let mut data = snapshot_envelope(&c, &s, size);
-        data["restored_paths"] = shown;
-        data["restored_inodes"] = json!(r.restored);
-        return Ok(ApiResponse::ok("Paths restored successfully", data));
+        let data = SnapshotData {
+            restored_paths: Some(shown),
+            restored_inodes: Some(r.restored as u64),
+            ..snapshot_data(&c, &s, size)
+        };
+        return Ok(Answer::ok("Paths restored successfully", data));
     }
     snapshot_answer(&svc, "Snapshot restored successfully", move |s| {
         s.restore(&id, &name)
@@ -155,29 +132,33 @@ pub(super) async fn restore_snapshot(
     .await
 }
 
-#[utoipa::path(delete, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), responses((status = 200, description = "Deleted; its space comes back in the background", body = doc::DeletedSnapshotAnswer)))]
+#[utoipa::path(delete, path = "/api/v1/containers/{id}/snapshots/{name}", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), responses((status = 200, description = "Deleted; its space comes back in the background", body = Envelope<DeletedSnapshot>)))]
 pub(super) async fn delete_snapshot(
     State(svc): State<Arc<Service>>,
     ApiPath((id, name)): ApiPath<(String, String)>,
-) -> ApiResult {
+) -> ApiResult<DeletedSnapshot> {
     let (c, s) = blocking(&svc, move |s| {
         let c = s.container(&id)?;
         let sn = s.delete_snapshot(&id, &name)?;
         Ok((c, sn))
     })
     .await?;
-    Ok(ApiResponse::ok(
+    Ok(Answer::ok(
         "Snapshot deleted successfully",
-        json!({"container_id": c.id, "project_id": c.project_id, "name": s.name}),
+        DeletedSnapshot {
+            container_id: c.id.to_string(),
+            project_id: c.project_id,
+            name: s.name,
+        },
     ))
 }
 
-#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}/alias", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = SetAlias, responses((status = 200, description = "The snapshot with its new alias", body = doc::SnapshotAnswer)))]
+#[utoipa::path(patch, path = "/api/v1/containers/{id}/snapshots/{name}/alias", tag = "snapshots", params(("id" = String, Path, description = "container id or name"), ("name" = String, Path, description = "snapshot name or alias")), request_body = SetAlias, responses((status = 200, description = "The snapshot with its new alias", body = Envelope<SnapshotData>)))]
 pub(super) async fn set_alias(
     State(svc): State<Arc<Service>>,
     ApiPath((id, name)): ApiPath<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<SnapshotData> {
     let req: SetAlias = body(raw)?;
     check_alias(&req.alias)?;
     snapshot_answer(&svc, "Snapshot alias updated successfully", move |s| {

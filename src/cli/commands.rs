@@ -2,8 +2,35 @@
 //! as the API's JSON `data`.
 
 use super::*;
-use base64::Engine;
+use crate::contract::{
+    ChangeKind, Container, ContainerList, Copy, CreateContainer, CreateSnapshot, DeleteContainer,
+    DeletedSnapshot, Diff, DiffQuery, History, HistoryQuery, RestoreBody, SetAlias, SnapshotData,
+    SnapshotList, Space, Start, Status, UpdateContainer,
+};
 use std::os::unix::ffi::OsStrExt;
+
+/// `?k=v&...` of a query type (values percent-encoded), or nothing when it has no field set.
+fn query<Q: Serialize>(q: &Q) -> Result<String> {
+    let serde_json::Value::Object(fields) = serde_json::to_value(q).context("encode a query")?
+    else {
+        bail!("a query must be an object");
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some(format!("{k}={}", url_segment(&v)))
+        })
+        .collect();
+    Ok(match pairs.is_empty() {
+        true => String::new(),
+        false => format!("?{}", pairs.join("&")),
+    })
+}
 
 pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
     let json = common.json;
@@ -14,39 +41,32 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
             alias,
             expiry,
         } => {
-            let mut body = json!({});
-            if let Some(a) = alias {
-                body["alias"] = json!(a);
-            }
-            if let Some(days) = expiry {
-                body["expiry"] = json!(days);
-            }
-            let data = d.call(
+            let body = CreateSnapshot {
+                alias,
+                expiry: expiry.map(serde_json::Value::from),
+                expires_at: None,
+            };
+            let data: SnapshotData = d.call(
                 "POST",
                 &format!("{}/snapshots", container_path(&target.container)),
                 Some(&body),
             )?;
             emit(json, &data, |d| {
-                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+                snapshot_table(std::slice::from_ref(&d.snapshot))
             })
         }
         SnapshotsCmd::List { target } => {
-            let data = d.call(
-                "GET",
-                &format!("{}/snapshots", container_path(&target.container)),
-                None,
-            )?;
-            emit(json, &data, |d| {
-                snapshot_table(d["snapshots"].as_array().map_or(&[], Vec::as_slice))
-            })
+            let data: SnapshotList =
+                d.get(&format!("{}/snapshots", container_path(&target.container)))?;
+            emit(json, &data, |d| snapshot_table(&d.snapshots))
         }
         SnapshotsCmd::Restore {
             target,
             name,
             paths,
         } => {
-            let body = restore_body(&paths);
-            let data = d.call(
+            let body = RestoreBody::of_paths(paths.iter().map(|p| p.as_bytes()));
+            let data: SnapshotData = d.call(
                 "PATCH",
                 &snapshot_path(&target.container, &name),
                 Some(&body),
@@ -56,53 +76,43 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
                     format!(
                         "restored {} path(s) from snapshot {} ({} inodes)",
                         paths.len(),
-                        cell(&d["snapshot"]["name"]),
-                        cell(&d["restored_inodes"])
+                        text(&d.snapshot.name),
+                        d.restored_inodes
+                            .map_or_else(|| "-".to_string(), |n| n.to_string())
                     )
                 });
             }
             emit(json, &data, |d| {
-                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+                snapshot_table(std::slice::from_ref(&d.snapshot))
             })
         }
         SnapshotsCmd::Delete { target, name } => {
-            let data = d.call("DELETE", &snapshot_path(&target.container, &name), None)?;
+            let data: DeletedSnapshot =
+                d.call("DELETE", &snapshot_path(&target.container, &name), NO_BODY)?;
             emit(json, &data, |d| {
                 format!(
                     "deleted snapshot {} of container {}",
-                    cell(&d["name"]),
-                    cell(&d["container_id"])
+                    text(&d.name),
+                    text(&d.container_id)
                 )
             })
         }
         SnapshotsCmd::Diff { target, from, to } => {
             let base = format!("{}/diff", snapshot_path(&target.container, &from));
-            let mut changes = Vec::new();
-            let mut cursor: Option<String> = None;
-            let mut last;
-            loop {
-                let mut query = vec!["limit=10000".to_string()];
-                if let Some(t) = &to {
-                    query.push(format!("to={}", url_segment(t)));
-                }
-                if let Some(c) = &cursor {
-                    query.push(format!("cursor={}", url_segment(c)));
-                }
-                last = d.call("GET", &format!("{base}?{}", query.join("&")), None)?;
-                if let Some(page) = last["changes"].as_array() {
-                    changes.extend(page.iter().cloned());
-                }
-                match last["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
-                    None => break,
-                }
+            let mut q = DiffQuery {
+                to,
+                limit: Some(10_000),
+                cursor: None,
+            };
+            let mut all: Diff = d.get(&format!("{base}{}", query(&q)?))?;
+            while let Some(cursor) = all.next_cursor.take() {
+                q.cursor = Some(cursor);
+                let page: Diff = d.get(&format!("{base}{}", query(&q)?))?;
+                all.changes.extend(page.changes);
+                all.next_cursor = page.next_cursor;
             }
-            last["changes"] = Value::Array(changes);
-            last["next_cursor"] = Value::Null;
-            emit(json, &last, |d| {
-                d["changes"]
-                    .as_array()
-                    .map_or(&[][..], Vec::as_slice)
+            emit(json, &all, |d| {
+                d.changes
                     .iter()
                     .map(diff_line)
                     .collect::<Vec<_>>()
@@ -115,13 +125,13 @@ pub(super) fn snapshots(common: Common, cmd: SnapshotsCmd) -> Result<()> {
             alias,
             clear: _,
         } => {
-            let data = d.call(
+            let data: SnapshotData = d.call(
                 "PATCH",
                 &format!("{}/alias", snapshot_path(&target.container, &name)),
-                Some(&json!({ "alias": alias })),
+                Some(&SetAlias { alias }),
             )?;
             emit(json, &data, |d| {
-                snapshot_table(std::slice::from_ref(&d["snapshot"]))
+                snapshot_table(std::slice::from_ref(&d.snapshot))
             })
         }
     }
@@ -137,46 +147,41 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
             quota_including_snapshots,
         } => {
             let mut d = Daemon::connect(common.store)?;
-            let body = json!({
-                "name": name,
-                "project_id": project,
-                "quota_bytes": quota,
-                "quota_including_snapshots_bytes": quota_including_snapshots,
-            });
-            let data = d.call("POST", "/containers", Some(&body))?;
+            let body = CreateContainer {
+                name,
+                project_id: project,
+                quota_bytes: quota,
+                quota_including_snapshots_bytes: quota_including_snapshots,
+            };
+            let data: Container = d.call("POST", "/containers", Some(&body))?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }
         ContainersCmd::List => {
             let mut d = Daemon::connect(common.store)?;
-            let data = d.call("GET", "/containers", None)?;
-            emit(json, &data, |d| {
-                container_table(d["containers"].as_array().map_or(&[], Vec::as_slice))
-            })
+            let data: ContainerList = d.get("/containers")?;
+            emit(json, &data, |d| container_table(&d.containers))
         }
         ContainersCmd::Set {
             container,
             quota,
             quota_including_snapshots,
         } => {
-            let mut body = json!({});
-            if let Some(q) = quota {
-                body["quota_bytes"] = json!(q.0);
-            }
-            if let Some(q) = quota_including_snapshots {
-                body["quota_including_snapshots_bytes"] = json!(q.0);
-            }
-            if body.as_object().is_some_and(|o| o.is_empty()) {
+            let body = UpdateContainer {
+                quota_bytes: quota.map(|q| q.0),
+                quota_including_snapshots_bytes: quota_including_snapshots.map(|q| q.0),
+            };
+            if body == UpdateContainer::default() {
                 return Err(anyhow::anyhow!(
                     "nothing to set: give --quota and/or --quota-including-snapshots"
                 ));
             }
             let mut d = Daemon::connect(common.store)?;
-            let data = d.call("PATCH", &container_path(&container), Some(&body))?;
+            let data: Container = d.call("PATCH", &container_path(&container), Some(&body))?;
             emit(json, &data, container_details)
         }
         ContainersCmd::Show { container } => {
             let mut d = Daemon::connect(common.store)?;
-            let data = d.call("GET", &container_path(&container), None)?;
+            let data: Container = d.get(&container_path(&container))?;
             emit(json, &data, container_details)
         }
         ContainersCmd::Copy {
@@ -186,14 +191,12 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
             snapshot,
         } => {
             let mut d = Daemon::connect(common.store)?;
-            let mut body = json!({ "name": name });
-            if let Some(p) = project {
-                body["target_project_id"] = json!(p);
-            }
-            if let Some(s) = snapshot {
-                body["source_snapshot"] = json!(s);
-            }
-            let data = d.call(
+            let body = Copy {
+                target_project_id: project,
+                name,
+                source_snapshot: snapshot,
+            };
+            let data: Container = d.call(
                 "POST",
                 &format!("{}/copy", container_path(&container)),
                 Some(&body),
@@ -209,11 +212,12 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
                      (snapfs containers stop {container}), or pass --force"
                 );
             }
-            let path = match force {
-                true => format!("{}?force=true", container_path(&container)),
-                false => container_path(&container),
-            };
-            let data = d.call("DELETE", &path, None)?;
+            let path = format!(
+                "{}{}",
+                container_path(&container),
+                query(&DeleteContainer { force })?
+            );
+            let data: Container = d.call("DELETE", &path, NO_BODY)?;
             d.settle(was_running)?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
         }
@@ -230,11 +234,13 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
                 .to_str()
                 .ok_or_else(|| anyhow!("mountpoint {} is not UTF-8", mnt.display()))?;
             let mut d = Daemon::connect(common.store)?;
-            let mut body = json!({ "mountpoint": mnt_str, "snapdir": snapdir.as_str() });
-            if let Some(uid) = admin_uid {
-                body["admin_uid"] = json!(uid);
-            }
-            let data = d.call(
+            let body = Start {
+                mountpoint: mnt_str.to_string(),
+                snapdir: Some(snapdir.as_str().to_string()),
+                admin_uid,
+                read_only: false,
+            };
+            let data: Container = d.call(
                 "POST",
                 &format!("{}/start", container_path(&container)),
                 Some(&body),
@@ -244,10 +250,10 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
         ContainersCmd::Stop { container } => {
             let mut d = Daemon::connect(common.store)?;
             let was_running = d.running(&container)?;
-            let data = d.call(
+            let data: Container = d.call(
                 "POST",
                 &format!("{}/stop", container_path(&container)),
-                Some(&json!({})),
+                Some(&crate::contract::AnyObject::new()),
             )?;
             d.settle(was_running)?;
             emit(json, &data, |c| container_table(std::slice::from_ref(c)))
@@ -256,21 +262,18 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
 }
 
 /// One `git diff --name-status`-like line of a diff change.
-fn diff_line(c: &Value) -> String {
-    let path = |field: &str| -> String {
-        let raw = c[format!("{field}_base64")]
-            .as_str()
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-        match raw {
-            Some(bytes) => escape_bytes(&bytes),
-            None => escape_bytes(c[field].as_str().unwrap_or("?").as_bytes()),
+fn diff_line(c: &crate::contract::Change) -> String {
+    let path = escape_bytes(&c.path_bytes());
+    match c.change {
+        ChangeKind::Added => format!("A\t{path}"),
+        ChangeKind::Deleted => format!("D\t{path}"),
+        ChangeKind::Renamed => {
+            let old = c
+                .old_path_bytes()
+                .map_or_else(|| "?".to_string(), |o| escape_bytes(&o));
+            format!("R\t{old} -> {path}")
         }
-    };
-    match c["change"].as_str() {
-        Some("added") => format!("A\t{}", path("path")),
-        Some("deleted") => format!("D\t{}", path("path")),
-        Some("renamed") => format!("R\t{} -> {}", path("old_path"), path("path")),
-        _ => format!("M\t{}", path("path")),
+        ChangeKind::Modified => format!("M\t{path}"),
     }
 }
 
@@ -293,71 +296,38 @@ fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
-/// `snapfs history`: where a path changed, as a table or the API's JSON.
-/// The body of a restore: `{}` for the whole container, else the paths (UTF-8 ones as
-/// strings, others as base64).
-fn restore_body(paths: &[OsString]) -> Value {
-    if paths.is_empty() {
-        return json!({});
-    }
-    let (mut text, mut raw) = (Vec::new(), Vec::new());
-    for p in paths {
-        match std::str::from_utf8(p.as_bytes()) {
-            Ok(s) => text.push(json!(s)),
-            Err(_) => raw.push(json!(
-                base64::engine::general_purpose::STANDARD.encode(p.as_bytes())
-            )),
-        }
-    }
-    let mut body = json!({ "paths": text });
-    if !raw.is_empty() {
-        body["paths_base64"] = json!(raw);
-    }
-    body
-}
-
-pub(super) fn history(common: Common, container: &str, path: &OsStr) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_bytes();
-    let query = match std::str::from_utf8(bytes) {
-        Ok(p) => format!("path={}", url_segment(p)),
-        Err(_) => format!(
-            "path_base64={}",
-            url_segment(&base64::engine::general_purpose::STANDARD.encode(bytes))
-        ),
-    };
-    let mut d = Daemon::connect(common.store)?;
-    let data = d.call(
-        "GET",
-        &format!("{}/history?{query}", container_path(container)),
-        None,
-    )?;
+/// `snapfs history`: where a path changed, as a table or the API's JSON. The path may be
+/// inside a snapfs mount (`target.rs`).
+pub(super) fn history(common: Common, container: Option<&str>, path: &OsStr) -> Result<()> {
+    let given = given_store(common.store);
+    let t = target::history_target(given.as_deref(), container, path)?;
+    let q = query(&HistoryQuery::of_path(&t.path))?;
+    let mut d = Daemon::connect(t.store)?;
+    let data: History = d.get(&format!("{}/history{q}", container_path(&t.container)))?;
     emit(common.json, &data, |d| {
-        let rows: Vec<Vec<String>> = d["history"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
+        let rows: Vec<Vec<String>> = d
+            .history
             .iter()
             .map(|e| {
-                let what = match (e["change"].as_str(), e["content_changed"].as_bool()) {
-                    (Some("modified"), Some(true)) => "modified".to_string(),
-                    (Some("modified"), _) => "metadata".to_string(),
-                    (Some(c), _) => c.to_string(),
-                    (None, _) => "-".to_string(),
+                let what = match (e.change, e.content_changed) {
+                    (ChangeKind::Modified, true) => "modified",
+                    (ChangeKind::Modified, false) => "metadata",
+                    (c, _) => c.as_str(),
                 };
                 vec![
-                    e["snapshot"]
-                        .as_str()
-                        .map_or_else(|| "(current)".to_string(), str::to_string),
-                    cell(&e["alias"]),
-                    time_cell(&e["created_at"]),
-                    what,
-                    size_cell(&e["size"]),
-                    time_cell(&e["mtime"]),
+                    e.snapshot
+                        .as_deref()
+                        .map_or_else(|| "(current)".to_string(), text),
+                    cell(e.alias.as_deref()),
+                    time_cell(e.created_at.as_deref()),
+                    what.to_string(),
+                    size_cell(e.size),
+                    time_cell(e.mtime.as_deref()),
                 ]
             })
             .collect();
         if rows.is_empty() {
-            return format!("{}: no version in any tree", escape_bytes(bytes));
+            return format!("{}: no version in any tree", escape_bytes(&t.path));
         }
         render_table(
             &[
@@ -378,27 +348,24 @@ pub(super) fn history(common: Common, container: &str, path: &OsStr) -> Result<(
 pub(super) fn df(common: Common, container: Option<&str>) -> Result<()> {
     let json = common.json;
     let mut d = Daemon::connect(common.store)?;
-    let path = match container {
-        Some(c) => format!("/df?container={}", url_segment(c)),
-        None => "/df".to_string(),
-    };
-    let data = d.call("GET", &path, None)?;
+    let q = query(&crate::contract::DfQuery {
+        container: container.map(str::to_string),
+    })?;
+    let data: Space = d.get(&format!("/df{q}"))?;
     emit(json, &data, |d| {
-        let st = &d["store"];
+        let st = &d.store;
         let mut out = format!(
             "store: {} on disk, {} of data, {} awaiting reclaim, {} awaiting compaction\n\n",
-            size_cell(&st["disk_bytes"]),
-            size_cell(&st["data_bytes"]),
-            size_cell(&st["awaiting_reclaim_bytes"]),
-            size_cell(&st["awaiting_compaction_bytes"]),
+            human_size(st.disk_bytes),
+            human_size(st.data_bytes),
+            human_size(st.awaiting_reclaim_bytes),
+            human_size(st.awaiting_compaction_bytes),
         );
-        let cs = d["containers"].as_array().map_or(&[][..], Vec::as_slice);
-        out.push_str(&space_table(cs));
+        out.push_str(&space_table(&d.containers));
         if container.is_some() {
-            for c in cs {
-                let snaps = c["snapshots"].as_array().map_or(&[][..], Vec::as_slice);
+            for c in &d.containers {
                 out.push_str("\n\n");
-                out.push_str(&snapshot_space_table(snaps));
+                out.push_str(&snapshot_space_table(&c.snapshots));
             }
         }
         out
@@ -409,57 +376,48 @@ pub(super) fn df(common: Common, container: Option<&str>) -> Result<()> {
 pub(super) fn status(common: Common) -> Result<()> {
     let json = common.json;
     let mut d = Daemon::connect(common.store)?;
-    let data = d.call("GET", "/status", None)?;
+    let data: Status = d.get("/status")?;
     emit(json, &data, |d| {
-        let r = &d["reclaim"];
+        let r = &d.reclaim;
         let mut out = format!(
             "snapfs {}, {} mounted, reclaim {} ({} snapshots queued)",
-            d["version"].as_str().unwrap_or("?"),
-            d["mounts"],
-            if r["running"] == true {
-                "running"
-            } else {
-                "idle"
-            },
-            r["queued_epochs"],
+            d.version,
+            d.mounts,
+            if r.running { "running" } else { "idle" },
+            r.queued_epochs,
         );
-        let o = &d["object_store"];
-        if o.is_object() {
-            let role = if o["fenced"] == true {
+        if let Some(o) = &d.object_store {
+            let role = if o.fenced {
                 "FENCED: another host took this store over; writes fail here"
-            } else if o["read_only"] == true {
+            } else if o.read_only {
                 "reader"
             } else {
                 "writer"
             };
             out.push_str(&format!(
                 "\nobject store {}: {role}\n  backlog {} of {}, pushed every {} ms\n  cache {} of {}",
-                o["url"].as_str().unwrap_or("?"),
-                size_cell(&o["backlog_bytes"]),
-                size_cell(&o["backlog_limit_bytes"]),
-                o["push_interval_ms"],
-                size_cell(&o["cache_bytes"]),
-                size_cell(&o["cache_limit_bytes"]),
+                o.url,
+                human_size(o.backlog_bytes),
+                human_size(o.backlog_limit_bytes),
+                o.push_interval_ms,
+                human_size(o.cache_bytes),
+                human_size(o.cache_limit_bytes),
             ));
-            let (written, put) = (
-                o["written_bytes"].as_u64().unwrap_or(0),
-                o["put_bytes"].as_u64().unwrap_or(0),
-            );
             out.push_str(&format!(
                 "\n  since start: {} written, {} sent in {} PUTs{}; {} GETs, {} LISTs",
-                size_cell(&o["written_bytes"]),
-                size_cell(&o["put_bytes"]),
-                o["put_requests"],
-                if written > 0 {
+                human_size(o.written_bytes),
+                human_size(o.put_bytes),
+                o.put_requests,
+                if o.written_bytes > 0 {
                     format!(
                         " ({:.2} bytes sent per byte written)",
-                        put as f64 / written as f64
+                        o.put_bytes as f64 / o.written_bytes as f64
                     )
                 } else {
                     String::new()
                 },
-                o["get_requests"],
-                o["list_requests"],
+                o.get_requests,
+                o.list_requests,
             ));
         }
         out

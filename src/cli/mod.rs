@@ -12,13 +12,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod commands;
+mod daemon;
 mod fsck;
 mod helper;
 mod size;
 mod table;
+mod target;
 mod unit;
 
 use commands::{containers, snapshots};
+use daemon::*;
 use helper::*;
 use size::{parse_quota, parse_size, Quota};
 use table::*;
@@ -26,9 +29,12 @@ use table::*;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::mount::{ensure_daemon, url_segment};
+use crate::client::NO_BODY;
+use crate::contract::ContainerList;
+use crate::mount::{ensure_daemon, url_segment, DEFAULT_CONTAINER};
 
 /// The file name under which `mount(8)` runs the helper (`/sbin/mount.fuse.snapfs`).
 pub const MOUNT_HELPER_NAME: &str = "mount.fuse.snapfs";
@@ -119,7 +125,7 @@ enum Cmd {
     Mount {
         store: PathBuf,
         mountpoint: PathBuf,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = DEFAULT_CONTAINER)]
         container: String,
         /// Whether the root directory lists `.snapshots`.
         #[arg(long, value_enum, default_value = "hidden")]
@@ -182,13 +188,18 @@ enum Cmd {
     },
     /// The history of one path: the current tree and every snapshot, newest first, where
     /// it differs from the next older one (added, deleted or modified).
+    ///
+    /// PATH is either a path inside a snapfs mount (absolute or relative to the current
+    /// directory, e.g. /mnt/web/etc/passwd, or under a mount's .snapshots/NAME/): the mount
+    /// gives the store and the container; or a path from the container's root
+    /// (e.g. /etc/nginx/nginx.conf) in --container of --store.
     History {
         #[command(flatten)]
         common: Common,
-        /// The container (id or name).
+        /// The container (id or name) [default: the mount's container, else `default`].
         #[arg(long, value_name = "CONTAINER")]
-        container: String,
-        /// The path inside the container, from its root (e.g. /etc/nginx/nginx.conf).
+        container: Option<String>,
+        /// A path inside a snapfs mount, or from the container's root.
         path: OsString,
     },
     /// The daemon's state: mounts, reclaim, and for a store on object storage whether it
@@ -266,8 +277,8 @@ struct Common {
 /// A container, by id or unique name.
 #[derive(Args)]
 struct SnapTarget {
-    /// The container (id or name).
-    #[arg(long, value_name = "CONTAINER")]
+    /// The container (id or name), as `snapfs mount` takes it.
+    #[arg(long, value_name = "CONTAINER", default_value = DEFAULT_CONTAINER)]
     container: String,
 }
 
@@ -608,7 +619,7 @@ fn run(cli: Cli) -> Result<()> {
             common,
             container,
             path,
-        } => commands::history(common, &container, &path),
+        } => commands::history(common, container.as_deref(), &path),
         Cmd::Df { common, container } => commands::df(common, container.as_deref()),
         Cmd::Status { common } => commands::status(common),
         // Handled in `main` (it has its own exit codes).
@@ -656,7 +667,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("/etc/fstab lines that mount a container once it runs:");
             println!(
                 "{}",
-                unit::fstab_lines(&store, &done.name, &["default".to_string()])
+                unit::fstab_lines(&store, &done.name, &[DEFAULT_CONTAINER.to_string()])
             );
             Ok(())
         }
@@ -686,98 +697,6 @@ fn read_token(path: &Path) -> Result<String> {
         bail!("token in {} is shorter than 16 characters", path.display());
     }
     Ok(token)
-}
-
-// ---------------------------------------------------------------------------------------
-// Talking to the daemon
-
-/// The store's daemon (started on demand).
-struct Daemon {
-    store: PathBuf,
-}
-
-impl Daemon {
-    fn connect(store: Option<PathBuf>) -> Result<Daemon> {
-        let store = match store {
-            Some(s) => s,
-            None => match std::env::var_os(STORE_ENV) {
-                Some(s) if !s.is_empty() => PathBuf::from(s),
-                _ => bail!("no store given: use --store STORE or set {STORE_ENV}"),
-            },
-        };
-        let store = std::path::absolute(&store)
-            .with_context(|| format!("bad store path {}", store.display()))?;
-        if !store.is_dir() {
-            bail!("store {} does not exist", store.display());
-        }
-        ensure_daemon(&store)?;
-        Ok(Daemon { store })
-    }
-
-    /// One API call; `data` on success, the API's message as the error otherwise. A daemon
-    /// that went away between calls (an on-demand daemon exits once its last mount is gone)
-    /// is started again and the call retried (`mount::call_daemon`).
-    fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let path = format!("/api/v1{path}");
-        crate::mount::call_daemon(&self.store, method, &path, body)?.data()
-    }
-
-    /// Is the container mounted?
-    fn running(&mut self, container: &str) -> Result<bool> {
-        let c = self.call("GET", &container_path(container), None)?;
-        Ok(c["status"] == "running")
-    }
-
-    /// After unmounting `unmounted`: a daemon started on demand exits once nothing is
-    /// mounted; wait for it, so the store is free when the command returns (as
-    /// `snapfs umount` does).
-    fn settle(&mut self, unmounted: bool) -> Result<()> {
-        if !unmounted {
-            return Ok(());
-        }
-        let Some(pid) = idle_exit_pid(&self.store) else {
-            return Ok(());
-        };
-        let running = self
-            .call("GET", "/containers", None)
-            .ok()
-            .and_then(|d| d["containers"].as_array().cloned())
-            .is_some_and(|cs| cs.iter().any(|c| c["status"] == "running"));
-        if running {
-            return Ok(());
-        }
-        if crate::mount::wait_exit(pid, Duration::from_secs(60)) {
-            return Ok(());
-        }
-        bail!("daemon (pid {pid}) did not exit after the last unmount")
-    }
-}
-
-/// The pid in `STORE/snapfs.pid` when that daemon exits once idle.
-fn idle_exit_pid(store: &Path) -> Option<i32> {
-    crate::storedir::read_pid(store).and_then(|(pid, idle)| idle.then_some(pid))
-}
-
-fn container_path(c: &str) -> String {
-    format!("/containers/{}", url_segment(c))
-}
-
-fn snapshot_path(c: &str, name: &str) -> String {
-    format!("{}/snapshots/{}", container_path(c), url_segment(name))
-}
-
-/// Prints `data` as pretty JSON, or as `human` renders it.
-fn emit(json: bool, data: &Value, human: impl FnOnce(&Value) -> String) -> Result<()> {
-    let text = if json {
-        serde_json::to_string_pretty(data).context("cannot encode JSON")?
-    } else {
-        human(data)
-    };
-    let text = text.trim_end_matches('\n');
-    if !text.is_empty() {
-        println!("{text}");
-    }
-    Ok(())
 }
 
 /// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.

@@ -1,41 +1,41 @@
 //! Human-readable tables and cells (times, sizes).
 
-use super::*;
+use crate::contract::{Container, ContainerSpace, Snapshot, SnapshotSpace};
 
 // ---------------------------------------------------------------------------------------
 // Tables
 
-/// A JSON value as a table cell: strings as they are (control characters escaped), `null`
-/// as `-`.
-pub(super) fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s
-            .chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-        other => other.to_string(),
-    }
+/// A string as a table cell: control characters escaped, so a row stays one line.
+pub(super) fn text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
-/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (UTC); `-` for null.
-pub(super) fn time_cell(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) if s.len() >= 19 && s.as_bytes()[10] == b'T' => {
+/// An optional string as a cell: `-` when absent.
+pub(super) fn cell(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".to_string(), text)
+}
+
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (UTC); `-` when absent.
+pub(super) fn time_cell(v: Option<&str>) -> String {
+    match v {
+        Some(s) if s.len() >= 19 && s.as_bytes()[10] == b'T' && s.is_char_boundary(19) => {
             format!("{} {}", &s[..10], &s[11..19])
         }
         _ => cell(v),
     }
 }
 
-pub(super) fn size_cell(v: &Value) -> String {
-    v.as_u64().map_or_else(|| cell(v), human_size)
+/// A size in bytes as a cell (binary units); `-` when absent.
+pub(super) fn size_cell(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), human_size)
 }
 
 /// `n` bytes in binary units: `512 B`, `4.0 KiB`, `1.5 MiB`, `12 GiB`.
@@ -101,7 +101,7 @@ pub(super) fn render_table(header: &[(&str, Align)], rows: &[Vec<String>]) -> St
 }
 
 /// NAME, ALIAS, CREATED, EXPIRES, LAST USED, SIZE.
-pub(super) fn snapshot_table(snaps: &[Value]) -> String {
+pub(super) fn snapshot_table(snaps: &[Snapshot]) -> String {
     use Align::{Left, Right};
     let header = [
         ("NAME", Left),
@@ -115,12 +115,12 @@ pub(super) fn snapshot_table(snaps: &[Value]) -> String {
         .iter()
         .map(|s| {
             vec![
-                cell(&s["name"]),
-                cell(&s["alias"]),
-                time_cell(&s["created_at"]),
-                time_cell(&s["expires_at"]),
-                time_cell(&s["last_used_at"]),
-                size_cell(&s["size"]),
+                text(&s.name),
+                cell(s.alias.as_deref()),
+                time_cell(Some(&s.created_at)),
+                time_cell(s.expires_at.as_deref()),
+                time_cell(s.last_used_at.as_deref()),
+                size_cell(Some(s.size)),
             ]
         })
         .collect();
@@ -128,7 +128,7 @@ pub(super) fn snapshot_table(snaps: &[Value]) -> String {
 }
 
 /// ID, NAME, PROJECT, STATUS, SNAPSHOTS, USED, CREATED, MOUNTPOINT.
-pub(super) fn container_table(cs: &[Value]) -> String {
+pub(super) fn container_table(cs: &[Container]) -> String {
     use Align::{Left, Right};
     let header = [
         ("ID", Left),
@@ -144,14 +144,14 @@ pub(super) fn container_table(cs: &[Value]) -> String {
         .iter()
         .map(|c| {
             vec![
-                cell(&c["id"]),
-                cell(&c["name"]),
-                cell(&c["project_id"]),
-                cell(&c["status"]),
-                cell(&c["snapshot_count"]),
-                size_cell(&c["bytes_used"]),
-                time_cell(&c["created_at"]),
-                cell(&c["mountpoint"]),
+                text(&c.id),
+                text(&c.name),
+                cell(c.project_id.as_deref()),
+                c.status.as_str().to_string(),
+                c.snapshot_count.to_string(),
+                size_cell(Some(c.bytes_used)),
+                time_cell(Some(&c.created_at)),
+                cell(c.mountpoint.as_deref()),
             ]
         })
         .collect();
@@ -159,22 +159,22 @@ pub(super) fn container_table(cs: &[Value]) -> String {
 }
 
 /// One container, one field a line.
-pub(super) fn container_details(c: &Value) -> String {
+pub(super) fn container_details(c: &Container) -> String {
     let fields = [
-        ("ID", cell(&c["id"])),
-        ("NAME", cell(&c["name"])),
-        ("PROJECT", cell(&c["project_id"])),
-        ("STATUS", cell(&c["status"])),
-        ("MOUNTPOINT", cell(&c["mountpoint"])),
-        ("CREATED", time_cell(&c["created_at"])),
-        ("DELETED", time_cell(&c["deleted_at"])),
-        ("SNAPSHOTS", cell(&c["snapshot_count"])),
-        ("USED", size_cell(&c["bytes_used"])),
-        ("LIVE DATA", size_cell(&c["live_bytes"])),
-        ("QUOTA", size_cell(&c["quota_bytes"])),
+        ("ID", text(&c.id)),
+        ("NAME", text(&c.name)),
+        ("PROJECT", cell(c.project_id.as_deref())),
+        ("STATUS", c.status.as_str().to_string()),
+        ("MOUNTPOINT", cell(c.mountpoint.as_deref())),
+        ("CREATED", time_cell(Some(&c.created_at))),
+        ("DELETED", time_cell(c.deleted_at.as_deref())),
+        ("SNAPSHOTS", c.snapshot_count.to_string()),
+        ("USED", size_cell(Some(c.bytes_used))),
+        ("LIVE DATA", size_cell(c.live_bytes)),
+        ("QUOTA", size_cell(c.quota_bytes)),
         (
             "QUOTA WITH SNAPSHOTS",
-            size_cell(&c["quota_including_snapshots_bytes"]),
+            size_cell(c.quota_including_snapshots_bytes),
         ),
     ];
     let w = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -187,7 +187,7 @@ pub(super) fn container_details(c: &Value) -> String {
 
 /// `snapfs df`: NAME, STATUS, LIVE DATA, SNAPSHOTS, SNAPSHOT BYTES, USED, QUOTA,
 /// QUOTA WITH SNAPSHOTS, AVAILABLE.
-pub(super) fn space_table(cs: &[Value]) -> String {
+pub(super) fn space_table(cs: &[ContainerSpace]) -> String {
     use Align::{Left, Right};
     let header = [
         ("NAME", Left),
@@ -202,17 +202,18 @@ pub(super) fn space_table(cs: &[Value]) -> String {
     ];
     let rows: Vec<Vec<String>> = cs
         .iter()
-        .map(|c| {
+        .map(|s| {
+            let c = &s.container;
             vec![
-                cell(&c["name"]),
-                cell(&c["status"]),
-                size_cell(&c["live_bytes"]),
-                cell(&c["snapshot_count"]),
-                size_cell(&c["snapshots_bytes"]),
-                size_cell(&c["bytes_used"]),
-                size_cell(&c["quota_bytes"]),
-                size_cell(&c["quota_including_snapshots_bytes"]),
-                size_cell(&c["available_bytes"]),
+                text(&c.name),
+                c.status.as_str().to_string(),
+                size_cell(c.live_bytes),
+                c.snapshot_count.to_string(),
+                size_cell(Some(c.snapshots_bytes)),
+                size_cell(Some(c.bytes_used)),
+                size_cell(c.quota_bytes),
+                size_cell(c.quota_including_snapshots_bytes),
+                size_cell(c.available_bytes),
             ]
         })
         .collect();
@@ -221,7 +222,7 @@ pub(super) fn space_table(cs: &[Value]) -> String {
 
 /// The snapshots of one container in `snapfs df`: NAME, ALIAS, CREATED, SIZE, FREED IF
 /// DELETED.
-pub(super) fn snapshot_space_table(ss: &[Value]) -> String {
+pub(super) fn snapshot_space_table(ss: &[SnapshotSpace]) -> String {
     use Align::{Left, Right};
     let header = [
         ("SNAPSHOT", Left),
@@ -234,11 +235,11 @@ pub(super) fn snapshot_space_table(ss: &[Value]) -> String {
         .iter()
         .map(|s| {
             vec![
-                cell(&s["name"]),
-                cell(&s["alias"]),
-                time_cell(&s["created_at"]),
-                size_cell(&s["size"]),
-                size_cell(&s["freed_if_deleted"]),
+                text(&s.name),
+                cell(s.alias.as_deref()),
+                time_cell(Some(&s.created_at)),
+                size_cell(Some(s.size)),
+                size_cell(Some(s.freed_if_deleted)),
             ]
         })
         .collect();

@@ -217,6 +217,7 @@ impl Daemon {
             &format!("/api/v1/containers/{}/snapshots", enc(c)),
             Some(&body),
         );
+        check_typed::<snapfs::contract::SnapshotData>(&d);
         let s = d["snapshot"].clone();
         check_snapshot(&s);
         s
@@ -230,6 +231,7 @@ impl Daemon {
             &format!("/api/v1/containers/{}/snapshots", enc(c)),
             None,
         );
+        check_typed::<snapfs::contract::SnapshotList>(&d);
         let list = d["snapshots"]
             .as_array()
             .unwrap_or_else(|| panic!("snapshots is not an array: {d}"))
@@ -243,6 +245,7 @@ impl Daemon {
     #[track_caller]
     pub fn containers(&self) -> Vec<Value> {
         let d = self.ok("GET", "/api/v1/containers", None);
+        check_typed::<snapfs::contract::ContainerList>(&d);
         let list = d["containers"]
             .as_array()
             .unwrap_or_else(|| panic!("containers is not an array: {d}"))
@@ -412,9 +415,26 @@ pub fn is_snapshot_name(s: &str) -> bool {
     }
 }
 
+/// `v` read as the library's contract type `T` (`snapfs::contract`) and written back is `v`
+/// again: the type describes exactly what the daemon sent, no field more or less.
+#[track_caller]
+pub fn check_typed<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> T {
+    let typed: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("not a {} ({e}): {v}", std::any::type_name::<T>()));
+    let back = serde_json::to_value(&typed).expect("encode");
+    assert_eq!(
+        &back,
+        v,
+        "{} does not round-trip",
+        std::any::type_name::<T>()
+    );
+    typed
+}
+
 /// Checks a snapshot object: exactly the documented fields with their types.
 #[track_caller]
 pub fn check_snapshot(s: &Value) {
+    check_typed::<snapfs::contract::Snapshot>(s);
     let obj = s
         .as_object()
         .unwrap_or_else(|| panic!("snapshot is not an object: {s}"));
@@ -452,6 +472,7 @@ pub fn check_snapshot(s: &Value) {
 /// Checks a container object.
 #[track_caller]
 pub fn check_container(c: &Value) {
+    check_typed::<snapfs::contract::Container>(c);
     let obj = c
         .as_object()
         .unwrap_or_else(|| panic!("container is not an object: {c}"));

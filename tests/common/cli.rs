@@ -42,24 +42,19 @@ impl super::Mount {
     #[track_caller]
     pub fn fuse_transport(&self) -> (String, u64) {
         let want = std::fs::canonicalize(self.path()).expect("canonical mountpoint");
-        let list = self.store().json(&["containers", "list"]);
-        let c = list["containers"]
-            .as_array()
-            .and_then(|cs| {
-                cs.iter()
-                    .find(|c| c["mountpoint"].as_str() == want.to_str())
-            })
-            .unwrap_or_else(|| panic!("no container mounted at {}: {list}", want.display()))
-            .clone();
-        let fuse = &c["fuse"];
-        let transport = fuse["transport"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no fuse transport in {c}"))
-            .to_string();
-        let requests = fuse["ring_requests"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no ring_requests in {c}"));
-        (transport, requests)
+        let raw = self.store().json(&["containers", "list"]);
+        let list: snapfs::contract::ContainerList = serde_json::from_value(raw.clone())
+            .unwrap_or_else(|e| panic!("not a container list ({e}): {raw}"));
+        let c = list
+            .containers
+            .iter()
+            .find(|c| c.mountpoint.as_deref() == want.to_str())
+            .unwrap_or_else(|| panic!("no container mounted at {}: {raw}", want.display()));
+        let fuse = c
+            .fuse
+            .as_ref()
+            .unwrap_or_else(|| panic!("no fuse transport in {c:?}"));
+        (fuse.transport.clone(), fuse.ring_requests)
     }
 }
 

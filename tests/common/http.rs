@@ -66,7 +66,26 @@ impl Resp {
         if !ct.starts_with("application/json") {
             return fail(&format!("content-type is {ct:?}"));
         }
+        self.check_typed_envelope(&v)?;
         Ok(v)
+    }
+
+    /// The envelope as the library's generic `Envelope<T>` (errors: `Envelope<NoData>`), checked
+    /// to round-trip: the contract's types describe exactly what the daemon sent.
+    pub fn check_typed_envelope(&self, v: &Value) -> Result<(), String> {
+        let back = if self.status == 200 {
+            let e: snapfs::contract::Envelope<Value> =
+                serde_json::from_value(v.clone()).map_err(|e| format!("envelope: {e}"))?;
+            serde_json::to_value(e)
+        } else {
+            let e: snapfs::contract::ErrorAnswer =
+                serde_json::from_value(v.clone()).map_err(|e| format!("error envelope: {e}"))?;
+            serde_json::to_value(e)
+        };
+        match back {
+            Ok(b) if &b == v => Ok(()),
+            _ => Err(format!("envelope does not round-trip: {}", self.describe())),
+        }
     }
 
     /// [`Resp::check_envelope`], panicking on a bad one. Returns the whole envelope.
