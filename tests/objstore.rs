@@ -416,6 +416,7 @@ fn init_refuses_what_would_lose_or_share_data() {
 #[test]
 fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
     use snapfs::kv::slate::{SlateKv, SlateOptions};
+    use snapfs::kv::Status;
     use snapfs::kv::{Batch, Kv, KvRead, Space};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

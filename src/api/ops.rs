@@ -71,7 +71,7 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult {
         Ok((
             s.store().reclaim_progress(),
             s.mount_count(),
-            s.store().kv().remote_status(),
+            s.store().kv().status().and_then(|k| k.remote_status()),
         ))
     })
     .await?;

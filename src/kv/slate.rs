@@ -30,7 +30,10 @@ use slatedb::{CloseReason, Db, DbReader, DbReaderMode, DbStatus, ErrorKind, Writ
 
 use super::overlay::{Layer, Overlay};
 use super::traffic::{Counting, Traffic};
-use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, RemoteStatus, Space};
+use super::{
+    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, RemoteStatus, Space,
+    Status,
+};
 use read::{Failed, Reader, Source};
 
 /// How long closing waits for the object store to take what is still buffered.
@@ -686,26 +689,63 @@ impl Kv for SlateKv {
         }
     }
 
-    fn compact(&self, _space: Space) -> KvResult<()> {
-        // SlateDB compacts in the background on its own; nothing to ask for.
-        Ok(())
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
     }
 
-    /// The local cache's size (the data itself is in the object store).
+    fn status(&self) -> Option<&dyn Status> {
+        Some(self)
+    }
+}
+
+/// SlateDB compacts and collects garbage in the background on its own: there is nothing to
+/// ask for; what is on local disk is its cache (the data itself is in the object store).
+impl Maintenance for SlateKv {
     fn disk_usage(&self) -> u64 {
         self.opts.cache_dir.as_deref().map(dir_size).unwrap_or(0)
     }
 
+    fn known_garbage(&self) -> u64 {
+        0
+    }
+
+    fn reserve_bytes(&self) -> u64 {
+        0
+    }
+
+    /// The data is not on a local disk.
     fn path(&self) -> Option<&Path> {
         None
     }
 
+    fn compact(&self, _space: Space) -> KvResult<()> {
+        Ok(())
+    }
+
+    fn flush_buffers(&self) -> KvResult<()> {
+        Ok(())
+    }
+
+    fn cancel_background_work(&self) {}
+
+    fn tidy(&self, _idle: bool, _dropped: &dyn Dropped) {}
+}
+
+impl Status for SlateKv {
     fn read_only(&self) -> bool {
         matches!(self.handle, Handle::Reader(_))
     }
 
     fn fenced(&self) -> bool {
         self.shared.is_fenced()
+    }
+
+    fn write_stopped(&self) -> bool {
+        false
+    }
+
+    fn delayed_write_rate(&self) -> u64 {
+        0
     }
 
     fn remote_status(&self) -> Option<RemoteStatus> {
