@@ -22,13 +22,8 @@
 //! - A [`KvRead`] view from [`Kv::read_view`] sees exactly the batches written before it was taken.
 
 pub mod mem;
-#[cfg(feature = "slatedb")]
-mod overlay;
 pub mod rocks;
-#[cfg(feature = "slatedb")]
 pub mod slate;
-#[cfg(feature = "slatedb")]
-pub mod traffic;
 
 use std::path::Path;
 

@@ -182,7 +182,8 @@ pub mod s3;
 #[cfg(feature = "slatedb")]
 #[allow(dead_code)]
 pub fn open_slate_s3(name: &str) -> snapfs::kv::slate::SlateKv {
-    let os = snapfs::remote::s3_client("snapfs", s3::shared().iter().cloned()).expect("S3 client");
+    let os =
+        snapfs::kv::slate::s3_client("snapfs", s3::shared().iter().cloned()).expect("S3 client");
     let prefix = format!("conformance/{}-{name}", std::process::id());
     snapfs::kv::slate::SlateKv::open(std::sync::Arc::new(os), &prefix).expect("open slatedb on S3")
 }
