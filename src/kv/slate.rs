@@ -131,8 +131,9 @@ pub fn brief(e: &dyn std::fmt::Display) -> String {
 }
 
 #[cfg(not(feature = "slatedb"))]
-const NOT_BUILT: &str =
-    "this snapfs was built without object-store support (cargo feature `slatedb`)";
+const NOT_BUILT: &str = "this snapfs was built without object-store support (cargo feature \
+     `slatedb`): build it with `cargo build --release --features slatedb`, as \
+     `scripts/run.sh --object-store` does";
 
 /// Without the `slatedb` feature: every store on object storage is refused with one line.
 #[cfg(not(feature = "slatedb"))]
