@@ -140,7 +140,7 @@ fn main() -> Res<()> {
         }
     }
     let at_n = lifecycle(&store, c, &mut round)?;
-    let usage_full = store.kv().disk_usage();
+    let usage_full = store.kv().maintenance().map_or(0, |m| m.disk_usage());
 
     // Oldest first, all but the newest 10, each deletion followed by reclaim.
     let snaps = store.snapshots(c)?;
@@ -163,7 +163,7 @@ fn main() -> Res<()> {
         total.bytes_dropped += r.bytes_dropped;
         total.epochs_removed += r.epochs_removed;
     }
-    let usage_after = store.kv().disk_usage();
+    let usage_after = store.kv().maintenance().map_or(0, |m| m.disk_usage());
     let live = store.live_bytes()?;
 
     println!("| snapshots | create median ms | p99 ms | max ms |");

@@ -21,7 +21,7 @@ ensure_rootfs() {
     local build="$ROOTFS_CACHE/rootfs-build"
     mkdir -p "$ROOTFS_CACHE"
     rm -rf -- "$build"
-    debootstrap --variant=minbase bookworm "$build" "${BENCH_MIRROR:-http://deb.debian.org/debian}" \
+    debootstrap --variant=minbase bookworm "$build" "${BENCH_MIRROR:-$(debian_mirror)}" \
         >"$ROOTFS_CACHE/debootstrap.log" 2>&1 ||
         die "debootstrap failed (see $ROOTFS_CACHE/debootstrap.log)"
     tar -C "$build" -cf "$ROOTFS_TAR.tmp" .

@@ -167,3 +167,38 @@ snapfs_unmount() {
     log "snapfs umount $mnt failed; falling back to a lazy unmount"
     fusermount3 -u -z "$mnt" 2>/dev/null || as_root umount -l "$mnt"
 }
+
+# debian_mirror: the Debian archive this machine's apt uses (the URI of its first enabled
+# `deb` source whose suite is not a security suite), from /etc/apt/sources.list and
+# /etc/apt/sources.list.d/*.list (one-line format) or *.sources (deb822); falls back to
+# http://deb.debian.org/debian when none is found. APT_SOURCES_DIR overrides /etc/apt (tests).
+debian_mirror() {
+    local etc="${APT_SOURCES_DIR:-/etc/apt}" f found=""
+    for f in "$etc/sources.list" "$etc"/sources.list.d/*.list; do
+        [ -r "$f" ] || continue
+        # deb [opts] URI SUITE COMPONENTS...
+        found="$(sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
+            awk '$1 == "deb" && $2 ~ /^(https?|ftp):\/\// && $3 !~ /-security$/ { print $2; exit }')"
+        [ -n "$found" ] && break
+    done
+    if [ -z "$found" ]; then
+        for f in "$etc"/sources.list.d/*.sources; do
+            [ -r "$f" ] || continue
+            # Paragraphs separated by blank lines; fields Types, URIs, Suites, Enabled.
+            found="$(sed -e 's/#.*//' "$f" | awk '
+                function flush() {
+                    if (types ~ /(^| )deb( |$)/ && enabled != "no" && uri ~ /^(https?|ftp):\/\// &&
+                        suites !~ /-security( |$)/ && !done) { print uri; done = 1 }
+                    types = ""; uri = ""; suites = ""; enabled = ""
+                }
+                /^[ \t]*$/ { flush(); next }
+                tolower($1) == "types:" { $1 = ""; types = $0 " " }
+                tolower($1) == "uris:" { uri = $2 }
+                tolower($1) == "suites:" { $1 = ""; suites = $0 " " }
+                tolower($1) == "enabled:" { enabled = tolower($2) }
+                END { flush() }')"
+            [ -n "$found" ] && break
+        done
+    fi
+    echo "${found:-http://deb.debian.org/debian}"
+}

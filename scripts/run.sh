@@ -3,6 +3,7 @@
 # Usage: scripts/run.sh [--object-store] [STORE_DIR] [MOUNTPOINT]
 #   defaults: ./data and ./mnt in the repository root (./data-s3 with --object-store);
 #   paths given as arguments are taken relative to the current directory.
+#   Builds snapfs for embedded stores only (RocksDB: no object-store client), unless
 #   --object-store: the store's data lives in object storage, at $SNAPFS_OBJECT_STORE
 #   (default s3://snapfs/demo). Without AWS_ENDPOINT_URL in the environment, a loopback S3
 #   server (SeaweedFS, scripts/s3.sh) is started with its data in ./s3-data, and its AWS_*
@@ -28,8 +29,16 @@ CONTAINER=default
 cd "$REPO_ROOT"
 setup
 
-log "cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-cargo build --release --bin snapfs
+# The embedded default needs RocksDB only: the object-store stack (SlateDB, the S3 client)
+# is built when --object-store asks for it (README, "The first run"). Same profile and
+# RocksDB features as scripts/test.sh, so the two share one build of RocksDB.
+if [ -n "$OBJECT_STORE" ]; then
+    FEATURES=(--features slatedb)
+else
+    FEATURES=(--no-default-features)
+fi
+log "cargo build --release --bin snapfs ${FEATURES[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+cargo build --release --bin snapfs "${FEATURES[@]}"
 [ -x "$SNAPFS_BIN" ] || die "build finished but $SNAPFS_BIN is missing"
 install_mount_helper
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::fs::VolumeOptions;
+use crate::kv::Space;
 use crate::service::Service;
 use crate::storedir::{log_path, open_store_with, socket_path, PidFile};
 
@@ -28,21 +29,8 @@ const BUSY_PAUSE: u32 = 4;
 /// At shutdown, how long the background worker may take to finish its batch before the
 /// kv's own background work (a long compaction) is cancelled.
 const WORKER_STOP_GRACE: Duration = Duration::from_millis(1500);
-/// Bytes of dropped versions worth a compaction of the keys that held them (or 1/16 of the
-/// store's disk usage, if more).
-const COMPACT_AFTER: u64 = 64 << 20;
-/// Background ticks between two looks at the garbage (cheap: no scan).
+/// Background ticks between two calls of the kv's periodic upkeep (cheap: no scan).
 const GARBAGE_CHECK_EVERY: u64 = 5;
-/// A blob rewrite that left garbage behind is not repeated before this long.
-const REWRITE_AGAIN_AFTER: Duration = Duration::from_secs(3600);
-/// Write-ahead log worth flushing the memtables for once the containers are idle.
-const IDLE_FLUSH_LOG: u64 = 16 << 20;
-/// Background blob GC starts at this much garbage (or 1/8 of the disk usage, if more) and
-/// stops below half of it (or 1/16). It relocates the live blobs of the oldest blob files
-/// whenever compactions touch them, garbage or not: on during a 4 GiB sequential write into
-/// a fresh store, it cost 40 % of the throughput (152 vs 259 MiB/s) and 30 % more disk.
-const GC_ON_AT: u64 = 256 << 20;
-const GC_OFF_BELOW: u64 = 128 << 20;
 
 pub struct DaemonOptions {
     pub listen: Option<SocketAddr>,
@@ -138,10 +126,10 @@ impl crate::store::ReclaimControl for Pacer<'_> {
 /// Expires snapshots and reclaims space until `stop` is set.
 fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
     let mut ticks = 0u64;
-    let mut gc = GcState::default();
+    let mut commits_seen = 0u64;
     while sleep_unless(&stop, WORK_PERIOD) {
         let kv = svc.store().kv();
-        if kv.read_only() || kv.fenced() {
+        if kv.status().is_some_and(|s| s.read_only() || s.fenced()) {
             // A reader, or a store another host took over: nothing is written here, so no
             // expiry, reclaim or garbage collection.
             continue;
@@ -167,146 +155,37 @@ fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
             break;
         }
         if ticks.is_multiple_of(GARBAGE_CHECK_EVERY) {
-            collect_garbage(svc.store(), &mut gc);
-        }
-    }
-}
-
-/// Whether background blob GC should run, given the garbage and whether it runs now.
-fn blob_gc_wanted(garbage: u64, used: u64, on: bool) -> bool {
-    if on {
-        garbage >= GC_OFF_BELOW.max(used / 16)
-    } else {
-        garbage >= GC_ON_AT.max(used / 8)
-    }
-}
-
-/// What the garbage collector remembers between two looks.
-#[derive(Default)]
-struct GcState {
-    /// Background blob GC is on.
-    blob_gc: bool,
-    /// The store's commit count at the last look.
-    commits: u64,
-    /// When the blobs were last rewritten, and the garbage RocksDB still counted after it.
-    last_rewrite: Option<(Instant, u64)>,
-}
-
-/// When the containers wrote nothing since the last look and the write-ahead log holds more
-/// than `IDLE_FLUSH_LOG`, writes the memtables out so the log files go. A rarely written
-/// column (the metadata) otherwise keeps every log file since its last flush: 200 MB of
-/// logs beside 120 MB of data after a 100 MiB copy and 1,000 snapshots.
-/// Returns whether the containers were idle.
-fn flush_when_idle(store: &crate::store::Store, gc: &mut GcState) -> bool {
-    let commits = store.commit_count();
-    let idle = commits == gc.commits;
-    gc.commits = commits;
-    if !idle || store.kv().transient_bytes() < IDLE_FLUSH_LOG {
-        return idle;
-    }
-    let t0 = Instant::now();
-    match store.kv().flush_buffers() {
-        Ok(()) => log::info!("idle: memtables flushed in {:?}", t0.elapsed()),
-        Err(e) => log::error!("flushing memtables: {e}"),
-    }
-    true
-}
-
-/// Makes deleted space come back, at a cost that follows the garbage, not the store: no
-/// scan of the store anywhere. The garbage is what the kv already knows of (blob bytes its
-/// compactions found unreferenced) plus what reclaim and truncations dropped since the last
-/// compaction here. Background blob GC is switched on and off by it (with hysteresis), and
-/// once enough was dropped, only the span of keys that held it is compacted: the metadata
-/// and the blocks of the data ids that lost versions. Blob files left entirely garbage go
-/// away with that compaction; partly garbage ones are rewritten by RocksDB's own GC (the
-/// oldest ones first, once half garbage) while it is on.
-fn collect_garbage(store: &crate::store::Store, gc: &mut GcState) {
-    let idle = flush_when_idle(store, gc);
-    let gc_on = &mut gc.blob_gc;
-    let used = store.kv().disk_usage();
-    let pending = store.dropped();
-    let known = store.kv().known_garbage();
-    let garbage = known.saturating_add(pending.bytes);
-    // Never twice in a row for the same garbage (a rewrite that could not free it is not
-    // repeated until it doubled or an hour passed).
-    let fresh = gc.last_rewrite.is_none_or(|(at, left)| {
-        known > left.saturating_mul(2) || at.elapsed() > REWRITE_AGAIN_AFTER
-    });
-    if idle && fresh && known >= COMPACT_AFTER.max(used / 4) {
-        rewrite_garbage(store, used, known);
-        gc.last_rewrite = Some((Instant::now(), store.kv().known_garbage()));
-        return;
-    }
-    let want = blob_gc_wanted(garbage, used, *gc_on);
-    if want != *gc_on {
-        match store.kv().set_background_gc(want) {
-            Ok(()) => {
-                log::info!(
-                    "background blob GC {}: {garbage} B garbage of {used} B",
-                    if want { "on" } else { "off" }
-                );
-                *gc_on = want;
+            // Idle: the containers wrote nothing since the last look.
+            let commits = svc.store().commit_count();
+            let idle = std::mem::replace(&mut commits_seen, commits) == commits;
+            if let Some(m) = kv.maintenance() {
+                m.tidy(idle, &DroppedVersions(svc.store()));
             }
-            Err(e) => log::error!("switching background blob GC: {e}"),
         }
     }
-    if pending.bytes < COMPACT_AFTER.max(used / 16) {
-        return;
-    }
-    let pending = store.take_dropped();
-    let t0 = Instant::now();
-    log::info!(
-        "compacting what {} B of dropped versions held (data ids {:?})",
-        pending.bytes,
-        pending.data_ids
-    );
-    let (meta_lo, meta_hi) = ([0u8], [0xffu8]);
-    if let Err(e) = store
-        .kv()
-        .compact_range(crate::kv::Space::Meta, &meta_lo, &meta_hi)
-    {
-        log::error!("compaction: {e}");
-    }
-    if let Some((lo, hi)) = pending.data_ids {
-        let start = crate::keys::block_prefix(lo);
-        let end = crate::keys::block_prefix(crate::ids::DataId::new(hi.get().saturating_add(1)));
-        if let Err(e) = store
-            .kv()
-            .compact_range(crate::kv::Space::Data, &start, &end)
-        {
-            log::error!("compaction: {e}");
-        }
-    }
-    log::info!(
-        "compacted in {:?}: {} B on disk before, {} B after",
-        t0.elapsed(),
-        used,
-        store.kv().disk_usage()
-    );
 }
 
-/// With the containers idle and at least a quarter of the store known garbage (blobs its
-/// compactions found dead in files its own GC has not reached), rewrites the live blobs
-/// out of every blob file. That copies the live data, at most three times the garbage it
-/// frees, and only while nothing else writes; a store with less garbage waits for RocksDB's
-/// GC of its oldest files instead.
-fn rewrite_garbage(store: &crate::store::Store, used: u64, known: u64) {
-    let live = used.saturating_sub(known);
-    if let Some(free) = store.free_bytes() {
-        if free < live.saturating_add(8 << 20) {
-            log::warn!("{known} B garbage but only {free} B free: not rewriting");
-            return;
+/// The store's account of the versions reclaim and truncations dropped, as the kv's upkeep
+/// weighs it: compacting the metadata and the blocks of the data ids that lost versions
+/// releases them (no scan of the store to find them).
+struct DroppedVersions<'a>(&'a crate::store::Store);
+
+impl crate::kv::Dropped for DroppedVersions<'_> {
+    fn bytes(&self) -> u64 {
+        self.0.dropped().bytes
+    }
+
+    fn take(&self) -> Vec<(Space, Vec<u8>, Vec<u8>)> {
+        let pending = self.0.take_dropped();
+        let mut ranges = vec![(Space::Meta, vec![0u8], vec![0xffu8])];
+        if let Some((lo, hi)) = pending.data_ids {
+            let start = crate::keys::block_prefix(lo);
+            let end =
+                crate::keys::block_prefix(crate::ids::DataId::new(hi.get().saturating_add(1)));
+            ranges.push((Space::Data, start, end));
         }
+        ranges
     }
-    let t0 = Instant::now();
-    if let Err(e) = store.kv().compact(crate::kv::Space::Data) {
-        log::error!("compaction: {e}");
-    }
-    log::info!(
-        "idle, {known} B of {used} B garbage: blobs rewritten in {:?}, {} B on disk now",
-        t0.elapsed(),
-        store.kv().disk_usage()
-    );
 }
 
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
@@ -367,12 +246,13 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     if worker.is_finished() {
         // Leave a compact store behind: the next start replays no log, and the store's size
         // on disk is its data's.
-        if let Err(e) = svc.store().kv().flush_buffers() {
+        let kv = svc.store().kv().maintenance();
+        if let Some(Err(e)) = kv.map(|m| m.flush_buffers()) {
             log::error!("flushing memtables at exit: {e}");
         }
-    } else {
+    } else if let Some(m) = svc.store().kv().maintenance() {
         log::info!("cancelling the store's background compaction to exit");
-        svc.store().kv().cancel_background_work();
+        m.cancel_background_work();
     }
     let _ = worker.join();
     let _ = std::fs::remove_file(socket_path(store_path));
@@ -484,30 +364,5 @@ fn sd_notify(state: &str) {
     });
     if let Err(e) = sent {
         log::warn!("cannot tell systemd {state} through {target:?}: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn blob_gc_switches_with_hysteresis() {
-        // Small stores: absolute thresholds.
-        assert!(!blob_gc_wanted(200 * MIB, 1024 * MIB, false));
-        assert!(blob_gc_wanted(256 * MIB, 1024 * MIB, false));
-        assert!(
-            blob_gc_wanted(200 * MIB, 1024 * MIB, true),
-            "stays on above the off mark"
-        );
-        assert!(!blob_gc_wanted(100 * MIB, 1024 * MIB, true));
-        // Large stores: shares of the disk usage.
-        let used = 64 * 1024 * MIB;
-        assert!(!blob_gc_wanted(used / 10, used, false));
-        assert!(blob_gc_wanted(used / 8, used, false));
-        assert!(blob_gc_wanted(used / 12, used, true));
-        assert!(!blob_gc_wanted(used / 20, used, true));
     }
 }

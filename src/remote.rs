@@ -1,6 +1,6 @@
 //! Stores on object storage, as the store directory sees them: the store's configuration
-//! (`STORE/store.json`), the object-store URL, and opening the SlateDB database behind it
-//! (`kv::slate`). A store without `store.json` is an embedded RocksDB store.
+//! (`STORE/store.json`), the object-store URL, and the options its database is opened with
+//! (`kv::slate` opens it). A store without `store.json` is an embedded RocksDB store.
 //!
 //! - `s3://BUCKET/PREFIX`: S3 or any S3-compatible server; endpoint, region and credentials
 //!   come from the standard `AWS_*` environment variables of the process that opens it.
@@ -11,8 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::kv::slate::{self, brief, Location, OpenError, SlateOptions, VersionRule};
+use crate::kv::{Kv, KvError};
 
 /// The file that makes a store directory an object-store store.
 pub fn config_path(store: &Path) -> PathBuf {
@@ -180,126 +185,62 @@ fn clean_prefix(prefix: &str, url: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// The object store client's errors nest every layer's message ("Generic S3 error: Error
-/// performing list request: Error performing GET ... HTTP error: ... Connection refused");
-/// one line keeps the innermost cause and the retries made.
-pub fn brief(e: &dyn std::fmt::Display) -> String {
-    let s = e.to_string();
-    let cause = s.rsplit(": ").next().unwrap_or(&s).trim();
-    let retries = s
-        .find("after ")
-        .and_then(|i| s[i..].split(',').next())
-        .filter(|r| r.ends_with("retries"));
-    match retries {
-        Some(r) if cause.len() >= 8 => format!("{cause} ({r})"),
-        None if cause.len() >= 8 => cause.to_string(),
-        _ => s,
+impl ObjectUrl {
+    /// Where the objects are, as the SlateDB backend takes it.
+    fn location(&self) -> Location {
+        match self {
+            ObjectUrl::S3 { bucket, .. } => Location::S3 {
+                bucket: bucket.clone(),
+            },
+            ObjectUrl::File { dir, .. } => Location::Dir(dir.clone()),
+        }
     }
 }
 
-#[cfg(feature = "slatedb")]
-mod open {
-    use super::*;
-    use crate::kv::slate::{SlateKv, SlateOptions};
-    use crate::kv::Kv;
-    use slatedb::object_store::{self, ObjectStore};
-    use std::sync::Arc;
+/// The key schema's version rule as SlateDB's filters record it (`keys::version_base_len`;
+/// the name changes whenever the rule does).
+pub const VERSION_RULE: VersionRule = VersionRule {
+    name: "snapfs-version-base-1",
+    base_len: crate::keys::version_base_len,
+};
 
-    /// An S3 client for `bucket`, configured from `AWS_*` variables (name, value) as
-    /// `AmazonS3Builder::from_env` reads them. Request bodies go unsigned: SigV4 would hash
-    /// every body with SHA-256 (half the daemon's CPU while it pushes data);
-    /// `AWS_UNSIGNED_PAYLOAD=false` restores that.
-    pub fn s3_client(
-        bucket: &str,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<object_store::aws::AmazonS3> {
-        let mut b = object_store::aws::AmazonS3Builder::new().with_unsigned_payload(true);
-        for (k, v) in vars {
-            if k.starts_with("AWS_") {
-                if let Ok(key) = k.to_ascii_lowercase().parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-        }
-        b.with_bucket_name(bucket)
-            .build()
-            .context("cannot configure the S3 client (AWS_* environment)")
-    }
-
-    /// The object store a URL names, configured from the `AWS_*` environment for S3.
-    pub fn object_store(url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>> {
-        match url {
-            ObjectUrl::S3 { bucket, .. } => Ok(Arc::new(s3_client(bucket, std::env::vars())?)),
-            ObjectUrl::File { dir, .. } => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .with_context(|| format!("cannot use {}", dir.display()))?;
-                Ok(Arc::new(fs))
-            }
-        }
-    }
-
-    fn options(store: &Path, cfg: &RemoteConfig, read_only: bool) -> SlateOptions {
-        SlateOptions {
-            push_interval: cfg.push_interval(),
-            backlog_bytes: cfg.backlog_bytes,
-            cache_dir: Some(cache_dir(store)),
-            cache_bytes: cfg.cache_bytes,
-            fsync_timeout: cfg.fsync_timeout(),
-            read_only,
-            lock_file: Some(store.join("lock")),
-            location: cfg.object_store.clone(),
-        }
-    }
-
-    /// Whether the object store already holds data under the URL's prefix.
-    pub fn exists(cfg: &RemoteConfig) -> Result<bool> {
-        let url = ObjectUrl::parse(&cfg.object_store)?;
-        let os = object_store(&url)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let prefix = object_store::path::Path::from(url.prefix());
-        let found = rt
-            .block_on(os.list_with_delimiter(Some(&prefix)))
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", cfg.object_store, brief(&e)))?;
-        Ok(!found.objects.is_empty() || !found.common_prefixes.is_empty())
-    }
-
-    /// Opens the store's database: as its writer (fencing any other writer), or read-only.
-    pub fn open_kv(store: &Path, cfg: &RemoteConfig, read_only: bool) -> Result<Arc<dyn Kv>> {
-        let url = ObjectUrl::parse(&cfg.object_store)?;
-        let os = object_store(&url)?;
-        let kv =
-            SlateKv::open_with(os, url.prefix(), &options(store, cfg, read_only)).map_err(|e| {
-                match e {
-                    crate::kv::KvError::Busy => {
-                        anyhow::anyhow!("store {} is in use by another process", store.display())
-                    }
-                    e => anyhow::anyhow!("cannot open store {}: {}", cfg.object_store, brief(&e)),
-                }
-            })?;
-        Ok(Arc::new(kv))
+fn options(store: &Path, cfg: &RemoteConfig, read_only: bool) -> SlateOptions {
+    SlateOptions {
+        push_interval: cfg.push_interval(),
+        backlog_bytes: cfg.backlog_bytes,
+        cache_dir: Some(cache_dir(store)),
+        cache_bytes: cfg.cache_bytes,
+        fsync_timeout: cfg.fsync_timeout(),
+        read_only,
+        lock_file: Some(store.join("lock")),
+        location: cfg.object_store.clone(),
+        version_rule: Some(VERSION_RULE),
     }
 }
 
-#[cfg(feature = "slatedb")]
-pub use open::{exists, open_kv, s3_client};
-
-#[cfg(not(feature = "slatedb"))]
-pub fn exists(_cfg: &RemoteConfig) -> Result<bool> {
-    bail!("this snapfs was built without object-store support (cargo feature `slatedb`)")
+/// Whether the object store already holds data under the URL's prefix.
+pub fn exists(cfg: &RemoteConfig) -> Result<bool> {
+    let url = ObjectUrl::parse(&cfg.object_store)?;
+    slate::exists(&url.location(), url.prefix()).map_err(|e| match e {
+        OpenError::Setup(msg) => anyhow!(msg),
+        OpenError::Kv(KvError::Io(msg)) => {
+            anyhow!("cannot reach {}: {}", cfg.object_store, brief(&msg))
+        }
+        OpenError::Kv(e) => anyhow!("cannot reach {}: {}", cfg.object_store, brief(&e)),
+    })
 }
 
-#[cfg(not(feature = "slatedb"))]
-pub fn open_kv(
-    _store: &Path,
-    _cfg: &RemoteConfig,
-    _read_only: bool,
-) -> Result<std::sync::Arc<dyn crate::kv::Kv>> {
-    bail!("this snapfs was built without object-store support (cargo feature `slatedb`)")
+/// Opens the store's database: as its writer (fencing any other writer), or read-only.
+pub fn open_kv(store: &Path, cfg: &RemoteConfig, read_only: bool) -> Result<Arc<dyn Kv>> {
+    let url = ObjectUrl::parse(&cfg.object_store)?;
+    let opts = options(store, cfg, read_only);
+    slate::open(&url.location(), url.prefix(), &opts).map_err(|e| match e {
+        OpenError::Setup(msg) => anyhow!(msg),
+        OpenError::Kv(KvError::Busy) => {
+            anyhow!("store {} is in use by another process", store.display())
+        }
+        OpenError::Kv(e) => anyhow!("cannot open store {}: {}", cfg.object_store, brief(&e)),
+    })
 }
 
 #[cfg(test)]

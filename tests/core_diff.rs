@@ -390,14 +390,11 @@ impl Kv for CountingKv {
     fn read_view(&self) -> Box<dyn KvRead + '_> {
         self.inner.read_view()
     }
-    fn compact(&self, space: Space) -> KvResult<()> {
-        self.inner.compact(space)
+    fn maintenance(&self) -> Option<&dyn snapfs::kv::Maintenance> {
+        self.inner.maintenance()
     }
-    fn disk_usage(&self) -> u64 {
-        0
-    }
-    fn path(&self) -> Option<&std::path::Path> {
-        None
+    fn status(&self) -> Option<&dyn snapfs::kv::Status> {
+        self.inner.status()
     }
 }
 

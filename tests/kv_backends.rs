@@ -9,17 +9,18 @@ use std::collections::BTreeMap;
 use kv_common::*;
 use snapfs::kv::mem::MemKv;
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
-use snapfs::kv::{Batch, Dir, Kv, KvError, Space};
+use snapfs::kv::{Batch, Dir, Kv, KvError, Maintenance, Space};
 
 mod mem_only {
     use super::*;
 
     #[test]
-    fn disk_usage_memory_store_is_zero_without_path() {
+    fn memory_store_has_no_disk_and_no_status() {
         let kv = MemKv::new();
         put(&kv, Space::Data, b"k", &[0; 10_000]);
-        assert_eq!(kv.disk_usage(), 0);
-        assert_eq!(kv.path(), None);
+        // No maintenance capability: no disk usage, no path for statfs, nothing to compact.
+        assert!(kv.maintenance().is_none());
+        assert!(kv.status().is_none());
     }
 }
 

@@ -84,7 +84,7 @@ mod suite {
         put(kv, Space::Data, b"block/2", b"small");
         assert_eq!(get(kv, Space::Data, b"block/1").as_deref(), Some(&big[..]));
         kv.sync().expect("sync");
-        kv.compact(Space::Data).expect("compact");
+        compact(kv, Space::Data);
         assert_eq!(get(kv, Space::Data, b"block/1").as_deref(), Some(&big[..]));
         let all = scan_all(
             kv,
@@ -276,7 +276,7 @@ mod suite {
             sfp(kv, Space::Data, b"", b"zzz"),
             Some(kv_pair(b"shared", b"data"))
         );
-        kv.compact(Space::Meta).expect("compact meta");
+        compact(kv, Space::Meta);
         assert_eq!(
             get(kv, Space::Data, b"shared").as_deref(),
             Some(&b"data"[..])
@@ -524,8 +524,8 @@ mod suite {
         del(kv, Space::Meta, b"gone");
         put(kv, Space::Data, b"blk", &[2; 300]);
         kv.sync().expect("sync");
-        kv.compact(Space::Meta).expect("compact meta");
-        kv.compact(Space::Data).expect("compact data");
+        compact(kv, Space::Meta);
+        compact(kv, Space::Data);
 
         assert_eq!(
             get(&*view, Space::Meta, b"keep").as_deref(),
@@ -597,7 +597,7 @@ mod suite {
             kv.write(b, false).expect("delete");
         }
         for space in Space::ALL {
-            kv.compact(space).expect("compact");
+            compact(kv, space);
         }
         let meta = scan_all(kv, Space::Meta, b"", b"\xff", Dir::Forward);
         let data = scan_all(kv, Space::Data, b"", b"\xff", Dir::Reverse);
@@ -750,7 +750,7 @@ mod suite {
                     }
                 }
                 95..=97 => view = Some((kv.read_view(), model.clone())),
-                98 => kv.compact(random_space(&mut rng)).expect("compact"),
+                98 => compact(kv, random_space(&mut rng)),
                 _ => kv.sync().expect("sync"),
             }
         }

@@ -416,6 +416,7 @@ fn init_refuses_what_would_lose_or_share_data() {
 #[test]
 fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
     use snapfs::kv::slate::{SlateKv, SlateOptions};
+    use snapfs::kv::Status;
     use snapfs::kv::{Batch, Kv, KvRead, Space};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -423,7 +424,7 @@ fn a_full_backlog_makes_writes_wait_until_the_server_is_back() {
     let mut s3 = S3Server::start();
     // The client configured from this server's AWS_* values (not the process environment).
     let vars = s3.env().into_iter().filter_map(|(k, v)| Some((k, v?)));
-    let os = Arc::new(snapfs::remote::s3_client("snapfs", vars).expect("S3 client"));
+    let os = Arc::new(snapfs::kv::slate::s3_client("snapfs", vars).expect("S3 client"));
     let opts = SlateOptions {
         backlog_bytes: 1 << 20,
         ..Default::default()

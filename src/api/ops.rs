@@ -36,7 +36,7 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult<Status>
         Ok((
             s.store().reclaim_progress(),
             s.mount_count(),
-            s.store().kv().remote_status(),
+            s.store().kv().status().and_then(|k| k.remote_status()),
         ))
     })
     .await?;

@@ -568,13 +568,14 @@ impl Fs {
 
     pub fn statfs(&self) -> FsResult<Statfs> {
         let bsize = self.block_size();
-        let (blocks, bfree, bavail) = match self.store.kv().path() {
+        let disk = self.store.kv().maintenance();
+        let (blocks, bfree, bavail) = match disk.and_then(|m| m.path()) {
             Some(p) => match nix::sys::statvfs::statvfs(p) {
                 Ok(s) => {
                     // What file data can still use: the device's free space less the
                     // backend's reserve (writes are refused below it).
                     let frag = s.fragment_size().max(1) as u128;
-                    let reserve = self.store.kv().reserve_bytes() as u128;
+                    let reserve = disk.map_or(0, |m| m.reserve_bytes()) as u128;
                     let scale = |n: u64| {
                         ((n as u128 * frag).saturating_sub(reserve) / bsize as u128) as u64
                     };

@@ -4,17 +4,16 @@
 //! (cheap), and a writer uses `Arc::make_mut`, which copies a map only while some view still
 //! shares it. So views are true point-in-time snapshots and never block writers.
 //!
-//! Nothing is persisted: `sync` and `compact` are no-ops, `disk_usage` is 0 and `path` is
-//! `None`.
+//! Nothing is persisted: `sync` is a no-op, and the backend has neither capability
+//! (`maintenance()` and `status()` are `None`).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Space};
+use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Maintenance, Space, Status};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -206,15 +205,13 @@ impl Kv for MemKv {
         Box::new(self.snapshot())
     }
 
-    fn compact(&self, _space: Space) -> KvResult<()> {
-        Ok(())
+    /// Nothing on disk, nothing to compact.
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
     }
 
-    fn disk_usage(&self) -> u64 {
-        0
-    }
-
-    fn path(&self) -> Option<&Path> {
+    /// Always writable, never stalls.
+    fn status(&self) -> Option<&dyn Status> {
         None
     }
 }

@@ -1,8 +1,16 @@
 //! The ordered key-value boundary.
 //!
-//! The filesystem is written once against [`Kv`]; backends (RocksDB, in-memory) must pass the
-//! same conformance suite (`tests/kv_conformance.rs`). Invariant: nothing outside
-//! `kv/rocks.rs` names RocksDB.
+//! The filesystem is written once against [`Kv`]; backends (in-memory, RocksDB, SlateDB)
+//! must pass the same conformance suite (`tests/kv_conformance.rs`). Invariants: only
+//! `kv/rocks*` names RocksDB and only `kv/slate*` SlateDB; nothing under `kv/` imports
+//! anything outside it (what a backend needs to know of the key schema, e.g. SlateDB's
+//! version-prefix rule, is handed to it by its opener).
+//!
+//! Shape: [`KvRead`] + [`Kv`] are the core (read, scan, batch, sync, read view); the
+//! capability traits [`Maintenance`] and [`Status`] hold what only some backends have,
+//! reached with `kv.maintenance()` / `kv.status()` (`None`: the backend has none; the
+//! in-memory one has neither). No method of the core has a default body: a backend states
+//! what it has.
 //!
 //! Semantics every backend guarantees:
 //! - Keys and values are byte strings; keys are ordered bytewise (memcmp order).
@@ -14,13 +22,8 @@
 //! - A [`KvRead`] view from [`Kv::read_view`] sees exactly the batches written before it was taken.
 
 pub mod mem;
-#[cfg(feature = "slatedb")]
-mod overlay;
 pub mod rocks;
-#[cfg(feature = "slatedb")]
 pub mod slate;
-#[cfg(feature = "slatedb")]
-pub mod traffic;
 
 use std::path::Path;
 
@@ -56,7 +59,7 @@ pub enum KvError {
     Fenced,
 }
 
-/// The state of a store on object storage (`Kv::remote_status`).
+/// The state of a store on object storage (`Status::remote_status`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RemoteStatus {
     /// Where the data lives.
@@ -159,7 +162,13 @@ pub trait KvRead {
     ) -> KvResult<()>;
 }
 
-/// An embedded ordered key-value store.
+/// An embedded ordered key-value store: the core every backend implements and the
+/// conformance suite (`tests/kv_conformance.rs`) tests: reads ([`KvRead`]), atomic batches,
+/// sync and consistent read views. What only some backends have is a capability trait,
+/// reached through an accessor that answers `None` where the backend has none:
+/// [`Kv::maintenance`] (space on disk, compaction, the daemon's periodic upkeep) and
+/// [`Kv::status`] (write stalls, reader/fenced state, object-store backlog). A caller that
+/// finds no capability uses the neutral value (0 bytes, no stall, writable).
 pub trait Kv: KvRead + Send + Sync + 'static {
     /// Applies `batch` atomically; durable on return when `durable` is set.
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()>;
@@ -170,79 +179,74 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     /// A consistent point-in-time view of the whole store.
     fn read_view(&self) -> Box<dyn KvRead + '_>;
 
-    /// Asks the backend to reclaim space of deleted keys in `space` now (best effort).
-    fn compact(&self, space: Space) -> KvResult<()>;
+    /// The backend's maintenance capability, if it keeps files it can compact or measure.
+    fn maintenance(&self) -> Option<&dyn Maintenance>;
 
-    /// Bytes the backend occupies on disk (0 for memory).
+    /// The backend's status capability, if it has state worth reporting.
+    fn status(&self) -> Option<&dyn Status>;
+}
+
+/// What the caller knows of deletions the backend may not have reclaimed yet (values it
+/// dropped since the last compaction of their keys), for [`Maintenance::tidy`].
+pub trait Dropped {
+    /// Bytes of values deleted since the account was last taken.
+    fn bytes(&self) -> u64;
+    /// Takes (and resets) the account: the key ranges `[start, end)` per space whose
+    /// compaction releases what was deleted.
+    fn take(&self) -> Vec<(Space, Vec<u8>, Vec<u8>)>;
+}
+
+/// Space on disk and the work that gives it back.
+pub trait Maintenance: Send + Sync {
+    /// Bytes the backend occupies on disk (for a store on object storage: its local cache).
     fn disk_usage(&self) -> u64;
-
-    /// The part of [`Kv::disk_usage`] that is transient by design (a write-ahead log), not
-    /// garbage.
-    fn transient_bytes(&self) -> u64 {
-        0
-    }
-
-    /// Compacts the keys of `space` in `[start, end)` so that deletions there release their
-    /// space (no forced rewrite of data already compacted; cost follows that range).
-    fn compact_range(&self, _space: Space, _start: &[u8], _end: &[u8]) -> KvResult<()> {
-        Ok(())
-    }
 
     /// Bytes the backend itself knows to be garbage in its files (released by its own
     /// garbage collection); 0 when it does not say.
-    fn known_garbage(&self) -> u64 {
-        0
-    }
-
-    /// Whether the backend stops writes right now (a write stall), for metrics.
-    fn write_stopped(&self) -> bool {
-        false
-    }
-
-    /// The rate (bytes/s) the backend slows writes to while it delays them; 0 when not.
-    fn delayed_write_rate(&self) -> u64 {
-        0
-    }
-
-    /// Writes what the backend buffers in memory to its files, so that its write-ahead log
-    /// can go (a log is kept until every buffer holding part of it is flushed).
-    fn flush_buffers(&self) -> KvResult<()> {
-        Ok(())
-    }
-
-    /// At shutdown: stops the backend's own background work (a long manual compaction
-    /// returns early). Only writes and syncs of the log are expected afterwards.
-    fn cancel_background_work(&self) {}
-
-    /// Turns the backend's background garbage collection of deleted values on or off (a hint;
-    /// [`Kv::compact`] always collects).
-    fn set_background_gc(&self, _on: bool) -> KvResult<()> {
-        Ok(())
-    }
-
-    /// The directory the store lives in, if on disk (used for `statfs`).
-    fn path(&self) -> Option<&Path>;
-
-    /// Opened as a reader: every write fails with [`KvError::ReadOnly`].
-    fn read_only(&self) -> bool {
-        false
-    }
-
-    /// Another host took this store over: every write fails with [`KvError::Fenced`].
-    fn fenced(&self) -> bool {
-        false
-    }
-
-    /// For a store on object storage: its backlog, cache and writer state.
-    fn remote_status(&self) -> Option<RemoteStatus> {
-        None
-    }
+    fn known_garbage(&self) -> u64;
 
     /// Free bytes the backend needs to keep on its device to flush what it buffers (so it can
     /// always apply deletions and recover). New file data is refused below this.
-    fn reserve_bytes(&self) -> u64 {
-        0
-    }
+    fn reserve_bytes(&self) -> u64;
+
+    /// The directory the store lives in, if its data is on a local disk (used for `statfs`).
+    fn path(&self) -> Option<&Path>;
+
+    /// Asks the backend to reclaim space of deleted keys in `space` now (best effort; returns
+    /// once done).
+    fn compact(&self, space: Space) -> KvResult<()>;
+
+    /// Writes what the backend buffers in memory to its files, so that its write-ahead log
+    /// can go (at exit: a stopped store holds its data and no log).
+    fn flush_buffers(&self) -> KvResult<()>;
+
+    /// At shutdown: stops the backend's own background work (a long manual compaction
+    /// returns early). Only writes and syncs of the log are expected afterwards.
+    fn cancel_background_work(&self);
+
+    /// The backend's periodic upkeep, called every few seconds by the daemon of a writable
+    /// store: the backend decides by its own policy whether to flush, compact the ranges of
+    /// `dropped` (taking the account when it does) or switch its background garbage
+    /// collection. `idle`: nothing was written since the previous call. Errors are logged.
+    fn tidy(&self, idle: bool, dropped: &dyn Dropped);
+}
+
+/// What the backend reports of its state (metrics, `GET /status`, the daemon).
+pub trait Status: Send + Sync {
+    /// Opened as a reader: every write fails with [`KvError::ReadOnly`].
+    fn read_only(&self) -> bool;
+
+    /// Another host took this store over: every write fails with [`KvError::Fenced`].
+    fn fenced(&self) -> bool;
+
+    /// Whether the backend stops writes right now (a write stall), for metrics.
+    fn write_stopped(&self) -> bool;
+
+    /// The rate (bytes/s) the backend slows writes to while it delays them; 0 when not.
+    fn delayed_write_rate(&self) -> u64;
+
+    /// For a store on object storage: its backlog, cache and writer state.
+    fn remote_status(&self) -> Option<RemoteStatus>;
 }
 
 /// The smallest key greater than `key`.

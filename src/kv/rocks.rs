@@ -1,10 +1,11 @@
-//! RocksDB [`Kv`] backend — the only module that names RocksDB.
+//! RocksDB [`Kv`] backend — with `rocks/`, the only module that names RocksDB.
 //!
 //! Layout: one column family per [`Space`]:
 //! - `meta`: plain block-based SST files with a bloom filter.
 //! - `data`: BlobDB — values of at least [`RocksOptions::blob_min_bytes`] go to blob files
 //!   (uncompressed; file blocks are often already compressed); background blob garbage
-//!   collection only while [`Kv::set_background_gc`] has it on, [`Kv::compact`] always.
+//!   collection only while [`RocksKv::set_background_gc`] has it on (the policy in
+//!   `rocks/gc.rs` decides), [`Maintenance::compact`] always.
 //!
 //! Both share one bounded LRU cache for data blocks, index/filter blocks and blobs, so memory
 //! stays bounded by [`RocksOptions::block_cache_bytes`] plus the memtables.
@@ -22,17 +23,22 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use super::{Batch, BatchOp, Dir, Kv, KvError, KvRead, KvResult, Space};
+use super::{
+    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, RemoteStatus, Space,
+    Status,
+};
+
+mod gc;
 
 const CF_META: &str = "meta";
 const CF_DATA: &str = "data";
 
 /// Blob GC age cutoff while background blob GC is on (RocksDB's default): compactions relocate
 /// live blobs out of the oldest quarter of blob files. Background blob GC starts off and is
-/// switched by [`Kv::set_background_gc`] (the daemon turns it on only while there is garbage:
+/// switched by [`RocksKv::set_background_gc`] (the policy turns it on only while there is garbage:
 /// it relocates blobs whether or not their files hold any).
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
-/// Blob GC age cutoff used during [`Kv::compact`] of [`Space::Data`]: every blob file.
+/// Blob GC age cutoff used during [`Maintenance::compact`] of [`Space::Data`]: every blob file.
 const BLOB_GC_AGE_CUTOFF_FULL: &str = "1.0";
 
 /// Tuning for [`RocksKv::open`].
@@ -71,7 +77,7 @@ impl RocksOptions {
     /// most 1/64 of the file system and at least 16 MiB. Larger buffers mean fewer flushes and
     /// compactions, and so fewer blob relocations (4 KiB random writes on a 1 GiB file: 16 MiB
     /// ~3,400 IOPS, 64 MiB ~5,400, 128 MiB no better); the bound keeps the space reserved for
-    /// flushing them after a disk-full ([`Kv::reserve_bytes`]) a small share of a small disk.
+    /// flushing them after a disk-full ([`Maintenance::reserve_bytes`]) a small share of a small disk.
     pub fn for_disk(dir: &Path) -> Self {
         const MIB: u64 = 1 << 20;
         let mut opts = Self::default();
@@ -122,11 +128,14 @@ impl RocksOptions {
 pub struct RocksKv {
     db: DB,
     path: PathBuf,
-    /// Serializes [`Kv::compact`] and [`Kv::set_background_gc`], which change blob GC options.
+    /// Serializes [`Maintenance::compact`] and [`RocksKv::set_background_gc`], which change
+    /// blob GC options.
     compact_lock: Mutex<()>,
     write_buffer_bytes: usize,
     /// Whether background blob GC is on (see [`BLOB_GC_AGE_CUTOFF`]); guarded by `compact_lock`.
     background_gc: AtomicBool,
+    /// The garbage policy's memory between two [`Maintenance::tidy`] calls.
+    gc: Mutex<gc::GcState>,
 }
 
 impl std::fmt::Debug for RocksKv {
@@ -234,6 +243,7 @@ impl RocksKv {
             compact_lock: Mutex::new(()),
             write_buffer_bytes: opts.write_buffer_bytes,
             background_gc: AtomicBool::new(false),
+            gc: Mutex::new(gc::GcState::default()),
         };
         for space in Space::ALL {
             kv.cf(space)?;
@@ -462,6 +472,80 @@ impl Kv for RocksKv {
         })
     }
 
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+
+    fn status(&self) -> Option<&dyn Status> {
+        Some(self)
+    }
+}
+
+impl RocksKv {
+    /// Compacts the keys of `space` in `[start, end)` so that deletions there release their
+    /// space (no forced rewrite of data already compacted; cost follows that range).
+    pub fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<()> {
+        let cf = self.cf(space)?;
+        self.db.compact_range_cf(cf, Some(start), Some(end));
+        Ok(())
+    }
+
+    /// Turns BlobDB's background garbage collection of deleted values on or off
+    /// ([`Maintenance::compact`] always collects).
+    pub fn set_background_gc(&self, on: bool) -> KvResult<()> {
+        let cf = self.cf(Space::Data)?;
+        let _guard = self.compact_lock.lock();
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", gc_flag(on))])
+            .map_err(map_err)?;
+        self.background_gc.store(on, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The part of the disk usage that is transient by design: the write-ahead log.
+    pub fn transient_bytes(&self) -> u64 {
+        // The write-ahead log: a copy of what the memtables hold, deleted after their flush.
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+impl Maintenance for RocksKv {
+    fn disk_usage(&self) -> u64 {
+        dir_size(&self.path)
+    }
+
+    fn known_garbage(&self) -> u64 {
+        // Blob bytes compactions found unreferenced in live blob files (SST garbage is small
+        // next to it: file data lives in blobs).
+        self.cf(Space::Data)
+            .ok()
+            .and_then(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.live-blob-file-garbage-size")
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or(0)
+    }
+
+    fn reserve_bytes(&self) -> u64 {
+        // Up to two full memtables being flushed to new files, plus headroom for the WAL,
+        // manifests and small compactions.
+        2 * self.write_buffer_bytes as u64 + (32 << 20)
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
     fn compact(&self, space: Space) -> KvResult<()> {
         let cf = self.cf(space)?;
         match space {
@@ -504,24 +588,29 @@ impl Kv for RocksKv {
         }
     }
 
-    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<()> {
-        let cf = self.cf(space)?;
-        self.db.compact_range_cf(cf, Some(start), Some(end));
+    fn flush_buffers(&self) -> KvResult<()> {
+        for space in Space::ALL {
+            self.db.flush_cf(self.cf(space)?).map_err(map_err)?;
+        }
         Ok(())
     }
 
-    fn known_garbage(&self) -> u64 {
-        // Blob bytes compactions found unreferenced in live blob files (SST garbage is small
-        // next to it: file data lives in blobs).
-        self.cf(Space::Data)
-            .ok()
-            .and_then(|cf| {
-                self.db
-                    .property_int_value_cf(cf, "rocksdb.live-blob-file-garbage-size")
-                    .ok()
-                    .flatten()
-            })
-            .unwrap_or(0)
+    fn cancel_background_work(&self) {
+        self.db.cancel_all_background_work(false);
+    }
+
+    fn tidy(&self, idle: bool, dropped: &dyn Dropped) {
+        self.tidy_now(idle, dropped)
+    }
+}
+
+impl Status for RocksKv {
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn fenced(&self) -> bool {
+        false
     }
 
     fn write_stopped(&self) -> bool {
@@ -540,52 +629,8 @@ impl Kv for RocksKv {
             .unwrap_or(0)
     }
 
-    fn flush_buffers(&self) -> KvResult<()> {
-        for space in Space::ALL {
-            self.db.flush_cf(self.cf(space)?).map_err(map_err)?;
-        }
-        Ok(())
-    }
-
-    fn cancel_background_work(&self) {
-        self.db.cancel_all_background_work(false);
-    }
-
-    fn set_background_gc(&self, on: bool) -> KvResult<()> {
-        let cf = self.cf(Space::Data)?;
-        let _guard = self.compact_lock.lock();
-        self.db
-            .set_options_cf(cf, &[("enable_blob_garbage_collection", gc_flag(on))])
-            .map_err(map_err)?;
-        self.background_gc.store(on, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn disk_usage(&self) -> u64 {
-        dir_size(&self.path)
-    }
-
-    fn transient_bytes(&self) -> u64 {
-        // The write-ahead log: a copy of what the memtables hold, deleted after their flush.
-        let Ok(entries) = std::fs::read_dir(&self.path) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    }
-
-    fn path(&self) -> Option<&Path> {
-        Some(&self.path)
-    }
-
-    fn reserve_bytes(&self) -> u64 {
-        // Up to two full memtables being flushed to new files, plus headroom for the WAL,
-        // manifests and small compactions.
-        2 * self.write_buffer_bytes as u64 + (32 << 20)
+    fn remote_status(&self) -> Option<RemoteStatus> {
+        None
     }
 }
 

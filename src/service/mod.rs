@@ -251,17 +251,16 @@ impl Service {
             .sum();
         crate::metrics::Scraped {
             reclaim_epochs: self.store.retired_count() as u64,
-            disk_bytes: kv.disk_usage(),
-            garbage_bytes: kv
-                .known_garbage()
+            disk_bytes: kv.maintenance().map_or(0, |m| m.disk_usage()),
+            garbage_bytes: (kv.maintenance().map_or(0, |m| m.known_garbage()))
                 .saturating_add(self.store.dropped().bytes),
             cache_hits,
             cache_misses,
-            write_stopped: kv.write_stopped(),
-            delayed_write_rate: kv.delayed_write_rate(),
+            write_stopped: kv.status().is_some_and(|s| s.write_stopped()),
+            delayed_write_rate: kv.status().map_or(0, |s| s.delayed_write_rate()),
             open_files,
             mounts: mounts.len() as u64,
-            object_store: kv.remote_status(),
+            object_store: kv.status().and_then(|s| s.remote_status()),
         }
     }
 

@@ -96,7 +96,7 @@ impl Service {
                 )))
             }
         }
-        if self.store.kv().read_only() && !opts.read_only {
+        if self.store.kv().status().is_some_and(|s| s.read_only()) && !opts.read_only {
             return Err(ServiceError::Conflict(format!(
                 "the daemon of {} opened the store read-only: mount with --read-only",
                 self.path.display()

@@ -539,7 +539,7 @@ impl Store {
 
     /// Free bytes on the store's device (None for memory stores).
     pub fn free_bytes(&self) -> Option<u64> {
-        let path = self.kv.path()?;
+        let path = self.kv.maintenance()?.path()?;
         let s = nix::sys::statvfs::statvfs(path).ok()?;
         Some(
             s.blocks_available()
@@ -551,7 +551,7 @@ impl Store {
     /// the kv backend needs to flush and to apply deletions: a full disk must stay
     /// recoverable by deleting files and snapshots.
     pub fn check_space(&self, incoming: u64) -> FsResult<()> {
-        let reserve = self.kv.reserve_bytes();
+        let reserve = self.kv.maintenance().map_or(0, |m| m.reserve_bytes());
         if reserve == 0 {
             return Ok(());
         }

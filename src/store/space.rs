@@ -86,8 +86,9 @@ impl Store {
                 .collect()
         };
         let mut out = StoreSpace {
-            disk_bytes: self.kv.disk_usage(),
-            awaiting_compaction_bytes: self.kv.known_garbage().saturating_add(self.dropped().bytes),
+            disk_bytes: self.kv.maintenance().map_or(0, |m| m.disk_usage()),
+            awaiting_compaction_bytes: (self.kv.maintenance().map_or(0, |m| m.known_garbage()))
+                .saturating_add(self.dropped().bytes),
             ..StoreSpace::default()
         };
         for (e, retired) in epochs {

@@ -32,7 +32,13 @@ impl Backend {
             }
             #[cfg(feature = "slatedb")]
             Backend::Slate(dir) => {
-                Arc::new(snapfs::kv::slate::SlateKv::local(dir.path()).expect("open slatedb"))
+                // As a store directory opens it: with the key schema's version rule.
+                use snapfs::kv::slate::{open, Location, SlateOptions};
+                let opts = SlateOptions {
+                    version_rule: Some(snapfs::remote::VERSION_RULE),
+                    ..SlateOptions::default()
+                };
+                open(&Location::Dir(dir.path().into()), "snapfs", &opts).expect("open slatedb")
             }
         }
     }

@@ -30,6 +30,14 @@ pub fn del(kv: &dyn Kv, space: Space, key: &[u8]) {
     kv.write(b, false).expect("delete");
 }
 
+/// Compacts `space` where the backend has the maintenance capability (the in-memory one
+/// has nothing to compact); what the suite checks is that reads see the same afterwards.
+pub fn compact(kv: &dyn Kv, space: Space) {
+    if let Some(m) = kv.maintenance() {
+        m.compact(space).expect("compact");
+    }
+}
+
 pub fn get<R: KvRead + ?Sized>(r: &R, space: Space, key: &[u8]) -> Option<Vec<u8>> {
     r.get(space, key).expect("get")
 }
@@ -174,7 +182,8 @@ pub mod s3;
 #[cfg(feature = "slatedb")]
 #[allow(dead_code)]
 pub fn open_slate_s3(name: &str) -> snapfs::kv::slate::SlateKv {
-    let os = snapfs::remote::s3_client("snapfs", s3::shared().iter().cloned()).expect("S3 client");
+    let os =
+        snapfs::kv::slate::s3_client("snapfs", s3::shared().iter().cloned()).expect("S3 client");
     let prefix = format!("conformance/{}-{name}", std::process::id());
     snapfs::kv::slate::SlateKv::open(std::sync::Arc::new(os), &prefix).expect("open slatedb on S3")
 }

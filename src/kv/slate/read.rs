@@ -10,8 +10,8 @@ use slatedb::config::ScanOptions;
 use slatedb::{Db, DbReader, DbSnapshot, IterationOrder, KeyValue};
 
 use super::super::overlay::{next_of, Overlay, Value, View};
-use super::super::{Dir, KvError, KvRead, KvResult, Space};
 use super::{common_prefix, full_key, slate_err, READ_AHEAD};
+use crate::kv::{Dir, KvError, KvRead, KvResult, Space};
 
 /// What reads go through: the live database or one of its snapshots.
 pub(super) enum Source<'a> {
@@ -104,7 +104,7 @@ impl KvRead for Reader<'_> {
         lower: &[u8],
         key: &[u8],
     ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
-        let end = super::super::successor(key); // the range includes `key`
+        let end = crate::kv::successor(key); // the range includes `key`
         if lower >= end.as_slice() {
             return Ok(None);
         }
@@ -164,7 +164,7 @@ impl KvRead for Reader<'_> {
 impl Reader<'_> {
     /// The write-behind buffer's layers (none for a snapshot or a reader) and a database
     /// iterator over `[lo, hi)` that are consistent: no layer reached the database between
-    /// the two (see [`super::overlay`]; it starts over when one did).
+    /// the two (see [`super::super::overlay`]; it starts over when one did).
     async fn open(
         &self,
         lo: &[u8],

@@ -1,43 +1,35 @@
 //! Unit tests of the SlateDB backend.
 
 use super::*;
-use crate::ids::{DataId, Epoch, Ino};
-use crate::keys;
 
 fn full(space: Space, k: &[u8]) -> Vec<u8> {
     full_key(space, k)
 }
 
-/// The filters' prefix is a versioned key's base, the same for every version of it and
-/// for a scan bounded within it; other keys have none.
+/// A rule of the opener's shape: data keys `b'v' | 4 bytes | epoch` are versioned (base 5).
+const RULE: VersionRule = VersionRule {
+    name: "test-rule",
+    base_len: |space, k| {
+        (space == Space::Data && k.first() == Some(&b'v') && k.len() >= 5).then_some(5)
+    },
+};
+
+/// The filters' prefix is the opener's base of the key without its space tag, plus the
+/// tag; keys of the other space, or without a base, have none. (The real rule is tested
+/// with the key schema in `keys.rs`.)
 #[test]
-fn the_filter_prefix_is_the_versioned_base() {
-    let block = keys::block(DataId::new(7), 3);
-    for e in [0, 1, u64::MAX] {
-        let k = full(Space::Data, &keys::versioned(&block, Epoch::new(e)));
-        assert_eq!(base_len(&k), Some(1 + block.len()));
-    }
-    let inode = keys::inode(Ino::new(0x0100));
-    let k = full(Space::Meta, &keys::versioned(&inode, Epoch::new(9)));
-    assert_eq!(base_len(&k), Some(1 + inode.len()));
-    // A parent number with zero bytes: the name's terminator is found after it.
-    let dirent = keys::dirent(Ino::new(0x0100), b"name");
-    let k = full(Space::Meta, &keys::versioned(&dirent, Epoch::new(9)));
-    assert_eq!(base_len(&k), Some(1 + dirent.len()));
-    assert_eq!(&k[..1 + dirent.len()], &full(Space::Meta, &dirent)[..]);
-    // A scan prefix shorter than a base has no filter prefix.
+fn the_filter_prefix_is_the_rules_base_after_the_space_tag() {
+    let k = full(Space::Data, b"vabcd\0\0\0\0\0\0\0\x07");
+    assert_eq!(base_len(&RULE, &k), Some(6));
+    assert_eq!(base_len(&RULE, &full(Space::Data, b"vabcd")), Some(6));
+    assert_eq!(base_len(&RULE, &full(Space::Data, b"vab")), None);
+    assert_eq!(base_len(&RULE, &full(Space::Meta, b"vabcd")), None);
     assert_eq!(
-        base_len(&full(Space::Data, &keys::block_prefix(DataId::new(7)))),
-        None
+        base_len(&RULE, &[9, b'v', 1, 2, 3, 4]),
+        None,
+        "no such space tag"
     );
-    assert_eq!(
-        base_len(&full(Space::Meta, &keys::dirent_prefix(Ino::new(1)))),
-        None
-    );
-    // Unversioned keys, and block keys in the wrong space, have none.
-    assert_eq!(base_len(&full(Space::Meta, &keys::setting("x"))), None);
-    assert_eq!(base_len(&full(Space::Meta, &block)), None);
-    assert_eq!(base_len(b""), None);
+    assert_eq!(base_len(&RULE, b""), None);
 }
 
 /// An object store whose every write takes `delay`.

@@ -1,4 +1,4 @@
-//! The write-behind buffer of a store on object storage (see [`super::slate`]).
+//! The write-behind buffer of a store on object storage (see [`super`]).
 //!
 //! A SlateDB write is a message to its single writer task and a wait for the answer: two
 //! thread hand-offs per batch, 80–130 µs on this class of machine, against 3–8 µs for a
@@ -37,7 +37,7 @@ use imbl::OrdMap;
 use parking_lot::{Condvar, Mutex};
 use slatedb::bytes::Bytes;
 
-use super::{KvError, KvResult};
+use crate::kv::{KvError, KvResult};
 
 /// How long the drain gathers batches before it writes them (see the module's notes).
 pub(super) const DRAIN_DELAY: Duration = Duration::from_millis(2);
