@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use snapfs::codec::{Inode, Kind};
 use snapfs::fs::{Change, ChangeKind, Fs, SetAttr, ROOT_INO};
-use snapfs::kv::{Batch, Dir, Kv, KvRead, KvResult, Space};
+use snapfs::kv::{Batch, Dir, Kv, KvRead, KvResult, Pair, Space, Visit};
 use snapfs::store::{Chain, Store};
 use treeops::*;
 
@@ -355,23 +355,11 @@ impl KvRead for CountingKv {
         self.count(1);
         self.inner.get(space, key)
     }
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         self.count(1);
         self.inner.seek_for_prev(space, lower, key)
     }
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         self.count(1);
         self.inner.scan(space, start, end, dir, &mut |k, v| {
             self.count(1);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Maintenance, Space, Status};
+use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Maintenance, Pair, Space, Status, Visit};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -114,12 +114,7 @@ impl KvRead for MemView {
         Ok(map_get(&self.maps[space_index(space)], key))
     }
 
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         Ok(map_seek_for_prev(
             &self.maps[space_index(space)],
             lower,
@@ -127,14 +122,7 @@ impl KvRead for MemView {
         ))
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         map_scan(&self.maps[space_index(space)], start, end, dir, f);
         Ok(())
     }
@@ -145,12 +133,7 @@ impl KvRead for MemKv {
         Ok(map_get(&self.maps.read()[space_index(space)], key))
     }
 
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         Ok(map_seek_for_prev(
             &self.maps.read()[space_index(space)],
             lower,
@@ -158,14 +141,7 @@ impl KvRead for MemKv {
         ))
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         // Scan a snapshot of the map rather than holding the lock: the callback may write to
         // this store without deadlocking, and the scan stays consistent.
         let map = self.map(space);

@@ -89,6 +89,12 @@ pub struct RemoteStatus {
 
 pub type KvResult<T> = Result<T, KvError>;
 
+/// A key and its value, as a read returns them.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// The visitor of [`KvRead::scan`]: called with each key and value; returns false to stop.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> bool;
+
 /// One atomic unit of writes. Later operations on the same key win.
 #[derive(Default, Debug, Clone)]
 pub struct Batch {
@@ -143,23 +149,11 @@ pub trait KvRead {
 
     /// The greatest key `k` with `lower <= k <= key`, with its value.
     /// This is how a versioned read finds "the newest version at or below my epoch".
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>>;
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>>;
 
     /// Visits every key in `[start, end)` in the given direction, calling `f(key, value)`
     /// until it returns `false` or the range ends.
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()>;
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()>;
 }
 
 /// An embedded ordered key-value store: the core every backend implements and the

@@ -24,8 +24,8 @@ use rocksdb::{
 };
 
 use super::{
-    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, RemoteStatus, Space,
-    Status,
+    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Pair, RemoteStatus,
+    Space, Status, Visit,
 };
 
 mod gc;
@@ -382,23 +382,11 @@ impl KvRead for RocksKv {
         self.get_at(None, space, key)
     }
 
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         self.seek_for_prev_at(None, space, lower, key)
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         self.scan_at(None, space, start, end, dir, f)
     }
 }
@@ -414,24 +402,12 @@ impl KvRead for RocksView<'_> {
         self.kv.get_at(Some(&self.snapshot), space, key)
     }
 
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         self.kv
             .seek_for_prev_at(Some(&self.snapshot), space, lower, key)
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         self.kv
             .scan_at(Some(&self.snapshot), space, start, end, dir, f)
     }

@@ -21,8 +21,8 @@ use super::overlay::{Layer, Overlay};
 use super::traffic::{Counting, Traffic};
 use super::{SlateOptions, VersionRule};
 use crate::kv::{
-    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, RemoteStatus, Space,
-    Status,
+    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Pair, RemoteStatus,
+    Space, Status, Visit,
 };
 use read::{Failed, Reader, Source};
 
@@ -535,23 +535,11 @@ impl KvRead for SlateKv {
         self.reader().get(space, key)
     }
 
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         self.reader().seek_for_prev(space, lower, key)
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         self.reader().scan(space, start, end, dir, f)
     }
 }

@@ -11,7 +11,7 @@ use slatedb::{Db, DbReader, DbSnapshot, IterationOrder, KeyValue};
 
 use super::super::overlay::{next_of, Overlay, Value, View};
 use super::{common_prefix, full_key, slate_err, READ_AHEAD};
-use crate::kv::{Dir, KvError, KvRead, KvResult, Space};
+use crate::kv::{Dir, KvError, KvRead, KvResult, Pair, Space, Visit};
 
 /// What reads go through: the live database or one of its snapshots.
 pub(super) enum Source<'a> {
@@ -98,12 +98,7 @@ impl KvRead for Reader<'_> {
     /// The greatest key in `[lower, key]`: the first live item of a bounded descending
     /// scan, read in one call (one block at a time, through the block cache: it is a point
     /// lookup).
-    fn seek_for_prev(
-        &self,
-        space: Space,
-        lower: &[u8],
-        key: &[u8],
-    ) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
         let end = crate::kv::successor(key); // the range includes `key`
         if lower >= end.as_slice() {
             return Ok(None);
@@ -124,14 +119,7 @@ impl KvRead for Reader<'_> {
         Ok(first.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        dir: Dir,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         if start >= end {
             return Ok(());
         }
@@ -208,17 +196,10 @@ impl KvRead for Failed {
     fn get(&self, _: Space, _: &[u8]) -> KvResult<Option<Vec<u8>>> {
         Err(KvError::Io(self.0.clone()))
     }
-    fn seek_for_prev(&self, _: Space, _: &[u8], _: &[u8]) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek_for_prev(&self, _: Space, _: &[u8], _: &[u8]) -> KvResult<Option<Pair>> {
         Err(KvError::Io(self.0.clone()))
     }
-    fn scan(
-        &self,
-        _: Space,
-        _: &[u8],
-        _: &[u8],
-        _: Dir,
-        _: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> KvResult<()> {
+    fn scan(&self, _: Space, _: &[u8], _: &[u8], _: Dir, _: Visit) -> KvResult<()> {
         Err(KvError::Io(self.0.clone()))
     }
 }
