@@ -69,9 +69,9 @@ pub(crate) struct PlusEntry<'a> {
 /// The operations of one mounted volume, shared by both transports.
 pub(crate) struct Ops {
     volume: Arc<Volume>,
-    /// The kernel's writeback cache is asked for (see [`super::writeback_cache`]).
+    /// The kernel's writeback cache is asked for (see [`super::config::writeback_cache`]).
     writeback: bool,
-    /// Open replies let the kernel keep pages and listings (see [`super::session::kernel_cache`]).
+    /// Open replies let the kernel keep pages and listings (see [`super::config::kernel_cache`]).
     keep_cache: bool,
 }
 

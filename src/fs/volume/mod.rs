@@ -552,7 +552,7 @@ impl Volume {
 
     /// May the kernel keep what it caches of `ino`, which was just opened, across opens
     /// (pages, listings)? Whatever opens is a head or snapshot-view file or directory
-    /// (see `fuse::session::kernel_cache`), except `.snapshots`, whose entries also change
+    /// (see `fuse::config::kernel_cache`), except `.snapshots`, whose entries also change
     /// through the API. No lookup: this runs on every open.
     pub fn kernel_cacheable(&self, ino: KernelIno) -> bool {
         ino != SNAPDIR_INO
