@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
-use crate::ids::{DataId, Ino};
+use crate::ids::{DataId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::Chain;
@@ -257,7 +257,7 @@ impl Fs {
     fn touched_between(&self, a: &Chain, b: &Chain) -> FsResult<Touched> {
         let kv = self.store.kv();
         let mut t = Touched::default();
-        for e in super::history::only_one(a, b) {
+        for e in only_one(a, b) {
             // Inodes, entries, extended attributes, gone markers and back links: one range.
             let prefix = keys::change_prefix(e, Space::Meta);
             let start = [prefix.as_slice(), &[keys::TAG_INODE]].concat();
@@ -293,4 +293,14 @@ impl Fs {
         }
         Ok(t)
     }
+}
+
+/// The epochs in exactly one of two chains: where their trees can differ.
+pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
+    let (ma, mb) = (a.members(), b.members());
+    ma.iter()
+        .filter(|e| mb.binary_search(e).is_err())
+        .chain(mb.iter().filter(|e| ma.binary_search(e).is_err()))
+        .copied()
+        .collect()
 }

@@ -5,12 +5,12 @@
 
 use crate::codec::{Inode, Kind};
 use crate::error::{FsError, FsResult};
-use crate::ids::{DataId, Epoch, Ino};
+use crate::ids::{DataId, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::Chain;
 
-use super::diff::{ChangeKind, Side};
+use super::diff::{only_one, ChangeKind, Side};
 use super::{Fs, ROOT_INO};
 
 /// Most path components followed.
@@ -166,14 +166,4 @@ impl Fs {
         }
         Ok(false)
     }
-}
-
-/// The epochs in exactly one of two chains: where their trees can differ.
-pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
-    let (ma, mb) = (a.members(), b.members());
-    ma.iter()
-        .filter(|e| mb.binary_search(e).is_err())
-        .chain(mb.iter().filter(|e| ma.binary_search(e).is_err()))
-        .copied()
-        .collect()
 }

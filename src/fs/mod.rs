@@ -36,8 +36,8 @@ pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use restore::PathRestore;
 pub use volume::{
-    KernelDrops, KernelLink, Listed, Listing, Volume, VolumeOptions, ROOT_KERNEL_INO, SNAPDIR_INO,
-    SNAPDIR_NAME,
+    KernelDrops, KernelLink, Listed, Listing, Node, Volume, VolumeOptions, ROOT_KERNEL_INO,
+    SNAPDIR_INO, SNAPDIR_NAME,
 };
 
 pub use crate::store::ROOT_INO;

@@ -26,7 +26,7 @@ use crate::keys;
 use crate::kv::{Dir, Space};
 use crate::store::{self, resolve, Chain, SnapshotInfo};
 
-use super::history::only_one;
+use super::diff::only_one;
 use super::{components, now, Fs, Tx, ROOT_INO};
 
 /// (directory, name): one directory entry.

@@ -626,10 +626,11 @@ fn xattr_reply(reply: ReplyXattr, r: OpResult<Xattr>) {
     }
 }
 
+mod config;
+mod fusectl;
 mod ops;
 mod session;
 mod uring;
 
-pub use session::{
-    mount, readdirplus, writeback_cache, FuseMounter, MountHandle, Transport, FUSE_THREADS,
-};
+pub use config::{readdirplus, writeback_cache};
+pub use session::{mount, FuseMounter, MountHandle, Transport, FUSE_THREADS};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::codec::Inode;
 use crate::error::FsError;
-use crate::fs::{Caller, Fh, SetAttr, Statfs, Volume};
+use crate::fs::{Caller, Fh, Node, SetAttr, Statfs, Volume};
 use crate::ids::KernelIno;
 
 /// An errno (positive), as the kernel gets it back.
@@ -68,10 +68,10 @@ pub(crate) struct PlusEntry<'a> {
 
 /// The operations of one mounted volume, shared by both transports.
 pub(crate) struct Ops {
-    fs: Arc<Volume>,
-    /// The kernel's writeback cache is asked for (see [`super::writeback_cache`]).
+    volume: Arc<Volume>,
+    /// The kernel's writeback cache is asked for (see [`super::config::writeback_cache`]).
     writeback: bool,
-    /// Open replies let the kernel keep pages and listings (see [`super::session::kernel_cache`]).
+    /// Open replies let the kernel keep pages and listings (see [`super::config::kernel_cache`]).
     keep_cache: bool,
 }
 
@@ -93,9 +93,9 @@ fn empty(r: Result<(), FsError>) -> OpResult<()> {
 }
 
 impl Ops {
-    pub fn new(fs: Arc<Volume>, writeback: bool, keep_cache: bool) -> Self {
+    pub fn new(volume: Arc<Volume>, writeback: bool, keep_cache: bool) -> Self {
         Ops {
-            fs,
+            volume,
             writeback,
             keep_cache,
         }
@@ -110,19 +110,19 @@ impl Ops {
     }
 
     pub fn block_size(&self) -> u32 {
-        self.fs.block_size()
+        self.volume.head().block_size()
     }
 
     /// Whether `ino` is the `.snapshots` directory (a `mkdir` there takes a snapshot, which
     /// waits for the kernel to write cached pages back).
     pub fn is_snapdir(&self, ino: u64) -> bool {
         let ino = KernelIno::new(ino);
-        self.fs.is_snapdir(ino)
+        self.volume.is_snapdir(ino)
     }
 
     /// Open flags of a file: keep its cached pages across opens where that is safe.
     fn file_cache(&self, ino: KernelIno) -> u32 {
-        if self.keep_cache && self.fs.kernel_cacheable(ino) {
+        if self.keep_cache && self.volume.kernel_cacheable(ino) {
             FOPEN_KEEP_CACHE
         } else {
             0
@@ -142,9 +142,9 @@ impl Ops {
 
     /// How long the kernel may keep attributes of `ino`.
     fn attr_ttl(&self, ino: KernelIno) -> Duration {
-        if self.fs.is_snapdir(ino) {
+        if self.volume.is_snapdir(ino) {
             Duration::ZERO
-        } else if self.fs.is_frozen(ino) {
+        } else if self.volume.is_frozen(ino) {
             FROZEN_TTL
         } else {
             TTL
@@ -154,7 +154,7 @@ impl Ops {
     /// An entry under `parent`; names in `.snapshots` are never cached (aliases move).
     fn entry(&self, parent: KernelIno, r: Result<(KernelIno, Inode), FsError>) -> OpResult<Entry> {
         let (ino, inode) = r.map_err(errno)?;
-        let entry_ttl = if self.fs.is_snapdir(parent) {
+        let entry_ttl = if self.volume.is_snapdir(parent) {
             Duration::ZERO
         } else {
             self.attr_ttl(ino)
@@ -177,7 +177,7 @@ impl Ops {
 
     /// The final sync when the connection ends.
     pub fn destroy(&self) {
-        if let Err(e) = self.fs.fsync() {
+        if let Err(e) = self.volume.head().fsync() {
             log::error!("final sync: {e}");
         }
     }
@@ -185,12 +185,12 @@ impl Ops {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> OpResult<Entry> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("lookup");
-        match self.fs.lookup(parent, name) {
+        match self.volume.lookup(parent, name) {
             // A name that does not exist is cached too (a negative entry: inode 0), for as
             // long as a positive one would be: a head's names change only through this mount
             // (online restore invalidates the root's names), a snapshot's never. Not in
             // `.snapshots`, whose names the API and the expiry thread change.
-            Err(FsError::NotFound) if !self.fs.is_snapdir(parent) => {
+            Err(FsError::NotFound) if !self.volume.is_snapdir(parent) => {
                 let ttl = self.attr_ttl(parent);
                 Ok(Entry {
                     ino: 0,
@@ -206,19 +206,23 @@ impl Ops {
     pub fn getattr(&self, ino: u64) -> OpResult<Attr> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("getattr");
-        self.attr(ino, self.fs.getattr(ino))
+        self.attr(ino, self.volume.getattr(ino))
     }
 
     pub fn setattr(&self, ino: u64, set: &SetAttr, caller: Caller) -> OpResult<Attr> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("setattr");
-        self.attr(ino, self.fs.setattr(ino, set, caller))
+        let r = self
+            .volume
+            .head_ino(ino)
+            .and_then(|i| self.volume.head().setattr(i, set, caller));
+        self.attr(ino, r)
     }
 
     pub fn readlink(&self, ino: u64) -> OpResult<Vec<u8>> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readlink");
-        self.fs.readlink(ino).map_err(errno)
+        self.volume.readlink(ino).map_err(errno)
     }
 
     pub fn mknod(
@@ -231,25 +235,30 @@ impl Ops {
     ) -> OpResult<Entry> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("mknod");
-        self.entry(parent, self.fs.mknod(parent, name, mode, rdev, caller))
+        let vol = &self.volume;
+        let r = vol.head_dir(parent, name).and_then(|dir| {
+            let (ino, inode) = vol.head().mknod(dir, name, mode, rdev, caller)?;
+            Ok((vol.head_kernel_ino(ino), inode))
+        });
+        self.entry(parent, r)
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> OpResult<Entry> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("mkdir");
-        self.entry(parent, self.fs.mkdir(parent, name, mode, caller))
+        self.entry(parent, self.volume.mkdir(parent, name, mode, caller))
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("unlink");
-        empty(self.fs.unlink(parent, name, caller))
+        empty(self.volume.unlink(parent, name, caller))
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8], caller: Caller) -> OpResult<()> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("rmdir");
-        empty(self.fs.rmdir(parent, name, caller))
+        empty(self.volume.rmdir(parent, name, caller))
     }
 
     pub fn symlink(
@@ -261,7 +270,7 @@ impl Ops {
     ) -> OpResult<Entry> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("symlink");
-        self.entry(parent, self.fs.symlink(parent, name, target, caller))
+        self.entry(parent, self.volume.symlink(parent, name, target, caller))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -278,7 +287,7 @@ impl Ops {
         let newparent = KernelIno::new(newparent);
         let _t = crate::metrics::FuseTimer::new("rename");
         empty(
-            self.fs
+            self.volume
                 .rename(parent, name, newparent, newname, flags, caller),
         )
     }
@@ -287,13 +296,20 @@ impl Ops {
         let ino = KernelIno::new(ino);
         let newparent = KernelIno::new(newparent);
         let _t = crate::metrics::FuseTimer::new("link");
-        self.entry(newparent, self.fs.link(ino, newparent, newname))
+        self.entry(newparent, self.volume.link(ino, newparent, newname))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> OpResult<Opened> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("open");
-        let fh = self.fs.open(ino, self.open_flags(flags)).map_err(errno)?;
+        let flags_in = self.open_flags(flags);
+        let fh = match self.volume.resolve(ino).map_err(errno)? {
+            Node::Head(fs, i) => fs.open(i, flags_in),
+            Node::Snap(fs, i) => fs.open(i, flags_in),
+            Node::SnapDir => Err(FsError::IsDir),
+            Node::Alias => Err(FsError::Invalid("symlink")),
+        }
+        .map_err(errno)?;
         Ok(Opened {
             fh: fh.get(),
             flags: self.file_cache(ino),
@@ -303,7 +319,9 @@ impl Ops {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("read");
-        let data = self.fs.read(ino, offset, size).map_err(errno)?;
+        let node = self.volume.resolve(ino).map_err(errno)?;
+        let (fs, i) = node.tree().ok_or(FsError::IsDir).map_err(errno)?;
+        let data = fs.read(i, offset, size).map_err(errno)?;
         crate::metrics::get().read_bytes.inc_by(data.len() as u64);
         Ok(data)
     }
@@ -312,9 +330,11 @@ impl Ops {
     pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool) -> OpResult<u32> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("write");
+        let i = self.volume.head_ino(ino).map_err(errno)?;
         let n = self
-            .fs
-            .write(ino, Fh::new(fh), offset, data, kill)
+            .volume
+            .head()
+            .write(i, Some(Fh::new(fh)), offset, data, kill)
             .map_err(errno)?;
         crate::metrics::get().written_bytes.inc_by(u64::from(n));
         Ok(n)
@@ -332,20 +352,27 @@ impl Ops {
     pub fn release(&self, ino: u64, fh: u64) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("release");
-        empty(self.fs.release(ino, Fh::new(fh)))
+        empty(self.volume.release(ino, Fh::new(fh)))
     }
 
     /// FSYNC and FSYNCDIR: sync the store's write-ahead log.
     pub fn fsync(&self) -> OpResult<()> {
         let _t = crate::metrics::FuseTimer::new("fsync");
-        empty(self.fs.fsync())
+        empty(self.volume.head().fsync())
     }
 
     pub fn opendir(&self, ino: u64) -> OpResult<Opened> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("opendir");
-        let fh = self.fs.opendir(ino).map_err(errno)?;
-        let flags = if self.keep_cache && self.fs.kernel_cacheable(ino) {
+        let fh = match self.volume.resolve(ino).map_err(errno)? {
+            Node::Head(fs, i) => fs.opendir(i),
+            Node::Snap(fs, i) => fs.opendir(i),
+            // `.snapshots` is listed from the catalog: no handle behind it.
+            Node::SnapDir => Ok(Fh::new(0)),
+            Node::Alias => Err(FsError::NotDir),
+        }
+        .map_err(errno)?;
+        let flags = if self.keep_cache && self.volume.kernel_cacheable(ino) {
             FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
         } else {
             0
@@ -367,7 +394,10 @@ impl Ops {
     ) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readdir");
-        let entries = self.fs.readdir(ino, Fh::new(fh), offset).map_err(errno)?;
+        let entries = self
+            .volume
+            .readdir(ino, Fh::new(fh), offset)
+            .map_err(errno)?;
         for e in entries.iter_from(offset as usize) {
             if add(e.ino.get(), e.offset, e.kind, e.name) {
                 break;
@@ -387,17 +417,20 @@ impl Ops {
     ) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("readdirplus");
-        let entries = self.fs.readdir(ino, Fh::new(fh), offset).map_err(errno)?;
-        let snapdir = self.fs.is_snapdir(ino);
+        let entries = self
+            .volume
+            .readdir(ino, Fh::new(fh), offset)
+            .map_err(errno)?;
+        let snapdir = self.volume.is_snapdir(ino);
         // The kernel ignores the attributes of `.` and `..`; give the directory's own,
         // looked up once per reply.
         let mut dir_attr: Option<Option<Inode>> = None;
         for e in entries.iter_from(offset as usize) {
             let (aino, looked) = if e.name == b"." || e.name == b".." {
-                let a = dir_attr.get_or_insert_with(|| self.fs.getattr(ino).ok());
+                let a = dir_attr.get_or_insert_with(|| self.volume.getattr(ino).ok());
                 (ino, a.clone())
             } else {
-                (e.ino, self.fs.getattr(e.ino).ok())
+                (e.ino, self.volume.getattr(e.ino).ok())
             };
             // An entry removed since the listing was made is left out, as a later listing
             // would.
@@ -425,13 +458,18 @@ impl Ops {
     pub fn releasedir(&self, ino: u64, fh: u64) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("releasedir");
-        self.fs.releasedir(ino, Fh::new(fh));
+        // Nothing to release for `.snapshots`, an alias or a stale number.
+        if let Ok(node) = self.volume.resolve(ino) {
+            if let Some((fs, _)) = node.tree() {
+                fs.releasedir(Fh::new(fh));
+            }
+        }
         Ok(())
     }
 
     pub fn statfs(&self) -> OpResult<Statfs> {
         let _t = crate::metrics::FuseTimer::new("statfs");
-        self.fs.statfs().map_err(errno)
+        self.volume.head().statfs().map_err(errno)
     }
 
     pub fn setxattr(
@@ -444,31 +482,35 @@ impl Ops {
     ) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("setxattr");
-        empty(self.fs.setxattr(ino, name, value, flags, caller))
+        empty(self.volume.setxattr(ino, name, value, flags, caller))
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> OpResult<Xattr> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("getxattr");
-        xattr_answer(self.fs.getxattr(ino, name).map_err(errno)?, size)
+        xattr_answer(self.volume.getxattr(ino, name).map_err(errno)?, size)
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> OpResult<Xattr> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("listxattr");
-        xattr_answer(self.fs.listxattr(ino).map_err(errno)?, size)
+        xattr_answer(self.volume.listxattr(ino).map_err(errno)?, size)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("removexattr");
-        empty(self.fs.removexattr(ino, name))
+        let r = self
+            .volume
+            .head_ino(ino)
+            .and_then(|i| self.volume.head().removexattr(i, name));
+        empty(r)
     }
 
     pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("access");
-        empty(self.fs.access(ino, mask, caller))
+        empty(self.volume.access(ino, mask, caller))
     }
 
     pub fn create(
@@ -481,10 +523,13 @@ impl Ops {
     ) -> OpResult<(Attr, Opened)> {
         let parent = KernelIno::new(parent);
         let _t = crate::metrics::FuseTimer::new("create");
-        let (ino, inode, fh) = self
-            .fs
-            .create(parent, name, mode, self.open_flags(flags), caller)
+        let vol = &self.volume;
+        let dir = vol.head_dir(parent, name).map_err(errno)?;
+        let (ino, inode, fh) = vol
+            .head()
+            .create(dir, name, mode, self.open_flags(flags), caller)
             .map_err(errno)?;
+        let ino = vol.head_kernel_ino(ino);
         let opened = Opened {
             fh: fh.get(),
             flags: self.file_cache(ino),
@@ -508,10 +553,12 @@ impl Ops {
     ) -> OpResult<()> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("fallocate");
-        empty(
-            self.fs
-                .fallocate(ino, offset, length, mode, lacks_fsetid(uid)),
-        )
+        let r = self.volume.head_ino(ino).and_then(|i| {
+            self.volume
+                .head()
+                .fallocate(i, offset, length, mode, lacks_fsetid(uid))
+        });
+        empty(r)
     }
 
     /// No ioctls are implemented: answered ENOTTY ("not a terminal / not supported"), what
@@ -526,7 +573,12 @@ impl Ops {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("lseek");
         let off = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
-        let o = self.fs.lseek(ino, off, whence).map_err(errno)?;
+        let node = self.volume.resolve(ino).map_err(errno)?;
+        let (fs, i) = node
+            .tree()
+            .ok_or(FsError::Invalid("not a file"))
+            .map_err(errno)?;
+        let o = fs.lseek(i, off, whence).map_err(errno)?;
         Ok(o as i64)
     }
 
@@ -549,7 +601,7 @@ impl Ops {
         }
         let len = len.min(u32::MAX as u64 & !0xfff);
         let n = self
-            .fs
+            .volume
             .copy_file_range(
                 ino_in,
                 offset_in,

@@ -22,7 +22,7 @@ use crate::error::{FsError, FsResult};
 use crate::store::{SnapshotInfo, StoreError};
 use crate::timefmt;
 
-use super::{Caller, Container, Fh, Fs, MountHooks, SetAttr, Statfs, ROOT_INO};
+use super::{Caller, Container, Fh, Fs, MountHooks, ROOT_INO};
 use crate::ids::{ContainerId, Epoch, Ino, KernelIno};
 
 mod inos;
@@ -76,6 +76,33 @@ enum Target {
     SnapDir,
     /// The alias symlink of the snapshot in this slot.
     Alias(u64),
+}
+
+/// What a kernel inode number designates, as [`Volume::resolve`] gives it to the mount
+/// adapter: the adapter then calls the view's [`Fs`] itself for the operations that mean the
+/// same in every view (read, open, lseek...). Store inode numbers it gets back from the head
+/// become kernel numbers again through [`Volume::head_kernel_ino`].
+pub enum Node<'a> {
+    /// Inode `Ino` of the head (writable).
+    Head(&'a Fs, Ino),
+    /// Inode `Ino` of a snapshot view (read-only: its `Fs` refuses changes).
+    Snap(Arc<Fs>, Ino),
+    /// The `.snapshots` directory.
+    SnapDir,
+    /// An alias symlink in `.snapshots`.
+    Alias,
+}
+
+impl Node<'_> {
+    /// The tree and store inode of a head or snapshot-view inode; `None` for `.snapshots`
+    /// and its alias symlinks, which have no tree behind them.
+    pub fn tree(&self) -> Option<(&Fs, Ino)> {
+        match self {
+            Node::Head(fs, i) => Some((fs, *i)),
+            Node::Snap(fs, i) => Some((fs, *i)),
+            Node::SnapDir | Node::Alias => None,
+        }
+    }
 }
 
 pub struct Volume {
@@ -179,10 +206,6 @@ impl Volume {
 
     pub fn head(&self) -> &Fs {
         &self.head
-    }
-
-    pub fn block_size(&self) -> u32 {
-        self.head.block_size()
     }
 
     /// Entries of `.snapshots` must not be cached: aliases move under the kernel's feet.
@@ -326,9 +349,28 @@ impl Volume {
         }
     }
 
-    /// A mutation in a directory: head only (snapshot views are read-only; `.snapshots`
-    /// itself has its own gestures). Refuses to shadow `.snapshots` at the root.
-    fn head_dir(&self, parent: KernelIno, name: &[u8]) -> FsResult<Ino> {
+    /// What kernel number `ino` designates. Fails with ESTALE for a number of a head
+    /// generation from before a restore (or an inode a path restore replaced) and for an
+    /// unknown snapshot slot, ENOENT for an unknown alias number.
+    pub fn resolve(&self, ino: KernelIno) -> FsResult<Node<'_>> {
+        Ok(match self.target(ino)? {
+            Target::Head(i) => Node::Head(&self.head, i),
+            Target::Snap { fs, ino, .. } => Node::Snap(fs, ino),
+            Target::SnapDir => Node::SnapDir,
+            Target::Alias(_) => Node::Alias,
+        })
+    }
+
+    /// The kernel number of head inode `ino` (of the current head generation, or the slot a
+    /// path restore gave it).
+    pub fn head_kernel_ino(&self, ino: Ino) -> KernelIno {
+        self.out(ino)
+    }
+
+    /// The directory of a change made under `parent`: head only. Snapshot views answer
+    /// EROFS, `.snapshots` EPERM (it has its own gestures), an alias ENOTDIR, and
+    /// `.snapshots` at the root cannot be shadowed (EEXIST).
+    pub fn head_dir(&self, parent: KernelIno, name: &[u8]) -> FsResult<Ino> {
         match self.target(parent)? {
             Target::Head(p) => {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
@@ -342,15 +384,13 @@ impl Volume {
         }
     }
 
-    fn head_ino(&self, ino: KernelIno) -> FsResult<Ino> {
+    /// The head inode a change to `ino` applies to: EROFS for anything else (snapshot views,
+    /// `.snapshots` and its aliases), ESTALE for an old generation's number.
+    pub fn head_ino(&self, ino: KernelIno) -> FsResult<Ino> {
         match self.target(ino)? {
             Target::Head(i) => Ok(i),
             _ => Err(FsError::ReadOnly),
         }
-    }
-
-    pub fn setattr(&self, ino: KernelIno, set: &SetAttr, caller: Caller) -> FsResult<Inode> {
-        self.head.setattr(self.head_ino(ino)?, set, caller)
     }
 
     pub fn readlink(&self, ino: KernelIno) -> FsResult<Vec<u8>> {
@@ -360,18 +400,6 @@ impl Volume {
             Target::Alias(slot) => Ok(self.alias_of(slot)?.name.into_bytes()),
             Target::SnapDir => Err(FsError::Invalid("not a symlink")),
         }
-    }
-
-    pub fn mknod(
-        &self,
-        parent: KernelIno,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
-        caller: Caller,
-    ) -> FsResult<(KernelIno, Inode)> {
-        let dir = self.head_dir(parent, name)?;
-        self.out_entry(self.head.mknod(dir, name, mode, rdev, caller))
     }
 
     /// `mkdir`; in `.snapshots` it takes a snapshot with alias `name`.
@@ -423,19 +451,6 @@ impl Volume {
         }
         let dir = self.head_dir(parent, name)?;
         self.out_entry(self.head.symlink(dir, name, target, caller))
-    }
-
-    pub fn create(
-        &self,
-        parent: KernelIno,
-        name: &[u8],
-        mode: u32,
-        flags: i32,
-        caller: Caller,
-    ) -> FsResult<(KernelIno, Inode, Fh)> {
-        let dir = self.head_dir(parent, name)?;
-        let (ino, attr, fh) = self.head.create(dir, name, mode, flags, caller)?;
-        Ok((self.out(ino), attr, fh))
     }
 
     pub fn link(
@@ -526,15 +541,6 @@ impl Volume {
         }
     }
 
-    pub fn open(&self, ino: KernelIno, flags: i32) -> FsResult<Fh> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.open(i, flags),
-            Target::Snap { fs, ino: i, .. } => fs.open(i, flags),
-            Target::SnapDir => Err(FsError::IsDir),
-            Target::Alias(_) => Err(FsError::Invalid("symlink")),
-        }
-    }
-
     pub fn release(&self, ino: KernelIno, fh: Fh) -> FsResult<()> {
         match self.target(ino) {
             Ok(Target::Snap { fs, .. }) => fs.release(fh),
@@ -544,57 +550,12 @@ impl Volume {
         }
     }
 
-    pub fn read(&self, ino: KernelIno, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.read(i, offset, size),
-            Target::Snap { fs, ino: i, .. } => fs.read(i, offset, size),
-            _ => Err(FsError::IsDir),
-        }
-    }
-
-    pub fn write(
-        &self,
-        ino: KernelIno,
-        fh: Fh,
-        offset: u64,
-        data: &[u8],
-        kill_priv: bool,
-    ) -> FsResult<u32> {
-        self.head
-            .write(self.head_ino(ino)?, Some(fh), offset, data, kill_priv)
-    }
-
-    pub fn fsync(&self) -> FsResult<()> {
-        self.head.fsync()
-    }
-
     /// May the kernel keep what it caches of `ino`, which was just opened, across opens
     /// (pages, listings)? Whatever opens is a head or snapshot-view file or directory
-    /// (see `fuse::session::kernel_cache`), except `.snapshots`, whose entries also change
+    /// (see `fuse::config::kernel_cache`), except `.snapshots`, whose entries also change
     /// through the API. No lookup: this runs on every open.
     pub fn kernel_cacheable(&self, ino: KernelIno) -> bool {
         ino != SNAPDIR_INO
-    }
-
-    pub fn opendir(&self, ino: KernelIno) -> FsResult<Fh> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.opendir(i),
-            Target::Snap { fs, ino: i, .. } => fs.opendir(i),
-            Target::SnapDir => Ok(Fh::new(0)),
-            Target::Alias(_) => Err(FsError::NotDir),
-        }
-    }
-
-    pub fn releasedir(&self, ino: KernelIno, fh: Fh) {
-        match self.target(ino) {
-            Ok(Target::Head(_)) => self.head.releasedir(fh),
-            Ok(Target::Snap { fs, .. }) => fs.releasedir(fh),
-            _ => {}
-        }
-    }
-
-    pub fn statfs(&self) -> FsResult<Statfs> {
-        self.head.statfs()
     }
 
     pub fn getxattr(&self, ino: KernelIno, name: &[u8]) -> FsResult<Vec<u8>> {
@@ -666,10 +627,6 @@ impl Volume {
         self.head.setxattr(self.head_ino(ino)?, name, value, flags)
     }
 
-    pub fn removexattr(&self, ino: KernelIno, name: &[u8]) -> FsResult<()> {
-        self.head.removexattr(self.head_ino(ino)?, name)
-    }
-
     pub fn access(&self, ino: KernelIno, mask: i32, caller: Caller) -> FsResult<()> {
         const W_OK: i32 = 2;
         match self.target(ino)? {
@@ -681,26 +638,6 @@ impl Volume {
                 fs.access(i, mask, caller)
             }
             _ => Ok(()),
-        }
-    }
-
-    pub fn fallocate(
-        &self,
-        ino: KernelIno,
-        offset: u64,
-        len: u64,
-        mode: i32,
-        kill_priv: bool,
-    ) -> FsResult<()> {
-        self.head
-            .fallocate(self.head_ino(ino)?, offset, len, mode, kill_priv)
-    }
-
-    pub fn lseek(&self, ino: KernelIno, offset: u64, whence: i32) -> FsResult<u64> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.lseek(i, offset, whence),
-            Target::Snap { fs, ino: i, .. } => fs.lseek(i, offset, whence),
-            _ => Err(FsError::Invalid("not a file")),
         }
     }
 

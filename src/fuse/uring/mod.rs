@@ -40,6 +40,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::fusectl::abort_connection;
 use super::ops::{Errno, Ops, MAX_WRITE};
 use abi::InHeader;
 use ring::{Queue, EVENT_TAG};
@@ -375,7 +376,7 @@ fn queue_thread(
     };
     if let Err(e) = server.run(&mut cqes, &done_rx) {
         log::error!("io_uring queue {qid} failed: {e}; aborting the FUSE connection");
-        super::session::abort_connection(conn.load(Ordering::SeqCst));
+        abort_connection(conn.load(Ordering::SeqCst));
     }
 }
 
