@@ -38,7 +38,7 @@ impl Store {
     /// and moves the rest down); with more, nothing (it stays as their shared base).
     /// O(versions the snapshot wrote).
     pub fn freed_if_deleted(&self, epoch: Epoch) -> FsResult<u64> {
-        let children = self.epochs.read().children(epoch);
+        let children = self.catalog.epochs.read().children(epoch);
         match children[..] {
             [] => self.epoch_size(epoch),
             [c] => {
@@ -79,7 +79,7 @@ impl Store {
     /// time; the first costs one pass over the change index).
     pub fn store_space(&self) -> FsResult<StoreSpace> {
         let epochs: Vec<(Epoch, bool)> = {
-            let t = self.epochs.read();
+            let t = self.catalog.epochs.read();
             t.to_map()
                 .into_iter()
                 .map(|(e, r)| (e, r.kind == EpochKind::Retired))
