@@ -19,11 +19,13 @@ use crate::ids::{ContainerId, Epoch};
 /// Locks: each field is its own lock and a leaf (taken under the write lock or alone, and
 /// `epochs` also under `Reclaim::state`): nothing is taken while holding one of them, and
 /// no two of them are held together.
+/// The tree and the head chains are private to this file: other files reach the tree
+/// through [`Catalog::read_tree`] / [`Catalog::edit_tree`], whose guard cannot escape.
 pub(super) struct Catalog {
     /// The whole epoch tree (it is small) with its children and dirty indexes.
-    pub(super) epochs: RwLock<EpochTree>,
+    epochs: RwLock<EpochTree>,
     /// Each container's current head chain (what its mounts read and write).
-    pub(super) heads: RwLock<HashMap<ContainerId, Arc<Chain>>>,
+    heads: RwLock<HashMap<ContainerId, Arc<Chain>>>,
     /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
     pub(super) last_names: Mutex<HashMap<ContainerId, (String, u32)>>,
     /// Per container, how many snapshots it has and the newest's time (filled on first
@@ -39,6 +41,18 @@ impl Catalog {
             last_names: Mutex::new(HashMap::new()),
             snapshot_summaries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `f` on the epoch tree under its read lock, held for `f` only (`f` must take no
+    /// other lock: the tree is a leaf).
+    pub(super) fn read_tree<R>(&self, f: impl FnOnce(&EpochTree) -> R) -> R {
+        f(&self.epochs.read())
+    }
+
+    /// Runs `f` on the epoch tree under its write lock, held for `f` only (`f` must take no
+    /// other lock: the tree is a leaf).
+    pub(super) fn edit_tree<R>(&self, f: impl FnOnce(&mut EpochTree) -> R) -> R {
+        f(&mut self.epochs.write())
     }
 }
 
@@ -106,5 +120,31 @@ impl Store {
     pub(super) fn set_head(&self, container: &ContainerId, head: Epoch) {
         let chain = Arc::new(self.chain(head));
         self.catalog.heads.write().insert(container.clone(), chain);
+    }
+
+    /// Forgets the head chain of deleted container `id`.
+    pub(super) fn remove_head(&self, id: &ContainerId) {
+        self.catalog.heads.write().remove(id);
+    }
+
+    /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain
+    /// that held it (the rest of each chain is unchanged: its other members are the same
+    /// epochs, the one below `gone` now hanging from the one above it).
+    pub(super) fn drop_from_head_chains(&self, gone: Epoch) {
+        let mut heads = self.catalog.heads.write();
+        for chain in heads.values_mut() {
+            if chain.contains(gone) {
+                let members = chain
+                    .members()
+                    .iter()
+                    .copied()
+                    .filter(|&e| e != gone)
+                    .collect();
+                *chain = Arc::new(Chain {
+                    epoch: chain.epoch,
+                    members,
+                });
+            }
+        }
     }
 }

@@ -210,8 +210,8 @@ pub fn resolve(
 /// `reclaim.state` is held while reading `versions.cache` (a head's write count) and then
 /// while changing `catalog.epochs` (`requeue_pruned_heads`). Every leaf is held only for a
 /// map update or a copy, except `catalog.last_names` and `catalog.snapshot_summaries`,
-/// held across kv reads (under the write lock). Locks outside the store (the service's
-/// mounts lock, a volume's) are taken before any of these.
+/// held across kv reads (under the write lock). The service's mounts lock is taken before
+/// any of these (see ARCHITECTURE.md).
 pub struct Store {
     kv: Arc<dyn Kv>,
     block_size: u32,
@@ -342,8 +342,7 @@ impl Store {
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
-                let chain = Arc::new(store.chain(rec.head));
-                store.catalog.heads.write().insert(rec.id, chain);
+                store.set_head(&rec.id, rec.head);
             }
         }
         Ok(store)

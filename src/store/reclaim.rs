@@ -219,7 +219,7 @@ impl Store {
     /// Is there reclaim work queued?
     pub fn reclaim_pending(&self) -> bool {
         self.requeue_pruned_heads();
-        self.catalog.epochs.read().has_dirty()
+        self.catalog.read_tree(|t| t.has_dirty())
     }
 
     /// Reclaims what is queued, paced and stoppable by `ctl`.
@@ -238,9 +238,10 @@ impl Store {
     /// What reclaim is doing and has done (for `GET /api/v1/status`).
     pub fn reclaim_progress(&self) -> ReclaimProgress {
         let mut p = *self.reclaim.progress.lock();
-        let t = self.catalog.epochs.read();
-        p.queued_epochs = t.dirty_count();
-        p.retired_epochs = t.retired_count();
+        self.catalog.read_tree(|t| {
+            p.queued_epochs = t.dirty_count();
+            p.retired_epochs = t.retired_count();
+        });
         p
     }
 
@@ -254,17 +255,17 @@ impl Store {
             if ctl.should_stop() {
                 break;
             }
-            let Some(e) = self.catalog.epochs.write().pop_dirty() else {
+            let Some(e) = self.catalog.edit_tree(|t| t.pop_dirty()) else {
                 break;
             };
             match self.reclaim_epoch(e, ctl, stats) {
                 Ok(Step::Done) => {}
                 Ok(Step::Stopped) => {
-                    self.catalog.epochs.write().mark_dirty(e);
+                    self.catalog.edit_tree(|t| t.mark_dirty(e));
                     break;
                 }
                 Err(err) => {
-                    self.catalog.epochs.write().mark_dirty(e);
+                    self.catalog.edit_tree(|t| t.mark_dirty(e));
                     return Err(err);
                 }
             }
@@ -283,11 +284,12 @@ impl Store {
             })
             .map(|(r, _)| *r)
             .collect();
-        let mut tree = self.catalog.epochs.write();
-        for r in due {
-            st.head_pruned.remove(&r);
-            tree.mark_dirty(r);
-        }
+        self.catalog.edit_tree(|tree| {
+            for r in due {
+                st.head_pruned.remove(&r);
+                tree.mark_dirty(r);
+            }
+        });
     }
 
     fn reclaim_epoch(
@@ -296,10 +298,9 @@ impl Store {
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
-        let (rec, children) = {
-            let t = self.catalog.epochs.read();
-            (t.get(r).cloned(), t.children(r))
-        };
+        let (rec, children) = self
+            .catalog
+            .read_tree(|t| (t.get(r).cloned(), t.children(r)));
         let Some(rec) = rec else {
             return Ok(Step::Done);
         };
@@ -621,12 +622,11 @@ impl Store {
         }
         // Done: remember it, unless c changed meanwhile (then r was queued again anyway).
         let _g = self.write_lock();
-        let (still, kind) = {
-            let t = self.catalog.epochs.read();
+        let (still, kind) = self.catalog.read_tree(|t| {
             let still =
                 t.get(r).is_some_and(|x| x.kind == EpochKind::Retired) && t.children(r) == [c];
             (still, t.get(c).map(|x| x.kind.clone()))
-        };
+        });
         match kind {
             Some(EpochKind::Frozen) if still && self.writes_of(c) == writes => {
                 let mut b = Batch::new();
@@ -643,7 +643,7 @@ impl Store {
                     },
                 );
             }
-            _ => self.catalog.epochs.write().mark_dirty(r),
+            _ => self.catalog.edit_tree(|t| t.mark_dirty(r)),
         }
         Ok(Step::Done)
     }
@@ -672,13 +672,12 @@ impl Store {
             }
         }
         self.kv.write(b, true)?;
-        {
-            let mut t = self.catalog.epochs.write();
+        self.catalog.edit_tree(|t| {
             if let Some((c, crec)) = moved {
                 t.insert(c, crec);
             }
             t.remove(r);
-        }
+        });
         self.reclaim.state.lock().head_pruned.remove(&r);
         self.drop_from_head_chains(r);
         stats.epochs_removed += 1;
@@ -689,13 +688,12 @@ impl Store {
     /// become r's.
     fn remove_merged_up(&self, c: Epoch, r: Epoch, stats: &mut ReclaimStats) -> FsResult<Step> {
         let _g = self.write_lock();
-        let grandchildren: Vec<(Epoch, super::EpochRecord)> = {
-            let t = self.catalog.epochs.read();
+        let grandchildren: Vec<(Epoch, super::EpochRecord)> = self.catalog.read_tree(|t| {
             t.children(c)
                 .into_iter()
                 .filter_map(|g| t.get(g).map(|rec| (g, rec.clone())))
                 .collect()
-        };
+        });
         let mut b = Batch::new();
         b.delete(Space::Meta, keys::epoch(c));
         b.delete(Space::Meta, keys::pruned(c));
@@ -708,14 +706,13 @@ impl Store {
             moved.push((g, grec));
         }
         self.kv.write(b, true)?;
-        {
-            let mut t = self.catalog.epochs.write();
+        self.catalog.edit_tree(|t| {
             for (g, grec) in moved {
                 t.insert(g, grec);
             }
             t.remove(c);
             t.mark_dirty(r);
-        }
+        });
         {
             let mut st = self.reclaim.state.lock();
             st.head_pruned.remove(&c);
@@ -770,30 +767,6 @@ impl Store {
         e != ancestor
             && self
                 .catalog
-                .epochs
-                .read()
-                .chain_members(e)
-                .contains(&ancestor)
-    }
-
-    /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain
-    /// that held it (the rest of each chain is unchanged: its other members are the same
-    /// epochs, the one below `gone` now hanging from the one above it).
-    fn drop_from_head_chains(&self, gone: Epoch) {
-        let mut heads = self.catalog.heads.write();
-        for chain in heads.values_mut() {
-            if chain.contains(gone) {
-                let members = chain
-                    .members()
-                    .iter()
-                    .copied()
-                    .filter(|&e| e != gone)
-                    .collect();
-                *chain = std::sync::Arc::new(super::Chain {
-                    epoch: chain.epoch,
-                    members,
-                });
-            }
-        }
+                .read_tree(|t| t.chain_members(e).contains(&ancestor))
     }
 }

@@ -192,10 +192,10 @@ impl Store {
             match self.kv.get(Space::Meta, &keys::epoch(e))? {
                 Some(v) => {
                     let rec: EpochRecord = codec::decode_plain(&v)?;
-                    self.catalog.epochs.write().insert(e, rec);
+                    self.catalog.edit_tree(|t| t.insert(e, rec));
                 }
                 None => {
-                    self.catalog.epochs.write().remove(e);
+                    self.catalog.edit_tree(|t| t.remove(e));
                 }
             }
         }
