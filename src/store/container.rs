@@ -189,7 +189,7 @@ impl Store {
             codec::encode_live(&empty_root(crec.created)),
         );
         self.kv.write(b, true)?;
-        self.epochs.write().insert(head, rec);
+        self.catalog.edit_tree(|t| t.insert(head, rec));
         self.note_usage(head, 0);
         self.forget_snapshot_epochs();
         self.set_head(&crec.id, head);
@@ -211,7 +211,7 @@ impl Store {
         self.drop_quota(&mut b, id);
         self.kv.write(b, true)?;
         self.reload_epochs(&[rec.head])?;
-        self.heads.write().remove(id);
+        self.remove_head(id);
         Ok(rec)
     }
 

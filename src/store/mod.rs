@@ -3,7 +3,9 @@
 //! Invariant: epoch ids come from one monotonic counter, so a child's id is always greater
 //! than its parent's; the whole tree is cached in memory (it is small).
 
+mod catalog;
 mod container;
+mod dropped;
 mod epochs;
 mod linkindex;
 mod quota;
@@ -11,24 +13,26 @@ mod reclaim;
 mod snapindex;
 mod snapshot;
 mod space;
+mod versions;
 
 pub use container::{check_container_name, ContainerRecord};
+pub use dropped::{dropped_span, Dropped};
 pub use epochs::EpochTree;
 pub use quota::Quota;
 pub use reclaim::{ReclaimControl, ReclaimProgress, ReclaimStats};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 pub use space::{SnapshotSpace, StoreSpace};
+pub use versions::{cacheable, MetaCache};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{FsError, FsResult};
-use crate::ids::{ContainerId, DataId, Epoch, Ino};
+use crate::ids::{ContainerId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
@@ -189,81 +193,34 @@ pub fn resolve(
     Ok(found)
 }
 
+/// The store: one [`Kv`] and the in-memory state over it, in four lock groups, each
+/// guarding one concern: `Catalog` (epoch tree, head chains, snapshot indexes),
+/// `Versions` (write lock, id counters, metadata cache), `accounts` (quotas, usage,
+/// sizes; see `quota.rs`) and `Reclaim` (reclaim's run, state, progress and the account
+/// of dropped versions).
+///
+/// Lock order (a lock may be taken only while holding locks listed before it):
+/// 1. `reclaim.run` (a reclaim run, or a reader pausing reclaim: diffs, history);
+/// 2. `versions.write_lock` (every read-modify-write batch);
+/// 3. `reclaim.state`;
+/// 4. the leaves, never two at once: `catalog.epochs`, `catalog.heads`,
+///    `catalog.last_names`, `catalog.snapshot_summaries`, `versions.cache`, `accounts`,
+///    `reclaim.progress`, `reclaim.dropped`.
+///
+/// `reclaim.state` is held while reading `versions.cache` (a head's write count) and then
+/// while changing `catalog.epochs` (`requeue_pruned_heads`). Every leaf is held only for a
+/// map update or a copy, except `catalog.last_names` and `catalog.snapshot_summaries`,
+/// held across kv reads (under the write lock). The service's mounts lock is taken before
+/// any of these (see ARCHITECTURE.md).
 pub struct Store {
     kv: Arc<dyn Kv>,
     block_size: u32,
-    next_id: AtomicU64,
-    next_epoch: AtomicU64,
-    epochs: RwLock<EpochTree>,
-    /// Each container's current head chain (what its mounts read and write).
-    heads: RwLock<HashMap<ContainerId, Arc<Chain>>>,
-    /// Serializes every read-modify-write of the store (all containers).
-    write_lock: Mutex<()>,
-    /// Resolved inode and directory-entry versions per view (see [`MetaCache`]).
-    cache: Mutex<MetaCache>,
-    /// Versions reclaim handles per batch (see `reclaim.rs`).
-    reclaim_chunk: std::sync::atomic::AtomicUsize,
-    /// What reclaim remembers between passes (see `reclaim.rs`).
-    reclaim_state: Mutex<reclaim::ReclaimState>,
-    /// Held by a reclaim run from start to end.
-    reclaim_run: Mutex<()>,
-    /// Versions physically deleted and not yet compacted away (see [`Dropped`]).
-    dropped: Mutex<Dropped>,
-    /// Per container, the last snapshot name base and suffix handed out (`unique_name`).
-    last_names: Mutex<HashMap<ContainerId, (String, u32)>>,
-    /// Per container, how many snapshots it has and the newest's time (filled on first
-    /// use; see `snapshot_summary`).
-    snapshot_summaries: Mutex<HashMap<ContainerId, snapindex::SnapSummary>>,
-    /// Quotas, usage and epoch sizes (see `quota.rs`).
+    catalog: catalog::Catalog,
+    versions: versions::Versions,
+    /// Quotas, usage and epoch sizes (see `quota.rs`): a leaf lock.
     accounts: Mutex<quota::Accounts>,
-    /// What reclaim is doing (see `reclaim.rs`).
-    reclaim_progress: Mutex<reclaim::ReclaimProgress>,
+    reclaim: reclaim::Reclaim,
 }
-
-/// What batches physically deleted since the daemon last compacted: the bytes of the versions
-/// (their change-index sizes) and the span of data ids whose blocks went. The daemon compacts
-/// just that span once enough has accumulated, so the cost of giving space back follows the
-/// garbage, not the store.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Dropped {
-    pub bytes: u64,
-    /// Lowest and highest data id with a dropped block.
-    pub data_ids: Option<(DataId, DataId)>,
-}
-
-/// Most entries the metadata cache holds before it starts over.
-const CACHE_MAX: usize = 200_000;
-
-/// What a view resolves an inode or directory-entry key to, by (view epoch, unversioned key):
-/// `Some(raw value)` (possibly a tombstone) or `None` (no version). A view's resolution only
-/// changes when that view itself writes (reclaim moves or drops versions without changing
-/// what any live view resolves to), so writers update their own view's entries after each
-/// commit, and readers insert only if no commit happened since they started reading.
-#[derive(Default)]
-pub struct MetaCache {
-    map: HashMap<(Epoch, Vec<u8>), Option<Vec<u8>>>,
-    generation: u64,
-    /// Change-index entries each view has committed since the store opened (an upper bound
-    /// on the keys it newly shadowed; reclaim re-prunes a retired parent of a head after
-    /// enough of them).
-    writes: HashMap<Epoch, u64>,
-    /// Lookups served from the map, and those that were not (for metrics).
-    hits: u64,
-    misses: u64,
-}
-
-/// Whether a key of this table is cached: inodes, entries and extended attributes (a write
-/// looks up `security.capability` of its file every time; see `Fs::drop_privileges`).
-pub fn cacheable(base: &[u8]) -> bool {
-    matches!(
-        base.first(),
-        Some(&keys::TAG_INODE) | Some(&keys::TAG_DIRENT) | Some(&keys::TAG_XATTR)
-    )
-}
-
-/// Larger values (big extended attributes) are not cached: the cache is bounded by entries.
-/// An inode with the longest symlink target stays below it.
-const CACHED_VALUE_MAX: usize = 4608;
 
 fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
     match kv.get(Space::Meta, &keys::setting(name))? {
@@ -378,25 +335,14 @@ impl Store {
         let store = Store {
             kv,
             block_size: block_size as u32,
-            next_id: AtomicU64::new(next_id),
-            next_epoch: AtomicU64::new(next_epoch),
-            epochs: RwLock::new(EpochTree::new(epochs)),
-            heads: RwLock::new(HashMap::new()),
-            write_lock: Mutex::new(()),
-            cache: Mutex::new(MetaCache::default()),
-            reclaim_chunk: std::sync::atomic::AtomicUsize::new(reclaim::DEFAULT_CHUNK),
-            reclaim_state: Mutex::new(reclaim::ReclaimState::default()),
-            reclaim_run: Mutex::new(()),
-            dropped: Mutex::new(Dropped::default()),
-            last_names: Mutex::new(HashMap::new()),
-            snapshot_summaries: Mutex::new(HashMap::new()),
+            catalog: catalog::Catalog::new(epochs),
+            versions: versions::Versions::new(next_id, next_epoch),
             accounts: Mutex::new(quota::Accounts::default()),
-            reclaim_progress: Mutex::new(reclaim::ReclaimProgress::default()),
+            reclaim: reclaim::Reclaim::default(),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
-                let chain = Arc::new(store.chain(rec.head));
-                store.heads.write().insert(rec.id, chain);
+                store.set_head(&rec.id, rec.head);
             }
         }
         Ok(store)
@@ -412,129 +358,6 @@ impl Store {
 
     pub fn block_size(&self) -> u32 {
         self.block_size
-    }
-
-    /// The cached resolution of `base` in view `epoch`, and the cache generation to pass to
-    /// [`Store::cache_insert`] after a miss.
-    pub fn cache_get(&self, epoch: Epoch, base: &[u8]) -> Result<Option<Vec<u8>>, u64> {
-        let mut c = self.cache.lock();
-        match c.map.get(&(epoch, base.to_vec())) {
-            Some(v) => {
-                let v = v.clone();
-                c.hits += 1;
-                Ok(v)
-            }
-            None => {
-                c.misses += 1;
-                Err(c.generation)
-            }
-        }
-    }
-
-    /// Metadata cache lookups so far: (hits, misses).
-    pub fn cache_stats(&self) -> (u64, u64) {
-        let c = self.cache.lock();
-        (c.hits, c.misses)
-    }
-
-    /// Remembers a resolution read from the kv, unless a commit happened since `generation`.
-    pub fn cache_insert(&self, generation: u64, epoch: Epoch, base: &[u8], value: Option<Vec<u8>>) {
-        let mut c = self.cache.lock();
-        if c.generation != generation || value.as_ref().is_some_and(|v| v.len() > CACHED_VALUE_MAX)
-        {
-            return;
-        }
-        if c.map.len() >= CACHE_MAX {
-            c.map.clear();
-        }
-        c.map.insert((epoch, base.to_vec()), value);
-    }
-
-    /// After a committed batch written by view `epoch`: its own versions of cached keys are
-    /// what that view now resolves; dropped ones are forgotten.
-    pub fn cache_commit(&self, epoch: Epoch, ops: &[crate::kv::BatchOp]) {
-        let mut c = self.cache.lock();
-        c.generation += 1;
-        let mut changes = 0u64;
-        for op in ops {
-            match op {
-                crate::kv::BatchOp::Put(Space::Meta, k, _)
-                    if k.first() == Some(&keys::TAG_CHANGE) =>
-                {
-                    changes += 1;
-                }
-                crate::kv::BatchOp::Put(Space::Meta, k, v) => {
-                    if let Some((base, e)) = keys::split_version(k) {
-                        if e == epoch && cacheable(base) {
-                            if v.len() <= CACHED_VALUE_MAX {
-                                c.map.insert((epoch, base.to_vec()), Some(v.clone()));
-                            } else {
-                                c.map.remove(&(epoch, base.to_vec()));
-                            }
-                        }
-                    }
-                }
-                crate::kv::BatchOp::Delete(Space::Meta, k) => {
-                    if let Some((base, e)) = keys::split_version(k) {
-                        if e == epoch && cacheable(base) {
-                            c.map.remove(&(epoch, base.to_vec()));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if changes > 0 {
-            *c.writes.entry(epoch).or_default() += changes;
-        }
-    }
-
-    /// Accounts a written batch's physical deletions of versions (`bytes` of them).
-    pub fn note_drops(&self, ops: &[crate::kv::BatchOp], bytes: u64) {
-        self.account_drops(bytes, dropped_span(ops));
-    }
-
-    /// Adds `bytes` of dropped versions, and the span of data ids that lost blocks.
-    pub fn account_drops(&self, bytes: u64, span: Option<(DataId, DataId)>) {
-        let mut dr = self.dropped.lock();
-        dr.bytes = dr.bytes.saturating_add(bytes);
-        if let Some((lo, hi)) = span {
-            dr.data_ids = Some(
-                dr.data_ids
-                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-            );
-        }
-    }
-
-    /// What was dropped since the last [`Store::take_dropped`].
-    /// How many epochs are retired (deleted snapshots and replaced trees not yet reclaimed,
-    /// or kept as shared bases).
-    pub fn retired_count(&self) -> usize {
-        self.epochs.read().retired_count()
-    }
-
-    pub fn dropped(&self) -> Dropped {
-        self.dropped.lock().clone()
-    }
-
-    /// Takes (and resets) the account of dropped versions.
-    pub fn take_dropped(&self) -> Dropped {
-        std::mem::take(&mut *self.dropped.lock())
-    }
-
-    /// Filesystem commits since the store opened (reclaim's own batches excluded).
-    pub fn commit_count(&self) -> u64 {
-        self.cache.lock().generation
-    }
-
-    /// Change-index entries view `epoch` committed since the store opened.
-    pub fn writes_of(&self, epoch: Epoch) -> u64 {
-        self.cache.lock().writes.get(&epoch).copied().unwrap_or(0)
-    }
-
-    /// Forgets nothing but makes in-flight readers' results stale (after a failed write).
-    pub fn cache_bump(&self) {
-        self.cache.lock().generation += 1;
     }
 
     /// Free bytes on the store's device (None for memory stores).
@@ -560,104 +383,6 @@ impl Store {
             _ => Ok(()),
         }
     }
-
-    /// Held across every read-modify-write batch.
-    pub fn write_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
-        self.write_lock.lock()
-    }
-
-    /// Allocates a fresh inode / data id; the new counter goes into `batch`.
-    /// Call with the write lock held.
-    pub fn alloc_id(&self, batch: &mut Batch) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        batch.put(
-            Space::Meta,
-            keys::setting("next_id"),
-            (id + 1).to_be_bytes().to_vec(),
-        );
-        id
-    }
-
-    fn alloc_epoch(&self, batch: &mut Batch) -> Epoch {
-        let e = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        batch.put(
-            Space::Meta,
-            keys::setting("next_epoch"),
-            (e + 1).to_be_bytes().to_vec(),
-        );
-        Epoch::new(e)
-    }
-
-    /// A copy of the whole epoch tree (for checks).
-    pub fn epochs_snapshot(&self) -> HashMap<Epoch, EpochRecord> {
-        self.epochs.read().to_map()
-    }
-
-    pub fn epoch(&self, e: Epoch) -> Option<EpochRecord> {
-        self.epochs.read().get(e).cloned()
-    }
-
-    /// The chain of epochs visible from `e`: `e` and its ancestors. O(depth).
-    pub fn chain(&self, e: Epoch) -> Chain {
-        let members = self.epochs.read().chain_members(e);
-        Chain { epoch: e, members }
-    }
-
-    /// The chain of `e`, cut from `hint` when `e` is in it (a restore or copy from one of the
-    /// container's own snapshots: a copy of a slice instead of a walk up the tree).
-    pub fn chain_via(&self, e: Epoch, hint: Option<&Chain>) -> Chain {
-        if let Some(h) = hint {
-            if let Ok(pos) = h.members.binary_search(&e) {
-                return Chain {
-                    epoch: e,
-                    members: h.members[..=pos].to_vec(),
-                };
-            }
-        }
-        self.chain(e)
-    }
-
-    /// The current head chain of `container`.
-    pub fn head(&self, container: &ContainerId) -> FsResult<Arc<Chain>> {
-        self.heads
-            .read()
-            .get(container)
-            .cloned()
-            .ok_or(FsError::Stale)
-    }
-
-    /// Records `head`, a new child of the frozen epoch whose chain is `parent`, as the head of
-    /// `container`: its chain is the parent's plus itself (ids grow down the tree), O(1)
-    /// lookups instead of a walk up the tree.
-    fn set_head_below(&self, container: &ContainerId, head: Epoch, parent: &Chain) {
-        let mut members = Vec::with_capacity(parent.members.len() + 1);
-        members.extend_from_slice(&parent.members);
-        members.push(head);
-        let chain = Arc::new(Chain {
-            epoch: head,
-            members,
-        });
-        self.heads.write().insert(container.clone(), chain);
-    }
-
-    /// Records a new head for `container` (after its batch is written).
-    fn set_head(&self, container: &ContainerId, head: Epoch) {
-        let chain = Arc::new(self.chain(head));
-        self.heads.write().insert(container.clone(), chain);
-    }
-}
-
-/// The lowest and highest data id whose blocks `ops` delete, if any.
-pub fn dropped_span(ops: &[crate::kv::BatchOp]) -> Option<(DataId, DataId)> {
-    let mut span: Option<(DataId, DataId)> = None;
-    for op in ops {
-        if let crate::kv::BatchOp::Delete(Space::Data, k) = op {
-            if let Some((d, _)) = keys::split_block(k) {
-                span = Some(span.map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))));
-            }
-        }
-    }
-    span
 }
 
 /// Puts one version of `base` written by `epoch`, with its change-index entry, into `batch`.

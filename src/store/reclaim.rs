@@ -26,7 +26,9 @@
 //! the number of deleted snapshots.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{EpochKind, Store};
@@ -93,14 +95,14 @@ struct RunningGuard<'a>(&'a Store);
 
 impl<'a> RunningGuard<'a> {
     fn start(s: &'a Store) -> Self {
-        s.reclaim_progress.lock().running = true;
+        s.reclaim.progress.lock().running = true;
         RunningGuard(s)
     }
 }
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.0.reclaim_progress.lock().running = false;
+        self.0.reclaim.progress.lock().running = false;
     }
 }
 
@@ -135,6 +137,35 @@ pub struct ReclaimState {
     head_pruned: HashMap<Epoch, HeadPrune>,
 }
 
+/// Reclaim's lock group of [`Store`]. Locks (see "Lock order" on `Store`): `run` first,
+/// before the write lock; `state` under the write lock or alone, and may then take the
+/// catalog's epoch tree or the metadata cache (one at a time); `progress` and `dropped`
+/// are leaves (`dropped` taken by any writer after its batch).
+pub(super) struct Reclaim {
+    /// Versions handled per batch.
+    chunk: AtomicUsize,
+    /// Held by a reclaim run from start to end, and by readers that pause reclaim.
+    run: Mutex<()>,
+    /// What reclaim remembers between passes.
+    state: Mutex<ReclaimState>,
+    /// What reclaim is doing (for the status API).
+    progress: Mutex<ReclaimProgress>,
+    /// Versions physically deleted and not yet compacted away (see [`super::Dropped`]).
+    pub(super) dropped: Mutex<super::Dropped>,
+}
+
+impl Default for Reclaim {
+    fn default() -> Self {
+        Reclaim {
+            chunk: AtomicUsize::new(DEFAULT_CHUNK),
+            run: Mutex::new(()),
+            state: Mutex::default(),
+            progress: Mutex::default(),
+            dropped: Mutex::default(),
+        }
+    }
+}
+
 /// One change-index entry: the version's space, unversioned key and stored size.
 type Entry = (Space, Vec<u8>, u64);
 
@@ -167,11 +198,11 @@ impl Store {
     /// Sets how many versions reclaim handles per batch (at least 1). Smaller batches make
     /// reclaim take longer; the crash test uses that to kill the daemon mid-reclaim.
     pub fn set_reclaim_chunk(&self, n: usize) {
-        self.reclaim_chunk.store(n.max(1), Ordering::Relaxed);
+        self.reclaim.chunk.store(n.max(1), Ordering::Relaxed);
     }
 
     fn chunk(&self) -> usize {
-        self.reclaim_chunk.load(Ordering::Relaxed)
+        self.reclaim.chunk.load(Ordering::Relaxed)
     }
 
     /// Reclaims everything reclaimable now, without pauses. Returns what was done.
@@ -182,23 +213,23 @@ impl Store {
     /// Holds reclaim off (between its batches) until the guard drops: for readers that
     /// walk the versions of several epochs and must not see them move meanwhile (diffs).
     pub fn pause_reclaim(&self) -> parking_lot::MutexGuard<'_, ()> {
-        self.reclaim_run.lock()
+        self.reclaim.run.lock()
     }
 
     /// Is there reclaim work queued?
     pub fn reclaim_pending(&self) -> bool {
         self.requeue_pruned_heads();
-        self.epochs.read().has_dirty()
+        self.catalog.read_tree(|t| t.has_dirty())
     }
 
     /// Reclaims what is queued, paced and stoppable by `ctl`.
     pub fn reclaim_with(&self, ctl: &dyn ReclaimControl) -> FsResult<ReclaimStats> {
         // One run at a time: each step reshapes the tree the next one reads.
-        let _run = self.reclaim_run.lock();
+        let _run = self.reclaim.run.lock();
         let mut stats = ReclaimStats::default();
         let _progress = RunningGuard::start(self);
         let r = self.reclaim_run_steps(ctl, &mut stats);
-        let mut p = self.reclaim_progress.lock();
+        let mut p = self.reclaim.progress.lock();
         p.total.add(&stats);
         p.current = ReclaimStats::default();
         r.map(|()| stats)
@@ -206,10 +237,11 @@ impl Store {
 
     /// What reclaim is doing and has done (for `GET /api/v1/status`).
     pub fn reclaim_progress(&self) -> ReclaimProgress {
-        let mut p = *self.reclaim_progress.lock();
-        let t = self.epochs.read();
-        p.queued_epochs = t.dirty_count();
-        p.retired_epochs = t.retired_count();
+        let mut p = *self.reclaim.progress.lock();
+        self.catalog.read_tree(|t| {
+            p.queued_epochs = t.dirty_count();
+            p.retired_epochs = t.retired_count();
+        });
         p
     }
 
@@ -223,17 +255,17 @@ impl Store {
             if ctl.should_stop() {
                 break;
             }
-            let Some(e) = self.epochs.write().pop_dirty() else {
+            let Some(e) = self.catalog.edit_tree(|t| t.pop_dirty()) else {
                 break;
             };
             match self.reclaim_epoch(e, ctl, stats) {
                 Ok(Step::Done) => {}
                 Ok(Step::Stopped) => {
-                    self.epochs.write().mark_dirty(e);
+                    self.catalog.edit_tree(|t| t.mark_dirty(e));
                     break;
                 }
                 Err(err) => {
-                    self.epochs.write().mark_dirty(e);
+                    self.catalog.edit_tree(|t| t.mark_dirty(e));
                     return Err(err);
                 }
             }
@@ -243,7 +275,7 @@ impl Store {
 
     /// Queues the retired parents of heads that wrote enough since they were pruned.
     fn requeue_pruned_heads(&self) {
-        let mut st = self.reclaim_state.lock();
+        let mut st = self.reclaim.state.lock();
         let due: Vec<Epoch> = st
             .head_pruned
             .iter()
@@ -252,11 +284,12 @@ impl Store {
             })
             .map(|(r, _)| *r)
             .collect();
-        let mut tree = self.epochs.write();
-        for r in due {
-            st.head_pruned.remove(&r);
-            tree.mark_dirty(r);
-        }
+        self.catalog.edit_tree(|tree| {
+            for r in due {
+                st.head_pruned.remove(&r);
+                tree.mark_dirty(r);
+            }
+        });
     }
 
     fn reclaim_epoch(
@@ -265,10 +298,9 @@ impl Store {
         ctl: &dyn ReclaimControl,
         stats: &mut ReclaimStats,
     ) -> FsResult<Step> {
-        let (rec, children) = {
-            let t = self.epochs.read();
-            (t.get(r).cloned(), t.children(r))
-        };
+        let (rec, children) = self
+            .catalog
+            .read_tree(|t| (t.get(r).cloned(), t.children(r)));
         let Some(rec) = rec else {
             return Ok(Step::Done);
         };
@@ -322,7 +354,8 @@ impl Store {
                 .get(Space::Meta, &keys::pruned(r))?
                 .is_some_and(|v| size_of(&v) == c.get()),
             EpochKind::Head { .. } => self
-                .reclaim_state
+                .reclaim
+                .state
                 .lock()
                 .head_pruned
                 .get(&r)
@@ -407,7 +440,7 @@ impl Store {
         self.forget_sizes(b.ops());
         self.kv.write(b, false)?;
         stats.batches += 1;
-        self.reclaim_progress.lock().current = *stats;
+        self.reclaim.progress.lock().current = *stats;
         self.account_drops(stats.bytes_dropped - before, span);
         Ok(())
     }
@@ -589,12 +622,11 @@ impl Store {
         }
         // Done: remember it, unless c changed meanwhile (then r was queued again anyway).
         let _g = self.write_lock();
-        let (still, kind) = {
-            let t = self.epochs.read();
+        let (still, kind) = self.catalog.read_tree(|t| {
             let still =
                 t.get(r).is_some_and(|x| x.kind == EpochKind::Retired) && t.children(r) == [c];
             (still, t.get(c).map(|x| x.kind.clone()))
-        };
+        });
         match kind {
             Some(EpochKind::Frozen) if still && self.writes_of(c) == writes => {
                 let mut b = Batch::new();
@@ -602,7 +634,7 @@ impl Store {
                 self.kv.write(b, false)?;
             }
             Some(EpochKind::Head { .. }) if still => {
-                self.reclaim_state.lock().head_pruned.insert(
+                self.reclaim.state.lock().head_pruned.insert(
                     r,
                     HeadPrune {
                         head: c,
@@ -611,7 +643,7 @@ impl Store {
                     },
                 );
             }
-            _ => self.epochs.write().mark_dirty(r),
+            _ => self.catalog.edit_tree(|t| t.mark_dirty(r)),
         }
         Ok(Step::Done)
     }
@@ -640,14 +672,13 @@ impl Store {
             }
         }
         self.kv.write(b, true)?;
-        {
-            let mut t = self.epochs.write();
+        self.catalog.edit_tree(|t| {
             if let Some((c, crec)) = moved {
                 t.insert(c, crec);
             }
             t.remove(r);
-        }
-        self.reclaim_state.lock().head_pruned.remove(&r);
+        });
+        self.reclaim.state.lock().head_pruned.remove(&r);
         self.drop_from_head_chains(r);
         stats.epochs_removed += 1;
         Ok(Step::Done)
@@ -657,13 +688,12 @@ impl Store {
     /// become r's.
     fn remove_merged_up(&self, c: Epoch, r: Epoch, stats: &mut ReclaimStats) -> FsResult<Step> {
         let _g = self.write_lock();
-        let grandchildren: Vec<(Epoch, super::EpochRecord)> = {
-            let t = self.epochs.read();
+        let grandchildren: Vec<(Epoch, super::EpochRecord)> = self.catalog.read_tree(|t| {
             t.children(c)
                 .into_iter()
                 .filter_map(|g| t.get(g).map(|rec| (g, rec.clone())))
                 .collect()
-        };
+        });
         let mut b = Batch::new();
         b.delete(Space::Meta, keys::epoch(c));
         b.delete(Space::Meta, keys::pruned(c));
@@ -676,16 +706,15 @@ impl Store {
             moved.push((g, grec));
         }
         self.kv.write(b, true)?;
-        {
-            let mut t = self.epochs.write();
+        self.catalog.edit_tree(|t| {
             for (g, grec) in moved {
                 t.insert(g, grec);
             }
             t.remove(c);
             t.mark_dirty(r);
-        }
+        });
         {
-            let mut st = self.reclaim_state.lock();
+            let mut st = self.reclaim.state.lock();
             st.head_pruned.remove(&c);
             st.head_pruned.remove(&r);
         }
@@ -735,27 +764,9 @@ impl Store {
 
     /// Is epoch `e` a strict descendant of `ancestor`? O(depth).
     fn is_below(&self, e: Epoch, ancestor: Epoch) -> bool {
-        e != ancestor && self.epochs.read().chain_members(e).contains(&ancestor)
-    }
-
-    /// Takes epoch `gone`, just removed from the middle of the tree, out of every head chain
-    /// that held it (the rest of each chain is unchanged: its other members are the same
-    /// epochs, the one below `gone` now hanging from the one above it).
-    fn drop_from_head_chains(&self, gone: Epoch) {
-        let mut heads = self.heads.write();
-        for chain in heads.values_mut() {
-            if chain.contains(gone) {
-                let members = chain
-                    .members()
-                    .iter()
-                    .copied()
-                    .filter(|&e| e != gone)
-                    .collect();
-                *chain = std::sync::Arc::new(super::Chain {
-                    epoch: chain.epoch,
-                    members,
-                });
-            }
-        }
+        e != ancestor
+            && self
+                .catalog
+                .read_tree(|t| t.chain_members(e).contains(&ancestor))
     }
 }

@@ -64,12 +64,17 @@ impl Store {
         if let Some(SnapSummary {
             count,
             newest: Some(newest),
-        }) = self.snapshot_summaries.lock().get(container).copied()
+        }) = self
+            .catalog
+            .snapshot_summaries
+            .lock()
+            .get(container)
+            .copied()
         {
             return Ok((count, newest));
         }
         let _g = self.write_lock();
-        let count = match self.snapshot_summaries.lock().get(container) {
+        let count = match self.catalog.snapshot_summaries.lock().get(container) {
             Some(s) => s.count,
             None => {
                 let mut n = 0u64;
@@ -92,7 +97,7 @@ impl Store {
             newest = Some(later(newest, r.created_at));
             true
         })?;
-        self.snapshot_summaries.lock().insert(
+        self.catalog.snapshot_summaries.lock().insert(
             container.clone(),
             SnapSummary {
                 count,
@@ -105,7 +110,7 @@ impl Store {
     /// Keeps the summary of `container` (when it is kept) after snapshot `created` was
     /// taken (`added`) or deleted.
     pub(super) fn count_snapshots(&self, container: &ContainerId, added: bool, created: Ts) {
-        if let Some(s) = self.snapshot_summaries.lock().get_mut(container) {
+        if let Some(s) = self.catalog.snapshot_summaries.lock().get_mut(container) {
             if added {
                 s.count += 1;
                 s.newest = s.newest.map(|n| Some(later(n, created)));

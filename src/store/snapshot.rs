@@ -192,10 +192,10 @@ impl Store {
             match self.kv.get(Space::Meta, &keys::epoch(e))? {
                 Some(v) => {
                     let rec: EpochRecord = codec::decode_plain(&v)?;
-                    self.epochs.write().insert(e, rec);
+                    self.catalog.edit_tree(|t| t.insert(e, rec));
                 }
                 None => {
-                    self.epochs.write().remove(e);
+                    self.catalog.edit_tree(|t| t.remove(e));
                 }
             }
         }
@@ -208,7 +208,7 @@ impl Store {
     /// write lock held.
     fn unique_name(&self, container: &ContainerId, now: Ts) -> FsResult<String> {
         let base = timefmt::snapshot_name(now);
-        let mut last = self.last_names.lock();
+        let mut last = self.catalog.last_names.lock();
         let mut n = match last.get(container) {
             Some((b, n)) if *b == base => n + 1,
             _ => 1,

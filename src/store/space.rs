@@ -38,7 +38,7 @@ impl Store {
     /// and moves the rest down); with more, nothing (it stays as their shared base).
     /// O(versions the snapshot wrote).
     pub fn freed_if_deleted(&self, epoch: Epoch) -> FsResult<u64> {
-        let children = self.epochs.read().children(epoch);
+        let children = self.catalog.read_tree(|t| t.children(epoch));
         match children[..] {
             [] => self.epoch_size(epoch),
             [c] => {
@@ -78,13 +78,12 @@ impl Store {
     /// The store's side of the report. Sums every epoch's size (cached after the first
     /// time; the first costs one pass over the change index).
     pub fn store_space(&self) -> FsResult<StoreSpace> {
-        let epochs: Vec<(Epoch, bool)> = {
-            let t = self.epochs.read();
+        let epochs: Vec<(Epoch, bool)> = self.catalog.read_tree(|t| {
             t.to_map()
                 .into_iter()
                 .map(|(e, r)| (e, r.kind == EpochKind::Retired))
                 .collect()
-        };
+        });
         let mut out = StoreSpace {
             disk_bytes: self.kv.maintenance().map_or(0, |m| m.disk_usage()),
             awaiting_compaction_bytes: (self.kv.maintenance().map_or(0, |m| m.known_garbage()))
