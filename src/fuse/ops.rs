@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::codec::Inode;
 use crate::error::FsError;
-use crate::fs::{Caller, Fh, Node, SetAttr, Statfs, Volume};
+use crate::fs::{Caller, Fh, SetAttr, Statfs, Volume};
 use crate::ids::KernelIno;
 
 /// An errno (positive), as the kernel gets it back.
@@ -303,13 +303,7 @@ impl Ops {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("open");
         let flags_in = self.open_flags(flags);
-        let fh = match self.volume.resolve(ino).map_err(errno)? {
-            Node::Head(fs, i) => fs.open(i, flags_in),
-            Node::Snap(fs, i) => fs.open(i, flags_in),
-            Node::SnapDir => Err(FsError::IsDir),
-            Node::Alias => Err(FsError::Invalid("symlink")),
-        }
-        .map_err(errno)?;
+        let fh = self.volume.open(ino, flags_in).map_err(errno)?;
         Ok(Opened {
             fh: fh.get(),
             flags: self.file_cache(ino),
@@ -320,7 +314,11 @@ impl Ops {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("read");
         let node = self.volume.resolve(ino).map_err(errno)?;
-        let (fs, i) = node.tree().ok_or(FsError::IsDir).map_err(errno)?;
+        let (fs, i) = self
+            .volume
+            .tree(&node)
+            .ok_or(FsError::IsDir)
+            .map_err(errno)?;
         let data = fs.read(i, offset, size).map_err(errno)?;
         crate::metrics::get().read_bytes.inc_by(data.len() as u64);
         Ok(data)
@@ -364,14 +362,7 @@ impl Ops {
     pub fn opendir(&self, ino: u64) -> OpResult<Opened> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("opendir");
-        let fh = match self.volume.resolve(ino).map_err(errno)? {
-            Node::Head(fs, i) => fs.opendir(i),
-            Node::Snap(fs, i) => fs.opendir(i),
-            // `.snapshots` is listed from the catalog: no handle behind it.
-            Node::SnapDir => Ok(Fh::new(0)),
-            Node::Alias => Err(FsError::NotDir),
-        }
-        .map_err(errno)?;
+        let fh = self.volume.opendir(ino).map_err(errno)?;
         let flags = if self.keep_cache && self.volume.kernel_cacheable(ino) {
             FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
         } else {
@@ -460,7 +451,7 @@ impl Ops {
         let _t = crate::metrics::FuseTimer::new("releasedir");
         // Nothing to release for `.snapshots`, an alias or a stale number.
         if let Ok(node) = self.volume.resolve(ino) {
-            if let Some((fs, _)) = node.tree() {
+            if let Some((fs, _)) = self.volume.tree(&node) {
                 fs.releasedir(Fh::new(fh));
             }
         }
@@ -574,8 +565,7 @@ impl Ops {
         let _t = crate::metrics::FuseTimer::new("lseek");
         let off = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
         let node = self.volume.resolve(ino).map_err(errno)?;
-        let (fs, i) = node
-            .tree()
+        let (fs, i) = (self.volume.tree(&node))
             .ok_or(FsError::Invalid("not a file"))
             .map_err(errno)?;
         let o = fs.lseek(i, off, whence).map_err(errno)?;

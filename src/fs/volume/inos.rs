@@ -12,7 +12,7 @@ use crate::error::{FsError, FsResult};
 use crate::fs::{DirEntry, Fh, ROOT_INO};
 use crate::ids::{Ino, KernelIno};
 
-use super::{Target, Volume, SNAPDIR_NAME};
+use super::{Node, Volume, SNAPDIR_NAME};
 
 pub(super) const SLOT_SHIFT: u32 = 48;
 const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
@@ -101,8 +101,8 @@ impl Listing {
 impl Volume {
     /// Directory entries from `offset`, with kernel inode numbers.
     pub fn readdir(&self, ino: KernelIno, fh: Fh, offset: u64) -> FsResult<Listing> {
-        match self.target(ino)? {
-            Target::Head(i) => {
+        match self.resolve(ino)? {
+            Node::Head(i) => {
                 let entries = self.head.readdir(i, fh, offset)?;
                 let plain = i != ROOT_INO || !self.opts.snapdir_visible;
                 if plain
@@ -132,7 +132,7 @@ impl Volume {
                 renumber(&mut v);
                 Ok(Listing::Kernel(Arc::new(v)))
             }
-            Target::Snap { slot, fs, ino: i } => {
+            Node::Snap { slot, fs, ino: i } => {
                 let entries = fs.readdir(i, fh, offset)?;
                 let v = entries
                     .iter()
@@ -152,7 +152,7 @@ impl Volume {
                     .collect();
                 Ok(Listing::Kernel(Arc::new(v)))
             }
-            Target::SnapDir => {
+            Node::SnapDir => {
                 let mut v = vec![
                     DirEntry {
                         ino: SNAPDIR_INO,
@@ -187,7 +187,7 @@ impl Volume {
                 renumber(&mut v);
                 Ok(Listing::Kernel(Arc::new(v)))
             }
-            Target::Alias(_) => Err(FsError::NotDir),
+            Node::Alias(_) => Err(FsError::NotDir),
         }
     }
 }

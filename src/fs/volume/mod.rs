@@ -64,8 +64,12 @@ struct SnapView {
     fs: Arc<Fs>,
 }
 
-/// What a kernel inode number designates.
-enum Target {
+/// What a kernel inode number designates ([`Volume::resolve`]). The mount adapter calls
+/// the view's [`Fs`] itself for the operations that mean the same in every view (read,
+/// write, lseek...: [`Volume::tree`]); store inode numbers it gets back from the head become
+/// kernel numbers again through [`Volume::head_kernel_ino`].
+pub enum Node {
+    /// Inode `Ino` of the head (writable).
     Head(Ino),
     /// Inode `ino` of the snapshot view in `slot`.
     Snap {
@@ -76,33 +80,6 @@ enum Target {
     SnapDir,
     /// The alias symlink of the snapshot in this slot.
     Alias(u64),
-}
-
-/// What a kernel inode number designates, as [`Volume::resolve`] gives it to the mount
-/// adapter: the adapter then calls the view's [`Fs`] itself for the operations that mean the
-/// same in every view (read, open, lseek...). Store inode numbers it gets back from the head
-/// become kernel numbers again through [`Volume::head_kernel_ino`].
-pub enum Node<'a> {
-    /// Inode `Ino` of the head (writable).
-    Head(&'a Fs, Ino),
-    /// Inode `Ino` of a snapshot view (read-only: its `Fs` refuses changes).
-    Snap(Arc<Fs>, Ino),
-    /// The `.snapshots` directory.
-    SnapDir,
-    /// An alias symlink in `.snapshots`.
-    Alias,
-}
-
-impl Node<'_> {
-    /// The tree and store inode of a head or snapshot-view inode; `None` for `.snapshots`
-    /// and its alias symlinks, which have no tree behind them.
-    pub fn tree(&self) -> Option<(&Fs, Ino)> {
-        match self {
-            Node::Head(fs, i) => Some((fs, *i)),
-            Node::Snap(fs, i) => Some((fs, *i)),
-            Node::SnapDir | Node::Alias => None,
-        }
-    }
 }
 
 pub struct Volume {
@@ -262,21 +239,24 @@ impl Volume {
             .ok_or(FsError::Stale)
     }
 
-    fn target(&self, ino: KernelIno) -> FsResult<Target> {
+    /// What kernel number `ino` designates. Fails with ESTALE for a number of a head
+    /// generation from before a restore (or of an inode a path restore replaced), and for a
+    /// snapshot view that is gone.
+    pub fn resolve(&self, ino: KernelIno) -> FsResult<Node> {
         let (slot, low) = split(ino);
         if ino == ROOT || slot == self.slot_of_head(low) {
-            return Ok(Target::Head(low));
+            return Ok(Node::Head(low));
         }
         let floor = self.gen_floor.load(Ordering::SeqCst);
         match slot {
             // A head generation from before a restore, or an inode a path restore replaced.
             0 => Err(FsError::Stale),
             s if floor != 0 && s >= floor && s <= FIRST_HEAD_SLOT => Err(FsError::Stale),
-            SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Target::SnapDir),
-            SPECIAL_SLOT => alias_slot(ino).map(Target::Alias).ok_or(FsError::NotFound),
+            SPECIAL_SLOT if ino == SNAPDIR_INO => Ok(Node::SnapDir),
+            SPECIAL_SLOT => alias_slot(ino).map(Node::Alias).ok_or(FsError::NotFound),
             s => {
                 let fs = self.view(s)?.fs;
-                Ok(Target::Snap {
+                Ok(Node::Snap {
                     slot: s,
                     fs,
                     ino: low,
@@ -312,53 +292,51 @@ impl Volume {
     }
 
     pub fn getattr(&self, ino: KernelIno) -> FsResult<Inode> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.getattr(i),
-            Target::Snap { slot, fs, ino: i } => {
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.getattr(i),
+            Node::Snap { slot, fs, ino: i } => {
                 if i == ROOT_INO {
                     let info = self.snapshot_by_slot(slot)?;
                     return self.snap_root(&info).map(|(_, a)| a);
                 }
                 fs.getattr(i)
             }
-            Target::SnapDir => self.snapdir_attr(),
-            Target::Alias(slot) => Ok(Self::alias_attr(&self.alias_of(slot)?)),
+            Node::SnapDir => self.snapdir_attr(),
+            Node::Alias(slot) => Ok(Self::alias_attr(&self.alias_of(slot)?)),
         }
     }
 
     pub fn lookup(&self, parent: KernelIno, name: &[u8]) -> FsResult<(KernelIno, Inode)> {
-        match self.target(parent)? {
-            Target::Head(p) => {
+        match self.resolve(parent)? {
+            Node::Head(p) => {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
                     return Ok((SNAPDIR_INO, self.snapdir_attr()?));
                 }
                 self.out_entry(self.head.lookup(p, name))
             }
-            Target::Snap { slot, fs, ino: p } => {
+            Node::Snap { slot, fs, ino: p } => {
                 if p == ROOT_INO && name == b".." {
                     return Ok((SNAPDIR_INO, self.snapdir_attr()?));
                 }
                 Self::in_snap(slot, fs.lookup(p, name))
             }
-            Target::SnapDir => match name {
+            Node::SnapDir => match name {
                 b"." => Ok((SNAPDIR_INO, self.snapdir_attr()?)),
                 b".." => self.out_entry(self.head.lookup(ROOT_INO, b".")),
                 _ => self.snapdir_lookup(name),
             },
-            Target::Alias(_) => Err(FsError::NotDir),
+            Node::Alias(_) => Err(FsError::NotDir),
         }
     }
 
-    /// What kernel number `ino` designates. Fails with ESTALE for a number of a head
-    /// generation from before a restore (or an inode a path restore replaced) and for an
-    /// unknown snapshot slot, ENOENT for an unknown alias number.
-    pub fn resolve(&self, ino: KernelIno) -> FsResult<Node<'_>> {
-        Ok(match self.target(ino)? {
-            Target::Head(i) => Node::Head(&self.head, i),
-            Target::Snap { fs, ino, .. } => Node::Snap(fs, ino),
-            Target::SnapDir => Node::SnapDir,
-            Target::Alias(_) => Node::Alias,
-        })
+    /// The tree and store inode behind `node`, if it is a head or snapshot-view inode;
+    /// `None` for `.snapshots` and its alias symlinks, which have no tree behind them.
+    pub fn tree<'a>(&'a self, node: &'a Node) -> Option<(&'a Fs, Ino)> {
+        match node {
+            Node::Head(i) => Some((&self.head, *i)),
+            Node::Snap { fs, ino, .. } => Some((fs, *ino)),
+            Node::SnapDir | Node::Alias(_) => None,
+        }
     }
 
     /// The kernel number of head inode `ino` (of the current head generation, or the slot a
@@ -371,34 +349,34 @@ impl Volume {
     /// EROFS, `.snapshots` EPERM (it has its own gestures), an alias ENOTDIR, and
     /// `.snapshots` at the root cannot be shadowed (EEXIST).
     pub fn head_dir(&self, parent: KernelIno, name: &[u8]) -> FsResult<Ino> {
-        match self.target(parent)? {
-            Target::Head(p) => {
+        match self.resolve(parent)? {
+            Node::Head(p) => {
                 if p == ROOT_INO && name == SNAPDIR_NAME {
                     return Err(FsError::Exists);
                 }
                 Ok(p)
             }
-            Target::Snap { .. } => Err(FsError::ReadOnly),
-            Target::SnapDir => Err(FsError::Perm),
-            Target::Alias(_) => Err(FsError::NotDir),
+            Node::Snap { .. } => Err(FsError::ReadOnly),
+            Node::SnapDir => Err(FsError::Perm),
+            Node::Alias(_) => Err(FsError::NotDir),
         }
     }
 
     /// The head inode a change to `ino` applies to: EROFS for anything else (snapshot views,
     /// `.snapshots` and its aliases), ESTALE for an old generation's number.
     pub fn head_ino(&self, ino: KernelIno) -> FsResult<Ino> {
-        match self.target(ino)? {
-            Target::Head(i) => Ok(i),
+        match self.resolve(ino)? {
+            Node::Head(i) => Ok(i),
             _ => Err(FsError::ReadOnly),
         }
     }
 
     pub fn readlink(&self, ino: KernelIno) -> FsResult<Vec<u8>> {
-        match self.target(ino)? {
-            Target::Head(i) => self.head.readlink(i),
-            Target::Snap { fs, ino: i, .. } => fs.readlink(i),
-            Target::Alias(slot) => Ok(self.alias_of(slot)?.name.into_bytes()),
-            Target::SnapDir => Err(FsError::Invalid("not a symlink")),
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.readlink(i),
+            Node::Snap { fs, ino: i, .. } => fs.readlink(i),
+            Node::Alias(slot) => Ok(self.alias_of(slot)?.name.into_bytes()),
+            Node::SnapDir => Err(FsError::Invalid("not a symlink")),
         }
     }
 
@@ -460,16 +438,16 @@ impl Volume {
         newname: &[u8],
     ) -> FsResult<(KernelIno, Inode)> {
         let dir = self.head_dir(newparent, newname)?;
-        match self.target(ino)? {
-            Target::Head(i) => self.out_entry(self.head.link(i, dir, newname)),
+        match self.resolve(ino)? {
+            Node::Head(i) => self.out_entry(self.head.link(i, dir, newname)),
             _ => Err(FsError::CrossDevice),
         }
     }
 
     /// `unlink`; in `.snapshots` it drops an alias.
     pub fn unlink(&self, parent: KernelIno, name: &[u8], caller: Caller) -> FsResult<()> {
-        match self.target(parent)? {
-            Target::SnapDir => {
+        match self.resolve(parent)? {
+            Node::SnapDir => {
                 self.may_manage(caller)?;
                 let n = name_str(name).map_err(|_| FsError::NotFound)?;
                 if self.snapshot_named(n)?.is_some() {
@@ -485,8 +463,8 @@ impl Volume {
 
     /// `rmdir`; in `.snapshots` it deletes a snapshot.
     pub fn rmdir(&self, parent: KernelIno, name: &[u8], caller: Caller) -> FsResult<()> {
-        match self.target(parent)? {
-            Target::SnapDir => {
+        match self.resolve(parent)? {
+            Node::SnapDir => {
                 self.may_manage(caller)?;
                 let n = name_str(name).map_err(|_| FsError::NotFound)?;
                 if self.snapshot_named(n)?.is_none() {
@@ -501,7 +479,7 @@ impl Volume {
                     .map_err(store_err)?;
                 Ok(())
             }
-            Target::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
+            Node::Head(p) if p == ROOT_INO && name == SNAPDIR_NAME => Err(FsError::Perm),
             _ => self.head.rmdir(self.head_dir(parent, name)?, name),
         }
     }
@@ -516,13 +494,13 @@ impl Volume {
         flags: u32,
         caller: Caller,
     ) -> FsResult<()> {
-        let (src, dst) = (self.target(parent)?, self.target(newparent)?);
+        let (src, dst) = (self.resolve(parent)?, self.resolve(newparent)?);
         match (&src, &dst) {
-            (Target::SnapDir, Target::SnapDir) => {
+            (Node::SnapDir, Node::SnapDir) => {
                 self.may_manage(caller)?;
                 self.snapdir_rename(name, newname, flags)
             }
-            (Target::Head(p), Target::Head(np)) => {
+            (Node::Head(p), Node::Head(np)) => {
                 if (*p == ROOT_INO && name == SNAPDIR_NAME)
                     || (*np == ROOT_INO && newname == SNAPDIR_NAME)
                 {
@@ -534,18 +512,37 @@ impl Volume {
                 }
                 self.head.rename(*p, name, *np, newname, flags)
             }
-            (Target::Snap { slot: a, .. }, Target::Snap { slot: b, .. }) if a == b => {
+            (Node::Snap { slot: a, .. }, Node::Snap { slot: b, .. }) if a == b => {
                 Err(FsError::ReadOnly)
             }
             _ => Err(FsError::CrossDevice),
         }
     }
 
+    pub fn open(&self, ino: KernelIno, flags: i32) -> FsResult<Fh> {
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.open(i, flags),
+            Node::Snap { fs, ino: i, .. } => fs.open(i, flags),
+            Node::SnapDir => Err(FsError::IsDir),
+            Node::Alias(_) => Err(FsError::Invalid("symlink")),
+        }
+    }
+
+    pub fn opendir(&self, ino: KernelIno) -> FsResult<Fh> {
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.opendir(i),
+            Node::Snap { fs, ino: i, .. } => fs.opendir(i),
+            // `.snapshots` is listed from the catalog: no handle behind it.
+            Node::SnapDir => Ok(Fh::new(0)),
+            Node::Alias(_) => Err(FsError::NotDir),
+        }
+    }
+
     pub fn release(&self, ino: KernelIno, fh: Fh) -> FsResult<()> {
-        match self.target(ino) {
-            Ok(Target::Snap { fs, .. }) => fs.release(fh),
+        match self.resolve(ino) {
+            Ok(Node::Snap { fs, .. }) => fs.release(fh),
             // Handles of a head generation from before a restore live in the head too.
-            Ok(Target::Head(_)) | Err(FsError::Stale) => self.head.release(fh),
+            Ok(Node::Head(_)) | Err(FsError::Stale) => self.head.release(fh),
             _ => Ok(()),
         }
     }
@@ -572,17 +569,17 @@ impl Volume {
                     .ok_or(FsError::NoData);
             }
         }
-        match self.target(ino)? {
-            Target::Head(i) => self.head.getxattr(i, name),
-            Target::Snap { fs, ino: i, .. } => fs.getxattr(i, name),
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.getxattr(i, name),
+            Node::Snap { fs, ino: i, .. } => fs.getxattr(i, name),
             _ => Err(FsError::NoData),
         }
     }
 
     pub fn listxattr(&self, ino: KernelIno) -> FsResult<Vec<u8>> {
-        let mut out = match self.target(ino)? {
-            Target::Head(i) => self.head.listxattr(i)?,
-            Target::Snap { fs, ino: i, .. } => fs.listxattr(i)?,
+        let mut out = match self.resolve(ino)? {
+            Node::Head(i) => self.head.listxattr(i)?,
+            Node::Snap { fs, ino: i, .. } => fs.listxattr(i)?,
             _ => Vec::new(),
         };
         if let Some(info) = self.snap_root_info(ino)? {
@@ -629,9 +626,9 @@ impl Volume {
 
     pub fn access(&self, ino: KernelIno, mask: i32, caller: Caller) -> FsResult<()> {
         const W_OK: i32 = 2;
-        match self.target(ino)? {
-            Target::Head(i) => self.head.access(i, mask, caller),
-            Target::Snap { fs, ino: i, .. } => {
+        match self.resolve(ino)? {
+            Node::Head(i) => self.head.access(i, mask, caller),
+            Node::Snap { fs, ino: i, .. } => {
                 if mask & W_OK != 0 {
                     return Err(FsError::ReadOnly);
                 }
@@ -651,11 +648,11 @@ impl Volume {
         kill_priv: bool,
     ) -> FsResult<u64> {
         let out = self.head_ino(ino_out)?;
-        match self.target(ino_in)? {
-            Target::Head(i) => self
+        match self.resolve(ino_in)? {
+            Node::Head(i) => self
                 .head
                 .copy_file_range(i, off_in, out, off_out, len, kill_priv),
-            Target::Snap { fs, ino: i, .. } => {
+            Node::Snap { fs, ino: i, .. } => {
                 // Copy out of a snapshot into the head: read there, write here.
                 let mut done = 0u64;
                 while done < len {

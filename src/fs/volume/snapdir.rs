@@ -7,7 +7,7 @@ use crate::store::SnapshotInfo;
 use crate::timefmt;
 
 use super::inos::alias;
-use super::{name_str, store_err, Target, Volume, ROOT_INO};
+use super::{name_str, store_err, Node, Volume, ROOT_INO};
 use crate::ids::{DataId, Ino, KernelIno};
 
 impl Volume {
@@ -142,8 +142,8 @@ impl Volume {
 
     /// The snapshot whose root `ino` is, if it is one.
     pub(super) fn snap_root_info(&self, ino: KernelIno) -> FsResult<Option<SnapshotInfo>> {
-        match self.target(ino)? {
-            Target::Snap { slot, ino, .. } if ino == ROOT_INO => {
+        match self.resolve(ino)? {
+            Node::Snap { slot, ino, .. } if ino == ROOT_INO => {
                 Ok(Some(self.snapshot_by_slot(slot)?))
             }
             _ => Ok(None),
