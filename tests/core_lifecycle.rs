@@ -2,15 +2,19 @@
 //! `MountHooks` stands in for a mounted volume and shows what each operation asks of the mount,
 //! and in which order relative to the store's batch.
 
+#[path = "core/harness.rs"]
+mod harness;
+
 use std::sync::Arc;
+
+use harness::{default_id, mem_backend};
 
 use parking_lot::Mutex;
 use snapfs::error::FsResult;
 use snapfs::fs::{Caller, Container, Fs, MountHooks, PathRestore, ROOT_INO};
-use snapfs::kv::mem::MemKv;
 use snapfs::store::{SnapshotInfo, Store, StoreError};
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+const ME: Caller = harness::ME;
 
 /// A stand-in for a mounted volume: records each hook call; `switch_tree` also records
 /// whether the store had switched trees when it was called and when it returned.
@@ -87,12 +91,8 @@ fn write_file(fs: &Fs, name: &[u8], text: &str) {
 /// A store with its `default` container, that container's lifecycle and a recorder attached
 /// as its mount.
 fn mounted() -> (Arc<Store>, Arc<Container>, Arc<Recorder>) {
-    let store = Arc::new(Store::init(Arc::new(MemKv::new()), 4096).expect("init"));
-    let id = store
-        .container_by_name("default")
-        .expect("lookup")
-        .expect("default container")
-        .id;
+    let store = Arc::new(Store::init(mem_backend().kv(), 4096).expect("init"));
+    let id = default_id(&store);
     let container = Container::new(store.clone(), &id);
     let rec = Arc::new(Recorder {
         log: Mutex::new(Vec::new()),

@@ -66,13 +66,18 @@ pub fn make(backend: Backend) -> T {
     }
 }
 
-/// The head view of the `default` container.
-pub fn open_default(store: Arc<Store>) -> Fs {
-    let id = store
+/// The id of the `default` container every new store has.
+pub fn default_id(store: &Store) -> snapfs::ids::ContainerId {
+    store
         .container_by_name("default")
         .expect("lookup")
         .expect("default container")
-        .id;
+        .id
+}
+
+/// The head view of the `default` container.
+pub fn open_default(store: Arc<Store>) -> Fs {
+    let id = default_id(&store);
     Fs::new(store, &id).expect("open")
 }
 
