@@ -43,6 +43,27 @@ pub struct DaemonOptions {
     pub notify_ready: bool,
     /// Open a store on object storage as a reader (`snapfs serve --read-only`).
     pub read_only: bool,
+    /// Serve containerd's snapshots API on this socket, mounting its snapshots under the
+    /// directory (`snapfs serve --containerd-socket`).
+    pub containerd: Option<ContainerdOptions>,
+}
+
+/// Where the containerd snapshotter listens and mounts.
+pub struct ContainerdOptions {
+    pub socket: PathBuf,
+    pub mount_root: PathBuf,
+}
+
+impl ContainerdOptions {
+    /// The default mount directory of a store's snapshotter: under /run (gone at boot, as the
+    /// mounts are), named after the store's path.
+    pub fn default_mount_root(store: &Path) -> PathBuf {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+        for b in store.as_os_str().as_encoded_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        PathBuf::from(format!("/run/snapfs/containerd-{h:016x}"))
+    }
 }
 
 fn setup_logging(store: &Path) {
@@ -278,6 +299,25 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
                     let _ = rx.recv().await;
                 })
                 .await
+        }));
+    }
+    if let Some(c) = &opts.containerd {
+        let snapshotter = Arc::new(
+            crate::service::snapshotter::Snapshotter::new(svc.clone(), &c.mount_root)
+                .with_context(|| format!("cannot create {}", c.mount_root.display()))?,
+        );
+        let listener = crate::containerd::listen(&c.socket)?;
+        log::info!("containerd snapshotter on {}", c.socket.display());
+        let mut rx = shutdown_tx.subscribe();
+        servers.push(tokio::spawn(async move {
+            crate::containerd::serve(snapshotter, listener, async move {
+                let _ = rx.recv().await;
+            })
+            .await
+            .map_err(|e| {
+                log::error!("containerd snapshotter: {e}");
+                std::io::Error::other(e)
+            })
         }));
     }
     if let Some(addr) = opts.listen {

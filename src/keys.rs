@@ -18,6 +18,8 @@
 //! | Meta  | 0x08 | tag, secs u64 (sign flipped), nsecs u32, container id, 0x00, name | (empty): expiry index |
 //! | Meta  | 0x09 | tag, container id                         | `Quota` (limits)             |
 //! | Meta  | 0x0a | tag, epoch u64                            | usage: file data bytes of the tree (u64) |
+//! | Meta  | 0x0b | tag, runtime key (any bytes, to the end)  | `RuntimeSnapshot` (containerd's snapshots) |
+//! | Meta  | 0x0c | tag, parent key len u32, parent key, child key | (empty): children of a runtime snapshot |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -44,6 +46,8 @@ pub const TAG_ALIAS: u8 = 0x07;
 pub const TAG_EXPIRY: u8 = 0x08;
 pub const TAG_QUOTA: u8 = 0x09;
 pub const TAG_USAGE: u8 = 0x0a;
+pub const TAG_RUNTIME_SNAPSHOT: u8 = 0x0b;
+pub const TAG_RUNTIME_CHILD: u8 = 0x0c;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -148,6 +152,37 @@ pub fn quota(id: &ContainerId) -> Vec<u8> {
 /// The usage (file data bytes) of the tree at epoch `e`.
 pub fn usage(e: Epoch) -> Vec<u8> {
     with_u64(TAG_USAGE, e.get())
+}
+
+/// A container runtime's snapshot (containerd's key, an opaque string of any length).
+pub fn runtime_snapshot(key: &str) -> Vec<u8> {
+    let mut k = vec![TAG_RUNTIME_SNAPSHOT];
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The runtime key of a [`runtime_snapshot`] key.
+pub fn split_runtime_snapshot(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&TAG_RUNTIME_SNAPSHOT, rest)) => std::str::from_utf8(rest).ok(),
+        _ => None,
+    }
+}
+
+/// The prefix of every child of runtime snapshot `parent` (length first: a key may hold
+/// any byte, and one parent's children must not run into a longer parent's).
+pub fn runtime_children(parent: &str) -> Vec<u8> {
+    let mut k = vec![TAG_RUNTIME_CHILD];
+    k.extend_from_slice(&(parent.len() as u32).to_be_bytes());
+    k.extend_from_slice(parent.as_bytes());
+    k
+}
+
+/// Child `child` of runtime snapshot `parent`.
+pub fn runtime_child(parent: &str, child: &str) -> Vec<u8> {
+    let mut k = runtime_children(parent);
+    k.extend_from_slice(child.as_bytes());
+    k
 }
 
 pub fn container(id: &ContainerId) -> Vec<u8> {
@@ -267,6 +302,14 @@ pub fn change_prefix(epoch: Epoch, space: Space) -> Vec<u8> {
 /// Prefix of everything `epoch` wrote, in both spaces.
 pub fn epoch_changes(epoch: Epoch) -> Vec<u8> {
     with_u64(TAG_CHANGE, epoch.get())
+}
+
+/// The change-index entries epoch `e` wrote in `space` for keys starting with `prefix`.
+pub fn epoch_changes_of(epoch: Epoch, space: Space, prefix: &[u8]) -> Vec<u8> {
+    let mut k = epoch_changes(epoch);
+    k.push(space_byte(space));
+    k.extend_from_slice(prefix);
+    k
 }
 
 /// Decodes a change-index key into (epoch, space, unversioned base key).

@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod containerd;
 pub mod contract;
 pub mod daemon;
 pub mod error;

@@ -67,6 +67,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
                 read_only: reader,
                 initial: Some((args.container, mnt, args.volume)),
                 notify_ready: false,
+                containerd: None,
             },
         );
     }

@@ -158,6 +158,14 @@ enum Cmd {
         /// is written, and the host that writes the store is not fenced.
         #[arg(long)]
         read_only: bool,
+        /// Also serve containerd's snapshots API (a proxy snapshotter) on this Unix socket:
+        /// containerd's `[proxy_plugins.snapfs]` with `type = "snapshot"` and this address.
+        #[arg(long, value_name = "PATH")]
+        containerd_socket: Option<PathBuf>,
+        /// Where the snapshotter mounts active snapshots and views (one directory each);
+        /// default /run/snapfs/containerd-HASH (HASH from the store's path).
+        #[arg(long, value_name = "DIR", requires = "containerd_socket")]
+        containerd_mounts: Option<PathBuf>,
         /// Exit once no container is mounted any more.
         #[arg(long, hide = true)]
         exit_when_idle: bool,
@@ -594,12 +602,27 @@ fn run(cli: Cli) -> Result<()> {
             read_only,
             exit_when_idle,
             notify_ready,
+            containerd_socket,
+            containerd_mounts,
         } => {
             let token = match token_file {
                 Some(f) => Some(read_token(&f)?),
                 None => None,
             };
             let store = std::path::absolute(&store)?;
+            let containerd = match containerd_socket {
+                Some(socket) => Some(crate::daemon::ContainerdOptions {
+                    socket: std::path::absolute(&socket)?,
+                    mount_root: match containerd_mounts {
+                        Some(d) => std::path::absolute(&d)?,
+                        None => crate::daemon::ContainerdOptions::default_mount_root(&store),
+                    },
+                }),
+                None => None,
+            };
+            if containerd.is_some() && exit_when_idle {
+                anyhow::bail!("--containerd-socket: the daemon must not exit when idle");
+            }
             crate::daemon::serve(
                 &store,
                 crate::daemon::DaemonOptions {
@@ -609,6 +632,7 @@ fn run(cli: Cli) -> Result<()> {
                     initial: None,
                     notify_ready,
                     read_only,
+                    containerd,
                 },
             )
         }

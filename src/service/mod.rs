@@ -5,6 +5,7 @@
 
 mod mounts;
 mod snapshots;
+pub mod snapshotter;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

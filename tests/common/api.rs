@@ -35,6 +35,8 @@ pub struct Daemon {
     store: Store,
     pub port: u16,
     pub token: String,
+    /// Extra `snapfs serve` arguments (kept for [`Daemon::restart`]).
+    extra: Vec<std::ffi::OsString>,
 }
 
 fn free_port() -> u16 {
@@ -45,33 +47,59 @@ fn free_port() -> u16 {
 impl Daemon {
     /// `snapfs init` a fresh store and serve it; returns once the socket accepts.
     pub fn start() -> Daemon {
-        let store = Store::new();
+        Daemon::start_with(Store::new(), &[])
+    }
+
+    /// [`Daemon::start`] on `store`, with extra `snapfs serve` arguments.
+    pub fn start_with(store: Store, extra: &[&std::ffi::OsStr]) -> Daemon {
         let token_file = store.dir().join("token");
         fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
-        let port = free_port();
-        let log = fs::File::create(store.dir().join("daemon.stderr")).expect("stderr file");
+        let mut d = Daemon {
+            child: None,
+            store,
+            port: 0,
+            token: TOKEN.to_string(),
+            extra: extra.iter().map(|a| a.to_os_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        self.port = free_port();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.dir().join("daemon.stderr"))
+            .expect("stderr file");
         let child = Command::new(snapfs_bin())
             .arg("serve")
-            .arg(store.path())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
-            .arg(&token_file)
+            .arg(self.store.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--token-file",
+            ])
+            .arg(self.store.dir().join("token"))
+            .args(&self.extra)
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn snapfs serve");
-        let mut d = Daemon {
-            child: Some(child),
-            store,
-            port,
-            token: TOKEN.to_string(),
-        };
-        if let Err(e) = d.wait_ready() {
-            d.shutdown();
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready() {
+            self.shutdown();
             panic!("snapfs serve did not become ready: {e}");
         }
-        d
+    }
+
+    /// Stops the daemon (SIGTERM: it unmounts everything) and starts it again with the same
+    /// arguments.
+    pub fn restart(&mut self) {
+        self.shutdown();
+        self.spawn();
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {

@@ -8,6 +8,8 @@
 //! - [`cli`]: the CLI's `--store` runners and its table output;
 //! - [`http`] and [`api`]: a small HTTP client and a store served by `snapfs serve` with the
 //!   API's JSON shapes.
+//! - [`s3`]: a loopback S3 server; [`containerd`]: a private containerd with a proxy
+//!   snapshotter, its `ctr`, and the test image.
 //!
 //! Tests that need FUSE start through [`require_fuse`] (or [`Mount::new`]): a machine without
 //! `/dev/fuse` makes them fail loudly, never skip.
@@ -15,6 +17,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod containerd;
 pub mod http;
 mod posix;
 pub mod s3;
