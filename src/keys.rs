@@ -304,14 +304,6 @@ pub fn epoch_changes(epoch: Epoch) -> Vec<u8> {
     with_u64(TAG_CHANGE, epoch.get())
 }
 
-/// The change-index entries epoch `e` wrote in `space` for keys starting with `prefix`.
-pub fn epoch_changes_of(epoch: Epoch, space: Space, prefix: &[u8]) -> Vec<u8> {
-    let mut k = epoch_changes(epoch);
-    k.push(space_byte(space));
-    k.extend_from_slice(prefix);
-    k
-}
-
 /// Decodes a change-index key into (epoch, space, unversioned base key).
 pub fn split_change(key: &[u8]) -> Option<(Epoch, Space, &[u8])> {
     if key.len() < 10 || key[0] != TAG_CHANGE {
@@ -389,6 +381,14 @@ pub fn split_inode(key: &[u8]) -> Option<Ino> {
 /// The directory of a directory-entry key (0x11), unversioned or versioned.
 pub fn split_dirent(key: &[u8]) -> Option<Ino> {
     u64_at(tagged(key, TAG_DIRENT, 9)?, 1).map(Ino::new)
+}
+
+/// The directory and name of an unversioned directory-entry key (0x11: as the change index
+/// holds it, ending with the name's terminator).
+pub fn split_dirent_name(key: &[u8]) -> Option<(Ino, &[u8])> {
+    let dir = split_dirent(key)?;
+    let name = key.get(9..)?.strip_suffix(&[0])?;
+    Some((dir, name))
 }
 
 /// The inode of an xattr key (0x12), unversioned or versioned.

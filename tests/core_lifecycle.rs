@@ -37,10 +37,13 @@ impl MountHooks for Recorder {
 
     fn switch_tree(
         &self,
+        snap: &SnapshotInfo,
         switch: &mut dyn FnMut() -> Result<SnapshotInfo, StoreError>,
     ) -> Result<SnapshotInfo, StoreError> {
         let before = self.head_text();
-        self.log.lock().push(format!("switch from {before}"));
+        self.log
+            .lock()
+            .push(format!("switch from {before} to {}", snap.name));
         let r = switch();
         let after = self.head_text();
         self.log.lock().push(format!("switched to {after}"));
@@ -127,7 +130,13 @@ fn restore_switches_the_mounted_tree_around_the_store_restore() {
     take(&rec);
     c.restore(&s.name).expect("restore");
     // The mount is asked once, and the store switches trees inside that call.
-    assert_eq!(take(&rec), ["switch from new", "switched to old"]);
+    assert_eq!(
+        take(&rec),
+        [
+            format!("switch from new to {}", s.name),
+            "switched to old".into()
+        ]
+    );
 }
 
 #[test]

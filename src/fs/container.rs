@@ -39,11 +39,14 @@ pub trait MountHooks: Send + Sync {
     /// rather than let a snapshot miss them.
     fn flush_writes(&self) -> FsResult<()>;
 
-    /// Replaces the mounted tree: flushes, moves the head to a new generation of kernel
-    /// inode numbers, runs `switch` (the store's restore), then drops the kernel's cached
-    /// names of the root (of both trees) and the pages of files open on the old tree.
+    /// Replaces the mounted tree with snapshot `snap`'s: flushes, runs `switch` (the store's
+    /// restore), then makes the kernel forget what differs between the two trees, and only
+    /// that: changed files get new kernel numbers (descriptors open on them go stale), changed
+    /// directories keep theirs (what is mounted on them, such as a container's /proc or
+    /// bind-mounted /etc/hosts, stays), changed entries and attributes are dropped.
     fn switch_tree(
         &self,
+        snap: &SnapshotInfo,
         switch: &mut dyn FnMut() -> Result<SnapshotInfo, StoreError>,
     ) -> Result<SnapshotInfo, StoreError>;
 
@@ -123,12 +126,12 @@ impl Container {
     pub fn restore(&self, key: &str) -> Result<SnapshotInfo, StoreError> {
         // Unknown snapshots are refused before anything changes (a mount's head generation
         // included).
-        if self.store.find_snapshot(&self.id, key)?.is_none() {
+        let Some(snap) = self.store.find_snapshot(&self.id, key)? else {
             return Err(StoreError::NoSnapshot(key.to_string()));
-        }
+        };
         let cid = &self.id;
         match self.mounted() {
-            Some(m) => m.switch_tree(&mut || self.store.restore(cid, key)),
+            Some(m) => m.switch_tree(&snap, &mut || self.store.restore(cid, key)),
             None => self.store.restore(cid, key),
         }
     }

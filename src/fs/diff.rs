@@ -295,6 +295,63 @@ impl Fs {
     }
 }
 
+/// What the kernel must forget when a mounted head switches from one tree to another (a
+/// whole restore): see [`Fs::tree_switch`].
+#[derive(Debug, Default)]
+pub struct TreeSwitch {
+    /// Changed inodes that are not directories in either tree.
+    pub files: Vec<Ino>,
+    /// Changed directories (in either tree).
+    pub dirs: Vec<Ino>,
+    /// Entries (directory, name) that differ, and every name of a changed file in the old
+    /// tree.
+    pub entries: Vec<(Ino, Vec<u8>)>,
+}
+
+impl Fs {
+    /// The inodes and entries that differ between trees `old` and `new`, from the change
+    /// index of the epochs in exactly one chain: costs what changed, never the trees' size.
+    pub fn tree_switch(&self, old: &Chain, new: &Chain) -> FsResult<TreeSwitch> {
+        let kv = self.store.kv();
+        let mut inodes = BTreeSet::new();
+        let mut entries = BTreeSet::new();
+        for e in only_one(old, new) {
+            let prefix = keys::change_prefix(e, Space::Meta);
+            let start = [prefix.as_slice(), &[keys::TAG_INODE]].concat();
+            let end = [prefix.as_slice(), &[keys::TAG_LINK + 1]].concat();
+            kv.scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
+                if let Some((_, _, base)) = keys::split_change(k) {
+                    if let Some((dir, name)) = keys::split_dirent_name(base) {
+                        entries.insert((dir, name.to_vec()));
+                    } else if let Some(ino) = keys::split_inode(base)
+                        .or_else(|| keys::link_ino(base))
+                        .or_else(|| keys::split_xattr(base))
+                    {
+                        inodes.insert(ino);
+                    }
+                }
+                true
+            })?;
+        }
+        let mut t = TreeSwitch::default();
+        for ino in inodes {
+            let is_dir = |c: &Chain| -> FsResult<bool> {
+                Ok(self.inode_opt(c, ino)?.is_some_and(|i| i.kind == Kind::Dir))
+            };
+            if is_dir(old)? || is_dir(new)? {
+                t.dirs.push(ino);
+            } else {
+                for link in self.links_in(old, ino)? {
+                    entries.insert(link);
+                }
+                t.files.push(ino);
+            }
+        }
+        t.entries = entries.into_iter().collect();
+        Ok(t)
+    }
+}
+
 /// The epochs in exactly one of two chains: where their trees can differ.
 pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
     let (ma, mb) = (a.members(), b.members());

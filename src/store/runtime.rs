@@ -138,7 +138,11 @@ impl Store {
                 continue;
             }
             bytes = bytes.saturating_add(self.cached_size(e)?);
-            let start = keys::epoch_changes_of(e, Space::Meta, &[keys::TAG_INODE]);
+            let start = [
+                keys::change_prefix(e, Space::Meta).as_slice(),
+                &[keys::TAG_INODE],
+            ]
+            .concat();
             let end = crate::kv::prefix_end(&start);
             self.kv
                 .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, _| {

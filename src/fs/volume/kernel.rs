@@ -94,27 +94,45 @@ impl MountHooks for Volume {
 
     fn switch_tree(
         &self,
+        snap: &SnapshotInfo,
         switch: &mut dyn FnMut() -> Result<SnapshotInfo, StoreError>,
     ) -> Result<SnapshotInfo, StoreError> {
-        // Root names the kernel may hold in its cache: those of the tree being replaced.
-        let mut names = self.root_names();
-        let mut open = self.open_head_inodes();
-        // Cached writes of the old tree go into the old tree now; from here on its inode
-        // numbers are stale, so nothing written back later can land in the restored one.
+        // Cached writes go into the tree being replaced.
         self.flush_writes()?;
-        self.new_head_generation()?;
-        let s = switch()?;
-        // Names of both trees: the old ones may be cached as present, the restored ones as
-        // absent (negative entries). Then the root, and the open files of the old tree (their
-        // pages go, so reads reach us: ESTALE).
-        names.extend(self.root_names());
-        names.sort_unstable();
-        names.dedup();
-        open.insert(0, ROOT);
-        self.drop_and_wait(KernelDrops {
-            entries: names.into_iter().map(|n| (ROOT, n)).collect(),
-            inodes: open,
-        });
+        // Numbers are handed out under this lock until the switch is done, so no lookup
+        // gives a restored file its old number.
+        let mut renumbered = self.renumbered.write();
+        let old = self.head.chain()?;
+        let new = self.head.store().snapshot_chain(snap);
+        let t = self.head.tree_switch(&old, &new)?;
+        let slot = self.next_generation()?;
+        let was = self.any_renumbered.swap(true, Ordering::SeqCst);
+        let s = match switch() {
+            Ok(s) => s,
+            Err(e) => {
+                self.any_renumbered.store(was, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        // In the numbers the kernel knows them by: files before renumbering, directories
+        // keep theirs.
+        let mut inodes: Vec<KernelIno> = t
+            .files
+            .iter()
+            .chain(&t.dirs)
+            .map(|&i| self.out_locked(&renumbered, i))
+            .collect();
+        let entries = t
+            .entries
+            .iter()
+            .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
+            .collect();
+        for &f in &t.files {
+            renumbered.insert(f, slot);
+        }
+        drop(renumbered);
+        inodes.push(ROOT);
+        self.drop_and_wait(KernelDrops { entries, inodes });
         Ok(s)
     }
 
@@ -158,17 +176,6 @@ impl MountHooks for Volume {
 }
 
 impl Volume {
-    /// Starts a new head generation (after the container was restored): inode numbers of the
-    /// previous tree go stale.
-    fn new_head_generation(&self) -> FsResult<()> {
-        let mut renumbered = self.renumbered.write();
-        let next = self.next_generation()?;
-        self.head_slot.store(next, Ordering::SeqCst);
-        renumbered.clear();
-        self.any_renumbered.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-
     /// Takes the next slot for a head generation (they count down from FIRST_HEAD_SLOT).
     fn next_generation(&self) -> FsResult<u64> {
         let slots = self.slots.read();
@@ -248,14 +255,5 @@ impl Volume {
             .map(|v: &SnapView| v.fs.open_handles())
             .sum();
         self.head.open_handles() + views
-    }
-
-    /// Kernel inode numbers of the head's files that are open right now.
-    fn open_head_inodes(&self) -> Vec<KernelIno> {
-        self.head
-            .open_inodes()
-            .into_iter()
-            .map(|i| self.out(i))
-            .collect()
     }
 }

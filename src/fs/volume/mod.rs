@@ -143,20 +143,6 @@ impl Volume {
         Ok(volume)
     }
 
-    /// Names in the root directory of the head.
-    fn root_names(&self) -> Vec<Vec<u8>> {
-        let fs = &self.head;
-        let Ok(fh) = fs.opendir(ROOT_INO) else {
-            return Vec::new();
-        };
-        let names = fs
-            .readdir(ROOT_INO, fh, 0)
-            .map(|v| v.iter().skip(2).map(|e| e.name.clone()).collect())
-            .unwrap_or_default();
-        fs.releasedir(fh);
-        names
-    }
-
     /// Kernel inode number of head inode `ino`.
     fn out(&self, ino: Ino) -> KernelIno {
         if ino == ROOT_INO {
