@@ -343,3 +343,91 @@ fn restore_after_cached_reads_and_listings_serves_only_the_restored_tree() {
     drop(f);
     d.unmount("r", &mnt);
 }
+
+/// Unmounts (lazily) on drop: a mount the test put inside a snapfs mount.
+struct Submount(std::path::PathBuf);
+
+impl Drop for Submount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// What a container runtime mounts inside a rootfs (/proc, /dev, a bind-mounted /etc/hosts)
+/// stays mounted across an online restore, also in a directory whose entries changed; the
+/// files that differ are the snapshot's, unchanged descriptors keep working.
+#[test]
+fn restore_keeps_mounts_inside_the_container() {
+    let d = Daemon::start();
+    d.create_container("r", None);
+    let mnt = d.mount("r", "m");
+    fs::create_dir_all(mnt.join("proc")).expect("mkdir proc");
+    fs::create_dir_all(mnt.join("etc")).expect("mkdir etc");
+    fs::write(mnt.join("etc/hosts"), b"image hosts\n").expect("write hosts");
+    fs::write(mnt.join("etc/conf"), b"v1").expect("write conf");
+    fs::write(mnt.join("bin"), b"binary").expect("write bin");
+    d.snapshot("r", json!({"alias": "before"}));
+    // The runtime's mounts: a tmpfs on /proc, a file bound over /etc/hosts.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::write(tmp.path().join("hosts"), b"runtime hosts\n").expect("write bind source");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt.join("proc"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount tmpfs on proc");
+    let _proc = Submount(mnt.join("proc"));
+    fs::write(mnt.join("proc/marker"), b"in tmpfs").expect("write in tmpfs");
+    nix::mount::mount(
+        Some(&tmp.path().join("hosts")),
+        &mnt.join("etc/hosts"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind hosts");
+    let _hosts = Submount(mnt.join("etc/hosts"));
+    // Changes after the snapshot, in the same directories.
+    fs::write(mnt.join("etc/conf"), b"v2").expect("write conf v2");
+    fs::write(mnt.join("etc/new"), b"new").expect("write etc/new");
+    let bin = File::open(mnt.join("bin")).expect("open unchanged file");
+    let conf = File::open(mnt.join("etc/conf")).expect("open changed file");
+
+    d.ok("PATCH", "/api/v1/containers/r/snapshots/before", None);
+
+    assert!(
+        common::is_mounted(&mnt.join("proc")),
+        "tmpfs on proc was detached"
+    );
+    assert!(
+        common::is_mounted(&mnt.join("etc/hosts")),
+        "bind on etc/hosts was detached"
+    );
+    assert_eq!(read(&mnt.join("proc/marker")), b"in tmpfs");
+    assert_eq!(read(&mnt.join("etc/hosts")), b"runtime hosts\n");
+    assert_eq!(
+        read(&mnt.join("etc/conf")),
+        b"v1",
+        "the changed file is the snapshot's"
+    );
+    assert!(
+        fs::metadata(mnt.join("etc/new")).is_err(),
+        "etc/new is gone"
+    );
+    let mut buf = [0u8; 16];
+    let n = bin
+        .read_at(&mut buf, 0)
+        .expect("an unchanged file's descriptor keeps working");
+    assert_eq!(&buf[..n], b"binary");
+    let err = conf
+        .read_at(&mut buf, 0)
+        .expect_err("a changed file's descriptor goes stale");
+    assert!(
+        [Errno::ESTALE as i32, Errno::EIO as i32].contains(&err.raw_os_error().unwrap_or(0)),
+        "{err}"
+    );
+    drop((bin, conf, _hosts, _proc));
+    d.unmount("r", &mnt);
+}

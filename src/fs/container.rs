@@ -3,16 +3,19 @@
 //!
 //! Every caller goes through a [`Container`]: the REST API and the CLI (through the service),
 //! the `.snapshots` gestures of a mount (`mkdir`, `rmdir`, `ln -s`, `mv`, `setfattr`), the
-//! background expiry, and the runtime integrations to come. Each operation keeps one order,
+//! background expiry, and the containerd snapshotter (`service/snapshotter`). Each operation
+//! keeps one order,
 //! written once here:
 //! 1. the kernel's cached writes of a mounted container go into the head first
 //!    ([`MountHooks::flush_writes`]): a snapshot, copy or restore contains every write that
 //!    returned before it was asked for;
 //! 2. the store changes in one batch (`Store::snapshot`, `restore`, `copy_container`, ...);
-//! 3. the mount drops what the kernel caches of what changed: a restored tree gets a new
-//!    head generation (new kernel inode numbers, switched *before* the store switches trees,
-//!    so a page written back late can only reach the old tree), a deleted snapshot's open
-//!    files lose their pages.
+//! 3. the mount drops what the kernel caches of what changed: after a restore, the files that
+//!    differ between the two trees (found in the change index) get new kernel inode numbers
+//!    (handed out under the renumbering lock held across the store's switch; descriptors on
+//!    them go stale) while directories keep theirs, so what is mounted on them inside a
+//!    container (/proc, bind-mounted /etc/hosts) stays; changed entries and attributes are
+//!    dropped; a deleted snapshot's open files lose their pages.
 //!
 //! A container is either mounted — its [`Container`] then holds the mount's [`MountHooks`]
 //! (the volume registers itself when it is mounted) — or not, and then steps 1 and 3 have
