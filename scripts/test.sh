@@ -64,10 +64,10 @@ cargo test --release --no-fail-fast "${URING_TESTS[@]/#/--test=}" -- --test-thre
 # hosts, outages) and the kv conformance suite on S3 ran above, with servers of their own.
 S3_DIR="$(mktemp -d /tmp/snapfs-s3-ci.XXXXXX)"
 eval "$(bash scripts/s3.sh start "$S3_DIR")"
-log "cargo test --release crash fsx fuse_snapshots on object storage (SNAPFS_TEST_OBJECT_STORE)"
+log "cargo test --release crash fsx fuse_snapshots containerd_* on object storage (SNAPFS_TEST_OBJECT_STORE)"
 SNAPFS_TEST_OBJECT_STORE=s3://snapfs/ci SNAPFS_CRASH_ITERATIONS=6 SNAPFS_FSX_OPS=4000 \
     cargo test --release --no-fail-fast --test crash --test fsx --test fuse_snapshots \
-    -- --test-threads=2 "$@"
+    --test containerd_plugin --test containerd_ctr -- --test-threads=2 "$@"
 bash scripts/s3.sh stop "$S3_DIR"
 rm -rf -- "$S3_DIR"
 S3_DIR=""
