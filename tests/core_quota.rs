@@ -218,3 +218,52 @@ fn the_quota_including_snapshots_counts_what_snapshots_hold() {
     );
     fsck_clean(t.store());
 }
+
+/// What a head holds on its own (the containerd snapshotter's Usage): once asked for, every
+/// write batch keeps it (one read per version), and it always equals a fresh count from the
+/// change index: overwrites within the epoch, truncations, deletions, new files, snapshots.
+#[test]
+fn own_usage_is_kept_by_every_write_once_known() {
+    for backend in [mem_backend(), rocks_backend()] {
+        let t = make(backend);
+        let store = t.store().clone();
+        let check = |what: &str| {
+            let head = store.head(t.container()).expect("head").epoch;
+            let kept = store.own_usage(head, None).expect("own usage");
+            let mut fresh = (0, 0);
+            for &e in store.chain(head).members() {
+                let o = store.epoch_own(e).expect("count");
+                fresh.0 += o.bytes;
+                fresh.1 += o.inodes;
+            }
+            assert_eq!(kept, fresh, "after {what}");
+            kept
+        };
+        let (b0, i0) = check("nothing");
+        let a = create(&t, "a");
+        t.write(a, None, 0, &[1u8; 100_000], false).expect("write");
+        let (b1, i1) = check("a write");
+        assert!(b1 >= b0 + 100_000 && i1 > i0, "{b0} {i0} -> {b1} {i1}");
+        t.write(a, None, 10, &[2u8; 50], false).expect("overwrite");
+        check("an overwrite in the same epoch");
+        truncate(&t, a, 10);
+        check("a truncation");
+        let b = create(&t, "b");
+        t.write(b, None, 0, &[3u8; 5000], false).expect("write b");
+        check("a second file");
+        t.unlink(ROOT_INO, b"b").expect("unlink");
+        check("an unlink");
+        store.snapshot(t.container(), None, None).expect("snapshot");
+        let c = create(&t, "c");
+        t.write(c, None, 0, &[4u8; 7000], false).expect("write c");
+        let head = store.head(t.container()).expect("head");
+        let parent = store.epoch(head.epoch).and_then(|r| r.parent);
+        assert!(parent.is_some(), "the head after a snapshot has a parent");
+        let above = store
+            .own_usage(head.epoch, parent)
+            .expect("above the snapshot");
+        let fresh = store.epoch_own(head.epoch).expect("count");
+        assert_eq!(above, (fresh.bytes, fresh.inodes), "the new head alone");
+        check("a write after a snapshot");
+    }
+}

@@ -325,11 +325,14 @@ impl Tx<'_> {
             None
         };
         let quota = store.quota(container)?;
-        let size_delta = match quota.including_snapshots {
-            Some(_) => Some(store.size_delta(epoch, self.batch.ops())?),
-            None => None,
+        // The head's own size: kept when a limit needs it or once someone asked for it
+        // (the containerd snapshotter's Usage); else forgotten (`note_size`).
+        let size_delta = if quota.including_snapshots.is_some() || store.own_known(epoch) {
+            Some(store.size_delta(epoch, self.batch.ops())?)
+        } else {
+            None
         };
-        store.check_quota(container, &quota, usage, size_delta)?;
+        store.check_quota(container, &quota, usage, size_delta.map(|d| d.bytes))?;
         let ops = self.batch.ops().to_vec();
         match store.kv().write(self.batch, sync) {
             Ok(()) => {

@@ -19,7 +19,7 @@ mod versions;
 pub use container::{check_container_name, ContainerRecord};
 pub use dropped::{dropped_span, Dropped};
 pub use epochs::EpochTree;
-pub use quota::Quota;
+pub use quota::{Own, OwnDelta, Quota};
 pub use reclaim::{ReclaimControl, ReclaimProgress, ReclaimStats};
 pub use runtime::{RuntimeKind, RuntimeSnapshot};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};

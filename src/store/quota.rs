@@ -42,14 +42,38 @@ impl Quota {
     }
 }
 
+/// What an epoch holds on its own: the bytes of the versions it wrote (data and metadata,
+/// from the change index) and how many of those are inodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Own {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// How a write batch changes its head's [`Own`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnDelta {
+    pub bytes: i64,
+    pub inodes: i64,
+}
+
+/// Is change-index key `k` an inode's (Meta space, inode table)?
+pub(super) fn is_inode_change(k: &[u8]) -> bool {
+    matches!(
+        keys::split_change(k),
+        Some((_, Space::Meta, base)) if base.first() == Some(&keys::TAG_INODE)
+    )
+}
+
 /// The in-memory side of the accounting (all under one lock, taken briefly).
 #[derive(Default)]
 pub(super) struct Accounts {
     quotas: HashMap<ContainerId, Quota>,
     /// Usage (file data bytes) of the tree at each epoch, once known.
     usage: HashMap<Epoch, u64>,
-    /// Own size (bytes of its versions) of each epoch, once computed.
-    sizes: HashMap<Epoch, u64>,
+    /// Own size and inode count of each epoch, once computed; a head's is kept by each
+    /// write batch from then on (one read per version the batch writes).
+    sizes: HashMap<Epoch, Own>,
     /// Epochs of each container's snapshots, once listed (forgotten on any change of the
     /// epoch tree).
     snap_epochs: HashMap<ContainerId, Vec<Epoch>>,
@@ -200,27 +224,40 @@ impl Store {
 
     /// The own size of epoch `e` (cached; computed from its change index once).
     pub(super) fn cached_size(&self, e: Epoch) -> FsResult<u64> {
+        Ok(self.cached_own(e)?.bytes)
+    }
+
+    /// What epoch `e` holds on its own (cached; computed from its change index once). A
+    /// caller that must not race a write batch of a head holds the write lock.
+    pub(super) fn cached_own(&self, e: Epoch) -> FsResult<Own> {
         if let Some(s) = self.accounts.lock().sizes.get(&e) {
             return Ok(*s);
         }
-        let s = self.epoch_size(e)?;
+        let s = self.epoch_own(e)?;
         self.accounts.lock().sizes.insert(e, s);
         Ok(s)
     }
 
-    /// How much a batch about to be written changes head epoch `head`'s own size: each
-    /// version it writes or drops there, against the size it replaces. One read per
-    /// version, so only for containers with a limit on it.
-    pub(crate) fn size_delta(&self, head: Epoch, ops: &[BatchOp]) -> FsResult<i64> {
+    /// Is what head `head` holds on its own known (so each write batch must keep it)?
+    pub(crate) fn own_known(&self, head: Epoch) -> bool {
+        self.accounts.lock().sizes.contains_key(&head)
+    }
+
+    /// How a batch about to be written changes head epoch `head`'s [`Own`]: each version it
+    /// writes or drops there, against the one it replaces. One read per version, so only for
+    /// containers with a limit on it or whose own usage was asked for (see
+    /// [`Store::own_known`]).
+    pub(crate) fn size_delta(&self, head: Epoch, ops: &[BatchOp]) -> FsResult<OwnDelta> {
         let prefix = keys::epoch_changes(head);
-        let mut seen: HashMap<&[u8], u64> = HashMap::new();
-        let mut delta = 0i64;
+        let mut seen: HashMap<&[u8], Option<u64>> = HashMap::new();
+        let mut delta = OwnDelta::default();
         for op in ops {
             let (key, new) = match op {
-                BatchOp::Put(Space::Meta, k, v) if k.starts_with(&prefix) => {
-                    (k, <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes))
-                }
-                BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => (k, 0),
+                BatchOp::Put(Space::Meta, k, v) if k.starts_with(&prefix) => (
+                    k,
+                    Some(<[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes)),
+                ),
+                BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => (k, None),
                 _ => continue,
             };
             let old = match seen.get(&key[..]) {
@@ -228,23 +265,26 @@ impl Store {
                 None => self
                     .kv
                     .get(Space::Meta, key)?
-                    .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-                    .map_or(0, u64::from_be_bytes),
+                    .map(|v| <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes)),
             };
-            delta += new as i64 - old as i64;
+            delta.bytes += new.unwrap_or(0) as i64 - old.unwrap_or(0) as i64;
+            if is_inode_change(key) {
+                delta.inodes += i64::from(new.is_some()) - i64::from(old.is_some());
+            }
             seen.insert(key, new);
         }
         Ok(delta)
     }
 
-    /// After a write batch in head `head`: its own size moved by `delta` (when it was
-    /// computed), or is unknown now.
-    pub(crate) fn note_size(&self, head: Epoch, delta: Option<i64>) {
+    /// After a write batch in head `head`: what it holds on its own moved by `delta` (when
+    /// it was computed), or is unknown now.
+    pub(crate) fn note_size(&self, head: Epoch, delta: Option<OwnDelta>) {
         let mut a = self.accounts.lock();
         match delta {
             Some(d) => {
                 if let Some(s) = a.sizes.get_mut(&head) {
-                    *s = (*s as i64 + d).max(0) as u64;
+                    s.bytes = (s.bytes as i64 + d.bytes).max(0) as u64;
+                    s.inodes = (s.inodes as i64 + d.inodes).max(0) as u64;
                 }
             }
             None => {

@@ -127,29 +127,21 @@ impl Store {
 
     /// What the tree at `top` holds on its own above the tree at `base` (None: everything):
     /// the bytes of the versions its epochs wrote (data and metadata) and how many inodes
-    /// they wrote. Epoch sizes are cached (a frozen epoch's never changes until reclaim moves
-    /// versions); the inode count reads the inode part of each epoch's change index.
+    /// they wrote. O(1) once known: each epoch's figures are computed from its change index
+    /// once (under the write lock, so no write batch slips between the count and the cache)
+    /// and a head's are then kept by every write batch; reclaim forgets what it moves.
     pub fn own_usage(&self, top: Epoch, base: Option<Epoch>) -> FsResult<(u64, u64)> {
         let below = base.map(|b| self.chain(b));
-        let mut bytes = 0u64;
-        let mut inodes = 0u64;
+        let _g = self.write_lock();
+        let mut own = super::Own::default();
         for &e in self.chain(top).members() {
             if below.as_ref().is_some_and(|c| c.contains(e)) {
                 continue;
             }
-            bytes = bytes.saturating_add(self.cached_size(e)?);
-            let start = [
-                keys::change_prefix(e, Space::Meta).as_slice(),
-                &[keys::TAG_INODE],
-            ]
-            .concat();
-            let end = crate::kv::prefix_end(&start);
-            self.kv
-                .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, _| {
-                    inodes += 1;
-                    true
-                })?;
+            let o = self.cached_own(e)?;
+            own.bytes = own.bytes.saturating_add(o.bytes);
+            own.inodes = own.inodes.saturating_add(o.inodes);
         }
-        Ok((bytes, inodes))
+        Ok((own.bytes, own.inodes))
     }
 }

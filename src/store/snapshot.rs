@@ -497,17 +497,26 @@ impl Store {
 
     /// Bytes written in `epoch` (its versions' stored sizes), from the change index.
     pub fn epoch_size(&self, epoch: Epoch) -> FsResult<u64> {
+        Ok(self.epoch_own(epoch)?.bytes)
+    }
+
+    /// What `epoch` holds on its own (bytes of its versions, how many are inodes), from its
+    /// change index: O(versions it wrote).
+    pub fn epoch_own(&self, epoch: Epoch) -> FsResult<super::Own> {
         let start = keys::epoch_changes(epoch);
         let end = crate::kv::prefix_end(&start);
-        let mut total = 0u64;
+        let mut own = super::Own::default();
         self.kv
-            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, v| {
+            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, v| {
                 if let Ok(b) = <[u8; 8]>::try_from(v) {
-                    total += u64::from_be_bytes(b);
+                    own.bytes += u64::from_be_bytes(b);
+                }
+                if super::quota::is_inode_change(k) {
+                    own.inodes += 1;
                 }
                 true
             })?;
-        Ok(total)
+        Ok(own)
     }
 
     /// Bytes of every version the store holds (the change index covers them all).
