@@ -33,6 +33,8 @@
 #   BENCH_URING=0        FUSE over /dev/fuse; by default the host-wide switch
 #                        /sys/module/fuse/parameters/enable_uring is set to Y for the
 #                        run (put back on exit) so snapfs mounts use io_uring [1]
+#   BENCH_CONTAINERD=0   skip the containerd snapshotter section (scripts/bench_containerd.sh,
+#                        with its own BENCH_CTR_* settings)             [1]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -590,4 +592,15 @@ scale_bench() {
 
 if [ "${BENCH_SCALE:-1}" = 1 ]; then
     scale_bench
+fi
+
+# containerd: snapfs as a snapshotter against containerd's overlayfs and native (its own
+# script: a private containerd per round, examples/ctrbench.rs).
+if [ "${BENCH_CONTAINERD:-1}" = 1 ]; then
+    if [ "${BENCH_QUICK:-0}" = 1 ]; then
+        BENCH_CTR_ROUNDS="${BENCH_CTR_ROUNDS:-1}" BENCH_CTR_N="${BENCH_CTR_N:-5}" \
+            BENCH_CTR_USAGE_MIB="${BENCH_CTR_USAGE_MIB:-64}" bash scripts/bench_containerd.sh
+    else
+        bash scripts/bench_containerd.sh
+    fi
 fi

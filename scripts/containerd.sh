@@ -62,18 +62,16 @@ add_blob() {
 # /etc/passwd and /etc/group, the usual top dirs, /etc/layer1-only, /etc/deleted-by-layer2 and
 # a 1 MiB /data/blob; layer 2: /etc/layer2 and the whiteout of /etc/deleted-by-layer2.
 build_image() {
-    local out="$1" name="$2" arch
+    local out="$1" name="$2"
     [[ "$name" =~ ^[A-Za-z0-9._/:@-]+$ ]] || die "bad image name: $name"
     [ -x /bin/busybox ] || die "/bin/busybox missing: run scripts/containerd.sh install"
-    # `ctr images import` imports the machine's platform only.
-    arch="$(dpkg --print-architecture)"
     WORK="$(mktemp -d)" OUT_TMP="$out.tmp.$$"
     trap 'rm -rf -- "$WORK" "$OUT_TMP"' EXIT
     local work="$WORK"
     umask 022
 
-    local l1="$work/layer1" l2="$work/layer2" oci="$work/oci" applet d
-    mkdir -p "$l1"/{bin,tmp,proc,sys,dev,etc,root,var,data} "$l2/etc" "$oci/blobs/sha256"
+    local l1="$work/layer1" l2="$work/layer2" applet d
+    mkdir -p "$l1"/{bin,tmp,proc,sys,dev,etc,root,var,data} "$l2/etc"
     chmod 1777 "$l1/tmp"
     chmod 0700 "$l1/root"
     install -m 0755 /bin/busybox "$l1/bin/busybox"
@@ -97,23 +95,36 @@ PY
         find "$d" -type f ! -name busybox -exec chmod 0644 {} +
     done
 
-    local layer1 layer2 diff1 diff2 config manifest
     write_tar "$work/l1.tar" "$l1"
-    add_blob "$oci" "$work/l1.tar"
-    layer1="$BLOB" diff1="$DIGEST"
     write_tar "$work/l2.tar" "$l2"
-    add_blob "$oci" "$work/l2.tar"
-    layer2="$BLOB" diff2="$DIGEST"
+    write_oci "$out" "$name" '["PATH=/bin"]' '["/bin/sh"]' "$work/l1.tar" "$work/l2.tar"
+}
+
+# write_oci OUT NAME ENV_JSON CMD_JSON LAYER_TAR...: an OCI archive at OUT naming image NAME,
+# whose uncompressed layers are the given tars (moved into it), in order. Needs WORK (a temp
+# dir removed on exit) and OUT_TMP set by the caller.
+write_oci() {
+    local out="$1" name="$2" env="$3" cmdline="$4" arch
+    shift 4
+    # `ctr images import` imports the machine's platform only.
+    arch="$(dpkg --print-architecture)"
+    local oci="$WORK/oci" layers="" diffs="" config manifest
+    mkdir -p "$oci/blobs/sha256"
+    for tar in "$@"; do
+        add_blob "$oci" "$tar"
+        layers="$layers${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",$BLOB}"
+        diffs="$diffs${diffs:+,}\"$DIGEST\""
+    done
     # Uncompressed layers: each diff_id is the layer's digest. No `created`: reproducible.
-    cat >"$work/config.json" <<JSON
-{"architecture":"$arch","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["$diff1","$diff2"]}}
+    cat >"$WORK/config.json" <<JSON
+{"architecture":"$arch","os":"linux","config":{"Env":$env,"Cmd":$cmdline},"rootfs":{"type":"layers","diff_ids":[$diffs]}}
 JSON
-    add_blob "$oci" "$work/config.json"
+    add_blob "$oci" "$WORK/config.json"
     config="$BLOB"
-    cat >"$work/manifest.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json",$config},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar",$layer1},{"mediaType":"application/vnd.oci.image.layer.v1.tar",$layer2}]}
+    cat >"$WORK/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json",$config},"layers":[$layers]}
 JSON
-    add_blob "$oci" "$work/manifest.json"
+    add_blob "$oci" "$WORK/manifest.json"
     manifest="$DIGEST"
     # `io.containerd.image.name` names the image on `ctr images import`.
     cat >"$oci/index.json" <<JSON
@@ -126,7 +137,21 @@ JSON
     mkdir -p "$(dirname "$out")"
     write_tar "$OUT_TMP" "$oci"
     mv -f -- "$OUT_TMP" "$out"
-    log "image $name (manifest $manifest, layers $diff1 $diff2) in $out"
+    log "image $name (manifest $manifest, layers ${diffs//\"/}) in $out"
+}
+
+# build_image_from_tar OUT NAME ROOTFS_TAR: a one-layer image whose layer is a copy of
+# ROOTFS_TAR (e.g. the benchmark's Debian minbase tree).
+build_image_from_tar() {
+    local out="$1" name="$2" rootfs="$3"
+    [[ "$name" =~ ^[A-Za-z0-9._/:@-]+$ ]] || die "bad image name: $name"
+    [ -s "$rootfs" ] || die "no root file system tarball at $rootfs"
+    WORK="$(mktemp -d)" OUT_TMP="$out.tmp.$$"
+    trap 'rm -rf -- "$WORK" "$OUT_TMP"' EXIT
+    cp -- "$rootfs" "$WORK/layer.tar"
+    write_oci "$out" "$name" \
+        '["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]' '["/bin/bash"]' \
+        "$WORK/layer.tar"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -330,6 +355,10 @@ image)
     out="$(abspath "${2:?usage: scripts/containerd.sh image OUT_TAR [NAME]}")"
     build_image "$out" "${3:-$DEFAULT_IMAGE}"
     ;;
+image-from-tar)
+    [ $# -eq 4 ] || die "usage: scripts/containerd.sh image-from-tar OUT_TAR NAME ROOTFS_TAR"
+    build_image_from_tar "$(abspath "$2")" "$3" "$(abspath "$4")"
+    ;;
 config)
     [ $# -eq 4 ] || die "usage: scripts/containerd.sh config DIR PLUGIN_NAME PLUGIN_SOCKET"
     write_config "$(abspath "$2")" "$3" "$(abspath "$4")"
@@ -353,6 +382,6 @@ stop)
     rm -f -- "$dir/containerd.sock" "$dir/containerd-ttrpc.sock"
     ;;
 *)
-    die "usage: scripts/containerd.sh install | image OUT_TAR [NAME] | config DIR NAME SOCKET | start DIR NAME SOCKET | stop DIR | stop-daemon DIR"
+    die "usage: scripts/containerd.sh install | image OUT_TAR [NAME] | image-from-tar OUT_TAR NAME ROOTFS_TAR | config DIR NAME SOCKET | start DIR NAME SOCKET | stop DIR | stop-daemon DIR"
     ;;
 esac
