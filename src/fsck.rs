@@ -140,7 +140,57 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
         check_alias_index(store, &c, &mut r)?;
     }
     check_expiry_index(store, &mut r)?;
+    check_runtime_snapshots(store, &mut r)?;
     Ok(r)
+}
+
+/// containerd's snapshot records name what exists (a live container for an active snapshot
+/// or view, a snapshot for a committed one, a committed parent), and the child index is
+/// exactly the records' parents. Returns whether the child index is wrong (`--repair`
+/// rebuilds it; records are the runtime's state and are only reported).
+fn check_runtime_snapshots(store: &Store, r: &mut Report) -> FsResult<bool> {
+    use crate::store::RuntimeKind;
+    let records = store.runtime_snapshots()?;
+    let kinds: std::collections::HashMap<&str, RuntimeKind> = records
+        .iter()
+        .map(|(k, rec)| (k.as_str(), rec.kind))
+        .collect();
+    let mut expected = HashSet::new();
+    for (key, rec) in &records {
+        let label = format!("containerd snapshot {key:?}");
+        match rec.kind {
+            RuntimeKind::Active | RuntimeKind::View => match store.container(&rec.container)? {
+                Some(c) if c.deleted_at.is_none() => {}
+                _ => r.bad(format!("{label}: its container {} is gone", rec.container)),
+            },
+            RuntimeKind::Committed => match &rec.snapshot {
+                Some(name) if store.find_snapshot(&rec.container, name)?.is_some() => {}
+                Some(name) => r.bad(format!(
+                    "{label}: its snapshot {name} of {} is gone",
+                    rec.container
+                )),
+                None => r.bad(format!("{label}: committed, but names no snapshot")),
+            },
+        }
+        if let Some(p) = &rec.parent {
+            match kinds.get(p.as_str()) {
+                Some(RuntimeKind::Committed) => {}
+                Some(_) => r.bad(format!("{label}: parent {p:?} is not committed")),
+                None => r.bad(format!("{label}: parent {p:?} does not exist")),
+            }
+            expected.insert((p.clone(), key.clone()));
+        }
+    }
+    let index: HashSet<(String, String)> = store.runtime_child_index()?.into_iter().collect();
+    let wrong = index != expected;
+    if wrong {
+        let extra = index.difference(&expected).count();
+        let missing = expected.difference(&index).count();
+        r.bad(format!(
+            "containerd child index: {extra} entries no record has, {missing} missing"
+        ));
+    }
+    Ok(wrong)
 }
 
 /// The view's back links name exactly its directory entries. (Not a head fix: `--repair`
@@ -282,6 +332,10 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
             "snapshot indexes rebuilt ({} problems)",
             aliases.problems.len()
         ));
+    }
+    if check_runtime_snapshots(store, &mut Report::default())? {
+        store.rebuild_runtime_children()?;
+        repaired.push("containerd child index rebuilt from the records".to_string());
     }
     let before = check(store)?;
     if before.back_link_problems > 0 || !store.links_indexed()? {

@@ -185,6 +185,18 @@ pub fn runtime_child(parent: &str, child: &str) -> Vec<u8> {
     k
 }
 
+/// (parent, child) of a [`runtime_child`] key.
+pub fn split_runtime_child(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(&[TAG_RUNTIME_CHILD])?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let parent = rest.get(4..4 + len)?;
+    let child = rest.get(4 + len..)?;
+    Some((
+        std::str::from_utf8(parent).ok()?,
+        std::str::from_utf8(child).ok()?,
+    ))
+}
+
 pub fn container(id: &ContainerId) -> Vec<u8> {
     let mut k = vec![TAG_CONTAINER];
     k.extend_from_slice(id.as_bytes());

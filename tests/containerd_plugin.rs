@@ -423,3 +423,33 @@ fn state_survives_a_daemon_restart() {
     assert_eq!(std::fs::read(dir.join("f")).expect("read"), b"layer\n");
     assert!(!dir.join("g").exists());
 }
+
+/// fsck checks containerd's records against the store (a committed snapshot's snapfs snapshot
+/// is there, a parent is committed, the child index matches) and `--repair` rebuilds the
+/// child index.
+#[test]
+fn fsck_checks_the_records() {
+    let mut plugin = SnapfsPlugin::start();
+    let mut c = Client::connect(&plugin.socket);
+    bind_dir(&c.prepare("a", "").expect("prepare"), "rw");
+    c.commit("L", "a").expect("commit");
+    bind_dir(&c.prepare("b", "L").expect("prepare b"), "rw");
+    plugin.daemon.shutdown();
+    let store = plugin.daemon.store().to_path_buf();
+    let out = common::snapfs(["fsck".as_ref(), store.as_os_str()]);
+    assert!(out.success(), "fsck of a healthy store: {}", out.describe());
+    // The committed layer's snapfs snapshot goes behind the plugin's back.
+    let st = snapfs::storedir::open_store(&store).expect("open");
+    let rec = st.runtime_snapshot("L").expect("read").expect("record");
+    st.delete_snapshot(&rec.container, rec.snapshot.as_deref().expect("named"))
+        .expect("delete the snapshot");
+    drop(st);
+    let out = common::snapfs(["fsck".as_ref(), store.as_os_str()]);
+    assert!(!out.success(), "fsck must fail");
+    assert!(
+        out.stdout
+            .contains("containerd snapshot \"L\": its snapshot"),
+        "{}",
+        out.describe()
+    );
+}

@@ -97,6 +97,57 @@ impl Store {
         Ok(any)
     }
 
+    /// Every entry of the child index: (parent, child).
+    pub fn runtime_child_index(&self) -> FsResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut bad = 0usize;
+        self.kv.scan(
+            Space::Meta,
+            &[keys::TAG_RUNTIME_CHILD],
+            &[keys::TAG_RUNTIME_CHILD + 1],
+            Dir::Forward,
+            &mut |k, _| {
+                match keys::split_runtime_child(k) {
+                    Some((p, c)) => out.push((p.to_string(), c.to_string())),
+                    None => bad += 1,
+                }
+                true
+            },
+        )?;
+        if bad > 0 {
+            return Err(crate::error::FsError::Corrupt(format!(
+                "{bad} malformed runtime child index keys"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the child index from the records (`fsck --repair`), in one batch.
+    pub fn rebuild_runtime_children(&self) -> FsResult<()> {
+        let mut b = Batch::new();
+        let mut stale = Vec::new();
+        self.kv.scan(
+            Space::Meta,
+            &[keys::TAG_RUNTIME_CHILD],
+            &[keys::TAG_RUNTIME_CHILD + 1],
+            Dir::Forward,
+            &mut |k, _| {
+                stale.push(k.to_vec());
+                true
+            },
+        )?;
+        for k in stale {
+            b.delete(Space::Meta, k);
+        }
+        for (key, rec) in self.runtime_snapshots()? {
+            if let Some(p) = &rec.parent {
+                b.put(Space::Meta, keys::runtime_child(p, &key), Vec::new());
+            }
+        }
+        self.kv.write(b, true)?;
+        Ok(())
+    }
+
     /// Writes the records in `put` (key, record) and deletes those of `delete`, in one batch
     /// with their child index entries. Synced.
     pub fn write_runtime_snapshots(
