@@ -163,7 +163,11 @@ async fn run(a: Args) -> Result<(), String> {
                     snapshotter: a.snapshotter.clone(),
                     key: key(i),
                     parent: a.parent.clone(),
-                    labels: Default::default(),
+                    // A garbage-collection root: containerd's collector removes snapshots
+                    // that no lease, container or root holds (with their mounts).
+                    labels: [("containerd.io/gc.root".to_string(), "ctrbench".to_string())]
+                        .into_iter()
+                        .collect(),
                 },
             )?)
             .await;

@@ -11,10 +11,14 @@
 #            containerd would do, straight over containerd's snapshots API): p50 / p99 ms;
 #   bytes    what N containers add on disk (`du -sbx` of the snapshotter's directory: the
 #            snapfs store, or containerd's snapshotter root), per container;
-#   usage    Usage of a container after USAGE_MIB MiB written into it: p50 ms of 20 calls.
+#   usage    Usage of a container after USAGE_MIB MiB written into it: p50 ms of 20 calls;
+#   workload the container workload rows of scripts/bench_workload.sh, inside a container
+#            started with `ctr run` on the image (commands timed by the container's bash,
+#            run with `ctr tasks exec`; caches dropped on the host before the cold rows).
 # Rounds interleave the snapshotters; the table shows medians with [min-max] over rounds.
 #
 # Environment: BENCH_CTR_ROUNDS [3], BENCH_CTR_N [20], BENCH_CTR_USAGE_MIB [1024],
+# BENCH_CTR_WORKLOAD=0 (skip the workload rows),
 # BENCH_CTR_TARGETS ["snapfs overlayfs native"], BENCH_DIR [/var/tmp], BENCH_OUT (also write
 # the table there), BENCH_ROOTFS_CACHE (see bench_workload.sh).
 set -euo pipefail
@@ -26,7 +30,9 @@ cd "$REPO_ROOT"
 
 ROUNDS="${BENCH_CTR_ROUNDS:-3}" N="${BENCH_CTR_N:-20}" USAGE_MIB="${BENCH_CTR_USAGE_MIB:-1024}"
 read -r -a CTR_TARGETS <<<"${BENCH_CTR_TARGETS:-snapfs overlayfs native}"
-NS=bench IMAGE=snapfs.bench/minbase:1
+# runc keeps container state per namespace and id for every containerd on the machine: a
+# namespace of this run's own.
+NS="bench-$$" IMAGE=snapfs.bench/minbase:1
 
 drop_caches() {
     sync
@@ -72,8 +78,44 @@ stop_snapfs() {
     SNAPFS_PID=""
 }
 
-RESULTS="$CWORK/results"
+# The workload rows, as "LABEL@COMMAND@cold" (cold: drop the host's caches first).
+WL_ROWS=(
+    "find cold@find / -xdev -printf '%s\\n' | wc -l@cold"
+    "find warm@find / -xdev -printf '%s\\n' | wc -l@"
+    "tar -c, cold@tar -C / --one-file-system -cf - usr etc var | wc -c@cold"
+    "grep -r warm@grep -r -c snapfs-no-such-word /usr/share || true@"
+    "200 execs of /bin/true@for i in \$(seq 200); do /bin/true; done@"
+    "20 dpkg-query -W@for i in \$(seq 20); do dpkg-query -W; done@"
+    "cp -a /usr + sync@cp -a /usr /usr-copy && sync@"
+    "rm -rf the copy + sync@rm -rf /usr-copy && sync@"
+)
+
+# workload SNAPSHOTTER ROUND CTR...: the rows above in a container of the image; appends
+# "SNAPSHOTTER|ROUND|LABEL|SECONDS" lines to $WL_RESULTS.
+workload() {
+    local s="$1" round="$2" row label cmd cold secs n=0
+    shift 2
+    local ctr_cmd=("$@")
+    "${ctr_cmd[@]}" run -d --null-io --snapshotter "$s" "$IMAGE" wl sleep infinity >/dev/null
+    for row in "${WL_ROWS[@]}"; do
+        IFS='@' read -r label cmd cold <<<"$row"
+        [ -n "$cold" ] && drop_caches
+        n=$((n + 1))
+        secs="$("${ctr_cmd[@]}" tasks exec --exec-id "wl$n" wl bash -c \
+            "TIMEFORMAT=%R; { time ( { $cmd ; } >/dev/null 2>&1 ) ; } 2>&1")"
+        echo "$s|$round|$label|$secs" >>"$WL_RESULTS"
+    done
+    "${ctr_cmd[@]}" tasks kill -s SIGKILL wl >/dev/null
+    for _ in $(seq 100); do
+        "${ctr_cmd[@]}" tasks delete wl >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    "${ctr_cmd[@]}" containers delete wl >/dev/null
+}
+
+RESULTS="$CWORK/results" WL_RESULTS="$CWORK/wl-results"
 : >"$RESULTS"
+: >"$WL_RESULTS"
 for round in $(seq "$ROUNDS"); do
     for s in "${CTR_TARGETS[@]}"; do
         d="$CWORK/c-$s-$round"
@@ -92,17 +134,65 @@ for round in $(seq "$ROUNDS"); do
         t0=$(date +%s.%N)
         "${ctr_cmd[@]}" images import --snapshotter "$s" "$CWORK/minbase.tar" >/dev/null
         t1=$(date +%s.%N)
-        out="$("$CTRBENCH" "$d/ctrd/containerd.sock" "$NS" "$s" "$PARENT" "$N" "$d/m" \
-            --usage-mib "$USAGE_MIB" --du "$measured")"
+        if ! out="$("$CTRBENCH" "$d/ctrd/containerd.sock" "$NS" "$s" "$PARENT" "$N" "$d/m" \
+            --usage-mib "$USAGE_MIB" --du "$measured")"; then
+            [ -f "$d/store/snapfs.log" ] && grep -v 'Failed to send FUSE reply' "$d/store/snapfs.log" | tail -30 >&2
+            [ -f "$d/serve.log" ] && tail -20 "$d/serve.log" >&2
+            die "ctrbench failed on $s (round $round)"
+        fi
         import_s=$(awk "BEGIN { printf \"%.3f\", $t1 - $t0 }")
         echo "$s $round $import_s $out" | tr '\n' ' ' >>"$RESULTS"
         echo >>"$RESULTS"
         log "round $round $s: import ${import_s}s; $(echo "$out" | tr '\n' ' ')"
+        if [ "${BENCH_CTR_WORKLOAD:-1}" = 1 ]; then
+            workload "$s" "$round" "${ctr_cmd[@]}"
+            log "round $round $s: workload $(grep "^$s|$round|" "$WL_RESULTS" | cut -d'|' -f3- | tr '\n' ' ')"
+        fi
         bash scripts/containerd.sh stop "$d/ctrd" >/dev/null
         stop_snapfs
         rm -rf -- "$d"
     done
 done
+
+python3 - "$WL_RESULTS" "${BENCH_OUT:-}" <<'PY'
+import statistics, sys
+path, out = sys.argv[1], sys.argv[2]
+data, order, targets = {}, [], []
+for line in open(path):
+    s, _, label, secs = line.rstrip("\n").split("|", 3)
+    try:
+        v = float(secs)
+    except ValueError:
+        continue
+    if label not in order:
+        order.append(label)
+    if s not in targets:
+        targets.append(s)
+    data.setdefault((label, s), []).append(v)
+if data:
+    def cell(v):
+        m = statistics.median(v)
+        return f"{m:.2f} [{min(v):.2f}-{max(v):.2f}]" if len(v) > 1 else f"{m:.2f}"
+    head = "| inside `ctr run` (s) | " + " | ".join(targets)
+    ratio = "snapfs" in targets and "overlayfs" in targets
+    head += " | overlayfs / snapfs |" if ratio else " |"
+    lines = [head, "|---|" + "---:|" * (len(targets) + int(ratio))]
+    for label in order:
+        row = f"| {label} | " + " | ".join(cell(data.get((label, t), [0.0])) for t in targets)
+        if ratio:
+            a = statistics.median(data.get((label, "overlayfs"), [0.0]))
+            b = statistics.median(data.get((label, "snapfs"), [0.0]))
+            row += f" | {a / b:.2f} |" if b > 0 else " | - |"
+        else:
+            row += " |"
+        lines.append(row)
+    text = "\n".join(lines)
+    print("\ncontainer workload inside `ctr run`, medians [min-max] over rounds (above 1: snapfs faster):\n")
+    print(text)
+    if out:
+        with open(out, "a") as f:
+            f.write(text + "\n")
+PY
 
 python3 - "$RESULTS" "$N" "$USAGE_MIB" "${BENCH_OUT:-}" <<'PY'
 import json, statistics, sys
