@@ -88,6 +88,31 @@ fn images_and_containers_on_snapfs() {
         "no container stays after an import"
     );
 
+    // `ctr snapshots prepare / rm` on the top layer (the committed key nobody's parent).
+    let rows: Vec<Vec<&str>> = ls
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let top = rows
+        .iter()
+        .find(|r| r.len() == 3 && !rows.iter().any(|o| o.get(1) == r.first()))
+        .and_then(|r| r.first().copied())
+        .unwrap_or_else(|| panic!("no top layer in {ls}"));
+    ctrd.ctr_ok(&["snapshots", "prepare", "manual", top]);
+    assert_eq!(
+        containerd_containers(&plugin).len(),
+        1,
+        "prepare made a container"
+    );
+    ctrd.ctr_ok(&["snapshots", "rm", "manual"]);
+    assert!(
+        common::wait_until(Duration::from_secs(20), || containerd_containers(&plugin)
+            .is_empty()),
+        "snapshots rm removes it: {:?}",
+        containerd_containers(&plugin)
+    );
+
     // A container: reads both layers (the whiteout applied), writes to its rootfs.
     let out = ctrd.run(
         "snapfs",
@@ -221,8 +246,10 @@ fn images_and_containers_on_snapfs() {
     assert!(
         common::wait_until(Duration::from_secs(20), || containerd_containers(&plugin)
             .is_empty()),
-        "containers left: {:?}",
-        containerd_containers(&plugin)
+        "containers left: {:?}\n--- snapfs ---\n{}\n--- containerd ---\n{}",
+        containerd_containers(&plugin),
+        plugin.daemon.stderr(),
+        ctrd.log_tail(40)
     );
 
     // snapfs restarts: the layers are still there and new containers start from them.

@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::containerd::SnapfsPlugin;
 use snapfs::containerd::proto::{self, snapshots_client::SnapshotsClient};
@@ -236,8 +237,9 @@ fn lifecycle_and_bad_input() {
     );
     code(c.commit("", "ns/1/extract-base"), Code::InvalidArgument);
     c.commit("layer-1", "ns/1/extract-base").expect("commit");
+    // Its container is unmounted and deleted in the background.
     assert!(
-        !common::is_mounted(&dir),
+        common::wait_until(Duration::from_secs(10), || !common::is_mounted(&dir)),
         "committed snapshot still mounted"
     );
     code(c.stat("ns/1/extract-base"), Code::NotFound);
@@ -377,7 +379,11 @@ fn lifecycle_and_bad_input() {
     // (the connection is aborted after the grace period) instead of pinning a deleted tree.
     let held = std::fs::File::open(cdir.join("small")).expect("open in the mount");
     c.remove("ns/5/ctr").expect("remove a busy active snapshot");
-    assert!(!common::is_mounted(&cdir), "removed snapshot still mounted");
+    code(c.stat("ns/5/ctr"), Code::NotFound);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || !common::is_mounted(&cdir)),
+        "removed snapshot still mounted"
+    );
     drop(held);
     c.remove("ns/4/view").expect("remove view");
     c.remove(&odd).expect("remove odd");
@@ -385,15 +391,21 @@ fn lifecycle_and_bad_input() {
     c.remove("layer-1").expect("remove layer 1");
     assert!(c.list(&[]).expect("list").is_empty());
     c.cleanup().expect("cleanup");
-    let left: Vec<serde_json::Value> = plugin
-        .daemon
-        .containers()
-        .into_iter()
-        .filter(|c| c["project_id"] == "containerd" && c["status"] != "deleted")
-        .collect();
-    assert!(left.is_empty(), "containers left: {left:?}");
+    let left = || -> Vec<serde_json::Value> {
+        plugin
+            .daemon
+            .containers()
+            .into_iter()
+            .filter(|c| c["project_id"] == "containerd" && c["status"] != "deleted")
+            .collect()
+    };
     assert!(
-        plugin.mounted_dirs().is_empty(),
+        common::wait_until(Duration::from_secs(10), || left().is_empty()),
+        "containers left: {:?}",
+        left()
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || plugin.mounted_dirs().is_empty()),
         "{:?}",
         plugin.mounted_dirs()
     );

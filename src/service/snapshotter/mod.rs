@@ -14,7 +14,10 @@
 //!   of its tree.
 //!
 //! Every operation that changes something runs under one lock, so a record and the objects
-//! it names change together. Records are written after their objects exist and deleted
+//! it names change together. Unmounting and deleting the container of a removed or committed
+//! snapshot happens on a background thread (`Reaper`): containerd calls Remove from its
+//! garbage collector, which holds its metadata lock and spaces its runs by how long the last
+//! one took, so a busy mount's unmount grace must not be spent inside the call. Records are written after their objects exist and deleted
 //! before their objects go: a crash in between leaves only objects no record names, which
 //! [`Snapshotter::cleanup`] removes (containers of project [`PROJECT`], snapshots with alias
 //! [`COMMIT_ALIAS`]).
@@ -159,6 +162,47 @@ pub struct Snapshotter {
     mount_root: PathBuf,
     /// Held by every operation that changes records or their objects.
     lock: Mutex<()>,
+    reaper: Reaper,
+}
+
+/// Unmounts and deletes containers no record names any more, one at a time, in the
+/// background.
+struct Reaper {
+    tx: crossbeam_channel::Sender<ContainerId>,
+    /// Containers queued or being deleted (cleanup leaves them alone).
+    pending: Arc<Mutex<HashSet<ContainerId>>>,
+}
+
+impl Reaper {
+    fn start(svc: Arc<Service>) -> std::io::Result<Reaper> {
+        let (tx, rx) = crossbeam_channel::unbounded::<ContainerId>();
+        let pending: Arc<Mutex<HashSet<ContainerId>>> = Arc::default();
+        let p = pending.clone();
+        std::thread::Builder::new()
+            .name("containerd-reap".into())
+            .spawn(move || {
+                for id in rx {
+                    if let Err(e) = svc.delete_container(id.as_str(), true) {
+                        // Its record is gone: cleanup drops it.
+                        log::warn!("containerd: container {id} stays until cleanup: {e}");
+                    }
+                    p.lock().remove(&id);
+                }
+            })?;
+        Ok(Reaper { tx, pending })
+    }
+
+    fn delete(&self, id: &ContainerId) {
+        self.pending.lock().insert(id.clone());
+        if self.tx.send(id.clone()).is_err() {
+            self.pending.lock().remove(id);
+            log::warn!("containerd: container {id} stays until cleanup (no reaper)");
+        }
+    }
+
+    fn is_pending(&self, id: &ContainerId) -> bool {
+        self.pending.lock().contains(id)
+    }
 }
 
 impl Snapshotter {
@@ -166,6 +210,7 @@ impl Snapshotter {
     pub fn new(svc: Arc<Service>, mount_root: &Path) -> std::io::Result<Snapshotter> {
         std::fs::create_dir_all(mount_root)?;
         Ok(Snapshotter {
+            reaper: Reaper::start(svc.clone())?,
             svc,
             mount_root: std::fs::canonicalize(mount_root)?,
             lock: Mutex::new(()),
@@ -315,10 +360,11 @@ impl Snapshotter {
         if store.runtime_snapshot(name)?.is_some() {
             return Err(SnapshotterError::AlreadyExists(name.to_string()));
         }
-        // Unmounted first: every write is in the head, and nothing writes after the snapshot.
-        self.svc.stop_id(&rec.container)?;
-        let snap =
-            Container::new(store.clone(), &rec.container).snapshot(Some(COMMIT_ALIAS), None)?;
+        // Through the mount's lifecycle: every write the kernel holds goes in first. The
+        // runtime is done with the mount (it unmounted its own); it goes in the background.
+        let (_, snap) =
+            self.svc
+                .create_snapshot(rec.container.as_str(), Some(COMMIT_ALIAS), None)?;
         let now = Ts::now();
         let committed = RuntimeSnapshot {
             kind: RuntimeKind::Committed,
@@ -330,19 +376,14 @@ impl Snapshotter {
             snapshot: Some(snap.name.clone()),
         };
         store.write_runtime_snapshots(&[(name, &committed)], &[(key, &rec)])?;
-        if let Err(e) = self.svc.delete_container(rec.container.as_str(), true) {
-            // Its record is gone: cleanup drops it.
-            log::warn!(
-                "containerd: container {} stays until cleanup: {e}",
-                rec.container
-            );
-        }
+        self.reaper.delete(&rec.container);
         Ok(())
     }
 
-    /// Removes a snapshot: an active snapshot or view is unmounted and its container deleted;
-    /// a committed one's snapfs snapshot is deleted (reclaimed in the background). A
-    /// snapshot other snapshots start from is refused.
+    /// Removes a snapshot: an active snapshot or view is unmounted and its container deleted
+    /// (in the background: the record is gone on return); a committed one's snapfs snapshot
+    /// is deleted (reclaimed in the background). A snapshot other snapshots start from is
+    /// refused.
     pub fn remove(&self, key: &str) -> SnapshotterResult<()> {
         let _g = self.lock.lock();
         let store = self.svc.store();
@@ -354,14 +395,7 @@ impl Snapshotter {
         }
         store.write_runtime_snapshots(&[], &[(key, &rec)])?;
         match rec.kind {
-            RuntimeKind::Active | RuntimeKind::View => {
-                if let Err(e) = self.svc.delete_container(rec.container.as_str(), true) {
-                    log::warn!(
-                        "containerd: container {} stays until cleanup: {e}",
-                        rec.container
-                    );
-                }
-            }
+            RuntimeKind::Active | RuntimeKind::View => self.reaper.delete(&rec.container),
             RuntimeKind::Committed => {
                 if let Some(snap) = &rec.snapshot {
                     let c = Container::new(store.clone(), &rec.container);
@@ -488,7 +522,7 @@ impl Snapshotter {
             if c.project_id.as_deref() != Some(PROJECT) {
                 continue;
             }
-            if c.deleted_at.is_none() && !live.contains(&c.id) {
+            if c.deleted_at.is_none() && !live.contains(&c.id) && !self.reaper.is_pending(&c.id) {
                 log::info!("containerd cleanup: container {} ({})", c.name, c.id);
                 self.svc.delete_container(c.id.as_str(), true)?;
                 dropped += 1;
@@ -506,7 +540,10 @@ impl Snapshotter {
         if let Ok(dirs) = std::fs::read_dir(&self.mount_root) {
             for d in dirs.flatten() {
                 let id = ContainerId::new(d.file_name().to_string_lossy().into_owned());
-                if !live.contains(&id) && self.svc.mounted_at(&d.path()).is_none() {
+                if !live.contains(&id)
+                    && !self.reaper.is_pending(&id)
+                    && self.svc.mounted_at(&d.path()).is_none()
+                {
                     let _ = std::fs::remove_dir(d.path());
                 }
             }
