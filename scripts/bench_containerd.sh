@@ -50,7 +50,7 @@ CWORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/snapfs-ctr.XXXXXX")"
 SNAPFS_PID=""
 cleanup() {
     set +e
-    for d in "$CWORK"/c-*; do [ -d "$d" ] && bash scripts/containerd.sh stop "$d" >/dev/null 2>&1; done
+    for d in "$CWORK"/c-*/ctrd; do [ -d "$d" ] && bash scripts/containerd.sh stop "$d" >/dev/null 2>&1; done
     [ -n "$SNAPFS_PID" ] && kill "$SNAPFS_PID" 2>/dev/null && wait "$SNAPFS_PID" 2>/dev/null
     grep -F " $CWORK/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
     rm -rf -- "$CWORK"
