@@ -11,19 +11,9 @@ use std::time::Duration;
 use common::containerd::{Containerd, SnapfsPlugin, IMAGE};
 use serde_json::{json, Value};
 
-/// The snapfs containers containerd made (project `containerd`), not deleted.
-fn containerd_containers(plugin: &SnapfsPlugin) -> Vec<Value> {
-    plugin
-        .daemon
-        .containers()
-        .into_iter()
-        .filter(|c| c["project_id"] == "containerd" && c["status"] != "deleted")
-        .collect()
-}
-
 /// The snapfs container holding containerd snapshot key `.../ID` (its name ends with ID).
 fn container_of(plugin: &SnapfsPlugin, id: &str) -> Value {
-    let all = containerd_containers(plugin);
+    let all = plugin.containers();
     let found: Vec<&Value> = all
         .iter()
         .filter(|c| {
@@ -84,7 +74,7 @@ fn images_and_containers_on_snapfs() {
     let committed = ls.lines().filter(|l| l.contains("Committed")).count();
     assert_eq!(committed, 2, "two committed layers: {ls}");
     assert!(
-        containerd_containers(&plugin).is_empty(),
+        plugin.containers().is_empty(),
         "no container stays after an import"
     );
 
@@ -100,17 +90,12 @@ fn images_and_containers_on_snapfs() {
         .and_then(|r| r.first().copied())
         .unwrap_or_else(|| panic!("no top layer in {ls}"));
     ctrd.ctr_ok(&["snapshots", "prepare", "manual", top]);
-    assert_eq!(
-        containerd_containers(&plugin).len(),
-        1,
-        "prepare made a container"
-    );
+    assert_eq!(plugin.containers().len(), 1, "prepare made a container");
     ctrd.ctr_ok(&["snapshots", "rm", "manual"]);
     assert!(
-        common::wait_until(Duration::from_secs(20), || containerd_containers(&plugin)
-            .is_empty()),
+        common::wait_until(Duration::from_secs(20), || plugin.containers().is_empty()),
         "snapshots rm removes it: {:?}",
-        containerd_containers(&plugin)
+        plugin.containers()
     );
 
     // A container: reads both layers (the whiteout applied), writes to its rootfs.
@@ -132,10 +117,9 @@ fn images_and_containers_on_snapfs() {
     // containerd removes the snapshot of a deleted container in its garbage collection,
     // soon after.
     assert!(
-        common::wait_until(Duration::from_secs(20), || containerd_containers(&plugin)
-            .is_empty()),
+        common::wait_until(Duration::from_secs(20), || plugin.containers().is_empty()),
         "run --rm removes its snapshot: {:?}",
-        containerd_containers(&plugin)
+        plugin.containers()
     );
 
     // Two long-running containers from one image.
@@ -244,10 +228,9 @@ fn images_and_containers_on_snapfs() {
         ctrd.ctr_ok(&["containers", "delete", id]);
     }
     assert!(
-        common::wait_until(Duration::from_secs(20), || containerd_containers(&plugin)
-            .is_empty()),
+        common::wait_until(Duration::from_secs(20), || plugin.containers().is_empty()),
         "containers left: {:?}\n--- snapfs ---\n{}\n--- containerd ---\n{}",
-        containerd_containers(&plugin),
+        plugin.containers(),
         plugin.daemon.stderr(),
         ctrd.log_tail(40)
     );

@@ -363,10 +363,10 @@ fn lifecycle_and_bad_input() {
     assert_eq!(c.stat(&odd).expect("stat").name, odd);
 
     // The snapfs API shows them as containers of project containerd.
-    let containers = plugin.daemon.containers();
+    let containers = plugin.containers();
     let running: Vec<&serde_json::Value> = containers
         .iter()
-        .filter(|c| c["project_id"] == "containerd" && c["status"] == "running")
+        .filter(|c| c["status"] == "running")
         .collect();
     assert_eq!(
         running.len(),
@@ -391,18 +391,10 @@ fn lifecycle_and_bad_input() {
     c.remove("layer-1").expect("remove layer 1");
     assert!(c.list(&[]).expect("list").is_empty());
     c.cleanup().expect("cleanup");
-    let left = || -> Vec<serde_json::Value> {
-        plugin
-            .daemon
-            .containers()
-            .into_iter()
-            .filter(|c| c["project_id"] == "containerd" && c["status"] != "deleted")
-            .collect()
-    };
     assert!(
-        common::wait_until(Duration::from_secs(10), || left().is_empty()),
+        common::wait_until(Duration::from_secs(10), || plugin.containers().is_empty()),
         "containers left: {:?}",
-        left()
+        plugin.containers()
     );
     assert!(
         common::wait_until(Duration::from_secs(10), || plugin.mounted_dirs().is_empty()),

@@ -56,6 +56,20 @@ struct Plugin {
 }
 
 impl Plugin {
+    /// Prepare, or View (`read_only`): the same request and answer.
+    async fn prepare_as(
+        &self,
+        r: proto::PrepareSnapshotRequest,
+        read_only: bool,
+    ) -> Result<Response<proto::PrepareSnapshotResponse>, Status> {
+        let m = self
+            .run(move |s| s.prepare(&r.key, parent(&r.parent), labels(r.labels), read_only))
+            .await?;
+        Ok(Response::new(proto::PrepareSnapshotResponse {
+            mounts: mounts(m),
+        }))
+    }
+
     /// Runs `f` on a blocking thread (every operation may mount, sync or scan).
     async fn run<T: Send + 'static>(
         &self,
@@ -159,26 +173,14 @@ impl Snapshots for Plugin {
         &self,
         req: Request<proto::PrepareSnapshotRequest>,
     ) -> Result<Response<proto::PrepareSnapshotResponse>, Status> {
-        let r = req.into_inner();
-        let m = self
-            .run(move |s| s.prepare(&r.key, parent(&r.parent), labels(r.labels), false))
-            .await?;
-        Ok(Response::new(proto::PrepareSnapshotResponse {
-            mounts: mounts(m),
-        }))
+        self.prepare_as(req.into_inner(), false).await
     }
 
     async fn view(
         &self,
         req: Request<proto::ViewSnapshotRequest>,
     ) -> Result<Response<proto::ViewSnapshotResponse>, Status> {
-        let r = req.into_inner();
-        let m = self
-            .run(move |s| s.prepare(&r.key, parent(&r.parent), labels(r.labels), true))
-            .await?;
-        Ok(Response::new(proto::ViewSnapshotResponse {
-            mounts: mounts(m),
-        }))
+        self.prepare_as(req.into_inner(), true).await
     }
 
     async fn mounts(

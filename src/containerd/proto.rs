@@ -39,23 +39,12 @@ pub struct PrepareSnapshotResponse {
     pub mounts: Vec<Mount>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ViewSnapshotRequest {
-    #[prost(string, tag = "1")]
-    pub snapshotter: String,
-    #[prost(string, tag = "2")]
-    pub key: String,
-    #[prost(string, tag = "3")]
-    pub parent: String,
-    #[prost(map = "string, string", tag = "4")]
-    pub labels: HashMap<String, String>,
-}
+/// View's request: the same fields as Prepare's.
+pub type ViewSnapshotRequest = PrepareSnapshotRequest;
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ViewSnapshotResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub mounts: Vec<Mount>,
-}
+/// View's and Mounts' answers: the same field as Prepare's.
+pub type ViewSnapshotResponse = PrepareSnapshotResponse;
+pub type MountsResponse = PrepareSnapshotResponse;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MountsRequest {
@@ -63,12 +52,6 @@ pub struct MountsRequest {
     pub snapshotter: String,
     #[prost(string, tag = "2")]
     pub key: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct MountsResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub mounts: Vec<Mount>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

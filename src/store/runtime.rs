@@ -9,7 +9,7 @@
 //!
 //! The records are written after the objects they name exist and deleted before those
 //! objects go, so a crash in between leaves only objects no record names, which the
-//! snapshotter's cleanup removes (see `service/snapshotter.rs`).
+//! snapshotter's cleanup removes (see `service/snapshotter/mod.rs`).
 
 use std::collections::BTreeMap;
 
@@ -97,46 +97,40 @@ impl Store {
         Ok(any)
     }
 
-    /// Every entry of the child index: (parent, child).
-    pub fn runtime_child_index(&self) -> FsResult<Vec<(String, String)>> {
+    /// The raw keys of the child index.
+    fn child_index_keys(&self) -> FsResult<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        let mut bad = 0usize;
         self.kv.scan(
             Space::Meta,
             &[keys::TAG_RUNTIME_CHILD],
             &[keys::TAG_RUNTIME_CHILD + 1],
             Dir::Forward,
             &mut |k, _| {
-                match keys::split_runtime_child(k) {
-                    Some((p, c)) => out.push((p.to_string(), c.to_string())),
-                    None => bad += 1,
-                }
+                out.push(k.to_vec());
                 true
             },
         )?;
-        if bad > 0 {
-            return Err(crate::error::FsError::Corrupt(format!(
-                "{bad} malformed runtime child index keys"
-            )));
-        }
         Ok(out)
     }
 
-    /// Rebuilds the child index from the records (`fsck --repair`), in one batch.
+    /// Every entry of the child index: (parent, child).
+    pub fn runtime_child_index(&self) -> FsResult<Vec<(String, String)>> {
+        self.child_index_keys()?
+            .iter()
+            .map(|k| match keys::split_runtime_child(k) {
+                Some((p, c)) => Ok((p.to_string(), c.to_string())),
+                None => Err(crate::error::FsError::Corrupt(
+                    "a malformed runtime child index key".into(),
+                )),
+            })
+            .collect()
+    }
+
+    /// Rebuilds the child index from the records (`fsck --repair`), in one batch; malformed
+    /// keys go too.
     pub fn rebuild_runtime_children(&self) -> FsResult<()> {
         let mut b = Batch::new();
-        let mut stale = Vec::new();
-        self.kv.scan(
-            Space::Meta,
-            &[keys::TAG_RUNTIME_CHILD],
-            &[keys::TAG_RUNTIME_CHILD + 1],
-            Dir::Forward,
-            &mut |k, _| {
-                stale.push(k.to_vec());
-                true
-            },
-        )?;
-        for k in stale {
+        for k in self.child_index_keys()? {
             b.delete(Space::Meta, k);
         }
         for (key, rec) in self.runtime_snapshots()? {

@@ -294,15 +294,23 @@ impl SnapfsPlugin {
         }
     }
 
-    /// Where the container of `key`'s active snapshot or view is mounted (from its bind
-    /// mount), given the mounts the plugin answered.
+    /// The snapfs mounts under the snapshotter's mount directory.
     pub fn mounted_dirs(&self) -> Vec<PathBuf> {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let root = self.mounts.to_string_lossy().into_owned();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(PathBuf::from)
+        snapfs::mount::snapfs_mounts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.mountpoint)
+            .filter(|m| m.starts_with(&self.mounts))
+            .collect()
+    }
+
+    /// The containers of the store the snapshotter made (project `containerd`), not deleted,
+    /// as the REST API shows them.
+    pub fn containers(&self) -> Vec<serde_json::Value> {
+        self.daemon
+            .containers()
+            .into_iter()
+            .filter(|c| c["project_id"] == "containerd" && c["status"] != "deleted")
             .collect()
     }
 }

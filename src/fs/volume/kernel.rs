@@ -100,17 +100,27 @@ impl MountHooks for Volume {
         // Cached writes go into the tree being replaced.
         self.flush_writes()?;
         // Numbers are handed out under this lock until the switch is done, so no lookup
-        // gives a restored file its old number.
+        // gives a restored file its old number; and from the flag on, resolving a head number
+        // waits for it, so no write slips into a file between the count of what differs and
+        // the switch.
         let mut renumbered = self.renumbered.write();
-        let old = self.head.chain()?;
-        let new = self.head.store().snapshot_chain(snap);
-        let t = self.head.tree_switch(&old, &new)?;
-        let slot = self.next_generation()?;
-        let was = self.any_renumbered.swap(true, Ordering::SeqCst);
-        let s = match switch() {
-            Ok(s) => s,
+        self.any_renumbered.store(true, Ordering::SeqCst);
+        let switched = (|| -> Result<_, StoreError> {
+            let old = self.head.chain()?;
+            let new = self.head.store().snapshot_chain(snap);
+            let t = self.head.tree_switch(&old, &new)?;
+            // A slot only for files to renumber: slots are few (16 bits).
+            let slot = match t.files.is_empty() {
+                true => None,
+                false => Some(self.next_generation()?),
+            };
+            Ok((t, slot, switch()?))
+        })();
+        let (t, slot, s) = match switched {
+            Ok(v) => v,
             Err(e) => {
-                self.any_renumbered.store(was, Ordering::SeqCst);
+                self.any_renumbered
+                    .store(!renumbered.is_empty(), Ordering::SeqCst);
                 return Err(e);
             }
         };
@@ -127,9 +137,13 @@ impl MountHooks for Volume {
             .iter()
             .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
             .collect();
-        for &f in &t.files {
-            renumbered.insert(f, slot);
+        if let Some(slot) = slot {
+            for &f in &t.files {
+                renumbered.insert(f, slot);
+            }
         }
+        self.any_renumbered
+            .store(!renumbered.is_empty(), Ordering::SeqCst);
         drop(renumbered);
         inodes.push(ROOT);
         self.drop_and_wait(KernelDrops { entries, inodes });

@@ -168,42 +168,29 @@ impl Parser<'_> {
 
     /// A field name: quoted, or letters, digits and `_` `-` `/`.
     fn part(&mut self) -> Result<String, String> {
-        match self.peek() {
-            Some(q @ (b'"' | b'`')) => self.quoted(q),
-            _ => {
-                let start = self.i;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'/'))
-                {
-                    self.i += 1;
-                }
-                if self.i == start {
-                    return Err(format!("a field name expected at {start}"));
-                }
-                Ok(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
-            }
-        }
+        self.token("a field name", |c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'/')
+        })
     }
 
     /// A value: quoted, or everything up to a `,` or a space.
     fn value(&mut self) -> Result<String, String> {
-        match self.peek() {
-            Some(q @ (b'"' | b'`')) => self.quoted(q),
-            _ => {
-                let start = self.i;
-                while self
-                    .peek()
-                    .is_some_and(|c| c != b',' && !c.is_ascii_whitespace())
-                {
-                    self.i += 1;
-                }
-                if self.i == start {
-                    return Err(format!("a value expected at {start}"));
-                }
-                Ok(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
-            }
+        self.token("a value", |c| c != b',' && !c.is_ascii_whitespace())
+    }
+
+    /// A quoted string, or the longest run of bytes `ok` takes (at least one).
+    fn token(&mut self, what: &str, ok: impl Fn(u8) -> bool) -> Result<String, String> {
+        if let Some(q @ (b'"' | b'`')) = self.peek() {
+            return self.quoted(q);
         }
+        let start = self.i;
+        while self.peek().is_some_and(&ok) {
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(format!("{what} expected at {start}"));
+        }
+        Ok(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
     }
 
     /// A string in `"` (with `\` escapes) or in backquotes (raw).

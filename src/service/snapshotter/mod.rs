@@ -446,46 +446,33 @@ impl Snapshotter {
     /// wrote. No walk of its tree.
     pub fn usage(&self, key: &str) -> SnapshotterResult<(u64, u64)> {
         let rec = self.record(key)?;
-        let store = self.svc.store();
-        let top = match (&rec.kind, &rec.snapshot) {
-            (RuntimeKind::Committed, Some(name)) => {
-                store
-                    .find_snapshot(&rec.container, name)?
-                    .ok_or_else(|| SnapshotterError::Internal(format!("snapshot {name} is gone")))?
-                    .record
-                    .epoch
-            }
-            (RuntimeKind::Committed, None) => {
-                return Err(SnapshotterError::Internal(
-                    "a committed record names no snapshot".into(),
-                ))
-            }
-            _ => {
-                let c = store
-                    .container(&rec.container)?
-                    .ok_or_else(|| SnapshotterError::Internal("container is gone".into()))?;
-                c.head
-            }
-        };
+        let top = self.tree_epoch(&rec)?;
         let base = match &rec.parent {
-            Some(p) => Some(self.committed_epoch(p)?),
+            Some(p) => Some(self.tree_epoch(&self.record(p)?)?),
             None => None,
         };
-        Ok(store.own_usage(top, base)?)
+        Ok(self.svc.store().own_usage(top, base)?)
     }
 
-    fn committed_epoch(&self, key: &str) -> SnapshotterResult<crate::ids::Epoch> {
-        let rec = self.record(key)?;
-        let name = rec
-            .snapshot
-            .ok_or_else(|| SnapshotterError::Internal(format!("{key:?} names no snapshot")))?;
-        Ok(self
-            .svc
-            .store()
-            .find_snapshot(&rec.container, &name)?
-            .ok_or_else(|| SnapshotterError::Internal(format!("snapshot {name} is gone")))?
-            .record
-            .epoch)
+    /// The epoch holding a snapshot's tree: its snapfs snapshot's (committed), or its
+    /// container's head.
+    fn tree_epoch(&self, rec: &RuntimeSnapshot) -> SnapshotterResult<crate::ids::Epoch> {
+        let store = self.svc.store();
+        let gone = |what: String| SnapshotterError::Internal(format!("{what} is gone"));
+        match (&rec.kind, &rec.snapshot) {
+            (RuntimeKind::Committed, Some(name)) => Ok(store
+                .find_snapshot(&rec.container, name)?
+                .ok_or_else(|| gone(format!("snapshot {name}")))?
+                .record
+                .epoch),
+            (RuntimeKind::Committed, None) => Err(SnapshotterError::Internal(
+                "a committed record names no snapshot".into(),
+            )),
+            _ => Ok(store
+                .container(&rec.container)?
+                .ok_or_else(|| gone(format!("container {}", rec.container)))?
+                .head),
+        }
     }
 
     /// Every snapshot that matches `filters` (see [`Filters`]).
@@ -557,10 +544,9 @@ impl Snapshotter {
         let dir = self.mount_root.join(rec.container.as_str());
         let read_only = rec.kind == RuntimeKind::View;
         if self.svc.mounted_at(&dir).is_none() {
-            // A mount left by a daemon that died (its connection is gone) goes first.
-            if is_mountpoint(&dir) {
-                let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
-            }
+            // A mount left by a daemon that died (its connection is gone) goes first; where
+            // nothing is mounted this fails (EINVAL, ENOENT) and changes nothing.
+            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
             std::fs::create_dir_all(&dir).map_err(|e| {
                 SnapshotterError::Internal(format!("cannot create {}: {e}", dir.display()))
             })?;
@@ -609,37 +595,6 @@ impl Snapshotter {
     }
 }
 
-/// Is `dir` a mountpoint (per /proc/self/mountinfo)?
-fn is_mountpoint(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| unescape_mountinfo(m) == want)
-    })
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A quota label's value: bytes, or a number with K, M, G or T (powers of 1024, optionally
 /// followed by `i`, `B` or `iB`, any case).
 pub fn parse_quota(v: &str) -> Option<u64> {
@@ -677,12 +632,5 @@ mod tests {
         for bad in ["", "G", "-1", "1.5G", "10X", "99999999999999999999", "1T1"] {
             assert_eq!(parse_quota(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
-        assert_eq!(unescape_mountinfo(r"/a\134"), "/a\\");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 }
