@@ -35,6 +35,9 @@
 #                        run (put back on exit) so snapfs mounts use io_uring [1]
 #   BENCH_CONTAINERD=0   skip the containerd snapshotter section (scripts/bench_containerd.sh,
 #                        with its own BENCH_CTR_* settings)             [1]
+#   BENCH_DENSITY=0      skip the density section (scripts/bench_density.sh: N containers
+#                        mounted on one daemon, both transports; BENCH_DENSITY_N [1000;
+#                        quick 50])                                      [1]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -602,5 +605,16 @@ if [ "${BENCH_CONTAINERD:-1}" = 1 ]; then
             BENCH_CTR_USAGE_MIB="${BENCH_CTR_USAGE_MIB:-64}" bash scripts/bench_containerd.sh
     else
         bash scripts/bench_containerd.sh
+    fi
+fi
+
+# Density: N mounted containers on one daemon, both transports (its own script).
+if [ "${BENCH_DENSITY:-1}" = 1 ]; then
+    echo
+    echo "## Density (scripts/bench_density.sh)"
+    if [ "${BENCH_QUICK:-0}" = 1 ]; then
+        BENCH_DENSITY_N="${BENCH_DENSITY_N:-50}" bash scripts/bench_density.sh "$SNAPFS_BIN"
+    else
+        bash scripts/bench_density.sh "$SNAPFS_BIN"
     fi
 fi

@@ -211,6 +211,7 @@ impl crate::kv::Dropped for DroppedVersions<'_> {
 
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
+    crate::process::mark_started();
     limit_malloc_arenas();
     crate::perms::set_private_umask();
     let store = open_store_with(store_path, opts.read_only)?;

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod metrics;
 pub mod mount;
 pub mod perms;
+pub mod process;
 pub mod remote;
 pub mod service;
 pub mod store;

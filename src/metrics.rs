@@ -40,6 +40,10 @@ pub struct Metrics {
     pub written_bytes: Counter,
     pub snapshot_ops: Family<OpLabel, Histogram, fn() -> Histogram>,
     pub snapshot_op_errors: Family<OpLabel, Counter>,
+    /// Threads serving `/dev/fuse` for every mount (the FUSE adapter's pool keeps it).
+    pub fuse_workers: Gauge,
+    /// Helper threads of the io_uring rings (slow requests), likewise.
+    pub fuse_ring_helpers: Gauge,
 }
 
 /// The figures read at scrape time.
@@ -54,6 +58,8 @@ pub struct Scraped {
     pub delayed_write_rate: u64,
     pub open_files: u64,
     pub mounts: u64,
+    /// The daemon's resident memory and threads.
+    pub process: crate::process::Usage,
     /// A store on object storage: its state and traffic.
     pub object_store: Option<crate::kv::RemoteStatus>,
 }
@@ -69,6 +75,8 @@ pub fn get() -> &'static Metrics {
         written_bytes: Counter::default(),
         snapshot_ops: Family::new_with_constructor(latency),
         snapshot_op_errors: Family::default(),
+        fuse_workers: Gauge::default(),
+        fuse_ring_helpers: Gauge::default(),
     })
 }
 
@@ -212,6 +220,26 @@ pub fn encode(s: &Scraped) -> Result<String, std::fmt::Error> {
         gauge(s.open_files),
     );
     r.register("mounts", "Containers mounted", gauge(s.mounts));
+    r.register(
+        "process_resident_memory_bytes",
+        "Resident memory of the daemon (VmRSS)",
+        gauge(s.process.rss_bytes),
+    );
+    r.register(
+        "process_threads",
+        "Threads of the daemon",
+        gauge(s.process.threads),
+    );
+    r.register(
+        "fuse_workers",
+        "Threads reading /dev/fuse for every mount (shared, started on demand)",
+        m.fuse_workers.clone(),
+    );
+    r.register(
+        "fuse_ring_helpers",
+        "Threads serving the slow requests of the io_uring rings (shared, started on demand)",
+        m.fuse_ring_helpers.clone(),
+    );
     if let Some(o) = &s.object_store {
         r.register(
             "object_store_fenced",

@@ -292,8 +292,8 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Every snapfs mount of this mount namespace, in mount order (a later one may cover an
-/// earlier one at the same place). A snapfs mount has type `fuse` (fuser's own mount(2)) or
-/// `fuse.snapfs` and the source `STORE:CONTAINER` (the session's fsname), STORE a store.
+/// earlier one at the same place). A snapfs mount has type `fuse.snapfs` (or `fuse`,
+/// as mounts made by older releases through fuser show) and the source `STORE:CONTAINER` (the session's fsname), STORE a store.
 pub fn snapfs_mounts() -> Result<Vec<SnapfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read mountinfo")?;
     let mut found = Vec::new();

@@ -53,6 +53,23 @@ fn metrics_move_with_the_work() {
     let mid = scrape(&d, Via::Tcp);
     assert_eq!(get(&mid, "snapfs_mounts"), 1.0);
     assert!(get(&mid, "snapfs_open_files") >= 1.0, "{mid:?}");
+    // The daemon's own cost: memory, threads, the shared FUSE workers (at least two).
+    assert!(
+        get(&mid, "snapfs_process_resident_memory_bytes") > 1e6,
+        "{mid:?}"
+    );
+    assert!(get(&mid, "snapfs_process_threads") >= 3.0, "{mid:?}");
+    assert!(get(&mid, "snapfs_fuse_workers") >= 2.0, "{mid:?}");
+    let st = d.ok("GET", "/api/v1/status", None);
+    let p = &st["daemon"];
+    assert_eq!(p["pid"].as_u64(), Some(u64::from(d.pid())), "{st}");
+    assert!(p["rss_bytes"].as_u64().unwrap_or(0) > 1_000_000, "{st}");
+    assert!(p["threads"].as_u64().unwrap_or(0) >= 3, "{st}");
+    assert!(p["fuse_workers"].as_u64().unwrap_or(0) >= 2, "{st}");
+    assert!(
+        p["started_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+        "{st}"
+    );
     drop(f);
     assert!(
         get(&mid, "snapfs_written_bytes_total") >= 100_000.0,

@@ -1,4 +1,5 @@
-//! The FUSE transport: `/dev/fuse` (fuser's loop) or FUSE-over-io_uring (per-CPU queues).
+//! The FUSE transport: `/dev/fuse` (the daemon's shared workers) or FUSE-over-io_uring
+//! (per-CPU rings).
 //! Which one a mount uses follows `/sys/module/fuse/parameters/enable_uring` and
 //! `SNAPFS_FUSE_URING`; the daemon reports it (and counts the requests its rings served), so
 //! a silent fallback cannot pass for io_uring. Both transports must answer identically.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-use contract::{Container, ContainerSpace, DfQuery, Space, Status};
+use contract::{Container, ContainerSpace, DaemonProcess, DfQuery, Space, Status};
 
 #[utoipa::path(get, path = "/api/v1/df", tag = "operations", params(DfQuery), responses((status = 200, description = "Where the space goes", body = Envelope<Space>)))]
 /// `GET /df[?container=]`: where the space goes (see `store/space.rs`).
@@ -45,10 +45,25 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult<Status>
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mounts: mounts as u64,
+            daemon: daemon_process(),
             reclaim: (&p).into(),
             object_store: remote.map(Into::into),
         },
     ))
+}
+
+/// The daemon process as `GET /status` shows it.
+fn daemon_process() -> DaemonProcess {
+    let u = crate::process::usage();
+    DaemonProcess {
+        pid: std::process::id(),
+        started_at: crate::timefmt::rfc3339(crate::codec::Ts::from_system(
+            crate::process::started_at(),
+        )),
+        rss_bytes: u.rss_bytes,
+        threads: u.threads,
+        fuse_workers: u64::try_from(crate::metrics::get().fuse_workers.get()).unwrap_or(0),
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text exposition", content_type = "application/openmetrics-text", body = String)))]

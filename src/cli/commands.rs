@@ -379,12 +379,19 @@ pub(super) fn status(common: Common) -> Result<()> {
     let data: Status = d.get("/status")?;
     emit(json, &data, |d| {
         let r = &d.reclaim;
+        let p = &d.daemon;
         let mut out = format!(
-            "snapfs {}, {} mounted, reclaim {} ({} snapshots queued)",
+            "snapfs {}, {} mounted, reclaim {} ({} snapshots queued)\n\
+             daemon pid {}, started {}, {} resident, {} threads ({} FUSE workers)",
             d.version,
             d.mounts,
             if r.running { "running" } else { "idle" },
             r.queued_epochs,
+            p.pid,
+            p.started_at,
+            human_size(p.rss_bytes),
+            p.threads,
+            p.fuse_workers,
         );
         if let Some(o) = &d.object_store {
             let role = if o.fenced {

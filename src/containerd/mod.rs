@@ -1,6 +1,6 @@
 //! containerd's proxy snapshotter: the snapshots API over gRPC on a Unix socket, served by the
 //! store's daemon (`snapfs serve STORE --containerd-socket PATH`). The only module that names
-//! tonic and prost (as `fuse/` is for fuser); the operations are the service's
+//! tonic and prost (as `fuse/` is the only one that speaks FUSE); the operations are the service's
 //! [`Snapshotter`], run on blocking threads.
 
 pub mod proto;

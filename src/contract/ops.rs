@@ -100,11 +100,25 @@ pub struct ObjectStoreStatus {
     pub list_requests: u64,
 }
 
+/// The daemon process, in `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonProcess {
+    pub pid: u32,
+    /// When this daemon process started (RFC 3339).
+    pub started_at: String,
+    /// Resident memory (VmRSS).
+    pub rss_bytes: u64,
+    pub threads: u64,
+    /// Threads reading `/dev/fuse` for every mount (shared by all mounts, started on demand).
+    pub fuse_workers: u64,
+}
+
 /// `GET /status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     pub version: String,
     pub mounts: u64,
+    pub daemon: DaemonProcess,
     pub reclaim: Reclaim,
     pub object_store: Option<ObjectStoreStatus>,
 }

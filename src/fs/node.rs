@@ -360,7 +360,7 @@ impl Fs {
                 return Err(FsError::FileTooBig);
             }
             // Truncation drops file capabilities, and the setuid/setgid bits when the caller
-            // is not root (the kernel's FATTR_KILL_SUIDGID, which fuser does not pass on,
+            // is not root (the kernel's FATTR_KILL_SUIDGID, which the decoder does not read,
             // means "no CAP_FSETID"; root has it by default).
             let setid = caller.uid != 0 && set.mode.is_none();
             self.drop_privileges(&mut tx, ino, &mut inode, setid)?;

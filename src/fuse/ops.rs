@@ -1,7 +1,7 @@
 //! The FUSE operations, transport-neutral: each converts a request's arguments, calls the
-//! core and returns plain values (entries, attributes, data, errno). The two front ends —
-//! fuser's `/dev/fuse` loop (`mod.rs`) and the io_uring queues (`uring/`) — only decode the
-//! request and encode these answers, so TTLs, open flags, errors, kill-priv rules and
+//! core and returns plain values (entries, attributes, data, errno). The two transports —
+//! the `/dev/fuse` workers (`pool.rs`, `conn.rs`) and the io_uring rings (`uring/`) — share
+//! one decoder and encoder (`dispatch.rs`), so TTLs, open flags, errors, kill-priv rules and
 //! readdirplus attributes are the same on both.
 
 use std::sync::Arc;
@@ -553,8 +553,8 @@ impl Ops {
     }
 
     /// No ioctls are implemented: answered ENOTTY ("not a terminal / not supported"), what
-    /// git, bash and test tools expect from a filesystem without them, and without fuser's
-    /// default warning per call (tens of thousands of log lines per hour of use).
+    /// git, bash and test tools expect from a filesystem without them, and without a
+    /// warning per call (tens of thousands of log lines per hour of use).
     pub fn ioctl(&self) -> OpResult<()> {
         let _t = crate::metrics::FuseTimer::new("ioctl");
         Err(libc::ENOTTY)

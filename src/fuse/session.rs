@@ -1,47 +1,24 @@
-//! Mount sessions: the transport (fuser's `/dev/fuse` threads, and the io_uring queues when
-//! INIT took them), the notifier thread, readahead, unmount with its detach/abort fallbacks.
+//! Mount sessions: mount(2) and INIT (`conn.rs`), the transport (the daemon's shared
+//! `/dev/fuse` workers, and the io_uring queues when INIT took them), the notifier behind the
+//! volume's `KernelLink`, readahead, unmount with its detach/abort fallbacks.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
-use fuser::INodeNo;
-
 use super::config::{kernel_cache, writeback_cache};
+use super::conn::{self, Conn};
 use super::fusectl::abort_connection;
+use super::notify::Notifier;
 use super::ops::Ops;
-use super::uring;
-use super::FuseFs;
-use crate::fs::{KernelDrops, KernelLink, Volume};
-
-/// FUSE serving threads per mount, each with its own cloned `/dev/fuse` descriptor
-/// (`SNAPFS_FUSE_THREADS` overrides it, for measuring).
-pub const FUSE_THREADS: usize = 4;
-
-fn fuse_threads() -> usize {
-    let n = std::env::var("SNAPFS_FUSE_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(FUSE_THREADS);
-    // A snapshot waits, inside a request, for the kernel to write cached pages back through
-    // another serving thread.
-    if writeback_cache() {
-        n.max(2)
-    } else {
-        n
-    }
-}
+use super::{pool, uring};
+use crate::fs::Volume;
 
 /// How the kernel's requests reach a mount's daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// `read(2)`/`write(2)` on `/dev/fuse`, by fuser's serving threads.
+    /// `read(2)`/`write(2)` on `/dev/fuse`, by the daemon's shared workers.
     DevFuse,
     /// FUSE-over-io_uring queues, one per CPU (forgets, interrupts and notifications still
     /// use `/dev/fuse`).
@@ -57,9 +34,10 @@ impl Transport {
     }
 }
 
-/// A live mount of a volume, served by background threads.
+/// A live mount of a volume, served by the daemon's shared workers (and its own io_uring
+/// queues, when it has them).
 pub struct MountHandle {
-    session: Option<fuser::BackgroundSession>,
+    conn: Arc<Conn>,
     /// The io_uring queues, when they were started (even if some failed to register).
     rings: Option<uring::Rings>,
     transport: Transport,
@@ -68,34 +46,23 @@ pub struct MountHandle {
     /// The mount's source, `STORE:CONTAINER`.
     fsname: String,
     volume: Arc<Volume>,
-    /// Minor number of the FUSE connection (its entry under /sys/fs/fuse/connections).
-    conn: u64,
 }
 
 /// Mounts `volume` at `mountpoint` (source shown as `fsname` in /proc/mounts) and serves it
-/// from background threads. Returns once the mount is live.
+/// from the daemon's workers. Returns once the mount is live.
 pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::Result<MountHandle> {
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName(fsname.to_string()),
-        fuser::MountOption::Subtype("snapfs".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-        if volume.options().read_only {
-            fuser::MountOption::RO
-        } else {
-            fuser::MountOption::RW
-        },
-    ];
-    config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(fuse_threads());
-    config.clone_fd = true;
+    let pool = pool::get()?;
     let selection = uring::Selection::from_env();
     let ops = Arc::new(Ops::new(volume.clone(), writeback_cache(), kernel_cache()));
-    let fs = FuseFs::new(ops.clone(), selection.clone());
-    // Mounts and answers INIT (where the transport is negotiated) before returning.
-    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    let fd = conn::mount(mountpoint, fsname, volume.options().read_only)?;
+    let conn = match Conn::handshake(fd, ops.clone(), &selection) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+    };
+    log::debug!("{}: INIT {:?}", mountpoint.display(), conn.negotiated());
     // The kernel holds every request from INIT until the queues are registered (or a
     // registration fails): start them before anything can wait for the mount.
     let conn_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -104,7 +71,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         log::info!("{}: FUSE over /dev/fuse ({why})", mountpoint.display());
         (Transport::DevFuse, None)
     } else {
-        match uring::start(ops, session.as_fd(), conn_cell.clone()) {
+        match uring::start(ops, conn.fd(), conn_cell.clone()) {
             Ok(r) => {
                 log::info!(
                     "{}: FUSE over io_uring ({} queues x {} entries of {} KiB)",
@@ -124,27 +91,31 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
             }
         }
     };
-    // Invalidations the core asks for go out from this thread, never from a handler.
-    volume.set_kernel_link(Arc::new(Notifier::start(session.notifier())?));
-    let session = session.spawn()?;
-    let conn = std::fs::metadata(mountpoint)
+    // Invalidations the core asks for go out from the notifier thread, never from a handler.
+    volume.set_kernel_link(Arc::new(Notifier::new(&conn)?));
+    if let Err(e) = pool.add(conn.clone()) {
+        let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    // Served from here on: the mount's root can be looked at.
+    let minor = std::fs::metadata(mountpoint)
         .map(|m| libc_minor(m.dev()))
         .unwrap_or(0);
-    conn_cell.store(conn, std::sync::atomic::Ordering::SeqCst);
-    set_readahead(conn);
+    conn.set_minor(minor);
+    conn_cell.store(minor, std::sync::atomic::Ordering::SeqCst);
+    set_readahead(minor);
     let ring_stats = rings
         .as_ref()
         .filter(|_| transport == Transport::IoUring)
         .map(|r| r.stats.clone());
     Ok(MountHandle {
-        session: Some(session),
+        conn,
         rings,
         transport,
         ring_stats,
         mountpoint: mountpoint.to_path_buf(),
         fsname: fsname.to_string(),
         volume,
-        conn,
     })
 }
 
@@ -191,15 +162,13 @@ impl MountHandle {
             .map_or(0, |s| s.requests.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Are the serving threads still running (not unmounted from outside)?
+    /// Is the connection still up (not unmounted from outside, not aborted)?
     pub fn is_alive(&self) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| !s.guard.is_finished())
+        !self.conn.is_ended()
     }
 
-    /// Unmounts and waits for the serving threads to finish. A busy mount is detached; if
-    /// its users do not let go within `grace`, the FUSE connection is aborted.
+    /// Unmounts and waits for the connection to end. A busy mount is detached; if its users
+    /// do not let go within `grace`, the FUSE connection is aborted.
     pub fn unmount(mut self, grace: Duration) -> std::io::Result<()> {
         use nix::mount::{umount2, MntFlags};
         match umount2(&self.mountpoint, MntFlags::empty()) {
@@ -209,71 +178,26 @@ impl MountHandle {
             }
             Err(e) => return Err(e.into()),
         }
-        let Some(session) = self.session.take() else {
-            return Ok(());
-        };
-        let rings = self.rings.take();
-        // The io_uring queues end when the kernel gives their entries back (ENOTCONN at
-        // connection teardown), fuser's threads when /dev/fuse says ENODEV.
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let r = session.join();
-            if let Some(rings) = rings {
-                rings.join();
-            }
-            let _ = tx.send(r);
-        });
-        match rx.recv_timeout(grace) {
-            Ok(r) => r,
-            Err(_) => {
-                abort_connection(self.conn);
-                rx.recv_timeout(Duration::from_secs(30))
-                    .map_err(|_| std::io::Error::other("FUSE session did not end"))?
+        // The workers see ENODEV once the kernel tears the connection down, the io_uring
+        // queues get their entries back (ENOTCONN).
+        if !self.conn.wait_ended(grace) {
+            abort_connection(self.conn.minor());
+            if !self.conn.wait_ended(Duration::from_secs(30)) {
+                return Err(std::io::Error::other("FUSE connection did not end"));
             }
         }
-    }
-}
-
-/// A request for the notifier thread, and where to say it is done.
-type Request = (KernelDrops, Option<crossbeam_channel::Sender<()>>);
-
-/// The mount's link to the kernel: one thread per mount sends the notifications, so that no
-/// request handler ever does (the kernel would deadlock) and a caller can wait for them.
-struct Notifier {
-    tx: crossbeam_channel::Sender<Request>,
-}
-
-impl Notifier {
-    fn start(notifier: fuser::Notifier) -> std::io::Result<Notifier> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
-        std::thread::Builder::new()
-            .name("invalidate".into())
-            .spawn(move || {
-                for (drops, done) in rx {
-                    for (dir, name) in &drops.entries {
-                        let _ = notifier.inval_entry(INodeNo(dir.get()), OsStr::from_bytes(name));
-                    }
-                    // Invalidating a file's pages makes the kernel write its dirty ones back
-                    // first (through the serving threads) and waits for them.
-                    for &ino in &drops.inodes {
-                        let _ = notifier.inval_inode(INodeNo(ino.get()), 0, 0);
-                    }
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                }
-            })?;
-        Ok(Notifier { tx })
-    }
-}
-
-impl KernelLink for Notifier {
-    fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool {
-        let Some(wait) = wait else {
-            return self.tx.send((drops, None)).is_ok();
-        };
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        self.tx.send((drops, Some(done_tx))).is_ok() && done_rx.recv_timeout(wait).is_ok()
+        if let Some(rings) = self.rings.take() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                rings.join();
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                return Err(std::io::Error::other("io_uring queues did not end"));
+            }
+        }
+        self.conn.ops().destroy();
+        Ok(())
     }
 }
 

@@ -261,6 +261,7 @@ impl Service {
             delayed_write_rate: kv.status().map_or(0, |s| s.delayed_write_rate()),
             open_files,
             mounts: mounts.len() as u64,
+            process: crate::process::usage(),
             object_store: kv.status().and_then(|s| s.remote_status()),
         }
     }

@@ -215,6 +215,12 @@ impl Daemon {
 
     /// Asserts success and returns `data`.
     #[track_caller]
+    /// The daemon's process id (0 if it is not running).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         self.call(method, path, body).data()
     }

@@ -14,36 +14,38 @@
 //! `fs/fuse/dev_uring.c`), and every notification we send (inval_inode / inval_entry are
 //! writes to `/dev/fuse`; the ring refuses `unique == 0` replies).
 //!
-//! Per mount: one queue per possible CPU, `depth` entries per queue (8; 128 in total past 16
-//! CPUs, at least 2 per queue; `SNAPFS_FUSE_URING_DEPTH` overrides), each a 288-byte header
-//! and a payload buffer of `max_write` (1 MiB). Address space: CPUs × depth × 1 MiB (16 MiB on
-//! 2 CPUs); resident only what requests touched (one page per entry for metadata, up to the
-//! largest write or read seen). Threads: one per queue, plus two for slow requests (below).
+//! One ring per possible CPU for the whole daemon: the thread of CPU N (pinned to it) owns
+//! one io_uring and serves queue N of every connection that uses io_uring, so a mount costs
+//! no thread of its own. Per mount and CPU: `depth` entries (8; 128 in total past 16 CPUs,
+//! at least 2 per queue; `SNAPFS_FUSE_URING_DEPTH` overrides), each a 288-byte header and a
+//! payload buffer of `max_write` (1 MiB). Address space: CPUs × depth × 1 MiB per mount (16
+//! MiB on 2 CPUs); resident only what requests touched (one page per entry for metadata, up
+//! to the largest write or read seen).
 //!
-//! A queue has one thread, so a request that waits must not hold it: FSYNC/FSYNCDIR (a WAL
+//! A ring has one thread, so a request that waits must not hold it: FSYNC/FSYNCDIR (a WAL
 //! sync) and MKDIR in `.snapshots` (a snapshot first waits for the kernel to write cached
-//! pages back, which arrive as WRITE requests, possibly on the same queue) run on two
-//! helper threads; the queue keeps serving and commits their replies when they are done.
-//! Handlers on queue threads never wait for the kernel, so the writeback cache is safe too.
+//! pages back, which arrive as WRITE requests, possibly on the same ring) run on the shared
+//! helper threads (started on demand, as many as wait at once); the ring keeps serving and
+//! commits their replies when they are done. Handlers on ring threads never wait for the
+//! kernel, so the writeback cache is safe too.
 
-mod abi;
-mod dispatch;
 mod ring;
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
-use std::thread::JoinHandle;
+use super::{abi, dispatch};
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::conn::guarded;
 use super::fusectl::abort_connection;
 use super::ops::{Errno, Ops, MAX_WRITE};
 use abi::InHeader;
-use ring::{Queue, EVENT_TAG};
+use ring::{Queue, Ring, EVENT_TAG};
 
 const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
@@ -137,44 +139,213 @@ pub(crate) struct Stats {
     pub requests: AtomicU64,
 }
 
-/// A mount's running queues and helper threads.
+/// A mount's queues, one on each CPU's ring.
 pub(crate) struct Rings {
-    queues: Vec<JoinHandle<()>>,
-    helpers: Vec<JoinHandle<()>>,
-    slow: Option<Sender<SlowJob>>,
+    /// Queues of this connection still on their rings.
+    live: Arc<Live>,
     pub stats: Arc<Stats>,
     pub nr_queues: usize,
     pub depth: usize,
 }
 
-impl Rings {
-    /// Waits for every thread (the queues end when the kernel tears the connection down).
-    pub fn join(mut self) {
-        for t in self.queues.drain(..) {
-            let _ = t.join();
-        }
-        self.slow = None; // the helpers end once their channel closes
-        for t in self.helpers.drain(..) {
-            let _ = t.join();
-        }
+/// How many of a connection's queues are still on their rings.
+#[derive(Default)]
+struct Live {
+    queues: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Live {
+    fn add(&self) {
+        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn done(&self) {
+        let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        *q = q.saturating_sub(1);
+        self.cv.notify_all();
     }
 }
 
-/// A request handed to a helper thread, with copies of its arguments.
-struct SlowJob {
-    entry: usize,
-    header: InHeader,
-    op_in: [u8; abi::OP_IN_SIZE],
-    input: Vec<u8>,
-    done: Sender<Done>,
+impl Rings {
+    /// Waits until every queue of the connection has left its ring (they leave once the
+    /// kernel gave all their entries back: at connection teardown).
+    pub fn join(self) {
+        let q = self.live.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let _q = self
+            .live
+            .cv
+            .wait_while(q, |n| *n > 0)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// What a ring's thread is asked to do.
+enum Msg {
+    /// Put a connection's queue on the ring and register its entries.
+    Add(Box<NewQueue>),
+    /// A helper's answer for an entry.
+    Done(Done),
+}
+
+struct NewQueue {
+    fuse: OwnedFd,
+    ops: Arc<Ops>,
+    depth: usize,
+    payload_size: usize,
+    stats: Arc<Stats>,
+    live: Arc<Live>,
+    /// The connection's number under fusectl, once known (aborted if its queue fails).
+    conn: Arc<AtomicU64>,
+    ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+}
+
+/// A ring's thread, as the rest of the daemon reaches it.
+struct RingHandle {
+    tx: Sender<Msg>,
     wake: Arc<EventFd>,
 }
 
-/// A helper's answer for a queue's entry: the reply body or an errno.
-struct Done {
-    entry: usize,
-    unique: u64,
-    reply: Result<Vec<u8>, Errno>,
+/// The running rings, by CPU. A ring starts with the first queue put on it and ends once it
+/// serves none (so a daemon without io_uring mounts has no ring, and none outlives its
+/// last mount); both under this lock, so a message is never sent to a ring that is leaving.
+static RINGS: Mutex<Vec<Option<RingHandle>>> = Mutex::new(Vec::new());
+
+/// Sends `m` to the ring of `cpu`; with `start`, starts that ring if it is not running.
+fn send(cpu: usize, m: Msg, start: bool) -> std::io::Result<()> {
+    let mut rings = RINGS
+        .lock()
+        .map_err(|_| std::io::Error::other("io_uring rings poisoned"))?;
+    if rings.len() <= cpu {
+        rings.resize_with(cpu + 1, || None);
+    }
+    if rings[cpu].is_none() {
+        if !start {
+            return Err(std::io::Error::other(format!(
+                "io_uring ring {cpu} is gone"
+            )));
+        }
+        rings[cpu] = Some(start_ring(cpu)?);
+    }
+    let h = rings[cpu]
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("io_uring ring missing"))?;
+    h.tx.send(m)
+        .map_err(|_| std::io::Error::other(format!("io_uring ring {cpu} is gone")))?;
+    h.wake.write(1)?;
+    Ok(())
+}
+
+fn start_ring(cpu: usize) -> std::io::Result<RingHandle> {
+    let wake = Arc::new(EventFd::from_value_and_flags(
+        0,
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?);
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let w = wake.clone();
+    std::thread::Builder::new()
+        .name(format!("snapfs-ring-{cpu}"))
+        .spawn(move || ring_thread(cpu, w, rx, ready_tx))?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| std::io::Error::other("a ring thread did not start"))??;
+    Ok(RingHandle { tx, wake })
+}
+
+/// Called by a ring's thread that serves no queue: true (and the ring is unlisted) if no
+/// message is waiting for it.
+fn leave(cpu: usize, rx: &Receiver<Msg>) -> bool {
+    let Ok(mut rings) = RINGS.lock() else {
+        return false;
+    };
+    if !rx.is_empty() {
+        return false;
+    }
+    if let Some(r) = rings.get_mut(cpu) {
+        *r = None;
+    }
+    true
+}
+
+/// Puts one queue of the connection of `fuse` on every CPU's ring and waits until each has
+/// registered its entries (the kernel holds requests until then). `conn` is the
+/// connection's number under fusectl, once known (aborted if a queue fails after it started
+/// serving, rather than leaving that CPU's requests hanging). On error the kernel has been
+/// made to fall back to `/dev/fuse`, and the queues that did register are returned too:
+/// they stay on their rings until the connection ends (the kernel holds their buffers).
+pub(crate) fn start(
+    ops: Arc<Ops>,
+    fuse: BorrowedFd,
+    conn: Arc<AtomicU64>,
+) -> Result<Rings, (std::io::Error, Rings)> {
+    let r = start_queues(ops, fuse, conn);
+    if r.is_err() {
+        if let Err(e) = ring::refuse(fuse, 0) {
+            log::error!("cannot make the kernel fall back to /dev/fuse: {e}");
+        }
+    }
+    r
+}
+
+fn start_queues(
+    ops: Arc<Ops>,
+    fuse: BorrowedFd,
+    conn: Arc<AtomicU64>,
+) -> Result<Rings, (std::io::Error, Rings)> {
+    let nr = possible_cpus();
+    let depth = queue_depth(nr);
+    let rings_of_conn = Rings {
+        live: Arc::new(Live::default()),
+        stats: Arc::new(Stats::default()),
+        nr_queues: nr,
+        depth,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let mut first_err = None;
+    let mut sent = 0;
+    for cpu in 0..nr {
+        let fd = match fuse.try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        };
+        rings_of_conn.live.add();
+        let q = NewQueue {
+            fuse: fd,
+            ops: ops.clone(),
+            depth,
+            payload_size: payload_size(),
+            stats: rings_of_conn.stats.clone(),
+            live: rings_of_conn.live.clone(),
+            conn: conn.clone(),
+            ready: ready_tx.clone(),
+        };
+        if let Err(e) = send(cpu, Msg::Add(Box::new(q)), true) {
+            rings_of_conn.live.done();
+            first_err = Some(e);
+            break;
+        }
+        sent += 1;
+    }
+    drop(ready_tx);
+    for _ in 0..sent {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(std::io::Error::other("a queue did not register"));
+            }
+        }
+    }
+    match first_err {
+        None => Ok(rings_of_conn),
+        Some(e) => Err((e, rings_of_conn)),
+    }
 }
 
 /// CPUs the kernel makes queues for (`num_possible_cpus()`).
@@ -233,94 +404,6 @@ pub(crate) fn usable() -> bool {
     }
 }
 
-/// Starts one queue per possible CPU on the connection of `fuse` and waits until each has
-/// registered its entries (the kernel holds requests until then). `conn` is the
-/// connection's number under fusectl, once known (aborted if a queue fails after it started
-/// serving, rather than leaving that CPU's requests hanging). On error the kernel has been
-/// made to fall back to `/dev/fuse`, and the queues that did register are returned too:
-/// they must be kept (and joined at unmount), the kernel holds their buffers until the
-/// connection ends.
-pub(crate) fn start(
-    ops: Arc<Ops>,
-    fuse: BorrowedFd,
-    conn: Arc<AtomicU64>,
-) -> Result<Rings, (std::io::Error, Rings)> {
-    let r = start_queues(ops, fuse, conn);
-    if r.is_err() {
-        if let Err(e) = ring::refuse(fuse, 0) {
-            log::error!("cannot make the kernel fall back to /dev/fuse: {e}");
-        }
-    }
-    r
-}
-
-fn start_queues(
-    ops: Arc<Ops>,
-    fuse: BorrowedFd,
-    conn: Arc<AtomicU64>,
-) -> Result<Rings, (std::io::Error, Rings)> {
-    let nr = possible_cpus();
-    let depth = queue_depth(nr);
-    let (slow_tx, slow_rx) = crossbeam_channel::unbounded::<SlowJob>();
-    let mut rings = Rings {
-        queues: Vec::with_capacity(nr),
-        helpers: Vec::new(),
-        slow: Some(slow_tx.clone()),
-        stats: Arc::new(Stats::default()),
-        nr_queues: nr,
-        depth,
-    };
-    for i in 0..2 {
-        let (ops, rx) = (ops.clone(), slow_rx.clone());
-        match std::thread::Builder::new()
-            .name(format!("snapfs-slow-{i}"))
-            .spawn(move || helper(&ops, rx))
-        {
-            Ok(t) => rings.helpers.push(t),
-            Err(e) => return Err((e, rings)),
-        }
-    }
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-    let mut first_err = None;
-    for qid in 0..nr {
-        let spawned = fuse.try_clone_to_owned().and_then(|fd| {
-            let (ops, stats, slow, ready, conn) = (
-                ops.clone(),
-                rings.stats.clone(),
-                slow_tx.clone(),
-                ready_tx.clone(),
-                conn.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("snapfs-ring-{qid}"))
-                .spawn(move || queue_thread(qid, depth, fd, conn, &ops, &stats, slow, ready))
-        });
-        match spawned {
-            Ok(t) => rings.queues.push(t),
-            Err(e) => {
-                first_err = Some(e);
-                break;
-            }
-        }
-    }
-    drop(ready_tx);
-    for _ in 0..rings.queues.len() {
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(std::io::Error::other("a queue did not register"));
-            }
-        }
-    }
-    match first_err {
-        None => Ok(rings),
-        Some(e) => Err((e, rings)),
-    }
-}
-
 fn pin_to_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     let pinned = set
@@ -331,175 +414,257 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn queue_thread(
-    qid: usize,
-    depth: usize,
-    fuse: std::os::fd::OwnedFd,
+/// A queue on a ring, with what serving it needs.
+struct Slot {
+    q: Queue,
+    ops: Arc<Ops>,
+    stats: Arc<Stats>,
+    live: Arc<Live>,
     conn: Arc<AtomicU64>,
-    ops: &Ops,
-    stats: &Stats,
-    slow: Sender<SlowJob>,
+}
+
+/// A request handed to a helper thread, with copies of its arguments.
+struct SlowJob {
+    ring: usize,
+    slot: usize,
+    entry: usize,
+    ops: Arc<Ops>,
+    header: InHeader,
+    op_in: [u8; abi::OP_IN_SIZE],
+    input: Vec<u8>,
+}
+
+/// A helper's answer for a queue's entry: the reply body or an errno.
+struct Done {
+    slot: usize,
+    entry: usize,
+    unique: u64,
+    reply: Result<Vec<u8>, Errno>,
+}
+
+fn ring_thread(
+    cpu: usize,
+    wake: Arc<EventFd>,
+    rx: Receiver<Msg>,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) {
-    pin_to_cpu(qid);
-    let wake =
-        match EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK) {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return;
-            }
-        };
-    let qid16 = u16::try_from(qid).unwrap_or(u16::MAX);
-    let mut q = match Queue::new(qid16, depth, payload_size(), fuse, wake.as_raw_fd()) {
-        Ok(q) => q,
+    pin_to_cpu(cpu);
+    let ring = match Ring::new(wake.as_raw_fd()) {
+        Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let mut cqes = Vec::with_capacity(2 * depth + 2);
-    if let Err(e) = register(&mut q, &mut cqes) {
+    let mut server = Server {
+        cpu,
+        ring,
+        slots: Vec::new(),
+        wake,
+    };
+    if let Err(e) = server.ring.arm_event().and_then(|()| server.ring.submit()) {
         let _ = ready.send(Err(e));
         return;
     }
     let _ = ready.send(Ok(()));
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
-    let mut server = Server {
-        q,
-        ops,
-        stats,
-        slow,
-        done_tx,
-        wake,
-    };
-    if let Err(e) = server.run(&mut cqes, &done_rx) {
-        log::error!("io_uring queue {qid} failed: {e}; aborting the FUSE connection");
-        abort_connection(conn.load(Ordering::SeqCst));
+    if let Err(e) = server.run(&rx) {
+        log::error!("io_uring ring {cpu} failed: {e}; aborting its FUSE connections");
+        while !leave(cpu, &rx) {
+            // Queues sent meanwhile are given up too.
+            while let Ok(m) = rx.try_recv() {
+                if let Msg::Add(q) = m {
+                    q.live.done();
+                    let _ = q
+                        .ready
+                        .send(Err(std::io::Error::other("io_uring ring failed")));
+                }
+            }
+        }
+        for s in server.slots.iter().flatten() {
+            abort_connection(s.conn.load(Ordering::SeqCst));
+            s.live.done();
+        }
     }
 }
 
-/// Registers every entry; Ok once the kernel took at least one (errors come back at once,
-/// as CQEs of the REGISTER commands; a request may already be waiting in `cqes`).
-fn register(q: &mut Queue, cqes: &mut Vec<(u64, i32)>) -> std::io::Result<()> {
-    q.register()?;
-    q.reap(cqes);
-    let mut first = None;
-    for &(tag, res) in cqes.iter() {
-        if tag != EVENT_TAG && res < 0 {
-            first.get_or_insert(res);
-        }
-    }
-    match first {
-        Some(res) if q.live() == 0 => Err(std::io::Error::from_raw_os_error(-res)),
-        Some(res) => {
-            log::warn!(
-                "io_uring: {} of {} entries refused: {}",
-                q.depth() - q.live(),
-                q.depth(),
-                std::io::Error::from_raw_os_error(-res)
-            );
-            Ok(())
-        }
-        None => Ok(()),
-    }
-}
-
-struct Server<'a> {
-    q: Queue,
-    ops: &'a Ops,
-    stats: &'a Stats,
-    slow: Sender<SlowJob>,
-    done_tx: Sender<Done>,
+struct Server {
+    cpu: usize,
+    ring: Ring,
+    slots: Vec<Option<Slot>>,
     wake: Arc<EventFd>,
 }
 
-impl Server<'_> {
-    /// Serves until the kernel gave every entry back with an error (connection gone).
-    fn run(&mut self, cqes: &mut Vec<(u64, i32)>, done_rx: &Receiver<Done>) -> std::io::Result<()> {
+impl Server {
+    /// Serves the queues of the ring until it has none left.
+    fn run(&mut self, rx: &Receiver<Msg>) -> std::io::Result<()> {
+        let mut cqes = Vec::with_capacity(256);
         loop {
-            for &(tag, res) in cqes.iter() {
+            let mut i = 0;
+            while i < cqes.len() {
+                let (tag, res) = cqes[i];
+                i += 1;
                 if tag == EVENT_TAG {
                     let _ = self.wake.read();
-                    while let Ok(d) = done_rx.try_recv() {
-                        self.finish(d)?;
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Msg::Add(q) => self.add(*q, &mut cqes)?,
+                            Msg::Done(d) => self.finish(d)?,
+                        }
                     }
-                    if self.q.live() > 0 {
-                        self.q.arm_event()?;
-                    }
+                    self.ring.arm_event()?;
                     continue;
                 }
-                let i = tag as usize;
-                if res == -libc::EINTR || res == -libc::EAGAIN {
-                    self.q.retry(i)?;
-                } else if res < 0 {
-                    if res != -libc::ENOTCONN && res != -libc::ECONNABORTED {
-                        let e = std::io::Error::from_raw_os_error(-res);
-                        log::info!("io_uring entry {i} given back: {e}");
-                    }
-                } else {
-                    self.request(i)?;
-                }
+                self.completion(tag, res)?;
             }
-            if self.q.live() == 0 {
+            cqes.clear();
+            if self.slots.iter().all(Option::is_none) && leave(self.cpu, rx) {
                 return Ok(());
             }
-            self.q.submit_and_wait()?;
-            self.q.reap(cqes);
+            self.ring.submit_and_wait()?;
+            self.ring.reap(&mut cqes);
         }
     }
 
-    /// Serves the request in entry `i` (or hands it to a helper) and commits the reply.
-    fn request(&mut self, i: usize) -> std::io::Result<()> {
-        let ops = self.ops;
-        let Some((header, payload)) = self.q.entry(i) else {
+    /// Puts a connection's queue on the ring and registers its entries; says on `ready`
+    /// whether the kernel took them (refusals come back at once, as CQEs of the REGISTER
+    /// commands; the other completions reaped meanwhile are appended to `cqes`).
+    fn add(&mut self, n: NewQueue, cqes: &mut Vec<(u64, i32)>) -> std::io::Result<()> {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let qid = u16::try_from(self.cpu).unwrap_or(u16::MAX);
+        let mut q = match Queue::new(qid, slot, n.depth, n.payload_size, n.fuse) {
+            Ok(q) => q,
+            Err(e) => {
+                n.live.done();
+                let _ = n.ready.send(Err(e));
+                return Ok(());
+            }
+        };
+        q.register(&mut self.ring)?;
+        self.ring.submit()?;
+        let start = cqes.len();
+        self.ring.reap(cqes);
+        let mut refused = 0;
+        let mut first = None;
+        for &(tag, res) in &cqes[start..] {
+            if tag != EVENT_TAG && ring::untag(tag).0 == slot && res < 0 {
+                refused += 1;
+                first.get_or_insert(res);
+            }
+        }
+        let depth = q.depth();
+        self.slots[slot] = Some(Slot {
+            q,
+            ops: n.ops,
+            stats: n.stats,
+            live: n.live,
+            conn: n.conn,
+        });
+        let answer = match first {
+            Some(res) if refused == depth => Err(std::io::Error::from_raw_os_error(-res)),
+            Some(res) => {
+                log::warn!(
+                    "io_uring: {refused} of {depth} entries refused: {}",
+                    std::io::Error::from_raw_os_error(-res)
+                );
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let _ = n.ready.send(answer);
+        Ok(())
+    }
+
+    /// Handles the completion of an entry: a request to serve, a retry, or an entry given
+    /// back for good (a queue whose entries are all back leaves the ring).
+    fn completion(&mut self, tag: u64, res: i32) -> std::io::Result<()> {
+        let (slot, i) = ring::untag(tag);
+        let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        s.q.completed(i, res);
+        if res == -libc::EINTR || res == -libc::EAGAIN {
+            s.q.retry(&mut self.ring, i)?;
+        } else if res < 0 {
+            if res != -libc::ENOTCONN && res != -libc::ECONNABORTED {
+                let e = std::io::Error::from_raw_os_error(-res);
+                log::info!("io_uring entry {i} given back: {e}");
+            }
+            if s.q.live() == 0 {
+                if let Some(s) = self.slots[slot].take() {
+                    s.live.done();
+                }
+            }
+        } else {
+            self.request(slot, i)?;
+        }
+        Ok(())
+    }
+
+    /// Serves the request in entry `i` of queue `slot` (or hands it to a helper) and
+    /// commits the reply.
+    fn request(&mut self, slot: usize, i: usize) -> std::io::Result<()> {
+        let cpu = self.cpu;
+        let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let ops = s.ops.clone();
+        let Some((header, payload)) = s.q.entry(i) else {
             return Ok(());
         };
         let (in_out, op_in, ent) = split_header(header);
         let (commit_id, payload_sz) = abi::ent_in_out(ent).unwrap_or((0, 0));
         let h = InHeader::parse(in_out);
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        s.stats.requests.fetch_add(1, Ordering::Relaxed);
         let (unique, result) = match h {
-            Some(h) if dispatch::is_slow(ops, &h) => {
+            Some(h) if dispatch::is_slow(&ops, &h) => {
                 let input = payload.get(..payload_sz as usize).unwrap_or(&[]).to_vec();
                 let mut op = [0u8; abi::OP_IN_SIZE];
                 op.copy_from_slice(&op_in[..abi::OP_IN_SIZE]);
+                s.q.set_commit_id(i, commit_id);
                 let job = SlowJob {
+                    ring: cpu,
+                    slot,
                     entry: i,
+                    ops,
                     header: h,
                     op_in: op,
                     input,
-                    done: self.done_tx.clone(),
-                    wake: self.wake.clone(),
                 };
-                self.q.set_commit_id(i, commit_id);
-                if self.slow.send(job).is_ok() {
+                if helpers::submit(job) {
                     return Ok(());
                 }
-                // No helper left (cannot happen while the queue runs): answer at once.
-                let Some((header, _)) = self.q.entry(i) else {
+                // No helper could be started: answer at once.
+                let Some((header, _)) = s.q.entry(i) else {
                     return Ok(());
                 };
                 let (in_out, _, ent) = split_header(header);
                 write_reply_header(in_out, ent, h.unique, Err(libc::EIO), 0);
-                return self.q.commit(i);
+                return s.q.commit(&mut self.ring, i);
             }
             Some(h) => (
                 h.unique,
-                guarded(|| dispatch::serve(ops, &h, op_in, payload, payload_sz as usize)),
+                guarded(|| dispatch::serve(&ops, &h, op_in, payload, payload_sz as usize)),
             ),
             None => (0, Err(libc::EIO)),
         };
         let len = *result.as_ref().unwrap_or(&0);
         write_reply_header(in_out, ent, unique, result.map(|_| ()), len);
-        self.q.set_commit_id(i, commit_id);
-        self.q.commit(i)
+        s.q.set_commit_id(i, commit_id);
+        s.q.commit(&mut self.ring, i)
     }
 
     /// Commits a helper's reply for its entry.
     fn finish(&mut self, d: Done) -> std::io::Result<()> {
-        let Some((header, payload)) = self.q.entry(d.entry) else {
+        let Some(s) = self.slots.get_mut(d.slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let Some((header, payload)) = s.q.entry(d.entry) else {
             return Ok(());
         };
         let (result, len) = match d.reply {
@@ -514,7 +679,7 @@ impl Server<'_> {
         };
         let (in_out, _, ent) = split_header(header);
         write_reply_header(in_out, ent, d.unique, result, len);
-        self.q.commit(d.entry)
+        s.q.commit(&mut self.ring, d.entry)
     }
 }
 
@@ -542,32 +707,97 @@ fn write_reply_header(
     ent[16..20].copy_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
 }
 
-/// Runs a handler, turning a panic into EIO: a queue's thread must outlive every request
-/// (the kernel keeps routing this CPU's requests to it).
-fn guarded(f: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        log::error!("a FUSE request handler panicked; answered EIO");
-        Err(libc::EIO)
-    })
-}
+/// The helper threads of every ring: slow requests wait here, not on a ring's thread. One
+/// more is started whenever none is idle (up to `MAX`), idle ones leave after a while.
+mod helpers {
+    use super::*;
 
-/// A helper thread: serves slow requests until every queue is gone.
-fn helper(ops: &Ops, jobs: Receiver<SlowJob>) {
-    for job in jobs {
+    const MAX: usize = 64;
+    const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+    struct Helpers {
+        tx: Sender<SlowJob>,
+        rx: Receiver<SlowJob>,
+        idle: AtomicUsize,
+        threads: AtomicUsize,
+    }
+
+    static HELPERS: OnceLock<Helpers> = OnceLock::new();
+
+    fn get() -> &'static Helpers {
+        HELPERS.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            Helpers {
+                tx,
+                rx,
+                idle: AtomicUsize::new(0),
+                threads: AtomicUsize::new(0),
+            }
+        })
+    }
+
+    /// Queues a slow request; false if no helper can serve it.
+    pub(super) fn submit(job: SlowJob) -> bool {
+        let h = get();
+        if h.idle.load(Ordering::SeqCst) == 0 {
+            if h.threads.fetch_add(1, Ordering::SeqCst) >= MAX {
+                h.threads.fetch_sub(1, Ordering::SeqCst);
+            } else if let Err(e) = std::thread::Builder::new()
+                .name("snapfs-slow".into())
+                .spawn(move || helper(h))
+            {
+                h.threads.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("io_uring: cannot start a helper thread: {e}");
+            } else {
+                crate::metrics::get().fuse_ring_helpers.inc();
+            }
+        }
+        h.threads.load(Ordering::SeqCst) > 0 && h.tx.send(job).is_ok()
+    }
+
+    /// Serves slow requests; leaves after `IDLE_EXIT` without one, unless it is the last
+    /// helper (so a queued request always has one).
+    fn helper(h: &'static Helpers) {
+        loop {
+            h.idle.fetch_add(1, Ordering::SeqCst);
+            let job = h.rx.recv_timeout(IDLE_EXIT);
+            h.idle.fetch_sub(1, Ordering::SeqCst);
+            match job {
+                Ok(job) => serve(job),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let n = h.threads.load(Ordering::SeqCst);
+                    if n > 1
+                        && h.threads
+                            .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        crate::metrics::get().fuse_ring_helpers.dec();
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn serve(job: SlowJob) {
         let input_len = job.input.len();
         let mut buf = job.input;
         // Slow replies are small (an entry, or nothing).
         buf.resize(input_len.max(abi::ENTRY_OUT_SIZE * 2), 0);
-        let r = guarded(|| dispatch::serve(ops, &job.header, &job.op_in, &mut buf, input_len));
+        let r = guarded(|| dispatch::serve(&job.ops, &job.header, &job.op_in, &mut buf, input_len));
         let reply = r.map(|n| {
             buf.truncate(n);
             buf
         });
-        let _ = job.done.send(Done {
+        let done = Done {
+            slot: job.slot,
             entry: job.entry,
             unique: job.header.unique,
             reply,
-        });
-        let _ = job.wake.write(1);
+        };
+        if let Err(e) = send(job.ring, Msg::Done(done), false) {
+            log::error!("a slow reply is lost: {e}");
+        }
     }
 }

@@ -1,14 +1,16 @@
-//! One FUSE-over-io_uring queue: its io_uring (128-byte SQEs), its ring entries' buffers and
-//! the commands that hand entries to the kernel. The only `unsafe` code of the crate lives
-//! here, for three reasons: the buffers are memory the kernel writes into (mapped here,
-//! handed over by address), SQEs carry raw addresses, and `io_uring` pushes are unsafe.
+//! The io_uring of one CPU's FUSE queues ([`Ring`]: 128-byte SQEs, shared by the queue of
+//! that CPU of every connection) and one connection's queue on it ([`Queue`]: its ring
+//! entries' buffers and the commands that hand entries to the kernel). The only `unsafe`
+//! code of the crate lives here, for three reasons: the buffers are memory the kernel writes
+//! into (mapped here, handed over by address), SQEs carry raw addresses, and `io_uring`
+//! pushes are unsafe.
 //!
 //! Ownership protocol, which makes the safe API below sound: an entry's buffers belong to
 //! the kernel from the moment its REGISTER or COMMIT_AND_FETCH SQE is pushed until its CQE
 //! is reaped; only then does [`Queue::entry`] give out slices of them, and only until the
 //! entry is committed again. The kernel writes into them only while it owns them (in task
-//! work of this thread, inside `io_uring_enter`). The mappings are released only once every
-//! entry that was ever handed over has been given back for good (an error CQE: the
+//! work of the ring's thread, inside `io_uring_enter`). The mappings are released only once
+//! every entry that was ever handed over has been given back for good (an error CQE: the
 //! connection is gone); otherwise they are leaked rather than freed under the kernel.
 #![allow(unsafe_code)]
 
@@ -18,7 +20,7 @@ use std::ptr::NonNull;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::abi;
+use crate::fuse::abi;
 
 /// user_data of the eventfd poll; ring entries use their index.
 pub(super) const EVENT_TAG: u64 = u64::MAX;
@@ -80,13 +82,95 @@ enum Holder {
     Dead,
 }
 
-/// A queue's ring and entries.
-pub(super) struct Queue {
-    // Dropped first: closing the ring cancels what is still pending before the buffers go.
+/// The io_uring of one CPU: the queues of every connection on that CPU push their commands
+/// here; completions carry the queue's tag and the entry's index ([`tag`]).
+pub(super) struct Ring {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
-    fuse: OwnedFd,
     event_fd: i32,
+}
+
+/// Completion CQEs the ring keeps room for; more are held back by the kernel
+/// (IORING_FEAT_NODROP) and come at the next reap.
+const CQ_SIZE: u32 = 4096;
+/// Submission slots (a full queue is submitted before more are pushed).
+const SQ_SIZE: u32 = 256;
+
+/// user_data of a queue's entry: the queue's slot on its ring and the entry's index.
+pub(super) fn tag(slot: usize, entry: usize) -> u64 {
+    ((slot as u64) << 16) | entry as u64
+}
+
+/// (slot, entry) of a user_data made by [`tag`].
+pub(super) fn untag(tag: u64) -> (usize, usize) {
+    ((tag >> 16) as usize, (tag & 0xffff) as usize)
+}
+
+impl Ring {
+    /// Sets up the ring; `event_fd` wakes its thread (it must outlive the ring).
+    pub fn new(event_fd: i32) -> io::Result<Ring> {
+        // No SINGLE_ISSUER/DEFER_TASKRUN: measured no faster here (as libfuse found), and
+        // without them the kernel fills an entry as soon as a request comes.
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .setup_cqsize(CQ_SIZE)
+            .setup_submit_all()
+            .build(SQ_SIZE)?;
+        Ok(Ring { ring, event_fd })
+    }
+
+    fn push(&mut self, sqe: &squeue::Entry128) -> io::Result<()> {
+        loop {
+            // SAFETY: every SQE pushed here refers to memory owned by a queue of this ring
+            // that stays mapped while the kernel may use it (see the module's ownership
+            // protocol), or to nothing (COMMIT_AND_FETCH carries no address, the poll an fd).
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            // Full: hand what is queued to the kernel first.
+            self.ring.submit()?;
+        }
+    }
+
+    /// (Re)arms the one-shot poll on the eventfd.
+    pub fn arm_event(&mut self) -> io::Result<()> {
+        let sqe = opcode::PollAdd::new(types::Fd(self.event_fd), libc::POLLIN as u32)
+            .build()
+            .user_data(EVENT_TAG);
+        self.push(&squeue::Entry128::from(sqe))
+    }
+
+    /// Submits what is queued without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit().map(drop)
+    }
+
+    /// Submits what is queued and waits for at least one completion (EINTR retried).
+    pub fn submit_and_wait(&mut self) -> io::Result<()> {
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // Completion queue overflowing: the caller reaps, then calls again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Appends the completions to `out` as (user_data, result); the caller hands each to
+    /// its queue ([`Queue::completed`]).
+    pub fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+        for cqe in self.ring.completion() {
+            out.push((cqe.user_data(), cqe.result()));
+        }
+    }
+}
+
+/// One connection's queue on a ring: its entries and their buffers.
+pub(super) struct Queue {
+    fuse: OwnedFd,
     qid: u16,
+    /// This queue's slot on its ring (the high bits of its entries' tags).
+    slot: usize,
     depth: usize,
     payload_size: usize,
     headers: Region,
@@ -96,28 +180,16 @@ pub(super) struct Queue {
     commit_ids: Vec<u64>,
 }
 
-// SAFETY: the raw pointers in `Region` and `iovecs` refer to mappings owned by the queue;
-// nothing else aliases them, so moving the queue to its serving thread is sound.
-unsafe impl Send for Queue {}
-
 impl Queue {
-    /// Maps the buffers and sets up the ring (`depth` entries of `payload_size` bytes each,
-    /// plus one SQE for the eventfd poll). `fuse` is a `/dev/fuse` descriptor of the
-    /// connection; `event_fd` wakes the queue's thread (it must outlive the queue).
+    /// Maps the buffers (`depth` entries of `payload_size` bytes each). `fuse` is a
+    /// `/dev/fuse` descriptor of the connection.
     pub fn new(
         qid: u16,
+        slot: usize,
         depth: usize,
         payload_size: usize,
         fuse: OwnedFd,
-        event_fd: i32,
     ) -> io::Result<Queue> {
-        let sq = u32::try_from(depth + 1).map_err(io::Error::other)?;
-        // No SINGLE_ISSUER/DEFER_TASKRUN: measured no faster here (as libfuse found), and
-        // without them the kernel fills an entry as soon as a request comes.
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
-            .setup_cqsize(sq * 2)
-            .setup_submit_all()
-            .build(sq)?;
         let headers = Region::new(depth * abi::HEADER_SIZE)?;
         let payloads = Region::new(depth * payload_size)?;
         let mut iovecs = Vec::with_capacity(depth);
@@ -141,10 +213,9 @@ impl Queue {
             ]);
         }
         Ok(Queue {
-            ring,
             fuse,
-            event_fd,
             qid,
+            slot,
             depth,
             payload_size,
             headers,
@@ -164,73 +235,34 @@ impl Queue {
         self.holders.iter().filter(|h| **h != Holder::Dead).count()
     }
 
-    fn push(&mut self, sqe: &squeue::Entry128) -> io::Result<()> {
-        loop {
-            // SAFETY: every SQE pushed here refers to memory owned by the queue that stays
-            // mapped while the kernel may use it (see the module's ownership protocol), or
-            // to nothing (COMMIT_AND_FETCH carries no address, the poll an fd).
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return Ok(());
-            }
-            // Full: hand what is queued to the kernel first.
-            self.ring.submit()?;
-        }
+    fn register_sqe(&self, i: usize) -> squeue::Entry128 {
+        let iov = self.iovecs[i].as_ptr() as u64;
+        let sqe = opcode::UringCmd80::new(types::Fd(self.fuse.as_raw_fd()), abi::CMD_REGISTER)
+            .addr(Some(iov))
+            .cmd(abi::cmd_req(0, self.qid))
+            .build()
+            .user_data(tag(self.slot, i));
+        // The kernel reads the iovec array (2 entries: header, payload) while it issues
+        // the command; `sqe.len` must say 2.
+        with_len(sqe, 2)
     }
 
-    /// Hands every entry to the kernel (FUSE_IO_URING_CMD_REGISTER) and arms the eventfd
-    /// poll. Registration errors come back as CQEs.
-    pub fn register(&mut self) -> io::Result<()> {
+    /// Hands every entry to the kernel (FUSE_IO_URING_CMD_REGISTER). Registration errors
+    /// come back as CQEs.
+    pub fn register(&mut self, ring: &mut Ring) -> io::Result<()> {
         for i in 0..self.depth {
-            let iov = self.iovecs[i].as_ptr() as u64;
-            let sqe = opcode::UringCmd80::new(types::Fd(self.fuse.as_raw_fd()), abi::CMD_REGISTER)
-                .addr(Some(iov))
-                .cmd(abi::cmd_req(0, self.qid))
-                .build()
-                .user_data(i as u64);
-            // The kernel reads the iovec array (2 entries: header, payload) while it issues
-            // the command; `sqe.len` must say 2.
-            let sqe = with_len(sqe, 2);
+            let sqe = self.register_sqe(i);
             self.holders[i] = Holder::Kernel;
-            self.push(&sqe)?;
+            ring.push(&sqe)?;
         }
-        self.arm_event()?;
-        self.ring.submit()?;
         Ok(())
     }
 
-    /// (Re)arms the one-shot poll on the eventfd.
-    pub fn arm_event(&mut self) -> io::Result<()> {
-        let sqe = opcode::PollAdd::new(types::Fd(self.event_fd), libc::POLLIN as u32)
-            .build()
-            .user_data(EVENT_TAG);
-        self.push(&squeue::Entry128::from(sqe))
-    }
-
-    /// Submits what is queued and waits for at least one completion (EINTR retried).
-    pub fn submit_and_wait(&mut self) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // Completion queue overflowing: the caller reaps, then calls again.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reaps completions into `out` as (user_data, result); entries with a request become
-    /// the daemon's, entries with an error dead (EINTR/EAGAIN excepted: those are
-    /// resubmitted by the caller through [`Queue::retry`]).
-    pub fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        out.clear();
-        for cqe in self.ring.completion() {
-            out.push((cqe.user_data(), cqe.result()));
-        }
-        for &(tag, res) in out.iter() {
-            let Some(h) = self.holders.get_mut(tag as usize) else {
-                continue;
-            };
+    /// Records the completion of entry `i`: with a request it becomes the daemon's, with
+    /// an error dead (EINTR/EAGAIN excepted: those are resubmitted by the caller through
+    /// [`Queue::retry`]).
+    pub fn completed(&mut self, i: usize, res: i32) {
+        if let Some(h) = self.holders.get_mut(i) {
             *h = match res {
                 r if r >= 0 => Holder::Daemon,
                 r if r == -libc::EINTR || r == -libc::EAGAIN => Holder::Daemon,
@@ -240,21 +272,17 @@ impl Queue {
     }
 
     /// Resubmits an entry's last command after EINTR/EAGAIN.
-    pub fn retry(&mut self, i: usize) -> io::Result<()> {
-        let Some(iov) = self.iovecs.get(i).map(|v| v.as_ptr() as u64) else {
+    pub fn retry(&mut self, ring: &mut Ring, i: usize) -> io::Result<()> {
+        if i >= self.depth {
             return Ok(());
-        };
-        if self.commit_ids.get(i).copied().unwrap_or(0) == 0 {
+        }
+        if self.commit_ids[i] == 0 {
             // Never fetched a request: its REGISTER is what failed.
-            let sqe = opcode::UringCmd80::new(types::Fd(self.fuse.as_raw_fd()), abi::CMD_REGISTER)
-                .addr(Some(iov))
-                .cmd(abi::cmd_req(0, self.qid))
-                .build()
-                .user_data(i as u64);
+            let sqe = self.register_sqe(i);
             self.holders[i] = Holder::Kernel;
-            self.push(&with_len(sqe, 2))
+            ring.push(&sqe)
         } else {
-            self.commit(i)
+            self.commit(ring, i)
         }
     }
 
@@ -285,7 +313,7 @@ impl Queue {
 
     /// Hands entry `i` back with its reply (already written into its buffers):
     /// FUSE_IO_URING_CMD_COMMIT_AND_FETCH, which also waits for the next request.
-    pub fn commit(&mut self, i: usize) -> io::Result<()> {
+    pub fn commit(&mut self, ring: &mut Ring, i: usize) -> io::Result<()> {
         let Some(&id) = self.commit_ids.get(i) else {
             return Ok(());
         };
@@ -293,9 +321,9 @@ impl Queue {
             opcode::UringCmd80::new(types::Fd(self.fuse.as_raw_fd()), abi::CMD_COMMIT_AND_FETCH)
                 .cmd(abi::cmd_req(id, self.qid))
                 .build()
-                .user_data(i as u64);
+                .user_data(tag(self.slot, i));
         self.holders[i] = Holder::Kernel;
-        self.push(&sqe)
+        ring.push(&sqe)
     }
 }
 

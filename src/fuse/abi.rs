@@ -1,34 +1,38 @@
-//! The FUSE kernel ABI as FUSE-over-io_uring carries it (Linux `include/uapi/linux/fuse.h`,
-//! protocol 7.42+): the layout of a ring entry's 288-byte header, the command area of its
-//! SQEs, the opcodes we serve and the byte layout of every request argument and reply we
-//! read or write. Everything is decoded and encoded field by field (native endianness, as
-//! the kernel writes it) from plain byte slices: no `unsafe`, no trust in lengths.
+//! The FUSE kernel ABI (Linux `include/uapi/linux/fuse.h`, protocol 7.40 as we answer INIT;
+//! the io_uring parts are 7.42+): requests as `/dev/fuse` delivers them (a `fuse_in_header`,
+//! then the opcode's fixed argument struct, then names or data) and as a FUSE-over-io_uring
+//! ring entry carries them, INIT, notifications, and the byte layout of every request
+//! argument and reply we read or write. Everything is decoded and encoded field by field
+//! (native endianness, as the kernel writes it) from plain byte slices: no `unsafe`, no
+//! trust in lengths.
 //!
 //! A ring entry is two buffers: the header (`in_out`: `fuse_in_header` in, `fuse_out_header`
 //! out; `op_in`: the opcode's fixed argument struct; `ring_ent_in_out`: commit id and payload
 //! size) and the payload (everything after the fixed argument — names, write data — in, the
 //! whole reply body out). Since 6.14 the kernel puts a zero-sized header first for opcodes
 //! without one (LOOKUP, UNLINK, RMDIR, SYMLINK, REMOVEXATTR), so their names are in the
-//! payload too.
+//! payload too. On `/dev/fuse` the same pieces follow each other in one buffer; [`op_in_size`]
+//! says where the fixed argument ends.
 
 /// Size of `struct fuse_uring_req_header`.
-pub(super) const HEADER_SIZE: usize = 288;
+pub(crate) const HEADER_SIZE: usize = 288;
 /// Offset of `op_in` in the header (after the 128-byte `in_out`).
-pub(super) const OP_IN: usize = 128;
+pub(crate) const OP_IN: usize = 128;
 /// Size of `op_in`.
-pub(super) const OP_IN_SIZE: usize = 128;
+pub(crate) const OP_IN_SIZE: usize = 128;
 /// Offset of `struct fuse_uring_ent_in_out` in the header.
-pub(super) const ENT_IN_OUT: usize = 256;
+pub(crate) const ENT_IN_OUT: usize = 256;
 
 /// `enum fuse_uring_cmd`.
-pub(super) const CMD_REGISTER: u32 = 1;
-pub(super) const CMD_COMMIT_AND_FETCH: u32 = 2;
+pub(crate) const CMD_REGISTER: u32 = 1;
+pub(crate) const CMD_COMMIT_AND_FETCH: u32 = 2;
 
 /// Smallest payload buffer the kernel accepts (`FUSE_MIN_READ_BUFFER`).
-pub(super) const MIN_PAYLOAD: usize = 8192;
+pub(crate) const MIN_PAYLOAD: usize = 8192;
 
-pub(super) mod op {
+pub(crate) mod op {
     pub const LOOKUP: u32 = 1;
+    pub const FORGET: u32 = 2;
     pub const GETATTR: u32 = 3;
     pub const SETATTR: u32 = 4;
     pub const READLINK: u32 = 5;
@@ -50,14 +54,17 @@ pub(super) mod op {
     pub const LISTXATTR: u32 = 23;
     pub const REMOVEXATTR: u32 = 24;
     pub const FLUSH: u32 = 25;
+    pub const INIT: u32 = 26;
     pub const OPENDIR: u32 = 27;
     pub const READDIR: u32 = 28;
     pub const RELEASEDIR: u32 = 29;
     pub const FSYNCDIR: u32 = 30;
     pub const ACCESS: u32 = 34;
     pub const CREATE: u32 = 35;
+    pub const INTERRUPT: u32 = 36;
     pub const DESTROY: u32 = 38;
     pub const IOCTL: u32 = 39;
+    pub const BATCH_FORGET: u32 = 42;
     pub const FALLOCATE: u32 = 43;
     pub const READDIRPLUS: u32 = 44;
     pub const RENAME2: u32 = 45;
@@ -66,7 +73,7 @@ pub(super) mod op {
 }
 
 /// `fuse_setattr_in.valid` bits.
-pub(super) mod fattr {
+pub(crate) mod fattr {
     pub const MODE: u32 = 1 << 0;
     pub const UID: u32 = 1 << 1;
     pub const GID: u32 = 1 << 2;
@@ -80,11 +87,11 @@ pub(super) mod fattr {
 }
 
 /// `fuse_write_in.write_flags`: the writer lacks `CAP_FSETID`.
-pub(super) const WRITE_KILL_SUIDGID: u32 = 1 << 2;
+pub(crate) const WRITE_KILL_SUIDGID: u32 = 1 << 2;
 
 /// The 80-byte command area of a FUSE SQE (`struct fuse_uring_cmd_req`: flags, commit id,
 /// queue id).
-pub(super) fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
+pub(crate) fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
     let mut cmd = [0u8; 80];
     cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
     cmd[16..18].copy_from_slice(&qid.to_ne_bytes());
@@ -93,7 +100,7 @@ pub(super) fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
 
 /// Reads fixed-size fields in order from a byte slice; every read is bounds-checked
 /// (`None` past the end: the request is malformed).
-pub(super) struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     b: &'a [u8],
 }
 
@@ -151,7 +158,9 @@ impl<'a> Cursor<'a> {
 
 /// `struct fuse_in_header`, the fields we use.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct InHeader {
+pub(crate) struct InHeader {
+    /// Length of the whole request, header included.
+    pub len: u32,
     pub opcode: u32,
     pub unique: u64,
     pub nodeid: u64,
@@ -162,13 +171,14 @@ pub(super) struct InHeader {
 impl InHeader {
     pub fn parse(b: &[u8]) -> Option<InHeader> {
         let mut c = Cursor::new(b);
-        let _len = c.u32()?;
+        let len = c.u32()?;
         let opcode = c.u32()?;
         let unique = c.u64()?;
         let nodeid = c.u64()?;
         let uid = c.u32()?;
         let gid = c.u32()?;
         Some(InHeader {
+            len,
             opcode,
             unique,
             nodeid,
@@ -178,8 +188,119 @@ impl InHeader {
     }
 }
 
+/// Size of `struct fuse_in_header`.
+pub(crate) const IN_HEADER_SIZE: usize = 40;
+
+/// Size of the fixed argument struct that follows the header of `opcode` on `/dev/fuse`
+/// (protocol 7.40, no extensions negotiated: no `FUSE_SETXATTR_EXT`, no security context);
+/// 0 for opcodes whose arguments are names only, or that we do not serve.
+pub(crate) fn op_in_size(opcode: u32) -> usize {
+    match opcode {
+        op::FORGET | op::LINK | op::RENAME | op::MKDIR | op::OPEN | op::OPENDIR => 8,
+        op::SETXATTR | op::GETXATTR | op::LISTXATTR | op::ACCESS | op::INTERRUPT => 8,
+        op::BATCH_FORGET => 8,
+        op::GETATTR | op::MKNOD | op::FSYNC | op::FSYNCDIR | op::CREATE | op::RENAME2 => 16,
+        op::RELEASE | op::RELEASEDIR | op::FLUSH | op::LSEEK => 24,
+        op::IOCTL | op::FALLOCATE => 32,
+        op::READ | op::READDIR | op::READDIRPLUS | op::WRITE => 40,
+        op::COPY_FILE_RANGE => 56,
+        op::SETATTR => 88,
+        op::INIT => 64,
+        _ => 0,
+    }
+}
+
+/// Notification codes (`enum fuse_notify_code`), sent as the error field of a reply with
+/// `unique` 0.
+pub(crate) mod notify {
+    pub const INVAL_INODE: i32 = 2;
+    pub const INVAL_ENTRY: i32 = 3;
+}
+
+/// INIT capability bits (`FUSE_*` of `fuse_init_in.flags`, `flags2` shifted by 32).
+pub(crate) mod init {
+    pub const ASYNC_READ: u64 = 1 << 0;
+    pub const BIG_WRITES: u64 = 1 << 5;
+    pub const DO_READDIRPLUS: u64 = 1 << 13;
+    pub const READDIRPLUS_AUTO: u64 = 1 << 14;
+    pub const WRITEBACK_CACHE: u64 = 1 << 16;
+    pub const PARALLEL_DIROPS: u64 = 1 << 18;
+    pub const MAX_PAGES: u64 = 1 << 22;
+    pub const CACHE_SYMLINKS: u64 = 1 << 23;
+    pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
+    pub const INIT_EXT: u64 = 1 << 30;
+    pub const OVER_IO_URING: u64 = 1 << 41;
+}
+
+/// The protocol version we answer INIT with (the kernel speaks the lower of its and ours).
+pub(crate) const PROTO_MAJOR: u32 = 7;
+pub(crate) const PROTO_MINOR: u32 = 40;
+
+/// `struct fuse_init_in`, the fields we use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InitIn {
+    pub major: u32,
+    pub minor: u32,
+    pub max_readahead: u32,
+    /// `flags`, and `flags2 << 32` when the kernel set `FUSE_INIT_EXT`.
+    pub flags: u64,
+}
+
+impl InitIn {
+    pub fn parse(b: &[u8]) -> Option<InitIn> {
+        let mut c = Cursor::new(b);
+        let major = c.u32()?;
+        let minor = c.u32()?;
+        let max_readahead = c.u32()?;
+        let flags = u64::from(c.u32()?);
+        // flags2 exists from 7.36 on; older kernels send a 16-byte struct.
+        let flags2 = if flags & init::INIT_EXT != 0 {
+            u64::from(c.u32().unwrap_or(0))
+        } else {
+            0
+        };
+        Some(InitIn {
+            major,
+            minor,
+            max_readahead,
+            flags: flags | (flags2 << 32),
+        })
+    }
+}
+
+/// What we answer INIT with (`struct fuse_init_out`, 64 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InitOut {
+    pub max_readahead: u32,
+    pub flags: u64,
+    pub max_background: u16,
+    pub congestion_threshold: u16,
+    pub max_write: u32,
+    pub time_gran: u32,
+    pub max_pages: u16,
+}
+
+pub(crate) const INIT_OUT_SIZE: usize = 64;
+
+impl InitOut {
+    pub fn write(&self, o: &mut Out) {
+        o.u32(PROTO_MAJOR);
+        o.u32(PROTO_MINOR);
+        o.u32(self.max_readahead);
+        o.u32(self.flags as u32);
+        o.bytes(&self.max_background.to_ne_bytes());
+        o.bytes(&self.congestion_threshold.to_ne_bytes());
+        o.u32(self.max_write);
+        o.u32(self.time_gran);
+        o.bytes(&self.max_pages.to_ne_bytes());
+        o.zeros(2); // map_alignment
+        o.u32((self.flags >> 32) as u32);
+        o.zeros(INIT_OUT_SIZE - 36); // max_stack_depth, request_timeout, unused
+    }
+}
+
 /// `struct fuse_out_header` (16 bytes): length of header plus body, `-errno`, request id.
-pub(super) fn out_header(body_len: usize, error: i32, unique: u64) -> [u8; 16] {
+pub(crate) fn out_header(body_len: usize, error: i32, unique: u64) -> [u8; 16] {
     let mut h = [0u8; 16];
     let len = u32::try_from(16 + body_len).unwrap_or(u32::MAX);
     h[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -190,7 +311,7 @@ pub(super) fn out_header(body_len: usize, error: i32, unique: u64) -> [u8; 16] {
 
 /// `struct fuse_uring_ent_in_out`: the commit id the kernel gave a request and its payload
 /// size.
-pub(super) fn ent_in_out(b: &[u8]) -> Option<(u64, u32)> {
+pub(crate) fn ent_in_out(b: &[u8]) -> Option<(u64, u32)> {
     let mut c = Cursor::new(b);
     let _flags = c.u64()?;
     let commit_id = c.u64()?;
@@ -200,7 +321,7 @@ pub(super) fn ent_in_out(b: &[u8]) -> Option<(u64, u32)> {
 
 /// Writes a reply body into a buffer, field by field. Writes past the end are refused and
 /// remembered (`overflowed`), never performed.
-pub(super) struct Out<'a> {
+pub(crate) struct Out<'a> {
     buf: &'a mut [u8],
     len: usize,
     overflowed: bool,
@@ -253,7 +374,7 @@ impl<'a> Out<'a> {
 }
 
 /// `struct fuse_attr` (88 bytes).
-pub(super) struct FuseAttr {
+pub(crate) struct FuseAttr {
     pub ino: u64,
     pub size: u64,
     pub blocks: u64,
@@ -267,11 +388,11 @@ pub(super) struct FuseAttr {
     pub blksize: u32,
 }
 
-pub(super) const ATTR_SIZE: usize = 88;
+pub(crate) const ATTR_SIZE: usize = 88;
 /// `struct fuse_entry_out`.
-pub(super) const ENTRY_OUT_SIZE: usize = 40 + ATTR_SIZE;
+pub(crate) const ENTRY_OUT_SIZE: usize = 40 + ATTR_SIZE;
 /// `struct fuse_dirent` without its name.
-pub(super) const DIRENT_SIZE: usize = 24;
+pub(crate) const DIRENT_SIZE: usize = 24;
 
 impl FuseAttr {
     pub fn write(&self, o: &mut Out) {
@@ -295,7 +416,7 @@ impl FuseAttr {
 }
 
 /// `struct fuse_entry_out` (128 bytes).
-pub(super) fn entry_out(
+pub(crate) fn entry_out(
     o: &mut Out,
     nodeid: u64,
     entry_ttl: std::time::Duration,
@@ -312,7 +433,7 @@ pub(super) fn entry_out(
 }
 
 /// `struct fuse_attr_out` (104 bytes).
-pub(super) fn attr_out(o: &mut Out, ttl: std::time::Duration, attr: &FuseAttr) {
+pub(crate) fn attr_out(o: &mut Out, ttl: std::time::Duration, attr: &FuseAttr) {
     o.u64(ttl.as_secs());
     o.u32(ttl.subsec_nanos());
     o.u32(0); // dummy
@@ -320,14 +441,14 @@ pub(super) fn attr_out(o: &mut Out, ttl: std::time::Duration, attr: &FuseAttr) {
 }
 
 /// `struct fuse_open_out` (16 bytes).
-pub(super) fn open_out(o: &mut Out, fh: u64, flags: u32) {
+pub(crate) fn open_out(o: &mut Out, fh: u64, flags: u32) {
     o.u64(fh);
     o.u32(flags);
     o.u32(0); // backing_id
 }
 
 /// `struct fuse_dirent` header (the name and its padding to 8 bytes follow).
-pub(super) fn dirent(o: &mut Out, ino: u64, off: u64, namelen: u32, typ: u32) {
+pub(crate) fn dirent(o: &mut Out, ino: u64, off: u64, namelen: u32, typ: u32) {
     o.u64(ino);
     o.u64(off);
     o.u32(namelen);
@@ -335,7 +456,7 @@ pub(super) fn dirent(o: &mut Out, ino: u64, off: u64, namelen: u32, typ: u32) {
 }
 
 /// Bytes a directory entry takes with its name, padded to 8.
-pub(super) fn dirent_size(fixed: usize, name: &[u8]) -> usize {
+pub(crate) fn dirent_size(fixed: usize, name: &[u8]) -> usize {
     (fixed + name.len()).next_multiple_of(8)
 }
 

@@ -1,9 +1,10 @@
-//! Decodes one request taken from a ring entry, runs it through [`Ops`] and encodes the
-//! reply body into the entry's payload buffer. Malformed requests (short arguments, names
-//! without their NUL, lengths past the payload) are answered EINVAL; opcodes we do not serve
-//! ENOSYS, as fuser answers them on `/dev/fuse`. The encoding matches what fuser 0.18 sends
-//! for the same answer (same attribute conversion, TTLs, negative entries, directory entry
-//! padding), so both transports give the kernel the same bytes.
+//! Decodes one request (its header, the opcode's fixed argument, the payload after it, as a
+//! ring entry holds them or as `conn.rs` splits a `/dev/fuse` read), runs it through
+//! [`Ops`] and encodes the reply body into the payload buffer. Malformed requests (short
+//! arguments, names without their NUL, lengths past the payload) are answered EINVAL;
+//! opcodes we do not serve ENOSYS. The encoding is the one fuser 0.18 used (same attribute
+//! conversion, TTLs, negative entries, directory entry padding): both transports give the
+//! kernel the same bytes.
 
 use super::abi::{self, fattr, op, Cursor, FuseAttr, InHeader, Out};
 use crate::codec::{Inode, Kind, Ts};
@@ -11,7 +12,7 @@ use crate::fs::{Caller, Fh, SetAttr, TimeSet};
 use crate::fuse::ops::{self, Errno, OpResult, Ops, Xattr};
 
 /// What a request may wait for besides the store.
-pub(super) fn is_slow(ops: &Ops, h: &InHeader) -> bool {
+pub(crate) fn is_slow(ops: &Ops, h: &InHeader) -> bool {
     match h.opcode {
         // A WAL sync: milliseconds during which other requests from this CPU would wait.
         op::FSYNC | op::FSYNCDIR => true,
@@ -26,7 +27,7 @@ pub(super) fn is_slow(ops: &Ops, h: &InHeader) -> bool {
 /// bytes); the reply body is written into `reply` (the same buffer once the input is no
 /// longer needed, so everything borrowed from the input is consumed first). Returns the
 /// reply body's length, or the errno to answer.
-pub(super) fn serve(
+pub(crate) fn serve(
     ops: &Ops,
     h: &InHeader,
     op_in: &[u8],
@@ -218,8 +219,8 @@ fn answer(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8]) -> OpResult<Answe
         }
         // Sent for fuseblk mounts only; nothing to answer but success.
         op::DESTROY => Answer::Empty,
-        // Locks, bmap, poll, tmpfile, statx, syncfs...: as fuser answers what FuseFs leaves
-        // to its defaults.
+        // Locks, bmap, poll, tmpfile, statx, syncfs...: the kernel then does without (local
+        // locks, no bmap...) or reports the error.
         _ => return Err(libc::ENOSYS),
     })
 }
@@ -323,7 +324,7 @@ fn fuse_attr(ino: u64, i: &Inode, blksize: u32) -> FuseAttr {
     }
 }
 
-/// The attributes of a negative entry, as fuser encodes them (a regular file, all zero).
+/// The attributes of a negative entry (a regular file, all zero).
 fn negative_attr() -> FuseAttr {
     FuseAttr {
         ino: 0,
@@ -422,7 +423,7 @@ impl Answer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -430,7 +431,7 @@ mod tests {
     use crate::kv::mem::MemKv;
     use crate::store::Store;
 
-    fn ops() -> Ops {
+    pub(crate) fn ops() -> Ops {
         let store = Arc::new(Store::init(Arc::new(MemKv::new()), 4096).expect("init"));
         let id = store
             .container_by_name("default")
@@ -447,6 +448,7 @@ mod tests {
 
     fn header(opcode: u32, nodeid: u64) -> InHeader {
         InHeader {
+            len: 0,
             opcode,
             unique: 7,
             nodeid,
