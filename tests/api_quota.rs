@@ -7,6 +7,7 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use common::api::*;
 use serde_json::json;
@@ -73,6 +74,16 @@ fn quota_through_a_mount() {
     write_synced(&mnt.join("c"), 6 * MIB as usize).expect("within the raised quota");
     d.snapshot("q", json!({"alias": "big"}));
     fs::remove_file(mnt.join("c")).expect("rm");
+    // The kernel closes a file (RELEASE) in the background: until it has, the unlinked file
+    // still holds its 6 MiB, and restoring /c revives it for free (within any quota).
+    // Wait until its data is gone, so that the path restore below has to bring it back.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            d.container("q")["live_bytes"].as_u64().unwrap_or(u64::MAX) <= 2 * MIB
+        }),
+        "the removed file's data stayed: {}",
+        d.container("q")
+    );
     d.ok(
         "PATCH",
         "/api/v1/containers/q",

@@ -201,8 +201,8 @@ impl Conn {
     }
 
     /// Serves the request of `n` bytes in `buf` and answers it (forgets and interrupts get
-    /// no answer).
-    pub fn serve(&self, buf: &mut [u8], n: usize) {
+    /// no answer). `before_slow` runs first if the request may wait (a WAL sync, a snapshot).
+    pub fn serve(&self, buf: &mut [u8], n: usize, before_slow: impl FnOnce()) {
         let Some(h) = buf.get(..n).and_then(InHeader::parse) else {
             log::warn!("short FUSE request ({n} bytes) ignored");
             return;
@@ -217,6 +217,9 @@ impl Conn {
                 return;
             }
             _ => {}
+        }
+        if dispatch::is_slow(&self.ops, &h) {
+            before_slow();
         }
         let len = (h.len as usize).min(n);
         let fixed = (abi::IN_HEADER_SIZE + abi::op_in_size(h.opcode)).min(len);

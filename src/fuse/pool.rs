@@ -1,21 +1,19 @@
-//! The workers that serve every `/dev/fuse` connection of the daemon: one epoll set holds
-//! all the descriptors, and whichever worker is idle reads the next request of a connection
-//! that has one. A mount costs no thread of its own and no buffer of its own; a worker owns
-//! one request buffer (`conn::BUF_SIZE`, touched only as far as requests fill it).
+//! The workers that serve every `/dev/fuse` connection of the daemon. A mount costs no
+//! thread of its own and no buffer of its own; a worker owns one request buffer
+//! (`conn::BUF_SIZE`, touched only as far as requests fill it).
 //!
-//! Each descriptor is registered one-shot: the worker woken for it reads one request, arms
-//! it again (so another worker can take the connection's next request while this one is
-//! served: requests of one mount run in parallel, as with fuser's threads per mount), then
-//! serves it and goes back to epoll. Per request that is epoll_wait, read, epoll_ctl and
-//! writev, where a thread blocked in read(2) per mount needed read and writev: measured
-//! (scripts/bench_ab.sh, /dev/fuse) stat 1.7x faster, random 4 KiB writes 0.71x, creates
-//! 0.84x. Reading on after a request before going back to epoll (one more read, failing
-//! when the caller is synchronous) measured worse: stat 0.65x, random writes 0.76x.
+//! Each worker has its own epoll set holding every connection's descriptor with
+//! `EPOLLEXCLUSIVE`: a request wakes one waiting worker (the kernel skips sets whose worker
+//! is busy), which reads it, serves it and waits again; several requests of one mount wake
+//! several workers, so they run in parallel. Per request: epoll_wait, read and writev, where
+//! a thread blocked in read(2) per mount needed read and writev. A woken worker that finds
+//! nothing to read (another took it) just waits again.
 //!
-//! The pool grows and shrinks with demand: when the last idle worker takes a request, one
-//! more is started (up to `max`), so a request that waits (an fsync, a snapshot waiting for
-//! the kernel to write cached pages back through other requests) never holds up the others;
-//! workers idle for `IDLE_EXIT` leave, down to `min`.
+//! The pool grows and shrinks with demand: a request that may wait (an fsync, a snapshot
+//! waiting for the kernel to write cached pages back through other requests) starts one
+//! more worker first if none is idle (up to `max`), so it never holds up the others;
+//! workers idle for `IDLE_EXIT` leave, down to `min`. A new worker registers every
+//! connection in its own set; a new connection is registered in every worker's set.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,9 +41,9 @@ fn max_workers() -> usize {
 
 /// The daemon's serving pool.
 pub(crate) struct Pool {
-    epoll: Epoll,
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    reg: Mutex<Registry>,
     next_token: AtomicU64,
+    next_worker: AtomicU64,
     /// Workers waiting in epoll.
     idle: AtomicUsize,
     /// Workers alive.
@@ -54,6 +52,17 @@ pub(crate) struct Pool {
     max: usize,
     /// Requests read from `/dev/fuse` so far.
     requests: AtomicU64,
+}
+
+/// The connections served and the workers' epoll sets, changed together.
+#[derive(Default)]
+struct Registry {
+    conns: HashMap<u64, Arc<Conn>>,
+    epolls: HashMap<u64, Arc<Epoll>>,
+}
+
+fn interest(token: u64) -> EpollEvent {
+    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, token)
 }
 
 /// Counters of the pool, for status and metrics.
@@ -80,7 +89,7 @@ pub fn stats() -> PoolStats {
         Some(Ok(p)) => PoolStats {
             workers: p.workers.load(Ordering::Relaxed),
             idle: p.idle.load(Ordering::Relaxed),
-            connections: p.conns.lock().map(|c| c.len()).unwrap_or(0),
+            connections: p.reg.lock().map(|r| r.conns.len()).unwrap_or(0),
             requests: p.requests.load(Ordering::Relaxed),
         },
         _ => PoolStats::default(),
@@ -92,9 +101,9 @@ impl Pool {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max = max_workers();
         let pool = Arc::new(Pool {
-            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-            conns: Mutex::new(HashMap::new()),
+            reg: Mutex::new(Registry::default()),
             next_token: AtomicU64::new(1),
+            next_worker: AtomicU64::new(1),
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             min: cpus.clamp(2, max),
@@ -125,55 +134,80 @@ impl Pool {
         Ok(())
     }
 
+    fn registry(&self) -> std::io::Result<std::sync::MutexGuard<'_, Registry>> {
+        self.reg
+            .lock()
+            .map_err(|_| std::io::Error::other("FUSE pool poisoned"))
+    }
+
     /// Starts serving `conn`.
     pub fn add(&self, conn: Arc<Conn>) -> std::io::Result<()> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.conns
-            .lock()
-            .map_err(|_| std::io::Error::other("FUSE pool poisoned"))?
-            .insert(token, conn.clone());
-        // epoll keys on (descriptor, open file): always the connection's own descriptor.
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, token);
-        if let Err(e) = self.epoll.add(conn.fd(), ev) {
-            self.forget(token);
-            return Err(e.into());
+        let mut reg = self.registry()?;
+        for ep in reg.epolls.values() {
+            // epoll keys on (descriptor, open file): always the connection's own descriptor.
+            if let Err(e) = ep.add(conn.fd(), interest(token)) {
+                for ep in reg.epolls.values() {
+                    let _ = ep.delete(conn.fd());
+                }
+                return Err(e.into());
+            }
         }
+        reg.conns.insert(token, conn);
         Ok(())
     }
 
-    fn forget(&self, token: u64) -> Option<Arc<Conn>> {
-        self.conns.lock().ok()?.remove(&token)
-    }
-
     fn conn(&self, token: u64) -> Option<Arc<Conn>> {
-        self.conns.lock().ok()?.get(&token).cloned()
-    }
-
-    fn rearm(&self, conn: &Conn, token: u64) {
-        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, token);
-        if let Err(e) = self.epoll.modify(conn.fd(), &mut ev) {
-            log::error!("FUSE pool: cannot re-arm a connection: {e}");
-        }
+        self.reg.lock().ok()?.conns.get(&token).cloned()
     }
 
     /// The connection of `token` is gone: stop polling it and wake who waits for its end.
     fn ended(&self, conn: &Conn, token: u64) {
-        let _ = self.epoll.delete(conn.fd());
-        self.forget(token);
+        if let Ok(mut reg) = self.reg.lock() {
+            if reg.conns.remove(&token).is_some() {
+                for ep in reg.epolls.values() {
+                    let _ = ep.delete(conn.fd());
+                }
+            }
+        }
         conn.set_ended();
     }
 
+    /// A new worker's epoll set, holding every connection, listed in the registry.
+    fn join(&self, id: u64) -> std::io::Result<Arc<Epoll>> {
+        let ep = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
+        let mut reg = self.registry()?;
+        for (&token, conn) in &reg.conns {
+            ep.add(conn.fd(), interest(token))?;
+        }
+        reg.epolls.insert(id, ep.clone());
+        Ok(ep)
+    }
+
     fn work(self: Arc<Self>) {
+        let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let ep = match self.join(id) {
+            Ok(ep) => ep,
+            Err(e) => {
+                log::error!("FUSE pool: a worker cannot start: {e}");
+                self.workers.fetch_sub(1, Ordering::SeqCst);
+                crate::metrics::get().fuse_workers.dec();
+                return;
+            }
+        };
         let mut buf = vec![0u8; BUF_SIZE];
         let mut events = [EpollEvent::empty()];
         let timeout = EpollTimeout::try_from(IDLE_EXIT).unwrap_or(EpollTimeout::NONE);
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let r = self.epoll.wait(&mut events, timeout);
-            let idle = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
+            let r = ep.wait(&mut events, timeout);
+            self.idle.fetch_sub(1, Ordering::SeqCst);
             match r {
                 Ok(0) => {
                     if self.leave() {
+                        if let Ok(mut reg) = self.reg.lock() {
+                            reg.epolls.remove(&id);
+                        }
                         crate::metrics::get().fuse_workers.dec();
                         return;
                     }
@@ -187,34 +221,33 @@ impl Pool {
                     continue;
                 }
             }
-            if idle == 0 {
-                if let Err(e) = self.spawn() {
-                    log::warn!("FUSE pool: cannot start a worker: {e}");
-                }
-            }
             let token = events[0].data();
             let Some(conn) = self.conn(token) else {
+                // Ended meanwhile (its descriptor is being taken out of every set).
                 continue;
             };
-            self.serve(&conn, token, &mut buf);
-        }
-    }
-
-    /// Serves one request of `conn` (the fd is re-armed once it is read, so another worker
-    /// can take the next request meanwhile).
-    fn serve(&self, conn: &Conn, token: u64, buf: &mut [u8]) {
-        match conn.read(buf) {
-            Ok(Some(n)) => {
-                self.rearm(conn, token);
-                self.requests.fetch_add(1, Ordering::Relaxed);
-                conn.serve(buf, n);
-            }
-            Ok(None) => self.rearm(conn, token),
-            Err(e) => {
-                if e != NixErrno::ENODEV {
-                    log::warn!("FUSE connection {} read failed: {e}", conn.minor());
+            match conn.read(&mut buf) {
+                Ok(Some(n)) => {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    // A request that may wait must leave a worker for the others (the
+                    // pool's own idle count, re-read: workers woken meanwhile are busy).
+                    let slow = || {
+                        if self.idle.load(Ordering::SeqCst) == 0 {
+                            if let Err(e) = self.spawn() {
+                                log::warn!("FUSE pool: cannot start a worker: {e}");
+                            }
+                        }
+                    };
+                    conn.serve(&mut buf, n, slow);
                 }
-                self.ended(conn, token);
+                // Another worker took it.
+                Ok(None) => {}
+                Err(e) => {
+                    if e != NixErrno::ENODEV {
+                        log::warn!("FUSE connection {} read failed: {e}", conn.minor());
+                    }
+                    self.ended(&conn, token);
+                }
             }
         }
     }
