@@ -7,7 +7,7 @@
 //! kernel the same bytes.
 
 use super::abi::{self, fattr, op, Cursor, FuseAttr, InHeader, Out};
-use crate::codec::{Inode, Kind, Ts};
+use crate::codec::{Inode, Ts};
 use crate::fs::{Caller, Fh, SetAttr, TimeSet};
 use crate::fuse::ops::{self, Errno, OpResult, Ops, Xattr};
 
@@ -296,18 +296,6 @@ fn setattr(a: &mut Cursor) -> OpResult<SetAttr> {
     })
 }
 
-fn type_bits(k: Kind) -> u32 {
-    match k {
-        Kind::File => libc::S_IFREG,
-        Kind::Dir => libc::S_IFDIR,
-        Kind::Symlink => libc::S_IFLNK,
-        Kind::Fifo => libc::S_IFIFO,
-        Kind::CharDev => libc::S_IFCHR,
-        Kind::BlockDev => libc::S_IFBLK,
-        Kind::Socket => libc::S_IFSOCK,
-    }
-}
-
 fn fuse_attr(ino: u64, i: &Inode, blksize: u32) -> FuseAttr {
     let t = |ts: Ts| (ts.secs, ts.nsecs);
     FuseAttr {
@@ -315,7 +303,7 @@ fn fuse_attr(ino: u64, i: &Inode, blksize: u32) -> FuseAttr {
         size: i.size,
         blocks: i.alloc.div_ceil(512),
         times: [t(i.atime), t(i.mtime), t(i.ctime)],
-        mode: type_bits(i.kind) | u32::from(i.perm),
+        mode: i.kind.mode_bits() | u32::from(i.perm),
         nlink: i.nlink,
         uid: i.uid,
         gid: i.gid,
@@ -352,7 +340,13 @@ fn listing(ops: &Ops, opcode: u32, ino: u64, fh: u64, offset: u64, size: u32) ->
             if o.len() + need > max {
                 return true;
             }
-            abi::dirent(&mut o, e_ino, off, name.len() as u32, type_bits(kind) >> 12);
+            abi::dirent(
+                &mut o,
+                e_ino,
+                off,
+                name.len() as u32,
+                kind.mode_bits() >> 12,
+            );
             o.bytes(name);
             o.zeros(need - abi::DIRENT_SIZE - name.len());
             false

@@ -17,5 +17,4 @@ mod session;
 mod uring;
 
 pub use config::{readdirplus, writeback_cache};
-pub use pool::{stats as worker_stats, PoolStats, MAX_WORKERS};
 pub use session::{mount, FuseMounter, MountHandle, Transport};

@@ -29,7 +29,7 @@ use super::conn::{Conn, BUF_SIZE};
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 /// Most workers at once (`SNAPFS_FUSE_THREADS` overrides it, for measuring).
-pub const MAX_WORKERS: usize = 64;
+const MAX_WORKERS: usize = 64;
 
 fn max_workers() -> usize {
     std::env::var("SNAPFS_FUSE_THREADS")
@@ -50,8 +50,6 @@ pub(crate) struct Pool {
     workers: AtomicUsize,
     min: usize,
     max: usize,
-    /// Requests read from `/dev/fuse` so far.
-    requests: AtomicU64,
 }
 
 /// The connections served and the workers' epoll sets, changed together.
@@ -65,15 +63,6 @@ fn interest(token: u64) -> EpollEvent {
     EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, token)
 }
 
-/// Counters of the pool, for status and metrics.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PoolStats {
-    pub workers: usize,
-    pub idle: usize,
-    pub connections: usize,
-    pub requests: u64,
-}
-
 static POOL: OnceLock<Result<Arc<Pool>, String>> = OnceLock::new();
 
 /// The daemon's pool, started on first use.
@@ -81,19 +70,6 @@ pub(crate) fn get() -> std::io::Result<Arc<Pool>> {
     POOL.get_or_init(|| Pool::start().map_err(|e| e.to_string()))
         .clone()
         .map_err(|e| std::io::Error::other(format!("FUSE workers: {e}")))
-}
-
-/// The pool's counters (all zero before the first mount).
-pub fn stats() -> PoolStats {
-    match POOL.get() {
-        Some(Ok(p)) => PoolStats {
-            workers: p.workers.load(Ordering::Relaxed),
-            idle: p.idle.load(Ordering::Relaxed),
-            connections: p.reg.lock().map(|r| r.conns.len()).unwrap_or(0),
-            requests: p.requests.load(Ordering::Relaxed),
-        },
-        _ => PoolStats::default(),
-    }
 }
 
 impl Pool {
@@ -108,7 +84,6 @@ impl Pool {
             workers: AtomicUsize::new(0),
             min: cpus.clamp(2, max),
             max,
-            requests: AtomicU64::new(0),
         });
         for _ in 0..pool.min {
             pool.spawn()?;
@@ -228,7 +203,6 @@ impl Pool {
             };
             match conn.read(&mut buf) {
                 Ok(Some(n)) => {
-                    self.requests.fetch_add(1, Ordering::Relaxed);
                     // A request that may wait must leave a worker for the others (the
                     // pool's own idle count, re-read: workers woken meanwhile are busy).
                     let slow = || {

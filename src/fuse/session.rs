@@ -55,7 +55,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     let selection = uring::Selection::from_env();
     let ops = Arc::new(Ops::new(volume.clone(), writeback_cache(), kernel_cache()));
     let fd = conn::mount(mountpoint, fsname, volume.options().read_only)?;
-    let conn = match Conn::handshake(fd, ops.clone(), &selection) {
+    let conn = match Conn::handshake(fd, ops, &selection) {
         Ok(c) => c,
         Err(e) => {
             let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -65,13 +65,12 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     log::debug!("{}: INIT {:?}", mountpoint.display(), conn.negotiated());
     // The kernel holds every request from INIT until the queues are registered (or a
     // registration fails): start them before anything can wait for the mount.
-    let conn_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (transport, rings) = if !selection.accepted() {
         let why = selection.why_not().unwrap_or("not negotiated");
         log::info!("{}: FUSE over /dev/fuse ({why})", mountpoint.display());
         (Transport::DevFuse, None)
     } else {
-        match uring::start(ops, conn.fd(), conn_cell.clone()) {
+        match uring::start(&conn) {
             Ok(r) => {
                 log::info!(
                     "{}: FUSE over io_uring ({} queues x {} entries of {} KiB)",
@@ -102,7 +101,6 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         .map(|m| libc_minor(m.dev()))
         .unwrap_or(0);
     conn.set_minor(minor);
-    conn_cell.store(minor, std::sync::atomic::Ordering::SeqCst);
     set_readahead(minor);
     let ring_stats = rings
         .as_ref()

@@ -29,11 +29,12 @@
 //! commits their replies when they are done. Handlers on ring threads never wait for the
 //! kernel, so the writeback cache is safe too.
 
+mod helpers;
 mod ring;
 
 use super::{abi, dispatch};
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use std::time::Duration;
@@ -41,9 +42,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::conn::guarded;
+use super::conn::{guarded, Conn};
 use super::fusectl::abort_connection;
-use super::ops::{Errno, Ops, MAX_WRITE};
+use super::ops::{Errno, MAX_WRITE};
 use abi::InHeader;
 use ring::{Queue, Ring, EVENT_TAG};
 
@@ -189,14 +190,14 @@ enum Msg {
 }
 
 struct NewQueue {
+    /// The queue's own descriptor of the connection.
     fuse: OwnedFd,
-    ops: Arc<Ops>,
+    /// The connection (its operations; aborted if its queue fails).
+    conn: Arc<Conn>,
     depth: usize,
     payload_size: usize,
     stats: Arc<Stats>,
     live: Arc<Live>,
-    /// The connection's number under fusectl, once known (aborted if its queue fails).
-    conn: Arc<AtomicU64>,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
 }
 
@@ -268,31 +269,22 @@ fn leave(cpu: usize, rx: &Receiver<Msg>) -> bool {
     true
 }
 
-/// Puts one queue of the connection of `fuse` on every CPU's ring and waits until each has
-/// registered its entries (the kernel holds requests until then). `conn` is the
-/// connection's number under fusectl, once known (aborted if a queue fails after it started
-/// serving, rather than leaving that CPU's requests hanging). On error the kernel has been
+/// Puts one queue of `conn` on every CPU's ring and waits until each has registered its
+/// entries (the kernel holds requests until then). A queue that fails after it started
+/// serving aborts the connection, rather than leaving that CPU's requests hanging. On error the kernel has been
 /// made to fall back to `/dev/fuse`, and the queues that did register are returned too:
 /// they stay on their rings until the connection ends (the kernel holds their buffers).
-pub(crate) fn start(
-    ops: Arc<Ops>,
-    fuse: BorrowedFd,
-    conn: Arc<AtomicU64>,
-) -> Result<Rings, (std::io::Error, Rings)> {
-    let r = start_queues(ops, fuse, conn);
+pub(crate) fn start(conn: &Arc<Conn>) -> Result<Rings, (std::io::Error, Rings)> {
+    let r = start_queues(conn);
     if r.is_err() {
-        if let Err(e) = ring::refuse(fuse, 0) {
+        if let Err(e) = ring::refuse(conn.fd(), 0) {
             log::error!("cannot make the kernel fall back to /dev/fuse: {e}");
         }
     }
     r
 }
 
-fn start_queues(
-    ops: Arc<Ops>,
-    fuse: BorrowedFd,
-    conn: Arc<AtomicU64>,
-) -> Result<Rings, (std::io::Error, Rings)> {
+fn start_queues(conn: &Arc<Conn>) -> Result<Rings, (std::io::Error, Rings)> {
     let nr = possible_cpus();
     let depth = queue_depth(nr);
     let rings_of_conn = Rings {
@@ -305,7 +297,7 @@ fn start_queues(
     let mut first_err = None;
     let mut sent = 0;
     for cpu in 0..nr {
-        let fd = match fuse.try_clone_to_owned() {
+        let fd = match conn.fd().try_clone_to_owned() {
             Ok(fd) => fd,
             Err(e) => {
                 first_err = Some(e);
@@ -315,12 +307,11 @@ fn start_queues(
         rings_of_conn.live.add();
         let q = NewQueue {
             fuse: fd,
-            ops: ops.clone(),
+            conn: conn.clone(),
             depth,
             payload_size: payload_size(),
             stats: rings_of_conn.stats.clone(),
             live: rings_of_conn.live.clone(),
-            conn: conn.clone(),
             ready: ready_tx.clone(),
         };
         if let Err(e) = send(cpu, Msg::Add(Box::new(q)), true) {
@@ -417,10 +408,9 @@ fn pin_to_cpu(cpu: usize) {
 /// A queue on a ring, with what serving it needs.
 struct Slot {
     q: Queue,
-    ops: Arc<Ops>,
+    conn: Arc<Conn>,
     stats: Arc<Stats>,
     live: Arc<Live>,
-    conn: Arc<AtomicU64>,
 }
 
 /// A request handed to a helper thread, with copies of its arguments.
@@ -428,7 +418,7 @@ struct SlowJob {
     ring: usize,
     slot: usize,
     entry: usize,
-    ops: Arc<Ops>,
+    conn: Arc<Conn>,
     header: InHeader,
     op_in: [u8; abi::OP_IN_SIZE],
     input: Vec<u8>,
@@ -481,7 +471,7 @@ fn ring_thread(
             }
         }
         for s in server.slots.iter().flatten() {
-            abort_connection(s.conn.load(Ordering::SeqCst));
+            abort_connection(s.conn.minor());
             s.live.done();
         }
     }
@@ -560,10 +550,9 @@ impl Server {
         let depth = q.depth();
         self.slots[slot] = Some(Slot {
             q,
-            ops: n.ops,
+            conn: n.conn,
             stats: n.stats,
             live: n.live,
-            conn: n.conn,
         });
         let answer = match first {
             Some(res) if refused == depth => Err(std::io::Error::from_raw_os_error(-res)),
@@ -613,7 +602,8 @@ impl Server {
         let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
-        let ops = s.ops.clone();
+        let conn = s.conn.clone();
+        let ops = conn.ops();
         let Some((header, payload)) = s.q.entry(i) else {
             return Ok(());
         };
@@ -622,7 +612,7 @@ impl Server {
         let h = InHeader::parse(in_out);
         s.stats.requests.fetch_add(1, Ordering::Relaxed);
         let (unique, result) = match h {
-            Some(h) if dispatch::is_slow(&ops, &h) => {
+            Some(h) if dispatch::is_slow(ops, &h) => {
                 let input = payload.get(..payload_sz as usize).unwrap_or(&[]).to_vec();
                 let mut op = [0u8; abi::OP_IN_SIZE];
                 op.copy_from_slice(&op_in[..abi::OP_IN_SIZE]);
@@ -631,7 +621,7 @@ impl Server {
                     ring: cpu,
                     slot,
                     entry: i,
-                    ops,
+                    conn: conn.clone(),
                     header: h,
                     op_in: op,
                     input,
@@ -649,7 +639,7 @@ impl Server {
             }
             Some(h) => (
                 h.unique,
-                guarded(|| dispatch::serve(&ops, &h, op_in, payload, payload_sz as usize)),
+                guarded(|| dispatch::serve(ops, &h, op_in, payload, payload_sz as usize)),
             ),
             None => (0, Err(libc::EIO)),
         };
@@ -705,99 +695,4 @@ fn write_reply_header(
     in_out[..16].copy_from_slice(&abi::out_header(len, error, unique));
     // ring_ent_in_out.payload_sz (after flags and commit_id)
     ent[16..20].copy_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
-}
-
-/// The helper threads of every ring: slow requests wait here, not on a ring's thread. One
-/// more is started whenever none is idle (up to `MAX`), idle ones leave after a while.
-mod helpers {
-    use super::*;
-
-    const MAX: usize = 64;
-    const IDLE_EXIT: Duration = Duration::from_secs(10);
-
-    struct Helpers {
-        tx: Sender<SlowJob>,
-        rx: Receiver<SlowJob>,
-        idle: AtomicUsize,
-        threads: AtomicUsize,
-    }
-
-    static HELPERS: OnceLock<Helpers> = OnceLock::new();
-
-    fn get() -> &'static Helpers {
-        HELPERS.get_or_init(|| {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            Helpers {
-                tx,
-                rx,
-                idle: AtomicUsize::new(0),
-                threads: AtomicUsize::new(0),
-            }
-        })
-    }
-
-    /// Queues a slow request; false if no helper can serve it.
-    pub(super) fn submit(job: SlowJob) -> bool {
-        let h = get();
-        if h.idle.load(Ordering::SeqCst) == 0 {
-            if h.threads.fetch_add(1, Ordering::SeqCst) >= MAX {
-                h.threads.fetch_sub(1, Ordering::SeqCst);
-            } else if let Err(e) = std::thread::Builder::new()
-                .name("snapfs-slow".into())
-                .spawn(move || helper(h))
-            {
-                h.threads.fetch_sub(1, Ordering::SeqCst);
-                log::warn!("io_uring: cannot start a helper thread: {e}");
-            } else {
-                crate::metrics::get().fuse_ring_helpers.inc();
-            }
-        }
-        h.threads.load(Ordering::SeqCst) > 0 && h.tx.send(job).is_ok()
-    }
-
-    /// Serves slow requests; leaves after `IDLE_EXIT` without one, unless it is the last
-    /// helper (so a queued request always has one).
-    fn helper(h: &'static Helpers) {
-        loop {
-            h.idle.fetch_add(1, Ordering::SeqCst);
-            let job = h.rx.recv_timeout(IDLE_EXIT);
-            h.idle.fetch_sub(1, Ordering::SeqCst);
-            match job {
-                Ok(job) => serve(job),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let n = h.threads.load(Ordering::SeqCst);
-                    if n > 1
-                        && h.threads
-                            .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                            .is_ok()
-                    {
-                        crate::metrics::get().fuse_ring_helpers.dec();
-                        return;
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    }
-
-    fn serve(job: SlowJob) {
-        let input_len = job.input.len();
-        let mut buf = job.input;
-        // Slow replies are small (an entry, or nothing).
-        buf.resize(input_len.max(abi::ENTRY_OUT_SIZE * 2), 0);
-        let r = guarded(|| dispatch::serve(&job.ops, &job.header, &job.op_in, &mut buf, input_len));
-        let reply = r.map(|n| {
-            buf.truncate(n);
-            buf
-        });
-        let done = Done {
-            slot: job.slot,
-            entry: job.entry,
-            unique: job.header.unique,
-            reply,
-        };
-        if let Err(e) = send(job.ring, Msg::Done(done), false) {
-            log::error!("a slow reply is lost: {e}");
-        }
-    }
 }
