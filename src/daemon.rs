@@ -66,7 +66,7 @@ impl ContainerdOptions {
     }
 }
 
-fn setup_logging(store: &Path) {
+pub(crate) fn setup_logging(store: &Path) {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -211,6 +211,21 @@ impl crate::kv::Dropped for DroppedVersions<'_> {
 
 /// Runs the daemon until a signal, or (with `exit_when_idle`) until its last mount is gone.
 pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
+    // First: the descriptors a former daemon left (before any thread starts).
+    crate::fdstore::init();
+    let inherited = crate::fdstore::take_inherited().context("descriptors handed to the daemon")?;
+    // A supervisor blocks the signals it reads from a signalfd, and a child inherits the
+    // mask: unblock them here, before any thread starts.
+    let mut mask = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGCHLD,
+    ] {
+        mask.add(s);
+    }
+    let _ = mask.thread_unblock();
     crate::process::mark_started();
     limit_malloc_arenas();
     crate::perms::set_private_umask();
@@ -234,6 +249,8 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
         store_path,
         Arc::new(crate::fuse::FuseMounter),
     ));
+
+    resume_mounts(&svc, inherited);
 
     if let Some((container, mnt, vopts)) = &opts.initial {
         let c = match svc.store().find_container(container)? {
@@ -347,7 +364,7 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
         }));
     }
 
-    sd_notify("READY=1");
+    crate::fdstore::notify("READY=1");
     if opts.notify_ready {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready");
@@ -384,7 +401,7 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
         }
     }
     log::info!("shutting down");
-    sd_notify("STOPPING=1");
+    crate::fdstore::notify("STOPPING=1");
     let _ = shutdown_tx.send(());
     for s in servers {
         let _ = s.await;
@@ -392,25 +409,38 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
     Ok(())
 }
 
-/// Tells systemd (a `Type=notify` unit: `$NOTIFY_SOCKET` is set) how the daemon is doing;
-/// nothing without it. A path starting with `@` is an abstract socket.
-fn sd_notify(state: &str) {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::net::UnixDatagram;
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+/// Serves again the mounts a former daemon of this store left in the fd store; a mount that
+/// cannot be resumed is aborted (its users get ENOTCONN instead of waiting forever).
+fn resume_mounts(svc: &Service, fds: Vec<(String, std::os::fd::OwnedFd)>) {
+    if fds.is_empty() {
         return;
-    };
-    let sent = UnixDatagram::unbound().and_then(|sock| {
-        let bytes = target.as_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)
-        } else {
-            sock.send_to(state.as_bytes(), Path::new(&target))
+    }
+    let n = fds.len();
+    let mounts = crate::fuse::inherited(fds);
+    log::info!(
+        "{n} descriptors handed over: {} mounts to resume",
+        mounts.len()
+    );
+    for m in mounts {
+        let container = m.container().to_string();
+        let mnt = m.mountpoint();
+        let minor = m.minor();
+        let opts = m.options();
+        let journal = m.journal();
+        let resumed = m.resumed().clone();
+        let slot = std::cell::RefCell::new(Some(m));
+        let r = svc.adopt(&container, &mnt, opts, journal, &resumed, |volume| {
+            let m = slot
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| std::io::Error::other("mount taken twice"))?;
+            crate::fuse::resume(volume, m).map(|h| Box::new(h) as Box<dyn crate::service::Mounted>)
+        });
+        if let Err(e) = r {
+            match slot.into_inner() {
+                Some(m) => m.abandon(&e.to_string()),
+                None => crate::fuse::abandon(minor, &mnt, &e.to_string()),
+            }
         }
-    });
-    if let Err(e) = sent {
-        log::warn!("cannot tell systemd {state} through {target:?}: {e}");
     }
 }

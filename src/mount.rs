@@ -214,9 +214,11 @@ fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {
         if client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY).is_ok() {
             return Ok(socket);
         }
-        // A daemon that is exiting still holds the store: wait for it to go.
+        // A daemon that is exiting still holds the store: wait for it to go. A supervisor
+        // whose daemon died is starting the next one: wait for that.
         if let Some((pid, _)) = read_pid(store) {
-            if process_alive(pid) {
+            let supervised = crate::storedir::read_supervisor_pid(store).is_some_and(process_alive);
+            if process_alive(pid) || supervised {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }

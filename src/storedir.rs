@@ -186,6 +186,9 @@ impl PidFile {
         let mut f = File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
         writeln!(f, "{}", std::process::id())?;
         writeln!(f, "{}", if idle_exit { "idle-exit" } else { "serve" })?;
+        if let Ok(sup) = std::env::var(crate::supervisor::SUPERVISOR_ENV) {
+            writeln!(f, "supervisor {}", sup.trim())?;
+        }
         Ok(PidFile(p))
     }
 }
@@ -194,6 +197,14 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// The pid of the supervisor that restarts the daemon, from `STORE/snapfs.pid`.
+pub fn read_supervisor_pid(store: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(pid_path(store)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("supervisor "))
+        .and_then(|p| p.trim().parse().ok())
 }
 
 /// (pid, exits when idle) from `STORE/snapfs.pid`.

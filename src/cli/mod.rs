@@ -623,6 +623,20 @@ fn run(cli: Cli) -> Result<()> {
             if containerd.is_some() && exit_when_idle {
                 anyhow::bail!("--containerd-socket: the daemon must not exit when idle");
             }
+            if crate::supervisor::wanted() {
+                // The daemon runs as our child, with the same arguments (`ready` is ours
+                // to print).
+                let args: Vec<std::ffi::OsString> = std::env::args_os()
+                    .skip_while(|a| a != "serve")
+                    .skip(1)
+                    .filter(|a| a != "--notify-ready")
+                    .collect();
+                let code = crate::supervisor::run(&store, args, notify_ready)?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                return Ok(());
+            }
             crate::daemon::serve(
                 &store,
                 crate::daemon::DaemonOptions {

@@ -100,7 +100,7 @@ impl Fs {
         if inode.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let fh = self.new_fh();
+        let fh = self.new_fh(ino, super::HandleKind::Dir);
         self.handles
             .lock()
             .map
@@ -154,7 +154,9 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: Fh) {
-        self.handles.lock().map.remove(&fh);
+        if self.handles.lock().map.remove(&fh).is_some() {
+            self.forget_fh(fh);
+        }
     }
 
     /// Is `dir` equal to `ancestor` or below it?

@@ -9,6 +9,7 @@ mod data;
 mod diff;
 mod dir;
 mod history;
+mod journal;
 mod node;
 mod repair;
 mod restore;
@@ -32,6 +33,7 @@ pub use container::{Container, MountHooks};
 pub use diff::{Change, ChangeKind, Side, TreeSwitch};
 pub use dir::DirEntry;
 pub use history::{components, PathChange};
+pub use journal::{HandleKind, HandleRecord, MountJournal, Resumed};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use restore::PathRestore;
@@ -123,6 +125,9 @@ pub struct Fs {
     view: View,
     handles: Mutex<Handles>,
     next_fh: AtomicU64,
+    /// Where handles are recorded for a daemon that takes the mount over, and this view's
+    /// slot in it (set once, before the view serves anything).
+    journal: std::sync::OnceLock<(Arc<dyn MountJournal>, u64)>,
 }
 
 /// A write transaction: holds the store's write lock and collects one atomic batch.
@@ -419,6 +424,7 @@ impl Fs {
             view: View::Head,
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
+            journal: std::sync::OnceLock::new(),
         })
     }
 
@@ -430,6 +436,7 @@ impl Fs {
             view: View::Frozen(chain),
             handles: Mutex::new(Handles::default()),
             next_fh: AtomicU64::new(1),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -617,8 +624,66 @@ impl Fs {
         })
     }
 
-    fn new_fh(&self) -> Fh {
-        Fh::new(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    /// A number for a new handle on `ino`, recorded in the journal when there is one.
+    fn new_fh(&self, ino: Ino, kind: HandleKind) -> Fh {
+        match self.journal.get() {
+            Some((j, slot)) => j.open(HandleRecord {
+                slot: *slot,
+                ino,
+                kind,
+            }),
+            None => Fh::new(self.next_fh.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// Handle `fh` is gone.
+    fn forget_fh(&self, fh: Fh) {
+        if let Some((j, _)) = self.journal.get() {
+            j.close(fh);
+        }
+    }
+
+    /// Records this view's handles in `journal`, as view `slot`; once, before it serves.
+    pub fn set_journal(&self, journal: Arc<dyn MountJournal>, slot: u64) {
+        let _ = self.journal.set((journal, slot));
+    }
+
+    /// Serves again the handles another daemon opened in this view (kernel numbers and all).
+    pub fn adopt_handles(&self, handles: &[(Fh, HandleRecord)]) {
+        let mut h = self.handles.lock();
+        for (fh, rec) in handles {
+            let handle = match rec.kind {
+                HandleKind::File { append, write } => {
+                    *h.open.entry(rec.ino).or_insert(0) += 1;
+                    Handle::File {
+                        ino: rec.ino,
+                        append,
+                        write,
+                    }
+                }
+                HandleKind::Dir => Handle::Dir {
+                    ino: rec.ino,
+                    entries: None,
+                },
+            };
+            h.map.insert(*fh, handle);
+        }
+    }
+
+    /// The head view of `container` taken over from another daemon with `handles` open:
+    /// inodes unlinked while open stay until their last handle closes, the other orphans a
+    /// crash left are freed.
+    pub fn resumed_head(
+        store: Arc<Store>,
+        container: &ContainerId,
+        journal: Arc<dyn MountJournal>,
+        handles: &[(Fh, HandleRecord)],
+    ) -> FsResult<Fs> {
+        let fs = Self::head_unchanged(store, container)?;
+        fs.set_journal(journal, 0);
+        fs.adopt_handles(handles);
+        fs.purge_orphans()?;
+        Ok(fs)
     }
 
     /// Removes inodes that were unlinked while open when the store was last closed.
@@ -635,6 +700,15 @@ impl Fs {
                 true
             })?;
         for ino in inos {
+            {
+                let mut h = self.handles.lock();
+                if h.open.contains_key(&ino) {
+                    // Still open through a handle a former daemon gave out: its last
+                    // release frees it.
+                    h.orphans.insert(ino);
+                    continue;
+                }
+            }
             let mut tx = self.begin()?;
             if let Ok(inode) = tx.inode(ino) {
                 if inode.nlink == 0 {

@@ -420,16 +420,11 @@ impl Fs {
     }
 
     fn register_open(&self, ino: Ino, flags: i32) -> Fh {
-        let fh = self.new_fh();
+        let append = flags & libc::O_APPEND != 0;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let fh = self.new_fh(ino, super::HandleKind::File { append, write });
         let mut h = self.handles.lock();
-        h.map.insert(
-            fh,
-            Handle::File {
-                ino,
-                append: flags & libc::O_APPEND != 0,
-                write: flags & libc::O_ACCMODE != libc::O_RDONLY,
-            },
-        );
+        h.map.insert(fh, Handle::File { ino, append, write });
         *h.open.entry(ino).or_insert(0) += 1;
         fh
     }
@@ -470,6 +465,7 @@ impl Fs {
                 }
                 None => return Err(FsError::BadHandle),
             };
+            self.forget_fh(fh);
             match h.open.get_mut(&ino) {
                 Some(n) if *n > 1 => {
                     *n -= 1;

@@ -215,7 +215,13 @@ pub(crate) fn op_in_size(opcode: u32) -> usize {
 pub(crate) mod notify {
     pub const INVAL_INODE: i32 = 2;
     pub const INVAL_ENTRY: i32 = 3;
+    /// Asks the kernel to send again every request read but not answered (Linux 6.9+): a
+    /// resent request's `unique` has [`RESENT`](super::RESENT) set.
+    pub const RESEND: i32 = 7;
 }
+
+/// The bit the kernel sets in the `unique` of a request it sends again after `RESEND`.
+pub(crate) const RESENT: u64 = 1 << 63;
 
 /// INIT capability bits (`FUSE_*` of `fuse_init_in.flags`, `flags2` shifted by 32).
 pub(crate) mod init {

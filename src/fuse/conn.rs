@@ -166,6 +166,29 @@ impl Conn {
         }))
     }
 
+    /// A connection another daemon mounted and negotiated, taken over through its
+    /// descriptor: no INIT (the kernel sends it once per connection), the same parameters.
+    pub fn resume(fd: OwnedFd, ops: Arc<Ops>, negotiated: Negotiated) -> io::Result<Arc<Conn>> {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok(Arc::new(Conn {
+            fd,
+            ops,
+            negotiated,
+            minor: AtomicU64::new(0),
+            ended: Mutex::new(false),
+            ended_cv: Condvar::new(),
+        }))
+    }
+
+    /// Asks the kernel to send again the requests a former daemon read and never answered
+    /// (they come back with [`abi::RESENT`] in their `unique`).
+    pub fn resend_unanswered(&self) -> io::Result<()> {
+        resend_unanswered(self.fd())
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -360,6 +383,32 @@ fn reply(fd: BorrowedFd, unique: u64, result: Result<(), Errno>, body: &[u8]) {
         Err(NixErrno::ENOENT) | Err(NixErrno::ENODEV) => {}
         Err(e) => log::warn!("cannot answer FUSE request {unique}: {e}"),
     }
+}
+
+/// Asks the kernel to send again on `fd` every request read and never answered.
+pub(crate) fn resend_unanswered(fd: BorrowedFd) -> io::Result<()> {
+    let header = abi::out_header(0, -abi::notify::RESEND, 0);
+    nix::sys::uio::writev(fd, &[io::IoSlice::new(&header)]).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Answers the next request on `fd` (blocking until one comes) with EIO, as the supervisor
+/// does for the mounts of a daemon that cannot start: their users get an error instead of
+/// waiting forever. Forgets and interrupts get no answer. Returns false once the connection
+/// is gone (unmounted or aborted).
+pub(crate) fn answer_eio(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<bool> {
+    let n = match nix::unistd::read(fd.as_raw_fd(), buf) {
+        Ok(n) => n,
+        Err(NixErrno::EINTR) | Err(NixErrno::ENOENT) | Err(NixErrno::EAGAIN) => return Ok(true),
+        Err(NixErrno::ENODEV) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(h) = buf.get(..n).and_then(InHeader::parse) {
+        if !matches!(h.opcode, op::FORGET | op::BATCH_FORGET | op::INTERRUPT) {
+            reply(fd, h.unique, Err(libc::EIO), &[]);
+        }
+    }
+    Ok(true)
 }
 
 /// Runs a handler, turning a panic into EIO: a worker serves every mount and must outlive

@@ -35,7 +35,10 @@ pub(crate) fn serve(
     input_len: usize,
 ) -> Result<usize, Errno> {
     let input = payload.get(..input_len).ok_or(libc::EINVAL)?;
-    let answer = answer(ops, h, op_in, input)?;
+    let answer = match answer(ops, h, op_in, input) {
+        Err(e) if h.unique & abi::RESENT != 0 => retried(ops, h, op_in, input, e)?,
+        r => r?,
+    };
     let mut out = Out::new(payload);
     answer.encode(ops, &mut out)?;
     if out.overflowed() {
@@ -43,6 +46,94 @@ pub(crate) fn serve(
         return Err(libc::EIO);
     }
     Ok(out.len())
+}
+
+/// The answer to a request a former daemon read and the kernel sent again after a takeover
+/// (`RESENT`), when doing it again failed with `err`. The former daemon may have committed
+/// the change and died before answering: a name that now exists after a create, or is gone
+/// after an unlink, is what the first attempt did, and the caller gets the answer that
+/// attempt would have given (the entry, an open handle, success) instead of EEXIST or
+/// ENOENT. Anything else keeps its error.
+fn retried(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8], err: Errno) -> OpResult<Answer> {
+    let mut a = Cursor::new(op_in);
+    let mut p = Cursor::new(input);
+    let ino = h.nodeid;
+    // The entry `name` now names, if it has the type the request makes (`S_IFMT` bits).
+    let existing = |name: &[u8], typ: u32| -> OpResult<ops::Entry> {
+        let mut e = ops.lookup(ino, name)?;
+        let kind = |e: &ops::Entry| e.inode.as_ref().map(|i| i.kind.mode_bits());
+        if typ == libc::S_IFDIR && kind(&e) == Some(libc::S_IFLNK) && ops.is_snapdir(ino) {
+            // `mkdir .snapshots/NAME` made a snapshot with alias NAME: the answer is the
+            // snapshot's directory, which the alias points to.
+            let target = ops.readlink(e.ino)?;
+            e = ops.lookup(ino, &target)?;
+        }
+        if e.ino == 0 || kind(&e) != Some(typ) {
+            Err(err)
+        } else {
+            Ok(e)
+        }
+    };
+    let done = match (h.opcode, err) {
+        (op::CREATE, libc::EEXIST) => {
+            let flags = a.i32().ok_or(err)?;
+            let _mode = a.u32().ok_or(err)?;
+            let e = existing(p.cstr().ok_or(err)?, libc::S_IFREG)?;
+            let inode = e.inode.ok_or(err)?;
+            // Opened as the create did, without truncating what may have been written since.
+            let opened = ops.open(
+                e.ino,
+                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+            )?;
+            let attr = ops::Attr {
+                ino: e.ino,
+                inode,
+                ttl: e.attr_ttl,
+            };
+            Answer::Created(attr, opened)
+        }
+        (op::MKDIR, libc::EEXIST) => {
+            let _mode = a.u32().ok_or(err)?;
+            Answer::Entry(existing(p.cstr().ok_or(err)?, libc::S_IFDIR)?)
+        }
+        (op::MKNOD, libc::EEXIST) => {
+            let mode = a.u32().ok_or(err)?;
+            Answer::Entry(existing(p.cstr().ok_or(err)?, mode & libc::S_IFMT)?)
+        }
+        (op::SYMLINK, libc::EEXIST) => {
+            Answer::Entry(existing(p.cstr().ok_or(err)?, libc::S_IFLNK)?)
+        }
+        (op::LINK, libc::EEXIST) => {
+            // The new name must be the inode linked.
+            let old = a.u64().ok_or(err)?;
+            let e = ops.lookup(ino, p.cstr().ok_or(err)?)?;
+            if e.ino != old {
+                return Err(err);
+            }
+            Answer::Entry(e)
+        }
+        (op::UNLINK | op::RMDIR, libc::ENOENT) => Answer::Empty,
+        (op::RENAME | op::RENAME2, libc::ENOENT) => {
+            let newdir = a.u64().ok_or(err)?;
+            if h.opcode == op::RENAME2 {
+                a.u32().ok_or(err)?;
+            }
+            let _name = p.cstr().ok_or(err)?;
+            let newname = p.cstr().ok_or(err)?;
+            let e = ops.lookup(newdir, newname)?;
+            if e.ino == 0 {
+                return Err(err);
+            }
+            Answer::Empty
+        }
+        _ => return Err(err),
+    };
+    log::info!(
+        "request {} (opcode {}) sent again after a takeover: done before, answered as done",
+        h.unique & !abi::RESENT,
+        h.opcode
+    );
+    Ok(done)
 }
 
 /// A decoded answer, holding nothing borrowed from the request.
@@ -135,7 +226,11 @@ fn answer(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8]) -> OpResult<Answe
             let write_flags = a.u32().ok_or_else(bad)?;
             let data = p.take(size as usize).ok_or_else(bad)?;
             let kill = write_flags & abi::WRITE_KILL_SUIDGID != 0;
-            Answer::Written(ops.write(ino, fh, offset, data, kill)?)
+            // A write sent again after a takeover goes where the kernel said, even on an
+            // O_APPEND handle: the first attempt may have appended it already, and writing
+            // at an offset is the same done twice.
+            let resent = h.unique & abi::RESENT != 0;
+            Answer::Written(ops.write(ino, (!resent).then_some(fh), offset, data, kill)?)
         }
         op::STATFS => Answer::Statfs(ops.statfs()?),
         op::RELEASE => {

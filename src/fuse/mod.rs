@@ -14,7 +14,11 @@ mod notify;
 mod ops;
 mod pool;
 mod session;
+mod state;
 mod uring;
 
 pub use config::{readdirplus, writeback_cache};
-pub use session::{mount, FuseMounter, MountHandle, Transport};
+pub(crate) use conn::{answer_eio, resend_unanswered, BUF_SIZE as REQUEST_BUF_SIZE};
+pub use session::{
+    abandon, inherited, mount, resume, FuseMounter, Inherited, MountHandle, Transport,
+};

@@ -40,18 +40,46 @@ fn queue() -> std::io::Result<Sender<Job>> {
 fn run(rx: Receiver<Job>) {
     for job in rx {
         if !job.conn.is_ended() {
-            for (dir, name) in &job.drops.entries {
-                let _ = job.conn.inval_entry(dir.get(), name);
-            }
-            // Invalidating a file's pages makes the kernel write its dirty ones back first
-            // (through the serving workers) and waits for them.
-            for &ino in &job.drops.inodes {
-                let _ = job.conn.inval_inode(ino.get());
+            // A thread of its own per job, with a descriptor table of its own (see `send`).
+            let sent = std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("snapfs-inval".into())
+                    .spawn_scoped(s, || send(&job))
+                    .map(|t| t.join().is_ok())
+            });
+            if let Err(e) = sent {
+                log::warn!("cannot start a thread for invalidations ({e}); sent from here");
+                send_all(&job);
             }
         }
         if let Some(done) = job.done {
             let _ = done.send(());
         }
+    }
+}
+
+/// Sends a job's invalidations from a thread with a private copy of the descriptor table.
+/// Invalidating a file's pages waits for each page's lock, which a write in flight holds
+/// until the daemon answers it. If the daemon is killed meanwhile, this thread cannot die
+/// (it waits uninterruptibly) and, sharing the table, would keep every descriptor of the
+/// process open: the store's lock too, so the next daemon could never open the store to
+/// answer that write. With its own table, the dying daemon lets go of the store, the next
+/// daemon answers the write (resent by the kernel), and this thread ends.
+fn send(job: &Job) {
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES) {
+        log::warn!("invalidations share the descriptor table (unshare: {e})");
+    }
+    send_all(job);
+}
+
+fn send_all(job: &Job) {
+    for (dir, name) in &job.drops.entries {
+        let _ = job.conn.inval_entry(dir.get(), name);
+    }
+    // Invalidating a file's pages makes the kernel write its dirty ones back first
+    // (through the serving workers) and waits for them.
+    for &ino in &job.drops.inodes {
+        let _ = job.conn.inval_inode(ino.get());
     }
 }
 

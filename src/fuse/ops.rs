@@ -325,14 +325,22 @@ impl Ops {
     }
 
     /// `kill`: the kernel says the writer lacks `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`).
-    pub fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool) -> OpResult<u32> {
+    /// `fh`: the handle written through (`None`: at `offset` whatever its open flags).
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        offset: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> OpResult<u32> {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("write");
         let i = self.volume.head_ino(ino).map_err(errno)?;
         let n = self
             .volume
             .head()
-            .write(i, Some(Fh::new(fh)), offset, data, kill)
+            .write(i, fh.map(Fh::new), offset, data, kill)
             .map_err(errno)?;
         crate::metrics::get().written_bytes.inc_by(u64::from(n));
         Ok(n)

@@ -12,8 +12,10 @@ use super::conn::{self, Conn};
 use super::fusectl::abort_connection;
 use super::notify::Notifier;
 use super::ops::Ops;
+use super::state::{MountRecord, MountState};
 use super::{pool, uring};
-use crate::fs::Volume;
+use crate::fdstore::FdStore;
+use crate::fs::{MountJournal, Resumed, Volume, VolumeOptions};
 
 /// How the kernel's requests reach a mount's daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,20 @@ pub struct MountHandle {
     /// The mount's source, `STORE:CONTAINER`.
     fsname: String,
     volume: Arc<Volume>,
+    /// Where its descriptors are kept for the next daemon, and under which name.
+    kept: Option<Kept>,
+}
+
+/// A mount whose descriptors the fd store keeps (see `fdstore.rs`).
+struct Kept {
+    store: FdStore,
+    name: String,
+    state: Arc<MountState>,
+}
+
+/// The name a mount's descriptors are kept under: its connection's number.
+fn kept_name(minor: u64) -> String {
+    format!("mount.{minor}")
 }
 
 /// Mounts `volume` at `mountpoint` (source shown as `fsname` in /proc/mounts) and serves it
@@ -92,6 +108,26 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
     };
     // Invalidations the core asks for go out from the notifier thread, never from a handler.
     volume.set_kernel_link(Arc::new(Notifier::new(&conn)?));
+    // A mount over /dev/fuse outlives its daemon when an fd store keeps its descriptor:
+    // what the kernel will know of it is journaled from the first request on.
+    let fd_store = crate::fdstore::store().filter(|_| transport == Transport::DevFuse);
+    let state = match &fd_store {
+        Some(_) => match MountState::create() {
+            Ok(s) => {
+                let s = Arc::new(s);
+                volume.set_journal(s.clone() as Arc<dyn MountJournal>);
+                Some(s)
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot create the mount's state file ({e}); it will not outlive the daemon",
+                    mountpoint.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
     if let Err(e) = pool.add(conn.clone()) {
         let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
         return Err(e);
@@ -102,6 +138,28 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         .unwrap_or(0);
     conn.set_minor(minor);
     set_readahead(minor);
+    let kept = match (fd_store, state) {
+        (Some(store), Some(state)) => {
+            let n = conn.negotiated();
+            let opts = volume.options();
+            let record = MountRecord {
+                container: volume.head().container().as_str().to_string(),
+                mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
+                fsname: fsname.to_string(),
+                snapdir_visible: opts.snapdir_visible,
+                admin_uid: opts.admin_uid,
+                read_only: opts.read_only,
+                minor,
+                kernel_minor: n.kernel_minor,
+                flags: n.flags,
+                max_write: n.max_write,
+                max_readahead: n.max_readahead,
+                io_uring: false,
+            };
+            keep(store, &conn, state, &record, mountpoint)
+        }
+        _ => None,
+    };
     let ring_stats = rings
         .as_ref()
         .filter(|_| transport == Transport::IoUring)
@@ -114,6 +172,195 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
         mountpoint: mountpoint.to_path_buf(),
         fsname: fsname.to_string(),
         volume,
+        kept,
+    })
+}
+
+/// Hands the mount's descriptors to the fd store, under its connection's number.
+fn keep(
+    store: FdStore,
+    conn: &Conn,
+    state: Arc<MountState>,
+    record: &MountRecord,
+    mountpoint: &Path,
+) -> Option<Kept> {
+    let name = kept_name(record.minor);
+    let kept = state
+        .write_record(record)
+        .and_then(|()| store.keep(&name, &[conn.fd(), state.fd()]));
+    match kept {
+        Ok(()) => Some(Kept { store, name, state }),
+        Err(e) => {
+            log::warn!(
+                "{}: cannot hand the mount to the fd store ({e}); it will not outlive the daemon",
+                mountpoint.display()
+            );
+            None
+        }
+    }
+}
+
+/// A mount another daemon made, as its descriptors came back from the fd store: the
+/// connection's `/dev/fuse` descriptor and its state file.
+pub struct Inherited {
+    record: MountRecord,
+    fuse: std::os::fd::OwnedFd,
+    state: Arc<MountState>,
+    resumed: Resumed,
+}
+
+impl Inherited {
+    /// The container's id.
+    pub fn container(&self) -> &str {
+        &self.record.container
+    }
+
+    pub fn mountpoint(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(&self.record.mountpoint))
+    }
+
+    pub fn fsname(&self) -> &str {
+        &self.record.fsname
+    }
+
+    pub fn options(&self) -> VolumeOptions {
+        VolumeOptions {
+            snapdir_visible: self.record.snapdir_visible,
+            admin_uid: self.record.admin_uid,
+            read_only: self.record.read_only,
+        }
+    }
+
+    pub fn journal(&self) -> Arc<dyn MountJournal> {
+        self.state.clone()
+    }
+
+    pub fn resumed(&self) -> &Resumed {
+        &self.resumed
+    }
+
+    /// Gives the mount up: its connection is aborted (its users get ENOTCONN, nothing
+    /// waits forever), it is detached, and the fd store lets go of it.
+    pub fn abandon(self, why: &str) {
+        abandon(self.record.minor, &self.mountpoint(), why);
+    }
+
+    /// The FUSE connection's number.
+    pub fn minor(&self) -> u64 {
+        self.record.minor
+    }
+}
+
+/// Gives up inherited mount `minor` at `mountpoint`: its connection is aborted (its users
+/// get ENOTCONN, nothing waits forever), it is detached, and the fd store lets go of it.
+pub fn abandon(minor: u64, mountpoint: &Path, why: &str) {
+    log::error!(
+        "{}: cannot resume the mount ({why}); its connection is aborted",
+        mountpoint.display()
+    );
+    abort_connection(minor);
+    let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    if let Some(store) = crate::fdstore::store() {
+        let _ = store.drop_name(&kept_name(minor));
+    }
+}
+
+/// Sorts the descriptors handed to the daemon at start into the mounts they belong to
+/// (`mount.N`: a `/dev/fuse` descriptor and a state file, told apart by their type).
+/// Descriptors that make no mount are let go of (and their connection aborted).
+pub fn inherited(fds: Vec<(String, std::os::fd::OwnedFd)>) -> Vec<Inherited> {
+    use std::collections::BTreeMap;
+    let mut by_name: BTreeMap<String, Vec<std::os::fd::OwnedFd>> = BTreeMap::new();
+    for (name, fd) in fds {
+        by_name.entry(name).or_default().push(fd);
+    }
+    let store = crate::fdstore::store();
+    let mut out = Vec::new();
+    for (name, fds) in by_name {
+        let mut fuse = None;
+        let mut state = None;
+        for fd in fds {
+            let is_char = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR)
+                .unwrap_or(false);
+            if is_char {
+                fuse = Some(fd);
+            } else {
+                state = Some(fd);
+            }
+        }
+        let parsed = state.map(MountState::open);
+        match (name.strip_prefix("mount."), fuse, parsed) {
+            (Some(_), Some(fuse), Some(Ok((state, record, resumed)))) => out.push(Inherited {
+                record,
+                fuse,
+                state: Arc::new(state),
+                resumed,
+            }),
+            (_, _, parsed) => {
+                let why = match parsed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "incomplete".to_string(),
+                };
+                log::error!("inherited descriptors {name:?} make no mount ({why}); dropped");
+                if let Some(s) = &store {
+                    let _ = s.drop_name(&name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Serves `volume` again on the connection a former daemon left: the same negotiated
+/// parameters, the kernel asked to send again what was never answered.
+pub fn resume(volume: Arc<Volume>, m: Inherited) -> std::io::Result<MountHandle> {
+    let pool = pool::get()?;
+    let mountpoint = m.mountpoint();
+    if m.record.io_uring {
+        return Err(std::io::Error::other(
+            "it was served over io_uring, whose queues died with the old daemon",
+        ));
+    }
+    let negotiated = conn::Negotiated {
+        kernel_minor: m.record.kernel_minor,
+        flags: m.record.flags,
+        max_write: m.record.max_write,
+        max_readahead: m.record.max_readahead,
+    };
+    let writeback = negotiated.flags & super::abi::init::WRITEBACK_CACHE != 0;
+    let ops = Arc::new(Ops::new(volume.clone(), writeback, kernel_cache()));
+    let conn = Conn::resume(m.fuse, ops, negotiated)?;
+    conn.set_minor(m.record.minor);
+    volume.set_kernel_link(Arc::new(Notifier::new(&conn)?));
+    pool.add(conn.clone())?;
+    if let Err(e) = conn.resend_unanswered() {
+        log::warn!(
+            "{}: the kernel cannot resend unanswered requests ({e}); they wait until unmount",
+            mountpoint.display()
+        );
+    }
+    log::info!(
+        "{}: resumed ({} handles open, {} snapshot views)",
+        mountpoint.display(),
+        m.resumed.handles.len(),
+        m.resumed.views.len()
+    );
+    let kept = crate::fdstore::store().map(|store| Kept {
+        store,
+        name: kept_name(m.record.minor),
+        state: m.state.clone(),
+    });
+    Ok(MountHandle {
+        conn,
+        rings: None,
+        transport: Transport::DevFuse,
+        ring_stats: None,
+        mountpoint,
+        fsname: m.record.fsname.clone(),
+        volume,
+        kept,
     })
 }
 
@@ -195,6 +442,12 @@ impl MountHandle {
             }
         }
         self.conn.ops().destroy();
+        if let Some(k) = self.kept.take() {
+            if let Err(e) = k.store.drop_name(&k.name) {
+                log::warn!("fd store: cannot let go of {}: {e}", k.name);
+            }
+            drop(k.state);
+        }
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Service, ServiceError, ServiceResult};
-use crate::fs::{Container, Volume, VolumeOptions};
+use crate::fs::{Container, MountJournal, Resumed, Volume, VolumeOptions};
 use crate::ids::ContainerId;
 use crate::store::ContainerRecord;
 
@@ -123,6 +123,45 @@ impl Service {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         log::info!("mounted {} ({}) at {}", c.name, c.id, mountpoint.display());
         Ok(c)
+    }
+
+    /// Takes over a mount a former daemon of this store made (its descriptors came back from
+    /// the fd store): the volume as its journal left it, served by `attach`.
+    pub fn adopt(
+        &self,
+        container_id: &str,
+        mountpoint: &Path,
+        opts: VolumeOptions,
+        journal: Arc<dyn MountJournal>,
+        resumed: &Resumed,
+        attach: impl FnOnce(Arc<Volume>) -> std::io::Result<Box<dyn Mounted>>,
+    ) -> ServiceResult<()> {
+        let c = self.live(container_id)?;
+        let mut mounts = self.mounts.lock();
+        if let Some(m) = mounts.get(&c.id) {
+            return Err(ServiceError::Conflict(format!(
+                "container {} is already mounted at {}",
+                c.name,
+                m.handle.mountpoint().display()
+            )));
+        }
+        let container = Container::new(self.store.clone(), &c.id);
+        let volume = Volume::resume(container.clone(), opts, journal, resumed)?;
+        let handle = attach(volume.clone()).map_err(|e| {
+            ServiceError::Internal(format!("cannot resume {}: {e}", mountpoint.display()))
+        })?;
+        mounts.insert(
+            c.id.clone(),
+            Mount {
+                container,
+                volume,
+                handle,
+            },
+        );
+        self.mounted_once
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        log::info!("resumed {} ({}) at {}", c.name, c.id, mountpoint.display());
+        Ok(())
     }
 
     /// Unmounts a container (no-op when not mounted); everything is flushed on return.

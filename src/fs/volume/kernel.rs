@@ -138,6 +138,9 @@ impl MountHooks for Volume {
             .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
             .collect();
         if let Some(slot) = slot {
+            if let Some(j) = self.journal() {
+                j.renumbered(slot, &t.files);
+            }
             for &f in &t.files {
                 renumbered.insert(f, slot);
             }
@@ -198,6 +201,9 @@ impl Volume {
         if next <= slots.views.len() as u64 {
             return Err(FsError::Io("out of inode number slots; remount".into()));
         }
+        if let Some(j) = self.journal() {
+            j.generation(next);
+        }
         self.gen_floor.store(next, Ordering::SeqCst);
         Ok(next)
     }
@@ -234,6 +240,9 @@ impl Volume {
             .chain(&r.touched)
             .map(|&i| self.out_locked(&renumbered, i))
             .collect();
+        if let Some(j) = self.journal() {
+            j.renumbered(slot, &r.replaced);
+        }
         for &i in &r.replaced {
             renumbered.insert(i, slot);
         }

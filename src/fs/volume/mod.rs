@@ -22,7 +22,7 @@ use crate::error::{FsError, FsResult};
 use crate::store::{SnapshotInfo, StoreError};
 use crate::timefmt;
 
-use super::{Caller, Container, Fh, Fs, MountHooks, ROOT_INO};
+use super::{Caller, Container, Fh, Fs, MountHooks, MountJournal, Resumed, ROOT_INO};
 use crate::ids::{ContainerId, Epoch, Ino, KernelIno};
 
 mod inos;
@@ -98,6 +98,9 @@ pub struct Volume {
     /// Requests to the kernel, through the mount adapter (a FUSE handler must never notify
     /// the kernel itself).
     kernel: parking_lot::Mutex<Option<Arc<dyn KernelLink>>>,
+    /// Where what a new daemon needs to take the mount over is written (set once, before
+    /// the mount serves).
+    journal: std::sync::OnceLock<Arc<dyn MountJournal>>,
 }
 
 /// First slot handed to a head generation after a restore (they count down).
@@ -127,19 +130,91 @@ impl Volume {
     /// A volume over `container`'s head, registered as the container's mount (its
     /// lifecycle operations then flush and invalidate through this volume).
     pub fn new(container: Arc<Container>, opts: VolumeOptions) -> FsResult<Arc<Volume>> {
+        let head = container.head()?;
+        Ok(Self::assemble(container, opts, head, Slots::default()))
+    }
+
+    fn assemble(
+        container: Arc<Container>,
+        opts: VolumeOptions,
+        head: Fs,
+        slots: Slots,
+    ) -> Arc<Volume> {
         let volume = Arc::new(Volume {
-            head: container.head()?,
+            head,
             container: container.clone(),
             opts,
-            slots: RwLock::new(Slots::default()),
+            slots: RwLock::new(slots),
             head_slot: AtomicU64::new(0),
             gen_floor: AtomicU64::new(0),
             renumbered: RwLock::new(HashMap::new()),
             any_renumbered: AtomicBool::new(false),
             kernel: parking_lot::Mutex::new(None),
+            journal: std::sync::OnceLock::new(),
         });
         let hooks: Arc<dyn MountHooks> = volume.clone();
         container.attach(Arc::downgrade(&hooks));
+        volume
+    }
+
+    /// Records what a new daemon needs to take this mount over in `journal` from now on
+    /// (before the mount serves anything).
+    pub fn set_journal(&self, journal: Arc<dyn MountJournal>) {
+        if self.journal.set(journal.clone()).is_ok() {
+            self.head.set_journal(journal, 0);
+        }
+    }
+
+    fn journal(&self) -> Option<&Arc<dyn MountJournal>> {
+        self.journal.get()
+    }
+
+    /// The volume of a mount another daemon served, as its journal left it: the same
+    /// snapshot slots, head generations and moved inode numbers (so every number the kernel
+    /// holds resolves as before), and its open handles.
+    pub fn resume(
+        container: Arc<Container>,
+        opts: VolumeOptions,
+        journal: Arc<dyn MountJournal>,
+        resumed: &Resumed,
+    ) -> FsResult<Arc<Volume>> {
+        let store = container.store().clone();
+        let in_slot = |slot: u64| -> Vec<(Fh, super::HandleRecord)> {
+            resumed
+                .handles
+                .iter()
+                .filter(|(_, r)| r.slot == slot)
+                .copied()
+                .collect()
+        };
+        let head = Fs::resumed_head(store.clone(), container.id(), journal.clone(), &in_slot(0))?;
+        let mut slots = Slots::default();
+        for (i, (slot, epoch, name)) in resumed.views.iter().enumerate() {
+            if *slot != i as u64 + 1 {
+                return Err(FsError::Io(format!(
+                    "mount journal: view slot {slot} out of order (expected {})",
+                    i + 1
+                )));
+            }
+            let chain = Arc::new(store.chain(*epoch));
+            let fs = Arc::new(Fs::frozen(store.clone(), container.id(), chain));
+            fs.set_journal(journal.clone(), *slot);
+            fs.adopt_handles(&in_slot(*slot));
+            slots.views.push(SnapView {
+                name: name.clone(),
+                epoch: *epoch,
+                fs,
+            });
+            slots.by_epoch.insert(*epoch, *slot);
+        }
+        let volume = Self::assemble(container, opts, head, slots);
+        let _ = volume.journal.set(journal);
+        volume.gen_floor.store(resumed.gen_floor, Ordering::SeqCst);
+        {
+            let mut r = volume.renumbered.write();
+            r.extend(resumed.renumbered.iter().copied());
+            volume.any_renumbered.store(!r.is_empty(), Ordering::SeqCst);
+        }
         Ok(volume)
     }
 
@@ -207,12 +282,17 @@ impl Volume {
         let store = self.head.store().clone();
         let chain = store.snapshot_chain(info);
         let fs = Arc::new(Fs::frozen(store, self.container(), chain));
+        let slot = slots.views.len() as u64 + 1;
+        if let Some(j) = self.journal() {
+            // Before the kernel can learn a number in this slot.
+            j.view(slot, epoch, &info.name);
+            fs.set_journal(j.clone(), slot);
+        }
         slots.views.push(SnapView {
             name: info.name.clone(),
             epoch,
             fs,
         });
-        let slot = slots.views.len() as u64;
         slots.by_epoch.insert(epoch, slot);
         slot
     }

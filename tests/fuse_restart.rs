@@ -1,0 +1,303 @@
+//! Restart without unmount (issue 25): the daemon runs under its supervisor
+//! (`SNAPFS_SUPERVISOR=1`), which keeps every mount's `/dev/fuse` descriptor and state file;
+//! a daemon killed with -9 is started again and takes the mounts over. The processes using
+//! the mount must not notice: no error, no ENOTCONN, every fsync'd and every accepted byte
+//! there, open descriptors (also of an unlinked file) still good, a cwd inside still valid.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{alive, require_fuse, snapfs, wait_until, Mount, Store};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::{Rng, SeedableRng};
+
+const BLOCK: usize = 4096;
+
+fn supervised() -> Mount {
+    require_fuse();
+    Mount::on_with_env(
+        Store::new(),
+        &[],
+        &[
+            ("SNAPFS_SUPERVISOR", Some("1")),
+            // Reclaim in small batches, so that kills land in the middle of one.
+            ("SNAPFS_RECLAIM_CHUNK", Some("2")),
+            ("SNAPFS_FUSE_URING", Some("0")),
+        ],
+    )
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
+        .collect()
+}
+
+/// Runs `f` until `stop`, recording its first error (with the step it failed at).
+fn worker(
+    name: &'static str,
+    stop: &Arc<AtomicBool>,
+    errors: &Arc<Mutex<Vec<String>>>,
+    mut f: impl FnMut(u64) -> Result<(), String> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let (stop, errors) = (stop.clone(), errors.clone());
+    std::thread::spawn(move || {
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(e) = f(i) {
+                errors
+                    .lock()
+                    .expect("errors")
+                    .push(format!("{name} at step {i}: {e}"));
+                return;
+            }
+            i += 1;
+        }
+    })
+}
+
+/// SIGKILLs the daemon and waits for its successor (a new pid, alive); returns how long the
+/// new one took to appear.
+fn kill_daemon(store: &Path) -> Duration {
+    let pid = common::daemon_pid(store).expect("daemon pid");
+    assert!(alive(pid), "daemon {pid} is not running");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the daemon");
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            common::daemon_pid(store).is_some_and(|p| p != pid && alive(p))
+        }),
+        "no new daemon 30 s after killing {pid}: {}",
+        fs::read_to_string(store.join("snapfs.supervisor")).unwrap_or_default()
+    );
+    t0.elapsed()
+}
+
+#[test]
+fn a_workload_never_sees_the_daemon_killed() {
+    let mut m = supervised();
+    let root = m.path().to_path_buf();
+    let store = m.store().path().to_path_buf();
+
+    // What the readers check.
+    let ro = pattern(1, 1 << 20);
+    fs::write(root.join("ro.bin"), &ro).expect("write ro.bin");
+    fs::create_dir(root.join("dir")).expect("mkdir dir");
+    for i in 0..200 {
+        fs::write(root.join(format!("dir/f{i}")), i.to_string()).expect("fill dir");
+    }
+    fs::create_dir(root.join("c")).expect("mkdir c");
+    // A file unlinked while open stays readable through its descriptor.
+    let gone_data = pattern(2, 100_000);
+    let mut gone = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(root.join("gone"))
+        .expect("create gone");
+    gone.write_all(&gone_data).expect("write gone");
+    fs::remove_file(root.join("gone")).expect("unlink gone");
+    // A process whose cwd is inside.
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .current_dir(root.join("dir"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let synced = Arc::new(AtomicU64::new(0));
+    let appended = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+
+    // Writer with fsync: block i holds pattern(i); `synced` counts the fsync'd blocks.
+    {
+        let f = File::create(root.join("synced")).expect("create synced");
+        let synced = synced.clone();
+        threads.push(worker("fsync writer", &stop, &errors, move |i| {
+            f.write_all_at(&pattern(i, BLOCK), i * BLOCK as u64)
+                .map_err(|e| format!("write: {e}"))?;
+            f.sync_data().map_err(|e| format!("fsync: {e}"))?;
+            synced.store(i + 1, Ordering::SeqCst);
+            Ok(())
+        }));
+    }
+    // Appender without fsync: every accepted line must survive.
+    {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(root.join("appended"))
+            .expect("create appended");
+        let appended = appended.clone();
+        threads.push(worker("appender", &stop, &errors, move |i| {
+            f.write_all(format!("{i:08}\n").as_bytes())
+                .map_err(|e| format!("append: {e}"))?;
+            appended.store(i + 1, Ordering::SeqCst);
+            Ok(())
+        }));
+    }
+    // Readers: a whole file, a directory listing, the unlinked file.
+    {
+        let path = root.join("ro.bin");
+        threads.push(worker("reader", &stop, &errors, move |_| {
+            let got = fs::read(&path).map_err(|e| format!("read: {e}"))?;
+            (got == ro)
+                .then_some(())
+                .ok_or("ro.bin changed".to_string())
+        }));
+    }
+    {
+        let dir = root.join("dir");
+        threads.push(worker("lister", &stop, &errors, move |_| {
+            let n = fs::read_dir(&dir)
+                .map_err(|e| format!("opendir: {e}"))?
+                .map(|e| e.map(|_| ()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("readdir: {e}"))?
+                .len();
+            (n == 200)
+                .then_some(())
+                .ok_or(format!("{n} entries, not 200"))
+        }));
+    }
+    {
+        let gone = gone.try_clone().expect("dup gone");
+        let data = gone_data.clone();
+        threads.push(worker("unlinked reader", &stop, &errors, move |i| {
+            let at = (i * 7919) % (data.len() as u64 - 100);
+            let mut b = [0u8; 100];
+            gone.read_exact_at(&mut b, at)
+                .map_err(|e| format!("read: {e}"))?;
+            (b[..] == data[at as usize..at as usize + 100])
+                .then_some(())
+                .ok_or("unlinked file changed".to_string())
+        }));
+    }
+    // Names made and removed: O_EXCL creates, renames, unlinks, mkdir/rmdir.
+    {
+        let c = root.join("c");
+        threads.push(worker("namer", &stop, &errors, move |i| {
+            let tmp = c.join(format!("t{i}"));
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| format!("create {}: {e}", tmp.display()))?;
+            f.write_all(&i.to_le_bytes())
+                .map_err(|e| format!("write: {e}"))?;
+            drop(f);
+            let done = c.join(format!("d{i}"));
+            fs::rename(&tmp, &done).map_err(|e| format!("rename: {e}"))?;
+            if i >= 10 {
+                fs::remove_file(c.join(format!("d{}", i - 10)))
+                    .map_err(|e| format!("unlink: {e}"))?;
+            }
+            let sub = c.join(format!("s{i}"));
+            fs::create_dir(&sub).map_err(|e| format!("mkdir: {e}"))?;
+            fs::remove_dir(&sub).map_err(|e| format!("rmdir: {e}"))?;
+            Ok(())
+        }));
+    }
+    // Snapshots taken and deleted through `.snapshots` (kills land in the middle of one, and
+    // of the reclaim a deletion starts).
+    {
+        let snaps = root.join(".snapshots");
+        threads.push(worker("snapshotter", &stop, &errors, move |i| {
+            fs::create_dir(snaps.join(format!("k{i}"))).map_err(|e| format!("snapshot: {e}"))?;
+            if i >= 2 {
+                // `k{i}` is the alias (a symlink) of the snapshot's own name.
+                let alias = snaps.join(format!("k{}", i - 2));
+                let name = fs::read_link(&alias).map_err(|e| format!("readlink: {e}"))?;
+                fs::remove_dir(snaps.join(name)).map_err(|e| format!("delete snapshot: {e}"))?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        }));
+    }
+
+    let seed: u64 = std::env::var("SNAPFS_RESTART_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    let kills: usize = std::env::var("SNAPFS_RESTART_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    eprintln!("seed {seed}, {kills} kills");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut took = Vec::new();
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(100..600)));
+        if !errors.lock().expect("errors").is_empty() {
+            break;
+        }
+        took.push(kill_daemon(&store));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("worker thread");
+    }
+    took.sort();
+    eprintln!(
+        "new daemon after a kill: p50 {:?}, max {:?}",
+        took.get(took.len() / 2),
+        took.last()
+    );
+    let errors = errors.lock().expect("errors").clone();
+    if !errors.is_empty() {
+        let log = fs::read_to_string(store.join("snapfs.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!("daemon log (last lines first):\n{}", tail.join("\n"));
+    }
+    assert!(errors.is_empty(), "the workload saw errors: {errors:#?}");
+
+    // Every fsync'd block, every accepted line.
+    let n = synced.load(Ordering::SeqCst);
+    let f = File::open(root.join("synced")).expect("open synced");
+    for i in 0..n {
+        let mut b = vec![0u8; BLOCK];
+        f.read_exact_at(&mut b, i * BLOCK as u64)
+            .expect("read synced");
+        assert!(b == pattern(i, BLOCK), "fsync'd block {i} differs");
+    }
+    let mut text = String::new();
+    File::open(root.join("appended"))
+        .expect("open appended")
+        .read_to_string(&mut text)
+        .expect("read appended");
+    let lines: Vec<&str> = text.lines().collect();
+    let want = appended.load(Ordering::SeqCst) as usize;
+    assert!(
+        lines.len() >= want,
+        "{} lines, {want} accepted",
+        lines.len()
+    );
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, format!("{i:08}"), "line {i} of the appended file");
+    }
+    // The cwd of a process inside still resolves.
+    let cwd: PathBuf = format!("/proc/{}/cwd", sleeper.id()).into();
+    assert_eq!(
+        fs::read_dir(&cwd).expect("list the sleeper's cwd").count(),
+        200
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    drop(gone);
+    m.umount();
+    let out = snapfs(["fsck", store.to_str().expect("utf-8 store path")]);
+    out.assert_success();
+}
