@@ -277,7 +277,19 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     let result = rt.block_on(run(svc.clone(), store_path, &opts));
     // Background work stops between two batches; what is left resumes at the next start.
     stop.store(true, Ordering::SeqCst);
-    svc.stop_all();
+    let handover = matches!(result, Ok(Exit::Handover));
+    if handover {
+        // The mounts stay: the next daemon takes them over from the fd store. What is
+        // being served is answered first; what is unread stays for it.
+        if !crate::fuse::quiesce(HANDOVER_QUIESCE) {
+            log::warn!("requests still being served at handover; the kernel sends them again");
+        }
+        if let Err(e) = svc.store().kv().sync() {
+            log::error!("sync at handover: {e}");
+        }
+    } else {
+        svc.stop_all();
+    }
     let deadline = Instant::now() + WORKER_STOP_GRACE;
     while !worker.is_finished() && Instant::now() < deadline {
         std::thread::sleep(STOP_POLL);
@@ -295,10 +307,25 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     }
     let _ = worker.join();
     let _ = std::fs::remove_file(socket_path(store_path));
-    result
+    if handover {
+        log::info!("handing the mounts over to the next daemon");
+    }
+    result.map(drop)
 }
 
-async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Result<()> {
+/// How a daemon's run ended.
+enum Exit {
+    /// Stopped: every mount unmounted.
+    Stop,
+    /// Restarting (`snapfs restart`, SIGUSR2): the mounts stay for the next daemon.
+    Handover,
+}
+
+/// How long a handover waits for the requests being served (those that take longer, such
+/// as a snapshot waiting for cached writes, the kernel sends again to the next daemon).
+const HANDOVER_QUIESCE: Duration = Duration::from_millis(100);
+
+async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Result<Exit> {
     // The snapshotter's socket first: once the API answers, containerd can dial it too.
     let containerd_listener = match &opts.containerd {
         Some(c) => {
@@ -375,13 +402,22 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let started = std::time::Instant::now();
+    let mut exit = Exit::Stop;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => break,
+            _ = usr2.recv() => {
+                if crate::fdstore::store().is_some() {
+                    exit = Exit::Handover;
+                    break;
+                }
+                log::warn!("restart refused: nothing keeps the mounts' descriptors (no supervisor, no systemd fd store)");
+            }
             _ = tick.tick() => {
                 if !opts.exit_when_idle {
                     let svc2 = svc.clone();
@@ -400,13 +436,17 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
             }
         }
     }
-    log::info!("shutting down");
-    crate::fdstore::notify("STOPPING=1");
+    if matches!(exit, Exit::Stop) {
+        log::info!("shutting down");
+        crate::fdstore::notify("STOPPING=1");
+    } else {
+        log::info!("restarting: the mounts stay");
+    }
     let _ = shutdown_tx.send(());
     for s in servers {
         let _ = s.await;
     }
-    Ok(())
+    Ok(exit)
 }
 
 /// Serves again the mounts a former daemon of this store left in the fd store; a mount that

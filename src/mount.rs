@@ -418,3 +418,70 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
 pub fn dev_of(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().map(|m| m.dev())
 }
+
+/// `snapfs restart`: the daemon hands its mounts over (SIGUSR2) and exits; whoever keeps its
+/// descriptors starts the binary on disk, which takes the mounts over. Returns once the new
+/// daemon answers.
+pub fn restart(store: &Path) -> Result<()> {
+    let store = std::path::absolute(store)
+        .with_context(|| format!("bad store path {}", store.display()))?;
+    check_store(&store)?;
+    let Some((pid, _)) = read_pid(&store).filter(|(p, _)| process_alive(*p)) else {
+        bail!("no daemon runs store {}", store.display());
+    };
+    if !crate::storedir::daemon_keeps_mounts(&store) {
+        bail!(
+            "the daemon of {} (pid {pid}) keeps its mounts' descriptors only in itself: a \
+             restart would end them (run it under its supervisor, SNAPFS_SUPERVISOR=1, or \
+             the systemd unit)",
+            store.display()
+        );
+    }
+    let socket = socket_path(&store);
+    let list = client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY)?
+        .data::<contract::ContainerList>()?;
+    let uring: Vec<String> = list
+        .containers
+        .iter()
+        .filter(|c| c.fuse.as_ref().is_some_and(|f| f.transport == "io_uring"))
+        .map(|c| c.name.clone())
+        .collect();
+    if !uring.is_empty() {
+        bail!(
+            "{} mounted over io_uring ({}): its queues die with the daemon, so a restart \
+             cannot keep it; unmount it first",
+            if uring.len() == 1 {
+                "a container is"
+            } else {
+                "containers are"
+            },
+            uring.join(", ")
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .with_context(|| format!("cannot signal the daemon (pid {pid})"))?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Some((new, _)) = read_pid(&store) {
+            if new != pid
+                && process_alive(new)
+                && client::call(&socket, "GET", "/api/v1/status", client::NO_BODY).is_ok()
+            {
+                println!(
+                    "restarted the daemon of {}: pid {pid} -> {new}",
+                    store.display()
+                );
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!(
+        "the daemon of {} did not come back within 120 s; see {}",
+        store.display(),
+        crate::storedir::log_path(&store).display()
+    )
+}

@@ -189,6 +189,10 @@ impl PidFile {
         if let Ok(sup) = std::env::var(crate::supervisor::SUPERVISOR_ENV) {
             writeln!(f, "supervisor {}", sup.trim())?;
         }
+        if crate::fdstore::store().is_some() {
+            // Its mounts outlive it: `snapfs restart` may replace it.
+            writeln!(f, "fdstore")?;
+        }
         Ok(PidFile(p))
     }
 }
@@ -205,6 +209,11 @@ pub fn read_supervisor_pid(store: &Path) -> Option<i32> {
     text.lines()
         .find_map(|l| l.strip_prefix("supervisor "))
         .and_then(|p| p.trim().parse().ok())
+}
+
+/// Does the store's daemon keep its mounts' descriptors outside itself (`STORE/snapfs.pid`)?
+pub fn daemon_keeps_mounts(store: &Path) -> bool {
+    std::fs::read_to_string(pid_path(store)).is_ok_and(|t| t.lines().any(|l| l == "fdstore"))
 }
 
 /// (pid, exits when idle) from `STORE/snapfs.pid`.

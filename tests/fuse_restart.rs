@@ -84,6 +84,29 @@ fn kill_daemon(store: &Path) -> Duration {
 
 #[test]
 fn a_workload_never_sees_the_daemon_killed() {
+    workload_across(20, "SNAPFS_RESTART_KILLS", kill_daemon);
+}
+
+#[test]
+fn a_workload_never_sees_the_daemon_restarted() {
+    workload_across(10, "SNAPFS_RESTART_RESTARTS", restart_daemon);
+}
+
+/// `snapfs restart`; returns how long it took.
+fn restart_daemon(store: &Path) -> Duration {
+    let pid = common::daemon_pid(store).expect("daemon pid");
+    let t0 = Instant::now();
+    let out = snapfs([std::ffi::OsStr::new("restart"), store.as_os_str()]);
+    out.assert_success();
+    let took = t0.elapsed();
+    let new = common::daemon_pid(store).expect("new daemon pid");
+    assert!(new != pid && alive(new), "{}", out.describe());
+    took
+}
+
+/// Runs the workload while `disrupt` replaces the daemon `default` times (the variable
+/// `env` overrides the count).
+fn workload_across(default: usize, env: &str, mut disrupt: impl FnMut(&Path) -> Duration) {
     let mut m = supervised();
     let root = m.path().to_path_buf();
     let store = m.store().path().to_path_buf();
@@ -231,11 +254,11 @@ fn a_workload_never_sees_the_daemon_killed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
-    let kills: usize = std::env::var("SNAPFS_RESTART_KILLS")
+    let kills: usize = std::env::var(env)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("seed {seed}, {kills} kills");
+        .unwrap_or(default);
+    eprintln!("seed {seed}, {kills} daemon replacements");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut took = Vec::new();
     for _ in 0..kills {
@@ -243,7 +266,7 @@ fn a_workload_never_sees_the_daemon_killed() {
         if !errors.lock().expect("errors").is_empty() {
             break;
         }
-        took.push(kill_daemon(&store));
+        took.push(disrupt(&store));
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -252,7 +275,7 @@ fn a_workload_never_sees_the_daemon_killed() {
     }
     took.sort();
     eprintln!(
-        "new daemon after a kill: p50 {:?}, max {:?}",
+        "new daemon after {kills} replacements: p50 {:?}, max {:?}",
         took.get(took.len() / 2),
         took.last()
     );
@@ -300,4 +323,46 @@ fn a_workload_never_sees_the_daemon_killed() {
     m.umount();
     let out = snapfs(["fsck", store.to_str().expect("utf-8 store path")]);
     out.assert_success();
+}
+
+/// A daemon that cannot start again (its database gone) leaves the mounts answering EIO,
+/// never hanging; `snapfs umount` still works and the supervisor's status says why.
+#[test]
+fn mounts_answer_eio_when_no_daemon_can_start() {
+    let mut m = supervised();
+    let store = m.store().path().to_path_buf();
+    fs::write(m.join("f"), b"data").expect("write");
+    let db = store.join("db");
+    let away = store.join("db.away");
+    // The next daemon finds no database (a disk gone, say).
+    fs::rename(&db, &away).expect("move the database away");
+    let pid = common::daemon_pid(&store).expect("daemon pid");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the daemon");
+    let t0 = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = m.join("f");
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::read(&f).map_err(|e| e.raw_os_error()));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a read on the mount still hangs after 60 s");
+    assert_eq!(got, Err(Some(libc::EIO)), "a read answers EIO");
+    eprintln!("EIO after {:?}", t0.elapsed());
+    let status = fs::read_to_string(store.join("snapfs.supervisor")).expect("supervisor status");
+    assert!(status.contains("gave up"), "{status}");
+    // (`snapfs umount` knows a snapfs mount by its store.)
+    fs::rename(&away, &db).expect("move the database back");
+    m.umount();
+    // Its last mount gone, the supervisor leaves.
+    let sup: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("supervisor "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("supervisor pid in its status");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(sup)),
+        "supervisor {sup} still running after the unmount"
+    );
+    snapfs(["fsck", store.to_str().expect("utf-8 store path")]).assert_success();
 }

@@ -172,6 +172,11 @@ enum Cmd {
         #[arg(long, hide = true)]
         notify_ready: bool,
     },
+    /// Replace the store's daemon with the snapfs binary on disk (an upgrade), keeping every
+    /// mount: the containers on them see a pause, not an error. Needs a daemon whose
+    /// mounts' descriptors are kept outside it (its supervisor, or the systemd unit's fd
+    /// store); mounts over io_uring cannot be kept.
+    Restart { store: PathBuf },
     /// Check every invariant of a store that is not in use, and that it is owner-only; exit 1
     /// when something is wrong.
     ///
@@ -595,6 +600,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         }),
         Cmd::Umount { mountpoint } => crate::mount::umount(&mountpoint),
+        Cmd::Restart { store } => crate::mount::restart(&store),
         Cmd::Serve {
             store,
             listen,

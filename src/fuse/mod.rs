@@ -18,6 +18,15 @@ mod state;
 mod uring;
 
 pub use config::{readdirplus, writeback_cache};
+
+/// Stops serving every mount, leaving them mounted for the next daemon (see
+/// `Pool::quiesce`); true if every request being served was answered within `timeout`.
+pub fn quiesce(timeout: std::time::Duration) -> bool {
+    match pool::get() {
+        Ok(p) => p.quiesce(timeout),
+        Err(_) => true,
+    }
+}
 pub(crate) use conn::{answer_eio, resend_unanswered, BUF_SIZE as REQUEST_BUF_SIZE};
 pub use session::{
     abandon, inherited, mount, resume, FuseMounter, Inherited, MountHandle, Transport,

@@ -226,6 +226,30 @@ impl Pool {
         }
     }
 
+    /// Stops taking requests (a daemon handing its mounts over to the next one): every
+    /// connection leaves the workers' sets, still open; waits up to `timeout` for the
+    /// requests being served to be answered. What is left unread, the next daemon reads.
+    pub fn quiesce(&self, timeout: Duration) -> bool {
+        if let Ok(mut reg) = self.reg.lock() {
+            let conns: Vec<Arc<Conn>> = reg.conns.drain().map(|(_, c)| c).collect();
+            for ep in reg.epolls.values() {
+                for c in &conns {
+                    let _ = ep.delete(c.fd());
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.idle.load(Ordering::SeqCst) >= self.workers.load(Ordering::SeqCst) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Whether an idle worker may leave (more than `min` are running).
     fn leave(&self) -> bool {
         let mut n = self.workers.load(Ordering::SeqCst);
