@@ -54,7 +54,8 @@ cargo test --release --no-fail-fast -- --test-threads=2 "$@"
 URING_TESTS=(fuse_transport fuse_attr fuse_bad_input fuse_basic fuse_data fuse_dir fuse_privileges
     fuse_rename fuse_snapshot_scale fuse_snapshots fuse_snapshots_more fuse_special fuse_tree
     fuse_writeback fuse_xattr fsx stress crash disk_full api_restore api_mounts api_snapshots
-    api_copy api_history api_restore_paths api_quota api_metrics containerd_plugin containerd_ctr)
+    api_copy api_history api_restore_paths api_quota api_metrics containerd_plugin containerd_ctr
+    fuse_restart)
 echo Y >"$URING_SWITCH"
 log "cargo test --release --no-fail-fast ${URING_TESTS[*]/#/--test } (FUSE over io_uring)"
 cargo test --release --no-fail-fast "${URING_TESTS[@]/#/--test=}" -- --test-threads=2 "$@"

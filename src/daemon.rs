@@ -476,6 +476,9 @@ fn resume_mounts(svc: &Service, fds: Vec<(String, std::os::fd::OwnedFd)>) {
                 .ok_or_else(|| std::io::Error::other("mount taken twice"))?;
             crate::fuse::resume(volume, m).map(|h| Box::new(h) as Box<dyn crate::service::Mounted>)
         });
+        if r.is_ok() {
+            crate::process::count_resumed_mount();
+        }
         if let Err(e) = r {
             match slot.into_inner() {
                 Some(m) => m.abandon(&e.to_string()),

@@ -218,6 +218,17 @@ fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {
         // whose daemon died is starting the next one: wait for that.
         if let Some((pid, _)) = read_pid(store) {
             let supervised = crate::storedir::read_supervisor_pid(store).is_some_and(process_alive);
+            if supervised && !process_alive(pid) {
+                // A supervisor that gave up says why.
+                let why = std::fs::read_to_string(crate::supervisor::status_path(store))
+                    .unwrap_or_default();
+                if let Some(line) = why.lines().next().filter(|l| l.starts_with("gave up")) {
+                    bail!(
+                        "no daemon serves {}: its supervisor {line}",
+                        store.display()
+                    );
+                }
+            }
             if process_alive(pid) || supervised {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;

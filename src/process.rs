@@ -45,6 +45,18 @@ fn parse_status(status: &str) -> Usage {
     }
 }
 
+static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a mount taken over from the daemon before this one.
+pub fn count_resumed_mount() {
+    RESUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Mounts taken over from the daemon before this one.
+pub fn resumed_mounts() -> u64 {
+    RESUMED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

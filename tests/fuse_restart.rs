@@ -31,7 +31,9 @@ fn supervised() -> Mount {
             ("SNAPFS_SUPERVISOR", Some("1")),
             // Reclaim in small batches, so that kills land in the middle of one.
             ("SNAPFS_RECLAIM_CHUNK", Some("2")),
-            ("SNAPFS_FUSE_URING", Some("0")),
+            // Where the kernel offers io_uring (the io_uring pass of scripts/test.sh), a
+            // daemon whose mounts outlive it still mounts over /dev/fuse.
+            ("SNAPFS_FUSE_URING", None),
         ],
     )
 }
@@ -110,6 +112,12 @@ fn workload_across(default: usize, env: &str, mut disrupt: impl FnMut(&Path) -> 
     let mut m = supervised();
     let root = m.path().to_path_buf();
     let store = m.store().path().to_path_buf();
+    let status = snapfs(["status", "--store", store.to_str().expect("utf-8")]);
+    assert!(
+        status.ok().contains("mounts kept across daemon restarts"),
+        "{}",
+        status.describe()
+    );
 
     // What the readers check.
     let ro = pattern(1, 1 << 20);
@@ -351,6 +359,14 @@ fn mounts_answer_eio_when_no_daemon_can_start() {
     eprintln!("EIO after {:?}", t0.elapsed());
     let status = fs::read_to_string(store.join("snapfs.supervisor")).expect("supervisor status");
     assert!(status.contains("gave up"), "{status}");
+    // `snapfs status` says so too, in one line.
+    let out = snapfs(["status", "--store", store.to_str().expect("utf-8")]);
+    out.assert_one_line_error();
+    assert!(
+        out.one_line_error().contains("gave up"),
+        "{}",
+        out.describe()
+    );
     // (`snapfs umount` knows a snapfs mount by its store.)
     fs::rename(&away, &db).expect("move the database back");
     m.umount();

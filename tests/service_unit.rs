@@ -30,6 +30,9 @@ fn install_unit_writes_a_unit_systemd_accepts() {
     let unit = units.join(&name);
     let body = std::fs::read_to_string(&unit).expect("unit written");
     assert!(body.contains("Type=notify"), "{body}");
+    // Mounts outlive a daemon crash: their descriptors go to the unit's fd store.
+    assert!(body.contains("FileDescriptorStoreMax="), "{body}");
+    assert!(body.contains(" restart \""), "{body}");
     assert!(
         body.contains(&format!("serve \"{}\"", store.path().display())),
         "{body}"

@@ -63,6 +63,11 @@ fn daemon_process() -> DaemonProcess {
         rss_bytes: u.rss_bytes,
         threads: u.threads,
         fuse_workers: u64::try_from(crate::metrics::get().fuse_workers.get()).unwrap_or(0),
+        mounts_kept: crate::fdstore::store().is_some(),
+        supervisor_pid: std::env::var(crate::supervisor::SUPERVISOR_ENV)
+            .ok()
+            .and_then(|p| p.trim().parse().ok()),
+        resumed_mounts: crate::process::resumed_mounts(),
     }
 }
 

@@ -393,6 +393,17 @@ pub(super) fn status(common: Common) -> Result<()> {
             p.threads,
             p.fuse_workers,
         );
+        out.push_str(&match (p.mounts_kept, p.supervisor_pid) {
+            (true, Some(s)) => format!(
+                "\nmounts kept across daemon restarts (supervisor pid {s}; {} taken over at start)",
+                p.resumed_mounts
+            ),
+            (true, None) => format!(
+                "\nmounts kept across daemon restarts (systemd fd store; {} taken over at start)",
+                p.resumed_mounts
+            ),
+            (false, _) => "\nmounts end with this daemon (no supervisor, no fd store)".to_string(),
+        });
         if let Some(o) = &d.object_store {
             let role = if o.fenced {
                 "FENCED: another host took this store over; writes fail here"

@@ -1,6 +1,8 @@
 //! `snapfs install-unit STORE`: a systemd service for the store's daemon (`Type=notify`:
 //! the daemon says READY=1 once its socket answers; stop = SIGTERM, which unmounts every
-//! container), and the `/etc/fstab` lines that mount containers after it.
+//! container; the mounts' descriptors in the unit's fd store, so a crashed daemon's
+//! successor takes them over; reload = `snapfs restart`), and the `/etc/fstab` lines that
+//! mount containers after it.
 
 use std::path::{Path, PathBuf};
 
@@ -63,12 +65,20 @@ NotifyAccess=main
 # A store on object storage reads its AWS_* settings (VAR=value lines) from this file.
 EnvironmentFile=-{env_file}
 ExecStart={bin} serve {store}
+# The daemon keeps each mount's /dev/fuse descriptor and state file in systemd's fd store:
+# a daemon that crashes is started again and takes its mounts over, the containers on
+# them see a pause. (FDSTORE tells systemd versions before 254 that the store is there.)
+FileDescriptorStoreMax=65536
+Environment=FDSTORE=65536
+# Upgrade keeping the mounts: the daemon hands them over and exits; systemd starts the
+# binary on disk with the descriptors.
+ExecReload={bin} restart {store}
 # SIGTERM unmounts every container (a busy mount is detached) and stops within seconds.
 KillSignal=SIGTERM
 KillMode=mixed
 TimeoutStopSec=90
-Restart=on-failure
-RestartSec=2
+Restart=always
+RestartSec=100ms
 LimitNOFILE=1048576
 
 [Install]

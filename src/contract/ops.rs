@@ -111,6 +111,16 @@ pub struct DaemonProcess {
     pub threads: u64,
     /// Threads reading `/dev/fuse` for every mount (shared by all mounts, started on demand).
     pub fuse_workers: u64,
+    /// The mounts outlive this daemon: their descriptors are kept outside it (systemd's fd
+    /// store or snapfs's supervisor), so a crash or `snapfs restart` does not end them.
+    #[serde(default)]
+    pub mounts_kept: bool,
+    /// The supervisor that restarts this daemon, when it runs under one.
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// Mounts this daemon took over from the one before it when it started.
+    #[serde(default)]
+    pub resumed_mounts: u64,
 }
 
 /// `GET /status`.

@@ -55,6 +55,8 @@ const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Off,
+    /// Off because the mounts are kept across daemon restarts.
+    KeptOff,
     Auto,
     Force,
 }
@@ -63,6 +65,9 @@ fn mode() -> Mode {
     match std::env::var("SNAPFS_FUSE_URING").as_deref().map(str::trim) {
         Ok("0") | Ok("off") | Ok("false") | Ok("no") => Mode::Off,
         Ok("1") | Ok("on") | Ok("true") | Ok("yes") => Mode::Force,
+        // A daemon whose mounts outlive it (an fd store keeps them) mounts over /dev/fuse:
+        // a ring dies with its daemon, and the requests it had handed out with it.
+        _ if crate::fdstore::store().is_some() => Mode::KeptOff,
         _ => Mode::Auto,
     }
 }
@@ -90,7 +95,7 @@ impl Selection {
     }
 
     pub fn wanted(&self) -> bool {
-        self.mode != Mode::Off
+        !matches!(self.mode, Mode::Off | Mode::KeptOff)
     }
 
     /// Records INIT's outcome: did the kernel offer FUSE_OVER_IO_URING, did we take it.
@@ -107,6 +112,8 @@ impl Selection {
     pub fn why_not(&self) -> Option<&'static str> {
         if self.mode == Mode::Off {
             Some("SNAPFS_FUSE_URING=0")
+        } else if self.mode == Mode::KeptOff {
+            Some("the mount outlives the daemon: io_uring queues would not; SNAPFS_FUSE_URING=1 forces them")
         } else if !self.offered.load(Ordering::SeqCst) {
             Some("not offered by the kernel (enable_uring is off or absent)")
         } else if !self.accepted() {
