@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::client;
@@ -308,6 +308,12 @@ fn unescape_mountinfo(s: &str) -> String {
 /// earlier one at the same place). A snapfs mount has type `fuse.snapfs` (or `fuse`,
 /// as mounts made by older releases through fuser show) and the source `STORE:CONTAINER` (the session's fsname), STORE a store.
 pub fn snapfs_mounts() -> Result<Vec<SnapfsMount>> {
+    mounts_of_type(true)
+}
+
+/// The snapfs mounts of this namespace; with `store_present`, only those whose store is
+/// there (without, also `fuse.snapfs` mounts whose store directory is gone).
+fn mounts_of_type(store_present: bool) -> Result<Vec<SnapfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read mountinfo")?;
     let mut found = Vec::new();
     for line in info.lines() {
@@ -326,7 +332,12 @@ pub fn snapfs_mounts() -> Result<Vec<SnapfsMount>> {
         let Some((store, container)) = source.rsplit_once(':') else {
             continue;
         };
-        if !is_store(Path::new(store)) {
+        let known = if store_present {
+            is_store(Path::new(store))
+        } else {
+            fstype == "fuse.snapfs"
+        };
+        if !known {
             continue;
         }
         found.push(SnapfsMount {
@@ -382,9 +393,22 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         Err(_) => std::path::absolute(mountpoint)
             .with_context(|| format!("bad mountpoint {}", mountpoint.display()))?,
     };
-    let SnapfsMount {
+    let Some(SnapfsMount {
         store, container, ..
-    } = find_mount(&mnt)?.ok_or_else(|| anyhow!("{} is not a snapfs mount", mnt.display()))?;
+    }) = find_mount(&mnt)?
+    else {
+        // A snapfs mount whose store is gone (a disk lost): nothing to flush it to; detach.
+        if mounts_of_type(false)?.iter().any(|m| m.mountpoint == mnt) {
+            nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH)
+                .with_context(|| format!("cannot unmount {}", mnt.display()))?;
+            eprintln!(
+                "snapfs: warning: the store of {} is gone; detached it",
+                mnt.display()
+            );
+            return Ok(());
+        }
+        bail!("{} is not a snapfs mount", mnt.display());
+    };
     let socket = socket_path(&store);
     let path = format!("/api/v1/containers/{}/stop", url_segment(&container));
     match client::call(&socket, "POST", &path, client::NO_BODY) {

@@ -94,6 +94,8 @@ struct Supervisor {
 /// first daemon is.
 pub fn run(store: &Path, args: Vec<OsString>, notify_ready: bool) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the snapfs executable")?;
+    // The store is owner-only: so are the lock and status files.
+    crate::perms::set_private_umask();
     let _lock = lock(store)?;
     crate::daemon::setup_logging(store);
     let mut mask = SigSet::empty();

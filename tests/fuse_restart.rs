@@ -152,14 +152,20 @@ fn workload_across(default: usize, env: &str, mut disrupt: impl FnMut(&Path) -> 
     let appended = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
 
-    // Writer with fsync: block i holds pattern(i); `synced` counts the fsync'd blocks.
+    // Writer with fsync: block i holds pattern(i); `synced` counts the fsync'd blocks. How
+    // long each write + fsync took: the longest ones are the stalls the daemon's
+    // replacements caused.
+    let op_times = Arc::new(Mutex::new(Vec::new()));
     {
         let f = File::create(root.join("synced")).expect("create synced");
         let synced = synced.clone();
+        let op_times = op_times.clone();
         threads.push(worker("fsync writer", &stop, &errors, move |i| {
+            let t0 = Instant::now();
             f.write_all_at(&pattern(i, BLOCK), i * BLOCK as u64)
                 .map_err(|e| format!("write: {e}"))?;
             f.sync_data().map_err(|e| format!("fsync: {e}"))?;
+            op_times.lock().expect("times").push(t0.elapsed());
             synced.store(i + 1, Ordering::SeqCst);
             Ok(())
         }));
@@ -282,10 +288,18 @@ fn workload_across(default: usize, env: &str, mut disrupt: impl FnMut(&Path) -> 
         t.join().expect("worker thread");
     }
     took.sort();
+    let mut times = op_times.lock().expect("times").clone();
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    let mut stalls: Vec<Duration> = times.into_iter().take(took.len()).collect();
+    stalls.sort();
     eprintln!(
-        "new daemon after {kills} replacements: p50 {:?}, max {:?}",
+        "{} replacements: the command or the new daemon took p50 {:?}, max {:?}; \
+         the fsync writer's longest stalls p50 {:?}, max {:?}",
+        took.len(),
         took.get(took.len() / 2),
-        took.last()
+        took.last(),
+        stalls.get(stalls.len() / 2),
+        stalls.last()
     );
     let errors = errors.lock().expect("errors").clone();
     if !errors.is_empty() {
@@ -367,8 +381,7 @@ fn mounts_answer_eio_when_no_daemon_can_start() {
         "{}",
         out.describe()
     );
-    // (`snapfs umount` knows a snapfs mount by its store.)
-    fs::rename(&away, &db).expect("move the database back");
+    // The store directory is still without its database: `snapfs umount` detaches.
     m.umount();
     // Its last mount gone, the supervisor leaves.
     let sup: i32 = status
@@ -380,5 +393,6 @@ fn mounts_answer_eio_when_no_daemon_can_start() {
         wait_until(Duration::from_secs(10), || !alive(sup)),
         "supervisor {sup} still running after the unmount"
     );
+    fs::rename(&away, &db).expect("move the database back");
     snapfs(["fsck", store.to_str().expect("utf-8 store path")]).assert_success();
 }
