@@ -3,6 +3,7 @@
 //! pages makes it write dirty ones back through requests, and waits for them) and a caller
 //! can wait for them. A mount's [`Notifier`] is its volume's [`KernelLink`].
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -63,13 +64,36 @@ fn run(rx: Receiver<Job>) {
 /// until the daemon answers it. If the daemon is killed meanwhile, this thread cannot die
 /// (it waits uninterruptibly) and, sharing the table, would keep every descriptor of the
 /// process open: the store's lock too, so the next daemon could never open the store to
-/// answer that write. With its own table, the dying daemon lets go of the store, the next
-/// daemon answers the write (resent by the kernel), and this thread ends.
+/// answer that write. With its own table, holding nothing but the connection, the dying
+/// daemon lets go of the store, the next daemon answers the write (resent by the kernel),
+/// and this thread ends.
 fn send(job: &Job) {
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES) {
-        log::warn!("invalidations share the descriptor table (unshare: {e})");
+    match nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES) {
+        // Only the connection's descriptor stays: a lock held through a shared open file
+        // (the object store's flock) would otherwise outlive the daemon here too.
+        Ok(()) => close_all_but(job.conn.fd().as_raw_fd()),
+        Err(e) => log::warn!("invalidations share the descriptor table (unshare: {e})"),
     }
     send_all(job);
+}
+
+/// Closes every descriptor of this thread's (private) table but `keep`.
+fn close_all_but(keep: RawFd) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/thread-self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(e) => {
+            log::warn!("cannot list the invalidation thread's descriptors: {e}");
+            return;
+        }
+    };
+    for fd in fds {
+        if fd != keep {
+            // The listing's own descriptor is among them, already closed: EBADF.
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 fn send_all(job: &Job) {
