@@ -152,22 +152,12 @@ impl Conn {
                 max_readahead: out.max_readahead,
             };
         };
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        Ok(Arc::new(Conn {
-            fd,
-            ops,
-            negotiated,
-            minor: AtomicU64::new(0),
-            ended: Mutex::new(false),
-            ended_cv: Condvar::new(),
-        }))
+        Self::resume(fd, ops, negotiated)
     }
 
-    /// A connection another daemon mounted and negotiated, taken over through its
-    /// descriptor: no INIT (the kernel sends it once per connection), the same parameters.
+    /// A connection INIT was answered on, ready to be served: the one just mounted, or one
+    /// another daemon mounted and negotiated, taken over through its descriptor (no INIT:
+    /// the kernel sends it once per connection; the same parameters).
     pub fn resume(fd: OwnedFd, ops: Arc<Ops>, negotiated: Negotiated) -> io::Result<Arc<Conn>> {
         nix::fcntl::fcntl(
             fd.as_raw_fd(),

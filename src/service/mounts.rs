@@ -111,17 +111,7 @@ impl Service {
             .map_err(|e| {
                 ServiceError::Internal(format!("cannot mount {}: {e}", mountpoint.display()))
             })?;
-        mounts.insert(
-            c.id.clone(),
-            Mount {
-                container,
-                volume,
-                handle,
-            },
-        );
-        self.mounted_once
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        log::info!("mounted {} ({}) at {}", c.name, c.id, mountpoint.display());
+        self.record_mount(&mut mounts, &c, container, volume, handle, "mounted");
         Ok(c)
     }
 
@@ -150,6 +140,21 @@ impl Service {
         let handle = attach(volume.clone()).map_err(|e| {
             ServiceError::Internal(format!("cannot resume {}: {e}", mountpoint.display()))
         })?;
+        self.record_mount(&mut mounts, &c, container, volume, handle, "resumed");
+        Ok(())
+    }
+
+    /// Lists a live mount of `c` in the mounts table.
+    fn record_mount(
+        &self,
+        mounts: &mut HashMap<ContainerId, Mount>,
+        c: &ContainerRecord,
+        container: Arc<Container>,
+        volume: Arc<Volume>,
+        handle: Box<dyn Mounted>,
+        how: &str,
+    ) {
+        let mnt = handle.mountpoint().display().to_string();
         mounts.insert(
             c.id.clone(),
             Mount {
@@ -160,8 +165,7 @@ impl Service {
         );
         self.mounted_once
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        log::info!("resumed {} ({}) at {}", c.name, c.id, mountpoint.display());
-        Ok(())
+        log::info!("{how} {} ({}) at {mnt}", c.name, c.id);
     }
 
     /// Unmounts a container (no-op when not mounted); everything is flushed on return.
