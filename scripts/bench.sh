@@ -38,6 +38,10 @@
 #   BENCH_DENSITY=0      skip the density section (scripts/bench_density.sh: N containers
 #                        mounted on one daemon, both transports; BENCH_DENSITY_N [1000;
 #                        quick 50])                                      [1]
+#   BENCH_RESTART=0      skip the restart section: the stall a workload sees across kill -9
+#                        of the daemon and across `snapfs restart` (tests/fuse_restart.rs,
+#                        BENCH_RESTART_N of each [20]) and the steady-state cost of keeping
+#                        mounts (scripts/bench_restart.sh)             [1]
 #   BENCH_PINNED=0       skip the metabench rerun with the program and the FUSE daemon
 #                        pinned to one CPU (shows what cross-CPU wakeups cost) [1]
 set -euo pipefail
@@ -606,6 +610,17 @@ if [ "${BENCH_CONTAINERD:-1}" = 1 ]; then
     else
         bash scripts/bench_containerd.sh
     fi
+fi
+
+# Restart without unmount: the stall across a daemon's replacement, as the fsync writer of
+# tests/fuse_restart.rs sees it, and what keeping the mounts costs in steady state.
+if [ "${BENCH_RESTART:-1}" = 1 ]; then
+    echo
+    echo "## Restart without unmount (tests/fuse_restart.rs, scripts/bench_restart.sh)"
+    SNAPFS_RESTART_KILLS="${BENCH_RESTART_N:-20}" SNAPFS_RESTART_RESTARTS="${BENCH_RESTART_N:-20}" \
+        cargo test --release --test fuse_restart -- --test-threads=1 --nocapture a_workload 2>&1 |
+        grep -E "replacements:|test result" || echo "fuse_restart failed"
+    bash scripts/bench_restart.sh "$SNAPFS_BIN"
 fi
 
 # Density: N mounted containers on one daemon, both transports (its own script).
