@@ -53,7 +53,8 @@ pub(crate) fn serve(
 /// the change and died before answering: a name that now exists after a create, or is gone
 /// after an unlink, is what the first attempt did, and the caller gets the answer that
 /// attempt would have given (the entry, an open handle, success) instead of EEXIST or
-/// ENOENT. Anything else keeps its error.
+/// ENOENT (ENODATA for a removed extended attribute). Anything else keeps its error. Not
+/// covered: a RENAME_EXCHANGE done before is done again (it cannot fail to tell).
 fn retried(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8], err: Errno) -> OpResult<Answer> {
     let mut a = Cursor::new(op_in);
     let mut p = Cursor::new(input);
@@ -113,6 +114,17 @@ fn retried(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8], err: Errno) -> O
             Answer::Entry(e)
         }
         (op::UNLINK | op::RMDIR, libc::ENOENT) => Answer::Empty,
+        (op::SETXATTR, libc::EEXIST) => {
+            // XATTR_CREATE: done if the attribute holds the value asked for.
+            let (_size, _flags) = (a.u32().ok_or(err)?, a.i32().ok_or(err)?);
+            let name = p.cstr().ok_or(err)?;
+            let value = p.rest();
+            match ops.getxattr(ino, name, u32::MAX)? {
+                Xattr::Data(v) if v == value => Answer::Empty,
+                _ => return Err(err),
+            }
+        }
+        (op::REMOVEXATTR, libc::ENODATA) => Answer::Empty,
         (op::RENAME | op::RENAME2, libc::ENOENT) => {
             let newdir = a.u64().ok_or(err)?;
             if h.opcode == op::RENAME2 {
@@ -563,6 +575,61 @@ pub(crate) mod tests {
             input.len(),
         )?;
         Ok(payload[..n].to_vec())
+    }
+
+    /// `call` as the kernel sends a request again after a takeover (`RESENT`).
+    fn call_again(
+        ops: &Ops,
+        opcode: u32,
+        nodeid: u64,
+        op_in: &[u8],
+        input: &[u8],
+    ) -> Result<Vec<u8>, Errno> {
+        let mut payload = vec![0u8; 64 * 1024];
+        payload[..input.len()].copy_from_slice(input);
+        let mut h = header(opcode, nodeid);
+        h.unique |= abi::RESENT;
+        let n = serve(ops, &h, op_in, &mut payload, input.len())?;
+        Ok(payload[..n].to_vec())
+    }
+
+    #[test]
+    fn a_request_sent_again_after_a_takeover_answers_as_done() {
+        let ops = ops();
+        let mkdir_in = [0o755u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
+        let first = call(&ops, op::MKDIR, 1, &mkdir_in, b"d\0").expect("mkdir");
+        // Done before the old daemon died: the same entry, not EEXIST.
+        let again = call_again(&ops, op::MKDIR, 1, &mkdir_in, b"d\0").expect("mkdir again");
+        assert_eq!(first[..8], again[..8]);
+        // A plain repeat still fails.
+        assert_eq!(
+            call(&ops, op::MKDIR, 1, &mkdir_in, b"d\0"),
+            Err(libc::EEXIST)
+        );
+        // A directory where a file was asked for is not "done".
+        let create_in = [libc::O_WRONLY.to_ne_bytes(), 0o644u32.to_ne_bytes()].concat();
+        assert_eq!(
+            call_again(&ops, op::CREATE, 1, &create_in, b"d\0"),
+            Err(libc::EEXIST)
+        );
+        // Extended attributes: XATTR_CREATE of the same value, removal of a removed one.
+        let set_in = [
+            5u32.to_ne_bytes(),
+            (libc::XATTR_CREATE as u32).to_ne_bytes(),
+        ]
+        .concat();
+        call(&ops, op::SETXATTR, 1, &set_in, b"user.a\0value").expect("setxattr");
+        call_again(&ops, op::SETXATTR, 1, &set_in, b"user.a\0value").expect("setxattr again");
+        assert_eq!(
+            call_again(&ops, op::SETXATTR, 1, &set_in, b"user.a\0other"),
+            Err(libc::EEXIST)
+        );
+        call(&ops, op::REMOVEXATTR, 1, &[], b"user.a\0").expect("removexattr");
+        call_again(&ops, op::REMOVEXATTR, 1, &[], b"user.a\0").expect("removexattr again");
+        // Unlinks and renames found done.
+        call(&ops, op::RMDIR, 1, &[], b"d\0").expect("rmdir");
+        call_again(&ops, op::RMDIR, 1, &[], b"d\0").expect("rmdir again");
+        assert_eq!(call(&ops, op::RMDIR, 1, &[], b"d\0"), Err(libc::ENOENT));
     }
 
     #[test]
