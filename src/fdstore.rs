@@ -108,11 +108,11 @@ impl FdStore {
             &[],
         )
     }
+}
 
-    /// How many descriptors the store takes.
-    pub fn capacity(&self) -> usize {
-        self.target.fdstore_max
-    }
+/// Is `fd` a character device (a mount's `/dev/fuse` descriptor, beside its state file)?
+pub fn is_char_device(fd: &impl AsRawFd) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR)
 }
 
 /// A descriptor name as systemd accepts it.

@@ -57,6 +57,14 @@ pub fn resumed_mounts() -> u64 {
     RESUMED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The state letter of process `pid` (`R`, `S`, `D`, `Z`, ...) from `/proc/PID/stat`, where it
+/// follows the parenthesised command name; `None` when there is no such process.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

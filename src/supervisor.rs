@@ -284,12 +284,9 @@ impl Supervisor {
             }
             self.reap_dying();
             self.messages(pid, &mut run, notify_ready);
-            while let Ok(Some(sig)) = self.signals.read_signal() {
-                let s = Signal::try_from(sig.ssi_signo as i32).ok();
-                if matches!(s, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
-                    run.shutdown = true;
-                    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-                }
+            if self.stop_signalled() {
+                run.shutdown = true;
+                let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
             if let Some(status) = child.try_wait()? {
                 // What it sent just before it went.
@@ -303,6 +300,16 @@ impl Supervisor {
                 return Ok((ExitStatus::from_raw(libc::SIGKILL), run));
             }
         }
+    }
+
+    /// Takes every pending signal; true if one of them asks to stop (TERM, INT, HUP).
+    fn stop_signalled(&mut self) -> bool {
+        let mut stop = false;
+        while let Ok(Some(sig)) = self.signals.read_signal() {
+            let s = Signal::try_from(sig.ssi_signo as i32).ok();
+            stop |= matches!(s, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP));
+        }
+        stop
     }
 
     /// Reaps the killed daemons whose last threads have exited since.
@@ -401,11 +408,8 @@ impl Supervisor {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            while let Ok(Some(sig)) = self.signals.read_signal() {
-                let s = Signal::try_from(sig.ssi_signo as i32).ok();
-                if matches!(s, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
-                    return Ok(true);
-                }
+            if self.stop_signalled() {
+                return Ok(true);
             }
         }
         Ok(false)
@@ -416,10 +420,7 @@ impl Supervisor {
     fn answer_eio(&mut self) -> Result<()> {
         let mut fuse: Vec<OwnedFd> = Vec::new();
         for (_, fd) in self.held.drain(..) {
-            let is_char = nix::sys::stat::fstat(fd.as_raw_fd())
-                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR)
-                .unwrap_or(false);
-            if is_char {
+            if fdstore::is_char_device(&fd) {
                 // What the dead daemon read and never answered comes back, to be answered.
                 if let Err(e) = crate::fuse::resend_unanswered(fd.as_fd()) {
                     log::warn!("cannot have unanswered requests sent again: {e}");
@@ -454,11 +455,8 @@ impl Supervisor {
                     .map(|(i, _)| i)
                     .collect()
             };
-            while let Ok(Some(sig)) = self.signals.read_signal() {
-                let s = Signal::try_from(sig.ssi_signo as i32).ok();
-                if matches!(s, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
-                    return Ok(());
-                }
+            if self.stop_signalled() {
+                return Ok(());
             }
             let mut gone = Vec::new();
             for i in ready {
@@ -488,12 +486,9 @@ impl Supervisor {
 /// Has the main thread of `pid` exited (a zombie leader whose other threads are not all gone
 /// yet: no SIGCHLD until they are)?
 fn leader_exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    i32::try_from(pid)
         .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next())
-        })
+        .and_then(crate::process::state)
         .is_some_and(|c| c == 'Z' || c == 'X')
 }
 

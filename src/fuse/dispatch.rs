@@ -558,6 +558,13 @@ pub(crate) mod tests {
         }
     }
 
+    fn call_with(ops: &Ops, h: &InHeader, op_in: &[u8], input: &[u8]) -> Result<Vec<u8>, Errno> {
+        let mut payload = vec![0u8; 64 * 1024];
+        payload[..input.len()].copy_from_slice(input);
+        let n = serve(ops, h, op_in, &mut payload, input.len())?;
+        Ok(payload[..n].to_vec())
+    }
+
     fn call(
         ops: &Ops,
         opcode: u32,
@@ -565,16 +572,7 @@ pub(crate) mod tests {
         op_in: &[u8],
         input: &[u8],
     ) -> Result<Vec<u8>, Errno> {
-        let mut payload = vec![0u8; 64 * 1024];
-        payload[..input.len()].copy_from_slice(input);
-        let n = serve(
-            ops,
-            &header(opcode, nodeid),
-            op_in,
-            &mut payload,
-            input.len(),
-        )?;
-        Ok(payload[..n].to_vec())
+        call_with(ops, &header(opcode, nodeid), op_in, input)
     }
 
     /// `call` as the kernel sends a request again after a takeover (`RESENT`).
@@ -585,12 +583,9 @@ pub(crate) mod tests {
         op_in: &[u8],
         input: &[u8],
     ) -> Result<Vec<u8>, Errno> {
-        let mut payload = vec![0u8; 64 * 1024];
-        payload[..input.len()].copy_from_slice(input);
         let mut h = header(opcode, nodeid);
         h.unique |= abi::RESENT;
-        let n = serve(ops, &h, op_in, &mut payload, input.len())?;
-        Ok(payload[..n].to_vec())
+        call_with(ops, &h, op_in, input)
     }
 
     #[test]

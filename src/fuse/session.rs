@@ -52,11 +52,11 @@ pub struct MountHandle {
     kept: Option<Kept>,
 }
 
-/// A mount whose descriptors the fd store keeps (see `fdstore.rs`).
+/// A mount whose descriptors the fd store keeps (see `fdstore.rs`); its state file stays
+/// open as long as its volume, which journals into it.
 struct Kept {
     store: FdStore,
     name: String,
-    state: Arc<MountState>,
 }
 
 /// The name a mount's descriptors are kept under: its connection's number.
@@ -156,7 +156,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
                 max_readahead: n.max_readahead,
                 io_uring: false,
             };
-            keep(store, &conn, state, &record, mountpoint)
+            keep(store, &conn, &state, &record, mountpoint)
         }
         _ => None,
     };
@@ -180,7 +180,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
 fn keep(
     store: FdStore,
     conn: &Conn,
-    state: Arc<MountState>,
+    state: &MountState,
     record: &MountRecord,
     mountpoint: &Path,
 ) -> Option<Kept> {
@@ -189,7 +189,7 @@ fn keep(
         .write_record(record)
         .and_then(|()| store.keep(&name, &[conn.fd(), state.fd()]));
     match kept {
-        Ok(()) => Some(Kept { store, name, state }),
+        Ok(()) => Some(Kept { store, name }),
         Err(e) => {
             log::warn!(
                 "{}: cannot hand the mount to the fd store ({e}); it will not outlive the daemon",
@@ -218,10 +218,6 @@ impl Inherited {
     pub fn mountpoint(&self) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
         PathBuf::from(std::ffi::OsStr::from_bytes(&self.record.mountpoint))
-    }
-
-    pub fn fsname(&self) -> &str {
-        &self.record.fsname
     }
 
     pub fn options(&self) -> VolumeOptions {
@@ -281,10 +277,7 @@ pub fn inherited(fds: Vec<(String, std::os::fd::OwnedFd)>) -> Vec<Inherited> {
         let mut fuse = None;
         let mut state = None;
         for fd in fds {
-            let is_char = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
-                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR)
-                .unwrap_or(false);
-            if is_char {
+            if crate::fdstore::is_char_device(&fd) {
                 fuse = Some(fd);
             } else {
                 state = Some(fd);
@@ -350,7 +343,6 @@ pub fn resume(volume: Arc<Volume>, m: Inherited) -> std::io::Result<MountHandle>
     let kept = crate::fdstore::store().map(|store| Kept {
         store,
         name: kept_name(m.record.minor),
-        state: m.state.clone(),
     });
     Ok(MountHandle {
         conn,
@@ -446,7 +438,6 @@ impl MountHandle {
             if let Err(e) = k.store.drop_name(&k.name) {
                 log::warn!("fd store: cannot let go of {}: {e}", k.name);
             }
-            drop(k.state);
         }
         Ok(())
     }
