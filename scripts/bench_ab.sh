@@ -6,7 +6,9 @@
 # or fails on speed.
 # Usage: scripts/bench_ab.sh BIN_A BIN_B
 # Environment: AB_ROUNDS [3], AB_FILES (metabench files) [5000], AB_RUNTIME (fio seconds) [10],
-#   AB_SIZE (fio file) [256M], BENCH_DIR (parent of the temp dir) [/var/tmp].
+#   AB_SIZE (fio file) [256M], BENCH_DIR (parent of the temp dir) [/var/tmp], AB_ENV_A and
+#   AB_ENV_B (VAR=value words for A's and B's `snapfs mount`: the same binary with and
+#   without its supervisor is `AB_ENV_A=SNAPFS_SUPERVISOR=0 AB_ENV_B=SNAPFS_SUPERVISOR=1`).
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -48,14 +50,16 @@ j = json.load(open(sys.argv[2]))["jobs"][0]
 print(sys.argv[1], "rand write 4k (IOPS)", "%.0f" % j["write"]["iops"], sep="\t")
 '
 
-# one_run LABEL BIN: a fresh store, metabench then fio, one line per row into RESULTS.
+# one_run LABEL BIN ENV: a fresh store, metabench then fio, one line per row into RESULTS.
 one_run() {
     local label="$1" bin="$2" store="$WORK/store"
+    local -a extra
+    read -r -a extra <<<"$3"
     CUR_BIN="$bin"
     rm -rf -- "$store"
     mkdir -p "$MNT"
     "$bin" init "$store" >/dev/null
-    "$bin" mount "$store" "$MNT"
+    env "${extra[@]}" "$bin" mount "$store" "$MNT"
     "$METABENCH" "$MNT" --files "$FILES" --dirs 100 | python3 -c "$META_ROWS" "$label" >>"$RESULTS"
     fio --name=rw --filename="$MNT/fio.dat" --size="$SIZE" --ioengine=psync --iodepth=1 \
         --numjobs=1 --fallocate=none --rw=randwrite --bs=4k --time_based \
@@ -67,13 +71,14 @@ one_run() {
 for round in $(seq 1 "$ROUNDS"); do
     for i in 0 1; do
         label=$([ "$i" = 0 ] && echo A || echo B)
-        log "round $round/$ROUNDS: $label (${BINS[$i]})"
-        one_run "$label" "${BINS[$i]}"
+        envs=$([ "$i" = 0 ] && echo "${AB_ENV_A:-}" || echo "${AB_ENV_B:-}")
+        log "round $round/$ROUNDS: $label (${BINS[$i]} ${envs})"
+        one_run "$label" "${BINS[$i]}" "$envs"
     done
 done
 
-echo "A = ${BINS[0]}"
-echo "B = ${BINS[1]}"
+echo "A = ${BINS[0]} ${AB_ENV_A:-}"
+echo "B = ${BINS[1]} ${AB_ENV_B:-}"
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
 rows = {}

@@ -227,6 +227,7 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     }
     let _ = mask.thread_unblock();
     crate::process::mark_started();
+    crate::process::raise_fd_limit();
     limit_malloc_arenas();
     crate::perms::set_private_umask();
     let store = open_store_with(store_path, opts.read_only)?;
@@ -281,11 +282,15 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     if handover {
         // The mounts stay: the next daemon takes them over from the fd store. What is
         // being served is answered first; what is unread stays for it.
-        if !crate::fuse::quiesce(HANDOVER_QUIESCE) {
+        svc.stop_unkept();
+        let quiet = crate::fuse::quiesce(HANDOVER_QUIESCE);
+        if !quiet {
             log::warn!("requests still being served at handover; the kernel sends them again");
         }
-        if let Err(e) = svc.store().kv().sync() {
-            log::error!("sync at handover: {e}");
+        match svc.store().kv().sync() {
+            Ok(()) if quiet => svc.mark_handed_over(),
+            Ok(()) => {}
+            Err(e) => log::error!("sync at handover: {e}"),
         }
     } else {
         svc.stop_all();
@@ -408,7 +413,17 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
     let mut exit = Exit::Stop;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                // `systemctl restart` of the unit: the mounts go to the next daemon.
+                let restart = tokio::task::spawn_blocking(crate::fdstore::systemd_restart_pending)
+                    .await
+                    .unwrap_or(false);
+                if restart {
+                    log::info!("systemd restarts the unit: the mounts are handed over");
+                    exit = Exit::Handover;
+                }
+                break;
+            }
             _ = int.recv() => break,
             _ = hup.recv() => break,
             _ = usr2.recv() => {
@@ -461,7 +476,19 @@ fn resume_mounts(svc: &Service, fds: Vec<(String, std::os::fd::OwnedFd)>) {
         "{n} descriptors handed over: {} mounts to resume",
         mounts.len()
     );
+    // A store whose accepted writes die with the process (object storage) cannot serve a
+    // mount on after a crash: the writes the old daemon had answered but not yet sent may
+    // be gone, and a later fsync would say they are safe. Such mounts end (their users get
+    // ENOTCONN, as without a keeper); after a planned restart nothing was lost.
+    let keeps_writes = svc.store().kv().writes_outlive_the_process();
     for m in mounts {
+        if !keeps_writes && !m.handed_over() {
+            m.abandon(
+                "its daemon died, and writes it had accepted but not yet put on object \
+                 storage may have died with it",
+            );
+            continue;
+        }
         let container = m.container().to_string();
         let mnt = m.mountpoint();
         let minor = m.minor();

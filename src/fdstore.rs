@@ -212,3 +212,86 @@ pub fn handing_env(fds: &[(String, RawFd)]) -> Vec<(&'static str, OsString)> {
         (FDNUMS_ENV, nums.join(",").into()),
     ]
 }
+
+/// Is systemd restarting our unit (`systemctl restart`), as opposed to stopping it? Asked
+/// when SIGTERM comes to a daemon whose descriptors systemd keeps: a restart hands the
+/// mounts over to the next daemon (as `snapfs restart` does), a stop unmounts them. A
+/// restart job runs as type `restart` while it stops the unit; the unit is ours from
+/// `/proc/self/cgroup`. Any doubt (no systemd, `systemctl` missing or slow) means a stop.
+pub fn systemd_restart_pending() -> bool {
+    if store().is_none() || std::env::var_os(crate::supervisor::SUPERVISOR_ENV).is_some() {
+        return false;
+    }
+    let Some(unit) = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| own_unit(&c))
+    else {
+        return false;
+    };
+    let jobs = match crate::process::output_within(
+        std::process::Command::new("systemctl").args(["list-jobs", "--no-legend", "--no-pager"]),
+        std::time::Duration::from_secs(2),
+    ) {
+        Ok(out) => out,
+        Err(e) => {
+            log::warn!("cannot ask systemd whether {unit} is restarting ({e}); stopping");
+            return false;
+        }
+    };
+    restart_job_for(&jobs, &unit)
+}
+
+/// The service unit a process runs in, from its `/proc/PID/cgroup` (cgroup v2: `0::/PATH`).
+fn own_unit(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| {
+            path.split('/')
+                .rev()
+                .find(|c| c.ends_with(".service"))
+                .map(str::to_string)
+        })
+}
+
+/// Does `systemctl list-jobs` output (`JOB UNIT TYPE STATE` lines) hold a restart of `unit`?
+fn restart_job_for(jobs: &str, unit: &str) -> bool {
+    jobs.lines().any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() >= 3 && cols[1] == unit && cols[2].contains("restart")
+    })
+}
+
+#[cfg(test)]
+mod systemd_tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_comes_from_the_cgroup_path() {
+        assert_eq!(
+            own_unit("0::/system.slice/snapfs-srv.service\n").as_deref(),
+            Some("snapfs-srv.service")
+        );
+        // A delegated subtree below the unit.
+        assert_eq!(
+            own_unit("0::/system.slice/snapfs.service/payload\n").as_deref(),
+            Some("snapfs.service")
+        );
+        assert_eq!(own_unit("0::/user.slice/session-3.scope\n"), None);
+        assert_eq!(own_unit("12:pids:/x.service\n"), None);
+    }
+
+    #[test]
+    fn only_a_restart_of_our_unit_counts() {
+        let jobs = "1234 snapfs-srv.service restart running\n1240 other.service restart waiting\n";
+        assert!(restart_job_for(jobs, "snapfs-srv.service"));
+        assert!(!restart_job_for(jobs, "snapfs-x.service"));
+        let stop = "1234 snapfs-srv.service stop running\n";
+        assert!(!restart_job_for(stop, "snapfs-srv.service"));
+        assert!(restart_job_for(
+            "7 snapfs-srv.service try-restart running\n",
+            "snapfs-srv.service"
+        ));
+        assert!(!restart_job_for("", "snapfs-srv.service"));
+    }
+}

@@ -466,6 +466,22 @@ pub fn restart(store: &Path) -> Result<()> {
         );
     }
     let socket = socket_path(&store);
+    // An upgrade across on-disk formats is refused here, while the old daemon still runs
+    // (the new one would fail to open the store, and the mounts would answer EIO).
+    // Read loosely: the daemon may be of another version than this command.
+    let status = client::call(&socket, "GET", "/api/v1/status", client::NO_BODY)?
+        .data::<serde_json::Value>()?;
+    let format = status["format_version"].as_u64().unwrap_or(0);
+    if format != 0 && format != u64::from(crate::store::FORMAT_VERSION) {
+        bail!(
+            "this snapfs ({}, store format {}) cannot serve store {} (format {format}, served \
+             by snapfs {}): restart refused, the daemon keeps running",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::FORMAT_VERSION,
+            store.display(),
+            status["version"].as_str().unwrap_or("?"),
+        );
+    }
     let list = client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY)?
         .data::<contract::ContainerList>()?;
     let uring: Vec<String> = list

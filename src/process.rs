@@ -11,6 +11,24 @@ pub fn mark_started() {
     STARTED.get_or_init(SystemTime::now);
 }
 
+/// Raises this process's soft limit of open descriptors to its hard limit: every mount holds
+/// a `/dev/fuse` descriptor and a state file in the daemon and in its keeper, so a thousand
+/// mounts need more than the usual soft limit of 1,024. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                log::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// When the daemon started (or, if it never said, when this was first asked).
 pub fn started_at() -> SystemTime {
     *STARTED.get_or_init(SystemTime::now)
@@ -65,9 +83,66 @@ pub fn state(pid: i32) -> Option<char> {
         .and_then(|(_, rest)| rest.trim_start().chars().next())
 }
 
+/// Runs `cmd` (stdin and stderr closed) and returns its standard output, if it succeeds
+/// within `limit` (killed otherwise).
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out)?;
+    }
+    if !status.success() {
+        return Err(std::io::Error::other(format!("exited with {status}")));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_goes_up_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let now = raise_fd_limit();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        assert_eq!((now, soft), (hard, hard));
+    }
+
+    #[test]
+    fn a_command_answers_or_is_cut_off() {
+        use std::process::Command;
+        use std::time::Duration;
+        let out = output_within(Command::new("echo").arg("hi"), Duration::from_secs(10));
+        assert_eq!(out.ok().as_deref(), Some("hi\n"));
+        let slow = output_within(Command::new("sleep").arg("5"), Duration::from_millis(100));
+        assert!(slow.is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut));
+        assert!(output_within(&mut Command::new("false"), Duration::from_secs(10)).is_err());
+    }
 
     #[test]
     fn status_fields_are_read() {

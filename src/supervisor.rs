@@ -60,11 +60,11 @@ fn lock_path(store: &Path) -> PathBuf {
 
 /// Should `snapfs serve` run under a supervisor of its own? Not when the process that
 /// started it keeps its descriptors already (systemd with `FileDescriptorStoreMax=`, or a
-/// supervisor: the daemon is then that supervisor's child), and only when asked
-/// (`SNAPFS_SUPERVISOR=1`) for now.
+/// supervisor: the daemon is then that supervisor's child), and not when told so
+/// (`SNAPFS_SUPERVISOR=0`: a daemon whose death ends its mounts, as before round 3).
 pub fn wanted() -> bool {
     fdstore::init();
-    fdstore::store().is_none() && std::env::var("SNAPFS_SUPERVISOR").is_ok_and(|v| v.trim() == "1")
+    fdstore::store().is_none() && !std::env::var("SNAPFS_SUPERVISOR").is_ok_and(|v| v.trim() == "0")
 }
 
 /// What one daemon did while it ran.
@@ -96,6 +96,8 @@ pub fn run(store: &Path, args: Vec<OsString>, notify_ready: bool) -> Result<i32>
     let exe = std::env::current_exe().context("cannot find the snapfs executable")?;
     // The store is owner-only: so are the lock and status files.
     crate::perms::set_private_umask();
+    // Two descriptors per kept mount.
+    crate::process::raise_fd_limit();
     let _lock = lock(store)?;
     crate::daemon::setup_logging(store);
     let mut mask = SigSet::empty();

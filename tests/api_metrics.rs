@@ -63,6 +63,12 @@ fn metrics_move_with_the_work() {
     let st = d.ok("GET", "/api/v1/status", None);
     let p = &st["daemon"];
     assert_eq!(p["pid"].as_u64(), Some(u64::from(d.pid())), "{st}");
+    // `snapfs serve` became the supervisor, the daemon is its child (unless this run asks
+    // for daemons without one, as scripts/test.sh's io_uring pass does).
+    let supervised = std::env::var("SNAPFS_SUPERVISOR").map_or(true, |v| v.trim() != "0");
+    let sup = supervised.then(|| u64::from(d.serve_pid()));
+    assert_eq!(p["supervisor_pid"].as_u64(), sup, "{st}");
+    assert_eq!(p["mounts_kept"].as_bool(), Some(supervised), "{st}");
     assert!(p["rss_bytes"].as_u64().unwrap_or(0) > 1_000_000, "{st}");
     assert!(p["threads"].as_u64().unwrap_or(0) >= 3, "{st}");
     assert!(p["fuse_workers"].as_u64().unwrap_or(0) >= 2, "{st}");

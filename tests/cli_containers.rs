@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
 use std::time::Duration;
 
 use common::cli::table;
@@ -435,9 +437,21 @@ fn start_over_a_dead_mount_cleans_it_up() {
     let store = Store::new();
     let mnt = store.mountpoint("mnt");
     let m = mnt.to_str().expect("utf8");
-    store
-        .cli(&["containers", "start", "default", "--mountpoint", m])
-        .ok();
+    // A daemon without a supervisor: its mounts die with it.
+    let sp = store.path().as_os_str();
+    common::snapfs_env(
+        &[
+            OsStr::new("containers"),
+            OsStr::new("start"),
+            OsStr::new("default"),
+            OsStr::new("--mountpoint"),
+            mnt.as_os_str(),
+            OsStr::new("--store"),
+            sp,
+        ],
+        &[("SNAPFS_SUPERVISOR".to_string(), Some("0".to_string()))],
+    )
+    .ok();
     fs::write(mnt.join("f"), "kept").expect("write");
     store
         .cli(&["snapshots", "create", "--container", "default"])
@@ -541,4 +555,46 @@ fn fsck_shows_progress_only_on_a_terminal() {
         text.contains("checking trees"),
         "no progress on a terminal: {text:?}"
     );
+}
+
+#[test]
+fn a_killed_daemon_is_replaced_and_its_mount_goes_on() {
+    require_fuse();
+    let store = Store::new();
+    let mnt = store.mountpoint("mnt");
+    let m = mnt.to_str().expect("utf8");
+    // The default daemon runs under its supervisor.
+    store
+        .cli(&["containers", "start", "default", "--mountpoint", m])
+        .ok();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(mnt.join("f"))
+        .expect("open");
+    f.write_all(b"before ").expect("write");
+    let pid = store.daemon_pid().expect("daemon pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the daemon");
+    // The same open file and the same mount, served by the next daemon.
+    f.write_all(b"after").expect("write after the kill");
+    f.sync_all().expect("fsync after the kill");
+    assert_eq!(
+        fs::read_to_string(mnt.join("f")).expect("read"),
+        "before after"
+    );
+    let next = store.daemon_pid().expect("daemon pid");
+    assert_ne!(next, pid, "the pid file names the new daemon");
+    let out = store.cli(&["status"]);
+    let status = out.ok();
+    assert!(
+        status.contains("supervisor pid") && status.contains("1 taken over at start"),
+        "status says the mount was taken over: {status}"
+    );
+    drop(f);
+    store.cli(&["containers", "stop", "default"]).ok();
+    assert!(!is_mounted(&mnt));
 }

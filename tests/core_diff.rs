@@ -369,6 +369,10 @@ impl KvRead for CountingKv {
 }
 
 impl Kv for CountingKv {
+    fn writes_outlive_the_process(&self) -> bool {
+        self.inner.writes_outlive_the_process()
+    }
+
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
         self.inner.write(batch, durable)
     }

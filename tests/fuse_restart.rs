@@ -1,8 +1,9 @@
-//! Restart without unmount (issue 25): the daemon runs under its supervisor
-//! (`SNAPFS_SUPERVISOR=1`), which keeps every mount's `/dev/fuse` descriptor and state file;
-//! a daemon killed with -9 is started again and takes the mounts over. The processes using
-//! the mount must not notice: no error, no ENOTCONN, every fsync'd and every accepted byte
-//! there, open descriptors (also of an unlinked file) still good, a cwd inside still valid.
+//! Restart without unmount (issue 25): the daemon runs under its supervisor (the default;
+//! `SNAPFS_SUPERVISOR=1` here makes it explicit), which keeps every mount's `/dev/fuse`
+//! descriptor and state file; a daemon killed with -9 is started again and takes the mounts
+//! over. The processes using the mount must not notice: no error, no ENOTCONN, every fsync'd
+//! and every accepted byte there, open descriptors (also of an unlinked file) still good, a
+//! cwd inside still valid.
 
 mod common;
 
@@ -395,4 +396,67 @@ fn mounts_answer_eio_when_no_daemon_can_start() {
     );
     fs::rename(&away, &db).expect("move the database back");
     snapfs(["fsck", store.to_str().expect("utf-8 store path")]).assert_success();
+}
+
+/// `snapfs restart` with a binary that cannot read the store's format is refused before the
+/// daemon is told anything (the new daemon would fail to open the store). The daemon here
+/// is a stand-in: a `sleep` named in the pid file, and a socket answering `GET /status`
+/// with a format from the future.
+#[test]
+fn a_restart_across_store_formats_is_refused() {
+    use std::os::unix::net::UnixListener;
+    let store = Store::new();
+    let sp = store.path().to_path_buf();
+    let mut stand_in = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("start sleep");
+    fs::write(
+        snapfs::storedir::pid_path(&sp),
+        format!("{}\nfdstore\n", stand_in.id()),
+    )
+    .expect("write the pid file");
+    let listener = UnixListener::bind(snapfs::storedir::socket_path(&sp)).expect("bind");
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).expect("read the request");
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let body = serde_json::json!({
+            "statusCode": 200,
+            "message": "Status",
+            // What `snapfs restart` reads (a daemon of another version answers more).
+            "data": {"version": "9.9.9", "format_version": 999}
+        })
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(resp.as_bytes()).expect("answer");
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let out = snapfs([std::ffi::OsStr::new("restart"), sp.as_os_str()]);
+    let req = server.join().expect("stand-in server");
+    let still_there = matches!(stand_in.try_wait(), Ok(None));
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+    assert!(req.starts_with("GET /api/v1/status"), "asked first: {req}");
+    assert_eq!(out.status.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("format 999") && out.stderr.contains("restart refused"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        still_there,
+        "the daemon was signalled although the restart was refused"
+    );
+    let _ = fs::remove_file(snapfs::storedir::pid_path(&sp));
 }

@@ -42,8 +42,14 @@ impl Drop for RestoreSwitch {
     }
 }
 
+/// A mount whose daemon runs without a supervisor (with one, mounts take /dev/fuse: see
+/// `a_supervised_daemon_mounts_over_dev_fuse`).
 fn mount(env: Option<&str>) -> Mount {
-    Mount::on_with_env(Store::new(), &[], &[("SNAPFS_FUSE_URING", env)])
+    Mount::on_with_env(
+        Store::new(),
+        &[],
+        &[("SNAPFS_FUSE_URING", env), ("SNAPFS_SUPERVISOR", Some("0"))],
+    )
 }
 
 /// Some requests of every common kind.
@@ -479,4 +485,30 @@ fn mount_falls_back_to_dev_fuse_when_queues_fail() {
         );
         m.umount();
     }
+}
+
+/// An io_uring mount cannot outlive its daemon (its ring dies with it): a daemon under its
+/// supervisor, whose mounts must survive it, mounts over /dev/fuse even where the kernel
+/// offers io_uring, unless SNAPFS_FUSE_URING=1 asks for io_uring.
+#[test]
+fn a_supervised_daemon_mounts_over_dev_fuse() {
+    let _g = switch_lock();
+    let _restore = RestoreSwitch(enable_uring());
+    if enable_uring().is_some() {
+        fs::write(ENABLE_URING, "Y").expect("turn enable_uring on");
+    }
+    let m = Mount::on_with_env(
+        Store::new(),
+        &[],
+        &[
+            ("SNAPFS_FUSE_URING", None),
+            ("SNAPFS_SUPERVISOR", Some("1")),
+        ],
+    );
+    exercise(m.path());
+    assert_eq!(m.fuse_transport(), ("dev_fuse".to_string(), 0));
+    assert!(
+        snapfs::storedir::daemon_keeps_mounts(m.store().path()),
+        "the supervised daemon keeps its mounts"
+    );
 }

@@ -44,6 +44,7 @@ pub(super) async fn status(State(svc): State<Arc<Service>>) -> ApiResult<Status>
         "Status",
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
+            format_version: crate::store::FORMAT_VERSION,
             mounts: mounts as u64,
             daemon: daemon_process(),
             reclaim: (&p).into(),

@@ -71,9 +71,12 @@ ExecStart={bin} serve {store}
 FileDescriptorStoreMax=65536
 Environment=FDSTORE=65536
 # Upgrade keeping the mounts: the daemon hands them over and exits; systemd starts the
-# binary on disk with the descriptors.
+# binary on disk with the descriptors. `systemctl restart` does the same (the daemon sees
+# the restart job when SIGTERM comes); the descriptors stay while the restart is queued.
 ExecReload={bin} restart {store}
-# SIGTERM unmounts every container (a busy mount is detached) and stops within seconds.
+FileDescriptorStorePreserve=restart
+# SIGTERM of `systemctl stop` unmounts every container (a busy mount is detached) and
+# stops within seconds.
 KillSignal=SIGTERM
 KillMode=mixed
 TimeoutStopSec=90

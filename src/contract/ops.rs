@@ -127,6 +127,9 @@ pub struct DaemonProcess {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     pub version: String,
+    /// The store's on-disk format version (what this daemon reads and writes).
+    #[serde(default)]
+    pub format_version: u32,
     pub mounts: u64,
     pub daemon: DaemonProcess,
     pub reclaim: Reclaim,

@@ -7,7 +7,7 @@
 //! mount adapter's business (a memory file whose descriptor outlives the daemon, see
 //! `fuse/state.rs`). A volume without a journal keeps all of this in memory only.
 
-use crate::ids::{Epoch, Fh, Ino};
+use crate::ids::{Epoch, Fh, Ino, KernelIno};
 
 /// What an open handle is, as a new daemon needs it to serve the handle again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,25 @@ pub trait MountJournal: Send + Sync {
     fn generation(&self, floor: u64);
     /// Head inodes `inos` are known to the kernel in slot `slot` from now on.
     fn renumbered(&self, slot: u64, inos: &[Ino]);
+    /// A restore of the head is about to commit: what the kernel must learn once it has.
+    fn restore_begun(&self, intent: &RestoreIntent);
+    /// The kernel was told (or the restore failed): nothing of it is pending any more.
+    fn restore_done(&self);
+}
+
+/// A restore of the head to another tree, journaled before its batch commits. If the daemon
+/// dies after the commit and before the kernel dropped what it cached of the old tree, the
+/// next daemon finishes it (the restore committed if the head is no longer `old_head`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreIntent {
+    /// The head epoch the restore replaces.
+    pub old_head: Epoch,
+    /// Files given a new kernel number, in head generation `slot`.
+    pub slot: Option<u64>,
+    pub files: Vec<Ino>,
+    /// (directory, name) entries and inodes the kernel must drop, in kernel numbers.
+    pub entries: Vec<(KernelIno, Vec<u8>)>,
+    pub inodes: Vec<KernelIno>,
 }
 
 /// What a journal held when a new daemon took its mount over.
@@ -53,4 +72,9 @@ pub struct Resumed {
     pub renumbered: Vec<(Ino, u64)>,
     /// Handles open when the old daemon stopped.
     pub handles: Vec<(Fh, HandleRecord)>,
+    /// A restore begun and not known to be done: finished by the daemon that takes over.
+    pub restore: Option<RestoreIntent>,
+    /// A restore was begun whose intent was too large for the journal: the kernel's caches
+    /// cannot be put right if it committed.
+    pub restore_unrecorded: Option<Epoch>,
 }

@@ -33,7 +33,7 @@ pub use container::{Container, MountHooks};
 pub use diff::{Change, ChangeKind, Side, TreeSwitch};
 pub use dir::DirEntry;
 pub use history::{components, PathChange};
-pub use journal::{HandleKind, HandleRecord, MountJournal, Resumed};
+pub use journal::{HandleKind, HandleRecord, MountJournal, RestoreIntent, Resumed};
 pub use node::{SetAttr, TimeSet};
 pub use repair::Fix;
 pub use restore::PathRestore;

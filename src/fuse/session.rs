@@ -57,6 +57,7 @@ pub struct MountHandle {
 struct Kept {
     store: FdStore,
     name: String,
+    state: Arc<MountState>,
 }
 
 /// The name a mount's descriptors are kept under: its connection's number.
@@ -180,7 +181,7 @@ pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::R
 fn keep(
     store: FdStore,
     conn: &Conn,
-    state: &MountState,
+    state: &Arc<MountState>,
     record: &MountRecord,
     mountpoint: &Path,
 ) -> Option<Kept> {
@@ -189,7 +190,11 @@ fn keep(
         .write_record(record)
         .and_then(|()| store.keep(&name, &[conn.fd(), state.fd()]));
     match kept {
-        Ok(()) => Some(Kept { store, name }),
+        Ok(()) => Some(Kept {
+            store,
+            name,
+            state: state.clone(),
+        }),
         Err(e) => {
             log::warn!(
                 "{}: cannot hand the mount to the fd store ({e}); it will not outlive the daemon",
@@ -207,6 +212,9 @@ pub struct Inherited {
     fuse: std::os::fd::OwnedFd,
     state: Arc<MountState>,
     resumed: Resumed,
+    /// Its daemon handed it over (a planned restart: everything it accepted is durable);
+    /// false when that daemon died.
+    handed_over: bool,
 }
 
 impl Inherited {
@@ -234,6 +242,11 @@ impl Inherited {
 
     pub fn resumed(&self) -> &Resumed {
         &self.resumed
+    }
+
+    /// Did its daemon hand it over with everything it accepted durable (else it died)?
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     /// Gives the mount up: its connection is aborted (its users get ENOTCONN, nothing
@@ -285,12 +298,15 @@ pub fn inherited(fds: Vec<(String, std::os::fd::OwnedFd)>) -> Vec<Inherited> {
         }
         let parsed = state.map(MountState::open);
         match (name.strip_prefix("mount."), fuse, parsed) {
-            (Some(_), Some(fuse), Some(Ok((state, record, resumed)))) => out.push(Inherited {
-                record,
-                fuse,
-                state: Arc::new(state),
-                resumed,
-            }),
+            (Some(_), Some(fuse), Some(Ok((state, record, resumed, handed_over)))) => {
+                out.push(Inherited {
+                    record,
+                    fuse,
+                    state: Arc::new(state),
+                    resumed,
+                    handed_over,
+                })
+            }
             (_, _, parsed) => {
                 let why = match parsed {
                     Some(Err(e)) => e.to_string(),
@@ -334,6 +350,9 @@ pub fn resume(volume: Arc<Volume>, m: Inherited) -> std::io::Result<MountHandle>
             mountpoint.display()
         );
     }
+    // Served again: a restore the old daemon committed as it died is finished (the kernel
+    // drops the old tree's names and pages).
+    volume.finish_takeover();
     log::info!(
         "{}: resumed ({} handles open, {} snapshot views)",
         mountpoint.display(),
@@ -343,6 +362,7 @@ pub fn resume(volume: Arc<Volume>, m: Inherited) -> std::io::Result<MountHandle>
     let kept = crate::fdstore::store().map(|store| Kept {
         store,
         name: kept_name(m.record.minor),
+        state: m.state.clone(),
     });
     Ok(MountHandle {
         conn,
@@ -472,6 +492,22 @@ impl crate::service::Mounted for MountHandle {
 
     fn is_alive(&self) -> bool {
         MountHandle::is_alive(self)
+    }
+
+    fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    fn mark_handed_over(&self) {
+        if let Some(k) = &self.kept {
+            if let Err(e) = k.state.mark_handed_over() {
+                log::error!(
+                    "{}: cannot mark the mount handed over ({e}); the next daemon treats it \
+                     as after a crash",
+                    self.mountpoint.display()
+                );
+            }
+        }
     }
 
     fn unmount(self: Box<Self>, grace: Duration) -> std::io::Result<()> {

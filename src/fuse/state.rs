@@ -6,7 +6,9 @@
 //!
 //! Layout (a sparse file: untouched ranges cost nothing):
 //! - `[0, 64 KiB)`: the header, written once at mount: `SNAPFSM1`, length, CRC-32 and the
-//!   postcard [`MountRecord`];
+//!   postcard [`MountRecord`]; its last 8 bytes say `SNAPFSHO` when the daemon handed the
+//!   mount over with everything it accepted durable (a planned restart), zeros otherwise
+//!   (cleared by the daemon that takes the mount over);
 //! - `[64 KiB, 1 GiB)`: a log of view and numbering events, each `length, CRC-32, postcard
 //!   body`; a zero length or a bad CRC ends it (a record torn by a crash is the last one);
 //! - `[1 GiB, 2 GiB)`: the handle table, 16 bytes per handle number (`fh - 1`): the view's
@@ -25,11 +27,14 @@ use std::os::unix::fs::FileExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{HandleKind, HandleRecord, MountJournal, Resumed};
-use crate::ids::{Epoch, Fh, Ino};
+use crate::fs::{HandleKind, HandleRecord, MountJournal, RestoreIntent, Resumed};
+use crate::ids::{Epoch, Fh, Ino, KernelIno};
 
 const MAGIC: &[u8; 8] = b"SNAPFSM1";
 const HEADER_MAX: u64 = 64 << 10;
+/// Where the handover mark goes (the header's last 8 bytes).
+const HANDOVER_AT: u64 = HEADER_MAX - 8;
+const HANDOVER_MARK: &[u8; 8] = b"SNAPFSHO";
 const LOG_START: u64 = HEADER_MAX;
 const LOG_END: u64 = 1 << 30;
 const HANDLES_START: u64 = 1 << 30;
@@ -38,6 +43,9 @@ const MAX_HANDLES: u64 = (1 << 30) / HANDLE_SIZE;
 const FILE_SIZE: u64 = HANDLES_START + MAX_HANDLES * HANDLE_SIZE;
 /// Inode numbers per `Renumbered` log record (a restore may move millions).
 const RENUMBER_CHUNK: usize = 4096;
+/// The largest restore intent recorded in full; a larger one is recorded as such (and a
+/// takeover right after it committed ends the mount rather than serve stale caches).
+const RESTORE_INTENT_MAX: usize = 64 << 20;
 
 const SLOT_SHIFT: u32 = 48;
 const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
@@ -71,9 +79,29 @@ pub(crate) struct MountRecord {
 
 #[derive(Serialize, Deserialize)]
 enum Event {
-    View { slot: u64, epoch: u64, name: String },
-    Generation { floor: u64 },
-    Renumbered { slot: u64, inos: Vec<u64> },
+    View {
+        slot: u64,
+        epoch: u64,
+        name: String,
+    },
+    Generation {
+        floor: u64,
+    },
+    Renumbered {
+        slot: u64,
+        inos: Vec<u64>,
+    },
+    RestoreBegun {
+        old_head: u64,
+        slot: Option<u64>,
+        files: Vec<u64>,
+        entries: Vec<(u64, Vec<u8>)>,
+        inodes: Vec<u64>,
+    },
+    RestoreTooLarge {
+        old_head: u64,
+    },
+    RestoreDone,
 }
 
 struct Numbers {
@@ -112,7 +140,7 @@ impl MountState {
     /// Writes what the mount is (once the connection's number is known).
     pub fn write_record(&self, record: &MountRecord) -> io::Result<()> {
         let body = postcard::to_allocvec(record).map_err(io::Error::other)?;
-        if body.len() as u64 + 16 > HEADER_MAX {
+        if body.len() as u64 + 16 > HANDOVER_AT {
             return Err(io::Error::other("mount record too large"));
         }
         let mut header = Vec::with_capacity(body.len() + 16);
@@ -123,8 +151,25 @@ impl MountState {
         self.file.write_all_at(&header, 0)
     }
 
-    /// Reads a state file another daemon wrote: its record and what the volume needs.
-    pub fn open(fd: OwnedFd) -> io::Result<(MountState, MountRecord, Resumed)> {
+    /// Marks the mount as handed over with everything its daemon accepted durable.
+    pub fn mark_handed_over(&self) -> io::Result<()> {
+        self.file.write_all_at(HANDOVER_MARK, HANDOVER_AT)
+    }
+
+    /// Reads and clears the handover mark (this daemon serves the mount from now on).
+    fn take_handover_mark(file: &File) -> io::Result<bool> {
+        let mut mark = [0u8; 8];
+        file.read_exact_at(&mut mark, HANDOVER_AT)?;
+        if &mark == HANDOVER_MARK {
+            file.write_all_at(&[0u8; 8], HANDOVER_AT)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads a state file another daemon wrote: its record, what the volume needs, and
+    /// whether that daemon handed the mount over (else it died).
+    pub fn open(fd: OwnedFd) -> io::Result<(MountState, MountRecord, Resumed, bool)> {
         let file = File::from(fd);
         let mut head = [0u8; 16];
         file.read_exact_at(&mut head, 0)?;
@@ -133,7 +178,7 @@ impl MountState {
         }
         let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64;
         let crc = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-        if len + 16 > HEADER_MAX {
+        if len + 16 > HANDOVER_AT {
             return Err(io::Error::other("mount state: bad header length"));
         }
         let mut body = vec![0u8; len as usize];
@@ -143,6 +188,7 @@ impl MountState {
         }
         let record: MountRecord = postcard::from_bytes(&body)
             .map_err(|e| io::Error::other(format!("mount state: {e}")))?;
+        let handed_over = Self::take_handover_mark(&file)?;
         let mut resumed = Resumed::default();
         let log_end = read_log(&file, &mut resumed)?;
         let next = read_handles(&file, &mut resumed)?;
@@ -163,6 +209,7 @@ impl MountState {
             },
             record,
             resumed,
+            handed_over,
         ))
     }
 
@@ -171,17 +218,17 @@ impl MountState {
     }
 
     fn append(&self, event: &Event) {
-        let body = match postcard::to_allocvec(event) {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("mount state: cannot encode an event: {e}");
-                return;
-            }
-        };
+        match postcard::to_allocvec(event) {
+            Ok(b) => self.append_body(&b),
+            Err(e) => log::error!("mount state: cannot encode an event: {e}"),
+        }
+    }
+
+    fn append_body(&self, body: &[u8]) {
         let mut rec = Vec::with_capacity(body.len() + 8);
         rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        rec.extend_from_slice(&body);
+        rec.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        rec.extend_from_slice(body);
         let mut end = self.log_end.lock();
         if *end + rec.len() as u64 + 8 > LOG_END {
             log::error!("mount state: event log full; a takeover would lose numbering");
@@ -263,6 +310,30 @@ impl MountJournal for MountState {
             });
         }
     }
+
+    fn restore_begun(&self, intent: &RestoreIntent) {
+        let event = Event::RestoreBegun {
+            old_head: intent.old_head.get(),
+            slot: intent.slot,
+            files: intent.files.iter().map(|i| i.get()).collect(),
+            entries: intent
+                .entries
+                .iter()
+                .map(|(d, n)| (d.get(), n.clone()))
+                .collect(),
+            inodes: intent.inodes.iter().map(|i| i.get()).collect(),
+        };
+        match postcard::to_allocvec(&event) {
+            Ok(b) if b.len() <= RESTORE_INTENT_MAX => self.append_body(&b),
+            _ => self.append(&Event::RestoreTooLarge {
+                old_head: intent.old_head.get(),
+            }),
+        }
+    }
+
+    fn restore_done(&self) {
+        self.append(&Event::RestoreDone);
+    }
 }
 
 /// Replays the event log into `resumed`; returns where the next event goes.
@@ -293,6 +364,33 @@ fn read_log(file: &File, resumed: &mut Resumed) -> io::Result<u64> {
             Ok(Event::Renumbered { slot, inos }) => resumed
                 .renumbered
                 .extend(inos.into_iter().map(|i| (Ino::new(i), slot))),
+            Ok(Event::RestoreBegun {
+                old_head,
+                slot,
+                files,
+                entries,
+                inodes,
+            }) => {
+                resumed.restore = Some(RestoreIntent {
+                    old_head: Epoch::new(old_head),
+                    slot,
+                    files: files.into_iter().map(Ino::new).collect(),
+                    entries: entries
+                        .into_iter()
+                        .map(|(d, n)| (KernelIno::new(d), n))
+                        .collect(),
+                    inodes: inodes.into_iter().map(KernelIno::new).collect(),
+                });
+                resumed.restore_unrecorded = None;
+            }
+            Ok(Event::RestoreTooLarge { old_head }) => {
+                resumed.restore = None;
+                resumed.restore_unrecorded = Some(Epoch::new(old_head));
+            }
+            Ok(Event::RestoreDone) => {
+                resumed.restore = None;
+                resumed.restore_unrecorded = None;
+            }
             Err(e) => return Err(io::Error::other(format!("mount state log: {e}"))),
         }
         at += 8 + len;
@@ -379,7 +477,53 @@ mod tests {
 
     fn reopen(s: &MountState) -> (MountState, MountRecord, Resumed) {
         let fd = s.fd().try_clone_to_owned().expect("dup");
-        MountState::open(fd).expect("open")
+        let (s, rec, r, _) = MountState::open(fd).expect("open");
+        (s, rec, r)
+    }
+
+    fn handed_over(s: &MountState) -> bool {
+        let fd = s.fd().try_clone_to_owned().expect("dup");
+        MountState::open(fd).expect("open").3
+    }
+
+    #[test]
+    fn a_restore_intent_is_pending_until_done() {
+        let s = created();
+        let intent = RestoreIntent {
+            old_head: Epoch::new(7),
+            slot: Some(0xfffe),
+            files: vec![Ino::new(5)],
+            entries: vec![(KernelIno::new(1), b"x\xff".to_vec())],
+            inodes: vec![KernelIno::new(5)],
+        };
+        s.restore_begun(&intent);
+        let (_, _, r) = reopen(&s);
+        assert_eq!(r.restore.as_ref(), Some(&intent));
+        s.restore_done();
+        let (_, _, r) = reopen(&s);
+        assert_eq!(r.restore, None);
+        assert_eq!(r.restore_unrecorded, None);
+        // One too large for the log is recorded as such.
+        let big = RestoreIntent {
+            entries: vec![(KernelIno::new(1), vec![b'n'; 255]); RESTORE_INTENT_MAX / 255 + 1],
+            ..intent
+        };
+        s.restore_begun(&big);
+        let (_, _, r) = reopen(&s);
+        assert_eq!(r.restore, None);
+        assert_eq!(r.restore_unrecorded, Some(Epoch::new(7)));
+    }
+
+    #[test]
+    fn the_handover_mark_is_seen_once() {
+        let s = created();
+        assert!(!handed_over(&s), "a new mount was never handed over");
+        s.mark_handed_over().expect("mark");
+        assert!(handed_over(&s), "the next daemon sees the mark");
+        // ... and clears it: if that daemon dies, the one after it sees a death.
+        assert!(!handed_over(&s));
+        let (_, rec, _) = reopen(&s);
+        assert_eq!(rec, record(), "the mark does not touch the record");
     }
 
     #[test]

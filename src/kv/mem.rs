@@ -151,6 +151,10 @@ impl KvRead for MemKv {
 }
 
 impl Kv for MemKv {
+    fn writes_outlive_the_process(&self) -> bool {
+        false
+    }
+
     fn write(&self, batch: Batch, _durable: bool) -> KvResult<()> {
         if batch.is_empty() {
             return Ok(());

@@ -170,6 +170,13 @@ pub trait Kv: KvRead + Send + Sync + 'static {
     /// Makes every batch written so far durable.
     fn sync(&self) -> KvResult<()>;
 
+    /// Does a batch written without `durable` survive the death of this process (not of the
+    /// machine)? True when `write` hands it to the operating system before it returns (a
+    /// write-ahead log file); false when it may sit in this process's memory for a while.
+    /// A daemon that took over mounts after a crash serves them again only when true: else
+    /// a later fsync could confirm writes that died with the old daemon.
+    fn writes_outlive_the_process(&self) -> bool;
+
     /// A consistent point-in-time view of the whole store.
     fn read_view(&self) -> Box<dyn KvRead + '_>;
 

@@ -414,6 +414,11 @@ impl KvRead for RocksView<'_> {
 }
 
 impl Kv for RocksKv {
+    fn writes_outlive_the_process(&self) -> bool {
+        // Every batch is in the write-ahead log file (the kernel's page cache) on return.
+        true
+    }
+
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
         if batch.is_empty() {
             // Nothing to write, but honour the promise that earlier batches are durable.

@@ -41,6 +41,14 @@ pub trait Mounted: Send {
     /// Is the mount still served (not unmounted from outside)?
     fn is_alive(&self) -> bool;
 
+    /// Everything this mount's daemon accepted is durable and the daemon is handing the
+    /// mount over: says so to the next daemon (which may then resume it on any store).
+    fn mark_handed_over(&self);
+
+    /// Does something outside the daemon keep this mount's descriptors (so that it outlives
+    /// the daemon)?
+    fn is_kept(&self) -> bool;
+
     /// Unmounts and waits for the serving threads to finish; a busy mount is detached and,
     /// if its users do not let go within `grace`, its connection aborted.
     fn unmount(self: Box<Self>, grace: Duration) -> std::io::Result<()>;
@@ -203,6 +211,32 @@ impl Service {
             log::error!("sync after unmount: {e}");
         }
         Ok(())
+    }
+
+    /// Before a handover: unmounts what cannot outlive this daemon (mounts nothing keeps,
+    /// e.g. over io_uring), so that they end cleanly rather than with their daemon.
+    pub fn stop_unkept(&self) {
+        let ids: Vec<ContainerId> = self
+            .mounts
+            .lock()
+            .iter()
+            .filter(|(_, m)| !m.handle.is_kept())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            log::warn!("{id}: its mount cannot be handed over; unmounting it");
+            if let Err(e) = self.stop_id(&id) {
+                log::error!("stopping {id}: {e}");
+            }
+        }
+    }
+
+    /// A planned handover: once every request served was answered and the store synced,
+    /// tells the next daemon, mount by mount, that nothing accepted can have been lost.
+    pub fn mark_handed_over(&self) {
+        for m in self.mounts.lock().values() {
+            m.handle.mark_handed_over();
+        }
     }
 
     /// Unmounts everything (daemon shutdown).

@@ -215,9 +215,19 @@ impl Daemon {
 
     /// Asserts success and returns `data`.
     #[track_caller]
-    /// The daemon's process id (0 if it is not running).
+    /// The daemon's process id (0 if it is not running): the supervisor's child, named in
+    /// `STORE/snapfs.pid`.
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
+        if self.child.is_none() {
+            return 0;
+        }
+        super::daemon_pid(self.store.path()).map_or(0, |p| p as u32)
+    }
+
+    /// The `snapfs serve` process: the daemon's supervisor (0 if it is not running).
+    #[allow(dead_code)]
+    pub fn serve_pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
@@ -362,8 +372,12 @@ impl Daemon {
             status.is_some()
         });
         if status.is_none() {
+            // The child is the supervisor (it would start another daemon): it goes first.
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(pid) = super::daemon_pid(self.store.path()).filter(|p| super::alive(*p)) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
         status
     }

@@ -374,13 +374,17 @@ pub fn daemon_pid(store: &Path) -> Option<i32> {
         .ok()
 }
 
-/// Cleanup: SIGTERM to the store's running daemon, SIGKILL if it is not gone in 30 s.
+/// Cleanup: SIGTERM to the store's running daemon (its supervisor, if any, exits with it),
+/// SIGKILL to both if it is not gone in 30 s (the supervisor first: it would start another).
 pub fn stop_daemon(store: &Path) {
     let Some(pid) = daemon_pid(store).filter(|p| alive(*p)) else {
         return;
     };
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     if !wait_until(Duration::from_secs(30), || !alive(pid)) {
+        if let Some(sup) = snapfs::storedir::read_supervisor_pid(store).filter(|p| alive(*p)) {
+            let _ = kill(Pid::from_raw(sup), Signal::SIGKILL);
+        }
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::inos::{kernel, ROOT};
 use super::{SnapView, Volume, FIRST_HEAD_SLOT};
 use crate::error::{FsError, FsResult};
-use crate::fs::{MountHooks, PathRestore, ROOT_INO};
+use crate::fs::{MountHooks, PathRestore, RestoreIntent, ROOT_INO};
 use crate::ids::{Epoch, Ino, KernelIno};
 use crate::store::{SnapshotInfo, StoreError};
 
@@ -54,6 +54,24 @@ impl Volume {
 
     /// Asks the kernel to drop `drops` and waits up to `INVAL_TIMEOUT` (never from a
     /// request handler).
+    /// Once a mount taken over is served again: the kernel drops what it cached of the tree
+    /// a restore replaced as the previous daemon died (see [`Volume::resume`]).
+    pub fn finish_takeover(&self) {
+        let Some(drops) = self.takeover_drops.lock().take() else {
+            return;
+        };
+        log::warn!(
+            "finishing a restore the previous daemon committed: the kernel drops {} names and \
+             {} inodes of the old tree",
+            drops.entries.len(),
+            drops.inodes.len()
+        );
+        self.drop_and_wait(drops);
+        if let Some(j) = self.journal() {
+            j.restore_done();
+        }
+    }
+
     fn drop_and_wait(&self, drops: KernelDrops) {
         if let Some(k) = self.kernel() {
             if !k.invalidate(drops, Some(INVAL_TIMEOUT)) {
@@ -114,29 +132,43 @@ impl MountHooks for Volume {
                 true => None,
                 false => Some(self.next_generation()?),
             };
-            Ok((t, slot, switch()?))
+            // In the numbers the kernel knows them by: files before renumbering,
+            // directories keep theirs.
+            let inodes: Vec<KernelIno> = t
+                .files
+                .iter()
+                .chain(&t.dirs)
+                .map(|&i| self.out_locked(&renumbered, i))
+                .collect();
+            let entries: Vec<(KernelIno, Vec<u8>)> = t
+                .entries
+                .iter()
+                .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
+                .collect();
+            // If the daemon dies between the commit and the kernel's drops, the next one
+            // finishes them from here.
+            if let Some(j) = self.journal() {
+                j.restore_begun(&RestoreIntent {
+                    old_head: old.epoch,
+                    slot,
+                    files: t.files.clone(),
+                    entries: entries.clone(),
+                    inodes: inodes.clone(),
+                });
+            }
+            Ok((t, slot, inodes, entries, switch()?))
         })();
-        let (t, slot, s) = match switched {
+        let (t, slot, mut inodes, entries, s) = match switched {
             Ok(v) => v,
             Err(e) => {
                 self.any_renumbered
                     .store(!renumbered.is_empty(), Ordering::SeqCst);
+                if let Some(j) = self.journal() {
+                    j.restore_done();
+                }
                 return Err(e);
             }
         };
-        // In the numbers the kernel knows them by: files before renumbering, directories
-        // keep theirs.
-        let mut inodes: Vec<KernelIno> = t
-            .files
-            .iter()
-            .chain(&t.dirs)
-            .map(|&i| self.out_locked(&renumbered, i))
-            .collect();
-        let entries = t
-            .entries
-            .iter()
-            .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
-            .collect();
         if let Some(slot) = slot {
             if let Some(j) = self.journal() {
                 j.renumbered(slot, &t.files);
@@ -150,6 +182,9 @@ impl MountHooks for Volume {
         drop(renumbered);
         inodes.push(ROOT);
         self.drop_and_wait(KernelDrops { entries, inodes });
+        if let Some(j) = self.journal() {
+            j.restore_done();
+        }
         Ok(s)
     }
 

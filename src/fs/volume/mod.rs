@@ -101,6 +101,9 @@ pub struct Volume {
     /// Where what a new daemon needs to take the mount over is written (set once, before
     /// the mount serves).
     journal: std::sync::OnceLock<Arc<dyn MountJournal>>,
+    /// What the kernel must still drop of a restore the previous daemon committed and died
+    /// in (sent by [`Volume::finish_takeover`] once the mount is served again).
+    takeover_drops: parking_lot::Mutex<Option<kernel::KernelDrops>>,
 }
 
 /// First slot handed to a head generation after a restore (they count down).
@@ -151,6 +154,7 @@ impl Volume {
             any_renumbered: AtomicBool::new(false),
             kernel: parking_lot::Mutex::new(None),
             journal: std::sync::OnceLock::new(),
+            takeover_drops: parking_lot::Mutex::new(None),
         });
         let hooks: Arc<dyn MountHooks> = volume.clone();
         container.attach(Arc::downgrade(&hooks));
@@ -208,11 +212,39 @@ impl Volume {
             slots.by_epoch.insert(*epoch, *slot);
         }
         let volume = Self::assemble(container, opts, head, slots);
-        let _ = volume.journal.set(journal);
+        let _ = volume.journal.set(journal.clone());
         volume.gen_floor.store(resumed.gen_floor, Ordering::SeqCst);
+        // A restore the old daemon began: if it committed (the head moved on), its files'
+        // new numbers hold and the kernel must still drop the old tree's names and pages.
+        let head_now = volume.head.chain()?.epoch;
+        let mut renumber: Vec<(Ino, u64)> = Vec::new();
+        if let Some(old) = resumed.restore_unrecorded.filter(|old| *old != head_now) {
+            return Err(FsError::Io(format!(
+                "a restore (from epoch {old}) committed as the daemon died, too large to have \
+                 been journaled: what the kernel caches of the old tree cannot be dropped"
+            )));
+        }
+        match &resumed.restore {
+            Some(intent) if intent.old_head != head_now => {
+                if let Some(slot) = intent.slot {
+                    journal.renumbered(slot, &intent.files);
+                    renumber.extend(intent.files.iter().map(|&f| (f, slot)));
+                }
+                let mut inodes = intent.inodes.clone();
+                inodes.push(inos::ROOT);
+                *volume.takeover_drops.lock() = Some(kernel::KernelDrops {
+                    entries: intent.entries.clone(),
+                    inodes,
+                });
+            }
+            Some(_) => journal.restore_done(),
+            None if resumed.restore_unrecorded.is_some() => journal.restore_done(),
+            None => {}
+        }
         {
             let mut r = volume.renumbered.write();
             r.extend(resumed.renumbered.iter().copied());
+            r.extend(renumber);
             volume.any_renumbered.store(!r.is_empty(), Ordering::SeqCst);
         }
         Ok(volume)

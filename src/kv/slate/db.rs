@@ -545,6 +545,12 @@ impl KvRead for SlateKv {
 }
 
 impl Kv for SlateKv {
+    fn writes_outlive_the_process(&self) -> bool {
+        // A batch waits in the write-behind buffer, then in SlateDB's memory, until a
+        // drain and flush put it on the object store.
+        false
+    }
+
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
         if batch.is_empty() {
             return if durable { self.sync() } else { Ok(()) };
