@@ -211,7 +211,8 @@ pub fn ensure_daemon(store: &Path) -> Result<PathBuf> {
 fn ensure_daemon_as(store: &Path, reader: bool) -> Result<PathBuf> {
     let socket = socket_path(store);
     for _ in 0..100 {
-        if client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY).is_ok() {
+        // A question whose answer costs the same with a thousand containers as with one.
+        if client::call(&socket, "GET", "/api/v1/status", client::NO_BODY).is_ok() {
             return Ok(socket);
         }
         // A daemon that is exiting still holds the store: wait for it to go. A supervisor
@@ -308,12 +309,13 @@ fn unescape_mountinfo(s: &str) -> String {
 /// earlier one at the same place). A snapfs mount has type `fuse.snapfs` (or `fuse`,
 /// as mounts made by older releases through fuser show) and the source `STORE:CONTAINER` (the session's fsname), STORE a store.
 pub fn snapfs_mounts() -> Result<Vec<SnapfsMount>> {
-    mounts_of_type(true)
+    mounts_of_type(true, None)
 }
 
-/// The snapfs mounts of this namespace; with `store_present`, only those whose store is
-/// there (without, also `fuse.snapfs` mounts whose store directory is gone).
-fn mounts_of_type(store_present: bool) -> Result<Vec<SnapfsMount>> {
+/// The snapfs mounts of this namespace (only those at `at`, when given); with
+/// `store_present`, only those whose store is there (without, also `fuse.snapfs` mounts
+/// whose store directory is gone).
+fn mounts_of_type(store_present: bool, at: Option<&Path>) -> Result<Vec<SnapfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read mountinfo")?;
     let mut found = Vec::new();
     for line in info.lines() {
@@ -326,6 +328,10 @@ fn mounts_of_type(store_present: bool) -> Result<Vec<SnapfsMount>> {
         }
         let fstype = f[sep + 1];
         if fstype != "fuse" && fstype != "fuse.snapfs" {
+            continue;
+        }
+        let mountpoint = PathBuf::from(unescape_mountinfo(f[4]));
+        if at.is_some_and(|at| at != mountpoint) {
             continue;
         }
         let source = unescape_mountinfo(f[sep + 2]);
@@ -341,7 +347,7 @@ fn mounts_of_type(store_present: bool) -> Result<Vec<SnapfsMount>> {
             continue;
         }
         found.push(SnapfsMount {
-            mountpoint: PathBuf::from(unescape_mountinfo(f[4])),
+            mountpoint,
             store: PathBuf::from(store),
             container: container.to_string(),
         });
@@ -351,10 +357,7 @@ fn mounts_of_type(store_present: bool) -> Result<Vec<SnapfsMount>> {
 
 fn find_mount(mnt: &Path) -> Result<Option<SnapfsMount>> {
     // The last one mounted there is the one visible.
-    Ok(snapfs_mounts()?
-        .into_iter()
-        .rev()
-        .find(|m| m.mountpoint == mnt))
+    Ok(mounts_of_type(true, Some(mnt))?.pop())
 }
 
 /// Is `pid` running? A zombie (exited, not yet reaped by its parent) counts as gone.
@@ -391,7 +394,7 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
     }) = find_mount(&mnt)?
     else {
         // A snapfs mount whose store is gone (a disk lost): nothing to flush it to; detach.
-        if mounts_of_type(false)?.iter().any(|m| m.mountpoint == mnt) {
+        if !mounts_of_type(false, Some(&mnt))?.is_empty() {
             nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("cannot unmount {}", mnt.display()))?;
             eprintln!(
@@ -425,10 +428,10 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
         }
     }
     if let Some((pid, true)) = read_pid(&store) {
-        let idle = client::call(&socket, "GET", "/api/v1/containers", client::NO_BODY)
+        let idle = client::call(&socket, "GET", "/api/v1/status", client::NO_BODY)
             .ok()
-            .and_then(|r| r.data::<contract::ContainerList>().ok())
-            .is_none_or(|d| !d.any_running());
+            .and_then(|r| r.data::<serde_json::Value>().ok())
+            .is_none_or(|d| d["mounts"].as_u64() == Some(0));
         // The daemon stops its background work within 2 s of its last unmount; the
         // unmount itself is done either way, so a slow exit is only worth a warning.
         if idle && !wait_exit(pid, Duration::from_secs(30)) {
