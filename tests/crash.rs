@@ -28,14 +28,14 @@ mod common;
 mod model;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{alive, is_mounted, require_fuse, run, snapfs, snapfs_bin, wait_until, Store};
-use model::{new_files, verify, verify_exact, SnapModel, Totals, Workload};
+use model::{new_files, verify, verify_exact, FileModel, SnapModel, Totals, Workload};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -226,22 +226,58 @@ fn print_summary(what: &str, seed: u64, t: &Totals, started: Instant) {
     );
 }
 
-#[test]
-fn crash_kill9_random_moments_lose_nothing_fsynced() {
+/// One test's run: its seed, its store (the guard unmounts every mount point it handed out
+/// and stops the daemon on drop, also when an assertion fails), the mounted container and the
+/// workload's files in it.
+struct Rig {
+    _store: Store,
+    mnt: PathBuf,
+    sp: PathBuf,
+    socket: PathBuf,
+    seed: u64,
+    iterations: u64,
+    rng: StdRng,
+    started: Instant,
+    files: Vec<FileModel>,
+}
+
+fn rig(what: &str, supervised: bool) -> Rig {
     require_fuse();
-    let (seed, iterations) = seed_and_iterations("remounted");
+    let (seed, iterations) = seed_and_iterations(what);
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
-
-    // The Store guard unmounts every mount point it handed out and stops the daemon on
-    // drop, also when an assertion fails.
     let store = Store::new();
     let mnt = store.mountpoint("mnt");
     let sp = store.path().to_path_buf();
     let socket = snapfs::storedir::socket_path(&sp);
+    mount(&sp, &mnt, supervised);
+    let files = new_files(&mut rng, &mnt);
+    Rig {
+        _store: store,
+        mnt,
+        sp,
+        socket,
+        seed,
+        iterations,
+        rng,
+        started,
+        files,
+    }
+}
 
-    mount(&sp, &mnt, false);
-    let mut files = new_files(&mut rng, &mnt);
+#[test]
+fn crash_kill9_random_moments_lose_nothing_fsynced() {
+    let Rig {
+        _store,
+        mnt,
+        sp,
+        socket,
+        seed,
+        iterations,
+        mut rng,
+        started,
+        mut files,
+    } = rig("remounted", false);
     let mut snaps: Vec<SnapModel> = Vec::new();
     let mut t = Totals::default();
     let mut snap_counter = 0u64;
@@ -327,14 +363,17 @@ fn wait_next_daemon(store: &Path, old: i32, what: &str) -> i32 {
 
 #[test]
 fn crash_kill9_daemon_resumed_workload_sees_no_error() {
-    require_fuse();
-    let (seed, iterations) = seed_and_iterations("resumed");
-    let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let store = Store::new();
-    let mnt = store.mountpoint("mnt");
-    let sp = store.path().to_path_buf();
-    let socket = snapfs::storedir::socket_path(&sp);
+    let Rig {
+        _store,
+        mnt,
+        sp,
+        socket,
+        seed,
+        iterations,
+        mut rng,
+        started,
+        mut files,
+    } = rig("resumed", true);
     // On object storage a batch the daemon answered may still be in its memory: a killed
     // daemon's mounts end (see the end of this test); a planned restart loses nothing.
     let object_store = std::env::var_os("SNAPFS_TEST_OBJECT_STORE").is_some();
@@ -349,8 +388,6 @@ fn crash_kill9_daemon_resumed_workload_sees_no_error() {
         iterations
     };
 
-    mount(&sp, &mnt, true);
-    let mut files = new_files(&mut rng, &mnt);
     let mut snaps: Vec<SnapModel> = Vec::new();
     let mut t = Totals::default();
     let mut snap_counter = 0u64;
@@ -431,7 +468,7 @@ fn killed_mount_on_object_storage_ends(
     sp: &Path,
     mnt: &Path,
     socket: &Path,
-    files: &mut [model::FileModel],
+    files: &mut [FileModel],
     snaps: &mut Vec<SnapModel>,
     t: &mut Totals,
 ) {
