@@ -30,9 +30,11 @@
 #   BENCH_FULL=1         snapshot-scale section with 10,000 snapshots   [1,000; quick 200]
 #   BENCH_SUSTAINED      size of the sustained sequential write row; empty skips it
 #                                                                      [10G; quick none]
-#   BENCH_URING=0        FUSE over /dev/fuse; by default the host-wide switch
+#   BENCH_URING=0        FUSE over /dev/fuse, daemons under their supervisor (the default
+#                        setup); by default the host-wide switch
 #                        /sys/module/fuse/parameters/enable_uring is set to Y for the
-#                        run (put back on exit) so snapfs mounts use io_uring [1]
+#                        run (put back on exit) and daemons run without a supervisor
+#                        (SNAPFS_SUPERVISOR=0) so snapfs mounts use io_uring [1]
 #   BENCH_CONTAINERD=0   skip the containerd snapshotter section (scripts/bench_containerd.sh,
 #                        with its own BENCH_CTR_* settings)             [1]
 #   BENCH_DENSITY=0      skip the density section (scripts/bench_density.sh: N containers
@@ -124,6 +126,9 @@ if [ "${BENCH_URING:-1}" = 1 ]; then
         URING_WAS="$(cat "$URING_SWITCH")"
         echo Y >"$URING_SWITCH"
         TRANSPORT=io_uring
+        # A daemon under its supervisor (the default) mounts over /dev/fuse, its mounts
+        # outliving it; io_uring mounts need one without.
+        export SNAPFS_SUPERVISOR=0
     else
         log "warning: $URING_SWITCH missing or read-only: snapfs runs over /dev/fuse"
     fi

@@ -52,6 +52,9 @@ one_run() { # TRANSPORT(dev_fuse|io_uring) PINNED(0|1) REP
     local transport="$1" pinned="$2" rep="$3" pin=() store="$WORK/store" t0 t1 got
     [ "$pinned" = 1 ] && pin=(taskset -c 0)
     if [ "$transport" = io_uring ]; then echo Y >"$SWITCH"; else echo N >"$SWITCH"; fi
+    # io_uring mounts need a daemon without a supervisor (a supervised one, the default,
+    # keeps its mounts over /dev/fuse so that they outlive it).
+    if [ "$transport" = io_uring ]; then export SNAPFS_SUPERVISOR=0; else unset SNAPFS_SUPERVISOR; fi
     rm -rf -- "$store"
     "$SNAPFS_BIN" init "$store" >/dev/null
     "${pin[@]}" "$SNAPFS_BIN" mount "$store" "$MNT"
