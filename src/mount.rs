@@ -430,8 +430,8 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
     if let Some((pid, true)) = read_pid(&store) {
         let idle = client::call(&socket, "GET", "/api/v1/status", client::NO_BODY)
             .ok()
-            .and_then(|r| r.data::<serde_json::Value>().ok())
-            .is_none_or(|d| d["mounts"].as_u64() == Some(0));
+            .and_then(|r| r.data::<contract::Status>().ok())
+            .is_none_or(|d| d.mounts == 0);
         // The daemon stops its background work within 2 s of its last unmount; the
         // unmount itself is done either way, so a slow exit is only worth a warning.
         if idle && !wait_exit(pid, Duration::from_secs(30)) {

@@ -49,7 +49,8 @@ pub trait MountJournal: Send + Sync {
 /// A restore of the head to another tree, journaled before its batch commits. If the daemon
 /// dies after the commit and before the kernel dropped what it cached of the old tree, the
 /// next daemon finishes it (the restore committed if the head is no longer `old_head`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized as the journal keeps it (postcard; each id is its number).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreIntent {
     /// The head epoch the restore replaces.
     pub old_head: Epoch,

@@ -583,9 +583,12 @@ pub(crate) mod tests {
         op_in: &[u8],
         input: &[u8],
     ) -> Result<Vec<u8>, Errno> {
-        let mut h = header(opcode, nodeid);
-        h.unique |= abi::RESENT;
-        call_with(ops, &h, op_in, input)
+        let h = header(opcode, nodeid);
+        let resent = InHeader {
+            unique: h.unique | abi::RESENT,
+            ..h
+        };
+        call_with(ops, &resent, op_in, input)
     }
 
     #[test]

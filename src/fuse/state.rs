@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{HandleKind, HandleRecord, MountJournal, RestoreIntent, Resumed};
-use crate::ids::{Epoch, Fh, Ino, KernelIno};
+use crate::ids::{Epoch, Fh, Ino};
 
 const MAGIC: &[u8; 8] = b"SNAPFSM1";
 const HEADER_MAX: u64 = 64 << 10;
@@ -91,16 +91,9 @@ enum Event {
         slot: u64,
         inos: Vec<u64>,
     },
-    RestoreBegun {
-        old_head: u64,
-        slot: Option<u64>,
-        files: Vec<u64>,
-        entries: Vec<(u64, Vec<u8>)>,
-        inodes: Vec<u64>,
-    },
-    RestoreTooLarge {
-        old_head: u64,
-    },
+    RestoreBegun(RestoreIntent),
+    /// A restore from this head epoch whose intent was too large to record.
+    RestoreTooLarge(Epoch),
     RestoreDone,
 }
 
@@ -312,22 +305,9 @@ impl MountJournal for MountState {
     }
 
     fn restore_begun(&self, intent: &RestoreIntent) {
-        let event = Event::RestoreBegun {
-            old_head: intent.old_head.get(),
-            slot: intent.slot,
-            files: intent.files.iter().map(|i| i.get()).collect(),
-            entries: intent
-                .entries
-                .iter()
-                .map(|(d, n)| (d.get(), n.clone()))
-                .collect(),
-            inodes: intent.inodes.iter().map(|i| i.get()).collect(),
-        };
-        match postcard::to_allocvec(&event) {
+        match postcard::to_allocvec(&Event::RestoreBegun(intent.clone())) {
             Ok(b) if b.len() <= RESTORE_INTENT_MAX => self.append_body(&b),
-            _ => self.append(&Event::RestoreTooLarge {
-                old_head: intent.old_head.get(),
-            }),
+            _ => self.append(&Event::RestoreTooLarge(intent.old_head)),
         }
     }
 
@@ -364,28 +344,13 @@ fn read_log(file: &File, resumed: &mut Resumed) -> io::Result<u64> {
             Ok(Event::Renumbered { slot, inos }) => resumed
                 .renumbered
                 .extend(inos.into_iter().map(|i| (Ino::new(i), slot))),
-            Ok(Event::RestoreBegun {
-                old_head,
-                slot,
-                files,
-                entries,
-                inodes,
-            }) => {
-                resumed.restore = Some(RestoreIntent {
-                    old_head: Epoch::new(old_head),
-                    slot,
-                    files: files.into_iter().map(Ino::new).collect(),
-                    entries: entries
-                        .into_iter()
-                        .map(|(d, n)| (KernelIno::new(d), n))
-                        .collect(),
-                    inodes: inodes.into_iter().map(KernelIno::new).collect(),
-                });
+            Ok(Event::RestoreBegun(intent)) => {
+                resumed.restore = Some(intent);
                 resumed.restore_unrecorded = None;
             }
-            Ok(Event::RestoreTooLarge { old_head }) => {
+            Ok(Event::RestoreTooLarge(old_head)) => {
                 resumed.restore = None;
-                resumed.restore_unrecorded = Some(Epoch::new(old_head));
+                resumed.restore_unrecorded = Some(old_head);
             }
             Ok(Event::RestoreDone) => {
                 resumed.restore = None;
@@ -451,6 +416,7 @@ fn read_handles(file: &File, resumed: &mut Resumed) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::KernelIno;
 
     fn record() -> MountRecord {
         MountRecord {

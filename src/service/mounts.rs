@@ -216,19 +216,7 @@ impl Service {
     /// Before a handover: unmounts what cannot outlive this daemon (mounts nothing keeps,
     /// e.g. over io_uring), so that they end cleanly rather than with their daemon.
     pub fn stop_unkept(&self) {
-        let ids: Vec<ContainerId> = self
-            .mounts
-            .lock()
-            .iter()
-            .filter(|(_, m)| !m.handle.is_kept())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            log::warn!("{id}: its mount cannot be handed over; unmounting it");
-            if let Err(e) = self.stop_id(&id) {
-                log::error!("stopping {id}: {e}");
-            }
-        }
+        self.stop_where(|m| !m.handle.is_kept(), "its mount cannot be handed over");
     }
 
     /// A planned handover: once every request served was answered and the store synced,
@@ -241,13 +229,25 @@ impl Service {
 
     /// Unmounts everything (daemon shutdown).
     pub fn stop_all(&self) {
-        let ids: Vec<ContainerId> = self.mounts.lock().keys().cloned().collect();
+        self.stop_where(|_| true, "the daemon stops");
+        let _ = self.store.kv().sync();
+    }
+
+    /// Unmounts every mount `which` picks (`why` goes to the log).
+    fn stop_where(&self, which: impl Fn(&Mount) -> bool, why: &str) {
+        let ids: Vec<ContainerId> = self
+            .mounts
+            .lock()
+            .iter()
+            .filter(|(_, m)| which(m))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
+            log::info!("{id}: unmounting ({why})");
             if let Err(e) = self.stop_id(&id) {
                 log::error!("stopping {id}: {e}");
             }
         }
-        let _ = self.store.kv().sync();
     }
 
     /// The container mounted at `mountpoint`, if any.

@@ -35,6 +35,15 @@ pub struct KernelDrops {
     pub inodes: Vec<KernelIno>,
 }
 
+impl From<RestoreIntent> for KernelDrops {
+    fn from(i: RestoreIntent) -> KernelDrops {
+        KernelDrops {
+            entries: i.entries,
+            inodes: i.inodes,
+        }
+    }
+}
+
 /// How long a snapshot deletion through the API, or a restore, waits for the kernel to
 /// drop what it caches.
 const INVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,8 +61,6 @@ impl Volume {
         self.kernel.lock().clone()
     }
 
-    /// Asks the kernel to drop `drops` and waits up to `INVAL_TIMEOUT` (never from a
-    /// request handler).
     /// Once a mount taken over is served again: the kernel drops what it cached of the tree
     /// a restore replaced as the previous daemon died (see [`Volume::resume`]).
     pub fn finish_takeover(&self) {
@@ -72,6 +79,8 @@ impl Volume {
         }
     }
 
+    /// Asks the kernel to drop `drops` and waits up to `INVAL_TIMEOUT` (never from a
+    /// request handler).
     fn drop_and_wait(&self, drops: KernelDrops) {
         if let Some(k) = self.kernel() {
             if !k.invalidate(drops, Some(INVAL_TIMEOUT)) {
@@ -133,32 +142,33 @@ impl MountHooks for Volume {
                 false => Some(self.next_generation()?),
             };
             // In the numbers the kernel knows them by: files before renumbering,
-            // directories keep theirs.
-            let inodes: Vec<KernelIno> = t
+            // directories keep theirs; the root's listing changes too.
+            let mut inodes: Vec<KernelIno> = t
                 .files
                 .iter()
                 .chain(&t.dirs)
                 .map(|&i| self.out_locked(&renumbered, i))
                 .collect();
-            let entries: Vec<(KernelIno, Vec<u8>)> = t
-                .entries
-                .iter()
-                .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
-                .collect();
+            inodes.push(ROOT);
+            let intent = RestoreIntent {
+                old_head: old.epoch,
+                slot,
+                entries: t
+                    .entries
+                    .iter()
+                    .map(|(d, n)| (self.out_locked(&renumbered, *d), n.clone()))
+                    .collect(),
+                inodes,
+                files: t.files,
+            };
             // If the daemon dies between the commit and the kernel's drops, the next one
             // finishes them from here.
             if let Some(j) = self.journal() {
-                j.restore_begun(&RestoreIntent {
-                    old_head: old.epoch,
-                    slot,
-                    files: t.files.clone(),
-                    entries: entries.clone(),
-                    inodes: inodes.clone(),
-                });
+                j.restore_begun(&intent);
             }
-            Ok((t, slot, inodes, entries, switch()?))
+            Ok((intent, switch()?))
         })();
-        let (t, slot, mut inodes, entries, s) = match switched {
+        let (intent, s) = match switched {
             Ok(v) => v,
             Err(e) => {
                 self.any_renumbered
@@ -169,19 +179,18 @@ impl MountHooks for Volume {
                 return Err(e);
             }
         };
-        if let Some(slot) = slot {
+        if let Some(slot) = intent.slot {
             if let Some(j) = self.journal() {
-                j.renumbered(slot, &t.files);
+                j.renumbered(slot, &intent.files);
             }
-            for &f in &t.files {
+            for &f in &intent.files {
                 renumbered.insert(f, slot);
             }
         }
         self.any_renumbered
             .store(!renumbered.is_empty(), Ordering::SeqCst);
         drop(renumbered);
-        inodes.push(ROOT);
-        self.drop_and_wait(KernelDrops { entries, inodes });
+        self.drop_and_wait(KernelDrops::from(intent));
         if let Some(j) = self.journal() {
             j.restore_done();
         }

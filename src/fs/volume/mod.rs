@@ -217,36 +217,29 @@ impl Volume {
         // A restore the old daemon began: if it committed (the head moved on), its files'
         // new numbers hold and the kernel must still drop the old tree's names and pages.
         let head_now = volume.head.chain()?.epoch;
-        let mut renumber: Vec<(Ino, u64)> = Vec::new();
         if let Some(old) = resumed.restore_unrecorded.filter(|old| *old != head_now) {
             return Err(FsError::Io(format!(
                 "a restore (from epoch {old}) committed as the daemon died, too large to have \
                  been journaled: what the kernel caches of the old tree cannot be dropped"
             )));
         }
+        let mut r = volume.renumbered.write();
+        r.extend(resumed.renumbered.iter().copied());
         match &resumed.restore {
             Some(intent) if intent.old_head != head_now => {
                 if let Some(slot) = intent.slot {
                     journal.renumbered(slot, &intent.files);
-                    renumber.extend(intent.files.iter().map(|&f| (f, slot)));
+                    r.extend(intent.files.iter().map(|&f| (f, slot)));
                 }
-                let mut inodes = intent.inodes.clone();
-                inodes.push(inos::ROOT);
-                *volume.takeover_drops.lock() = Some(kernel::KernelDrops {
-                    entries: intent.entries.clone(),
-                    inodes,
-                });
+                *volume.takeover_drops.lock() = Some(intent.clone().into());
             }
+            // Begun and never committed: nothing is pending.
             Some(_) => journal.restore_done(),
             None if resumed.restore_unrecorded.is_some() => journal.restore_done(),
             None => {}
         }
-        {
-            let mut r = volume.renumbered.write();
-            r.extend(resumed.renumbered.iter().copied());
-            r.extend(renumber);
-            volume.any_renumbered.store(!r.is_empty(), Ordering::SeqCst);
-        }
+        volume.any_renumbered.store(!r.is_empty(), Ordering::SeqCst);
+        drop(r);
         Ok(volume)
     }
 
