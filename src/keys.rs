@@ -279,6 +279,19 @@ pub fn block_prefix(data_id: DataId) -> Vec<u8> {
     with_u64(TAG_BLOCK, data_id.get())
 }
 
+/// The id (inode number or data id) that owns `base`, for the tables whose keys start
+/// with it: inodes, directory entries (their directory), extended attributes, back links,
+/// blocks and data-gone marks. Nothing under a freshly allocated id can exist yet (ids are
+/// never reused).
+pub fn owner_id(base: &[u8]) -> Option<u64> {
+    match base.first()? {
+        &TAG_INODE | &TAG_DIRENT | &TAG_XATTR | &TAG_LINK | &TAG_DATA_GONE | &TAG_BLOCK => {
+            u64_at(base, 1)
+        }
+        _ => None,
+    }
+}
+
 /// `base` with `epoch` appended: the key of one version.
 pub fn versioned(base: &[u8], epoch: Epoch) -> Vec<u8> {
     let mut k = Vec::with_capacity(base.len() + EPOCH_LEN);

@@ -251,6 +251,16 @@ fn own_usage_is_kept_by_every_write_once_known() {
         let b = create(&t, "b");
         t.write(b, None, 0, &[3u8; 5000], false).expect("write b");
         check("a second file");
+        // Everything under ids a batch allocates is new: no read for it, still exact.
+        let (dir, _) = t.mkdir(ROOT_INO, b"dir", 0o755, ME).expect("mkdir");
+        let (f, _, fh) = t
+            .create(dir, b"f", 0o644, libc::O_RDWR, ME)
+            .expect("create in dir");
+        t.write(f, Some(fh), 0, &[5u8; 3000], false)
+            .expect("write f");
+        t.release(fh).expect("release");
+        t.setxattr(f, b"user.k", b"v", 0).expect("setxattr");
+        check("a new directory with a file");
         t.unlink(ROOT_INO, b"b").expect("unlink");
         check("an unlink");
         store.snapshot(t.container(), None, None).expect("snapshot");

@@ -140,6 +140,9 @@ struct Tx<'a> {
     /// File data bytes (`alloc`) of each inode this batch writes: (before, after), for the
     /// container's usage and quota.
     allocs: HashMap<Ino, (u64, u64)>,
+    /// Ids allocated by this batch: nothing under them exists yet, in any epoch, so what
+    /// it writes under them replaces nothing (no read needed to know it).
+    fresh: Vec<u64>,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
 
@@ -176,9 +179,13 @@ impl Tx<'_> {
             e.1 = alloc;
             return;
         }
-        let before = match self.inode(ino) {
-            Ok(i) if i.kind == Kind::File => i.alloc,
-            _ => 0,
+        let before = if self.fresh.contains(&ino.get()) {
+            0
+        } else {
+            match self.inode(ino) {
+                Ok(i) if i.kind == Kind::File => i.alloc,
+                _ => 0,
+            }
         };
         self.allocs.insert(ino, (before, alloc));
     }
@@ -266,12 +273,18 @@ impl Tx<'_> {
 
     /// A fresh inode number (inodes and data ids share one counter: never reused).
     fn alloc_ino(&mut self) -> Ino {
-        Ino::new(self.fs.store.alloc_id(&mut self.batch))
+        Ino::new(self.alloc_id())
     }
 
     /// A fresh data id.
     fn alloc_data_id(&mut self) -> DataId {
-        DataId::new(self.fs.store.alloc_id(&mut self.batch))
+        DataId::new(self.alloc_id())
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.fs.store.alloc_id(&mut self.batch);
+        self.fresh.push(id);
+        id
     }
 
     /// Physically drops this head epoch's own versions of every key under `prefix` (found
@@ -333,7 +346,7 @@ impl Tx<'_> {
         // The head's own size: kept when a limit needs it or once someone asked for it
         // (the containerd snapshotter's Usage); else forgotten (`note_size`).
         let size_delta = if quota.including_snapshots.is_some() || store.own_known(epoch) {
-            Some(store.size_delta(epoch, self.batch.ops())?)
+            Some(store.size_delta(epoch, self.batch.ops(), &self.fresh)?)
         } else {
             None
         };
@@ -346,6 +359,9 @@ impl Tx<'_> {
                 }
                 store.note_size(epoch, size_delta);
                 store.cache_commit(epoch, &ops);
+                // Lookups in a new directory and of a new file's attributes (the kernel asks
+                // for `security.capability` before every write) are answered from the cache.
+                store.cache_fresh(epoch, &self.fresh);
                 if self.dropped > 0 {
                     store.note_drops(&ops, self.dropped);
                 }
@@ -511,6 +527,7 @@ impl Fs {
             batch: Batch::new(),
             dropped: 0,
             allocs: HashMap::new(),
+            fresh: Vec::new(),
             _guard: guard,
         })
     }

@@ -7,6 +7,7 @@ mod catalog;
 mod container;
 mod dropped;
 mod epochs;
+mod gauge;
 mod linkindex;
 mod quota;
 mod reclaim;
@@ -207,7 +208,7 @@ pub fn resolve(
 /// 3. `reclaim.state`;
 /// 4. the leaves, never two at once: `catalog.epochs`, `catalog.heads`,
 ///    `catalog.last_names`, `catalog.snapshot_summaries`, `versions.cache`, `accounts`,
-///    `reclaim.progress`, `reclaim.dropped`.
+///    `reclaim.progress`, `reclaim.dropped`, `gauge`.
 ///
 /// `reclaim.state` is held while reading `versions.cache` (a head's write count) and then
 /// while changing `catalog.epochs` (`requeue_pruned_heads`). Every leaf is held only for a
@@ -222,6 +223,8 @@ pub struct Store {
     /// Quotas, usage and epoch sizes (see `quota.rs`): a leaf lock.
     accounts: Mutex<quota::Accounts>,
     reclaim: reclaim::Reclaim,
+    /// Free space on the store's device, as last measured (a leaf lock; see `gauge.rs`).
+    gauge: Mutex<gauge::SpaceGauge>,
 }
 
 fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
@@ -341,6 +344,7 @@ impl Store {
             versions: versions::Versions::new(next_id, next_epoch),
             accounts: Mutex::new(quota::Accounts::default()),
             reclaim: reclaim::Reclaim::default(),
+            gauge: Mutex::new(gauge::SpaceGauge::default()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {
@@ -360,30 +364,6 @@ impl Store {
 
     pub fn block_size(&self) -> u32 {
         self.block_size
-    }
-
-    /// Free bytes on the store's device (None for memory stores).
-    pub fn free_bytes(&self) -> Option<u64> {
-        let path = self.kv.maintenance()?.path()?;
-        let s = nix::sys::statvfs::statvfs(path).ok()?;
-        Some(
-            s.blocks_available()
-                .saturating_mul(s.fragment_size().max(1)),
-        )
-    }
-
-    /// Refuses `incoming` new bytes of file data (ENOSPC) when they would eat into the space
-    /// the kv backend needs to flush and to apply deletions: a full disk must stay
-    /// recoverable by deleting files and snapshots.
-    pub fn check_space(&self, incoming: u64) -> FsResult<()> {
-        let reserve = self.kv.maintenance().map_or(0, |m| m.reserve_bytes());
-        if reserve == 0 {
-            return Ok(());
-        }
-        match self.free_bytes() {
-            Some(free) if free < reserve.saturating_add(incoming) => Err(FsError::NoSpace),
-            _ => Ok(()),
-        }
     }
 }
 

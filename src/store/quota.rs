@@ -246,8 +246,14 @@ impl Store {
     /// How a batch about to be written changes head epoch `head`'s [`Own`]: each version it
     /// writes or drops there, against the one it replaces. One read per version, so only for
     /// containers with a limit on it or whose own usage was asked for (see
-    /// [`Store::own_known`]).
-    pub(crate) fn size_delta(&self, head: Epoch, ops: &[BatchOp]) -> FsResult<OwnDelta> {
+    /// [`Store::own_known`]); none for the keys under `fresh` ids (allocated by this very
+    /// batch: they replace nothing).
+    pub(crate) fn size_delta(
+        &self,
+        head: Epoch,
+        ops: &[BatchOp],
+        fresh: &[u64],
+    ) -> FsResult<OwnDelta> {
         let prefix = keys::epoch_changes(head);
         let mut seen: HashMap<&[u8], Option<u64>> = HashMap::new();
         let mut delta = OwnDelta::default();
@@ -260,8 +266,14 @@ impl Store {
                 BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => (k, None),
                 _ => continue,
             };
+            let is_fresh = || {
+                keys::split_change(key)
+                    .and_then(|(_, _, base)| keys::owner_id(base))
+                    .is_some_and(|id| fresh.contains(&id))
+            };
             let old = match seen.get(&key[..]) {
                 Some(s) => *s,
+                None if is_fresh() => None,
                 None => self
                     .kv
                     .get(Space::Meta, key)?

@@ -2,7 +2,7 @@
 //!
 //! [`Versions`] is one lock group of [`Store`] (see "Lock order" there).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -59,6 +59,13 @@ pub struct MetaCache {
     /// Lookups served from the map, and those that were not (for metrics).
     hits: u64,
     misses: u64,
+    /// (view, id) pairs where every key under the id (an inode's or directory's: see
+    /// `keys::owner_id`) is in `map` or resolves to nothing: ids allocated by a commit of
+    /// that view. Nothing under them existed before; the view's own commits keep `map`
+    /// exact for them (a dropped version leaves nothing else to resolve to), and no other
+    /// writer can put a version under them in that view. So a miss there is an answer: a
+    /// new directory's entries and a new file's extended attributes cost no read.
+    fresh: HashSet<(Epoch, u64)>,
 }
 
 /// Whether a key of this table is cached: inodes, entries and extended attributes (a write
@@ -74,6 +81,14 @@ pub fn cacheable(base: &[u8]) -> bool {
 /// An inode with the longest symlink target stays below it.
 const CACHED_VALUE_MAX: usize = 4608;
 
+impl MetaCache {
+    /// Starts over (the cache is full): forgets every resolution and every fresh id.
+    fn clear(&mut self) {
+        self.map.clear();
+        self.fresh.clear();
+    }
+}
+
 impl Store {
     /// The cached resolution of `base` in view `epoch`, and the cache generation to pass to
     /// [`Store::cache_insert`] after a miss.
@@ -84,6 +99,10 @@ impl Store {
                 let v = v.clone();
                 c.hits += 1;
                 Ok(v)
+            }
+            None if keys::owner_id(base).is_some_and(|id| c.fresh.contains(&(epoch, id))) => {
+                c.hits += 1;
+                Ok(None)
             }
             None => {
                 c.misses += 1;
@@ -106,7 +125,7 @@ impl Store {
             return;
         }
         if c.map.len() >= CACHE_MAX {
-            c.map.clear();
+            c.clear();
         }
         c.map.insert((epoch, base.to_vec()), value);
     }
@@ -131,6 +150,11 @@ impl Store {
                                 c.map.insert((epoch, base.to_vec()), Some(v.clone()));
                             } else {
                                 c.map.remove(&(epoch, base.to_vec()));
+                                // Not in the map, yet there: the cache no longer answers
+                                // for everything under its id.
+                                if let Some(id) = keys::owner_id(base) {
+                                    c.fresh.remove(&(epoch, id));
+                                }
                             }
                         }
                     }
@@ -148,6 +172,20 @@ impl Store {
         if changes > 0 {
             *c.writes.entry(epoch).or_default() += changes;
         }
+    }
+
+    /// After a commit of view `epoch` (in the same critical section as its `cache_commit`):
+    /// `ids` were allocated by it, so the cache answers for every key under them in that
+    /// view (see [`MetaCache::fresh`]).
+    pub fn cache_fresh(&self, epoch: Epoch, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut c = self.versions.cache.lock();
+        if c.fresh.len() + ids.len() > CACHE_MAX {
+            c.clear();
+        }
+        c.fresh.extend(ids.iter().map(|&id| (epoch, id)));
     }
 
     /// Filesystem commits since the store opened (reclaim's own batches excluded).
