@@ -6,6 +6,10 @@
 #
 # Environment (defaults in brackets; BENCH_QUICK=1 gives a smoke-test version):
 #   BENCH_QUICK=1        small sizes and 3 s runs                       [0]
+#   BENCH_ROUNDS         rounds of the fio / metabench and container-workload sections:
+#                        every target once per round, interleaved (ABCABC), each round on
+#                        fresh state; tables give medians (min-max) and per-round ratios
+#                                                                      [3; quick 1]
 #   BENCH_SIZE           file size for the fio jobs                     [1G; quick 64M]
 #   BENCH_RUNTIME        seconds per time-based random job              [15; quick 3]
 #   BENCH_META_FILES     files for examples/metabench.rs                [20000; quick 2000]
@@ -55,7 +59,9 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SIZE="${BENCH_SIZE:-64M}" RUNTIME="${BENCH_RUNTIME:-3}" META_FILES="${BENCH_META_FILES:-2000}"
     SNAP_FILES="${BENCH_SNAP_FILES:-2000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-30}"
     SCALE_SNAPS=200 SCALE_BIG_MIB=16 SCALE_FILES=1000 SUSTAINED="${BENCH_SUSTAINED-}"
+    ROUNDS="${BENCH_ROUNDS:-1}"
 else
+    ROUNDS="${BENCH_ROUNDS:-3}"
     SIZE="${BENCH_SIZE:-1G}" RUNTIME="${BENCH_RUNTIME:-15}" META_FILES="${BENCH_META_FILES:-20000}"
     SNAP_FILES="${BENCH_SNAP_FILES:-20000}" SNAP_COUNT="${BENCH_SNAP_COUNT:-1000}"
     SCALE_SNAPS=1000 SCALE_BIG_MIB=100 SCALE_FILES=5000 SUSTAINED="${BENCH_SUSTAINED-10G}"
@@ -63,6 +69,8 @@ else
 fi
 BASE="${BENCH_DIR:-/var/tmp}"
 read -r -a TARGETS <<<"${BENCH_TARGETS:-host snapfs fuse-overlayfs}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive number: $ROUNDS"
+ROUND=1 # the round being measured (record tags every figure with it)
 [ "${#TARGETS[@]}" -gt 0 ] || die "BENCH_TARGETS is empty"
 
 extra_pkgs=()
@@ -153,9 +161,11 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
     case "$t" in
     host)
         TARGET_DIR="$WORK/host"
+        rm -rf -- "$TARGET_DIR"
         mkdir -p "$TARGET_DIR"
         ;;
     snapfs)
+        rm -rf -- "$WORK/snapfs-store"
         local init_args=()
         if [ -n "${BENCH_BLOCK_SIZE:-}" ]; then
             init_args=(--block-size "$BENCH_BLOCK_SIZE")
@@ -172,9 +182,14 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
         fi
         ;;
     snapfs-s3)
-        # The same store on a loopback S3 server: its data is in $WORK/s3 (same disk).
-        eval "$(bash "$REPO_ROOT/scripts/s3.sh" start "$WORK/s3")"
-        local init_args=(--object-store s3://snapfs/bench)
+        # The same store on a loopback S3 server: its data is in $WORK/s3 (same disk); one
+        # server for every round, a prefix per round.
+        if [ -z "${S3_STARTED:-}" ]; then
+            eval "$(bash "$REPO_ROOT/scripts/s3.sh" start "$WORK/s3")"
+            S3_STARTED=1
+        fi
+        rm -rf -- "$WORK/s3-store"
+        local init_args=(--object-store "s3://snapfs/bench-r$ROUND")
         if [ -n "${BENCH_BLOCK_SIZE:-}" ]; then
             init_args+=(--block-size "$BENCH_BLOCK_SIZE")
         fi
@@ -185,6 +200,7 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
         remount_target snapfs-s3
         ;;
     snapfs-file)
+        rm -rf -- "$WORK/file-store" "$WORK/objects"
         "$SNAPFS_BIN" init "$WORK/file-store" --object-store "file://$WORK/objects"
         TARGET_DIR="$WORK/file-mnt"
         mkdir -p "$TARGET_DIR"
@@ -192,6 +208,7 @@ mount_target() { # TARGET; sets TARGET_DIR, the directory to benchmark in
         remount_target snapfs-file
         ;;
     fuse-overlayfs)
+        rm -rf -- "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"
         mkdir -p "$WORK/ovl-lower" "$WORK/ovl-upper" "$WORK/ovl-work"
         TARGET_DIR="$WORK/ovl-mnt"
         mkdir -p "$TARGET_DIR"
@@ -234,8 +251,8 @@ cold_cache() {
 
 # --- measurements -----------------------------------------------------------------
 
-record() { # TARGET WORKLOAD VALUE UNIT
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+record() { # TARGET WORKLOAD VALUE UNIT (in round ROUND)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >>"$RESULTS"
     printf '    %-28s %12s %s\n' "$2" "$3" "$4" >&2
 }
 
@@ -243,7 +260,7 @@ record() { # TARGET WORKLOAD VALUE UNIT
 fio_job() {
     local t="$1" dir="$2" workload="$3" direction="$4" unit="$5" json value
     shift 5
-    json="$WORK/fio-$t-${workload// /_}.json"
+    json="$WORK/fio-r$ROUND-$t-${workload// /_}.json"
     fio --name="${workload// /_}" --filename="$dir/fio.dat" --size="$SIZE" \
         --ioengine=psync --iodepth=1 --numjobs=1 --fallocate=none \
         --output-format=json --output="$json" "$@" >&2
@@ -351,7 +368,7 @@ PY
 
 metabench() { # TARGET DIR LABEL_SUFFIX
     local t="$1" dir="$2" suffix="$3" meta workload ops
-    meta="$WORK/metabench-$t${suffix:+-pinned}.jsonl"
+    meta="$WORK/metabench-r$ROUND-$t${suffix:+-pinned}.jsonl"
     log "target $t: metabench ($META_FILES files in 100 dirs${suffix})"
     "${PIN[@]}" "$METABENCH" "$dir" --files "$META_FILES" --dirs 100 >"$meta"
     while IFS=$'\t' read -r workload ops; do
@@ -369,67 +386,23 @@ commit="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
 fstype="$(stat -f -c %T "$WORK")"
 {
     echo "snapfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit, $(uname -sr), $(nproc) cores"
-    echo "work dir $WORK ($fstype), fio size $SIZE, random jobs ${RUNTIME}s, metabench $META_FILES files"
+    echo "work dir $WORK ($fstype), fio size $SIZE, random jobs ${RUNTIME}s, metabench $META_FILES files, $ROUNDS round(s)"
     echo "targets: ${TARGETS[*]}; snapfs FUSE transport: $TRANSPORT"
 } >&2
 
 micro_bench() {
-for t in "${TARGETS[@]}"; do
-    run_target "$t"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for t in "${TARGETS[@]}"; do
+        log "round $ROUND/$ROUNDS"
+        run_target "$t"
+    done
 done
 
-TABLE="$(python3 - "$RESULTS" "$SIZE" "$RUNTIME" "$META_FILES" "$CAN_DROP" "${TARGETS[@]}" <<'PY'
-import sys
-path, size, runtime, meta_files, can_drop, *targets = sys.argv[1:]
-rows, units, order = {}, {}, []
-for line in open(path):
-    t, workload, value, unit = line.rstrip("\n").split("\t")
-    if workload not in units:
-        order.append(workload)
-        units[workload] = unit
-    rows[(t, workload)] = float(value)
-
-def fmt(v, unit):
-    if v is None:
-        return "n/a"
-    if unit in ("ms", "x"):
-        return f"{v:,.2f}"
-    return f"{v:,.1f}" if unit == "MiB/s" else f"{v:,.0f}"
-
-head = ["workload"] + targets
-ratio = "host" in targets and "snapfs" in targets
-ovl = "fuse-overlayfs" in targets and "snapfs" in targets
-if ratio:
-    head.append("ratio snapfs/host")
-if ovl:
-    head.append("ratio snapfs/fuse-overlayfs")
-s3 = "snapfs-s3" in targets and "snapfs" in targets
-if s3:
-    head.append("ratio snapfs-s3/snapfs")
-out = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-for w in order:
-    unit = units[w]
-    cells = [f"{w} ({unit})"] + [fmt(rows.get((t, w)), unit) for t in targets]
-    if ratio:
-        h, s = rows.get(("host", w)), rows.get(("snapfs", w))
-        cells.append(f"{s / h:.2f}" if h and s is not None else "n/a")
-    if ovl:
-        o, s = rows.get(("fuse-overlayfs", w)), rows.get(("snapfs", w))
-        cells.append(f"{s / o:.2f}" if o and s is not None else "n/a")
-    if s3:
-        s, o = rows.get(("snapfs", w)), rows.get(("snapfs-s3", w))
-        cells.append(f"{o / s:.2f}" if s and o is not None else "n/a")
-    out.append("| " + " | ".join(cells) + " |")
-out.append("")
-out.append(f"fio: psync, iodepth 1, file {size}; random jobs {runtime} s each; "
-           f"metabench: {meta_files} files of 100 B in 100 dirs. Higher is better, "
-           "except for latencies (ms); a ratio a/b is a's figure over b's "
-           "(below 1: a does fewer operations per second than b).")
-if can_drop != "1":
-    out.append("Warning: page cache could not be dropped, 'cold' reads may be warm.")
-print("\n".join(out))
-PY
-)"
+TABLE="$(python3 "$REPO_ROOT/scripts/bench_table.py" "$RESULTS" workload "${TARGETS[@]}")
+fio: psync, iodepth 1, file $SIZE; random jobs $RUNTIME s each; metabench: $META_FILES files of 100 B in 100 dirs."
+if [ "$CAN_DROP" != 1 ]; then
+    TABLE+=$'\n'"Warning: page cache could not be dropped, 'cold' reads may be warm."
+fi
 
 echo
 echo "$TABLE"

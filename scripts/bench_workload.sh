@@ -7,8 +7,10 @@
 # it (with a final sync), `find` with sizes cold and warm, `tar -c` of the tree cold,
 # `grep -r` warm, 200 execs of /bin/true in a chroot, 20 runs of `dpkg-query -W` in the
 # chroot, `cp -a` of /usr inside the mount, `git add -A && git commit` of the copy of
-# /usr/share, `rm -rf` of the copy. Prints seconds per target and speed ratios (host or
-# fuse-overlayfs time / snapfs time: above 1, snapfs is faster).
+# /usr/share, `rm -rf` of the copy. Every target once per round (bench.sh's ROUNDS),
+# interleaved, each round on fresh state; prints seconds per target (median and min-max)
+# and per-round speed ratios (host or fuse-overlayfs time / snapfs time: above 1, snapfs is
+# faster; scripts/bench_table.py).
 # shellcheck shell=bash
 
 ROOTFS_CACHE="${BENCH_ROOTFS_CACHE:-/var/cache/snapfs-bench}"
@@ -78,12 +80,15 @@ wl_time() { # TARGET NAME CMD...: runs CMD, records its seconds
     t0=$(date +%s%N)
     "$@" >/dev/null 2>"$WORK/wl-last.err" || log "warning: $name on $t failed: $* ($(tail -c 300 "$WORK/wl-last.err"))"
     t1=$(date +%s%N)
-    WL_RESULTS+="$t"$'\t'"$name"$'\t'"$(((t1 - t0) / 1000000))"$'\n'
+    WL_RESULTS+="$ROUND"$'\t'"$t"$'\t'"$name"$'\t'"$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.3f", ns / 1e9}')"$'\t'"s"$'\n'
 }
 
 wl_target() {
     local t="$1" d
-    log "workload on $t"
+    log "workload on $t (round $ROUND/$ROUNDS)"
+    # Fresh state every round.
+    rm -rf -- "$WORK/wl/store" "$WORK/wl/ovl-lower" "$WORK/wl/ovl-upper" "$WORK/wl/ovl-work" \
+        "$(wl_dir host)"
     wl_mount "$t"
     d="$(wl_dir "$t")"
     mkdir -p "$d/root"
@@ -110,33 +115,13 @@ wl_target() {
 workload_bench() {
     ensure_rootfs
     local t
-    for t in "${TARGETS[@]}"; do
-        wl_target "$t"
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        for t in "${TARGETS[@]}"; do
+            wl_target "$t"
+        done
     done
     echo
     printf '%s' "$WL_RESULTS" >"$WORK/workload.tsv"
-    python3 - "$WORK/workload.tsv" <<'PY'
-import sys
-rows, order, targets = {}, [], []
-for line in open(sys.argv[1]):
-    t, name, ms = line.rstrip("\n").split("\t")
-    if name not in order:
-        order.append(name)
-    if t not in targets:
-        targets.append(t)
-    rows[(t, name)] = int(ms) / 1000
-others = [o for o in ("host", "fuse-overlayfs") if o in targets and "snapfs" in targets]
-head = ["container workload (seconds)"] + targets + [f"{o}/snapfs" for o in others]
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" + "---:|" * (len(head) - 1))
-for n in order:
-    cells = [n] + ["%.3f" % rows[(t, n)] if (t, n) in rows else "n/a" for t in targets]
-    s = rows.get(("snapfs", n))
-    for o in others:
-        v = rows.get((o, n))
-        cells.append("%.2f" % (v / s) if s and v is not None else "n/a")
-    print("| " + " | ".join(cells) + " |")
-print()
-print("Ratios are the other target's time over snapfs's: above 1, snapfs is faster.")
-PY
+    python3 "$REPO_ROOT/scripts/bench_table.py" "$WORK/workload.tsv" \
+        "container workload (seconds)" "${TARGETS[@]}"
 }

@@ -283,9 +283,22 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
         // The mounts stay: the next daemon takes them over from the fd store. What is
         // being served is answered first; what is unread stays for it.
         svc.stop_unkept();
-        let quiet = crate::fuse::quiesce(HANDOVER_QUIESCE);
+        let wait = if svc.store().kv().writes_outlive_the_process() {
+            HANDOVER_QUIESCE
+        } else {
+            HANDOVER_QUIESCE_VOLATILE
+        };
+        let quiet = crate::fuse::quiesce(wait);
         if !quiet {
-            log::warn!("requests still being served at handover; the kernel sends them again");
+            log::warn!(
+                "requests still being served {wait:?} into the handover; the kernel sends \
+                 them again{}",
+                if svc.store().kv().writes_outlive_the_process() {
+                    ""
+                } else {
+                    " (the next daemon ends the mounts of this store on object storage)"
+                }
+            );
         }
         match svc.store().kv().sync() {
             Ok(()) if quiet => svc.mark_handed_over(),
@@ -329,6 +342,12 @@ enum Exit {
 /// How long a handover waits for the requests being served (those that take longer, such
 /// as a snapshot waiting for cached writes, the kernel sends again to the next daemon).
 const HANDOVER_QUIESCE: Duration = Duration::from_millis(100);
+
+/// The same for a store whose writes die with the process (object storage): the next
+/// daemon resumes its mounts only after a handover that answered everything it had read
+/// and made it durable, else it must end them; so wait for slow requests (an fsync is a
+/// round of PUTs) rather than end the mounts.
+const HANDOVER_QUIESCE_VOLATILE: Duration = Duration::from_secs(30);
 
 async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Result<Exit> {
     // The snapshotter's socket first: once the API answers, containerd can dial it too.

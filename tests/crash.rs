@@ -347,6 +347,13 @@ fn crash_kill9_random_moments_lose_nothing_fsynced() {
     assert!(t.restores > 0, "the workload never restored a snapshot");
 }
 
+/// The last `n` lines of the store's daemon log.
+fn log_tail(store: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(store.join("snapfs.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The daemon that replaced `old` (the supervisor's next child), once it is running.
 #[track_caller]
 fn wait_next_daemon(store: &Path, old: i32, what: &str) -> i32 {
@@ -414,7 +421,8 @@ fn crash_kill9_daemon_resumed_workload_sees_no_error() {
             if let Err(e) = w.step() {
                 panic!(
                     "iteration {it}: the workload saw an error across the daemon's {how:?} \
-                     after {delay:?} (seed {seed:#x}): {e}"
+                     after {delay:?} (seed {seed:#x}): {e}\nthe daemons' log ends with:\n{}",
+                    log_tail(&sp, 30)
                 );
             }
             if fired.load(Ordering::SeqCst) {
