@@ -1,5 +1,6 @@
-//! The kernel writeback cache (opt-in: `SNAPFS_WRITEBACK=1`, set by every test of this binary
-//! for the daemons it starts). With it a returned write may still sit in the kernel's page
+//! The kernel writeback cache (on by default; `SNAPFS_WRITEBACK=1` is set by every test of
+//! this binary for the daemons it starts, so that they test it even when the suite runs with
+//! `SNAPFS_WRITEBACK=0`). With it a returned write may still sit in the kernel's page
 //! cache: snapshots, copies of the current tree and restores must hand such writes over first
 //! (or, for restore, keep them out of the restored tree), and the file size limit must be the
 //! kernel's so no cached write is accepted and then lost.
@@ -136,4 +137,77 @@ fn snapshot_copy_and_restore_take_cached_writes_of_open_files_into_account() {
         "a write through the old descriptor reached the restored tree"
     );
     d.unmount("w", &mnt);
+}
+
+/// A snapshot taken while a writer keeps dirtying pages of an open file finishes while the
+/// writer is still at work (the kernel writes back what was dirty when it started: dropping
+/// the file's pages instead waited until the writer stopped), and holds every write that
+/// returned before it: each block's value is at least the last one written there before.
+#[test]
+fn a_snapshot_under_a_busy_writer_holds_every_earlier_write_and_does_not_wait_for_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    const BLOCKS: u64 = 4096; // a 16 MiB file of 4 KiB blocks
+    const STRIDE: u64 = 7919; // coprime to BLOCKS: write c goes to block c * STRIDE % BLOCKS
+    writeback_on();
+    let m = Mount::new();
+    let path = m.join("data");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("create");
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, stop) = (done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut c = 0u64;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                c += 1;
+                let block = [c.to_le_bytes(); 512].concat();
+                file.write_all_at(&block, c * STRIDE % BLOCKS * 4096)
+                    .expect("write");
+                done.store(c, Ordering::SeqCst);
+            }
+            // Whether it was told to stop (false: it gave up waiting).
+            stop.load(Ordering::SeqCst)
+        })
+    };
+    while done.load(Ordering::SeqCst) < 3 * BLOCKS {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = done.load(Ordering::SeqCst);
+    fs::create_dir(m.join(".snapshots/busy")).expect("mkdir .snapshots/busy");
+    let after = done.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        writer.join().expect("writer"),
+        "the snapshot waited for the writer to stop"
+    );
+    assert!(
+        after > before,
+        "the writer was not writing during the snapshot"
+    );
+    let snap = read(&m.join(".snapshots/busy/data"));
+    for b in 0..BLOCKS {
+        // The last write to block b that had returned before the snapshot began.
+        let last = (1..=before)
+            .rev()
+            .take(BLOCKS as usize)
+            .find(|c| c * STRIDE % BLOCKS == b);
+        let at = (b * 4096) as usize;
+        let got = snap
+            .get(at..at + 8)
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().expect("8 bytes")));
+        let want = last.unwrap_or(0);
+        assert!(
+            got >= want && (got == 0 || got * STRIDE % BLOCKS == b),
+            "block {b}: the snapshot holds write {got}, but write {want} had returned before it"
+        );
+    }
 }

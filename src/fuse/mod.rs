@@ -16,6 +16,7 @@ mod pool;
 mod session;
 mod state;
 mod uring;
+mod writeback;
 
 pub use config::{readdirplus, writeback_cache};
 

@@ -11,12 +11,20 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::conn::Conn;
 use crate::fs::{KernelDrops, KernelLink};
+use crate::ids::KernelIno;
 
-/// A request for the notifier thread, and where to say it is done.
+/// A request for the notifier thread, and where to say it is done (and whether it was).
 struct Job {
     conn: Arc<Conn>,
-    drops: KernelDrops,
-    done: Option<Sender<()>>,
+    work: Work,
+    done: Option<Sender<bool>>,
+}
+
+enum Work {
+    /// Drop cached names, attributes and pages.
+    Drops(KernelDrops),
+    /// Write back the dirty pages of these files (kernel inode numbers).
+    WriteBack(Vec<u64>),
 }
 
 static QUEUE: OnceLock<Mutex<Option<Sender<Job>>>> = OnceLock::new();
@@ -40,21 +48,25 @@ fn queue() -> std::io::Result<Sender<Job>> {
 
 fn run(rx: Receiver<Job>) {
     for job in rx {
+        let mut ok = true;
         if !job.conn.is_ended() {
             // A thread of its own per job, with a descriptor table of its own (see `send`).
             let sent = std::thread::scope(|s| {
                 std::thread::Builder::new()
                     .name("snapfs-inval".into())
                     .spawn_scoped(s, || send(&job))
-                    .map(|t| t.join().is_ok())
+                    .map(|t| t.join().unwrap_or(false))
             });
-            if let Err(e) = sent {
-                log::warn!("cannot start a thread for invalidations ({e}); sent from here");
-                send_all(&job);
-            }
+            ok = match sent {
+                Ok(ok) => ok,
+                Err(e) => {
+                    log::warn!("cannot start a thread for invalidations ({e}); sent from here");
+                    send_all(&job)
+                }
+            };
         }
         if let Some(done) = job.done {
-            let _ = done.send(());
+            let _ = done.send(ok);
         }
     }
 }
@@ -67,14 +79,14 @@ fn run(rx: Receiver<Job>) {
 /// answer that write. With its own table, holding nothing but the connection, the dying
 /// daemon lets go of the store, the next daemon answers the write (resent by the kernel),
 /// and this thread ends.
-fn send(job: &Job) {
+fn send(job: &Job) -> bool {
     match nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES) {
         // Only the connection's descriptor stays: a lock held through a shared open file
         // (the object store's flock) would otherwise outlive the daemon here too.
         Ok(()) => close_all_but(job.conn.fd().as_raw_fd()),
         Err(e) => log::warn!("invalidations share the descriptor table (unshare: {e})"),
     }
-    send_all(job);
+    send_all(job)
 }
 
 /// Closes every descriptor of this thread's (private) table but `keep`.
@@ -96,14 +108,20 @@ fn close_all_but(keep: RawFd) {
     }
 }
 
-fn send_all(job: &Job) {
-    for (dir, name) in &job.drops.entries {
-        let _ = job.conn.inval_entry(dir.get(), name);
-    }
-    // Invalidating a file's pages makes the kernel write its dirty ones back first
-    // (through the serving workers) and waits for them.
-    for &ino in &job.drops.inodes {
-        let _ = job.conn.inval_inode(ino.get());
+fn send_all(job: &Job) -> bool {
+    match &job.work {
+        Work::Drops(drops) => {
+            for (dir, name) in &drops.entries {
+                let _ = job.conn.inval_entry(dir.get(), name);
+            }
+            // Invalidating a file's pages makes the kernel write its dirty ones back first
+            // (through the serving workers) and waits for them.
+            for &ino in &drops.inodes {
+                let _ = job.conn.inval_inode(ino.get());
+            }
+            true
+        }
+        Work::WriteBack(inos) => super::writeback::sync_open_files(job.conn.minor(), inos),
     }
 }
 
@@ -124,17 +142,35 @@ impl Notifier {
     }
 }
 
-impl KernelLink for Notifier {
-    fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool {
+impl Notifier {
+    fn submit(&self, work: Work, wait: Option<Duration>) -> bool {
         // Unmounted: the kernel has nothing cached any more.
         let Some(conn) = self.conn.upgrade() else {
             return true;
         };
-        let job = |done| Job { conn, drops, done };
+        let job = |done| Job { conn, work, done };
         let Some(wait) = wait else {
             return self.tx.send(job(None)).is_ok();
         };
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        self.tx.send(job(Some(done_tx))).is_ok() && done_rx.recv_timeout(wait).is_ok()
+        self.tx.send(job(Some(done_tx))).is_ok() && done_rx.recv_timeout(wait).unwrap_or(false)
+    }
+}
+
+impl KernelLink for Notifier {
+    fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool {
+        self.submit(Work::Drops(drops), wait)
+    }
+
+    fn write_back(&self, inos: &[KernelIno], wait: Duration) -> bool {
+        let cached = self
+            .conn
+            .upgrade()
+            .is_some_and(|c| c.negotiated().flags & super::abi::init::WRITEBACK_CACHE != 0);
+        if !cached {
+            return true; // every write went through to the daemon
+        }
+        let inos = inos.iter().map(|i| i.get()).collect();
+        self.submit(Work::WriteBack(inos), Some(wait))
     }
 }

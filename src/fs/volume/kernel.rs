@@ -24,6 +24,13 @@ pub trait KernelLink: Send + Sync {
     /// once the kernel has done all of it, false if it has not within that time; without,
     /// returns at once (true if the request was queued).
     fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool;
+
+    /// Makes the kernel write back the dirty pages of files `inos` (open for writing) and
+    /// waits up to `wait`. Pages dirtied meanwhile need not be written, so a writer that
+    /// keeps writing cannot hold it up. True once done; false if a file could not be reached
+    /// or it took longer (the caller then drops the files' pages, which also writes them
+    /// back, but waits for their writers to pause).
+    fn write_back(&self, inos: &[KernelIno], wait: Duration) -> bool;
 }
 
 /// What the kernel must drop from its caches, in kernel numbers.
@@ -92,7 +99,7 @@ impl Volume {
 
 impl MountHooks for Volume {
     /// Files open for writing may have cached writes (closed files were flushed by close):
-    /// invalidating their pages makes the kernel write the dirty ones back, and waits.
+    /// the kernel writes back what is dirty now, and we wait (see [`KernelLink::write_back`]).
     fn flush_writes(&self) -> FsResult<()> {
         let inos: Vec<KernelIno> = self
             .head
@@ -106,6 +113,9 @@ impl MountHooks for Volume {
         let Some(k) = self.kernel() else {
             return Ok(()); // not mounted: nothing is cached
         };
+        if k.write_back(&inos, FLUSH_TIMEOUT) {
+            return Ok(());
+        }
         let drops = KernelDrops {
             entries: Vec::new(),
             inodes: inos,
