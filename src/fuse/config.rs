@@ -4,7 +4,7 @@
 
 /// Whether mounts use the kernel's writeback cache: on unless `SNAPFS_WRITEBACK=0`. Writes
 /// return once they are in the page cache and reach the daemon later, in batches and in
-/// parallel (untar 1.6x, random 4 KiB writes 2-4x; README "Benchmarks"); close and fsync
+/// parallel (untar 1.6x, random 4 KiB writes 1.6x; README "Benchmarks"); close and fsync
 /// write them back first, and so do snapshots, copies and restores for files open for
 /// writing ([`Volume::flush_writes`]), bounded by the kernel's dirty limit for a FUSE
 /// device (strict, about 1 % of the machine's dirty limit: a snapshot under a busy random
