@@ -1,6 +1,5 @@
-//! The kernel writeback cache (on by default; `SNAPFS_WRITEBACK=1` is set by every test of
-//! this binary for the daemons it starts, so that they test it even when the suite runs with
-//! `SNAPFS_WRITEBACK=0`). With it a returned write may still sit in the kernel's page
+//! The kernel writeback cache (opt-in: `SNAPFS_WRITEBACK=1`, set by every test of this binary
+//! for the daemons it starts). With it a returned write may still sit in the kernel's page
 //! cache: snapshots, copies of the current tree and restores must hand such writes over first
 //! (or, for restore, keep them out of the restored tree), and the file size limit must be the
 //! kernel's so no cached write is accepted and then lost.
