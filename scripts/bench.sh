@@ -392,8 +392,8 @@ fstype="$(stat -f -c %T "$WORK")"
 
 micro_bench() {
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "round $ROUND/$ROUNDS"
     for t in "${TARGETS[@]}"; do
-        log "round $ROUND/$ROUNDS"
         run_target "$t"
     done
 done

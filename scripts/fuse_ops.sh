@@ -18,9 +18,7 @@ cargo build --release --bin snapfs
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/snapfs-ops.XXXXXX")"
 M="$WORK/mnt"
 cleanup() {
-    if is_mounted "$M"; then
-        "$SNAPFS_BIN" umount "$M" || umount -l "$M" || true
-    fi
+    snapfs_unmount "$M" || true
     rm -rf -- "$WORK"
 }
 trap cleanup EXIT

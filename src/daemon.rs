@@ -283,20 +283,21 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
         // The mounts stay: the next daemon takes them over from the fd store. What is
         // being served is answered first; what is unread stays for it.
         svc.stop_unkept();
-        let wait = if svc.store().kv().writes_outlive_the_process() {
-            HANDOVER_QUIESCE
-        } else {
+        let volatile = !svc.store().kv().writes_outlive_the_process();
+        let wait = if volatile {
             HANDOVER_QUIESCE_VOLATILE
+        } else {
+            HANDOVER_QUIESCE
         };
         let quiet = crate::fuse::quiesce(wait);
         if !quiet {
             log::warn!(
                 "requests still being served {wait:?} into the handover; the kernel sends \
                  them again{}",
-                if svc.store().kv().writes_outlive_the_process() {
-                    ""
-                } else {
+                if volatile {
                     " (the next daemon ends the mounts of this store on object storage)"
+                } else {
+                    ""
                 }
             );
         }

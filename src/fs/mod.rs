@@ -358,10 +358,9 @@ impl Tx<'_> {
                     store.note_usage(epoch, after);
                 }
                 store.note_size(epoch, size_delta);
-                store.cache_commit(epoch, &ops);
                 // Lookups in a new directory and of a new file's attributes (the kernel asks
                 // for `security.capability` before every write) are answered from the cache.
-                store.cache_fresh(epoch, &self.fresh);
+                store.cache_commit(epoch, &ops, &self.fresh);
                 if self.dropped > 0 {
                     store.note_drops(&ops, self.dropped);
                 }

@@ -48,23 +48,18 @@ fn queue() -> std::io::Result<Sender<Job>> {
 
 fn run(rx: Receiver<Job>) {
     for job in rx {
-        let mut ok = true;
-        if !job.conn.is_ended() {
-            // A thread of its own per job, with a descriptor table of its own (see `send`).
-            let sent = std::thread::scope(|s| {
+        // A thread of its own per job, with a descriptor table of its own (see `send`).
+        let ok = job.conn.is_ended()
+            || std::thread::scope(|s| {
                 std::thread::Builder::new()
                     .name("snapfs-inval".into())
                     .spawn_scoped(s, || send(&job))
                     .map(|t| t.join().unwrap_or(false))
+            })
+            .unwrap_or_else(|e| {
+                log::warn!("cannot start a thread for invalidations ({e}); sent from here");
+                send_all(&job)
             });
-            ok = match sent {
-                Ok(ok) => ok,
-                Err(e) => {
-                    log::warn!("cannot start a thread for invalidations ({e}); sent from here");
-                    send_all(&job)
-                }
-            };
-        }
         if let Some(done) = job.done {
             let _ = done.send(ok);
         }
@@ -143,11 +138,8 @@ impl Notifier {
 }
 
 impl Notifier {
-    fn submit(&self, work: Work, wait: Option<Duration>) -> bool {
-        // Unmounted: the kernel has nothing cached any more.
-        let Some(conn) = self.conn.upgrade() else {
-            return true;
-        };
+    /// Queues `work` for connection `conn` and, with `wait`, waits for it to be done.
+    fn submit(&self, conn: Arc<Conn>, work: Work, wait: Option<Duration>) -> bool {
         let job = |done| Job { conn, work, done };
         let Some(wait) = wait else {
             return self.tx.send(job(None)).is_ok();
@@ -159,18 +151,23 @@ impl Notifier {
 
 impl KernelLink for Notifier {
     fn invalidate(&self, drops: KernelDrops, wait: Option<Duration>) -> bool {
-        self.submit(Work::Drops(drops), wait)
+        // Unmounted: the kernel has nothing cached any more.
+        let Some(conn) = self.conn.upgrade() else {
+            return true;
+        };
+        self.submit(conn, Work::Drops(drops), wait)
     }
 
     fn write_back(&self, inos: &[KernelIno], wait: Duration) -> bool {
-        let cached = self
+        // Unmounted, or every write went through to the daemon: nothing is cached.
+        let Some(conn) = self
             .conn
             .upgrade()
-            .is_some_and(|c| c.negotiated().flags & super::abi::init::WRITEBACK_CACHE != 0);
-        if !cached {
-            return true; // every write went through to the daemon
-        }
+            .filter(|c| c.negotiated().flags & super::abi::init::WRITEBACK_CACHE != 0)
+        else {
+            return true;
+        };
         let inos = inos.iter().map(|i| i.get()).collect();
-        self.submit(Work::WriteBack(inos), Some(wait))
+        self.submit(conn, Work::WriteBack(inos), Some(wait))
     }
 }

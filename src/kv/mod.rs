@@ -213,6 +213,16 @@ pub trait Maintenance: Send + Sync {
     /// The directory the store lives in, if its data is on a local disk (used for `statfs`).
     fn path(&self) -> Option<&Path>;
 
+    /// Free bytes on the device of [`Maintenance::path`] (None without one, or when the file
+    /// system does not say).
+    fn free_bytes(&self) -> Option<u64> {
+        let s = nix::sys::statvfs::statvfs(self.path()?).ok()?;
+        Some(
+            s.blocks_available()
+                .saturating_mul(s.fragment_size().max(1)),
+        )
+    }
+
     /// Asks the backend to reclaim space of deleted keys in `space` now (best effort; returns
     /// once done).
     fn compact(&self, space: Space) -> KvResult<()>;

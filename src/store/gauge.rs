@@ -37,21 +37,14 @@ impl SpaceGauge {
 }
 
 impl Store {
-    /// Free bytes on the store's device, measured now (None for memory stores).
-    pub fn free_bytes(&self) -> Option<u64> {
-        let path = self.kv.maintenance()?.path()?;
-        let s = nix::sys::statvfs::statvfs(path).ok()?;
-        Some(
-            s.blocks_available()
-                .saturating_mul(s.fragment_size().max(1)),
-        )
-    }
-
     /// Refuses `incoming` new bytes of file data (ENOSPC) when they would eat into the space
     /// the kv backend needs to flush and to apply deletions: a full disk must stay
     /// recoverable by deleting files and snapshots.
     pub fn check_space(&self, incoming: u64) -> FsResult<()> {
-        let reserve = self.kv.maintenance().map_or(0, |m| m.reserve_bytes());
+        let Some(m) = self.kv.maintenance() else {
+            return Ok(());
+        };
+        let reserve = m.reserve_bytes();
         if reserve == 0 {
             return Ok(());
         }
@@ -59,7 +52,7 @@ impl Store {
         let free = match g.vouches(reserve, incoming) {
             Some(free) => free,
             None => {
-                let Some(free) = self.free_bytes() else {
+                let Some(free) = m.free_bytes() else {
                     return Ok(());
                 };
                 *g = SpaceGauge {

@@ -131,9 +131,15 @@ impl Store {
     }
 
     /// After a committed batch written by view `epoch`: its own versions of cached keys are
-    /// what that view now resolves; dropped ones are forgotten.
-    pub fn cache_commit(&self, epoch: Epoch, ops: &[crate::kv::BatchOp]) {
+    /// what that view now resolves; dropped ones are forgotten. `fresh` are the ids the batch
+    /// allocated: from now on the cache answers for every key under them in that view (see
+    /// [`MetaCache::fresh`]).
+    pub fn cache_commit(&self, epoch: Epoch, ops: &[crate::kv::BatchOp], fresh: &[u64]) {
         let mut c = self.versions.cache.lock();
+        if c.fresh.len() + fresh.len() > CACHE_MAX {
+            c.clear();
+        }
+        c.fresh.extend(fresh.iter().map(|&id| (epoch, id)));
         c.generation += 1;
         let mut changes = 0u64;
         for op in ops {
@@ -172,20 +178,6 @@ impl Store {
         if changes > 0 {
             *c.writes.entry(epoch).or_default() += changes;
         }
-    }
-
-    /// After a commit of view `epoch` (in the same critical section as its `cache_commit`):
-    /// `ids` were allocated by it, so the cache answers for every key under them in that
-    /// view (see [`MetaCache::fresh`]).
-    pub fn cache_fresh(&self, epoch: Epoch, ids: &[u64]) {
-        if ids.is_empty() {
-            return;
-        }
-        let mut c = self.versions.cache.lock();
-        if c.fresh.len() + ids.len() > CACHE_MAX {
-            c.clear();
-        }
-        c.fresh.extend(ids.iter().map(|&id| (epoch, id)));
     }
 
     /// Filesystem commits since the store opened (reclaim's own batches excluded).

@@ -140,15 +140,6 @@ impl RocksKv {
             self.disk_usage()
         );
     }
-
-    /// Free bytes on the store's device (None when the file system does not say).
-    fn free_bytes(&self) -> Option<u64> {
-        let s = nix::sys::statvfs::statvfs(&self.path).ok()?;
-        Some(
-            s.blocks_available()
-                .saturating_mul(s.fragment_size().max(1)),
-        )
-    }
 }
 
 #[cfg(test)]
