@@ -128,6 +128,34 @@ impl Fs {
         data: &[u8],
         kill_priv: bool,
     ) -> FsResult<u32> {
+        self.write_at(ino, fh, offset, data, kill_priv, true)
+    }
+
+    /// [`Fs::write`] of pages the kernel's writeback cache writes back: the kernel owns the
+    /// file's mtime and ctime under that cache (it stamped them when the page was dirtied
+    /// and sends them in a SETATTR of its own, which may be served before this write), so
+    /// the write leaves them alone. Stamping them here would let a late write-back
+    /// overwrite the times `stat` showed with the later time of its arrival.
+    pub fn write_back(
+        &self,
+        ino: Ino,
+        fh: Option<Fh>,
+        offset: u64,
+        data: &[u8],
+        kill_priv: bool,
+    ) -> FsResult<u32> {
+        self.write_at(ino, fh, offset, data, kill_priv, false)
+    }
+
+    fn write_at(
+        &self,
+        ino: Ino,
+        fh: Option<Fh>,
+        offset: u64,
+        data: &[u8],
+        kill_priv: bool,
+        stamp_times: bool,
+    ) -> FsResult<u32> {
         let mut tx = self.begin()?;
         let mut inode = tx.inode(ino)?;
         Self::check_file(&inode)?;
@@ -145,9 +173,11 @@ impl Fs {
             self.write_blocks(&mut tx, &mut inode, offset, data)?;
             inode.size = inode.size.max(end);
         }
-        let t = now();
-        inode.mtime = t;
-        inode.ctime = t;
+        if stamp_times {
+            let t = now();
+            inode.mtime = t;
+            inode.ctime = t;
+        }
         tx.put_inode(ino, &inode);
         tx.commit()?;
         Ok(data.len() as u32)

@@ -2,18 +2,21 @@
 //! off a kernel feature that misbehaves: read by the mount session, the request operations
 //! and INIT, so they live below all three.
 
-/// Whether mounts use the kernel's writeback cache (`SNAPFS_WRITEBACK=1`; off by default).
-/// Writes return once they are in the page cache and reach the daemon later, in batches and
-/// in parallel (untar 1.6x, random 4 KiB writes 1.6x; README "Benchmarks"); close and fsync
+/// Whether mounts use the kernel's writeback cache: on unless `SNAPFS_WRITEBACK=0`. Writes
+/// return once they are in the page cache and reach the daemon later, in batches and in
+/// parallel (untar 1.6x, random 4 KiB writes 1.6x; README "Benchmarks"); close and fsync
 /// write them back first, and so do snapshots, copies and restores for files open for
-/// writing ([`Volume::flush_writes`]), bounded by the kernel's dirty limit for a FUSE device.
-/// Off by default because with it the suite once saw a snapshot hold a written file's mtime
-/// as the daemon set it, not the one `stat` had shown just before (the kernel owns times
-/// under this cache and sends them later): see the README.
+/// writing ([`Volume::flush_writes`]), bounded by the kernel's dirty limit for a FUSE device
+/// (strict, ~48 MB here: a snapshot under a busy random writer waited 1.0-2.7 s). The kernel
+/// owns mtime and ctime of regular files under this cache (it sends them in SETATTRs, which
+/// may be served before the page writes they belong to), so written-back pages leave the
+/// times alone ([`crate::fs::Fs::write_back`]). Pages in the kernel outlive a killed daemon
+/// whose mounts are kept (the supervisor's default): the next daemon is sent them; without
+/// a keeper they die with the mount, like any write not fsync'd.
 pub fn writeback_cache() -> bool {
-    matches!(
+    !matches!(
         std::env::var("SNAPFS_WRITEBACK").as_deref().map(str::trim),
-        Ok("1") | Ok("on") | Ok("true") | Ok("yes")
+        Ok("0") | Ok("off") | Ok("false") | Ok("no")
     )
 }
 

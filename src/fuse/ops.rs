@@ -337,11 +337,14 @@ impl Ops {
         let ino = KernelIno::new(ino);
         let _t = crate::metrics::FuseTimer::new("write");
         let i = self.volume.head_ino(ino).map_err(errno)?;
-        let n = self
-            .volume
-            .head()
-            .write(i, fh.map(Fh::new), offset, data, kill)
-            .map_err(errno)?;
+        let head = self.volume.head();
+        let fh = fh.map(Fh::new);
+        let n = if self.writeback {
+            head.write_back(i, fh, offset, data, kill)
+        } else {
+            head.write(i, fh, offset, data, kill)
+        }
+        .map_err(errno)?;
         crate::metrics::get().written_bytes.inc_by(u64::from(n));
         Ok(n)
     }

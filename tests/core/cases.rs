@@ -309,6 +309,33 @@ fn append_handle_writes_at_end() {
     assert_eq!(fs.read(ino, 0, 100).unwrap(), b"one,two");
 }
 
+/// Under the kernel's writeback cache the kernel owns mtime and ctime: it stamps them when
+/// a page is dirtied and sends them in a SETATTR that may be served before the write-back of
+/// the page itself. A write-back arriving after that SETATTR must keep the kernel's times
+/// (a snapshot once held the later arrival time instead of what `stat` had shown), while a
+/// plain write stamps its own.
+#[test]
+fn written_back_pages_keep_the_times_the_kernel_sent() {
+    use snapfs::codec::Ts;
+    use snapfs::fs::TimeSet;
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "f");
+    let at = |secs| Ts { secs, nsecs: 7 };
+    let times = SetAttr {
+        mtime: Some(TimeSet::At(at(1_000))),
+        ctime: Some(at(2_000)),
+        ..Default::default()
+    };
+    fs.setattr(ino, &times, ME).unwrap();
+    assert_eq!(fs.write_back(ino, Some(fh), 0, &[1u8; 9000], false).unwrap(), 9000);
+    let a = fs.getattr(ino).unwrap();
+    assert_eq!((a.size, a.mtime, a.ctime), (9000, at(1_000), at(2_000)));
+    assert_eq!(fs.read(ino, 0, 9000).unwrap(), vec![1u8; 9000]);
+    fs.write(ino, Some(fh), 0, b"x", false).unwrap();
+    let a = fs.getattr(ino).unwrap();
+    assert!(a.mtime.secs > 2_000 && a.ctime == a.mtime, "a plain write stamps: {a:?}");
+}
+
 #[test]
 fn write_past_max_size_is_efbig() {
     let fs = new_fs();
