@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B of two snapfs binaries on the rows a refactor must not slow down: metadata
-# (examples/metabench.rs: create, stat, unlink...) and fio random 4 KiB writes, each binary
+# (examples/metabench.rs: create, stat, unlink...) and fio random 4 KiB writes (plain and each
+# followed by fsync) and a cold sequential read of that file after a remount, each binary
 # on a fresh store, interleaved round by round (A B A B ...) so that the VM's speed drift hits
 # both alike. Prints every round and the median and range per binary and row. Never passes
 # or fails on speed.
@@ -47,7 +48,9 @@ for line in sys.stdin:
 FIO_ROW='
 import json, sys
 j = json.load(open(sys.argv[2]))["jobs"][0]
-print(sys.argv[1], "rand write 4k (IOPS)", "%.0f" % j["write"]["iops"], sep="\t")
+d = j[sys.argv[4] if len(sys.argv) > 4 else "write"]
+value = d["bw_bytes"] / 2**20 if "MiB/s" in sys.argv[3] else d["iops"]
+print(sys.argv[1], sys.argv[3], "%.0f" % value, sep="\t")
 '
 
 # one_run LABEL BIN ENV: a fresh store, metabench then fio, one line per row into RESULTS.
@@ -64,7 +67,19 @@ one_run() {
     fio --name=rw --filename="$MNT/fio.dat" --size="$SIZE" --ioengine=psync --iodepth=1 \
         --numjobs=1 --fallocate=none --rw=randwrite --bs=4k --time_based \
         --runtime="$RUNTIME" --output-format=json --output="$WORK/fio.json" >/dev/null
-    python3 -c "$FIO_ROW" "$label" "$WORK/fio.json" >>"$RESULTS"
+    python3 -c "$FIO_ROW" "$label" "$WORK/fio.json" "rand write 4k (IOPS)" >>"$RESULTS"
+    fio --name=rw --filename="$MNT/fio.dat" --size="$SIZE" --ioengine=psync --iodepth=1 \
+        --numjobs=1 --fallocate=none --rw=randwrite --bs=4k --fsync=1 --time_based \
+        --runtime="$RUNTIME" --output-format=json --output="$WORK/fio.json" >/dev/null
+    python3 -c "$FIO_ROW" "$label" "$WORK/fio.json" "rand write 4k fsync=1 (IOPS)" >>"$RESULTS"
+    # Cold sequential read of the same file: remount, drop the host's page cache.
+    "$bin" umount "$MNT"
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    env "${extra[@]}" "$bin" mount "$store" "$MNT"
+    fio --name=rw --filename="$MNT/fio.dat" --size="$SIZE" --ioengine=psync --iodepth=1 \
+        --numjobs=1 --rw=read --bs=1M --output-format=json --output="$WORK/fio.json" >/dev/null
+    python3 -c "$FIO_ROW" "$label" "$WORK/fio.json" "seq read 1M cold (MiB/s)" read >>"$RESULTS"
     "$bin" umount "$MNT"
 }
 

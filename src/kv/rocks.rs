@@ -223,6 +223,12 @@ impl RocksKv {
         // of dirty pages pile up for the kernel to throttle the writer on.
         db_opts.set_wal_bytes_per_sync(1 << 20);
         db_opts.set_bytes_per_sync(1 << 20);
+        // Write new logs over old ones instead of appending to fresh files: an fdatasync of
+        // a log then flushes data only, where an append must also journal the file's new
+        // size (fio 4 KiB random writes with fsync after each, A/B 3 rounds: 2,455
+        // (2,316-2,658) against 2,965 (2,794-3,019) per second). Safe with the default
+        // point-in-time recovery, which stops at the first record of an older log.
+        db_opts.set_recycle_log_file_num(2);
 
         let meta = Self::cf_options(&cache, opts, Space::Meta);
         let data = Self::cf_options(&cache, opts, Space::Data);
