@@ -165,18 +165,32 @@ fn lock(store: &Path) -> Result<nix::fcntl::Flock<File>> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(l),
-        Err(_) => {
-            let why = std::fs::read_to_string(status_path(store)).unwrap_or_default();
-            bail!(
-                "another supervisor runs the daemon of {} ({})",
-                store.display(),
-                why.lines().next().unwrap_or("no status").trim()
-            )
+    // A supervisor whose daemon has stopped (its last mount gone: `snapfs umount` waits for
+    // the daemon, not for it) is about to exit and free the lock: wait for it a little
+    // rather than refusing a mount that follows an unmount (the suite once saw that).
+    let deadline = Instant::now() + STOPPING_SUPERVISOR_WAIT;
+    let mut f = f;
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((back, _)) => {
+                let why = std::fs::read_to_string(status_path(store)).unwrap_or_default();
+                let first = why.lines().next().unwrap_or("no status").trim();
+                if !first.starts_with("stopped") || Instant::now() >= deadline {
+                    bail!(
+                        "another supervisor runs the daemon of {} ({first})",
+                        store.display()
+                    )
+                }
+                f = back;
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
+
+/// How long a new supervisor waits for one that reported its daemon stopped to exit.
+const STOPPING_SUPERVISOR_WAIT: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     fn supervise(&mut self, notify_ready: bool) -> Result<i32> {
@@ -500,4 +514,31 @@ fn owned(raw: RawFd) -> OwnedFd {
     // SAFETY: the kernel just installed `raw` in this process for this message
     // (SCM_RIGHTS); nothing else knows its number.
     unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mount right after an unmount: the old supervisor has reported its daemon stopped
+    /// but still holds the lock for a moment. The new one waits for it; a running one is
+    /// refused at once.
+    #[test]
+    fn the_lock_waits_for_a_stopping_supervisor_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path();
+        let held = lock(store).expect("first lock");
+        std::fs::write(status_path(store), "running daemon 1\n").expect("status");
+        let err = lock(store).expect_err("a running supervisor holds it");
+        assert!(format!("{err}").contains("running daemon 1"), "{err}");
+        std::fs::write(status_path(store), "stopped (daemon 1: exit status: 0)\n").expect("status");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let start = Instant::now();
+        lock(store).expect("taken once the stopping supervisor let go");
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        releaser.join().expect("releaser");
+    }
 }
