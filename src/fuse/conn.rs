@@ -326,6 +326,7 @@ fn init_reply(init: &InitIn, ops: &Ops, selection: &uring::Selection) -> InitOut
     if ops.writeback() {
         if offered & init::WRITEBACK_CACHE == 0 {
             log::warn!("the kernel offers no writeback cache; every write goes to the daemon");
+            ops.writeback_refused();
         }
         want |= init::WRITEBACK_CACHE;
     }
@@ -437,5 +438,25 @@ mod tests {
         out.write(&mut o);
         assert_eq!(o.len(), abi::INIT_OUT_SIZE);
         assert!(!o.overflowed());
+    }
+
+    /// Writes are served as written-back pages (times left to the kernel) only where the
+    /// kernel took the writeback cache: without it nobody else would stamp them.
+    #[test]
+    fn a_writeback_cache_the_kernel_does_not_offer_is_not_assumed() {
+        let sel = uring::Selection::from_env();
+        let base = init::ASYNC_READ | init::BIG_WRITES | init::MAX_PAGES | init::INIT_EXT;
+        for (offered, kept) in [(base, false), (base | init::WRITEBACK_CACHE, true)] {
+            let ops = crate::fuse::dispatch::tests::ops_with(true);
+            let req = InitIn {
+                major: 7,
+                minor: 44,
+                max_readahead: 131072,
+                flags: offered,
+            };
+            let out = init_reply(&req, &ops, &sel);
+            assert_eq!(out.flags & init::WRITEBACK_CACHE != 0, kept);
+            assert_eq!(ops.writeback(), kept);
+        }
     }
 }

@@ -533,6 +533,11 @@ pub(crate) mod tests {
     use crate::store::Store;
 
     pub(crate) fn ops() -> Ops {
+        ops_with(false)
+    }
+
+    /// An in-memory volume's operations, with or without the writeback cache asked for.
+    pub(crate) fn ops_with(writeback: bool) -> Ops {
         let store = Arc::new(Store::init(Arc::new(MemKv::new()), 4096).expect("init"));
         let id = store
             .container_by_name("default")
@@ -542,7 +547,7 @@ pub(crate) mod tests {
         let container = Container::new(store, &id);
         Ops::new(
             Volume::new(container, VolumeOptions::default()).expect("open"),
-            false,
+            writeback,
             true,
         )
     }

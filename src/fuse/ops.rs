@@ -4,6 +4,7 @@
 //! one decoder and encoder (`dispatch.rs`), so TTLs, open flags, errors, kill-priv rules and
 //! readdirplus attributes are the same on both.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,8 +70,10 @@ pub(crate) struct PlusEntry<'a> {
 /// The operations of one mounted volume, shared by both transports.
 pub(crate) struct Ops {
     volume: Arc<Volume>,
-    /// The kernel's writeback cache is asked for (see [`super::config::writeback_cache`]).
-    writeback: bool,
+    /// The kernel's writeback cache is in use (see [`super::config::writeback_cache`]):
+    /// asked for, and cleared at INIT if the kernel does not offer it (the kernel then
+    /// neither stamps times nor places appends, so the daemon must).
+    writeback: AtomicBool,
     /// Open replies let the kernel keep pages and listings (see [`super::config::kernel_cache`]).
     keep_cache: bool,
 }
@@ -96,13 +99,18 @@ impl Ops {
     pub fn new(volume: Arc<Volume>, writeback: bool, keep_cache: bool) -> Self {
         Ops {
             volume,
-            writeback,
+            writeback: AtomicBool::new(writeback),
             keep_cache,
         }
     }
 
     pub fn writeback(&self) -> bool {
-        self.writeback
+        self.writeback.load(Ordering::Relaxed)
+    }
+
+    /// INIT found no writeback cache offered: serve writes as plain ones.
+    pub fn writeback_refused(&self) {
+        self.writeback.store(false, Ordering::Relaxed);
     }
 
     pub fn keep_cache(&self) -> bool {
@@ -133,7 +141,7 @@ impl Ops {
     /// appends itself (at its own, possibly not yet written back, end of file) and sends
     /// explicit offsets, so `O_APPEND` must not move writes again here.
     fn open_flags(&self, flags: i32) -> i32 {
-        if self.writeback {
+        if self.writeback() {
             flags & !libc::O_APPEND
         } else {
             flags
@@ -339,7 +347,7 @@ impl Ops {
         let i = self.volume.head_ino(ino).map_err(errno)?;
         let head = self.volume.head();
         let fh = fh.map(Fh::new);
-        let n = if self.writeback {
+        let n = if self.writeback() {
             head.write_back(i, fh, offset, data, kill)
         } else {
             head.write(i, fh, offset, data, kill)
