@@ -22,6 +22,7 @@ use super::config::readdirplus;
 use super::dispatch;
 use super::ops::{Errno, Ops, MAX_WRITE};
 use super::uring;
+use crate::fs::Volume;
 
 /// Size of a request buffer: the kernel refuses reads into less than the largest WRITE
 /// (header, `fuse_write_in`, `max_write` bytes); READ replies (at most `max_pages` pages,
@@ -37,6 +38,31 @@ pub(crate) struct Negotiated {
     pub flags: u64,
     pub max_write: u32,
     pub max_readahead: u32,
+}
+
+impl Negotiated {
+    /// Whether the kernel's writeback cache is in force (it then owns mtime/ctime of regular
+    /// files and places appends itself).
+    pub fn writeback(&self) -> bool {
+        self.flags & init::WRITEBACK_CACHE != 0
+    }
+}
+
+/// What a mount asks for at INIT beyond what every mount does (see [`super::config`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wants {
+    pub writeback: bool,
+    pub keep_cache: bool,
+}
+
+/// The operations a connection serves `volume` with, as INIT decided them: asked-for
+/// features the kernel did not take are not assumed.
+pub(crate) fn negotiated_ops(
+    volume: Arc<Volume>,
+    negotiated: &Negotiated,
+    keep_cache: bool,
+) -> Arc<Ops> {
+    Arc::new(Ops::new(volume, negotiated.writeback(), keep_cache))
 }
 
 /// A mounted FUSE connection.
@@ -108,7 +134,8 @@ impl Conn {
     /// FUSE-over-io_uring was taken.
     pub fn handshake(
         fd: OwnedFd,
-        ops: Arc<Ops>,
+        volume: Arc<Volume>,
+        wants: Wants,
         selection: &uring::Selection,
     ) -> io::Result<Arc<Conn>> {
         let mut buf = vec![0u8; BUF_SIZE];
@@ -140,7 +167,7 @@ impl Conn {
                     init.major, init.minor
                 )));
             }
-            let out = init_reply(&init, &ops, selection);
+            let out = init_reply(&init, wants, selection);
             let mut body = [0u8; abi::INIT_OUT_SIZE];
             let mut o = Out::new(&mut body);
             out.write(&mut o);
@@ -152,7 +179,11 @@ impl Conn {
                 max_readahead: out.max_readahead,
             };
         };
-        Self::resume(fd, ops, negotiated)
+        Self::resume(
+            fd,
+            negotiated_ops(volume, &negotiated, wants.keep_cache),
+            negotiated,
+        )
     }
 
     /// A connection INIT was answered on, ready to be served: the one just mounted, or one
@@ -298,7 +329,7 @@ impl Conn {
 }
 
 /// The capabilities and limits we answer INIT with.
-fn init_reply(init: &InitIn, ops: &Ops, selection: &uring::Selection) -> InitOut {
+fn init_reply(init: &InitIn, wants: Wants, selection: &uring::Selection) -> InitOut {
     let offered = init.flags;
     let mut want = init::ASYNC_READ | init::BIG_WRITES | init::INIT_EXT;
     if offered & init::MAX_PAGES != 0 {
@@ -320,13 +351,12 @@ fn init_reply(init: &InitIn, ops: &Ops, selection: &uring::Selection) -> InitOut
     }
     // A symlink's target never changes (a new target is a new inode; restores move the
     // head to new inode numbers; snapshot views are frozen): the kernel may keep it.
-    if ops.keep_cache() {
+    if wants.keep_cache {
         want |= init::CACHE_SYMLINKS;
     }
-    if ops.writeback() {
+    if wants.writeback {
         if offered & init::WRITEBACK_CACHE == 0 {
             log::warn!("the kernel offers no writeback cache; every write goes to the daemon");
-            ops.writeback_refused();
         }
         want |= init::WRITEBACK_CACHE;
     }
@@ -419,7 +449,10 @@ mod tests {
     fn init_takes_only_what_the_kernel_offers() {
         let sel = uring::Selection::from_env();
         let offered = init::ASYNC_READ | init::BIG_WRITES | init::MAX_PAGES | init::INIT_EXT;
-        let ops = crate::fuse::dispatch::tests::ops();
+        let wants = Wants {
+            writeback: false,
+            keep_cache: true,
+        };
         let out = init_reply(
             &InitIn {
                 major: 7,
@@ -427,7 +460,7 @@ mod tests {
                 max_readahead: 131072,
                 flags: offered,
             },
-            &ops,
+            wants,
             &sel,
         );
         assert_eq!(out.flags & !offered, 0, "nothing the kernel did not offer");
@@ -447,15 +480,25 @@ mod tests {
         let sel = uring::Selection::from_env();
         let base = init::ASYNC_READ | init::BIG_WRITES | init::MAX_PAGES | init::INIT_EXT;
         for (offered, kept) in [(base, false), (base | init::WRITEBACK_CACHE, true)] {
-            let ops = crate::fuse::dispatch::tests::ops_with(true);
+            let wants = Wants {
+                writeback: true,
+                keep_cache: true,
+            };
             let req = InitIn {
                 major: 7,
                 minor: 44,
                 max_readahead: 131072,
                 flags: offered,
             };
-            let out = init_reply(&req, &ops, &sel);
+            let out = init_reply(&req, wants, &sel);
             assert_eq!(out.flags & init::WRITEBACK_CACHE != 0, kept);
+            let negotiated = Negotiated {
+                kernel_minor: 44,
+                flags: out.flags,
+                max_write: out.max_write,
+                max_readahead: out.max_readahead,
+            };
+            let ops = negotiated_ops(crate::fuse::dispatch::tests::volume(), &negotiated, true);
             assert_eq!(ops.writeback(), kept);
         }
     }

@@ -533,11 +533,11 @@ pub(crate) mod tests {
     use crate::store::Store;
 
     pub(crate) fn ops() -> Ops {
-        ops_with(false)
+        Ops::new(volume(), false, true)
     }
 
-    /// An in-memory volume's operations, with or without the writeback cache asked for.
-    pub(crate) fn ops_with(writeback: bool) -> Ops {
+    /// The `default` container of a new in-memory store.
+    pub(crate) fn volume() -> Arc<Volume> {
         let store = Arc::new(Store::init(Arc::new(MemKv::new()), 4096).expect("init"));
         let id = store
             .container_by_name("default")
@@ -545,11 +545,7 @@ pub(crate) mod tests {
             .expect("default container")
             .id;
         let container = Container::new(store, &id);
-        Ops::new(
-            Volume::new(container, VolumeOptions::default()).expect("open"),
-            writeback,
-            true,
-        )
+        Volume::new(container, VolumeOptions::default()).expect("open")
     }
 
     fn header(opcode: u32, nodeid: u64) -> InHeader {

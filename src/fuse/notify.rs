@@ -160,11 +160,7 @@ impl KernelLink for Notifier {
 
     fn write_back(&self, inos: &[KernelIno], wait: Duration) -> bool {
         // Unmounted, or every write went through to the daemon: nothing is cached.
-        let Some(conn) = self
-            .conn
-            .upgrade()
-            .filter(|c| c.negotiated().flags & super::abi::init::WRITEBACK_CACHE != 0)
-        else {
+        let Some(conn) = self.conn.upgrade().filter(|c| c.negotiated().writeback()) else {
             return true;
         };
         let inos = inos.iter().map(|i| i.get()).collect();

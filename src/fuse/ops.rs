@@ -4,7 +4,6 @@
 //! one decoder and encoder (`dispatch.rs`), so TTLs, open flags, errors, kill-priv rules and
 //! readdirplus attributes are the same on both.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,10 +69,9 @@ pub(crate) struct PlusEntry<'a> {
 /// The operations of one mounted volume, shared by both transports.
 pub(crate) struct Ops {
     volume: Arc<Volume>,
-    /// The kernel's writeback cache is in use (see [`super::config::writeback_cache`]):
-    /// asked for, and cleared at INIT if the kernel does not offer it (the kernel then
-    /// neither stamps times nor places appends, so the daemon must).
-    writeback: AtomicBool,
+    /// The kernel's writeback cache is in use: INIT negotiated it ([`Negotiated::writeback`];
+    /// without it the kernel neither stamps times nor places appends, so the daemon must).
+    writeback: bool,
     /// Open replies let the kernel keep pages and listings (see [`super::config::kernel_cache`]).
     keep_cache: bool,
 }
@@ -99,22 +97,14 @@ impl Ops {
     pub fn new(volume: Arc<Volume>, writeback: bool, keep_cache: bool) -> Self {
         Ops {
             volume,
-            writeback: AtomicBool::new(writeback),
+            writeback,
             keep_cache,
         }
     }
 
+    #[cfg(test)]
     pub fn writeback(&self) -> bool {
-        self.writeback.load(Ordering::Relaxed)
-    }
-
-    /// INIT found no writeback cache offered: serve writes as plain ones.
-    pub fn writeback_refused(&self) {
-        self.writeback.store(false, Ordering::Relaxed);
-    }
-
-    pub fn keep_cache(&self) -> bool {
-        self.keep_cache
+        self.writeback
     }
 
     pub fn block_size(&self) -> u32 {
@@ -141,7 +131,7 @@ impl Ops {
     /// appends itself (at its own, possibly not yet written back, end of file) and sends
     /// explicit offsets, so `O_APPEND` must not move writes again here.
     fn open_flags(&self, flags: i32) -> i32 {
-        if self.writeback() {
+        if self.writeback {
             flags & !libc::O_APPEND
         } else {
             flags
@@ -347,7 +337,7 @@ impl Ops {
         let i = self.volume.head_ino(ino).map_err(errno)?;
         let head = self.volume.head();
         let fh = fh.map(Fh::new);
-        let n = if self.writeback() {
+        let n = if self.writeback {
             head.write_back(i, fh, offset, data, kill)
         } else {
             head.write(i, fh, offset, data, kill)

@@ -11,7 +11,6 @@ use super::config::{kernel_cache, writeback_cache};
 use super::conn::{self, Conn};
 use super::fusectl::abort_connection;
 use super::notify::Notifier;
-use super::ops::Ops;
 use super::state::{MountRecord, MountState};
 use super::{pool, uring};
 use crate::fdstore::FdStore;
@@ -70,9 +69,12 @@ fn kept_name(minor: u64) -> String {
 pub fn mount(volume: Arc<Volume>, mountpoint: &Path, fsname: &str) -> std::io::Result<MountHandle> {
     let pool = pool::get()?;
     let selection = uring::Selection::from_env();
-    let ops = Arc::new(Ops::new(volume.clone(), writeback_cache(), kernel_cache()));
+    let wants = conn::Wants {
+        writeback: writeback_cache(),
+        keep_cache: kernel_cache(),
+    };
     let fd = conn::mount(mountpoint, fsname, volume.options().read_only)?;
-    let conn = match Conn::handshake(fd, ops, &selection) {
+    let conn = match Conn::handshake(fd, volume.clone(), wants, &selection) {
         Ok(c) => c,
         Err(e) => {
             let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -338,8 +340,7 @@ pub fn resume(volume: Arc<Volume>, m: Inherited) -> std::io::Result<MountHandle>
         max_write: m.record.max_write,
         max_readahead: m.record.max_readahead,
     };
-    let writeback = negotiated.flags & super::abi::init::WRITEBACK_CACHE != 0;
-    let ops = Arc::new(Ops::new(volume.clone(), writeback, kernel_cache()));
+    let ops = conn::negotiated_ops(volume.clone(), &negotiated, kernel_cache());
     let conn = Conn::resume(m.fuse, ops, negotiated)?;
     conn.set_minor(m.record.minor);
     volume.set_kernel_link(Arc::new(Notifier::new(&conn)?));
