@@ -240,6 +240,11 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     store
         .index_links()
         .context("cannot build the back links of directory entries")?;
+    if !opts.read_only {
+        store
+            .abandon_stale_receives()
+            .context("cannot retire the epochs of receives cut short")?;
+    }
     if let Some(n) = reclaim_chunk_from_env()? {
         store.set_reclaim_chunk(n);
         log::info!("reclaim handles {n} versions per batch ({RECLAIM_CHUNK_ENV})");

@@ -417,6 +417,10 @@ fn check_epochs(store: &Store, r: &mut Report) -> FsResult<Vec<Epoch>> {
             referenced.insert(s.record.epoch);
         }
     }
+    // A receive in progress writes into an epoch nothing names yet.
+    for (e, _) in store.receives().map_err(|e| FsError::Io(e.to_string()))? {
+        referenced.insert(e);
+    }
     for (e, rec) in &epochs {
         if let Some(parent) = rec.parent {
             referenced.insert(parent);

@@ -20,6 +20,7 @@
 //! | Meta  | 0x0a | tag, epoch u64                            | usage: file data bytes of the tree (u64) |
 //! | Meta  | 0x0b | tag, runtime key (any bytes, to the end)  | `RuntimeSnapshot` (containerd's snapshots) |
 //! | Meta  | 0x0c | tag, parent key len u32, parent key, child key | (empty): children of a runtime snapshot |
+//! | Meta  | 0x0d | tag, epoch u64                            | `ReceiveRecord`: a snapshot stream being received into that epoch |
 //! | Meta  | 0x10 | tag, ino u64, epoch u64                   | versioned `Inode`            |
 //! | Meta  | 0x11 | tag, parent ino u64, name, 0x00, epoch u64| versioned `Dirent`           |
 //! | Meta  | 0x12 | tag, ino u64, name, 0x00, epoch u64       | versioned xattr value        |
@@ -48,6 +49,7 @@ pub const TAG_QUOTA: u8 = 0x09;
 pub const TAG_USAGE: u8 = 0x0a;
 pub const TAG_RUNTIME_SNAPSHOT: u8 = 0x0b;
 pub const TAG_RUNTIME_CHILD: u8 = 0x0c;
+pub const TAG_RECEIVE: u8 = 0x0d;
 pub const TAG_INODE: u8 = 0x10;
 pub const TAG_DIRENT: u8 = 0x11;
 pub const TAG_XATTR: u8 = 0x12;
@@ -81,6 +83,16 @@ pub fn setting(name: &str) -> Vec<u8> {
     let mut k = vec![TAG_SETTING];
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// A snapshot stream being received into epoch `e` (see `store/transfer.rs`).
+pub fn receive(e: Epoch) -> Vec<u8> {
+    with_u64(TAG_RECEIVE, e.get())
+}
+
+/// The epoch of a receive key (0x0d).
+pub fn split_receive(key: &[u8]) -> Option<Epoch> {
+    u64_at(tagged(key, TAG_RECEIVE, 9)?, 1).map(Epoch::new)
 }
 
 pub fn epoch(e: Epoch) -> Vec<u8> {

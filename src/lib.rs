@@ -26,5 +26,6 @@ pub mod remote;
 pub mod service;
 pub mod store;
 pub mod storedir;
+pub mod stream;
 pub mod supervisor;
 pub mod timefmt;

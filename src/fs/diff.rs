@@ -353,7 +353,7 @@ impl Fs {
 }
 
 /// The epochs in exactly one of two chains: where their trees can differ.
-pub(super) fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
+pub fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
     let (ma, mb) = (a.members(), b.members());
     ma.iter()
         .filter(|e| mb.binary_search(e).is_err())

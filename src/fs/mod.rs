@@ -30,7 +30,7 @@ use crate::kv::{Batch, Dir, KvRead, Space};
 use crate::store::{self, resolve, scan_visible, Chain, Store};
 
 pub use container::{Container, MountHooks};
-pub use diff::{Change, ChangeKind, Side, TreeSwitch};
+pub use diff::{only_one, Change, ChangeKind, Side, TreeSwitch};
 pub use dir::DirEntry;
 pub use history::{components, PathChange};
 pub use journal::{HandleKind, HandleRecord, MountJournal, RestoreIntent, Resumed};

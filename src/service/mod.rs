@@ -52,9 +52,10 @@ impl From<StoreError> for ServiceError {
             StoreError::ContainerExists(_)
             | StoreError::AliasTaken(_)
             | StoreError::OverQuota { .. } => ServiceError::Conflict(e.to_string()),
-            StoreError::BadAlias(..) | StoreError::BadContainerName(_) => {
-                ServiceError::Invalid(e.to_string())
-            }
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            StoreError::BadAlias(..)
+            | StoreError::BadContainerName(_)
+            | StoreError::BadStream(_) => ServiceError::Invalid(e.to_string()),
             StoreError::Fs(fs) => fs.into(),
             other => ServiceError::Internal(other.to_string()),
         }

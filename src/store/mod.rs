@@ -15,6 +15,7 @@ mod runtime;
 mod snapindex;
 mod snapshot;
 mod space;
+mod transfer;
 mod versions;
 
 pub use container::{check_container_name, ContainerRecord};
@@ -25,6 +26,7 @@ pub use reclaim::{ReclaimControl, ReclaimProgress, ReclaimStats};
 pub use runtime::{RuntimeKind, RuntimeSnapshot};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 pub use space::{SnapshotSpace, StoreSpace};
+pub use transfer::{ReceiveRecord, Received, Sent};
 pub use versions::{cacheable, MetaCache};
 
 use std::collections::HashMap;
@@ -74,6 +76,10 @@ pub enum StoreError {
     BadAlias(String, &'static str),
     #[error("the snapshot's tree holds {usage} bytes of file data, over the container's quota of {limit} bytes")]
     OverQuota { usage: u64, limit: u64 },
+    #[error("bad snapshot stream: {0}")]
+    BadStream(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Fs(#[from] FsError),
 }

@@ -135,7 +135,7 @@ impl Store {
         }
     }
 
-    fn require_snapshot(
+    pub(super) fn require_snapshot(
         &self,
         container: &ContainerId,
         key: &str,

@@ -218,6 +218,22 @@ impl Store {
         id
     }
 
+    /// The next inode / data id to be handed out.
+    pub(super) fn next_id(&self) -> u64 {
+        self.versions.next_id.load(Ordering::SeqCst)
+    }
+
+    /// Raises the id counter to at least `at_least` (ids a received stream brought), in
+    /// `batch`. Call with the write lock held.
+    pub(super) fn raise_next_id(&self, batch: &mut Batch, at_least: u64) {
+        let now = self.versions.next_id.fetch_max(at_least, Ordering::SeqCst);
+        batch.put(
+            Space::Meta,
+            keys::setting("next_id"),
+            now.max(at_least).to_be_bytes().to_vec(),
+        );
+    }
+
     pub(super) fn alloc_epoch(&self, batch: &mut Batch) -> Epoch {
         let e = self.versions.next_epoch.fetch_add(1, Ordering::SeqCst);
         batch.put(

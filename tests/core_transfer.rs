@@ -1,0 +1,368 @@
+//! Snapshot streams (`Store::send` / `Store::receive`): full and incremental streams between
+//! two stores give trees equal, path by path, to the sender's snapshots (attributes, contents,
+//! holes, xattrs, hard links, symlinks, devices, non-UTF-8 names), over random histories with
+//! restores, deletes and reclaim in between; bad streams and wrong bases change nothing.
+
+#[path = "core/harness.rs"]
+mod harness;
+#[path = "core/treeops.rs"]
+mod treeops;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use harness::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use snapfs::codec::{Inode, Kind};
+use snapfs::fs::{Fs, SetAttr, ROOT_INO};
+use snapfs::store::{SnapshotInfo, Store, StoreError};
+use treeops::*;
+
+/// What one path of a tree holds.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    ino: Ino,
+    inode: Inode,
+    content: Vec<u8>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The whole tree, by path.
+fn tree(fs: &Fs) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(ROOT_INO, b"/".to_vec())];
+    while let Some((ino, path)) = stack.pop() {
+        let inode = fs.getattr(ino).expect("getattr");
+        let content = match inode.kind {
+            Kind::File => fs.read(ino, 0, inode.size as u32).expect("read"),
+            Kind::Dir => {
+                let fh = fs.opendir(ino).expect("opendir");
+                let entries = fs.readdir(ino, fh, 0).expect("readdir");
+                fs.releasedir(fh);
+                for e in entries.iter().skip(2) {
+                    let mut p = path.clone();
+                    if p.len() > 1 {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&e.name);
+                    stack.push((e.ino, p));
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let names = fs.listxattr(ino).unwrap_or_default();
+        let xattrs = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| (n.to_vec(), fs.getxattr(ino, n).expect("getxattr")))
+            .collect();
+        out.insert(
+            path,
+            Entry {
+                ino,
+                inode,
+                content,
+                xattrs,
+            },
+        );
+    }
+    out
+}
+
+fn snapshot_tree(store: &Arc<Store>, s: &SnapshotInfo) -> BTreeMap<Vec<u8>, Entry> {
+    let fs = Fs::frozen(store.clone(), &s.container, store.snapshot_chain(s));
+    tree(&fs)
+}
+
+fn send(store: &Store, snap: &str, from: Option<&str>) -> Vec<u8> {
+    let id = default_id(store);
+    let mut out = Vec::new();
+    store.send(&id, snap, from, &mut out).expect("send");
+    out
+}
+
+fn receive(store: &Store, bytes: &[u8], name: &str) -> Result<snapfs::store::Received, StoreError> {
+    store.receive(&mut &bytes[..], name, false)
+}
+
+fn new_store() -> Arc<Store> {
+    Arc::new(Store::init(mem_backend().kv(), 4096).expect("init"))
+}
+
+fn assert_fsck_clean(store: &Arc<Store>) {
+    store.reclaim().expect("reclaim");
+    let r = snapfs::fsck::check(store).expect("fsck");
+    assert!(r.problems.is_empty(), "fsck: {:?}", r.problems);
+}
+
+/// Everything a tree can hold, in the default container of `store`.
+fn fill(store: &Arc<Store>) {
+    let fs = open_default(store.clone());
+    let d = fs.mkdir(ROOT_INO, b"dir", 0o750, ME).expect("mkdir").0;
+    let (f, _, fh) = fs
+        .create(d, b"file", 0o640, libc::O_RDWR, ME)
+        .expect("create");
+    fs.write(f, None, 0, &vec![7u8; 10_000], false)
+        .expect("write");
+    // A hole: bytes at 100 KiB only.
+    fs.write(f, None, 100 << 10, b"tail", false).expect("write");
+    fs.release(fh).expect("release");
+    fs.link(f, ROOT_INO, b"hardlink").expect("link");
+    fs.symlink(d, b"sym", b"../hardlink", ME).expect("symlink");
+    fs.mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o600, 0, ME)
+        .expect("mkfifo");
+    fs.mknod(ROOT_INO, b"chr", libc::S_IFCHR | 0o600, 0x0103, ME)
+        .expect("mknod");
+    fs.setxattr(f, b"user.tag", b"value", 0).expect("setxattr");
+    fs.setxattr(d, b"trusted.big", &vec![1u8; 3000], 0)
+        .expect("setxattr");
+    let long = vec![b'x'; 255];
+    fs.create(ROOT_INO, &long, 0o600, libc::O_RDWR, ME)
+        .expect("long name");
+    fs.create(ROOT_INO, b"caf\xe9-\xff", 0o600, libc::O_RDWR, ME)
+        .expect("non-utf8 name");
+    let set = SetAttr {
+        uid: Some(1234),
+        gid: Some(5678),
+        ..Default::default()
+    };
+    fs.setattr(f, &set, ME).expect("chown");
+}
+
+#[test]
+fn full_and_incremental_streams_reproduce_every_snapshot() {
+    let (_da, _db) = (mem_backend(), mem_backend());
+    reproduce(
+        Arc::new(Store::init(_da.kv(), 4096).expect("init")),
+        Arc::new(Store::init(_db.kv(), 4096).expect("init")),
+    );
+}
+
+#[test]
+fn full_and_incremental_streams_reproduce_every_snapshot_on_rocksdb() {
+    let (_da, _db) = (rocks_backend(), rocks_backend());
+    reproduce(
+        Arc::new(Store::init(_da.kv(), 4096).expect("init")),
+        Arc::new(Store::init(_db.kv(), 4096).expect("init")),
+    );
+}
+
+fn reproduce(a: Arc<Store>, b: Arc<Store>) {
+    let id = default_id(&a);
+    fill(&a);
+    let s1 = a.snapshot(&id, Some("first"), None).expect("snapshot");
+    // Changes: delete, rename, truncate, overwrite, xattr removal, new hard link.
+    let fs = open_default(a.clone());
+    fs.unlink(ROOT_INO, b"fifo").expect("unlink");
+    let d = fs.lookup(ROOT_INO, b"dir").expect("dir").0;
+    fs.rename(d, b"sym", ROOT_INO, b"sym2", 0).expect("rename");
+    let f = fs.lookup(d, b"file").expect("file").0;
+    let set = SetAttr {
+        size: Some(5000),
+        ..Default::default()
+    };
+    fs.setattr(f, &set, ME).expect("truncate");
+    fs.write(f, None, 2000, b"changed", false).expect("write");
+    fs.removexattr(f, b"user.tag").expect("removexattr");
+    fs.rmdir(ROOT_INO, b"nothing").expect_err("no such dir");
+    drop(fs);
+    let s2 = a.snapshot(&id, None, None).expect("snapshot");
+
+    let full = send(&a, &s1.name, None);
+    let got = receive(&b, &full, "copy").expect("receive full");
+    assert_eq!(got.snapshot.name, s1.name);
+    assert_eq!(got.snapshot.record.alias.as_deref(), Some("first"));
+    assert_eq!(got.snapshot.record.created_at, s1.record.created_at);
+    assert_eq!(snapshot_tree(&b, &got.snapshot), snapshot_tree(&a, &s1));
+    // The received container's live tree is the snapshot.
+    let head = Fs::new(b.clone(), &got.container.id).expect("head");
+    assert_eq!(tree(&head), snapshot_tree(&a, &s1));
+    drop(head);
+
+    let inc = send(&a, &s2.name, Some(&s1.name));
+    assert!(
+        inc.len() < full.len(),
+        "incremental {} vs full {}",
+        inc.len(),
+        full.len()
+    );
+    let got2 = receive(&b, &inc, "copy").expect("receive incremental");
+    assert_eq!(snapshot_tree(&b, &got2.snapshot), snapshot_tree(&a, &s2));
+    // The first snapshot is still there, unchanged.
+    assert_eq!(snapshot_tree(&b, &got.snapshot), snapshot_tree(&a, &s1));
+    assert_eq!(b.snapshots(&got.container.id).expect("list").len(), 2);
+    // Same stream again: already there.
+    let err = receive(&b, &inc, "copy").expect_err("twice");
+    assert!(err.to_string().contains("already has snapshot"), "{err}");
+    // The received copy is a normal container: written, snapshotted, mounted by Fs.
+    let head = Fs::new(b.clone(), &got.container.id).expect("head");
+    let (n, _, fh) = head
+        .create(ROOT_INO, b"new-on-copy", 0o644, libc::O_RDWR, ME)
+        .expect("create on the copy");
+    head.write(n, None, 0, b"hello", false).expect("write");
+    head.release(fh).expect("release");
+    drop(head);
+    b.snapshot(&got.container.id, None, None)
+        .expect("snapshot the copy");
+    assert_fsck_clean(&a);
+    assert_fsck_clean(&b);
+}
+
+#[test]
+fn random_histories_send_incrementally_in_order() {
+    for seed in 0..12u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let a = new_store();
+        let id = default_id(&a);
+        let b = new_store();
+        let mut copies = 0;
+        for round in 0..6 {
+            for _ in 0..25 {
+                random_step(&a, &mut rng, true);
+            }
+            let s = a.snapshot(&id, None, None).expect("snapshot");
+            // As a sync would: the newest snapshot of the copy the sender still has is the
+            // base (later ones are rolled back); none left: a full stream to a new copy.
+            let copy = format!("copy{copies}");
+            let base = match b.container_by_name(&copy).expect("lookup") {
+                Some(c) => {
+                    let mut theirs = b.snapshots(&c.id).expect("list");
+                    theirs.sort_by_key(|s| s.record.epoch);
+                    theirs
+                        .iter()
+                        .rev()
+                        .find(|r| a.find_snapshot(&id, &r.name).expect("find").is_some())
+                        .map(|r| r.name.clone())
+                }
+                None => None,
+            };
+            let copy = if base.is_none() && b.container_by_name(&copy).expect("lookup").is_some() {
+                copies += 1;
+                format!("copy{copies}")
+            } else {
+                copy
+            };
+            let bytes = send(&a, &s.name, base.as_deref());
+            let got = b
+                .receive(&mut &bytes[..], &copy, true)
+                .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+            assert_eq!(
+                snapshot_tree(&b, &got.snapshot),
+                snapshot_tree(&a, &s),
+                "seed {seed} round {round}"
+            );
+            // Every snapshot received so far still matches its original (the sender's
+            // older ones may have been deleted since).
+            let cid = got.container.id.clone();
+            for r in b.snapshots(&cid).expect("list") {
+                if let Some(orig) = a.find_snapshot(&id, &r.name).expect("find") {
+                    assert_eq!(
+                        snapshot_tree(&b, &r),
+                        snapshot_tree(&a, &orig),
+                        "seed {seed} round {round} snapshot {}",
+                        r.name
+                    );
+                }
+            }
+            let head = Fs::new(b.clone(), &cid).expect("head");
+            assert_eq!(
+                tree(&head),
+                snapshot_tree(&a, &s),
+                "seed {seed} round {round} head"
+            );
+        }
+        assert_fsck_clean(&a);
+        assert_fsck_clean(&b);
+    }
+}
+
+#[test]
+fn bad_streams_change_nothing_visible() {
+    let a = new_store();
+    let id = default_id(&a);
+    fill(&a);
+    let s1 = a.snapshot(&id, None, None).expect("snapshot");
+    let full = send(&a, &s1.name, None);
+    let b = new_store();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", full[..full.len() - 10].to_vec()),
+        ("cut in the middle", full[..full.len() / 2].to_vec()),
+        ("corrupted", {
+            let mut x = full.clone();
+            let at = x.len() / 2;
+            x[at] ^= 0x40;
+            x
+        }),
+        ("empty", Vec::new()),
+        ("foreign", b"#!/bin/sh\necho not a stream\n".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let err = receive(&b, &bytes, "copy").expect_err(what);
+        assert!(matches!(err, StoreError::BadStream(_)), "{what}: {err}");
+        assert!(
+            b.container_by_name("copy").expect("lookup").is_none(),
+            "{what}: a container appeared"
+        );
+        assert!(b.receives().expect("receives").is_empty(), "{what}");
+    }
+    // Nothing of the failed receives survives reclaim, and the store is clean.
+    assert_fsck_clean(&b);
+    let live = b.live_bytes().expect("live");
+    let fresh = new_store().live_bytes().expect("live");
+    assert_eq!(live, fresh, "every failed receive's versions are reclaimed");
+    // The good stream still goes in afterwards.
+    receive(&b, &full, "copy").expect("receive");
+}
+
+#[test]
+fn an_incremental_stream_needs_its_base_as_the_latest_snapshot() {
+    let a = new_store();
+    let id = default_id(&a);
+    fill(&a);
+    let s1 = a.snapshot(&id, None, None).expect("s1");
+    let fs = open_default(a.clone());
+    file(&fs, "two");
+    drop(fs);
+    let s2 = a.snapshot(&id, None, None).expect("s2");
+    let b = new_store();
+    let inc = send(&a, &s2.name, Some(&s1.name));
+    // No container, or no base: refused.
+    let err = receive(&b, &inc, "copy").expect_err("no container");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    receive(&b, &send(&a, &s1.name, None), "copy").expect("full");
+    // A full stream onto an existing container: refused.
+    let err = receive(&b, &send(&a, &s1.name, None), "copy").expect_err("exists");
+    assert!(matches!(err, StoreError::ContainerExists(_)), "{err}");
+    // The copy was written since the base: refused without rollback.
+    let cid = b
+        .container_by_name("copy")
+        .expect("lookup")
+        .expect("copy")
+        .id;
+    let head = Fs::new(b.clone(), &cid).expect("head");
+    file(&head, "local");
+    drop(head);
+    let err = receive(&b, &inc, "copy").expect_err("written");
+    assert!(err.to_string().contains("written since"), "{err}");
+    // A newer local snapshot: refused without rollback.
+    let local = b.snapshot(&cid, None, None).expect("local snapshot");
+    let err = receive(&b, &inc, "copy").expect_err("newer snapshot");
+    assert!(
+        err.to_string().contains("newer than the stream's base"),
+        "{err}"
+    );
+    // With rollback: the local snapshot and writes go, the stream's snapshot comes.
+    let got = b.receive(&mut &inc[..], "copy", true).expect("rollback");
+    assert_eq!(got.rolled_back, vec![local.name.clone()]);
+    assert_eq!(snapshot_tree(&b, &got.snapshot), snapshot_tree(&a, &s2));
+    let head = Fs::new(b.clone(), &cid).expect("head");
+    assert!(head.lookup(ROOT_INO, b"local").is_err());
+    drop(head);
+    // A store of another block size cannot take the stream.
+    let c = Arc::new(Store::init(mem_backend().kv(), 16384).expect("init"));
+    let err = receive(&c, &send(&a, &s1.name, None), "copy").expect_err("block size");
+    assert!(err.to_string().contains("block size"), "{err}");
+    assert_fsck_clean(&b);
+}
