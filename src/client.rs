@@ -105,3 +105,141 @@ pub fn call<B: Serialize + ?Sized>(
         })
     })
 }
+
+/// Connects to the daemon's socket and hands back an HTTP/1 sender (the connection runs on
+/// the current runtime).
+async fn connect(
+    socket: &Path,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::StreamBody<BodyRx>>> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| NotSent(format!("cannot connect to {}: {e}", socket.display())))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| NotSent(format!("HTTP handshake with the daemon failed: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A request body fed from a channel (what `upload` streams).
+type BodyRx =
+    tokio_stream::wrappers::ReceiverStream<Result<hyper::body::Frame<Bytes>, std::io::Error>>;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start an async runtime")
+}
+
+/// `GET path`, writing a 200 answer's body to `out` as it comes (a snapshot stream); any
+/// other answer is the envelope, returned as the reply (its body read whole).
+pub fn download(socket: &Path, path: &str, out: &mut dyn std::io::Write) -> Result<Reply> {
+    runtime()?.block_on(async {
+        let mut sender = connect(socket).await?;
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", "snapfs")
+            .body(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .context("bad request")?;
+        drop(_tx);
+        let res = sender
+            .send_request(req)
+            .await
+            .context("the daemon closed the connection")?;
+        let status = res.status().as_u16();
+        let mut body = res.into_body();
+        if status != 200 {
+            let bytes = body
+                .collect()
+                .await
+                .context("cannot read the daemon's answer")?
+                .to_bytes();
+            return Ok(Reply {
+                status,
+                body: bytes.to_vec(),
+            });
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the stream from the daemon broke off")?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).context("cannot write the stream")?;
+            }
+        }
+        out.flush().context("cannot write the stream")?;
+        Ok(Reply {
+            status,
+            body: Vec::new(),
+        })
+    })
+}
+
+/// `POST path` with `input` streamed as the body (`application/octet-stream`), read on a
+/// thread of its own; returns the daemon's answer.
+pub fn upload(
+    socket: &Path,
+    path: &str,
+    mut input: Box<dyn std::io::Read + Send>,
+) -> Result<Reply> {
+    runtime()?.block_on(async {
+        let mut sender = connect(socket).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let reader = std::thread::spawn(move || -> std::io::Result<()> {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let n = match input.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                };
+                buf.truncate(n);
+                if tx
+                    .blocking_send(Ok(hyper::body::Frame::data(Bytes::from(buf))))
+                    .is_err()
+                {
+                    return Ok(()); // the daemon answered already (it refused the stream)
+                }
+            }
+        });
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "snapfs")
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .context("bad request")?;
+        let res = sender.send_request(req).await;
+        let read = tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        if let Some(Err(e)) = read {
+            return Err(anyhow!("cannot read the stream: {e}"));
+        }
+        let res = res.context("the daemon closed the connection")?;
+        let status = res.status().as_u16();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .context("cannot read the daemon's answer")?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body: bytes.to_vec(),
+        })
+    })
+}

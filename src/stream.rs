@@ -239,6 +239,20 @@ pub struct StreamReader<R: Read> {
     done: bool,
 }
 
+/// Reads until `buf` is full or the input ends; how many bytes came.
+fn read_upto(r: &mut impl Read, buf: &mut [u8]) -> StreamResult<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(at)
+}
+
 /// Reads exactly `buf.len()` bytes; `Ok(false)` when the input ends before the first byte.
 fn read_full(r: &mut impl Read, buf: &mut [u8], seq: u32) -> StreamResult<bool> {
     let mut at = 0;
@@ -352,8 +366,16 @@ type Chunk = (u8, u64, u32, Vec<u8>);
 /// Reads one chunk, checksum verified; `None` at a clean end of input.
 fn read_chunk(r: &mut impl Read, seq: u32) -> StreamResult<Option<Chunk>> {
     let mut head = [0u8; HEAD_LEN];
-    if !read_full(r, &mut head, seq)? {
+    // The magic first, so that a short input that is no stream is called that.
+    let got = read_upto(r, &mut head[..4])?;
+    if got == 0 {
         return Ok(None);
+    }
+    if seq == 0 && !MAGIC.starts_with(&head[..got]) {
+        return Err(StreamError::NotAStream);
+    }
+    if got < 4 || !read_full(r, &mut head[4..], seq)? {
+        return Err(StreamError::Truncated(seq));
     }
     if &head[..4] != MAGIC {
         return Err(if seq == 0 {
@@ -593,10 +615,12 @@ mod tests {
     #[test]
     fn a_newer_format_and_foreign_bytes_are_refused() {
         let mut bytes = stream(1, 10);
-        assert!(matches!(
-            read_all(b"hello, this is not a stream at all"),
-            Err(StreamError::NotAStream)
-        ));
+        for junk in [&b"hello, this is not a stream at all"[..], b"GIF89a", b"x"] {
+            assert!(
+                matches!(read_all(junk), Err(StreamError::NotAStream)),
+                "{junk:?}"
+            );
+        }
         // Rewrite the header's format to 2 and fix its checksum.
         bytes[HEAD_LEN..HEAD_LEN + 2].copy_from_slice(&2u16.to_be_bytes());
         let len = u32::from_be_bytes(bytes[17..21].try_into().unwrap()) as usize;

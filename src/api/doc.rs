@@ -97,6 +97,8 @@ impl Modify for Common {
         super::snapshots::set_alias,
         super::history::diff_snapshot,
         super::history::path_history,
+        super::transfer::send_snapshot,
+        super::transfer::receive_snapshot,
         super::ops::space,
         super::ops::status,
         super::ops::metrics,

@@ -32,6 +32,7 @@ pub mod doc;
 mod history;
 mod ops;
 mod snapshots;
+mod transfer;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -240,7 +241,12 @@ pub fn router(svc: Arc<Service>) -> Router {
             "/containers/{id}/snapshots/{name}/diff",
             get(history::diff_snapshot),
         )
-        .route("/containers/{id}/history", get(history::path_history));
+        .route("/containers/{id}/history", get(history::path_history))
+        .route("/containers/{id}/send", get(transfer::send_snapshot))
+        .route(
+            "/containers/{id}/receive",
+            post(transfer::receive_snapshot).layer(DefaultBodyLimit::disable()),
+        );
     Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(ops::metrics))

@@ -10,7 +10,7 @@ use crate::contract::{
 use std::os::unix::ffi::OsStrExt;
 
 /// `?k=v&...` of a query type (values percent-encoded), or nothing when it has no field set.
-fn query<Q: Serialize>(q: &Q) -> Result<String> {
+pub(super) fn query<Q: Serialize>(q: &Q) -> Result<String> {
     let serde_json::Value::Object(fields) = serde_json::to_value(q).context("encode a query")?
     else {
         bail!("a query must be an object");

@@ -45,6 +45,11 @@ impl Daemon {
         crate::mount::call_daemon(&self.store, method, &path, body)?.data()
     }
 
+    /// The daemon's socket (for streaming calls, which are not retried).
+    pub(super) fn socket(&self) -> PathBuf {
+        crate::storedir::socket_path(&self.store)
+    }
+
     /// `GET`.
     pub(super) fn get<T: DeserializeOwned>(&mut self, path: &str) -> Result<T> {
         self.call("GET", path, NO_BODY)

@@ -25,11 +25,13 @@ mod containers;
 mod history;
 mod ops;
 mod snapshots;
+mod transfer;
 
 pub use containers::*;
 pub use history::*;
 pub use ops::*;
 pub use snapshots::*;
+pub use transfer::*;
 
 /// The envelope of every answer: the HTTP status, a message, and the data (null on errors).
 // Generic: utoipa names each instance's schema `Envelope_T` (e.g. `Envelope_Container`).

@@ -6,6 +6,7 @@
 mod mounts;
 mod snapshots;
 pub mod snapshotter;
+mod transfer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,8 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(m) => ServiceError::Conflict(m),
             StoreError::BadAlias(..)
             | StoreError::BadContainerName(_)
-            | StoreError::BadStream(_) => ServiceError::Invalid(e.to_string()),
+            | StoreError::BadStream(_)
+            | StoreError::Invalid(_) => ServiceError::Invalid(e.to_string()),
             StoreError::Fs(fs) => fs.into(),
             other => ServiceError::Internal(other.to_string()),
         }

@@ -80,6 +80,8 @@ pub enum StoreError {
     BadStream(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Fs(#[from] FsError),
 }

@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 use super::{put_version, resolve, ContainerRecord, EpochKind, EpochRecord, Store, StoreError};
 use crate::codec::{self, Dirent, Inode, Kind, Ts, Version};
-use crate::error::FsError;
 use crate::ids::{ContainerId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, Dir, KvRead, Space};
@@ -59,10 +58,9 @@ pub struct Received {
 
 impl From<StreamError> for StoreError {
     fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Io(io) => StoreError::Fs(FsError::Io(format!("stream: {io}"))),
-            other => StoreError::BadStream(other.to_string()),
-        }
+        // An I/O error on the stream (a sender or receiver gone) is the stream's fault, not
+        // the store's: the receive is refused like a truncated stream.
+        StoreError::BadStream(e.to_string())
     }
 }
 
@@ -95,8 +93,8 @@ impl Store {
             Some(f) => {
                 let b = self.require_snapshot(container, f)?;
                 if b.record.epoch >= snap.record.epoch {
-                    return Err(StoreError::Fs(FsError::Invalid(
-                        "the base snapshot of an incremental stream must be older than the sent one",
+                    return Err(StoreError::Invalid(format!(
+                        "snapshot {f:?} is not older than {key:?}: the base of an incremental stream must be"
                     )));
                 }
                 Some(b)
@@ -155,6 +153,19 @@ impl Store {
         name: &str,
         rollback: bool,
     ) -> Result<Received, StoreError> {
+        self.receive_with(input, name, rollback, &mut |_| Ok(()))
+    }
+
+    /// [`Store::receive`], calling `before_commit` (with the existing target's id) once the
+    /// records are in and before the last batch: the caller's last check (the service's: not
+    /// mounted), whose locks it may keep until this returns.
+    pub fn receive_with(
+        &self,
+        input: &mut dyn Read,
+        name: &str,
+        rollback: bool,
+        before_commit: &mut dyn FnMut(Option<&ContainerId>) -> Result<(), StoreError>,
+    ) -> Result<Received, StoreError> {
         super::check_container_name(name)?;
         let (mut reader, header) = StreamReader::open(input)?;
         if header.block_size != self.block_size {
@@ -196,12 +207,18 @@ impl Store {
             self.catalog.edit_tree(|t| t.insert(p, rec));
             p
         };
-        let result = self
-            .apply_records(&mut reader, &header, &plan, pending)
+        // Reclaim is held off while records go into the pending epoch (a prune against it
+        // must see it whole); the commit only adds records about it.
+        let applied = self.apply_records(&mut reader, &header, &plan, pending);
+        drop(paused);
+        let result = applied
+            .and_then(|applied| {
+                before_commit(plan.existing.as_ref().map(|c| &c.id))?;
+                Ok(applied)
+            })
             .and_then(|applied| {
                 self.commit_receive(name, &header, plan, pending, applied, &reader)
             });
-        drop(paused);
         if result.is_err() {
             if let Err(e) = self.abandon_receive(pending) {
                 log::error!("receive into epoch {pending}: cannot retire it: {e}");
@@ -458,9 +475,13 @@ impl Store {
             Some(c) => {
                 // The target may have changed while the records came in.
                 let now = self.require_live(&c.id)?;
-                if now.head != c.head {
+                let base_gone = match &plan.base {
+                    Some(b) => self.snapshot_by_name(&c.id, &b.name)?.is_none(),
+                    None => false,
+                };
+                if now.head != c.head || base_gone {
                     return Err(StoreError::Conflict(format!(
-                        "container {name:?} changed during the receive (restored or snapshotted)"
+                        "container {name:?} changed during the receive (restored, snapshotted or its base deleted)"
                     )));
                 }
                 if let Some(limit) = self.quota(&c.id)?.bytes {

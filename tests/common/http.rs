@@ -159,9 +159,14 @@ fn parse_response(raw: &[u8], what: &str, head_request: bool) -> Result<Resp, St
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let rest = &raw[head_end + 4..];
-    // The daemon always sends a content-length (chunked answers are not expected).
+    // The daemon sends a content-length, except for streams (chunked).
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     let body = if head_request {
         Vec::new()
+    } else if chunked {
+        dechunk(rest).ok_or_else(|| format!("{what}: a chunked body that ends early"))?
     } else if let Some(n) = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -183,6 +188,22 @@ fn parse_response(raw: &[u8], what: &str, head_request: bool) -> Result<Resp, St
         body,
         what: what.to_string(),
     })
+}
+
+/// The body of a chunked answer; `None` when it lacks its last (empty) chunk.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
 }
 
 /// Sends `req` (a complete HTTP request) on `s` and reads the answer until EOF. A write

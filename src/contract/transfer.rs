@@ -1,0 +1,45 @@
+//! Snapshot streams: `GET /containers/{id}/send` and `POST /containers/{id}/receive`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Container, Snapshot};
+
+/// `GET /containers/{id}/send?snapshot=B[&from=A]`: the stream of snapshot B, full or
+/// incremental from A (which must be older).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SendQuery {
+    /// The snapshot to send (name or alias).
+    pub snapshot: String,
+    /// The snapshot the receiver already holds (name or alias): an incremental stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// `POST /containers/{id}/receive[?rollback=true]`: the body is a stream from `send`. A
+/// full stream creates container `{id}` (a name); an incremental one goes on top of its
+/// latest snapshot, which must be the stream's base (`rollback`: later snapshots are
+/// deleted and writes since the base dropped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveQuery {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+/// What a receive brought.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Received {
+    pub container: Container,
+    /// The received snapshot, with the sender's name and times.
+    pub snapshot: Snapshot,
+    /// Keys the stream carried.
+    pub records: u64,
+    /// Bytes of records the stream carried.
+    pub bytes: u64,
+    /// Snapshots a rollback deleted.
+    pub rolled_back: Vec<String>,
+}

@@ -1,0 +1,60 @@
+//! Snapshot streams of the service: send a snapshot of a container, receive one into a
+//! container that is not mounted (`store/transfer.rs` does the work).
+
+use std::io::{Read, Write};
+
+use super::{mounts, Service, ServiceError, ServiceResult};
+use crate::store::{Received, Sent};
+
+impl Service {
+    /// Writes snapshot `snapshot` of a container to `out`, full or incremental from `from`.
+    pub fn send_snapshot(
+        &self,
+        id_or_name: &str,
+        snapshot: &str,
+        from: Option<&str>,
+        out: &mut dyn Write,
+    ) -> ServiceResult<Sent> {
+        let c = self.container(id_or_name)?;
+        Ok(self.store.send(&c.id, snapshot, from, out)?)
+    }
+
+    /// Receives a stream into container `name` (see `Store::receive`). A mounted target is
+    /// refused: its live tree would change under the mount. The mounts lock is held from the
+    /// last check to the end of the commit, so the container is not mounted meanwhile.
+    pub fn receive_snapshot(
+        &self,
+        name: &str,
+        rollback: bool,
+        input: &mut dyn Read,
+    ) -> ServiceResult<Received> {
+        let mounted = |id: &crate::ids::ContainerId, m: &std::collections::HashMap<_, _>| -> bool {
+            m.contains_key(id)
+        };
+        if let Some(c) = self.store.container_by_name(name)? {
+            let mut m = self.mounts.lock();
+            mounts::reap_locked(&mut m);
+            if mounted(&c.id, &m) {
+                return Err(ServiceError::Conflict(format!(
+                    "container {name:?} is mounted: stop it first (its live tree would change under the mount)"
+                )));
+            }
+        }
+        let mut held = None;
+        let r = self
+            .store
+            .receive_with(input, name, rollback, &mut |target| {
+                let mut m = self.mounts.lock();
+                mounts::reap_locked(&mut m);
+                if target.is_some_and(|id| mounted(id, &m)) {
+                    return Err(crate::store::StoreError::Conflict(format!(
+                        "container {name:?} was mounted during the receive: stop it and receive again"
+                    )));
+                }
+                held = Some(m);
+                Ok(())
+            });
+        drop(held);
+        Ok(r?)
+    }
+}

@@ -1,0 +1,163 @@
+//! Snapshot streams through the REST API of two daemons (TCP with tokens): `GET
+//! /containers/{id}/send` streams a snapshot, `POST /containers/{id}/receive` takes it; the
+//! copy mounts and reads like the source's snapshots; bad requests and streams are the
+//! envelope with the right status and change nothing.
+
+mod common;
+
+use std::fs;
+
+use common::api::*;
+use common::http::{Auth, Via};
+use serde_json::json;
+
+#[test]
+fn send_and_receive_between_two_daemons() {
+    let a = Daemon::start();
+    let b = Daemon::start();
+    a.create_container("src", None);
+    let ms = a.mount("src", "ms");
+    fs::create_dir(ms.join("dir")).expect("mkdir");
+    fs::write(ms.join("dir/a"), "one").expect("write");
+    fs::write(ms.join("big"), vec![5u8; 3 << 20]).expect("write");
+    let s1 = a.snapshot("src", json!({"alias": "one"}));
+    fs::write(ms.join("dir/a"), "two").expect("write");
+    fs::remove_file(ms.join("big")).expect("rm");
+    let s2 = a.snapshot("src", json!({"alias": "two"}));
+
+    let full = a.call("GET", "/api/v1/containers/src/send?snapshot=one", None);
+    assert_eq!(full.status, 200, "{}", full.describe());
+    assert_eq!(
+        full.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(full.body.starts_with(b"SNFS"));
+    assert!(full.body.len() > 3 << 20, "the stream carries the data");
+    let got = b
+        .call_raw("POST", "/api/v1/containers/copy/receive", &full.body)
+        .data();
+    let typed: snapfs::contract::Received = check_typed(&got);
+    assert_eq!(typed.snapshot.name, s1["name"].as_str().expect("name"));
+    assert_eq!(typed.snapshot.alias.as_deref(), Some("one"));
+    assert_eq!(
+        typed.snapshot.created_at,
+        s1["created_at"].as_str().expect("t")
+    );
+    assert_eq!(typed.container.name, "copy");
+    assert!(typed.records > 0 && typed.bytes > 3 << 20, "{got}");
+    assert!(typed.rolled_back.is_empty());
+
+    let inc = a.call(
+        "GET",
+        "/api/v1/containers/src/send?snapshot=two&from=one",
+        None,
+    );
+    assert_eq!(inc.status, 200, "{}", inc.describe());
+    assert!(
+        inc.body.len() < 64 << 10,
+        "incremental: {} bytes",
+        inc.body.len()
+    );
+    let got2 = b
+        .call_raw("POST", "/api/v1/containers/copy/receive", &inc.body)
+        .data();
+    assert_eq!(got2["snapshot"]["name"], s2["name"]);
+    assert_eq!(got2["container"]["snapshot_count"], 2);
+
+    let mc = b.mount("copy", "mc");
+    assert_eq!(fs::read(mc.join("dir/a")).expect("read"), b"two");
+    assert!(!mc.join("big").exists());
+    assert_eq!(
+        fs::read(mc.join(".snapshots/one/big")).expect("read"),
+        vec![5u8; 3 << 20]
+    );
+    // A mounted target refuses a receive (409), and the copy stays as it was.
+    let s3 = a.snapshot("src", json!({"alias": "three"}));
+    let inc3 = a.call(
+        "GET",
+        "/api/v1/containers/src/send?snapshot=three&from=two",
+        None,
+    );
+    b.call_raw("POST", "/api/v1/containers/copy/receive", &inc3.body)
+        .expect_error(409);
+    b.unmount("copy", &mc);
+    let got3 = b
+        .call_raw("POST", "/api/v1/containers/copy/receive", &inc3.body)
+        .data();
+    assert_eq!(got3["snapshot"]["name"], s3["name"]);
+    a.unmount("src", &ms);
+}
+
+#[test]
+fn bad_requests_and_streams_are_refused_with_their_status() {
+    let a = Daemon::start();
+    let b = Daemon::start();
+    a.snapshot("default", json!({"alias": "one"}));
+    a.snapshot("default", json!({"alias": "two"}));
+    // Unknown container or snapshot: 404; a missing or unknown parameter: 400; a base
+    // newer than the snapshot: 400.
+    a.call("GET", "/api/v1/containers/nope/send?snapshot=one", None)
+        .expect_error(404);
+    a.call("GET", "/api/v1/containers/default/send?snapshot=nope", None)
+        .expect_error(404);
+    a.call("GET", "/api/v1/containers/default/send", None)
+        .expect_error(400);
+    a.call(
+        "GET",
+        "/api/v1/containers/default/send?snapshot=one&bogus=1",
+        None,
+    )
+    .expect_error(400);
+    a.call(
+        "GET",
+        "/api/v1/containers/default/send?snapshot=one&from=two",
+        None,
+    )
+    .expect_error(400);
+    let full = a.call("GET", "/api/v1/containers/default/send?snapshot=one", None);
+    assert_eq!(full.status, 200, "{}", full.describe());
+    // Junk, truncated and corrupted streams: 400, and no container appears.
+    let mut flipped = full.body.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x20;
+    for (what, body) in [
+        ("junk", b"{\"not\": \"a stream\"}".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", full.body[..full.body.len() - 3].to_vec()),
+        ("corrupted", flipped),
+    ] {
+        let r = b.call_raw("POST", "/api/v1/containers/copy/receive", &body);
+        r.expect_error(400);
+        assert!(
+            r.envelope()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("stream")),
+            "{what}: {}",
+            r.describe()
+        );
+    }
+    assert!(
+        b.containers().iter().all(|c| c["name"] != "copy"),
+        "a failed receive left a container"
+    );
+    // A bad query: 400. A full stream onto an existing container: 409.
+    b.call_raw(
+        "POST",
+        "/api/v1/containers/copy/receive?rollback=maybe",
+        &full.body,
+    )
+    .expect_error(400);
+    b.call_raw("POST", "/api/v1/containers/copy/receive", &full.body)
+        .data();
+    b.call_raw("POST", "/api/v1/containers/copy/receive", &full.body)
+        .expect_error(409);
+    // Without the token over TCP: 401.
+    let r = b.request(
+        Via::Tcp,
+        &Auth::Header("Bearer wrong".into()),
+        "POST",
+        "/api/v1/containers/copy2/receive",
+        &full.body,
+    );
+    r.expect_error(401);
+}
