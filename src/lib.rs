@@ -20,6 +20,7 @@ pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod mount;
+pub mod peer;
 pub mod perms;
 pub mod process;
 pub mod remote;

@@ -116,13 +116,23 @@ pub(super) async fn stop_container(
     container_answer(&svc, "Container stopped successfully", move |s| s.stop(&id)).await
 }
 
-#[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1))", body = Envelope<Container>)))]
+#[utoipa::path(post, path = "/api/v1/containers/{id}/copy", tag = "containers", params(("id" = String, Path, description = "container id or name")), request_body = Copy, responses((status = 200, description = "The new container (O(1)); with target_server, the container on the other daemon", body = Envelope<Container>)))]
 pub(super) async fn copy_container(
     State(svc): State<Arc<Service>>,
     ApiPath(id): ApiPath<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Container> {
     let req: Copy = body(raw)?;
+    if let Some(target) = &req.target_server {
+        return super::sync::copy_to_server(
+            &svc,
+            &id,
+            &req.name,
+            req.source_snapshot.as_deref(),
+            target,
+        )
+        .await;
+    }
     container_answer(&svc, "Container copied successfully", move |s| {
         s.copy(
             &id,

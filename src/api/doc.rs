@@ -99,6 +99,7 @@ impl Modify for Common {
         super::history::path_history,
         super::transfer::send_snapshot,
         super::transfer::receive_snapshot,
+        super::sync::sync_container,
         super::ops::space,
         super::ops::status,
         super::ops::metrics,

@@ -32,6 +32,7 @@ pub mod doc;
 mod history;
 mod ops;
 mod snapshots;
+mod sync;
 mod transfer;
 
 /// Largest request body accepted.
@@ -243,6 +244,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         )
         .route("/containers/{id}/history", get(history::path_history))
         .route("/containers/{id}/send", get(transfer::send_snapshot))
+        .route("/containers/{id}/sync", post(sync::sync_container))
         .route(
             "/containers/{id}/receive",
             post(transfer::receive_snapshot).layer(DefaultBodyLimit::disable()),

@@ -19,13 +19,29 @@ const PIECE: usize = 1 << 20;
 
 /// The blocking side of a send: buffers writes into pieces for the body; the first piece
 /// also tells the handler that the stream started.
-struct BodyWriter {
+pub(super) struct BodyWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     started: Option<oneshot::Sender<Result<(), ServiceError>>>,
     buf: Vec<u8>,
 }
 
 impl BodyWriter {
+    pub(super) fn new(
+        tx: mpsc::Sender<Result<Bytes, io::Error>>,
+        started: Option<oneshot::Sender<Result<(), ServiceError>>>,
+    ) -> BodyWriter {
+        BodyWriter {
+            tx,
+            started,
+            buf: Vec::with_capacity(PIECE),
+        }
+    }
+
+    /// Hands over what is buffered (at the end of a stream).
+    pub(super) fn flush_all(&mut self) -> io::Result<()> {
+        self.push()
+    }
+
     fn push(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -64,11 +80,7 @@ pub(super) async fn send_snapshot(
     let (started_tx, started_rx) = oneshot::channel();
     let worker = svc.clone();
     tokio::task::spawn_blocking(move || {
-        let mut w = BodyWriter {
-            tx: tx.clone(),
-            started: Some(started_tx),
-            buf: Vec::with_capacity(PIECE),
-        };
+        let mut w = BodyWriter::new(tx.clone(), Some(started_tx));
         let r = worker.send_snapshot(&id, &q.snapshot, q.from.as_deref(), &mut w);
         match (r, w.started.take()) {
             (Ok(sent), _) => {

@@ -195,6 +195,7 @@ pub(super) fn containers(common: Common, cmd: ContainersCmd) -> Result<()> {
                 target_project_id: project,
                 name,
                 source_snapshot: snapshot,
+                target_server: None,
             };
             let data: Container = d.call(
                 "POST",

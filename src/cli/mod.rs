@@ -235,34 +235,14 @@ enum Cmd {
     /// Write a snapshot of a container to standard output as a stream (to a file, or
     /// through ssh to `snapfs receive` on another host): everything in it, or with --from
     /// only what changed since an older snapshot the receiver holds.
-    Send {
-        store: PathBuf,
-        /// The container (id or name).
-        #[arg(long, default_value = DEFAULT_CONTAINER)]
-        container: String,
-        /// The snapshot to send (name or alias).
-        #[arg(long)]
-        snapshot: String,
-        /// Send only what changed since this older snapshot (name or alias).
-        #[arg(long, value_name = "SNAPSHOT")]
-        from: Option<String>,
-    },
+    Send(transfer::SendArgs),
     /// Read a snapshot stream from standard input into a container: a full stream creates
     /// it; an incremental one goes on top of its latest snapshot, which must be the
     /// stream's base. The snapshot appears whole or not at all.
-    Receive {
-        store: PathBuf,
-        /// The container to receive into (a name; created by a full stream).
-        #[arg(long)]
-        container: String,
-        /// If the container has snapshots newer than the stream's base, or was written since,
-        /// delete those snapshots and drop those writes.
-        #[arg(long)]
-        rollback: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Receive(transfer::ReceiveArgs),
+    /// Send another snapfs daemon every snapshot of a container it lacks, incrementally,
+    /// oldest first (a second run with nothing new sends nothing).
+    Sync(transfer::SyncArgs),
     /// Create, list, show, copy, delete, start (mount) and stop (unmount) containers.
     Containers {
         #[command(flatten)]
@@ -612,18 +592,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             crate::storedir::init(&store, block_size, target)
         }
-        Cmd::Send {
-            store,
-            container,
-            snapshot,
-            from,
-        } => transfer::send(store, &container, snapshot, from),
-        Cmd::Receive {
-            store,
-            container,
-            rollback,
-            json,
-        } => transfer::receive(store, &container, rollback, json),
+        Cmd::Send(a) => transfer::send(a),
+        Cmd::Receive(a) => transfer::receive(a),
+        Cmd::Sync(a) => transfer::sync(a),
         Cmd::Mount {
             store,
             mountpoint,

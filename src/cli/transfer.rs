@@ -1,26 +1,78 @@
-//! `snapfs send` and `snapfs receive`: a snapshot stream to standard output, and from
-//! standard input, through the store's daemon.
+//! `snapfs send`, `snapfs receive` and `snapfs sync`: a snapshot stream to standard output,
+//! from standard input, and straight to another daemon, through the store's daemon.
 
 use std::io::IsTerminal;
 
 use super::*;
-use crate::contract::{ReceiveQuery, Received, SendQuery};
+use crate::contract::{ReceiveQuery, Received, SendQuery, Sync, Synced, TargetServer};
 
-pub(super) fn send(
+#[derive(Args)]
+pub(super) struct SendArgs {
     store: PathBuf,
-    container: &str,
+    /// The container (id or name).
+    #[arg(long, default_value = DEFAULT_CONTAINER)]
+    container: String,
+    /// The snapshot to send (name or alias).
+    #[arg(long)]
     snapshot: String,
+    /// Send only what changed since this older snapshot (name or alias).
+    #[arg(long, value_name = "SNAPSHOT")]
     from: Option<String>,
-) -> Result<()> {
+}
+
+#[derive(Args)]
+pub(super) struct ReceiveArgs {
+    store: PathBuf,
+    /// The container to receive into (a name; created by a full stream).
+    #[arg(long)]
+    container: String,
+    /// If the container has snapshots newer than the stream's base, or was written since,
+    /// delete those snapshots and drop those writes.
+    #[arg(long)]
+    rollback: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(super) struct SyncArgs {
+    store: PathBuf,
+    /// The container (id or name).
+    #[arg(long, default_value = DEFAULT_CONTAINER)]
+    container: String,
+    /// The other daemon's API: http://HOST:PORT of its --listen address (loopback: reach
+    /// other hosts through a tunnel, e.g. ssh -L).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// File holding the other daemon's bearer token [default: $SNAPFS_TARGET_TOKEN].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The container's name on the other daemon [default: its name here].
+    #[arg(long)]
+    name: Option<String>,
+    /// If the copy there has snapshots this one lacks after the last common one, or was
+    /// written since, delete them and drop those writes.
+    #[arg(long)]
+    rollback: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn send(a: SendArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if out.is_terminal() {
         bail!("standard output is a terminal: redirect the stream to a file or a pipe (snapfs send ... > FILE)");
     }
-    let d = Daemon::connect(Some(store))?;
+    let d = Daemon::connect(Some(a.store))?;
     let path = format!(
         "/api/v1{}/send{}",
-        container_path(container),
-        query(&SendQuery { snapshot, from })?
+        container_path(&a.container),
+        query(&SendQuery {
+            snapshot: a.snapshot,
+            from: a.from
+        })?
     );
     let reply = crate::client::download(&d.socket(), &path, &mut out)?;
     if !reply.ok() {
@@ -29,20 +81,22 @@ pub(super) fn send(
     Ok(())
 }
 
-pub(super) fn receive(store: PathBuf, container: &str, rollback: bool, json: bool) -> Result<()> {
+pub(super) fn receive(a: ReceiveArgs) -> Result<()> {
     let input = std::io::stdin();
     if input.is_terminal() {
         bail!("standard input is a terminal: give the stream on it (snapfs receive ... < FILE)");
     }
-    let d = Daemon::connect(Some(store))?;
+    let d = Daemon::connect(Some(a.store))?;
     let path = format!(
         "/api/v1{}/receive{}",
-        container_path(container),
-        query(&ReceiveQuery { rollback })?
+        container_path(&a.container),
+        query(&ReceiveQuery {
+            rollback: a.rollback
+        })?
     );
     let reply = crate::client::upload(&d.socket(), &path, Box::new(input))?;
     let data: Received = reply.data()?;
-    emit(json, &data, |r| {
+    emit(a.json, &data, |r| {
         let mut s = format!(
             "received snapshot {} into container {} ({} records, {} bytes)\n",
             r.snapshot.name, r.container.name, r.records, r.bytes
@@ -50,6 +104,54 @@ pub(super) fn receive(store: PathBuf, container: &str, rollback: bool, json: boo
         for gone in &r.rolled_back {
             s.push_str(&format!("rolled back: deleted snapshot {gone}\n"));
         }
+        s
+    })
+}
+
+/// The other daemon's token: the file's first line, or `$SNAPFS_TARGET_TOKEN`.
+fn target_token(file: Option<&Path>) -> Result<String> {
+    let token = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the token file {}", f.display()))?,
+        None => std::env::var("SNAPFS_TARGET_TOKEN").map_err(|_| {
+            anyhow!("no token for the target: use --token-file FILE or set SNAPFS_TARGET_TOKEN")
+        })?,
+    };
+    let token = token.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        bail!("the target's token is empty");
+    }
+    Ok(token)
+}
+
+pub(super) fn sync(a: SyncArgs) -> Result<()> {
+    let token = target_token(a.token_file.as_deref())?;
+    let mut d = Daemon::connect(Some(a.store))?;
+    let body = Sync {
+        target_server: TargetServer { url: a.to, token },
+        name: a.name,
+        rollback: a.rollback,
+    };
+    let data: Synced = d.call(
+        "POST",
+        &format!("{}/sync", container_path(&a.container)),
+        Some(&body),
+    )?;
+    emit(a.json, &data, |r| {
+        if r.sent.is_empty() {
+            return format!("{} is current on the target\n", r.container);
+        }
+        let mut s = String::new();
+        for name in &r.sent {
+            s.push_str(&format!("sent snapshot {name}\n"));
+        }
+        s.push_str(&format!(
+            "synced {} snapshot(s) to {} ({} records, {} bytes)\n",
+            r.sent.len(),
+            r.container,
+            r.records,
+            r.bytes
+        ));
         s
     })
 }

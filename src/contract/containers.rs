@@ -77,6 +77,10 @@ pub struct Copy {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_snapshot: Option<String>,
+    /// Copy to another snapfs daemon instead (needs `source_snapshot`): the snapshot is
+    /// streamed to it and becomes container `name` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_server: Option<super::TargetServer>,
 }
 
 /// Whether a container is mounted, or deleted.

@@ -43,3 +43,42 @@ pub struct Received {
     /// Snapshots a rollback deleted.
     pub rolled_back: Vec<String>,
 }
+
+/// Another snapfs daemon: its TCP API (`snapfs serve --listen`) and bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetServer {
+    /// `http://HOST:PORT`; a loopback address (this snapfs does not speak TLS yet: reach
+    /// other hosts through a tunnel ending on 127.0.0.1).
+    pub url: String,
+    pub token: String,
+}
+
+/// `POST /containers/{id}/sync`: send the target every snapshot of this container it lacks,
+/// incrementally, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    pub target_server: TargetServer,
+    /// The container's name on the target [default: its name here].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// If the target's copy has snapshots this one lacks after the last common one, or was
+    /// written since, delete them and drop the writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+/// What a sync sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Synced {
+    /// The container's name on the target.
+    pub container: String,
+    /// The newest snapshot both sides held before (the base of the first stream).
+    pub base: Option<String>,
+    /// The snapshots sent, oldest first (empty: the target was current).
+    pub sent: Vec<String>,
+    /// Keys and bytes of records sent, over all streams.
+    pub records: u64,
+    pub bytes: u64,
+}
