@@ -365,6 +365,76 @@ fn restore_model(tree: &mut Tree, snap: &Tree, paths: &[&str]) {
     }
 }
 
+/// Syncs every container of the world into `mirror` as `snapfs sync` would (snapshot
+/// streams, incremental from the newest snapshot both hold, rolling back what the source
+/// deleted) and checks every received snapshot and the mirror's live tree against the model.
+fn sync_mirror(world: &World, mirror: &Arc<Store>, model: &Model, ctx: &str) {
+    for c in model.containers.keys() {
+        let cid = id(&world.store, c);
+        let mut ours = world.store.snapshots(&cid).expect("list");
+        ours.sort_by_key(|s| s.record.epoch);
+        // Twice at most: a snapshot name the source reused (deleted, then taken again in the
+        // same second after a reopen) that the mirror still holds is refused; the mirror of
+        // that container then starts over.
+        for attempt in 0..2 {
+            let theirs = match mirror.container_by_name(c).expect("lookup") {
+                Some(m) => mirror.snapshots(&m.id).expect("list"),
+                None => Vec::new(),
+            };
+            let base = ours.iter().rposition(|s| {
+                theirs
+                    .iter()
+                    .any(|t| t.name == s.name && t.record.created_at == s.record.created_at)
+            });
+            if base.is_none() || attempt > 0 {
+                if let Some(m) = mirror.container_by_name(c).expect("lookup") {
+                    mirror.delete_container(&m.id).expect("drop the mirror");
+                }
+            }
+            let base = if attempt > 0 { None } else { base };
+            let mut from = base.map(|i| ours[i].name.clone());
+            let mut reused = false;
+            for s in &ours[base.map_or(0, |i| i + 1)..] {
+                let mut bytes = Vec::new();
+                world
+                    .store
+                    .send(&cid, &s.name, from.as_deref(), &mut bytes)
+                    .expect("send");
+                let got = match mirror.receive(&mut &bytes[..], c, true) {
+                    Ok(got) => got,
+                    Err(e) if attempt == 0 && e.to_string().contains("already has snapshot") => {
+                        reused = true;
+                        break;
+                    }
+                    Err(e) => panic!("receive {} of {c} at {ctx}: {e}", s.name),
+                };
+                let view = Fs::frozen(
+                    mirror.clone(),
+                    &got.container.id,
+                    mirror.snapshot_chain(&got.snapshot),
+                );
+                assert_eq!(
+                    &read_tree(&view),
+                    &model.snapshots[&(c.clone(), s.name.clone())],
+                    "mirror of snapshot {} of {c} at {ctx}",
+                    s.name
+                );
+                // The mirror's live tree is the snapshot it received last.
+                let head = Fs::new(mirror.clone(), &got.container.id).expect("mirror head");
+                assert_eq!(
+                    &read_tree(&head),
+                    &model.snapshots[&(c.clone(), s.name.clone())],
+                    "mirror head of {c} at {ctx}"
+                );
+                from = Some(s.name.clone());
+            }
+            if !reused {
+                break;
+            }
+        }
+    }
+}
+
 fn run(seed: u64, backend: Backend, steps: usize) {
     run_mix(seed, backend, steps, &EVERYDAY);
 }
@@ -380,6 +450,7 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
         snapshots: BTreeMap::new(),
     };
     let mut world = World::open(store, &model);
+    let mirror = Arc::new(Store::init(harness::mem_backend().kv(), 4096).expect("init mirror"));
     let mut copies = 0;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
@@ -467,6 +538,9 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
         world.check(&model, &ctx);
         if step % 10 == 9 {
             check_diff_and_history(&world, &model, &mut rng, &ctx);
+        }
+        if step % 15 == 14 {
+            sync_mirror(&world, &mirror, &model, &ctx);
         }
         if step % 25 == 24 {
             let report = snapfs::fsck::check(&world.store).expect("fsck");

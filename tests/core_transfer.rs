@@ -149,6 +149,22 @@ fn full_and_incremental_streams_reproduce_every_snapshot_on_rocksdb() {
     );
 }
 
+/// Embedded to object storage (SlateDB on a directory standing in for a bucket) and back.
+#[cfg(feature = "slatedb")]
+#[test]
+fn streams_go_between_backends_both_ways() {
+    let (_da, _db) = (rocks_backend(), slate_backend());
+    reproduce(
+        Arc::new(Store::init(_da.kv(), 4096).expect("init")),
+        Arc::new(Store::init(_db.kv(), 4096).expect("init")),
+    );
+    let (_dc, _dd) = (slate_backend(), rocks_backend());
+    reproduce(
+        Arc::new(Store::init(_dc.kv(), 4096).expect("init")),
+        Arc::new(Store::init(_dd.kv(), 4096).expect("init")),
+    );
+}
+
 fn reproduce(a: Arc<Store>, b: Arc<Store>) {
     let id = default_id(&a);
     fill(&a);
