@@ -15,7 +15,7 @@ use hyper::body::{Bytes, Frame};
 use serde::de::DeserializeOwned;
 
 pub use crate::contract::TargetServer;
-use crate::contract::{Envelope, Received, SnapshotList};
+use crate::contract::{Envelope, ReceiveState, Received, SnapshotList};
 
 /// A checked target: the address to connect to and the `Host` header.
 #[derive(Debug, Clone)]
@@ -160,6 +160,18 @@ impl Peer {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         drop(tx);
         let path = format!("/api/v1/containers/{}/snapshots", segment(name));
+        let reply = self.request("GET", &path, "application/json", rx).await?;
+        if reply.status == 404 {
+            return Ok(None);
+        }
+        reply.data().map(Some)
+    }
+
+    /// The target's cut receive into container `name` waiting to be resumed, if any.
+    pub async fn pending(&self, name: &str) -> Result<Option<ReceiveState>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(tx);
+        let path = format!("/api/v1/containers/{}/receive", segment(name));
         let reply = self.request("GET", &path, "application/json", rx).await?;
         if reply.status == 404 {
             return Ok(None);

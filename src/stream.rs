@@ -94,6 +94,11 @@ pub struct Header {
     pub base: Option<BaseRef>,
     /// File data bytes of the snapshot's tree (for quotas; the receiver checks it).
     pub usage: u64,
+    /// What the records weigh, as the sender estimates it before sending (for progress).
+    pub total_bytes: u64,
+    /// Set when the stream continues a receive that was cut: its records start after this
+    /// key (space: 0 meta, 1 data; the key), the last one the receiver holds.
+    pub resume_after: Option<(u8, Vec<u8>)>,
 }
 
 /// One versioned key with the value visible in the sent snapshot.
@@ -113,7 +118,8 @@ pub struct Totals {
     pub bytes: u64,
 }
 
-fn space_byte(s: Space) -> u8 {
+/// A space as the stream writes it.
+pub fn space_byte(s: Space) -> u8 {
     match s {
         Space::Meta => 0,
         Space::Data => 1,
@@ -473,6 +479,8 @@ mod tests {
             },
             base: None,
             usage: 3,
+            total_bytes: 20 << 20,
+            resume_after: Some((1, b"key".to_vec())),
         }
     }
 

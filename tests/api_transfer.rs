@@ -161,3 +161,97 @@ fn bad_requests_and_streams_are_refused_with_their_status() {
     );
     r.expect_error(401);
 }
+
+#[test]
+fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
+    let a = Daemon::start();
+    let b = Daemon::start();
+    let ms = a.mount("default", "ms");
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 253) as u8).collect();
+    fs::write(ms.join("big"), &data).expect("write");
+    let s1 = a.snapshot("default", json!({}));
+    a.unmount("default", &ms);
+    let full = a.call(
+        "GET",
+        &format!(
+            "/api/v1/containers/default/send?snapshot={}",
+            s1["name"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(full.status, 200, "{}", full.describe());
+    // Cut inside the third chunk: 400 naming the token; the receive waits.
+    let cut = b.call_raw(
+        "POST",
+        "/api/v1/containers/copy/receive",
+        &full.body[..9 << 20],
+    );
+    cut.expect_error(400);
+    let msg = cut.envelope()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("resume with token"), "{msg}");
+    let state = b.ok("GET", "/api/v1/containers/copy/receive", None);
+    let typed: snapfs::contract::ReceiveState = check_typed(&state);
+    assert_eq!(typed.snapshot, s1["name"].as_str().unwrap());
+    let token = typed.token.expect("token");
+    assert!(msg.ends_with(&token), "{msg}");
+    // The rest, by token; bad tokens and mixed parameters are 400.
+    a.call(
+        "GET",
+        "/api/v1/containers/default/send?resume=garbage",
+        None,
+    )
+    .expect_error(400);
+    a.call(
+        "GET",
+        &format!("/api/v1/containers/default/send?resume={token}&snapshot=x"),
+        None,
+    )
+    .expect_error(400);
+    let rest = a.call(
+        "GET",
+        &format!("/api/v1/containers/default/send?resume={token}"),
+        None,
+    );
+    assert_eq!(rest.status, 200, "{}", rest.describe());
+    assert!(rest.body.len() < full.body.len() - (6 << 20));
+    let got = b
+        .call_raw("POST", "/api/v1/containers/copy/receive", &rest.body)
+        .data();
+    assert_eq!(got["snapshot"]["name"], s1["name"]);
+    b.call("GET", "/api/v1/containers/copy/receive", None)
+        .expect_error(404);
+    b.call("DELETE", "/api/v1/containers/copy/receive", None)
+        .expect_error(404);
+    let mc = b.mount("copy", "mc");
+    assert_eq!(fs::read(mc.join("big")).expect("read"), data);
+    b.unmount("copy", &mc);
+
+    // A sync finds a cut receive of the snapshot it sends and sends only the rest.
+    let cut = b.call_raw(
+        "POST",
+        "/api/v1/containers/mirror/receive",
+        &full.body[..9 << 20],
+    );
+    cut.expect_error(400);
+    let target = json!({"url": format!("http://127.0.0.1:{}", b.port), "token": b.token});
+    let synced = a.ok(
+        "POST",
+        "/api/v1/containers/default/sync",
+        Some(&json!({"target_server": target, "name": "mirror"})),
+    );
+    assert_eq!(synced["sent"], json!([s1["name"]]));
+    assert!(
+        synced["bytes"].as_u64().unwrap() < 6 << 20,
+        "resumed, not sent again: {synced}"
+    );
+    // An aborted receive is gone; the next stream starts over.
+    b.call_raw(
+        "POST",
+        "/api/v1/containers/third/receive",
+        &full.body[..9 << 20],
+    )
+    .expect_error(400);
+    b.ok("DELETE", "/api/v1/containers/third/receive", None);
+    b.call("GET", "/api/v1/containers/third/receive", None)
+        .expect_error(404);
+}

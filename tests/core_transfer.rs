@@ -321,6 +321,13 @@ fn bad_streams_change_nothing_visible() {
             b.container_by_name("copy").expect("lookup").is_none(),
             "{what}: a container appeared"
         );
+        // A cut stream keeps what came (resumable) once a chunk is in; anything else
+        // leaves nothing behind.
+        let pending = b.receives().expect("receives");
+        if err.to_string().contains("resume with token") {
+            assert_eq!(pending.len(), 1, "{what}");
+            b.abort_receive("copy").expect("abort");
+        }
         assert!(b.receives().expect("receives").is_empty(), "{what}");
     }
     // Nothing of the failed receives survives reclaim, and the store is clean.
@@ -380,5 +387,68 @@ fn an_incremental_stream_needs_its_base_as_the_latest_snapshot() {
     let c = Arc::new(Store::init(mem_backend().kv(), 16384).expect("init"));
     let err = receive(&c, &send(&a, &s1.name, None), "copy").expect_err("block size");
     assert!(err.to_string().contains("block size"), "{err}");
+    assert_fsck_clean(&b);
+}
+
+/// The token in a cut receive's error.
+fn token_of(err: &StoreError) -> snapfs::store::ResumeToken {
+    let text = err.to_string();
+    let word = text
+        .rsplit("resume with token ")
+        .next()
+        .expect("a token in the error");
+    snapfs::store::ResumeToken::decode(word).expect("token decodes")
+}
+
+#[test]
+fn a_cut_receive_resumes_from_its_last_chunk_even_after_a_reopen() {
+    let (_da, db) = (rocks_backend(), rocks_backend());
+    let a = Arc::new(Store::init(_da.kv(), 4096).expect("init"));
+    let id = default_id(&a);
+    fill(&a);
+    let fs = open_default(a.clone());
+    let (big, _, fh) = fs
+        .create(ROOT_INO, b"big", 0o644, libc::O_RDWR, ME)
+        .expect("create");
+    let data: Vec<u8> = (0..14u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs.write(big, None, 0, &data, false).expect("write");
+    fs.release(fh).expect("release");
+    drop(fs);
+    let s1 = a.snapshot(&id, None, None).expect("snapshot");
+    let full = send(&a, &s1.name, None);
+    assert!(full.len() > 12 << 20);
+    let mut b = Arc::new(Store::init(db.kv(), 4096).expect("init"));
+    // Cut inside the third chunk: the first two are in.
+    let err = receive(&b, &full[..9 << 20], "copy").expect_err("cut");
+    let token = token_of(&err);
+    assert_eq!(token.snapshot, s1.name);
+    let pending = b.receive_into("copy").expect("pending").expect("kept");
+    assert!(pending.1.records > 0);
+    // Another cut of the resumed stream, then the receiver's store is reopened.
+    let mut rest = Vec::new();
+    a.send_resumed(&id, &token, &mut rest).expect("resume send");
+    assert!(
+        rest.len() < full.len() - (6 << 20),
+        "a resumed stream skips what is in"
+    );
+    let err = receive(&b, &rest[..rest.len() - 1000], "copy").expect_err("cut again");
+    let first = token;
+    let token = token_of(&err);
+    assert_ne!(first, token);
+    drop(b);
+    b = Arc::new(Store::open(db.kv()).expect("reopen"));
+    b.abandon_stale_receives().expect("start-up tidy");
+    let mut rest = Vec::new();
+    a.send_resumed(&id, &token, &mut rest).expect("resume send");
+    // A stale token (an older point) is refused; the right one completes the receive.
+    let mut stale = Vec::new();
+    a.send_resumed(&id, &first, &mut stale).expect("stale send");
+    let err = receive(&b, &stale, "copy").expect_err("stale");
+    assert!(err.to_string().contains("another key"), "{err}");
+    let got = receive(&b, &rest, "copy").expect("resumed receive");
+    assert_eq!(snapshot_tree(&b, &got.snapshot), snapshot_tree(&a, &s1));
+    assert!(b.receives().expect("receives").is_empty());
+    let again = receive(&b, &rest, "copy").expect_err("nothing to resume");
+    assert!(again.to_string().contains("waits to be resumed"), "{again}");
     assert_fsck_clean(&b);
 }

@@ -99,6 +99,8 @@ impl Modify for Common {
         super::history::path_history,
         super::transfer::send_snapshot,
         super::transfer::receive_snapshot,
+        super::transfer::get_receive,
+        super::transfer::abort_receive,
         super::sync::sync_container,
         super::ops::space,
         super::ops::status,

@@ -110,7 +110,9 @@ fn envelope_response<T: Serialize>(status: StatusCode, answer: Envelope<T>) -> R
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let status = match e {
-            ServiceError::NoContainer(_) | ServiceError::NoSnapshot(_) => StatusCode::NOT_FOUND,
+            ServiceError::NoContainer(_)
+            | ServiceError::NoSnapshot(_)
+            | ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Conflict(_) | ServiceError::Running => StatusCode::CONFLICT,
             ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,7 +249,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/containers/{id}/sync", post(sync::sync_container))
         .route(
             "/containers/{id}/receive",
-            post(transfer::receive_snapshot).layer(DefaultBodyLimit::disable()),
+            post(transfer::receive_snapshot)
+                .layer(DefaultBodyLimit::disable())
+                .get(transfer::get_receive)
+                .delete(transfer::abort_receive),
         );
     Router::new()
         .nest("/api/v1", v1)

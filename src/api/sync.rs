@@ -31,15 +31,28 @@ fn gateway(e: anyhow::Error) -> ApiError {
 
 /// Streams snapshot `snapshot` of container `id` (incremental from `from`) to the target's
 /// container `name`.
+#[allow(clippy::too_many_arguments)]
 async fn push(
     svc: &Arc<Service>,
     peer: &Peer,
     id: &str,
     snapshot: &str,
+    created_at: Option<String>,
     from: Option<&str>,
     name: &str,
     rollback: bool,
-) -> Result<Received, ApiError> {
+) -> Result<(Received, crate::stream::Totals), ApiError> {
+    // A receive of this very stream that was cut: send only the rest.
+    let resume = match peer.pending(name).await.map_err(gateway)? {
+        Some(p)
+            if p.snapshot == snapshot
+                && p.base.as_deref() == from
+                && Some(p.created_at.as_str()) == created_at.as_deref() =>
+        {
+            p.token
+        }
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(4);
     let (worker, id, snapshot, from) = (
         svc.clone(),
@@ -49,7 +62,10 @@ async fn push(
     );
     let send = tokio::task::spawn_blocking(move || {
         let mut w = BodyWriter::new(tx.clone(), None);
-        let r = worker.send_snapshot(&id, &snapshot, from.as_deref(), &mut w);
+        let r = match &resume {
+            Some(token) => worker.send_resumed(&id, token, &mut w),
+            None => worker.send_snapshot(&id, &snapshot, from.as_deref(), &mut w),
+        };
         match &r {
             Ok(_) => {
                 let _ = w.flush_all();
@@ -63,7 +79,7 @@ async fn push(
     });
     let (sent, received) = tokio::join!(send, peer.receive(name, rollback, rx));
     match sent {
-        Ok(Ok(_)) => received.map_err(gateway),
+        Ok(Ok(sent)) => Ok((received.map_err(gateway)?, sent.totals)),
         Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,7 +102,7 @@ pub(super) async fn copy_to_server(
         ));
     };
     let peer = peer(target)?;
-    let got = push(svc, &peer, id, snapshot, None, name, false).await?;
+    let (got, _) = push(svc, &peer, id, snapshot, None, None, name, false).await?;
     Ok(Answer::ok("Container copied successfully", got.container))
 }
 
@@ -139,11 +155,12 @@ pub(super) async fn sync_container(
     let start = base.map_or(0, |i| i + 1);
     let mut from = out.base.clone();
     for s in &local[start..] {
-        let got = push(
+        let (_, sent) = push(
             &svc,
             &peer,
             &c.id.to_string(),
             &s.name,
+            Some(crate::timefmt::rfc3339(s.record.created_at)),
             from.as_deref(),
             &name,
             req.rollback && out.sent.is_empty(),
@@ -164,8 +181,8 @@ pub(super) async fn sync_container(
                 )
             }
         })?;
-        out.records += got.records;
-        out.bytes += got.bytes;
+        out.records += sent.records;
+        out.bytes += sent.bytes;
         out.sent.push(s.name.clone());
         from = Some(s.name.clone());
     }

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use contract::{ReceiveQuery, Received, SendQuery};
+use contract::{ReceiveQuery, ReceiveState, Received, SendQuery};
 
 /// Bytes a send hands to the HTTP body at a time.
 const PIECE: usize = 1 << 20;
@@ -76,12 +76,22 @@ pub(super) async fn send_snapshot(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<SendQuery>,
 ) -> Response {
+    let what = match (&q.snapshot, &q.resume) {
+        (Some(s), None) => s.clone(),
+        (None, Some(_)) if q.from.is_none() => "resumed".to_string(),
+        (None, Some(_)) => return bad("from goes with snapshot, not with resume").into_response(),
+        _ => return bad("give snapshot (and from), or resume").into_response(),
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(4);
     let (started_tx, started_rx) = oneshot::channel();
     let worker = svc.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = BodyWriter::new(tx.clone(), Some(started_tx));
-        let r = worker.send_snapshot(&id, &q.snapshot, q.from.as_deref(), &mut w);
+        let r = match (&q.snapshot, &q.resume) {
+            (_, Some(token)) => worker.send_resumed(&id, token, &mut w),
+            (Some(snap), None) => worker.send_snapshot(&id, snap, q.from.as_deref(), &mut w),
+            (None, None) => Err(ServiceError::Invalid("nothing to send".into())),
+        };
         match (r, w.started.take()) {
             (Ok(sent), _) => {
                 if w.push().is_ok() {
@@ -99,7 +109,7 @@ pub(super) async fn send_snapshot(
                 let _ = started.send(Err(e));
             }
             (Err(e), None) => {
-                log::error!("send of snapshot {} cut short: {e}", q.snapshot);
+                log::error!("send of snapshot {what} cut short: {e}");
                 let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
             }
         }
@@ -190,4 +200,37 @@ pub(super) async fn receive_snapshot(
     };
     let (answer, ()) = tokio::join!(work, feed);
     Ok(Answer::ok("Snapshot received successfully", answer?))
+}
+
+fn receive_state(rec: &crate::store::ReceiveRecord) -> ReceiveState {
+    ReceiveState {
+        snapshot: rec.snapshot.clone(),
+        created_at: crate::timefmt::rfc3339(rec.created_at),
+        base: rec.base.as_ref().map(|b| b.name.clone()),
+        records: rec.records,
+        bytes: rec.bytes,
+        started: crate::timefmt::rfc3339(rec.started),
+        token: rec.token().map(|t| t.encode()),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/containers/{id}/receive", tag = "snapshots", params(("id" = String, Path, description = "name of the container received into")), responses((status = 200, description = "The cut receive waiting to be resumed, with its token", body = Envelope<ReceiveState>), (status = 404, description = "None waits", body = ErrorAnswer)))]
+pub(super) async fn get_receive(
+    State(svc): State<Arc<Service>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<ReceiveState> {
+    let rec = blocking(&svc, move |s| s.receive_state(&name)).await?;
+    Ok(Answer::ok(
+        "Receive waiting to be resumed",
+        receive_state(&rec),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/containers/{id}/receive", tag = "snapshots", params(("id" = String, Path, description = "name of the container received into")), responses((status = 200, description = "The aborted receive (what it had written is reclaimed)", body = Envelope<ReceiveState>), (status = 404, description = "None waits", body = ErrorAnswer), (status = 409, description = "A receive into it is running", body = ErrorAnswer)))]
+pub(super) async fn abort_receive(
+    State(svc): State<Arc<Service>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<ReceiveState> {
+    let rec = blocking(&svc, move |s| s.abort_receive(&name)).await?;
+    Ok(Answer::ok("Receive aborted", receive_state(&rec)))
 }

@@ -4,7 +4,9 @@
 use std::io::IsTerminal;
 
 use super::*;
-use crate::contract::{ReceiveQuery, Received, SendQuery, Sync, Synced, TargetServer};
+use crate::contract::{
+    ReceiveQuery, ReceiveState, Received, SendQuery, Sync, Synced, TargetServer,
+};
 
 #[derive(Args)]
 pub(super) struct SendArgs {
@@ -13,11 +15,15 @@ pub(super) struct SendArgs {
     #[arg(long, default_value = DEFAULT_CONTAINER)]
     container: String,
     /// The snapshot to send (name or alias).
-    #[arg(long)]
-    snapshot: String,
+    #[arg(long, required_unless_present = "resume")]
+    snapshot: Option<String>,
     /// Send only what changed since this older snapshot (name or alias).
-    #[arg(long, value_name = "SNAPSHOT")]
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "resume")]
     from: Option<String>,
+    /// Send the rest of a cut stream: the token the receiver printed (or `snapfs receive
+    /// --status` gives).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "snapshot")]
+    resume: Option<String>,
 }
 
 #[derive(Args)]
@@ -30,6 +36,12 @@ pub(super) struct ReceiveArgs {
     /// delete those snapshots and drop those writes.
     #[arg(long)]
     rollback: bool,
+    /// Print the receive into the container that was cut (its resume token) instead.
+    #[arg(long, conflicts_with_all = ["abort", "rollback"])]
+    status: bool,
+    /// Drop the receive into the container that was cut instead (what it wrote is freed).
+    #[arg(long, conflicts_with = "rollback")]
+    abort: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -71,7 +83,8 @@ pub(super) fn send(a: SendArgs) -> Result<()> {
         container_path(&a.container),
         query(&SendQuery {
             snapshot: a.snapshot,
-            from: a.from
+            from: a.from,
+            resume: a.resume,
         })?
     );
     let reply = crate::client::download(&d.socket(), &path, &mut out)?;
@@ -81,7 +94,33 @@ pub(super) fn send(a: SendArgs) -> Result<()> {
     Ok(())
 }
 
+fn receive_state_text(r: &ReceiveState) -> String {
+    let mut s = format!(
+        "receive of snapshot {} cut after {} records ({} bytes), started {}\n",
+        r.snapshot, r.records, r.bytes, r.started
+    );
+    if let Some(t) = &r.token {
+        s.push_str(&format!(
+            "resume with: snapfs send STORE --container C --resume {t}\n"
+        ));
+    }
+    s
+}
+
 pub(super) fn receive(a: ReceiveArgs) -> Result<()> {
+    if a.status || a.abort {
+        let mut d = Daemon::connect(Some(a.store))?;
+        let path = format!("{}/receive", container_path(&a.container));
+        let method = if a.abort { "DELETE" } else { "GET" };
+        let data: ReceiveState = d.call(method, &path, NO_BODY)?;
+        return emit(a.json, &data, |r| {
+            if a.abort {
+                format!("aborted the receive of snapshot {}\n", r.snapshot)
+            } else {
+                receive_state_text(r)
+            }
+        });
+    }
     let input = std::io::stdin();
     if input.is_terminal() {
         bail!("standard input is a terminal: give the stream on it (snapfs receive ... < FILE)");

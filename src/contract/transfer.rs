@@ -6,16 +6,20 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Container, Snapshot};
 
 /// `GET /containers/{id}/send?snapshot=B[&from=A]`: the stream of snapshot B, full or
-/// incremental from A (which must be older).
+/// incremental from A (which must be older); or `?resume=TOKEN`: the rest of a cut stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SendQuery {
-    /// The snapshot to send (name or alias).
-    pub snapshot: String,
+    /// The snapshot to send (name or alias); not with `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// The snapshot the receiver already holds (name or alias): an incremental stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// A cut receive's resume token: send the rest of that stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// `POST /containers/{id}/receive[?rollback=true]`: the body is a stream from `send`. A
@@ -81,4 +85,21 @@ pub struct Synced {
     /// Keys and bytes of records sent, over all streams.
     pub records: u64,
     pub bytes: u64,
+}
+
+/// `GET /containers/{id}/receive`: a receive into `{id}` that was cut and waits to be
+/// resumed (`DELETE` aborts it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceiveState {
+    pub snapshot: String,
+    /// When the snapshot was taken (on the sender).
+    pub created_at: String,
+    /// The base snapshot of an incremental stream.
+    pub base: Option<String>,
+    /// Keys and bytes of records received so far.
+    pub records: u64,
+    pub bytes: u64,
+    pub started: String,
+    /// For `send?resume=` (`snapfs send --resume`): null until the first chunk is in.
+    pub token: Option<String>,
 }

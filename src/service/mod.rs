@@ -26,6 +26,9 @@ pub use mounts::{Mounted, Mounter};
 pub enum ServiceError {
     #[error("container {0:?} not found")]
     NoContainer(String),
+    /// Something else that does not exist (the message says what).
+    #[error("{0}")]
+    NotFound(String),
     #[error("snapshot {0:?} not found")]
     NoSnapshot(String),
     #[error("{0}")]
@@ -50,6 +53,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NoContainer(c) => ServiceError::NoContainer(c),
             StoreError::NoSnapshot(s) => ServiceError::NoSnapshot(s),
+            StoreError::NoReceive(_) => ServiceError::NotFound(e.to_string()),
             StoreError::ContainerExists(_)
             | StoreError::AliasTaken(_)
             | StoreError::OverQuota { .. } => ServiceError::Conflict(e.to_string()),

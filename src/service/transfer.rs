@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use super::{mounts, Service, ServiceError, ServiceResult};
-use crate::store::{Received, Sent};
+use crate::store::{ReceiveRecord, Received, ResumeToken, Sent};
 
 impl Service {
     /// Writes snapshot `snapshot` of a container to `out`, full or incremental from `from`.
@@ -17,6 +17,33 @@ impl Service {
     ) -> ServiceResult<Sent> {
         let c = self.container(id_or_name)?;
         Ok(self.store.send(&c.id, snapshot, from, out)?)
+    }
+
+    /// The rest of a cut stream, as the receiver's resume token describes it.
+    pub fn send_resumed(
+        &self,
+        id_or_name: &str,
+        token: &str,
+        out: &mut dyn Write,
+    ) -> ServiceResult<Sent> {
+        let c = self.container(id_or_name)?;
+        let token = ResumeToken::decode(token)?;
+        Ok(self.store.send_resumed(&c.id, &token, out)?)
+    }
+
+    /// The cut receive into `name` waiting to be resumed.
+    pub fn receive_state(&self, name: &str) -> ServiceResult<ReceiveRecord> {
+        match self.store.receive_into(name)? {
+            Some((_, rec)) => Ok(rec),
+            None => Err(ServiceError::NotFound(format!(
+                "no receive into container {name:?} waits to be resumed"
+            ))),
+        }
+    }
+
+    /// Drops the cut receive into `name`.
+    pub fn abort_receive(&self, name: &str) -> ServiceResult<ReceiveRecord> {
+        Ok(self.store.abort_receive(name)?)
     }
 
     /// Receives a stream into container `name` (see `Store::receive`). A mounted target is

@@ -10,6 +10,7 @@ mod epochs;
 mod gauge;
 mod linkindex;
 mod quota;
+mod receive;
 mod reclaim;
 mod runtime;
 mod snapindex;
@@ -22,11 +23,12 @@ pub use container::{check_container_name, ContainerRecord};
 pub use dropped::{dropped_span, Dropped};
 pub use epochs::EpochTree;
 pub use quota::{Own, OwnDelta, Quota};
+pub use receive::{ReceiveRecord, Received};
 pub use reclaim::{ReclaimControl, ReclaimProgress, ReclaimStats};
 pub use runtime::{RuntimeKind, RuntimeSnapshot};
 pub use snapshot::{check_alias, SnapshotInfo, SnapshotRecord};
 pub use space::{SnapshotSpace, StoreSpace};
-pub use transfer::{ReceiveRecord, Received, Sent};
+pub use transfer::{ResumeToken, Sent};
 pub use versions::{cacheable, MetaCache};
 
 use std::collections::HashMap;
@@ -82,6 +84,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("no receive into container {0:?} waits to be resumed")]
+    NoReceive(String),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -216,7 +220,7 @@ pub fn resolve(
 /// 3. `reclaim.state`;
 /// 4. the leaves, never two at once: `catalog.epochs`, `catalog.heads`,
 ///    `catalog.last_names`, `catalog.snapshot_summaries`, `versions.cache`, `accounts`,
-///    `reclaim.progress`, `reclaim.dropped`, `gauge`.
+///    `reclaim.progress`, `reclaim.dropped`, `gauge`, `receiving`.
 ///
 /// `reclaim.state` is held while reading `versions.cache` (a head's write count) and then
 /// while changing `catalog.epochs` (`requeue_pruned_heads`). Every leaf is held only for a
@@ -233,6 +237,8 @@ pub struct Store {
     reclaim: reclaim::Reclaim,
     /// Free space on the store's device, as last measured (a leaf lock; see `gauge.rs`).
     gauge: Mutex<gauge::SpaceGauge>,
+    /// Names of the containers a receive is running into (a leaf lock; see `receive.rs`).
+    receiving: Mutex<std::collections::HashSet<String>>,
 }
 
 fn read_u64_setting(kv: &dyn Kv, name: &str) -> FsResult<Option<u64>> {
@@ -353,6 +359,7 @@ impl Store {
             accounts: Mutex::new(quota::Accounts::default()),
             reclaim: reclaim::Reclaim::default(),
             gauge: Mutex::new(gauge::SpaceGauge::default()),
+            receiving: Mutex::new(std::collections::HashSet::new()),
         };
         for rec in store.containers()? {
             if rec.deleted_at.is_none() {

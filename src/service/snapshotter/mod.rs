@@ -67,7 +67,9 @@ pub type SnapshotterResult<T> = Result<T, SnapshotterError>;
 impl From<ServiceError> for SnapshotterError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::NoContainer(_) | ServiceError::NoSnapshot(_) => {
+            ServiceError::NoContainer(_)
+            | ServiceError::NoSnapshot(_)
+            | ServiceError::NotFound(_) => {
                 SnapshotterError::Internal(format!("the store lost what a record names: {e}"))
             }
             ServiceError::Conflict(m) => SnapshotterError::FailedPrecondition(m),
