@@ -137,7 +137,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `GET path`, writing a 200 answer's body to `out` as it comes (a snapshot stream); any
 /// other answer is the envelope, returned as the reply (its body read whole).
-pub fn download(socket: &Path, path: &str, out: &mut dyn std::io::Write) -> Result<Reply> {
+pub fn download(
+    socket: &Path,
+    path: &str,
+    out: &mut dyn std::io::Write,
+    seen: &mut dyn FnMut(&[u8]),
+) -> Result<Reply> {
     runtime()?.block_on(async {
         let mut sender = connect(socket).await?;
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
@@ -170,6 +175,7 @@ pub fn download(socket: &Path, path: &str, out: &mut dyn std::io::Write) -> Resu
         while let Some(frame) = body.frame().await {
             let frame = frame.context("the stream from the daemon broke off")?;
             if let Ok(data) = frame.into_data() {
+                seen(&data);
                 out.write_all(&data).context("cannot write the stream")?;
             }
         }
@@ -187,6 +193,7 @@ pub fn upload(
     socket: &Path,
     path: &str,
     mut input: Box<dyn std::io::Read + Send>,
+    mut seen: Box<dyn FnMut(&[u8]) + Send>,
 ) -> Result<Reply> {
     runtime()?.block_on(async {
         let mut sender = connect(socket).await?;
@@ -204,6 +211,7 @@ pub fn upload(
                     }
                 };
                 buf.truncate(n);
+                seen(&buf);
                 if tx
                     .blocking_send(Ok(hyper::body::Frame::data(Bytes::from(buf))))
                     .is_err()

@@ -110,6 +110,30 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
+/// How far a send or receive got, readable while it runs: bytes of records (keys and
+/// values) done, and the total the stream's header announced (an estimate).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (done, total).
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.done.load(Relaxed), self.total.load(Relaxed))
+    }
+}
+
 /// Totals a complete stream carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -234,6 +258,21 @@ impl<W: Write> StreamWriter<W> {
         self.out.flush()?;
         Ok((t, self.out))
     }
+}
+
+/// The header of a stream from its first bytes, if they hold the whole header chunk (for a
+/// progress bar; nothing is checked beyond what decoding needs).
+pub fn peek_header(prefix: &[u8]) -> Option<Header> {
+    let mut input = prefix;
+    let (kind, _, seq, payload) = read_chunk(&mut input, 0).ok()??;
+    if kind != KIND_HEADER || seq != 0 {
+        return None;
+    }
+    let (format, body) = payload.split_first_chunk::<2>()?;
+    if u16::from_be_bytes(*format) != FORMAT {
+        return None;
+    }
+    postcard::from_bytes(body).ok()
 }
 
 /// Reads a stream chunk by chunk, checking each before handing out its records.
@@ -525,6 +564,14 @@ mod tests {
         assert_eq!(recs.len(), 20);
         assert_eq!(recs[7].key, b"k00007");
         assert_eq!(recs[7].value, vec![7u8; 1 << 20]);
+    }
+
+    #[test]
+    fn the_header_can_be_peeked_from_the_first_bytes() {
+        let bytes = stream(3, 1000);
+        assert_eq!(peek_header(&bytes), Some(header()));
+        assert_eq!(peek_header(&bytes[..10]), None);
+        assert_eq!(peek_header(b"junk"), None);
     }
 
     #[test]

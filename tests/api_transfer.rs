@@ -255,3 +255,141 @@ fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
     b.call("GET", "/api/v1/containers/third/receive", None)
         .expect_error(404);
 }
+
+#[test]
+fn a_running_receive_is_listed_with_its_progress() {
+    use std::io::Write;
+    let a = Daemon::start();
+    let b = Daemon::start();
+    let ms = a.mount("default", "ms");
+    fs::write(ms.join("big"), vec![7u8; 12 << 20]).expect("write");
+    let s1 = a.snapshot("default", json!({}));
+    a.unmount("default", &ms);
+    let full = a.call(
+        "GET",
+        &format!(
+            "/api/v1/containers/default/send?snapshot={}",
+            s1["name"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(full.status, 200);
+    assert!(b.ok("GET", "/api/v1/transfers", None)["transfers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Half a stream, the connection held open: the receive runs.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let head = format!(
+        "POST /api/v1/containers/copy/receive HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        b.token,
+        full.body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(&full.body[..9 << 20]).expect("half");
+    let mut seen = None;
+    for _ in 0..100 {
+        let list = b.ok("GET", "/api/v1/transfers", None);
+        let t = &list["transfers"][0];
+        if t["done_bytes"].as_u64().unwrap_or(0) >= 4 << 20 {
+            seen = Some(list.clone());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let list = seen.expect("the receive shows its progress");
+    let typed: snapfs::contract::TransferList = check_typed(&list);
+    let t = &typed.transfers[0];
+    assert_eq!(t.direction, "receive");
+    assert_eq!(t.container, "copy");
+    assert!(t.total_bytes >= 12 << 20, "{list}");
+    assert!(t.percent > 0.0 && t.percent < 100.0, "{list}");
+    // The sender goes away: the receive ends (cut, resumable) and leaves the list.
+    drop(conn);
+    let mut gone = false;
+    for _ in 0..100 {
+        if b.ok("GET", "/api/v1/transfers", None)["transfers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone, "the cut receive left the list");
+    let state = b.ok("GET", "/api/v1/containers/copy/receive", None);
+    assert!(state["token"].is_string(), "{state}");
+}
+
+#[test]
+fn a_receiver_killed_mid_stream_resumes_after_its_restart() {
+    use std::io::Write;
+    let a = Daemon::start();
+    let b = Daemon::start();
+    let ms = a.mount("default", "ms");
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 241) as u8).collect();
+    fs::write(ms.join("big"), &data).expect("write");
+    let s1 = a.snapshot("default", json!({}));
+    a.unmount("default", &ms);
+    let name = s1["name"].as_str().unwrap().to_string();
+    let full = a.call(
+        "GET",
+        &format!("/api/v1/containers/default/send?snapshot={name}"),
+        None,
+    );
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let head = format!(
+        "POST /api/v1/containers/copy/receive HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        b.token,
+        full.body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(&full.body[..9 << 20]).expect("part");
+    // Wait until two chunks are in, then kill the receiving daemon (its supervisor starts
+    // it again).
+    let ok = common::wait_until(std::time::Duration::from_secs(20), || {
+        b.ok("GET", "/api/v1/transfers", None)["transfers"][0]["done_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 8 << 20
+    });
+    assert!(ok, "the receive did not progress");
+    let pid = b.pid() as i32;
+    assert!(pid > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    drop(conn);
+    let back = common::wait_until(std::time::Duration::from_secs(30), || {
+        b.pid() as i32 != pid
+            && b.try_request(
+                common::http::Via::Tcp,
+                &common::http::Auth::Good,
+                "GET",
+                "/api/v1/containers/copy/receive",
+                b"",
+            )
+            .is_ok_and(|r| r.status == 200)
+    });
+    assert!(back, "the daemon came back with the receive waiting");
+    let state = b.ok("GET", "/api/v1/containers/copy/receive", None);
+    let token = state["token"].as_str().expect("token").to_string();
+    assert!(state["records"].as_u64().unwrap() > 0, "{state}");
+    let rest = a.call(
+        "GET",
+        &format!("/api/v1/containers/default/send?resume={token}"),
+        None,
+    );
+    assert_eq!(rest.status, 200, "{}", rest.describe());
+    let got = b
+        .call_raw("POST", "/api/v1/containers/copy/receive", &rest.body)
+        .data();
+    assert_eq!(got["snapshot"]["name"], json!(name));
+    let mc = b.mount("copy", "mc");
+    assert_eq!(fs::read(mc.join("big")).expect("read"), data);
+    b.unmount("copy", &mc);
+}

@@ -101,6 +101,7 @@ impl Modify for Common {
         super::transfer::receive_snapshot,
         super::transfer::get_receive,
         super::transfer::abort_receive,
+        super::transfer::list_transfers,
         super::sync::sync_container,
         super::ops::space,
         super::ops::status,

@@ -218,6 +218,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         )
         .route("/df", get(ops::space))
         .route("/status", get(ops::status))
+        .route("/transfers", get(transfer::list_transfers))
         .route("/openapi.json", get(doc::openapi_json))
         .route(
             "/containers/{id}",

@@ -234,3 +234,38 @@ pub(super) async fn abort_receive(
     let rec = blocking(&svc, move |s| s.abort_receive(&name)).await?;
     Ok(Answer::ok("Receive aborted", receive_state(&rec)))
 }
+
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "snapshots", responses((status = 200, description = "The snapshot streams being sent and received, with their progress", body = Envelope<contract::TransferList>)))]
+pub(super) async fn list_transfers(
+    State(svc): State<Arc<Service>>,
+) -> ApiResult<contract::TransferList> {
+    let transfers = svc
+        .transfers()
+        .iter()
+        .map(|t| {
+            let (done, total) = t.transfer_progress();
+            contract::Transfer {
+                id: t.id,
+                direction: match t.direction {
+                    crate::service::transfers::Direction::Send => "send",
+                    crate::service::transfers::Direction::Receive => "receive",
+                }
+                .to_string(),
+                container: t.container.clone(),
+                snapshot: (!t.snapshot.is_empty()).then(|| t.snapshot.clone()),
+                started: crate::timefmt::rfc3339(t.started),
+                done_bytes: done,
+                total_bytes: total,
+                percent: if total == 0 {
+                    0.0
+                } else {
+                    (done as f64 * 100.0 / total as f64).min(100.0)
+                },
+            }
+        })
+        .collect();
+    Ok(Answer::ok(
+        "Transfers",
+        contract::TransferList { transfers },
+    ))
+}

@@ -72,6 +72,48 @@ pub(super) struct SyncArgs {
     json: bool,
 }
 
+/// A progress bar on standard error (drawn only on a terminal) over a stream's bytes; its
+/// length comes from the stream's header once the first bytes are in.
+struct StreamBar {
+    bar: indicatif::ProgressBar,
+    head: Vec<u8>,
+    sized: bool,
+}
+
+impl StreamBar {
+    fn new(verb: &str) -> StreamBar {
+        let bar = indicatif::ProgressBar::new(0);
+        let template = format!(
+            "{verb} {{bar:30}} {{bytes}}/{{total_bytes}} {{percent}}% [{{elapsed}}, {{bytes_per_sec}}] {{msg}}"
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        StreamBar {
+            bar,
+            head: Vec::new(),
+            sized: false,
+        }
+    }
+
+    fn seen(&mut self, piece: &[u8]) {
+        if !self.sized && self.head.len() < 1 << 16 {
+            self.head
+                .extend_from_slice(&piece[..piece.len().min(1 << 16)]);
+            if let Some(h) = crate::stream::peek_header(&self.head) {
+                self.bar.set_length(h.total_bytes);
+                self.bar.set_message(h.snapshot.name);
+                self.sized = true;
+            }
+        }
+        self.bar.inc(piece.len() as u64);
+        if self.bar.position() > self.bar.length().unwrap_or(0) {
+            self.bar.set_length(self.bar.position());
+        }
+    }
+}
+
 pub(super) fn send(a: SendArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if out.is_terminal() {
@@ -87,7 +129,10 @@ pub(super) fn send(a: SendArgs) -> Result<()> {
             resume: a.resume,
         })?
     );
-    let reply = crate::client::download(&d.socket(), &path, &mut out)?;
+    let mut bar = StreamBar::new("sending");
+    let reply = crate::client::download(&d.socket(), &path, &mut out, &mut |p| bar.seen(p));
+    bar.bar.finish_and_clear();
+    let reply = reply?;
     if !reply.ok() {
         bail!("{}", reply.message());
     }
@@ -133,7 +178,16 @@ pub(super) fn receive(a: ReceiveArgs) -> Result<()> {
             rollback: a.rollback
         })?
     );
-    let reply = crate::client::upload(&d.socket(), &path, Box::new(input))?;
+    let bar = std::sync::Arc::new(parking_lot::Mutex::new(StreamBar::new("receiving")));
+    let feed = bar.clone();
+    let reply = crate::client::upload(
+        &d.socket(),
+        &path,
+        Box::new(input),
+        Box::new(move |p| feed.lock().seen(p)),
+    );
+    bar.lock().bar.finish_and_clear();
+    let reply = reply?;
     let data: Received = reply.data()?;
     emit(a.json, &data, |r| {
         let mut s = format!(
@@ -171,11 +225,20 @@ pub(super) fn sync(a: SyncArgs) -> Result<()> {
         name: a.name,
         rollback: a.rollback,
     };
-    let data: Synced = d.call(
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = std::io::stderr()
+        .is_terminal()
+        .then(|| watch_sends(d.socket(), a.container.clone(), done.clone()));
+    let data: Result<Synced> = d.call(
         "POST",
         &format!("{}/sync", container_path(&a.container)),
         Some(&body),
-    )?;
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    let data = data?;
     emit(a.json, &data, |r| {
         if r.sent.is_empty() {
             return format!("{} is current on the target\n", r.container);
@@ -192,5 +255,33 @@ pub(super) fn sync(a: SyncArgs) -> Result<()> {
             r.bytes
         ));
         s
+    })
+}
+
+/// Draws the daemon's sends of `container` (`GET /transfers`) until `done`.
+fn watch_sends(
+    socket: PathBuf,
+    container: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let bar = StreamBar::new("syncing").bar;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let list = crate::client::call(&socket, "GET", "/api/v1/transfers", NO_BODY)
+                .and_then(|r| r.data::<crate::contract::TransferList>());
+            if let Ok(list) = list {
+                if let Some(t) = list
+                    .transfers
+                    .iter()
+                    .find(|t| t.direction == "send" && t.container == container)
+                {
+                    bar.set_length(t.total_bytes);
+                    bar.set_position(t.done_bytes);
+                    bar.set_message(t.snapshot.clone().unwrap_or_default());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        bar.finish_and_clear();
     })
 }

@@ -103,3 +103,27 @@ pub struct ReceiveState {
     /// For `send?resume=` (`snapfs send --resume`): null until the first chunk is in.
     pub token: Option<String>,
 }
+
+/// `GET /transfers`: the snapshot streams this daemon sends and receives now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransferList {
+    pub transfers: Vec<Transfer>,
+}
+
+/// One running send or receive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Transfer {
+    pub id: u64,
+    /// `send` or `receive`.
+    pub direction: String,
+    pub container: String,
+    /// The snapshot sent (null for a receive: it is named by its stream).
+    pub snapshot: Option<String>,
+    pub started: String,
+    /// Bytes of records (keys and values) done, and the total the stream announced (an
+    /// estimate made before sending).
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// `done_bytes` over `total_bytes`, in percent (0-100).
+    pub percent: f64,
+}

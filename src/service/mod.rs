@@ -7,6 +7,7 @@ mod mounts;
 mod snapshots;
 pub mod snapshotter;
 mod transfer;
+pub mod transfers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -165,6 +166,8 @@ pub struct Service {
     mounted_once: std::sync::atomic::AtomicBool,
     /// Set once the daemon decided to exit: no new mounts from then on.
     closing: std::sync::atomic::AtomicBool,
+    /// Snapshot streams being sent or received.
+    transfers: transfers::Transfers,
 }
 
 impl Service {
@@ -176,6 +179,7 @@ impl Service {
             mounts: Mutex::new(HashMap::new()),
             mounted_once: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
+            transfers: transfers::Transfers::default(),
         }
     }
 

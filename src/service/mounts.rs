@@ -281,6 +281,10 @@ impl Service {
     pub fn close_if_idle(&self, never_used_for_long: bool) -> bool {
         let mut mounts = self.mounts.lock();
         reap_locked(&mut mounts);
+        // A snapshot stream going in or out keeps the daemon, however long it takes.
+        if !self.transfers.list().is_empty() {
+            return false;
+        }
         if mounts.is_empty() && (self.mounted_once() || never_used_for_long) {
             self.closing
                 .store(true, std::sync::atomic::Ordering::SeqCst);

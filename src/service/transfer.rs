@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 
+use super::transfers::{Direction, Transfer};
 use super::{mounts, Service, ServiceError, ServiceResult};
 use crate::store::{ReceiveRecord, Received, ResumeToken, Sent};
 
@@ -16,7 +17,10 @@ impl Service {
         out: &mut dyn Write,
     ) -> ServiceResult<Sent> {
         let c = self.container(id_or_name)?;
-        Ok(self.store.send(&c.id, snapshot, from, out)?)
+        let t = self.transfers.start(Direction::Send, &c.name, snapshot);
+        Ok(self
+            .store
+            .send_with(&c.id, snapshot, from, out, &t.transfer.progress)?)
     }
 
     /// The rest of a cut stream, as the receiver's resume token describes it.
@@ -28,7 +32,12 @@ impl Service {
     ) -> ServiceResult<Sent> {
         let c = self.container(id_or_name)?;
         let token = ResumeToken::decode(token)?;
-        Ok(self.store.send_resumed(&c.id, &token, out)?)
+        let t = self
+            .transfers
+            .start(Direction::Send, &c.name, &token.snapshot);
+        Ok(self
+            .store
+            .send_resumed(&c.id, &token, out, &t.transfer.progress)?)
     }
 
     /// The cut receive into `name` waiting to be resumed.
@@ -44,6 +53,11 @@ impl Service {
     /// Drops the cut receive into `name`.
     pub fn abort_receive(&self, name: &str) -> ServiceResult<ReceiveRecord> {
         Ok(self.store.abort_receive(name)?)
+    }
+
+    /// The snapshot streams going in and out now, oldest first.
+    pub fn transfers(&self) -> Vec<std::sync::Arc<Transfer>> {
+        self.transfers.list()
     }
 
     /// Receives a stream into container `name` (see `Store::receive`). A mounted target is
@@ -68,9 +82,13 @@ impl Service {
             }
         }
         let mut held = None;
-        let r = self
-            .store
-            .receive_with(input, name, rollback, &mut |target| {
+        let t = self.transfers.start(Direction::Receive, name, "");
+        let r = self.store.receive_with(
+            input,
+            name,
+            rollback,
+            &t.transfer.progress,
+            &mut |target: Option<&crate::ids::ContainerId>| {
                 let mut m = self.mounts.lock();
                 mounts::reap_locked(&mut m);
                 if target.is_some_and(|id| mounted(id, &m)) {
@@ -80,7 +98,8 @@ impl Service {
                 }
                 held = Some(m);
                 Ok(())
-            });
+            },
+        );
         drop(held);
         Ok(r?)
     }

@@ -13,7 +13,9 @@ use crate::codec::{self, Dirent, Inode, Kind, Ts, Version};
 use crate::ids::{ContainerId, Epoch};
 use crate::keys;
 use crate::kv::{Batch, Dir, Space};
-use crate::stream::{space_byte, BaseRef, Header, Record, StreamError, StreamReader, Totals};
+use crate::stream::{
+    space_byte, BaseRef, Header, Progress, Record, StreamError, StreamReader, Totals,
+};
 
 /// A receive in progress (key 0x0d, by pending epoch): what it receives, and how far it got
 /// (rewritten with every chunk's batch, so it always matches what the epoch holds).
@@ -105,7 +107,7 @@ impl Store {
         name: &str,
         rollback: bool,
     ) -> Result<Received, StoreError> {
-        self.receive_with(input, name, rollback, &mut |_| Ok(()))
+        self.receive_with(input, name, rollback, &Progress::default(), &mut |_| Ok(()))
     }
 
     /// [`Store::receive`], calling `before_commit` (with the existing target's id) once the
@@ -116,6 +118,7 @@ impl Store {
         input: &mut dyn Read,
         name: &str,
         rollback: bool,
+        progress: &Progress,
         before_commit: &mut dyn FnMut(Option<&ContainerId>) -> Result<(), StoreError>,
     ) -> Result<Received, StoreError> {
         super::check_container_name(name)?;
@@ -174,7 +177,10 @@ impl Store {
         };
         // Reclaim is held off while records go into the pending epoch (a prune against it
         // must see it whole); the commit only adds records about it.
-        let applied = self.apply_records(&mut reader, &header, &plan, pending, &mut state);
+        progress.add(state.bytes);
+        progress.set_total(state.bytes + header.total_bytes);
+        let applied =
+            self.apply_records(&mut reader, &header, &plan, pending, &mut state, progress);
         drop(paused);
         let result = match applied {
             Ok(()) => before_commit(plan.existing.as_ref().map(|c| &c.id))
@@ -371,6 +377,7 @@ impl Store {
         plan: &ReceivePlan,
         pending: Epoch,
         state: &mut ReceiveRecord,
+        progress: &Progress,
     ) -> Result<(), Stop> {
         let base_chain = plan.base.as_ref().map(|s| self.chain(s.record.epoch));
         loop {
@@ -423,6 +430,7 @@ impl Store {
                 codec::encode_plain(&next),
             );
             self.kv.write(b, false)?;
+            progress.add(next.bytes - state.bytes);
             *state = next;
         }
         if header.next_id < state.max_id.saturating_add(1) {

@@ -26,7 +26,9 @@ use crate::codec::{self, Ts};
 use crate::ids::{ContainerId, Epoch};
 use crate::keys;
 use crate::kv::{Dir, KvRead, Space};
-use crate::stream::{space_byte, BaseRef, Header, SnapshotMeta, StreamError, StreamWriter, Totals};
+use crate::stream::{
+    space_byte, BaseRef, Header, Progress, SnapshotMeta, StreamError, StreamWriter, Totals,
+};
 
 /// What a send wrote.
 #[derive(Debug, Clone)]
@@ -66,7 +68,19 @@ impl Store {
         from: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<Sent, StoreError> {
-        self.send_after(container, key, from, None, out)
+        self.send_after(container, key, from, None, out, &Progress::default())
+    }
+
+    /// [`Store::send`], telling `progress` as records go out.
+    pub fn send_with(
+        &self,
+        container: &ContainerId,
+        key: &str,
+        from: Option<&str>,
+        out: &mut dyn Write,
+        progress: &Progress,
+    ) -> Result<Sent, StoreError> {
+        self.send_after(container, key, from, None, out, progress)
     }
 
     /// Continues the send a receiver's resume token describes: the same snapshot and base,
@@ -76,6 +90,7 @@ impl Store {
         container: &ContainerId,
         token: &ResumeToken,
         out: &mut dyn Write,
+        progress: &Progress,
     ) -> Result<Sent, StoreError> {
         let snap = self.require_snapshot(container, &token.snapshot)?;
         if snap.record.created_at != token.created_at {
@@ -90,6 +105,7 @@ impl Store {
             token.base.as_deref(),
             Some(&token.after),
             out,
+            progress,
         )
     }
 
@@ -100,6 +116,7 @@ impl Store {
         from: Option<&str>,
         after: Option<&(u8, Vec<u8>)>,
         out: &mut dyn Write,
+        progress: &Progress,
     ) -> Result<Sent, StoreError> {
         let crec = self.require_container(container)?;
         let snap = self.require_snapshot(container, key)?;
@@ -147,6 +164,7 @@ impl Store {
                 .sum(),
             resume_after: after.cloned(),
         };
+        progress.set_total(header.total_bytes);
         let mut w = StreamWriter::new(out, &header)?;
         for (space, base_key) in touched.keys() {
             let value: Vec<u8> = match resolve(&*view, *space, base_key, &chain)? {
@@ -162,6 +180,7 @@ impl Store {
                 },
             };
             w.record(*space, base_key, &value)?;
+            progress.add((base_key.len() + value.len()) as u64);
         }
         let (totals, _) = w.finish()?;
         Ok(Sent { header, totals })
