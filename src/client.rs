@@ -187,13 +187,16 @@ pub fn download(
     })
 }
 
+/// Told each piece of a stream as it passes (a progress bar).
+pub type Seen = Box<dyn FnMut(&[u8]) + Send>;
+
 /// `POST path` with `input` streamed as the body (`application/octet-stream`), read on a
 /// thread of its own; returns the daemon's answer.
 pub fn upload(
     socket: &Path,
     path: &str,
     mut input: Box<dyn std::io::Read + Send>,
-    mut seen: Box<dyn FnMut(&[u8]) + Send>,
+    mut seen: Seen,
 ) -> Result<Reply> {
     runtime()?.block_on(async {
         let mut sender = connect(socket).await?;

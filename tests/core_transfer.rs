@@ -426,7 +426,8 @@ fn a_cut_receive_resumes_from_its_last_chunk_even_after_a_reopen() {
     assert!(pending.1.records > 0);
     // Another cut of the resumed stream, then the receiver's store is reopened.
     let mut rest = Vec::new();
-    a.send_resumed(&id, &token, &mut rest).expect("resume send");
+    a.send_resumed(&id, &token, &mut rest, &Default::default())
+        .expect("resume send");
     assert!(
         rest.len() < full.len() - (6 << 20),
         "a resumed stream skips what is in"
@@ -439,10 +440,12 @@ fn a_cut_receive_resumes_from_its_last_chunk_even_after_a_reopen() {
     b = Arc::new(Store::open(db.kv()).expect("reopen"));
     b.abandon_stale_receives().expect("start-up tidy");
     let mut rest = Vec::new();
-    a.send_resumed(&id, &token, &mut rest).expect("resume send");
+    a.send_resumed(&id, &token, &mut rest, &Default::default())
+        .expect("resume send");
     // A stale token (an older point) is refused; the right one completes the receive.
     let mut stale = Vec::new();
-    a.send_resumed(&id, &first, &mut stale).expect("stale send");
+    a.send_resumed(&id, &first, &mut stale, &Default::default())
+        .expect("stale send");
     let err = receive(&b, &stale, "copy").expect_err("stale");
     assert!(err.to_string().contains("another key"), "{err}");
     let got = receive(&b, &rest, "copy").expect("resumed receive");
