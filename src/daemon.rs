@@ -35,6 +35,8 @@ const GARBAGE_CHECK_EVERY: u64 = 5;
 pub struct DaemonOptions {
     pub listen: Option<SocketAddr>,
     pub token: Option<String>,
+    /// TCP over TLS: certificate and key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Exit once the last mount is gone (daemons started on demand by `snapfs mount`).
     pub exit_when_idle: bool,
     /// Mount this container first (`snapfs mount --foreground`).
@@ -412,13 +414,22 @@ async fn run(svc: Arc<Service>, store_path: &Path, opts: &DaemonOptions) -> Resu
             .with_context(|| format!("cannot listen on {addr}"))?;
         let app = crate::api::router_with_token(svc.clone(), token);
         let mut rx = shutdown_tx.subscribe();
-        servers.push(tokio::spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.recv().await;
-                })
-                .await
-        }));
+        let stop = async move {
+            let _ = rx.recv().await;
+        };
+        match &opts.tls {
+            Some((cert, key)) => {
+                let config = crate::tls::server_config(cert, key)?;
+                let tls = crate::tls::TlsListener::new(tcp, config)?;
+                log::info!("serving the API over TLS on {addr}");
+                servers.push(tokio::spawn(async move {
+                    axum::serve(tls, app).with_graceful_shutdown(stop).await
+                }));
+            }
+            None => servers.push(tokio::spawn(async move {
+                axum::serve(tcp, app).with_graceful_shutdown(stop).await
+            })),
+        }
     }
 
     crate::fdstore::notify("READY=1");

@@ -30,3 +30,4 @@ pub mod storedir;
 pub mod stream;
 pub mod supervisor;
 pub mod timefmt;
+pub mod tls;

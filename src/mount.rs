@@ -63,6 +63,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
             crate::daemon::DaemonOptions {
                 listen: None,
                 token: None,
+                tls: None,
                 exit_when_idle: true,
                 read_only: reader,
                 initial: Some((args.container, mnt, args.volume)),

@@ -2,12 +2,13 @@
 //! copy or sync to another server. Async (it runs inside the daemon's runtime); requests and
 //! answers are the contract's types.
 //!
-//! Only `http://` to a loopback address is accepted: the token and the data would otherwise
-//! cross the network in clear, and this snapfs does not speak TLS yet. Other hosts are
-//! reached through a tunnel ending on 127.0.0.1 (ssh -L, a TLS proxy), or with `snapfs send
-//! | ssh HOST snapfs receive`.
+//! `https://` goes anywhere (the target's certificate checked against `ca_file` or the
+//! system's roots, `tls.rs`); `http://` only to a loopback address: the token and the data
+//! would otherwise cross the network in clear.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use http_body_util::{BodyExt, StreamBody};
@@ -17,12 +18,14 @@ use serde::de::DeserializeOwned;
 pub use crate::contract::TargetServer;
 use crate::contract::{Envelope, ReceiveState, Received, SnapshotList};
 
-/// A checked target: the address to connect to and the `Host` header.
-#[derive(Debug, Clone)]
+/// A checked target: the address to connect to, the `Host` header and, for https, the
+/// TLS configuration and the name its certificate must carry.
+#[derive(Clone)]
 pub struct Peer {
     addr: SocketAddr,
     host: String,
     token: String,
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 /// Pieces of a request body, as a channel hands them over.
@@ -68,27 +71,23 @@ impl PeerReply {
 }
 
 impl Peer {
-    /// Checks `target`: `http://HOST:PORT` whose address is loopback, a non-empty token.
+    /// Checks `target`: `https://HOST:PORT`, or `http://HOST:PORT` whose address is
+    /// loopback; a non-empty token.
     pub fn new(target: &TargetServer) -> Result<Peer> {
         let url = target.url.trim_end_matches('/');
-        let Some(rest) = url.strip_prefix("http://") else {
-            if url.starts_with("https://") {
-                bail!(
-                    "target {url}: this snapfs does not speak TLS yet; use http:// to a loopback address (a tunnel or TLS proxy ending on 127.0.0.1)"
-                );
-            }
-            bail!("target {url}: the URL must be http://HOST:PORT");
+        let (rest, https) = if let Some(r) = url.strip_prefix("https://") {
+            (r, true)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (r, false)
+        } else {
+            bail!("target {url}: the URL must be https://HOST:PORT (or http:// to a loopback address)");
         };
         if rest.contains('/') || rest.contains('@') || rest.is_empty() {
-            bail!("target {url}: the URL must be http://HOST:PORT, nothing after the port");
+            bail!("target {url}: the URL must be http(s)://HOST:PORT, nothing after the port");
         }
-        let with_port = if rest
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            rest.to_string()
-        } else {
-            format!("{rest}:80")
+        let (host_name, with_port) = match rest.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h, rest.to_string()),
+            _ => (rest, format!("{rest}:{}", if https { 443 } else { 80 })),
         };
         let addrs: Vec<SocketAddr> = with_port
             .to_socket_addrs()
@@ -97,18 +96,27 @@ impl Peer {
         let Some(addr) = addrs.first().copied() else {
             bail!("target {url}: the host has no address");
         };
-        if !addrs.iter().all(|a| is_loopback(a.ip())) {
+        if !https && !addrs.iter().all(|a| is_loopback(a.ip())) {
             bail!(
-                "target {url} is not a loopback address: data and token would cross the network in clear, and this snapfs does not speak TLS yet; tunnel to 127.0.0.1 (ssh -L) or use snapfs send | ssh HOST snapfs receive"
+                "target {url} is not a loopback address: use https:// (the target serves TLS with snapfs serve --tls-cert) so that data and token do not cross the network in clear"
             );
         }
         if target.token.trim().is_empty() {
             bail!("target {url}: an empty token");
         }
+        let tls = if https {
+            let config = crate::tls::client_config(target.ca_file.as_deref().map(Path::new))
+                .with_context(|| format!("target {url}"))?;
+            let name = host_name.trim_start_matches('[').trim_end_matches(']');
+            Some((config, name.to_string()))
+        } else {
+            None
+        };
         Ok(Peer {
             addr,
             host: rest.to_string(),
             token: target.token.trim().to_string(),
+            tls,
         })
     }
 
@@ -119,16 +127,18 @@ impl Peer {
         content_type: &str,
         body: Pieces,
     ) -> Result<PeerReply> {
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .with_context(|| format!("cannot connect to the target {}", self.host))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .context("HTTP handshake with the target failed")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = match &self.tls {
+            Some((config, name)) => {
+                let tls = crate::tls::connect(config.clone(), self.addr, name).await?;
+                handshake(tls).await?
+            }
+            None => {
+                let tcp = tokio::net::TcpStream::connect(self.addr)
+                    .await
+                    .with_context(|| format!("cannot connect to the target {}", self.host))?;
+                handshake(tcp).await?
+            }
+        };
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -193,6 +203,22 @@ impl Peer {
     }
 }
 
+/// HTTP/1 over `io`; the connection runs on the current runtime.
+async fn handshake<IO>(
+    io: IO,
+) -> Result<hyper::client::conn::http1::SendRequest<StreamBody<BodyRx>>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .context("HTTP handshake with the target failed")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
@@ -213,29 +239,39 @@ mod tests {
         TargetServer {
             url: url.into(),
             token: "t".into(),
+            ca_file: None,
         }
     }
 
     #[test]
-    fn only_http_to_loopback_is_accepted() {
+    fn plain_http_goes_to_loopback_only() {
         assert!(Peer::new(&target("http://127.0.0.1:7000")).is_ok());
         assert!(Peer::new(&target("http://localhost:7000/")).is_ok());
         assert!(Peer::new(&target("http://[::1]:7000")).is_ok());
         for bad in [
-            "https://127.0.0.1:7000",
+            "https://127.0.0.1:7000/x",
             "ftp://127.0.0.1",
             "http://10.1.2.3:7000",
             "http://127.0.0.1:7000/api",
             "http://user@127.0.0.1:7000",
             "127.0.0.1:7000",
         ] {
-            let e = Peer::new(&target(bad)).expect_err(bad);
-            assert!(!e.to_string().is_empty());
+            match Peer::new(&target(bad)) {
+                Ok(_) => panic!("{bad} accepted"),
+                Err(e) => assert!(!e.to_string().is_empty()),
+            }
         }
         let empty = TargetServer {
             url: "http://127.0.0.1:1".into(),
             token: " ".into(),
+            ca_file: None,
         };
+        let no_ca = TargetServer {
+            url: "https://127.0.0.1:1".into(),
+            token: "t".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+        };
+        assert!(Peer::new(&no_ca).is_err());
         assert!(Peer::new(&empty).is_err());
     }
 }

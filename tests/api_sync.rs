@@ -142,13 +142,8 @@ fn bad_targets_are_refused_with_their_status() {
     // Wrong token: the target's 401.
     sync(json!({"url": format!("http://127.0.0.1:{}", b.port), "token": "wrong"}))
         .expect_error(401);
-    // Not loopback, TLS, a bad URL: 400 before anything is sent.
-    for url in [
-        "http://192.0.2.1:9",
-        "https://127.0.0.1:9",
-        "127.0.0.1:9",
-        "http://127.0.0.1:9/x",
-    ] {
+    // Plain http to a non-loopback address, a bad URL: 400 before anything is sent.
+    for url in ["http://192.0.2.1:9", "127.0.0.1:9", "http://127.0.0.1:9/x"] {
         let r = sync(json!({"url": url, "token": "t"}));
         r.expect_error(400);
     }
@@ -238,4 +233,69 @@ fn snapfs_sync_from_the_command_line() {
     let bad = run(&[]);
     assert!(bad.one_line_error().contains("401"), "{}", bad.describe());
     assert_eq!(b.snapshots("mirror").len(), 1);
+}
+
+/// A self-signed certificate for `localhost` in `dir`: (cert file, key file).
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    fs::write(&cert, c.cert.pem()).expect("cert");
+    fs::write(&key, c.key_pair.serialize_pem()).expect("key");
+    (cert, key)
+}
+
+#[test]
+fn sync_over_tls_checks_the_target_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path());
+    let a = Daemon::start();
+    let b = Daemon::start_with(
+        common::Store::new(),
+        &[
+            std::ffi::OsStr::new("--tls-cert"),
+            cert.as_os_str(),
+            std::ffi::OsStr::new("--tls-key"),
+            key.as_os_str(),
+        ],
+    );
+    a.snapshot("default", json!({"alias": "one"}));
+    let url = format!("https://localhost:{}", b.port);
+    // Trusting the target's certificate: the sync goes through.
+    let ok = a.ok(
+        "POST",
+        "/api/v1/containers/default/sync",
+        Some(&json!({"target_server": {"url": url, "token": b.token, "ca_file": cert}, "name": "mirror"})),
+    );
+    assert_eq!(ok["sent"].as_array().map(Vec::len), Some(1), "{ok}");
+    // Another certificate (not the one the target shows): refused, nothing sent.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (wrong, _) = self_signed(other.path());
+    let r = a.call(
+        "POST",
+        "/api/v1/containers/default/sync",
+        Some(&json!({"target_server": {"url": url, "token": b.token, "ca_file": wrong}, "name": "mirror2"})),
+    );
+    r.expect_error(502);
+    assert!(r.describe().contains("TLS"), "{}", r.describe());
+    // Plain http to a TLS listener fails; plain http to a non-loopback address is refused.
+    a.call(
+        "POST",
+        "/api/v1/containers/default/sync",
+        Some(&json!({"target_server": {"url": format!("http://127.0.0.1:{}", b.port), "token": b.token}, "name": "mirror3"})),
+    )
+    .expect_error(502);
+    // (The test client speaks no TLS: the target is checked over its Unix socket.)
+    let list = b
+        .call_via(
+            common::http::Via::Unix,
+            "GET",
+            "/api/v1/containers/mirror/snapshots",
+            None,
+        )
+        .data();
+    assert_eq!(
+        list["snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
+    );
 }

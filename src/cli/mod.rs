@@ -155,6 +155,12 @@ enum Cmd {
         /// File holding the bearer token for TCP requests.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Serve TCP over TLS with this certificate (chain), PEM.
+        #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert, PEM.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Open a store on object storage as a reader: containers mount read-only, nothing
         /// is written, and the host that writes the store is not fenced.
         #[arg(long)]
@@ -620,6 +626,8 @@ fn run(cli: Cli) -> Result<()> {
             store,
             listen,
             token_file,
+            tls_cert,
+            tls_key,
             read_only,
             exit_when_idle,
             notify_ready,
@@ -663,6 +671,7 @@ fn run(cli: Cli) -> Result<()> {
                 crate::daemon::DaemonOptions {
                     listen,
                     token,
+                    tls: tls_cert.zip(tls_key),
                     exit_when_idle,
                     initial: None,
                     notify_ready,

@@ -53,10 +53,14 @@ pub(super) struct SyncArgs {
     /// The container (id or name).
     #[arg(long, default_value = DEFAULT_CONTAINER)]
     container: String,
-    /// The other daemon's API: http://HOST:PORT of its --listen address (loopback: reach
-    /// other hosts through a tunnel, e.g. ssh -L).
+    /// The other daemon's API: https://HOST:PORT of its --listen address (it serves TLS
+    /// with --tls-cert), or http:// to a loopback address.
     #[arg(long, value_name = "URL")]
     to: String,
+    /// For https: the certificate (PEM) that signed the other daemon's, or its own
+    /// self-signed one [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// File holding the other daemon's bearer token [default: $SNAPFS_TARGET_TOKEN].
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -221,7 +225,14 @@ pub(super) fn sync(a: SyncArgs) -> Result<()> {
     let token = target_token(a.token_file.as_deref())?;
     let mut d = Daemon::connect(Some(a.store))?;
     let body = Sync {
-        target_server: TargetServer { url: a.to, token },
+        target_server: TargetServer {
+            url: a.to,
+            token,
+            ca_file: a
+                .ca_file
+                .map(|f| std::path::absolute(&f).map(|p| p.display().to_string()))
+                .transpose()?,
+        },
         name: a.name,
         rollback: a.rollback,
     };

@@ -52,10 +52,14 @@ pub struct Received {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetServer {
-    /// `http://HOST:PORT`; a loopback address (this snapfs does not speak TLS yet: reach
-    /// other hosts through a tunnel ending on 127.0.0.1).
+    /// `https://HOST:PORT` (the other daemon serves TLS: `snapfs serve --tls-cert`), or
+    /// `http://HOST:PORT` to a loopback address only (token and data in clear).
     pub url: String,
     pub token: String,
+    /// For https: a PEM file, on this daemon's host, of the certificate that signed the
+    /// target's (or the target's own self-signed one) [default: the system's roots].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// `POST /containers/{id}/sync`: send the target every snapshot of this container it lacks,
