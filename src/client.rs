@@ -92,17 +92,22 @@ pub fn call<B: Serialize + ?Sized>(
             .send_request(req)
             .await
             .context("the daemon closed the connection")?;
-        let status = res.status().as_u16();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .context("cannot read the daemon's answer")?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body: bytes.to_vec(),
-        })
+        reply_of(res).await
+    })
+}
+
+/// An answer read whole.
+async fn reply_of(res: hyper::Response<hyper::body::Incoming>) -> Result<Reply> {
+    let status = res.status().as_u16();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the daemon's answer")?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        body: bytes.to_vec(),
     })
 }
 
@@ -160,18 +165,10 @@ pub fn download(
             .await
             .context("the daemon closed the connection")?;
         let status = res.status().as_u16();
-        let mut body = res.into_body();
         if status != 200 {
-            let bytes = body
-                .collect()
-                .await
-                .context("cannot read the daemon's answer")?
-                .to_bytes();
-            return Ok(Reply {
-                status,
-                body: bytes.to_vec(),
-            });
+            return reply_of(res).await;
         }
+        let mut body = res.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.context("the stream from the daemon broke off")?;
             if let Ok(data) = frame.into_data() {
@@ -240,17 +237,6 @@ pub fn upload(
         if let Some(Err(e)) = read {
             return Err(anyhow!("cannot read the stream: {e}"));
         }
-        let res = res.context("the daemon closed the connection")?;
-        let status = res.status().as_u16();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .context("cannot read the daemon's answer")?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body: bytes.to_vec(),
-        })
+        reply_of(res.context("the daemon closed the connection")?).await
     })
 }

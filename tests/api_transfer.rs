@@ -162,36 +162,52 @@ fn bad_requests_and_streams_are_refused_with_their_status() {
     r.expect_error(401);
 }
 
+/// A POST of `body` to `b`'s receive endpoint for `copy` whose first `upto` bytes are
+/// sent and the connection held open (the receive runs until it is dropped).
+fn hold_receive(b: &Daemon, body: &[u8], upto: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let head = format!(
+        "POST /api/v1/containers/copy/receive HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        b.token,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(&body[..upto]).expect("part");
+    conn
+}
+
+/// A snapshot of `default` on `a` holding one 12 MiB file `big` of a pattern, and its full
+/// stream: (snapshot name, the file's bytes, the stream).
+fn big_snapshot(a: &Daemon, modulus: u32) -> (String, Vec<u8>, Vec<u8>) {
+    let ms = a.mount("default", "ms");
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % modulus) as u8).collect();
+    fs::write(ms.join("big"), &data).expect("write");
+    let s1 = a.snapshot("default", json!({}));
+    a.unmount("default", &ms);
+    let name = s1["name"].as_str().expect("name").to_string();
+    let full = a.call(
+        "GET",
+        &format!("/api/v1/containers/default/send?snapshot={name}"),
+        None,
+    );
+    assert_eq!(full.status, 200, "{}", full.describe());
+    (name, data, full.body)
+}
+
 #[test]
 fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
     let a = Daemon::start();
     let b = Daemon::start();
-    let ms = a.mount("default", "ms");
-    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 253) as u8).collect();
-    fs::write(ms.join("big"), &data).expect("write");
-    let s1 = a.snapshot("default", json!({}));
-    a.unmount("default", &ms);
-    let full = a.call(
-        "GET",
-        &format!(
-            "/api/v1/containers/default/send?snapshot={}",
-            s1["name"].as_str().unwrap()
-        ),
-        None,
-    );
-    assert_eq!(full.status, 200, "{}", full.describe());
+    let (name, data, full) = big_snapshot(&a, 253);
     // Cut inside the third chunk: 400 naming the token; the receive waits.
-    let cut = b.call_raw(
-        "POST",
-        "/api/v1/containers/copy/receive",
-        &full.body[..9 << 20],
-    );
+    let cut = b.call_raw("POST", "/api/v1/containers/copy/receive", &full[..9 << 20]);
     cut.expect_error(400);
     let msg = cut.envelope()["message"].as_str().unwrap().to_string();
     assert!(msg.contains("resume with token"), "{msg}");
     let state = b.ok("GET", "/api/v1/containers/copy/receive", None);
     let typed: snapfs::contract::ReceiveState = check_typed(&state);
-    assert_eq!(typed.snapshot, s1["name"].as_str().unwrap());
+    assert_eq!(typed.snapshot, name);
     let token = typed.token.expect("token");
     assert!(msg.ends_with(&token), "{msg}");
     // The rest, by token; bad tokens and mixed parameters are 400.
@@ -213,11 +229,11 @@ fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
         None,
     );
     assert_eq!(rest.status, 200, "{}", rest.describe());
-    assert!(rest.body.len() < full.body.len() - (6 << 20));
+    assert!(rest.body.len() < full.len() - (6 << 20));
     let got = b
         .call_raw("POST", "/api/v1/containers/copy/receive", &rest.body)
         .data();
-    assert_eq!(got["snapshot"]["name"], s1["name"]);
+    assert_eq!(got["snapshot"]["name"], json!(name));
     b.call("GET", "/api/v1/containers/copy/receive", None)
         .expect_error(404);
     b.call("DELETE", "/api/v1/containers/copy/receive", None)
@@ -230,7 +246,7 @@ fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
     let cut = b.call_raw(
         "POST",
         "/api/v1/containers/mirror/receive",
-        &full.body[..9 << 20],
+        &full[..9 << 20],
     );
     cut.expect_error(400);
     let target = json!({"url": format!("http://127.0.0.1:{}", b.port), "token": b.token});
@@ -239,18 +255,14 @@ fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
         "/api/v1/containers/default/sync",
         Some(&json!({"target_server": target, "name": "mirror"})),
     );
-    assert_eq!(synced["sent"], json!([s1["name"]]));
+    assert_eq!(synced["sent"], json!([name]));
     assert!(
         synced["bytes"].as_u64().unwrap() < 6 << 20,
         "resumed, not sent again: {synced}"
     );
     // An aborted receive is gone; the next stream starts over.
-    b.call_raw(
-        "POST",
-        "/api/v1/containers/third/receive",
-        &full.body[..9 << 20],
-    )
-    .expect_error(400);
+    b.call_raw("POST", "/api/v1/containers/third/receive", &full[..9 << 20])
+        .expect_error(400);
     b.ok("DELETE", "/api/v1/containers/third/receive", None);
     b.call("GET", "/api/v1/containers/third/receive", None)
         .expect_error(404);
@@ -258,35 +270,15 @@ fn a_cut_receive_is_resumed_with_its_token_or_by_a_sync() {
 
 #[test]
 fn a_running_receive_is_listed_with_its_progress() {
-    use std::io::Write;
     let a = Daemon::start();
     let b = Daemon::start();
-    let ms = a.mount("default", "ms");
-    fs::write(ms.join("big"), vec![7u8; 12 << 20]).expect("write");
-    let s1 = a.snapshot("default", json!({}));
-    a.unmount("default", &ms);
-    let full = a.call(
-        "GET",
-        &format!(
-            "/api/v1/containers/default/send?snapshot={}",
-            s1["name"].as_str().unwrap()
-        ),
-        None,
-    );
-    assert_eq!(full.status, 200);
+    let (_, _, full) = big_snapshot(&a, 7);
     assert!(b.ok("GET", "/api/v1/transfers", None)["transfers"]
         .as_array()
         .unwrap()
         .is_empty());
     // Half a stream, the connection held open: the receive runs.
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    let head = format!(
-        "POST /api/v1/containers/copy/receive HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        b.token,
-        full.body.len()
-    );
-    conn.write_all(head.as_bytes()).expect("head");
-    conn.write_all(&full.body[..9 << 20]).expect("half");
+    let conn = hold_receive(&b, &full, 9 << 20);
     let mut seen = None;
     for _ in 0..100 {
         let list = b.ok("GET", "/api/v1/transfers", None);
@@ -325,28 +317,10 @@ fn a_running_receive_is_listed_with_its_progress() {
 
 #[test]
 fn a_receiver_killed_mid_stream_resumes_after_its_restart() {
-    use std::io::Write;
     let a = Daemon::start();
     let b = Daemon::start();
-    let ms = a.mount("default", "ms");
-    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 241) as u8).collect();
-    fs::write(ms.join("big"), &data).expect("write");
-    let s1 = a.snapshot("default", json!({}));
-    a.unmount("default", &ms);
-    let name = s1["name"].as_str().unwrap().to_string();
-    let full = a.call(
-        "GET",
-        &format!("/api/v1/containers/default/send?snapshot={name}"),
-        None,
-    );
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    let head = format!(
-        "POST /api/v1/containers/copy/receive HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        b.token,
-        full.body.len()
-    );
-    conn.write_all(head.as_bytes()).expect("head");
-    conn.write_all(&full.body[..9 << 20]).expect("part");
+    let (name, data, full) = big_snapshot(&a, 241);
+    let conn = hold_receive(&b, &full, 9 << 20);
     // Wait until two chunks are in, then kill the receiving daemon (its supervisor starts
     // it again).
     let ok = common::wait_until(std::time::Duration::from_secs(20), || {
