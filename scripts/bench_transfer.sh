@@ -3,37 +3,50 @@
 # tree of TRANSFER_FILES files (TRANSFER_SIZE in all) against `tar -c | tar -x` of the same
 # tree between two directories of the same disk (both cold: caches dropped before each), and
 # incremental streams of 10 MiB of changes in that container and, with TRANSFER_BIG, in one
-# TRANSFER_BIG times larger (the time must stay flat), and the full stream cut at half and
+# TRANSFER_BIG times larger (the time must stay flat; sources and the incremental target
+# have daemons running for the whole bench), and the full stream cut at half and
 # resumed (what a resume costs). Each measurement runs
 # TRANSFER_ROUNDS times, interleaved; prints every run and the medians. Never passes or
 # fails on speed.
 # Usage: scripts/bench_transfer.sh
 # Environment: TRANSFER_FILES [20000], TRANSFER_SIZE (MiB) [1024], TRANSFER_ROUNDS [3],
-#   TRANSFER_BIG (factor of the larger container, 0: skip) [10], BENCH_DIR [/var/tmp],
-#   SNAPFS_BIN (the binary) [release build].
+#   TRANSFER_BIG (factor of the larger container, 0: skip) [10], TRANSFER_BTRFS (1: also
+#   `btrfs send | btrfs receive` of the same tree on a loop-mounted btrfs, installing
+#   btrfs-progs; 0: skip) [1], BENCH_DIR [/var/tmp], SNAPFS_BIN (the binary) [release build].
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
 FILES="${TRANSFER_FILES:-20000}" SIZE_MB="${TRANSFER_SIZE:-1024}"
-ROUNDS="${TRANSFER_ROUNDS:-3}" BIG="${TRANSFER_BIG:-10}"
+ROUNDS="${TRANSFER_ROUNDS:-3}" BIG="${TRANSFER_BIG:-10}" BTRFS="${TRANSFER_BTRFS:-1}"
 setup
 cargo build --release --bin snapfs
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/snapfs-transfer.XXXXXX")"
-# stop_store STORE: stops the store's daemon (started on demand by send/receive) and waits.
+# stop_store STORE: stops the store's daemon and its supervisor (started on demand by send
+# and receive) and waits for them.
 stop_store() {
-    local pid
-    pid="$(head -n1 "$1/snapfs.pid" 2>/dev/null || true)"
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
+    pkill -TERM -f -- "snapfs serve $1( |\$)" 2>/dev/null || true
     for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        pgrep -f -- "snapfs serve $1( |\$)" >/dev/null || return 0
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    pkill -KILL -f -- "snapfs serve $1( |\$)" 2>/dev/null || true
+}
+# serve STORE: runs the store's daemon for the whole bench (as on a server), so that no run
+# pays for a daemon's start or for the cold caches of a fresh one.
+serve() {
+    "$SNAPFS_BIN" serve "$1" >/dev/null 2>&1 &
+    for _ in $(seq 100); do
+        [ -S "$1/snapfs.sock" ] && "$SNAPFS_BIN" status --store "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "the daemon of $1 did not start"
 }
 cleanup() {
+    if [ -d "$WORK/bt" ] && mountpoint -q "$WORK/bt"; then
+        umount "$WORK/bt" || umount -l "$WORK/bt" || true
+    fi
     for m in "$WORK"/m-*; do
         [ -d "$m" ] && snapfs_unmount "$m" >/dev/null 2>&1 || true
     done
@@ -95,12 +108,14 @@ make_store() { # NAME FILES MB
 
 log "building the source trees ($FILES files, $SIZE_MB MiB)"
 SRC="$(make_store src "$FILES" "$SIZE_MB")"
+serve "$SRC"
 mkdir -p "$WORK/host-src"
 fill "$WORK/host-src" "$FILES" "$SIZE_MB" 1
 BIGSRC=""
 if [ "$BIG" -gt 0 ]; then
     log "building the larger source ($((FILES * BIG)) files, $((SIZE_MB * BIG)) MiB)"
     BIGSRC="$(make_store big $((FILES * BIG)) $((SIZE_MB * BIG)))"
+    serve "$BIGSRC"
 fi
 
 full_snapfs() {
@@ -154,11 +169,8 @@ incremental() { # ROW SRC
     [ -d "$dst" ] && stop_store "$dst"
     rm -rf "$dst"
     "$SNAPFS_BIN" init "$dst" >/dev/null
+    serve "$dst"
     "$SNAPFS_BIN" send "$2" --snapshot base | "$SNAPFS_BIN" receive "$dst" --container c >/dev/null
-    # Both daemons running (as they are on a server; a daemon's start is not the stream's
-    # cost), the page cache dropped.
-    "$SNAPFS_BIN" status --store "$2" >/dev/null
-    "$SNAPFS_BIN" status --store "$dst" >/dev/null
     drop
     local t0 t1
     t0=$(now)
@@ -169,10 +181,46 @@ incremental() { # ROW SRC
     rm -rf "$dst"
 }
 
+# btrfs: the same tree in a subvolume of a loop-mounted btrfs image on the same disk,
+# snapshot `base`, 10 MiB changed, snapshot `next`; streams into another directory of it.
+BT="$WORK/bt"
+if [ "$BTRFS" = 1 ]; then
+    ensure_packages btrfs-progs
+    truncate -s $((SIZE_MB * 3 + 2048))M "$WORK/btrfs.img"
+    mkfs.btrfs -q "$WORK/btrfs.img"
+    mkdir -p "$BT"
+    mount -o loop "$WORK/btrfs.img" "$BT"
+    btrfs -q subvolume create "$BT/src"
+    fill "$BT/src" "$FILES" "$SIZE_MB" 1
+    btrfs -q subvolume snapshot -r "$BT/src" "$BT/base"
+    for i in $(seq 0 9); do head -c $((1 << 20)) /dev/urandom >"$BT/src/d0$i/f0000$i"; done
+    btrfs -q subvolume snapshot -r "$BT/src" "$BT/next"
+    sync
+fi
+btrfs_full() {
+    [ -d "$BT/dst" ] && btrfs -q subvolume delete "$BT"/dst/* 2>/dev/null || true
+    rm -rf "$BT/dst"
+    mkdir -p "$BT/dst"
+    drop
+    local t0 t1
+    t0=$(now)
+    btrfs send -q "$BT/base" | btrfs receive -q "$BT/dst"
+    sync
+    t1=$(now)
+    record "full btrfs send | btrfs receive, s" "$(awk "BEGIN{print $t1 - $t0}")"
+    drop
+    t0=$(now)
+    btrfs send -q -p "$BT/base" "$BT/next" | btrfs receive -q "$BT/dst"
+    sync
+    t1=$(now)
+    record "incremental 10 MiB, btrfs, s" "$(awk "BEGIN{print $t1 - $t0}")"
+}
+
 for r in $(seq "$ROUNDS"); do
     log "round $r"
     full_snapfs >/dev/null
     full_tar
+    if [ "$BTRFS" = 1 ]; then btrfs_full; fi
     resumed
     incremental "incremental 10 MiB in $SIZE_MB MiB, s" "$SRC"
     if [ -n "$BIGSRC" ]; then
@@ -191,7 +239,12 @@ print("|---|---:|---:|---:|")
 for k, v in rows.items():
     print(f"| {k} | {statistics.median(v):.2f} | {min(v):.2f}-{max(v):.2f} | {len(v)} |")
 mb = int(sys.argv[2])
+b = rows.get("full btrfs send | btrfs receive, s")
 s, t = rows.get("full send|receive, s"), rows.get("full tar -c | tar -x, s")
+if s and b:
+    ratios = sorted(y / x for x, y in zip(s, b))
+    print(f"\nfull stream vs btrfs send | receive: {statistics.median(ratios):.2f}x "
+          f"(per round {', '.join(f'{x:.2f}' for x in ratios)})")
 if s and t:
     ratios = sorted(b / a for a, b in zip(s, t))
     print(f"\nfull stream throughput vs the tar pipe: {statistics.median(ratios):.2f}x "
