@@ -237,6 +237,9 @@ pub fn upload(
         if let Some(Err(e)) = read {
             return Err(anyhow!("cannot read the stream: {e}"));
         }
-        reply_of(res.context("the daemon closed the connection")?).await
+        reply_of(res.context(
+            "the daemon closed the connection (a refused stream: STORE/snapfs.log says why)",
+        )?)
+        .await
     })
 }

@@ -133,6 +133,26 @@ pub(super) async fn send_snapshot(
     }
 }
 
+/// Reads and drops what is left of a refused stream, for at most `DRAIN_TIME` or
+/// `DRAIN_BYTES`.
+async fn drain(body: &mut Body) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How much of a refused stream is read to let its client see the answer.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const DRAIN_BYTES: u64 = 256 << 20;
+
 /// The blocking side of a receive: reads the pieces the handler forwards from the body.
 struct BodyReader {
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
@@ -186,7 +206,11 @@ pub(super) async fn receive_snapshot(
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         if tx.send(Ok(data)).await.is_err() {
-                            break; // the receive ended (refused the stream)
+                            // The receive ended early (it refused the stream). Read a while
+                            // more so that the client, still writing, gets to read our
+                            // answer instead of a broken connection.
+                            drain(&mut body).await;
+                            break;
                         }
                     }
                 }

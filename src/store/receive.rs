@@ -256,7 +256,7 @@ impl Store {
             bytes: 0,
         };
         b.put(Space::Meta, keys::receive(p), codec::encode_plain(&state));
-        self.kv.write(b, false)?;
+        self.kv.write(b, true)?;
         self.catalog.edit_tree(|t| t.insert(p, rec));
         Ok((p, state))
     }
@@ -429,7 +429,10 @@ impl Store {
                 keys::receive(pending),
                 codec::encode_plain(&next),
             );
-            self.kv.write(b, false)?;
+            // Durable per chunk (one sync per ~4 MiB): what the receive record says is in
+            // survives a crash or power loss of the receiver on either backend, so a resume
+            // token never names records that are gone.
+            self.kv.write(b, true)?;
             progress.add(next.bytes - state.bytes);
             *state = next;
         }
