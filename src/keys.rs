@@ -85,6 +85,20 @@ pub fn setting(name: &str) -> Vec<u8> {
     k
 }
 
+/// Longest name of a directory entry, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Whether `name` can be a directory entry's name: 1-255 bytes, no `/` or NUL, not `.` or
+/// `..` (what every entry key holds; `fs::check_name` says which rule a name breaks).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && name != b"."
+        && name != b".."
+}
+
 /// A snapshot stream being received into epoch `e` (see `store/transfer.rs`).
 pub fn receive(e: Epoch) -> Vec<u8> {
     with_u64(TAG_RECEIVE, e.get())

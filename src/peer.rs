@@ -53,16 +53,28 @@ pub struct PeerReply {
     pub body: Vec<u8>,
 }
 
+/// The target answered with an error: its status and message.
+#[derive(Debug, thiserror::Error)]
+#[error("the target answered {status}: {message}")]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
 impl PeerReply {
     fn message(&self) -> String {
         serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(&self.body)
             .map_or_else(|_| "no message".to_string(), |e| e.message)
     }
 
-    /// `data` as `T`, or an error with the other daemon's message.
+    /// `data` as `T`, or [`Refused`] with the other daemon's status and message.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T> {
         if !(200..300).contains(&self.status) {
-            bail!("the target answered {}: {}", self.status, self.message());
+            return Err(Refused {
+                status: self.status,
+                message: self.message(),
+            }
+            .into());
         }
         serde_json::from_slice::<Envelope<T>>(&self.body)
             .map(|e| e.data)

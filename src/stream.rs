@@ -92,8 +92,6 @@ pub struct Header {
     pub snapshot: SnapshotMeta,
     /// `None`: a full stream; else the snapshot the records apply to.
     pub base: Option<BaseRef>,
-    /// File data bytes of the snapshot's tree (for quotas; the receiver checks it).
-    pub usage: u64,
     /// What the records weigh, as the sender estimates it before sending (for progress).
     pub total_bytes: u64,
     /// Set when the stream continues a receive that was cut: its records start after this
@@ -517,7 +515,6 @@ mod tests {
                 last_used_at: None,
             },
             base: None,
-            usage: 3,
             total_bytes: 20 << 20,
             resume_after: Some((1, b"key".to_vec())),
         }

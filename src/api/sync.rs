@@ -16,43 +16,50 @@ fn peer(target: &TargetServer) -> Result<Peer, ApiError> {
     Peer::new(target).map_err(|e| bad(format!("{e:#}")))
 }
 
-/// A failure talking to the target: its own status when it answered one, 502 otherwise.
+/// A failure talking to the target: its own status when it refused (4xx), 502 otherwise.
 fn gateway(e: anyhow::Error) -> ApiError {
-    let msg = format!("{e:#}");
-    let status = msg
-        .strip_prefix("the target answered ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
-        .and_then(|code| StatusCode::from_u16(code).ok())
+    let status = e
+        .downcast_ref::<crate::peer::Refused>()
+        .and_then(|r| StatusCode::from_u16(r.status).ok())
         .filter(|s| s.is_client_error())
         .unwrap_or(StatusCode::BAD_GATEWAY);
-    ApiError::new(status, msg)
+    ApiError::new(status, format!("{e:#}"))
 }
 
-/// Streams snapshot `snapshot` of container `id` (incremental from `from`) to the target's
-/// container `name`.
+/// The token of the target's cut receive into `name` if it is of this very stream
+/// (snapshot, creation time, base): then only the rest is sent.
+async fn resumable(
+    peer: &Peer,
+    name: &str,
+    snapshot: &str,
+    created_at: &str,
+    from: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    Ok(match peer.pending(name).await.map_err(gateway)? {
+        Some(p)
+            if p.snapshot == snapshot
+                && p.base.as_deref() == from
+                && p.created_at == created_at =>
+        {
+            p.token
+        }
+        _ => None,
+    })
+}
+
+/// Streams snapshot `snapshot` of container `id` (incremental from `from`, or the rest of a
+/// cut stream with `resume`) to the target's container `name`.
 #[allow(clippy::too_many_arguments)]
 async fn push(
     svc: &Arc<Service>,
     peer: &Peer,
     id: &str,
     snapshot: &str,
-    created_at: Option<String>,
     from: Option<&str>,
+    resume: Option<String>,
     name: &str,
     rollback: bool,
 ) -> Result<(Received, crate::stream::Totals), ApiError> {
-    // A receive of this very stream that was cut: send only the rest.
-    let resume = match peer.pending(name).await.map_err(gateway)? {
-        Some(p)
-            if p.snapshot == snapshot
-                && p.base.as_deref() == from
-                && Some(p.created_at.as_str()) == created_at.as_deref() =>
-        {
-            p.token
-        }
-        _ => None,
-    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(4);
     let (worker, id, snapshot, from) = (
         svc.clone(),
@@ -154,14 +161,23 @@ pub(super) async fn sync_container(
     };
     let start = base.map_or(0, |i| i + 1);
     let mut from = out.base.clone();
+    // Only the first stream of a sync can have been cut before (each later one starts after
+    // the one before it completed): the target is asked once.
+    let mut resume = match local.get(start) {
+        Some(s) => {
+            let created = crate::timefmt::rfc3339(s.record.created_at);
+            resumable(&peer, &name, &s.name, &created, from.as_deref()).await?
+        }
+        None => None,
+    };
     for s in &local[start..] {
         let (_, sent) = push(
             &svc,
             &peer,
             &c.id.to_string(),
             &s.name,
-            Some(crate::timefmt::rfc3339(s.record.created_at)),
             from.as_deref(),
+            resume.take(),
             &name,
             req.rollback && out.sent.is_empty(),
         )

@@ -20,9 +20,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::codec::{Inode, Kind, Ts};
 use crate::error::{FsError, FsResult};
-use crate::ids::{DataId, Epoch, Ino};
+use crate::ids::{DataId, Ino};
 use crate::keys;
 use crate::kv::{Dir, Space};
+pub(super) use crate::store::only_one;
 use crate::store::Chain;
 
 use super::{Fs, ROOT_INO};
@@ -350,14 +351,4 @@ impl Fs {
         t.entries = entries.into_iter().collect();
         Ok(t)
     }
-}
-
-/// The epochs in exactly one of two chains: where their trees can differ.
-pub fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
-    let (ma, mb) = (a.members(), b.members());
-    ma.iter()
-        .filter(|e| mb.binary_search(e).is_err())
-        .chain(mb.iter().filter(|e| ma.binary_search(e).is_err()))
-        .copied()
-        .collect()
 }

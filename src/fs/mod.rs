@@ -30,7 +30,7 @@ use crate::kv::{Batch, Dir, KvRead, Space};
 use crate::store::{self, resolve, scan_visible, Chain, Store};
 
 pub use container::{Container, MountHooks};
-pub use diff::{only_one, Change, ChangeKind, Side, TreeSwitch};
+pub use diff::{Change, ChangeKind, Side, TreeSwitch};
 pub use dir::DirEntry;
 pub use history::{components, PathChange};
 pub use journal::{HandleKind, HandleRecord, MountJournal, RestoreIntent, Resumed};
@@ -45,7 +45,7 @@ pub use volume::{
 pub use crate::store::ROOT_INO;
 
 /// Longest file name accepted, in bytes.
-pub const NAME_MAX: usize = 255;
+pub use crate::keys::NAME_MAX;
 /// Longest symlink target, in bytes (PATH_MAX less the NUL).
 pub const SYMLINK_MAX: usize = 4095;
 /// Largest file size (offsets past it get EFBIG): the kernel's own limit for FUSE files
@@ -378,8 +378,7 @@ pub fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong);
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if !keys::valid_name(name) {
         return Err(FsError::Invalid("bad file name"));
     }
     Ok(())

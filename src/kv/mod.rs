@@ -268,6 +268,16 @@ pub fn successor(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Whether `r` holds any key of `space` in `[start, end)` (one step of a scan).
+pub fn any_in(r: &dyn KvRead, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
+    let mut any = false;
+    r.scan(space, start, end, Dir::Forward, &mut |_, _| {
+        any = true;
+        false
+    })?;
+    Ok(any)
+}
+
 /// The smallest key strictly greater than every key that starts with `prefix`, if one exists.
 /// Used as the exclusive end of a prefix scan.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {

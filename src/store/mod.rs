@@ -149,6 +149,16 @@ impl Chain {
     }
 }
 
+/// The epochs in exactly one of two chains: where their trees can differ.
+pub fn only_one(a: &Chain, b: &Chain) -> Vec<Epoch> {
+    let (ma, mb) = (a.members(), b.members());
+    ma.iter()
+        .filter(|e| mb.binary_search(e).is_err())
+        .chain(mb.iter().filter(|e| ma.binary_search(e).is_err()))
+        .copied()
+        .collect()
+}
+
 /// Visits, in reverse key order, the visible version of every versioned key in
 /// `[start, end)`; `f(base, value)` returns false to stop.
 pub fn scan_visible(

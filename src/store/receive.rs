@@ -130,7 +130,7 @@ impl Store {
             )));
         }
         check_alias_opt(&header.snapshot.alias)?;
-        if !valid_name(header.snapshot.name.as_bytes()) {
+        if !keys::valid_name(header.snapshot.name.as_bytes()) {
             return Err(bad(format!(
                 "snapshot name {:?} cannot name a directory",
                 header.snapshot.name
@@ -333,7 +333,13 @@ impl Store {
                     s.name, base.name
                 )));
             }
-            if self.has_own_versions(crec.head)? {
+            let written = keys::epoch_changes(crec.head);
+            if crate::kv::any_in(
+                self.kv.as_ref(),
+                Space::Meta,
+                &written,
+                &crate::kv::prefix_end(&written),
+            )? {
                 return Err(StoreError::Conflict(format!(
                     "container {name:?} was written since snapshot {:?}: receive with rollback to drop those writes",
                     base.name
@@ -353,19 +359,6 @@ impl Store {
             base: Some(base),
             later,
         })
-    }
-
-    /// Whether epoch `e` wrote anything (one step of its change index).
-    fn has_own_versions(&self, e: Epoch) -> Result<bool, StoreError> {
-        let start = keys::epoch_changes(e);
-        let end = crate::kv::prefix_end(&start);
-        let mut any = false;
-        self.kv
-            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, _| {
-                any = true;
-                false
-            })?;
-        Ok(any)
     }
 
     /// Writes every chunk's records into `pending`, one batch per chunk, with the receive
@@ -404,9 +397,7 @@ impl Store {
                     key: here.1,
                     value: r.value,
                 };
-                self.check_record(&r, &mut next.max_id)?;
-                if r.space == Space::Meta && keys::split_inode(&r.key).is_some() {
-                    let new = file_alloc(&r.value)?;
+                if let Some(new) = self.check_record(&r, &mut next.max_id)? {
                     let old = match &base_chain {
                         Some(bc) => match resolve(self.kv.as_ref(), Space::Meta, &r.key, bc)? {
                             Some(v) => file_alloc(&v)?,
@@ -447,8 +438,9 @@ impl Store {
     }
 
     /// Refuses a record that is not a versioned key of a table a tree holds, or whose value
-    /// does not decode; notes the ids it names.
-    fn check_record(&self, r: &Record, max_id: &mut u64) -> Result<(), StoreError> {
+    /// does not decode; notes the ids it names. For an inode: the file data bytes it
+    /// accounts for (0 for others and tombstones).
+    fn check_record(&self, r: &Record, max_id: &mut u64) -> Result<Option<u64>, StoreError> {
         if !sendable(r.space, &r.key) {
             return Err(bad(format!(
                 "a record outside the tables a tree holds (key starting {:02x?})",
@@ -456,6 +448,7 @@ impl Store {
             )));
         }
         let mut id = |n: u64| *max_id = (*max_id).max(n);
+        let mut alloc = None;
         let key_ok = match (r.space, r.key[0]) {
             (Space::Data, _) => match keys::split_block(&r.key) {
                 Some((d, _)) if r.key.len() == 17 => {
@@ -474,17 +467,24 @@ impl Store {
             (_, keys::TAG_INODE) => match keys::split_inode(&r.key) {
                 Some(ino) if r.key.len() == 9 => {
                     id(ino.get());
-                    match codec::decode::<Inode>(&r.value) {
-                        Ok(Version::Live(i)) => id(i.data_id.get()),
-                        Ok(Version::Tombstone) => {}
+                    alloc = Some(match codec::decode::<Inode>(&r.value) {
+                        Ok(Version::Live(i)) => {
+                            id(i.data_id.get());
+                            if i.kind == Kind::File {
+                                i.alloc
+                            } else {
+                                0
+                            }
+                        }
+                        Ok(Version::Tombstone) => 0,
                         Err(e) => return Err(bad(format!("inode: {e}"))),
-                    }
+                    });
                     true
                 }
                 _ => false,
             },
             (_, keys::TAG_DIRENT) => match keys::split_dirent_name(&r.key) {
-                Some((dir, name)) if valid_name(name) => {
+                Some((dir, name)) if keys::valid_name(name) => {
                     id(dir.get());
                     match codec::decode::<Dirent>(&r.value) {
                         Ok(Version::Live(d)) => id(d.ino.get()),
@@ -510,7 +510,7 @@ impl Store {
                 _ => false,
             },
             (_, keys::TAG_LINK) => match keys::split_link(&r.key) {
-                Some((ino, dir, name)) if valid_name(name) => {
+                Some((ino, dir, name)) if keys::valid_name(name) => {
                     id(ino.get());
                     id(dir.get());
                     true
@@ -527,7 +527,7 @@ impl Store {
         if !matches!(r.value.as_slice(), [codec::VALUE_VERSION, 0 | 1, ..]) {
             return Err(bad("a record with a malformed value"));
         }
-        Ok(())
+        Ok(alloc)
     }
 
     /// The last batch: the snapshot record, the container's head on top of it, the id
@@ -712,16 +712,6 @@ struct ReceivePlan {
     base: Option<SnapshotInfo>,
     /// Snapshots of the target newer than the base (deleted by a rollback).
     later: Vec<SnapshotInfo>,
-}
-
-/// A directory-entry or link name: 1-255 bytes, no `/` or NUL, not `.` or `..`.
-fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.contains(&b'/')
-        && !name.contains(&0)
-        && name != b"."
-        && name != b".."
 }
 
 /// File data bytes an inode value accounts for (0 for others and tombstones).

@@ -88,13 +88,12 @@ impl Store {
     pub fn runtime_has_children(&self, key: &str) -> FsResult<bool> {
         let start = keys::runtime_children(key);
         let end = crate::kv::prefix_end(&start);
-        let mut any = false;
-        self.kv
-            .scan(Space::Meta, &start, &end, Dir::Forward, &mut |_, _| {
-                any = true;
-                false
-            })?;
-        Ok(any)
+        Ok(crate::kv::any_in(
+            self.kv.as_ref(),
+            Space::Meta,
+            &start,
+            &end,
+        )?)
     }
 
     /// The raw keys of the child index.

@@ -12,8 +12,9 @@
 //! stream's. The receiver writes the records into a new epoch P (frozen, parent: the base
 //! snapshot's epoch), a chunk per batch, under a receive record (0x0d) that marks P as work
 //! in progress; the last batch names the snapshot, moves (or creates) the container's head
-//! on top of P and drops the record, so a snapshot appears whole or not at all. A receive that
-//! fails retires P; one cut by a crash is retired when the store opens next.
+//! on top of P and drops the record, so a snapshot appears whole or not at all. A receive whose
+//! stream is cut keeps the whole chunks for a resume (`receive.rs`); any other failure
+//! retires P.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -139,7 +140,7 @@ impl Store {
         let chain = self.chain(snap.record.epoch);
         let base_chain = base.as_ref().map(|b| self.chain(b.record.epoch));
         let epochs: Vec<Epoch> = match &base_chain {
-            Some(bc) => crate::fs::only_one(bc, &chain),
+            Some(bc) => super::only_one(bc, &chain),
             None => chain.members().to_vec(),
         };
         let mut touched = touched_keys(&*view, &epochs)?;
@@ -157,7 +158,6 @@ impl Store {
                 name: b.name.clone(),
                 created_at: b.record.created_at,
             }),
-            usage: self.usage(snap.record.epoch)?,
             total_bytes: touched
                 .iter()
                 .map(|(k, size)| k.1.len() as u64 + size)
