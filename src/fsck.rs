@@ -141,7 +141,31 @@ pub fn check_with(store: &Arc<Store>, progress: &dyn Progress) -> FsResult<Repor
     }
     check_expiry_index(store, &mut r)?;
     check_runtime_snapshots(store, &mut r)?;
+    check_segments(store, &mut r)?;
     Ok(r)
+}
+
+/// File data in segments: every reference against its segment (record, file, range, CRC),
+/// live counters, orphan files.
+fn check_segments(store: &Store, r: &mut Report) -> FsResult<()> {
+    let Some(seg) = store.kv().segments() else {
+        return Ok(());
+    };
+    let report = seg.check()?;
+    for (key, what) in &report.bad_refs {
+        r.bad(format!("file data {}: {what}", keys::describe_data(key)));
+    }
+    for (s, recorded, counted) in &report.miscounted {
+        r.bad(format!(
+            "segment {s:016x}: live counter says {recorded} bytes, its references hold {counted}"
+        ));
+    }
+    for (s, len) in &report.orphans {
+        r.bad(format!(
+            "segment {s:016x}: orphan ({len} bytes, no record names it; `--repair` deletes it)"
+        ));
+    }
+    Ok(())
 }
 
 /// containerd's snapshot records name what exists (a live container for an active snapshot
@@ -391,6 +415,16 @@ pub fn repair(store: &Arc<Store>) -> FsResult<Report> {
                     c.name
                 ));
             }
+        }
+    }
+    if let Some(seg) = store.kv().segments() {
+        let report = seg.check()?;
+        if !report.miscounted.is_empty() || !report.orphans.is_empty() {
+            let fixes = seg.repair(&report)?;
+            repaired.push(format!(
+                "segments: {} live counters recounted, orphans deleted ({fixes} fixes)",
+                report.miscounted.len()
+            ));
         }
     }
     let mut r = check(store)?;

@@ -373,6 +373,7 @@ fn space_byte(space: Space) -> u8 {
     match space {
         Space::Meta => 0,
         Space::Data => 1,
+        Space::Segments => 2,
     }
 }
 
@@ -462,6 +463,14 @@ pub fn link_ino(key: &[u8]) -> Option<Ino> {
 pub fn split_block(key: &[u8]) -> Option<(DataId, u64)> {
     let key = tagged(key, TAG_BLOCK, 17)?;
     Some((DataId::new(u64_at(key, 1)?), u64_at(key, 9)?))
+}
+
+/// A data-space key for messages: "block N of data id D, epoch E", or its bytes.
+pub fn describe_data(key: &[u8]) -> String {
+    match split_version(key).and_then(|(base, e)| Some((split_block(base)?, e))) {
+        Some(((d, idx), e)) => format!("block {idx} of data id {d}, epoch {e}"),
+        None => format!("key {key:02x?}"),
+    }
 }
 
 /// (container, inode) of an orphan key (0x30).

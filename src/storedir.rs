@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kv::rocks::{RocksKv, RocksOptions};
+use crate::kv::segments::{SegmentOptions, SegmentedKv};
 use crate::kv::{Kv, KvError};
 use crate::remote::{self, RemoteConfig};
 use crate::store::{self, Store};
@@ -117,11 +118,24 @@ fn init_in(path: &Path, block_size: u64, target: &InitTarget) -> Result<()> {
     Ok(())
 }
 
-fn open_rocks(path: &Path) -> Result<RocksKv> {
-    RocksKv::open(&db_dir(path), &RocksOptions::for_disk(path)).map_err(|e| match e {
+/// The directory of an embedded store's segment files (file data written once).
+pub fn segments_dir(store: &Path) -> PathBuf {
+    store.join("segments")
+}
+
+/// An embedded store's database: RocksDB for keys, segment files for file data.
+fn open_rocks(path: &Path) -> Result<SegmentedKv> {
+    let cannot = |e: KvError| match e {
         KvError::Busy => anyhow!("store {} is in use by another process", path.display()),
         other => anyhow!("cannot open store {}: {other}", path.display()),
-    })
+    };
+    let rocks = RocksKv::open(&db_dir(path), &RocksOptions::for_disk(path)).map_err(cannot)?;
+    SegmentedKv::open(
+        Box::new(rocks),
+        &segments_dir(path),
+        SegmentOptions::default(),
+    )
+    .map_err(cannot)
 }
 
 /// Opens the database of the store at `path`: its embedded RocksDB, or its database on

@@ -145,6 +145,7 @@ pub fn space_byte(s: Space) -> u8 {
     match s {
         Space::Meta => 0,
         Space::Data => 1,
+        Space::Segments => 2,
     }
 }
 

@@ -388,6 +388,9 @@ impl Kv for CountingKv {
     fn status(&self) -> Option<&dyn snapfs::kv::Status> {
         self.inner.status()
     }
+    fn segments(&self) -> Option<&dyn snapfs::kv::segments::SegmentCheck> {
+        self.inner.segments()
+    }
 }
 
 /// The work follows what changed: a diff between two snapshots a few changes apart in a

@@ -644,6 +644,7 @@ mod suite {
         match space {
             Space::Meta => 0,
             Space::Data => 1,
+            Space::Segments => unreachable!("the store never uses the segment catalog"),
         }
     }
 

@@ -18,12 +18,13 @@ use super::{Batch, BatchOp, Dir, Kv, KvRead, KvResult, Maintenance, Pair, Space,
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// One immutable map per space, indexed by [`space_index`].
-type Maps = [Arc<Map>; 2];
+type Maps = [Arc<Map>; 3];
 
 fn space_index(space: Space) -> usize {
     match space {
         Space::Meta => 0,
         Space::Data => 1,
+        Space::Segments => 2,
     }
 }
 
@@ -42,7 +43,11 @@ impl MemKv {
     fn snapshot(&self) -> MemView {
         let maps = self.maps.read();
         MemView {
-            maps: [Arc::clone(&maps[0]), Arc::clone(&maps[1])],
+            maps: [
+                Arc::clone(&maps[0]),
+                Arc::clone(&maps[1]),
+                Arc::clone(&maps[2]),
+            ],
         }
     }
 
@@ -192,6 +197,10 @@ impl Kv for MemKv {
 
     /// Always writable, never stalls.
     fn status(&self) -> Option<&dyn Status> {
+        None
+    }
+
+    fn segments(&self) -> Option<&dyn super::segments::SegmentCheck> {
         None
     }
 }

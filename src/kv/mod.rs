@@ -23,6 +23,7 @@
 
 pub mod mem;
 pub mod rocks;
+pub mod segments;
 pub mod slate;
 
 use std::path::Path;
@@ -34,10 +35,16 @@ pub enum Space {
     Meta,
     /// File block contents.
     Data,
+    /// The segment layer's catalog (`segments/`): written and read by it only, never by the
+    /// store above `kv/`.
+    Segments,
 }
 
 impl Space {
+    /// The spaces the store uses.
     pub const ALL: [Space; 2] = [Space::Meta, Space::Data];
+    /// Every space a backend holds.
+    pub const STORED: [Space; 3] = [Space::Meta, Space::Data, Space::Segments];
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -185,6 +192,9 @@ pub trait Kv: KvRead + Send + Sync + 'static {
 
     /// The backend's status capability, if it has state worth reporting.
     fn status(&self) -> Option<&dyn Status>;
+
+    /// The segment layer's checks, if file data lives in segments (`segments/`).
+    fn segments(&self) -> Option<&dyn segments::SegmentCheck>;
 }
 
 /// What the caller knows of deletions the backend may not have reclaimed yet (values it

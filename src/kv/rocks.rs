@@ -32,6 +32,7 @@ mod gc;
 
 const CF_META: &str = "meta";
 const CF_DATA: &str = "data";
+const CF_SEGMENTS: &str = "segments";
 
 /// Blob GC age cutoff while background blob GC is on (RocksDB's default): compactions relocate
 /// live blobs out of the oldest quarter of blob files. Background blob GC starts off and is
@@ -175,6 +176,7 @@ fn cf_name(space: Space) -> &'static str {
     match space {
         Space::Meta => CF_META,
         Space::Data => CF_DATA,
+        Space::Segments => CF_SEGMENTS,
     }
 }
 
@@ -235,6 +237,7 @@ impl RocksKv {
 
         let meta = Self::cf_options(&cache, opts, Space::Meta);
         let data = Self::cf_options(&cache, opts, Space::Data);
+        let segments = Self::cf_options(&cache, opts, Space::Segments);
 
         let db = DB::open_cf_descriptors(
             &db_opts,
@@ -242,6 +245,7 @@ impl RocksKv {
             [
                 ColumnFamilyDescriptor::new(CF_META, meta),
                 ColumnFamilyDescriptor::new(CF_DATA, data),
+                ColumnFamilyDescriptor::new(CF_SEGMENTS, segments),
             ],
         )
         .map_err(map_err)?;
@@ -254,7 +258,7 @@ impl RocksKv {
             background_gc: AtomicBool::new(false),
             gc: Mutex::new(gc::GcState::default()),
         };
-        for space in Space::ALL {
+        for space in Space::STORED {
             kv.cf(space)?;
         }
         Ok(kv)
@@ -435,9 +439,11 @@ impl Kv for RocksKv {
         }
         let meta = self.cf(Space::Meta)?;
         let data = self.cf(Space::Data)?;
+        let segments = self.cf(Space::Segments)?;
         let cf = |space| match space {
             Space::Meta => meta,
             Space::Data => data,
+            Space::Segments => segments,
         };
         let mut wb = WriteBatch::default();
         for op in batch.ops() {
@@ -468,6 +474,10 @@ impl Kv for RocksKv {
 
     fn status(&self) -> Option<&dyn Status> {
         Some(self)
+    }
+
+    fn segments(&self) -> Option<&dyn super::segments::SegmentCheck> {
+        None
     }
 }
 
@@ -539,7 +549,7 @@ impl Maintenance for RocksKv {
     fn compact(&self, space: Space) -> KvResult<()> {
         let cf = self.cf(space)?;
         match space {
-            Space::Meta => {
+            Space::Meta | Space::Segments => {
                 self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
                 Ok(())
             }
@@ -579,7 +589,7 @@ impl Maintenance for RocksKv {
     }
 
     fn flush_buffers(&self) -> KvResult<()> {
-        for space in Space::ALL {
+        for space in Space::STORED {
             self.db.flush_cf(self.cf(space)?).map_err(map_err)?;
         }
         Ok(())

@@ -114,6 +114,43 @@ pub fn open_rocks(dir: &std::path::Path) -> RocksKv {
     RocksKv::open(dir, &small_rocks_options()).expect("open rocks")
 }
 
+/// Segment settings small enough that the suite's values go to segments and segments seal
+/// and rotate often.
+pub fn small_segment_options() -> snapfs::kv::segments::SegmentOptions {
+    snapfs::kv::segments::SegmentOptions {
+        inline_max: 8,
+        segment_bytes: 64 << 10,
+        sync_bytes: 16 << 10,
+        horizon: std::time::Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// The segment layer over `inner`, its files under `dir`.
+pub fn open_segmented(
+    inner: Box<dyn Kv>,
+    dir: &std::path::Path,
+) -> snapfs::kv::segments::SegmentedKv {
+    snapfs::kv::segments::SegmentedKv::open(inner, &dir.join("segments"), small_segment_options())
+        .expect("open segments")
+}
+
+/// Every reference of a segmented store holds and every live counter is exact.
+pub fn assert_segments_clean(kv: &dyn Kv) {
+    let check = kv.segments().expect("a segmented store");
+    let report = check.check().expect("check segments");
+    assert!(
+        report.bad_refs.is_empty(),
+        "bad references: {:?}",
+        report.bad_refs
+    );
+    assert!(
+        report.miscounted.is_empty(),
+        "live counters: {:?}",
+        report.miscounted
+    );
+}
+
 /// A scratch file system of type `tmpfs` or `ext4` (a 64 MiB loop image) mounted in a
 /// temporary directory, unmounted (lazily if busy) on drop, also when the test fails.
 /// Needs root, as every test here does.
@@ -212,6 +249,36 @@ macro_rules! conformance {
                     let dir = tempfile::TempDir::new().expect("tempdir");
                     let kv = open_rocks(dir.path());
                     suite::$name(&kv);
+                    drop(kv);
+                }
+            )*
+        }
+
+        /// The segment layer over the in-memory backend (files in a temporary directory).
+        mod segmented_mem {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let kv = open_segmented(Box::new(MemKv::new()), dir.path());
+                    suite::$name(&kv);
+                    assert_segments_clean(&kv);
+                }
+            )*
+        }
+
+        /// The segment layer over RocksDB, as an embedded store opens it.
+        mod segmented_rocks {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let rocks = open_rocks(&dir.path().join("db"));
+                    let kv = open_segmented(Box::new(rocks), dir.path());
+                    suite::$name(&kv);
+                    assert_segments_clean(&kv);
                     drop(kv);
                 }
             )*

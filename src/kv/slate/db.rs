@@ -85,6 +85,7 @@ fn base_len(rule: &VersionRule, k: &[u8]) -> Option<usize> {
     let space = match *k.first()? {
         t if t == tag(Space::Meta) => Space::Meta,
         t if t == tag(Space::Data) => Space::Data,
+        t if t == tag(Space::Segments) => Space::Segments,
         _ => return None,
     };
     (rule.base_len)(space, &k[1..]).map(|n| n + 1)
@@ -113,6 +114,7 @@ fn tag(space: Space) -> u8 {
     match space {
         Space::Meta => 0,
         Space::Data => 1,
+        Space::Segments => 2,
     }
 }
 
@@ -638,6 +640,10 @@ impl Kv for SlateKv {
 
     fn status(&self) -> Option<&dyn Status> {
         Some(self)
+    }
+
+    fn segments(&self) -> Option<&dyn crate::kv::segments::SegmentCheck> {
+        None
     }
 }
 

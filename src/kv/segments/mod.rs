@@ -1,0 +1,716 @@
+//! File data written once: values of [`Space::Data`] above a threshold go to immutable
+//! segment files, and the key-value store beneath keeps a small reference (segment, offset,
+//! length, CRC-32) in their place, in the same atomic batch.
+//!
+//! [`SegmentedKv`] wraps any [`Kv`] and is itself one (the conformance suite runs over it), so
+//! nothing above `kv/` knows of segments: a put of a block appends its bytes to the open
+//! segment and puts the reference; a read follows the reference; a scan of a range follows
+//! each. The segment catalog (per segment: length, live bytes, durable length, sealed) is kept
+//! in [`Space::Segments`] of the inner store, written in the batch that changes it, so live
+//! bytes are exact: every put and delete of a data key reads the reference it replaces.
+//!
+//! Durability order: segment bytes are written (`pwrite`) before the batch that references
+//! them, and an fsync (`sync`, a durable write) fdatasyncs the open segment before the inner
+//! store syncs. The open segment is also fdatasynced every `sync_bytes` and when sealed, and
+//! its catalog record says up to where (`durable`). After a power loss the inner store may hold
+//! references to bytes that never reached the disk: opening checks the entries past `durable`
+//! of each unsealed segment (their CRCs) and, only if one is damaged, finds and deletes the
+//! references into the damaged part (a scan of the data space), so a read returns an older
+//! version or a hole, never garbage (`open.rs`).
+//!
+//! Garbage: a segment with no live bytes is deleted once no read view older than that moment
+//! is open and `horizon` has passed; segments mostly dead (or small) are repacked: their live
+//! entries (an entry is live when its key still references it) are written again through the
+//! normal write path (`gc.rs`). fsck checks every reference against its segment (`check.rs`).
+
+mod check;
+mod files;
+mod format;
+mod gc;
+mod open;
+
+pub use check::{SegmentCheck, SegmentReport};
+pub use format::REF_LEN;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Pair, Space, Status,
+    Visit,
+};
+use files::SegmentDir;
+use format::{Ref, Stored};
+
+/// Tuning of [`SegmentedKv`].
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Values of at most this many bytes stay inline in the inner store.
+    pub inline_max: usize,
+    /// The open segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// The open segment is fdatasynced whenever this many bytes were appended since the last
+    /// sync (bounds what opening after a crash checks).
+    pub sync_bytes: u64,
+    /// How long a segment with no live bytes is kept before it is deleted.
+    pub horizon: Duration,
+    /// Sealed segments with less than this fraction live are repacked...
+    pub repack_live_below: f64,
+    /// ...and so are those smaller than this.
+    pub repack_smaller_than: u64,
+    /// Bytes of segments repacked at most per call of the periodic upkeep.
+    pub repack_budget: u64,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            inline_max: 4095,
+            segment_bytes: 64 << 20,
+            sync_bytes: 16 << 20,
+            horizon: Duration::from_secs(5),
+            repack_live_below: 0.5,
+            repack_smaller_than: 1 << 20,
+            repack_budget: 256 << 20,
+        }
+    }
+}
+
+/// A segment's catalog record.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct SegRecord {
+    /// Bytes in the file (header and every entry appended, live or not).
+    len: u64,
+    /// Bytes of values that references point to.
+    live: u64,
+    /// The file is known to be on disk up to here.
+    durable: u64,
+    /// No more appends.
+    sealed: bool,
+}
+
+struct SegInfo {
+    rec: SegRecord,
+    /// When `live` last became 0 (a deletion waits `horizon` from here).
+    empty_since: Option<Instant>,
+}
+
+/// The segment being appended to.
+struct OpenSeg {
+    seg: u64,
+    file: Arc<File>,
+    /// Bytes written to the file.
+    len: u64,
+    /// Bytes known durable (fdatasync'd).
+    synced: u64,
+}
+
+#[derive(Default)]
+struct State {
+    open: Option<OpenSeg>,
+    segs: BTreeMap<u64, SegInfo>,
+    next_id: u64,
+    /// Segments whose record must be written with the next batch.
+    dirty: BTreeSet<u64>,
+    next_id_dirty: bool,
+}
+
+/// Keys of [`Space::Segments`].
+const KEY_NEXT_ID: &[u8] = b"\x00next";
+const TAG_SEG: u8 = 0x01;
+
+fn seg_key(seg: u64) -> Vec<u8> {
+    let mut k = vec![TAG_SEG];
+    k.extend_from_slice(&seg.to_be_bytes());
+    k
+}
+
+fn split_seg_key(k: &[u8]) -> Option<u64> {
+    match k {
+        [TAG_SEG, rest @ ..] if rest.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(rest);
+            Some(u64::from_be_bytes(a))
+        }
+        _ => None,
+    }
+}
+
+fn io_err(what: &str, e: std::io::Error) -> KvError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        KvError::NoSpace
+    } else {
+        KvError::Io(format!("{what}: {e}"))
+    }
+}
+
+/// Open read views, by when they were taken (GC keeps what they may still read).
+#[derive(Default)]
+struct Views {
+    next: u64,
+    open: BTreeMap<u64, Instant>,
+}
+
+struct ViewGuard<'a> {
+    views: &'a Mutex<Views>,
+    id: u64,
+}
+
+impl Drop for ViewGuard<'_> {
+    fn drop(&mut self) {
+        self.views.lock().open.remove(&self.id);
+    }
+}
+
+/// A [`Kv`] whose large data values live in segment files (see the module doc).
+pub struct SegmentedKv {
+    inner: Box<dyn Kv>,
+    dir: SegmentDir,
+    opts: SegmentOptions,
+    state: Mutex<State>,
+    views: Mutex<Views>,
+    /// Sum of the segments' lengths and live bytes (for `disk_usage` without the lock).
+    total_len: AtomicU64,
+    total_live: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl SegmentedKv {
+    /// Opens the segment layer over `inner` with its files in `dir` (see `open.rs`).
+    pub fn open(inner: Box<dyn Kv>, dir: &Path, opts: SegmentOptions) -> KvResult<SegmentedKv> {
+        let dir = SegmentDir::open(dir).map_err(|e| io_err("segment directory", e))?;
+        let kv = SegmentedKv {
+            inner,
+            dir,
+            opts,
+            state: Mutex::new(State::default()),
+            views: Mutex::new(Views::default()),
+            total_len: AtomicU64::new(0),
+            total_live: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        };
+        kv.recover()?;
+        Ok(kv)
+    }
+
+    pub fn options(&self) -> &SegmentOptions {
+        &self.opts
+    }
+
+    /// Bytes in segment files, and of those, live.
+    pub fn segment_bytes(&self) -> (u64, u64) {
+        (
+            self.total_len.load(Ordering::Relaxed),
+            self.total_live.load(Ordering::Relaxed),
+        )
+    }
+
+    fn refresh_totals(&self, st: &State) {
+        let (mut len, mut live) = (0, 0);
+        for info in st.segs.values() {
+            len += info.rec.len;
+            live += info.rec.live;
+        }
+        self.total_len.store(len, Ordering::Relaxed);
+        self.total_live.store(live, Ordering::Relaxed);
+    }
+
+    /// The value a stored form stands for: itself, or the bytes its reference points to
+    /// (checked against the reference's CRC: damaged bytes are never returned).
+    fn load(&self, raw: Vec<u8>) -> KvResult<Vec<u8>> {
+        match format::parse(&raw) {
+            Stored::Inline(v) if v.len() == raw.len() => Ok(raw),
+            Stored::Inline(v) => Ok(v.to_vec()),
+            Stored::Ref(r) => self.read_ref(&r),
+            Stored::Bad => Err(KvError::Io("malformed segment reference".into())),
+        }
+    }
+
+    fn read_ref(&self, r: &Ref) -> KvResult<Vec<u8>> {
+        let bytes = self
+            .dir
+            .read_at(r.seg, r.off, r.len as usize)
+            .map_err(|e| io_err(&format!("reading segment {:016x} at {}", r.seg, r.off), e))?;
+        let crc = crc32fast::hash(&bytes);
+        if crc != r.crc {
+            return Err(KvError::Io(format!(
+                "segment {:016x}: checksum mismatch at offset {} ({} bytes)",
+                r.seg, r.off, r.len
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The reference `key` holds now (`seen`: what this batch already put there).
+    fn current_ref(
+        &self,
+        seen: &HashMap<Vec<u8>, Option<Ref>>,
+        key: &[u8],
+    ) -> KvResult<Option<Ref>> {
+        if let Some(r) = seen.get(key) {
+            return Ok(*r);
+        }
+        Ok(match self.inner.get(Space::Data, key)? {
+            Some(raw) => match format::parse(&raw) {
+                Stored::Ref(r) => Some(r),
+                _ => None,
+            },
+            None => None,
+        })
+    }
+
+    /// Starts a new open segment (sealing the current one first).
+    fn rotate(&self, st: &mut State) -> KvResult<()> {
+        self.seal_open(st)?;
+        let seg = st.next_id.max(1);
+        let file = self
+            .dir
+            .create(seg)
+            .map_err(|e| io_err(&format!("creating segment {seg:016x}"), e))?;
+        let len = format::FILE_HEADER_LEN;
+        st.next_id = seg + 1;
+        st.next_id_dirty = true;
+        st.segs.insert(
+            seg,
+            SegInfo {
+                rec: SegRecord {
+                    len,
+                    live: 0,
+                    durable: len,
+                    sealed: false,
+                },
+                empty_since: None,
+            },
+        );
+        st.dirty.insert(seg);
+        st.open = Some(OpenSeg {
+            seg,
+            file,
+            len,
+            synced: len,
+        });
+        Ok(())
+    }
+
+    /// Makes the open segment durable and sealed; no segment is open afterwards.
+    fn seal_open(&self, st: &mut State) -> KvResult<()> {
+        self.sync_open(st)?;
+        if let Some(open) = st.open.take() {
+            if let Some(info) = st.segs.get_mut(&open.seg) {
+                info.rec.sealed = true;
+                st.dirty.insert(open.seg);
+            }
+        }
+        Ok(())
+    }
+
+    /// fdatasyncs the open segment if it has bytes not known durable.
+    fn sync_open(&self, st: &mut State) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        if open.synced < open.len {
+            open.file
+                .sync_data()
+                .map_err(|e| io_err(&format!("syncing segment {:016x}", open.seg), e))?;
+            open.synced = open.len;
+            if let Some(info) = st.segs.get_mut(&open.seg) {
+                info.rec.durable = open.len;
+            }
+            st.dirty.insert(open.seg);
+        }
+        Ok(())
+    }
+
+    /// Appends the entries in `buf` (starting at the open segment's length) to its file.
+    fn flush_appends(&self, st: &mut State, buf: &mut Vec<u8>) -> KvResult<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let Some(open) = st.open.as_mut() else {
+            return Err(KvError::Io("no open segment".into()));
+        };
+        open.file
+            .write_all_at(buf, open.len)
+            .map_err(|e| io_err(&format!("writing segment {:016x}", open.seg), e))?;
+        open.len += buf.len() as u64;
+        buf.clear();
+        if let Some(info) = st.segs.get_mut(&open.seg) {
+            info.rec.len = open.len;
+        }
+        st.dirty.insert(open.seg);
+        Ok(())
+    }
+
+    /// Queues `value` (for `key`) for appending; returns its reference.
+    fn append(&self, st: &mut State, buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> KvResult<Ref> {
+        let entry = format::ENTRY_HEADER_LEN + key.len() as u64 + value.len() as u64;
+        let start = match &st.open {
+            Some(o) => o.len + buf.len() as u64,
+            None => 0,
+        };
+        if st.open.is_none()
+            || (start + entry > self.opts.segment_bytes && start > format::FILE_HEADER_LEN)
+        {
+            self.flush_appends(st, buf)?;
+            self.rotate(st)?;
+        }
+        let open = st
+            .open
+            .as_ref()
+            .ok_or_else(|| KvError::Io("no open segment".into()))?;
+        let at = open.len + buf.len() as u64;
+        let crc = crc32fast::hash(value);
+        let len = u32::try_from(value.len())
+            .map_err(|_| KvError::Io("value too large for a segment".into()))?;
+        let key_len = u16::try_from(key.len())
+            .map_err(|_| KvError::Io("key too long for a segment entry".into()))?;
+        buf.extend_from_slice(&format::entry_header(key, len, crc));
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        Ok(Ref {
+            seg: open.seg,
+            off: at + format::ENTRY_HEADER_LEN + key_len as u64,
+            len,
+            crc,
+        })
+    }
+
+    /// Writes `batch` with the state lock held (see the module doc).
+    fn write_locked(&self, st: &mut State, batch: Batch, durable: bool) -> KvResult<()> {
+        let mut out = Batch::new();
+        let mut seen: HashMap<Vec<u8>, Option<Ref>> = HashMap::new();
+        let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
+        let mut buf = Vec::new();
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Put(Space::Data, key, value) => {
+                    if let Some(old) = self.current_ref(&seen, &key)? {
+                        *delta.entry(old.seg).or_default() -= old.len as i64;
+                    }
+                    if value.len() > self.opts.inline_max {
+                        let r = self.append(st, &mut buf, &key, &value)?;
+                        *delta.entry(r.seg).or_default() += r.len as i64;
+                        seen.insert(key.clone(), Some(r));
+                        out.put(Space::Data, key, r.encode());
+                    } else {
+                        seen.insert(key.clone(), None);
+                        out.put(Space::Data, key, format::inline(value));
+                    }
+                }
+                BatchOp::Delete(Space::Data, key) => {
+                    if let Some(old) = self.current_ref(&seen, &key)? {
+                        *delta.entry(old.seg).or_default() -= old.len as i64;
+                    }
+                    seen.insert(key.clone(), None);
+                    out.delete(Space::Data, key);
+                }
+                BatchOp::Put(Space::Segments, ..) | BatchOp::Delete(Space::Segments, ..) => {
+                    return Err(KvError::Io(
+                        "the segment catalog is written by the segment layer only".into(),
+                    ));
+                }
+                BatchOp::Put(space, key, value) => out.put(space, key, value),
+                BatchOp::Delete(space, key) => out.delete(space, key),
+            }
+        }
+        self.flush_appends(st, &mut buf)?;
+        if let Some((len, synced)) = st.open.as_ref().map(|o| (o.len, o.synced)) {
+            if durable || len - synced >= self.opts.sync_bytes {
+                self.sync_open(st)?;
+            }
+            if len >= self.opts.segment_bytes {
+                self.seal_open(st)?;
+            }
+        }
+        // The records this batch changes, with their new live counts.
+        let mut records: BTreeMap<u64, SegRecord> = BTreeMap::new();
+        for (&seg, &d) in &delta {
+            let Some(info) = st.segs.get(&seg) else {
+                log::warn!("a reference names segment {seg:016x}, which has no record");
+                continue;
+            };
+            let mut rec = info.rec;
+            let live = rec.live as i64 + d;
+            if live < 0 {
+                log::warn!("segment {seg:016x}: live bytes would go below 0 ({live}); kept at 0");
+            }
+            rec.live = live.max(0) as u64;
+            records.insert(seg, rec);
+        }
+        for &seg in &st.dirty {
+            if let Some(info) = st.segs.get(&seg) {
+                records.entry(seg).or_insert(info.rec);
+            }
+        }
+        for (seg, rec) in &records {
+            out.put(Space::Segments, seg_key(*seg), encode_record(rec));
+        }
+        if st.next_id_dirty {
+            out.put(
+                Space::Segments,
+                KEY_NEXT_ID.to_vec(),
+                st.next_id.to_be_bytes().to_vec(),
+            );
+        }
+        self.inner.write(out, durable)?;
+        let now = Instant::now();
+        for (seg, rec) in records {
+            if let Some(info) = st.segs.get_mut(&seg) {
+                if rec.live == 0 && info.rec.live != 0 {
+                    info.empty_since = Some(now);
+                } else if rec.live != 0 {
+                    info.empty_since = None;
+                }
+                info.rec.live = rec.live;
+            }
+        }
+        st.dirty.clear();
+        st.next_id_dirty = false;
+        self.refresh_totals(st);
+        Ok(())
+    }
+
+    fn register_view(&self) -> ViewGuard<'_> {
+        let mut v = self.views.lock();
+        v.next += 1;
+        let id = v.next;
+        v.open.insert(id, Instant::now());
+        ViewGuard {
+            views: &self.views,
+            id,
+        }
+    }
+
+    /// When the oldest open read view was taken.
+    fn oldest_view(&self) -> Option<Instant> {
+        self.views.lock().open.values().min().copied()
+    }
+}
+
+fn encode_record(rec: &SegRecord) -> Vec<u8> {
+    postcard::to_allocvec(rec).unwrap_or_default()
+}
+
+fn decode_record(v: &[u8]) -> Option<SegRecord> {
+    postcard::from_bytes(v).ok()
+}
+
+/// Reads through references of an inner read (the live store or a view).
+fn get_via(
+    kv: &SegmentedKv,
+    r: &dyn KvRead,
+    space: Space,
+    key: &[u8],
+) -> KvResult<Option<Vec<u8>>> {
+    match r.get(space, key)? {
+        Some(raw) if space == Space::Data => kv.load(raw).map(Some),
+        other => Ok(other),
+    }
+}
+
+fn seek_via(
+    kv: &SegmentedKv,
+    r: &dyn KvRead,
+    space: Space,
+    lower: &[u8],
+    key: &[u8],
+) -> KvResult<Option<Pair>> {
+    match r.seek_for_prev(space, lower, key)? {
+        Some((k, raw)) if space == Space::Data => Ok(Some((k, kv.load(raw)?))),
+        other => Ok(other),
+    }
+}
+
+fn scan_via(
+    kv: &SegmentedKv,
+    r: &dyn KvRead,
+    space: Space,
+    start: &[u8],
+    end: &[u8],
+    dir: Dir,
+    f: Visit,
+) -> KvResult<()> {
+    if space != Space::Data {
+        return r.scan(space, start, end, dir, f);
+    }
+    let mut err = None;
+    r.scan(
+        space,
+        start,
+        end,
+        dir,
+        &mut |k, raw| match format::parse(raw) {
+            Stored::Inline(v) => f(k, v),
+            Stored::Ref(re) => match kv.read_ref(&re) {
+                Ok(v) => f(k, &v),
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
+            },
+            Stored::Bad => {
+                err = Some(KvError::Io("malformed segment reference".into()));
+                false
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl KvRead for SegmentedKv {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        get_via(self, &*self.inner, space, key)
+    }
+
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
+        seek_via(self, &*self.inner, space, lower, key)
+    }
+
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
+        scan_via(self, &*self.inner, space, start, end, dir, f)
+    }
+}
+
+/// A read view: the inner store's view, registered so that GC keeps the segments it may read.
+struct SegView<'a> {
+    kv: &'a SegmentedKv,
+    inner: Box<dyn KvRead + 'a>,
+    _guard: ViewGuard<'a>,
+}
+
+impl KvRead for SegView<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        get_via(self.kv, &*self.inner, space, key)
+    }
+
+    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
+        seek_via(self.kv, &*self.inner, space, lower, key)
+    }
+
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
+        scan_via(self.kv, &*self.inner, space, start, end, dir, f)
+    }
+}
+
+impl Kv for SegmentedKv {
+    fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
+        let mut st = self.state.lock();
+        if batch.is_empty() {
+            drop(st);
+            return if durable { self.sync() } else { Ok(()) };
+        }
+        self.write_locked(&mut st, batch, durable)
+    }
+
+    fn sync(&self) -> KvResult<()> {
+        let mut st = self.state.lock();
+        self.sync_open(&mut st)?;
+        if st.dirty.is_empty() {
+            drop(st);
+            return self.inner.sync();
+        }
+        self.write_locked(&mut st, Batch::new(), true)
+    }
+
+    fn writes_outlive_the_process(&self) -> bool {
+        // Segment bytes are in the kernel's page cache once `write` returns.
+        self.inner.writes_outlive_the_process()
+    }
+
+    fn read_view(&self) -> Box<dyn KvRead + '_> {
+        let guard = self.register_view();
+        Box::new(SegView {
+            kv: self,
+            inner: self.inner.read_view(),
+            _guard: guard,
+        })
+    }
+
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+
+    fn status(&self) -> Option<&dyn Status> {
+        self.inner.status()
+    }
+
+    fn segments(&self) -> Option<&dyn SegmentCheck> {
+        Some(self)
+    }
+}
+
+impl Maintenance for SegmentedKv {
+    fn disk_usage(&self) -> u64 {
+        let inner = self.inner.maintenance().map_or(0, |m| m.disk_usage());
+        inner + self.total_len.load(Ordering::Relaxed)
+    }
+
+    fn known_garbage(&self) -> u64 {
+        let inner = self.inner.maintenance().map_or(0, |m| m.known_garbage());
+        let (len, live) = self.segment_bytes();
+        inner + len.saturating_sub(live)
+    }
+
+    fn reserve_bytes(&self) -> u64 {
+        self.inner.maintenance().map_or(0, |m| m.reserve_bytes())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match self.inner.maintenance().and_then(|m| m.path()) {
+            Some(p) => Some(p),
+            None => Some(self.dir.path()),
+        }
+    }
+
+    fn compact(&self, space: Space) -> KvResult<()> {
+        if let Some(m) = self.inner.maintenance() {
+            m.compact(space)?;
+        }
+        if space == Space::Data {
+            self.collect(true, u64::MAX)?;
+        }
+        Ok(())
+    }
+
+    fn flush_buffers(&self) -> KvResult<()> {
+        {
+            let mut st = self.state.lock();
+            self.sync_open(&mut st)?;
+            if !st.dirty.is_empty() {
+                self.write_locked(&mut st, Batch::new(), false)?;
+            }
+        }
+        match self.inner.maintenance() {
+            Some(m) => m.flush_buffers(),
+            None => Ok(()),
+        }
+    }
+
+    fn cancel_background_work(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(m) = self.inner.maintenance() {
+            m.cancel_background_work();
+        }
+    }
+
+    fn tidy(&self, idle: bool, dropped: &dyn Dropped) {
+        if let Some(m) = self.inner.maintenance() {
+            m.tidy(idle, dropped);
+        }
+        if let Err(e) = self.collect(idle, self.opts.repack_budget) {
+            log::warn!("segment garbage collection: {e}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Opening the segment layer: the catalog is read, and every segment that was open when the
+//! store was last used is checked past its durable length, made durable and sealed.
+//!
+//! After a crash of the process every appended byte is in the page cache, so the check finds
+//! nothing. After a power loss the inner store may keep references to bytes that never
+//! reached the disk (the batch's log record was written back before the segment's pages):
+//! entries past `durable` are parsed and their CRCs checked, and from the first damaged one
+//! on, every reference into that part of the segment is checked on its own and deleted when
+//! its bytes are wrong: the key then reads as its older version (or a hole), as unsynced data
+//! may. Finding those references is a scan of the data space, paid only when damage is found.
+
+use std::time::Instant;
+
+use super::format::{self, EntryHeader, Stored};
+use super::{
+    decode_record, encode_record, seg_key, split_seg_key, SegInfo, SegmentedKv, KEY_NEXT_ID,
+};
+use crate::kv::{Batch, Dir, KvError, KvResult, Space};
+
+/// Far past any key the store writes (keys are short): the end of a whole-space scan.
+pub(super) fn space_end() -> Vec<u8> {
+    vec![0xff; 4096]
+}
+
+impl SegmentedKv {
+    pub(super) fn recover(&self) -> KvResult<()> {
+        let mut st = self.state.lock();
+        let mut next_id = 1u64;
+        let mut bad = None;
+        self.inner.scan(
+            Space::Segments,
+            &[],
+            &space_end(),
+            Dir::Forward,
+            &mut |k, v| {
+                if k == KEY_NEXT_ID {
+                    let mut a = [0u8; 8];
+                    if v.len() == 8 {
+                        a.copy_from_slice(v);
+                        next_id = next_id.max(u64::from_be_bytes(a));
+                    }
+                } else if let (Some(seg), Some(rec)) = (split_seg_key(k), decode_record(v)) {
+                    st.segs.insert(
+                        seg,
+                        SegInfo {
+                            rec,
+                            empty_since: None,
+                        },
+                    );
+                } else {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+                true
+            },
+        )?;
+        if let Some(k) = bad {
+            return Err(KvError::Io(format!("malformed segment record {k:02x?}")));
+        }
+        let listed = self
+            .dir
+            .list()
+            .map_err(|e| super::io_err("listing segments", e))?;
+        let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
+        let max_rec = st.segs.keys().map(|s| s + 1).max().unwrap_or(1);
+        st.next_id = next_id.max(max_listed).max(max_rec);
+        let read_only = self.inner.status().is_some_and(|s| s.read_only());
+        let unsealed: Vec<u64> = st
+            .segs
+            .iter()
+            .filter(|(_, i)| !i.rec.sealed)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut fixes = Batch::new();
+        for seg in unsealed {
+            let Some(rec) = st.segs.get(&seg).map(|i| i.rec) else {
+                continue;
+            };
+            let file_len = listed.iter().find(|l| l.seg == seg).map_or(0, |l| l.len);
+            if let Some(from) = self.first_damage(seg, rec.durable, rec.len, file_len) {
+                log::warn!(
+                    "segment {seg:016x} is damaged from offset {from} (a power loss took \
+                     unsynced bytes): checking the references into it"
+                );
+                let live = self.drop_damaged_refs(seg, from, read_only)?;
+                if let Some(info) = st.segs.get_mut(&seg) {
+                    info.rec.live = live;
+                }
+            }
+            if read_only {
+                continue;
+            }
+            if file_len > 0 {
+                self.dir
+                    .handle(seg)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| super::io_err(&format!("syncing segment {seg:016x}"), e))?;
+            }
+            if let Some(info) = st.segs.get_mut(&seg) {
+                info.rec.len = file_len.max(format::FILE_HEADER_LEN);
+                info.rec.durable = info.rec.len;
+                info.rec.sealed = true;
+                fixes.put(Space::Segments, seg_key(seg), encode_record(&info.rec));
+            }
+        }
+        if !read_only && !fixes.is_empty() {
+            fixes.put(
+                Space::Segments,
+                KEY_NEXT_ID.to_vec(),
+                st.next_id.to_be_bytes().to_vec(),
+            );
+            self.inner.write(fixes, true)?;
+        }
+        let now = Instant::now();
+        for info in st.segs.values_mut() {
+            if info.rec.live == 0 {
+                info.empty_since = Some(now);
+            }
+        }
+        self.refresh_totals(&st);
+        Ok(())
+    }
+
+    /// The offset of the first entry in `[from, to)` of segment `seg` whose bytes are not
+    /// intact (the file is `file_len` long), if any.
+    fn first_damage(&self, seg: u64, from: u64, to: u64, file_len: u64) -> Option<u64> {
+        let mut off = from.max(format::FILE_HEADER_LEN);
+        while off < to {
+            let Some(total) = self.entry_intact(seg, off, file_len) else {
+                return Some(off);
+            };
+            off += total;
+        }
+        None
+    }
+
+    /// The length of the entry at `off` if it is whole and its CRCs match.
+    fn entry_intact(&self, seg: u64, off: u64, file_len: u64) -> Option<u64> {
+        if off + format::ENTRY_HEADER_LEN > file_len {
+            return None;
+        }
+        let h = self
+            .dir
+            .read_at(seg, off, format::ENTRY_HEADER_LEN as usize)
+            .ok()?;
+        let h = EntryHeader::parse(&h)?;
+        if off + h.total() > file_len {
+            return None;
+        }
+        let body = self
+            .dir
+            .read_at(
+                seg,
+                off + format::ENTRY_HEADER_LEN,
+                (h.key_len as u64 + h.value_len as u64) as usize,
+            )
+            .ok()?;
+        let (key, value) = body.split_at(h.key_len as usize);
+        (crc32fast::hash(key) == h.key_crc && crc32fast::hash(value) == h.value_crc)
+            .then_some(h.total())
+    }
+
+    /// Deletes every reference into segment `seg` at or past `from` whose bytes do not match
+    /// its CRC (unless `read_only`); returns the live bytes of `seg` that remain.
+    fn drop_damaged_refs(&self, seg: u64, from: u64, read_only: bool) -> KvResult<u64> {
+        let mut live = 0u64;
+        let mut damaged = Vec::new();
+        self.inner.scan(
+            Space::Data,
+            &[],
+            &space_end(),
+            Dir::Forward,
+            &mut |k, raw| {
+                if let Stored::Ref(r) = format::parse(raw) {
+                    if r.seg == seg {
+                        if r.end() > from && self.read_ref(&r).is_err() {
+                            damaged.push(k.to_vec());
+                        } else {
+                            live += r.len as u64;
+                        }
+                    }
+                }
+                true
+            },
+        )?;
+        log::warn!(
+            "segment {seg:016x}: {} reference(s) to bytes lost before they were synced; \
+             those keys read as their previous version",
+            damaged.len()
+        );
+        if !read_only && !damaged.is_empty() {
+            let mut b = Batch::new();
+            for k in damaged {
+                b.delete(Space::Data, k);
+            }
+            self.inner.write(b, true)?;
+        }
+        Ok(live)
+    }
+}
