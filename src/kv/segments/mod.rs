@@ -10,9 +10,13 @@
 //! bytes are exact: every put and delete of a data key reads the reference it replaces.
 //!
 //! Durability order: segment bytes are written (`pwrite`) before the batch that references
-//! them, and an fsync (`sync`, a durable write) fdatasyncs the open segment before the inner
-//! store syncs. The open segment is also fdatasynced every `sync_bytes` and when sealed, and
-//! its catalog record says up to where (`durable`). After a power loss the inner store may hold
+//! them, and an fsync (`sync`, a durable write) makes them durable before the inner store
+//! syncs: when at most `journal_max` bytes of the open segment are unsynced, by putting a copy
+//! of them (a *tail journal* record) into the very batch the inner store syncs (one device
+//! flush per fsync, as without segments), else by fdatasyncing the segment first. The open
+//! segment is also fdatasynced every `sync_bytes` and when sealed (its journal records are
+//! then deleted), and its catalog record says up to where (`durable`). Opening writes the
+//! journal records back into their segments first. After a power loss the inner store may hold
 //! references to bytes that never reached the disk: opening checks the entries past `durable`
 //! of each unsealed segment (their CRCs) and, only if one is damaged, finds and deletes the
 //! references into the damaged part (a scan of the data space), so a read returns an older
@@ -60,6 +64,9 @@ pub struct SegmentOptions {
     /// The open segment is fdatasynced whenever this many bytes were appended since the last
     /// sync (bounds what opening after a crash checks).
     pub sync_bytes: u64,
+    /// An fsync with at most this many unsynced bytes in the open segment copies them into
+    /// the inner store's synced batch instead of fdatasyncing the segment.
+    pub journal_max: u64,
     /// How long a segment with no live bytes is kept before it is deleted.
     pub horizon: Duration,
     /// Sealed segments with less than this fraction live are repacked...
@@ -76,6 +83,7 @@ impl Default for SegmentOptions {
             inline_max: 4095,
             segment_bytes: 64 << 20,
             sync_bytes: 16 << 20,
+            journal_max: 256 << 10,
             horizon: Duration::from_secs(5),
             repack_live_below: 0.5,
             repack_smaller_than: 1 << 20,
@@ -111,6 +119,8 @@ struct OpenSeg {
     len: u64,
     /// Bytes known durable (fdatasync'd).
     synced: u64,
+    /// Bytes durable as tail journal records in the inner store (at least `synced`).
+    journaled: u64,
 }
 
 #[derive(Default)]
@@ -121,11 +131,36 @@ struct State {
     /// Segments whose record must be written with the next batch.
     dirty: BTreeSet<u64>,
     next_id_dirty: bool,
+    /// Keys of the open segment's tail journal records.
+    journal: Vec<Vec<u8>>,
+    /// Journal records to delete with the next batch (their bytes were fdatasynced).
+    journal_drop: Vec<Vec<u8>>,
 }
 
 /// Keys of [`Space::Segments`].
 const KEY_NEXT_ID: &[u8] = b"\x00next";
 const TAG_SEG: u8 = 0x01;
+const TAG_JOURNAL: u8 = 0x02;
+
+fn journal_key(seg: u64, off: u64) -> Vec<u8> {
+    let mut k = vec![TAG_JOURNAL];
+    k.extend_from_slice(&seg.to_be_bytes());
+    k.extend_from_slice(&off.to_be_bytes());
+    k
+}
+
+fn split_journal_key(k: &[u8]) -> Option<(u64, u64)> {
+    match k {
+        [TAG_JOURNAL, rest @ ..] if rest.len() == 16 => {
+            let (a, b) = rest.split_at(8);
+            Some((
+                u64::from_be_bytes(a.try_into().ok()?),
+                u64::from_be_bytes(b.try_into().ok()?),
+            ))
+        }
+        _ => None,
+    }
+}
 
 fn seg_key(seg: u64) -> Vec<u8> {
     let mut k = vec![TAG_SEG];
@@ -296,6 +331,7 @@ impl SegmentedKv {
             file,
             len,
             synced: len,
+            journaled: len,
         });
         Ok(())
     }
@@ -322,11 +358,38 @@ impl SegmentedKv {
                 .sync_data()
                 .map_err(|e| io_err(&format!("syncing segment {:016x}", open.seg), e))?;
             open.synced = open.len;
+            open.journaled = open.len;
             if let Some(info) = st.segs.get_mut(&open.seg) {
                 info.rec.durable = open.len;
             }
             st.dirty.insert(open.seg);
+            let journal = std::mem::take(&mut st.journal);
+            st.journal_drop.extend(journal);
         }
+        Ok(())
+    }
+
+    /// Makes the open segment's bytes durable with the batch `out` about to be synced: a
+    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced.
+    fn durable_tail(&self, st: &mut State, out: &mut Batch) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        let from = open.synced.max(open.journaled);
+        if from >= open.len {
+            return Ok(());
+        }
+        if open.len - open.synced > self.opts.journal_max {
+            return self.sync_open(st);
+        }
+        let mut bytes = vec![0u8; (open.len - from) as usize];
+        open.file
+            .read_exact_at(&mut bytes, from)
+            .map_err(|e| io_err(&format!("reading segment {:016x}", open.seg), e))?;
+        let key = journal_key(open.seg, from);
+        out.put(Space::Segments, key.clone(), bytes);
+        open.journaled = open.len;
+        st.journal.push(key);
         Ok(())
     }
 
@@ -424,11 +487,12 @@ impl SegmentedKv {
         }
         self.flush_appends(st, &mut buf)?;
         if let Some((len, synced)) = st.open.as_ref().map(|o| (o.len, o.synced)) {
-            if durable || len - synced >= self.opts.sync_bytes {
-                self.sync_open(st)?;
-            }
             if len >= self.opts.segment_bytes {
                 self.seal_open(st)?;
+            } else if len - synced >= self.opts.sync_bytes {
+                self.sync_open(st)?;
+            } else if durable {
+                self.durable_tail(st, &mut out)?;
             }
         }
         // The records this batch changes, with their new live counts.
@@ -461,7 +525,12 @@ impl SegmentedKv {
                 st.next_id.to_be_bytes().to_vec(),
             );
         }
+        let dropped_journal = st.journal_drop.len();
+        for k in &st.journal_drop {
+            out.delete(Space::Segments, k.clone());
+        }
         self.inner.write(out, durable)?;
+        st.journal_drop.drain(..dropped_journal);
         let now = Instant::now();
         for (seg, rec) in records {
             if let Some(info) = st.segs.get_mut(&seg) {
@@ -607,20 +676,14 @@ impl KvRead for SegView<'_> {
 impl Kv for SegmentedKv {
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
         let mut st = self.state.lock();
-        if batch.is_empty() {
-            drop(st);
-            return if durable { self.sync() } else { Ok(()) };
+        if batch.is_empty() && !durable {
+            return Ok(());
         }
         self.write_locked(&mut st, batch, durable)
     }
 
     fn sync(&self) -> KvResult<()> {
         let mut st = self.state.lock();
-        self.sync_open(&mut st)?;
-        if st.dirty.is_empty() {
-            drop(st);
-            return self.inner.sync();
-        }
         self.write_locked(&mut st, Batch::new(), true)
     }
 
@@ -688,7 +751,7 @@ impl Maintenance for SegmentedKv {
         {
             let mut st = self.state.lock();
             self.sync_open(&mut st)?;
-            if !st.dirty.is_empty() {
+            if !st.dirty.is_empty() || !st.journal_drop.is_empty() {
                 self.write_locked(&mut st, Batch::new(), false)?;
             }
         }

@@ -12,8 +12,12 @@
 use std::time::Instant;
 
 use super::format::{self, EntryHeader, Stored};
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+
 use super::{
-    decode_record, encode_record, seg_key, split_seg_key, SegInfo, SegmentedKv, KEY_NEXT_ID,
+    decode_record, encode_record, seg_key, split_journal_key, split_seg_key, SegInfo, SegmentedKv,
+    KEY_NEXT_ID,
 };
 use crate::kv::{Batch, Dir, KvError, KvResult, Space};
 
@@ -27,6 +31,8 @@ impl SegmentedKv {
         let mut st = self.state.lock();
         let mut next_id = 1u64;
         let mut bad = None;
+        // Tail journal records: (segment, offset) -> bytes.
+        let mut journal: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
         self.inner.scan(
             Space::Segments,
             &[],
@@ -39,6 +45,8 @@ impl SegmentedKv {
                         a.copy_from_slice(v);
                         next_id = next_id.max(u64::from_be_bytes(a));
                     }
+                } else if let Some(at) = split_journal_key(k) {
+                    journal.insert(at, v.to_vec());
                 } else if let (Some(seg), Some(rec)) = (split_seg_key(k), decode_record(v)) {
                     st.segs.insert(
                         seg,
@@ -57,6 +65,11 @@ impl SegmentedKv {
         if let Some(k) = bad {
             return Err(KvError::Io(format!("malformed segment record {k:02x?}")));
         }
+        let read_only = self.inner.status().is_some_and(|s| s.read_only());
+        let mut fixes = Batch::new();
+        if !read_only {
+            self.replay_journal(&journal, &mut fixes)?;
+        }
         let listed = self
             .dir
             .list()
@@ -64,14 +77,12 @@ impl SegmentedKv {
         let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
         let max_rec = st.segs.keys().map(|s| s + 1).max().unwrap_or(1);
         st.next_id = next_id.max(max_listed).max(max_rec);
-        let read_only = self.inner.status().is_some_and(|s| s.read_only());
         let unsealed: Vec<u64> = st
             .segs
             .iter()
             .filter(|(_, i)| !i.rec.sealed)
             .map(|(s, _)| *s)
             .collect();
-        let mut fixes = Batch::new();
         for seg in unsealed {
             let Some(rec) = st.segs.get(&seg).map(|i| i.rec) else {
                 continue;
@@ -104,6 +115,7 @@ impl SegmentedKv {
             }
         }
         if !read_only && !fixes.is_empty() {
+            // The journal's deletions are in `fixes` too: written once the segments are synced.
             fixes.put(
                 Space::Segments,
                 KEY_NEXT_ID.to_vec(),
@@ -118,6 +130,39 @@ impl SegmentedKv {
             }
         }
         self.refresh_totals(&st);
+        Ok(())
+    }
+
+    /// Writes the tail journal's bytes back into their segments (what an fsync made durable
+    /// in the inner store's log rather than in the segment), syncs them, and puts the
+    /// records' deletion into `fixes`.
+    fn replay_journal(
+        &self,
+        journal: &BTreeMap<(u64, u64), Vec<u8>>,
+        fixes: &mut Batch,
+    ) -> KvResult<()> {
+        let mut touched = std::collections::BTreeSet::new();
+        for (&(seg, off), bytes) in journal {
+            let file = match self.dir.handle(seg) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // The segment was deleted after its bytes were synced: nothing to restore.
+                    fixes.delete(Space::Segments, super::journal_key(seg, off));
+                    continue;
+                }
+                Err(e) => return Err(super::io_err(&format!("segment {seg:016x}"), e)),
+            };
+            file.write_all_at(bytes, off)
+                .map_err(|e| super::io_err(&format!("restoring segment {seg:016x}"), e))?;
+            touched.insert(seg);
+            fixes.delete(Space::Segments, super::journal_key(seg, off));
+        }
+        for seg in touched {
+            self.dir
+                .handle(seg)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| super::io_err(&format!("syncing segment {seg:016x}"), e))?;
+        }
         Ok(())
     }
 
