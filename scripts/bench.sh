@@ -279,15 +279,43 @@ PY
     record "$t" "$workload" "$value" "$unit"
 }
 
+# The block device holding DIR, as /proc/diskstats names it.
+disk_of() {
+    local src
+    src="$(df --output=source "$1" | tail -1)"
+    basename "$(readlink -f "$src")"
+}
+
+# Bytes the device of BENCH_DIR has written so far (/proc/diskstats, 512-byte sectors).
+disk_written() {
+    : "${DISK:=$(disk_of "$WORK")}"
+    awk -v d="$DISK" '$3 == d { print $10 * 512 }' /proc/diskstats
+}
+
+# disk_per_byte TARGET WORKLOAD BYTES BEFORE: records the device's bytes written since
+# BEFORE (after a sync) per byte the workload wrote.
+disk_per_byte() {
+    sync
+    local after
+    after="$(disk_written)"
+    record "$1" "disk bytes per byte, $2" \
+        "$(python3 -c "print(f'{($after - $4) / $3:.2f}')")" x
+}
+
+size_bytes() { numfmt --from=iec "$1"; }
+
 run_target() {
-    local t="$1" dir rt="$RUNTIME"
+    local t="$1" dir rt="$RUNTIME" before
     log "target $t: mounting"
     mount_target "$t"
     dir="$TARGET_DIR"
     log "target $t: fio on $dir (size $SIZE, ${rt}s random jobs)"
 
+    sync
+    before="$(disk_written)"
     fio_job "$t" "$dir" "seq write $SIZE bs=1M end_fsync" write MiB/s \
         --rw=write --bs=1M --end_fsync=1
+    disk_per_byte "$t" "seq write $SIZE" "$(size_bytes "$SIZE")" "$before"
     cold_cache "$t"
     fio_job "$t" "$dir" "seq read $SIZE bs=1M cold" read MiB/s \
         --rw=read --bs=1M
@@ -302,8 +330,11 @@ run_target() {
     case "$t" in snapfs | snapfs-s3 | snapfs-file) snapfs_rows "$t" "$dir" ;; esac
     if [ -n "$SUSTAINED" ]; then
         # Far past the memtables and the page cache's dirty limits: compare with the first row.
+        sync
+        before="$(disk_written)"
         fio_job "$t" "$dir" "seq write $SUSTAINED bs=1M end_fsync" write MiB/s \
             --rw=write --bs=1M --end_fsync=1 --size="$SUSTAINED"
+        disk_per_byte "$t" "seq write $SUSTAINED" "$(size_bytes "$SUSTAINED")" "$before"
         rm -f -- "$dir/fio.dat"
     fi
 

@@ -14,8 +14,9 @@ Usage: bench_table.py RESULTS.tsv TITLE TARGET... (the column order)
 import statistics
 import sys
 
-# Units where a smaller figure is better (times); every other unit is a rate.
-LOWER_IS_BETTER = {"ms", "s"}
+# Units where a smaller figure is better (times, amplification factors); every other unit is a
+# rate.
+LOWER_IS_BETTER = {"ms", "s", "x"}
 
 
 def fmt(v, unit):

@@ -133,7 +133,10 @@ fn open_rocks(path: &Path) -> Result<SegmentedKv> {
     SegmentedKv::open(
         Box::new(rocks),
         &segments_dir(path),
-        SegmentOptions::default(),
+        SegmentOptions {
+            base_len: Some(crate::keys::version_base_len),
+            ..SegmentOptions::default()
+        },
     )
     .map_err(cannot)
 }

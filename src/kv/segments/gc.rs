@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use super::format::{self, EntryHeader, Stored};
+use super::format::{self, EntryHeader};
 use super::{seg_key, SegRecord, SegmentedKv};
 use crate::kv::{Batch, KvError, KvResult, Space};
 
@@ -227,14 +227,9 @@ impl SegmentedKv {
             let mut st = self.state.lock();
             let mut b = Batch::new();
             for (key, value, value_off) in entries {
-                let Some(raw) = self.inner.get(Space::Data, &key)? else {
-                    continue;
-                };
-                if let Stored::Ref(r) = format::parse(&raw) {
-                    if r.seg == seg && r.off == value_off {
-                        moved += value.len() as u64;
-                        b.put(Space::Data, key, value);
-                    }
+                for holder in self.holders(&key, seg, value_off)? {
+                    moved += value.len() as u64;
+                    b.put(Space::Data, holder, value.clone());
                 }
             }
             if !b.is_empty() {

@@ -31,7 +31,9 @@ mod check;
 mod files;
 mod format;
 mod gc;
+mod moves;
 mod open;
+mod read;
 
 pub use check::{SegmentCheck, SegmentReport};
 pub use format::REF_LEN;
@@ -47,12 +49,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Pair, Space, Status,
-    Visit,
-};
+use super::{Batch, BatchOp, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Space, Status};
 use files::SegmentDir;
 use format::{Ref, Stored};
+use read::SegView;
+
+/// The length of a key's base (the key without its epoch) in a space, if it is versioned.
+pub type BaseLen = fn(Space, &[u8]) -> Option<usize>;
 
 /// Tuning of [`SegmentedKv`].
 #[derive(Debug, Clone)]
@@ -73,8 +76,12 @@ pub struct SegmentOptions {
     pub repack_live_below: f64,
     /// ...and so are those smaller than this.
     pub repack_smaller_than: u64,
-    /// Bytes of segments repacked at most per call of the periodic upkeep.
+    /// Bytes of segments repacked at most per call of the periodic upkeep (four times as
+    /// many when the store is idle).
     pub repack_budget: u64,
+    /// The length of a data key's base (the key without its epoch), as the store defines it:
+    /// with it, a value moved between two keys of one base keeps its bytes (`moves.rs`).
+    pub base_len: Option<BaseLen>,
 }
 
 impl Default for SegmentOptions {
@@ -88,6 +95,7 @@ impl Default for SegmentOptions {
             repack_live_below: 0.5,
             repack_smaller_than: 1 << 20,
             repack_budget: 256 << 20,
+            base_len: None,
         }
     }
 }
@@ -258,39 +266,14 @@ impl SegmentedKv {
         self.total_live.store(live, Ordering::Relaxed);
     }
 
-    /// The value a stored form stands for: itself, or the bytes its reference points to
-    /// (checked against the reference's CRC: damaged bytes are never returned).
-    fn load(&self, raw: Vec<u8>) -> KvResult<Vec<u8>> {
-        match format::parse(&raw) {
-            Stored::Inline(v) if v.len() == raw.len() => Ok(raw),
-            Stored::Inline(v) => Ok(v.to_vec()),
-            Stored::Ref(r) => self.read_ref(&r),
-            Stored::Bad => Err(KvError::Io("malformed segment reference".into())),
-        }
-    }
-
-    fn read_ref(&self, r: &Ref) -> KvResult<Vec<u8>> {
-        let bytes = self
-            .dir
-            .read_at(r.seg, r.off, r.len as usize)
-            .map_err(|e| io_err(&format!("reading segment {:016x} at {}", r.seg, r.off), e))?;
-        let crc = crc32fast::hash(&bytes);
-        if crc != r.crc {
-            return Err(KvError::Io(format!(
-                "segment {:016x}: checksum mismatch at offset {} ({} bytes)",
-                r.seg, r.off, r.len
-            )));
-        }
-        Ok(bytes)
-    }
-
     /// The reference `key` holds now (`seen`: what this batch already put there).
     fn current_ref(
         &self,
         seen: &HashMap<Vec<u8>, Option<Ref>>,
+        pool: &moves::Pool,
         key: &[u8],
     ) -> KvResult<Option<Ref>> {
-        if let Some(r) = seen.get(key) {
+        if let Some(r) = seen.get(key).or_else(|| pool.prefetched.get(key)) {
             return Ok(*r);
         }
         Ok(match self.inner.get(Space::Data, key)? {
@@ -453,14 +436,19 @@ impl SegmentedKv {
         let mut seen: HashMap<Vec<u8>, Option<Ref>> = HashMap::new();
         let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
         let mut buf = Vec::new();
-        for op in batch.into_ops() {
+        let ops = batch.into_ops();
+        let mut pool = self.move_pool(&ops)?;
+        for op in ops {
             match op {
                 BatchOp::Put(Space::Data, key, value) => {
-                    if let Some(old) = self.current_ref(&seen, &key)? {
+                    if let Some(old) = self.current_ref(&seen, &pool, &key)? {
                         *delta.entry(old.seg).or_default() -= old.len as i64;
                     }
                     if value.len() > self.opts.inline_max {
-                        let r = self.append(st, &mut buf, &key, &value)?;
+                        let r = match self.take_moved(&mut pool, &key, &value)? {
+                            Some(r) => r,
+                            None => self.append(st, &mut buf, &key, &value)?,
+                        };
                         *delta.entry(r.seg).or_default() += r.len as i64;
                         seen.insert(key.clone(), Some(r));
                         out.put(Space::Data, key, r.encode());
@@ -470,7 +458,7 @@ impl SegmentedKv {
                     }
                 }
                 BatchOp::Delete(Space::Data, key) => {
-                    if let Some(old) = self.current_ref(&seen, &key)? {
+                    if let Some(old) = self.current_ref(&seen, &pool, &key)? {
                         *delta.entry(old.seg).or_default() -= old.len as i64;
                     }
                     seen.insert(key.clone(), None);
@@ -573,106 +561,6 @@ fn decode_record(v: &[u8]) -> Option<SegRecord> {
     postcard::from_bytes(v).ok()
 }
 
-/// Reads through references of an inner read (the live store or a view).
-fn get_via(
-    kv: &SegmentedKv,
-    r: &dyn KvRead,
-    space: Space,
-    key: &[u8],
-) -> KvResult<Option<Vec<u8>>> {
-    match r.get(space, key)? {
-        Some(raw) if space == Space::Data => kv.load(raw).map(Some),
-        other => Ok(other),
-    }
-}
-
-fn seek_via(
-    kv: &SegmentedKv,
-    r: &dyn KvRead,
-    space: Space,
-    lower: &[u8],
-    key: &[u8],
-) -> KvResult<Option<Pair>> {
-    match r.seek_for_prev(space, lower, key)? {
-        Some((k, raw)) if space == Space::Data => Ok(Some((k, kv.load(raw)?))),
-        other => Ok(other),
-    }
-}
-
-fn scan_via(
-    kv: &SegmentedKv,
-    r: &dyn KvRead,
-    space: Space,
-    start: &[u8],
-    end: &[u8],
-    dir: Dir,
-    f: Visit,
-) -> KvResult<()> {
-    if space != Space::Data {
-        return r.scan(space, start, end, dir, f);
-    }
-    let mut err = None;
-    r.scan(
-        space,
-        start,
-        end,
-        dir,
-        &mut |k, raw| match format::parse(raw) {
-            Stored::Inline(v) => f(k, v),
-            Stored::Ref(re) => match kv.read_ref(&re) {
-                Ok(v) => f(k, &v),
-                Err(e) => {
-                    err = Some(e);
-                    false
-                }
-            },
-            Stored::Bad => {
-                err = Some(KvError::Io("malformed segment reference".into()));
-                false
-            }
-        },
-    )?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-impl KvRead for SegmentedKv {
-    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        get_via(self, &*self.inner, space, key)
-    }
-
-    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
-        seek_via(self, &*self.inner, space, lower, key)
-    }
-
-    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
-        scan_via(self, &*self.inner, space, start, end, dir, f)
-    }
-}
-
-/// A read view: the inner store's view, registered so that GC keeps the segments it may read.
-struct SegView<'a> {
-    kv: &'a SegmentedKv,
-    inner: Box<dyn KvRead + 'a>,
-    _guard: ViewGuard<'a>,
-}
-
-impl KvRead for SegView<'_> {
-    fn get(&self, space: Space, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
-        get_via(self.kv, &*self.inner, space, key)
-    }
-
-    fn seek_for_prev(&self, space: Space, lower: &[u8], key: &[u8]) -> KvResult<Option<Pair>> {
-        seek_via(self.kv, &*self.inner, space, lower, key)
-    }
-
-    fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
-        scan_via(self.kv, &*self.inner, space, start, end, dir, f)
-    }
-}
-
 impl Kv for SegmentedKv {
     fn write(&self, batch: Batch, durable: bool) -> KvResult<()> {
         let mut st = self.state.lock();
@@ -772,7 +660,13 @@ impl Maintenance for SegmentedKv {
         if let Some(m) = self.inner.maintenance() {
             m.tidy(idle, dropped);
         }
-        if let Err(e) = self.collect(idle, self.opts.repack_budget) {
+        // Idle: repack four times as much per round (nothing competes for the disk).
+        let budget = if idle {
+            self.opts.repack_budget.saturating_mul(4)
+        } else {
+            self.opts.repack_budget
+        };
+        if let Err(e) = self.collect(idle, budget) {
             log::warn!("segment garbage collection: {e}");
         }
     }
