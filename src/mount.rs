@@ -476,11 +476,14 @@ pub fn restart(store: &Path) -> Result<()> {
     let status = client::call(&socket, "GET", "/api/v1/status", client::NO_BODY)?
         .data::<serde_json::Value>()?;
     let format = status["format_version"].as_u64().unwrap_or(0);
-    if format != 0 && format != u64::from(crate::store::FORMAT_VERSION) {
+    let readable =
+        u64::from(crate::store::MIN_FORMAT_VERSION)..=u64::from(crate::store::FORMAT_VERSION);
+    if format != 0 && !readable.contains(&format) {
         bail!(
-            "this snapfs ({}, store format {}) cannot serve store {} (format {format}, served \
-             by snapfs {}): restart refused, the daemon keeps running",
+            "this snapfs ({}, store formats {} to {}) cannot serve store {} (format {format}, \
+             served by snapfs {}): restart refused, the daemon keeps running",
             env!("CARGO_PKG_VERSION"),
+            crate::store::MIN_FORMAT_VERSION,
             crate::store::FORMAT_VERSION,
             store.display(),
             status["version"].as_str().unwrap_or("?"),

@@ -509,6 +509,11 @@ fn run_mix(seed: u64, backend: Backend, steps: usize, mix: &Mix) -> (usize, usiz
             }
             7 => {
                 world.store.reclaim().expect("reclaim");
+                // And the backend's own garbage collection (segments: deletion and repack,
+                // which moves live blocks while views read them).
+                if let Some(m) = world.store.kv().maintenance() {
+                    m.compact(snapfs::kv::Space::Data).expect("compact");
+                }
             }
             8 => {
                 if let Some(name) = mine.get(rng.gen_range(0..mine.len().max(1))) {

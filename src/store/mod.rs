@@ -43,8 +43,11 @@ use crate::ids::{ContainerId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
-/// On-disk format version of a store written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format version of a store written by this build: 2, file blocks may be
+/// references into segment files (`kv::segments`); 1, every block is in the kv.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build opens (a writable open moves it to [`FORMAT_VERSION`]).
+pub const MIN_FORMAT_VERSION: u32 = 1;
 pub const MIN_BLOCK_SIZE: u32 = 4096;
 pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
 pub const DEFAULT_BLOCK_SIZE: u32 = 16 * 1024;
@@ -58,7 +61,7 @@ const FIRST_ID: u64 = 2;
 pub enum StoreError {
     #[error("not a snapfs store (no format record)")]
     NotAStore,
-    #[error("store has format version {found}; this snapfs reads version {FORMAT_VERSION}")]
+    #[error("store has format version {found}; this snapfs reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}")]
     Format { found: u32 },
     #[error("block size {0} out of range: must be a power of two from 4096 to 1048576")]
     BlockSize(u64),
@@ -308,10 +311,21 @@ impl Store {
 
     pub fn open(kv: Arc<dyn Kv>) -> Result<Store, StoreError> {
         let format = read_u64_setting(&*kv, "format")?.ok_or(StoreError::NotAStore)?;
-        if format != FORMAT_VERSION as u64 {
+        if !(MIN_FORMAT_VERSION as u64..=FORMAT_VERSION as u64).contains(&format) {
             return Err(StoreError::Format {
                 found: format.min(u32::MAX as u64) as u32,
             });
+        }
+        if format < FORMAT_VERSION as u64 && !kv.status().is_some_and(|s| s.read_only()) {
+            // From now on blocks may be written as segment references, which an older
+            // snapfs cannot read: it must refuse the store by its format, not fail later.
+            let mut b = Batch::new();
+            b.put(
+                Space::Meta,
+                keys::setting("format"),
+                (FORMAT_VERSION as u64).to_be_bytes().to_vec(),
+            );
+            kv.write(b, true)?;
         }
         let block_size = read_u64_setting(&*kv, "block_size")?.unwrap_or(0);
         if !valid_block_size(block_size) {

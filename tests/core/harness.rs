@@ -10,6 +10,7 @@ use snapfs::fs::{Caller, Fh, Fs, ROOT_INO};
 pub use snapfs::ids::{ContainerId, DataId, Epoch, Ino};
 use snapfs::kv::mem::MemKv;
 use snapfs::kv::rocks::{RocksKv, RocksOptions};
+use snapfs::kv::segments::{SegmentOptions, SegmentedKv};
 use snapfs::kv::Kv;
 use snapfs::store::Store;
 
@@ -17,6 +18,8 @@ pub const ME: Caller = Caller { uid: 0, gid: 0 };
 
 pub enum Backend {
     Mem(Arc<MemKv>),
+    /// An embedded store as a store directory opens it: RocksDB (in `db/`) under the segment
+    /// layer (files in `segments/`, 1 MiB each so that tests seal and repack some).
     Rocks(tempfile::TempDir),
     /// SlateDB on a local directory standing in for object storage.
     #[cfg(feature = "slatedb")]
@@ -27,9 +30,7 @@ impl Backend {
     pub fn kv(&self) -> Arc<dyn Kv> {
         match self {
             Backend::Mem(m) => m.clone(),
-            Backend::Rocks(dir) => {
-                Arc::new(RocksKv::open(dir.path(), &RocksOptions::default()).expect("open rocks"))
-            }
+            Backend::Rocks(dir) => Arc::new(segmented(dir.path())),
             #[cfg(feature = "slatedb")]
             Backend::Slate(dir) => {
                 // As a store directory opens it: with the key schema's version rule.
@@ -42,6 +43,17 @@ impl Backend {
             }
         }
     }
+}
+
+/// The embedded store's kv in `dir`, as `storedir` opens it (smaller segments).
+pub fn segmented(dir: &std::path::Path) -> SegmentedKv {
+    let rocks = RocksKv::open(&dir.join("db"), &RocksOptions::default()).expect("open rocks");
+    let opts = SegmentOptions {
+        segment_bytes: 1 << 20,
+        base_len: Some(snapfs::keys::version_base_len),
+        ..SegmentOptions::default()
+    };
+    SegmentedKv::open(Box::new(rocks), &dir.join("segments"), opts).expect("open segments")
 }
 
 /// A filesystem plus the backend it lives on (dropped after it).
