@@ -14,8 +14,9 @@
 //! syncs: when at most `journal_max` bytes of the open segment are unsynced, by putting a copy
 //! of them (a *tail journal* record) into the very batch the inner store syncs (one device
 //! flush per fsync, as without segments), else by fdatasyncing the segment first. The open
-//! segment is also fdatasynced every `sync_bytes` and when sealed (its journal records are
-//! then deleted), and its catalog record says up to where (`durable`). Opening writes the
+//! segment is also fdatasynced every `sync_bytes` and when sealed, by a background thread
+//! (`sync.rs`: the writer goes on meanwhile; an fsync syncs what is still pending itself),
+//! its journal records are then deleted, and its catalog record says up to where (`durable`). Opening writes the
 //! journal records back into their segments first. After a power loss the inner store may hold
 //! references to bytes that never reached the disk: opening checks the entries past `durable`
 //! of each unsealed segment (their CRCs) and, only if one is damaged, finds and deletes the
@@ -34,6 +35,7 @@ mod gc;
 mod moves;
 mod open;
 mod read;
+mod sync;
 
 pub use check::{SegmentCheck, SegmentReport};
 pub use format::REF_LEN;
@@ -129,6 +131,8 @@ struct OpenSeg {
     synced: u64,
     /// Bytes durable as tail journal records in the inner store (at least `synced`).
     journaled: u64,
+    /// Bytes a background sync was asked for.
+    requested: u64,
 }
 
 #[derive(Default)]
@@ -139,8 +143,10 @@ struct State {
     /// Segments whose record must be written with the next batch.
     dirty: BTreeSet<u64>,
     next_id_dirty: bool,
-    /// Keys of the open segment's tail journal records.
-    journal: Vec<Vec<u8>>,
+    /// Tail journal records: segment, key, end of the bytes they hold.
+    journal: Vec<(u64, Vec<u8>, u64)>,
+    /// The error of a background sync, reported by the next fsync.
+    sync_error: Option<String>,
     /// Journal records to delete with the next batch (their bytes were fdatasynced).
     journal_drop: Vec<Vec<u8>>,
 }
@@ -224,6 +230,7 @@ pub struct SegmentedKv {
     total_len: AtomicU64,
     total_live: AtomicU64,
     stop: AtomicBool,
+    syncer: sync::Syncer,
 }
 
 impl SegmentedKv {
@@ -239,6 +246,7 @@ impl SegmentedKv {
             total_len: AtomicU64::new(0),
             total_live: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            syncer: sync::Syncer::start(),
         };
         kv.recover()?;
         Ok(kv)
@@ -254,6 +262,15 @@ impl SegmentedKv {
             self.total_len.load(Ordering::Relaxed),
             self.total_live.load(Ordering::Relaxed),
         )
+    }
+
+    /// Bytes of segments not known durable yet (appended since their last sync).
+    pub fn unsynced_bytes(&self) -> u64 {
+        let st = self.state.lock();
+        st.segs
+            .values()
+            .map(|i| i.rec.len - i.rec.durable.min(i.rec.len))
+            .sum()
     }
 
     fn refresh_totals(&self, st: &State) {
@@ -315,13 +332,15 @@ impl SegmentedKv {
             len,
             synced: len,
             journaled: len,
+            requested: len,
         });
         Ok(())
     }
 
-    /// Makes the open segment durable and sealed; no segment is open afterwards.
+    /// Seals the open segment (its sync left to the background thread); no segment is open
+    /// afterwards.
     fn seal_open(&self, st: &mut State) -> KvResult<()> {
-        self.sync_open(st)?;
+        self.request_sync(st)?;
         if let Some(open) = st.open.take() {
             if let Some(info) = st.segs.get_mut(&open.seg) {
                 info.rec.sealed = true;
@@ -346,8 +365,81 @@ impl SegmentedKv {
                 info.rec.durable = open.len;
             }
             st.dirty.insert(open.seg);
-            let journal = std::mem::take(&mut st.journal);
-            st.journal_drop.extend(journal);
+            let seg = open.seg;
+            self.drop_journal(st, seg, u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// Asks the background thread to sync the open segment up to its length (inline if it
+    /// cannot).
+    fn request_sync(&self, st: &mut State) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        if open.requested >= open.len || open.synced >= open.len {
+            return Ok(());
+        }
+        if self.syncer.request(open.seg, open.file.clone(), open.len) {
+            open.requested = open.len;
+            Ok(())
+        } else {
+            self.sync_open(st)
+        }
+    }
+
+    /// Journal records of `seg` whose bytes end at or before `upto` are no longer needed.
+    fn drop_journal(&self, st: &mut State, seg: u64, upto: u64) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.journal)
+            .into_iter()
+            .partition(|(s, _, end)| *s == seg && *end <= upto);
+        st.journal = kept;
+        st.journal_drop.extend(gone.into_iter().map(|(_, k, _)| k));
+    }
+
+    /// Takes in what background syncs made durable.
+    fn absorb_syncs(&self, st: &mut State) {
+        for d in self.syncer.take_done() {
+            if let Some(e) = d.error {
+                log::error!("syncing segment {:016x}: {e}", d.seg);
+                st.sync_error = Some(format!("syncing segment {:016x}: {e}", d.seg));
+                continue;
+            }
+            if let Some(info) = st.segs.get_mut(&d.seg) {
+                if d.upto > info.rec.durable {
+                    info.rec.durable = d.upto;
+                    st.dirty.insert(d.seg);
+                }
+            }
+            if let Some(open) = st.open.as_mut().filter(|o| o.seg == d.seg) {
+                open.synced = open.synced.max(d.upto);
+            }
+            self.drop_journal(st, d.seg, d.upto);
+        }
+    }
+
+    /// Makes every sealed segment durable now (an fsync: a background sync may be pending).
+    fn sync_sealed(&self, st: &mut State) -> KvResult<()> {
+        if let Some(e) = st.sync_error.take() {
+            return Err(KvError::Io(e));
+        }
+        let open = st.open.as_ref().map(|o| o.seg);
+        let pending: Vec<(u64, u64)> = st
+            .segs
+            .iter()
+            .filter(|(s, i)| Some(**s) != open && i.rec.durable < i.rec.len)
+            .map(|(s, i)| (*s, i.rec.len))
+            .collect();
+        for (seg, len) in pending {
+            self.dir
+                .handle(seg)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| io_err(&format!("syncing segment {seg:016x}"), e))?;
+            if let Some(info) = st.segs.get_mut(&seg) {
+                info.rec.durable = len;
+            }
+            st.dirty.insert(seg);
+            self.drop_journal(st, seg, u64::MAX);
         }
         Ok(())
     }
@@ -372,7 +464,8 @@ impl SegmentedKv {
         let key = journal_key(open.seg, from);
         out.put(Space::Segments, key.clone(), bytes);
         open.journaled = open.len;
-        st.journal.push(key);
+        let (seg, end) = (open.seg, open.len);
+        st.journal.push((seg, key, end));
         Ok(())
     }
 
@@ -436,6 +529,7 @@ impl SegmentedKv {
         let mut seen: HashMap<Vec<u8>, Option<Ref>> = HashMap::new();
         let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
         let mut buf = Vec::new();
+        self.absorb_syncs(st);
         let ops = batch.into_ops();
         let mut pool = self.move_pool(&ops)?;
         for op in ops {
@@ -474,13 +568,15 @@ impl SegmentedKv {
             }
         }
         self.flush_appends(st, &mut buf)?;
-        if let Some((len, synced)) = st.open.as_ref().map(|o| (o.len, o.synced)) {
+        if durable {
+            self.sync_sealed(st)?;
+            self.durable_tail(st, &mut out)?;
+        }
+        if let Some((len, done)) = st.open.as_ref().map(|o| (o.len, o.synced.max(o.requested))) {
             if len >= self.opts.segment_bytes {
                 self.seal_open(st)?;
-            } else if len - synced >= self.opts.sync_bytes {
-                self.sync_open(st)?;
-            } else if durable {
-                self.durable_tail(st, &mut out)?;
+            } else if len - done >= self.opts.sync_bytes {
+                self.request_sync(st)?;
             }
         }
         // The records this batch changes, with their new live counts.
@@ -638,7 +734,9 @@ impl Maintenance for SegmentedKv {
     fn flush_buffers(&self) -> KvResult<()> {
         {
             let mut st = self.state.lock();
+            self.absorb_syncs(&mut st);
             self.sync_open(&mut st)?;
+            self.sync_sealed(&mut st)?;
             if !st.dirty.is_empty() || !st.journal_drop.is_empty() {
                 self.write_locked(&mut st, Batch::new(), false)?;
             }

@@ -1,5 +1,6 @@
 //! Opening the segment layer: the catalog is read, and every segment that was open when the
-//! store was last used is checked past its durable length, made durable and sealed.
+//! store was last used, or whose background sync had not finished, is checked past its
+//! durable length, made durable and sealed.
 //!
 //! After a crash of the process every appended byte is in the page cache, so the check finds
 //! nothing. After a power loss the inner store may keep references to bytes that never
@@ -80,7 +81,7 @@ impl SegmentedKv {
         let unsealed: Vec<u64> = st
             .segs
             .iter()
-            .filter(|(_, i)| !i.rec.sealed)
+            .filter(|(_, i)| !i.rec.sealed || i.rec.durable < i.rec.len)
             .map(|(s, _)| *s)
             .collect();
         for seg in unsealed {
