@@ -28,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Ts;
 use crate::kv::Space;
 
-/// Format version written by this build; a reader refuses newer ones.
-pub const FORMAT: u16 = 1;
+/// Format version written by this build; a reader refuses newer ones. Version 2: an
+/// incremental stream carries every block the snapshot sees of a data id the base sees as
+/// gone and the snapshot does not (its receiver drops the base's other blocks of it);
+/// version 1 streams are still read (their receiver keeps the base's blocks).
+pub const FORMAT: u16 = 2;
 const MAGIC: &[u8; 4] = b"SNFS";
 const HEAD_LEN: usize = 21;
 /// Largest payload of one chunk.
@@ -268,7 +271,7 @@ pub fn peek_header(prefix: &[u8]) -> Option<Header> {
         return None;
     }
     let (format, body) = payload.split_first_chunk::<2>()?;
-    if u16::from_be_bytes(*format) != FORMAT {
+    if !(1..=FORMAT).contains(&u16::from_be_bytes(*format)) {
         return None;
     }
     postcard::from_bytes(body).ok()
@@ -277,6 +280,8 @@ pub fn peek_header(prefix: &[u8]) -> Option<Header> {
 /// Reads a stream chunk by chunk, checking each before handing out its records.
 pub struct StreamReader<R: Read> {
     input: R,
+    /// The format version the stream was written in.
+    format: u16,
     id: u64,
     next_seq: u32,
     totals: Totals,
@@ -338,12 +343,18 @@ impl<R: Read> StreamReader<R> {
             .map_err(|e| StreamError::Malformed(format!("header does not decode: {e}")))?;
         let reader = StreamReader {
             input,
+            format,
             id,
             next_seq: 1,
             totals: Totals::default(),
             done: false,
         };
         Ok((reader, header))
+    }
+
+    /// The format version the stream was written in (at most [`FORMAT`]).
+    pub fn format(&self) -> u16 {
+        self.format
     }
 
     /// The records of the next chunk; `None` once the trailer has been read and its counts
@@ -674,13 +685,26 @@ mod tests {
                 "{junk:?}"
             );
         }
-        // Rewrite the header's format to 2 and fix its checksum.
-        bytes[HEAD_LEN..HEAD_LEN + 2].copy_from_slice(&2u16.to_be_bytes());
+        // Rewrite the header's format to the next version and fix its checksum.
+        bytes[HEAD_LEN..HEAD_LEN + 2].copy_from_slice(&(FORMAT + 1).to_be_bytes());
         let len = u32::from_be_bytes(bytes[17..21].try_into().unwrap()) as usize;
         let crc = crc32fast::hash(&bytes[..HEAD_LEN + len]);
         bytes[HEAD_LEN + len..HEAD_LEN + len + 4].copy_from_slice(&crc.to_be_bytes());
         let err = read_all(&bytes).expect_err("newer");
-        assert!(matches!(err, StreamError::NewerFormat(2)), "{err}");
+        assert!(
+            matches!(err, StreamError::NewerFormat(n) if n == FORMAT + 1),
+            "{err}"
+        );
         assert!(err.to_string().contains("newer"));
+        // A version 1 stream is still read, and says so.
+        bytes[HEAD_LEN..HEAD_LEN + 2].copy_from_slice(&1u16.to_be_bytes());
+        let crc = crc32fast::hash(&bytes[..HEAD_LEN + len]);
+        bytes[HEAD_LEN + len..HEAD_LEN + len + 4].copy_from_slice(&crc.to_be_bytes());
+        let (r, _) = StreamReader::open(&bytes[..]).expect("version 1");
+        assert_eq!(r.format(), 1);
+        assert_eq!(peek_header(&bytes), Some(header()));
+        let current = stream(1, 10);
+        let (r, _) = StreamReader::open(&current[..]).expect("current");
+        assert_eq!(r.format(), FORMAT);
     }
 }

@@ -455,3 +455,98 @@ fn a_cut_receive_resumes_from_its_last_chunk_even_after_a_reopen() {
     assert!(again.to_string().contains("waits to be resumed"), "{again}");
     assert_fsck_clean(&b);
 }
+
+/// How a data id the base sees as gone comes back in the snapshot sent from that base.
+#[derive(Clone, Copy, Debug)]
+enum Revival {
+    /// A full restore of an older snapshot that still has the file: another branch.
+    Branch,
+    /// A path restore of the file from an older snapshot (its old data id, revived).
+    PathRestore,
+}
+
+/// File `big` holds "P" in snapshot s1 and "R" in s2 (one block more), and is truncated to
+/// zero (its data id gone) in s3; the receiver gets all three. The sender then deletes s2
+/// and reclaims: s2's blocks of the dead data id are dropped (s3 marked it gone), so the
+/// sender's s3 no longer sees them where the receiver's still does. The file then comes back
+/// with its old data id and is grown by a block (growing clears nothing); s4 is sent from
+/// s3. The stream must carry the data id's blocks whole and the receiver must drop the ones
+/// its base holds beyond them: before, the receiver's s4 read s2's "R" where s1 had "P",
+/// and s2's second block past the old end.
+fn revived_data_arrives_whole(how: Revival) {
+    let a = new_store();
+    let id = default_id(&a);
+    let b = new_store();
+    let fs = open_default(a.clone());
+    let (f, _, fh) = fs
+        .create(ROOT_INO, b"big", 0o644, libc::O_RDWR, ME)
+        .expect("create");
+    fs.release(fh).expect("release");
+    fs.write(f, None, 0, &vec![b'P'; 4096], false)
+        .expect("write");
+    let s1 = a.snapshot(&id, None, None).expect("s1");
+    fs.write(f, None, 0, &vec![b'R'; 8192], false)
+        .expect("write");
+    let s2 = a.snapshot(&id, None, None).expect("s2");
+    let zero = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    fs.setattr(f, &zero, ME).expect("truncate");
+    let s3 = a.snapshot(&id, None, None).expect("s3");
+    for (s, from) in [(&s1, None), (&s2, Some(&s1)), (&s3, Some(&s2))] {
+        let bytes = send(&a, &s.name, from.map(|f| f.name.as_str()));
+        b.receive(&mut &bytes[..], "mirror", false)
+            .expect("receive");
+    }
+    a.delete_snapshot(&id, &s2.name).expect("delete s2");
+    let stats = a.reclaim().expect("reclaim");
+    assert!(stats.versions_dropped >= 2, "{how:?}: {stats:?}");
+    let fs = match how {
+        Revival::Branch => {
+            drop(fs);
+            a.restore(&id, &s1.name).expect("restore");
+            open_default(a.clone())
+        }
+        Revival::PathRestore => {
+            fs.restore_paths(&s1, &[b"/big".to_vec()])
+                .expect("restore big");
+            fs
+        }
+    };
+    let (f, _) = fs.lookup(ROOT_INO, b"big").expect("big");
+    let grow = SetAttr {
+        size: Some(8192),
+        ..Default::default()
+    };
+    fs.setattr(f, &grow, ME).expect("grow");
+    let s4 = a.snapshot(&id, None, None).expect("s4");
+    let mut want = vec![b'P'; 4096];
+    want.resize(8192, 0);
+    assert_eq!(fs.read(f, 0, 8192).expect("read"), want, "{how:?}: sender");
+    let bytes = send(&a, &s4.name, Some(&s3.name));
+    let got = b
+        .receive(&mut &bytes[..], "mirror", false)
+        .expect("receive s4");
+    let mirrored = snapshot_tree(&b, &got.snapshot);
+    assert_eq!(
+        mirrored[&b"/big".to_vec()].content,
+        want,
+        "{how:?}: receiver"
+    );
+    assert_eq!(mirrored, snapshot_tree(&a, &s4), "{how:?}");
+    let head = Fs::new(b.clone(), &got.container.id).expect("head");
+    assert_eq!(tree(&head), mirrored, "{how:?}: receiver's head");
+    assert_fsck_clean(&a);
+    assert_fsck_clean(&b);
+}
+
+#[test]
+fn data_revived_on_another_branch_arrives_whole() {
+    revived_data_arrives_whole(Revival::Branch);
+}
+
+#[test]
+fn data_revived_by_a_path_restore_arrives_whole() {
+    revived_data_arrives_whole(Revival::PathRestore);
+}

@@ -179,8 +179,15 @@ impl Store {
         // must see it whole); the commit only adds records about it.
         progress.add(state.bytes);
         progress.set_total(state.bytes + header.total_bytes);
-        let applied =
-            self.apply_records(&mut reader, &header, &plan, pending, &mut state, progress);
+        let applied = self
+            .apply_records(&mut reader, &header, &plan, pending, &mut state, progress)
+            .and_then(|()| {
+                // A version 1 sender did not send revived data ids' blocks whole.
+                if reader.format() >= 2 {
+                    self.drop_stale_blocks(&plan, pending)?;
+                }
+                Ok(())
+            });
         drop(paused);
         let result = match applied {
             Ok(()) => before_commit(plan.existing.as_ref().map(|c| &c.id))
@@ -433,6 +440,62 @@ impl Store {
                 state.max_id, header.next_id
             ))
             .into());
+        }
+        Ok(())
+    }
+
+    /// Once every record is in: for each data id the base sees as gone (a live marker) and
+    /// the stream revives (a tombstone of the marker), a tombstone in `pending` for every
+    /// block the base sees of it and the stream did not carry. The sender sends such a data
+    /// id's blocks whole (`transfer.rs`, `add_revived_blocks`): what the base holds of a dead
+    /// data id may be what reclaim has dropped on either side since. Idempotent (only keys
+    /// `pending` has no version of), so a resumed receive simply does it again.
+    fn drop_stale_blocks(&self, plan: &ReceivePlan, pending: Epoch) -> Result<(), StoreError> {
+        let Some(base) = &plan.base else {
+            return Ok(());
+        };
+        let kv = self.kv.as_ref();
+        let bc = self.chain(base.record.epoch);
+        let start = keys::change(pending, Space::Meta, &[keys::TAG_DATA_GONE]);
+        let end = crate::kv::prefix_end(&start);
+        let mut markers = Vec::new();
+        kv.scan(Space::Meta, &start, &end, Dir::Forward, &mut |k, _| {
+            if let Some(d) = keys::split_change(k).and_then(|(_, _, b)| keys::split_data_gone(b)) {
+                markers.push(d);
+            }
+            true
+        })?;
+        let live = |v: Option<Vec<u8>>| v.is_some_and(|v| !codec::is_tombstone(&v));
+        for d in markers {
+            let gone = keys::data_gone(d);
+            if live(kv.get(Space::Meta, &keys::versioned(&gone, pending))?)
+                || !live(resolve(kv, Space::Meta, &gone, &bc)?)
+            {
+                continue;
+            }
+            let start = keys::block_prefix(d);
+            let end = crate::kv::prefix_end(&start);
+            let mut stale = Vec::new();
+            super::scan_visible(kv, Space::Data, &start, &end, &bc, &mut |base, v| {
+                if !codec::is_tombstone(v) {
+                    stale.push(base.to_vec());
+                }
+                true
+            })?;
+            for part in stale.chunks(STALE_BATCH) {
+                let mut b = Batch::new();
+                for base in part {
+                    if kv
+                        .get(Space::Data, &keys::versioned(base, pending))?
+                        .is_none()
+                    {
+                        put_version(&mut b, Space::Data, base, pending, codec::tombstone());
+                    }
+                }
+                if !b.is_empty() {
+                    self.kv.write(b, false)?;
+                }
+            }
         }
         Ok(())
     }
@@ -705,6 +768,9 @@ impl Store {
         }
     }
 }
+
+/// Tombstones of stale blocks written per batch (`Store::drop_stale_blocks`).
+const STALE_BATCH: usize = 4096;
 
 /// What a receive checked before writing.
 struct ReceivePlan {

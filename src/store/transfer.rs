@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::SnapshotInfo;
 use super::{resolve, Store, StoreError};
 use crate::codec::{self, Ts};
-use crate::ids::{ContainerId, Epoch};
+use crate::ids::{ContainerId, DataId, Epoch};
 use crate::keys;
 use crate::kv::{Dir, KvRead, Space};
 use crate::stream::{
@@ -145,6 +145,9 @@ impl Store {
         };
         let mut touched = touched_keys(&*view, &epochs)?;
         drop(paused);
+        if let Some(bc) = &base_chain {
+            add_revived_blocks(&*view, bc, &chain, &mut touched)?;
+        }
         if let Some((space, k)) = after {
             touched
                 .retain(|(sp, key), _| (space_byte(*sp), key.as_slice()) > (*space, k.as_slice()));
@@ -231,6 +234,48 @@ fn meta_of(s: &SnapshotInfo) -> SnapshotMeta {
         expires_at: s.record.expires_at,
         last_used_at: s.record.last_used_at,
     }
+}
+
+/// Adds to an incremental stream's keys every block `chain` sees of each data id that
+/// `base_chain` sees as gone (a live marker) and `chain` does not (revived by a path restore,
+/// or alive on another branch). The base's blocks of such a data id are not worth comparing:
+/// reclaim drops the blocks of a dead data id under the marker (`Store::kills`), so the
+/// sender's base may no longer see versions the receiver's base still holds, and their
+/// keys may be gone from the change index too. The receiver drops whatever else its base
+/// sees of such a data id (`receive.rs`, `drop_stale_blocks`), so the snapshot's blocks of it
+/// arrive whole. The marker itself is always among the keys: some epoch in exactly one chain
+/// wrote the version the base sees or the one the snapshot sees.
+fn add_revived_blocks(
+    view: &dyn KvRead,
+    base_chain: &super::Chain,
+    chain: &super::Chain,
+    touched: &mut BTreeMap<(Space, Vec<u8>), u64>,
+) -> Result<(), StoreError> {
+    let live = |v: Option<Vec<u8>>| v.is_some_and(|v| !codec::is_tombstone(&v));
+    let markers: Vec<DataId> = touched
+        .range(
+            (Space::Meta, vec![keys::TAG_DATA_GONE])..(Space::Meta, vec![keys::TAG_DATA_GONE + 1]),
+        )
+        .filter_map(|((_, k), _)| keys::split_data_gone(k))
+        .collect();
+    for d in markers {
+        let gone = keys::data_gone(d);
+        if !live(resolve(view, Space::Meta, &gone, base_chain)?)
+            || live(resolve(view, Space::Meta, &gone, chain)?)
+        {
+            continue;
+        }
+        let start = keys::block_prefix(d);
+        let end = crate::kv::prefix_end(&start);
+        super::scan_visible(view, Space::Data, &start, &end, chain, &mut |base, v| {
+            if !codec::is_tombstone(v) {
+                let e = touched.entry((Space::Data, base.to_vec())).or_insert(0);
+                *e = (*e).max(v.len() as u64);
+            }
+            true
+        })?;
+    }
+    Ok(())
 }
 
 /// Every versioned key (space, base) the `epochs` wrote, from their change index, sorted,
