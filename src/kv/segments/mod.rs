@@ -69,8 +69,9 @@ pub struct SegmentOptions {
     /// The open segment is fdatasynced whenever this many bytes were appended since the last
     /// sync (bounds what opening after a crash checks).
     pub sync_bytes: u64,
-    /// An fsync with at most this many unsynced bytes in the open segment copies them into
-    /// the inner store's synced batch instead of fdatasyncing the segment.
+    /// An fsync with at most this many bytes appended to the open segment since its last
+    /// sync or journal record copies them into the inner store's synced batch instead of
+    /// fdatasyncing the segment.
     pub journal_max: u64,
     /// How long a segment with no live bytes is kept before it is deleted.
     pub horizon: Duration,
@@ -454,7 +455,9 @@ impl SegmentedKv {
         if from >= open.len {
             return Ok(());
         }
-        if open.len - open.synced > self.opts.journal_max {
+        // What is new since the last sync or journal record: a short piece goes into the
+        // log (the journal then grows until the next background sync drops it).
+        if open.len - from > self.opts.journal_max {
             return self.sync_open(st);
         }
         let mut bytes = vec![0u8; (open.len - from) as usize];
