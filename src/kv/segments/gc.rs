@@ -65,6 +65,7 @@ impl SegmentedKv {
                 .map_err(|e| super::io_err(&format!("deleting segment {seg:016x}"), e))?;
             b.delete(Space::Segments, seg_key(*seg));
             st.segs.remove(seg);
+            st.unsynced.remove(seg);
             st.dirty.remove(seg);
             log::debug!("segment {seg:016x} deleted (no live bytes)");
         }

@@ -134,6 +134,21 @@ struct OpenSeg {
     journaled: u64,
     /// Bytes a background sync was asked for.
     requested: u64,
+    /// The bytes appended since `tail_start` (the last journal record or inline sync), kept
+    /// while they fit a journal record: an fsync journals them without reading them back.
+    tail: Vec<u8>,
+    tail_start: u64,
+    /// `tail` holds every byte since `tail_start`.
+    tail_whole: bool,
+}
+
+impl OpenSeg {
+    /// A journal record or an inline sync covered everything so far.
+    fn reset_tail(&mut self) {
+        self.tail.clear();
+        self.tail_start = self.len;
+        self.tail_whole = true;
+    }
 }
 
 #[derive(Default)]
@@ -148,6 +163,8 @@ struct State {
     journal: Vec<(u64, Vec<u8>, u64)>,
     /// The error of a background sync, reported by the next fsync.
     sync_error: Option<String>,
+    /// Sealed segments whose bytes are not all known durable yet.
+    unsynced: BTreeSet<u64>,
     /// Journal records to delete with the next batch (their bytes were fdatasynced).
     journal_drop: Vec<Vec<u8>>,
 }
@@ -334,6 +351,9 @@ impl SegmentedKv {
             synced: len,
             journaled: len,
             requested: len,
+            tail: Vec::new(),
+            tail_start: len,
+            tail_whole: true,
         });
         Ok(())
     }
@@ -345,130 +365,12 @@ impl SegmentedKv {
         if let Some(open) = st.open.take() {
             if let Some(info) = st.segs.get_mut(&open.seg) {
                 info.rec.sealed = true;
+                if info.rec.durable < info.rec.len {
+                    st.unsynced.insert(open.seg);
+                }
                 st.dirty.insert(open.seg);
             }
         }
-        Ok(())
-    }
-
-    /// fdatasyncs the open segment if it has bytes not known durable.
-    fn sync_open(&self, st: &mut State) -> KvResult<()> {
-        let Some(open) = st.open.as_mut() else {
-            return Ok(());
-        };
-        if open.synced < open.len {
-            open.file
-                .sync_data()
-                .map_err(|e| io_err(&format!("syncing segment {:016x}", open.seg), e))?;
-            open.synced = open.len;
-            open.journaled = open.len;
-            if let Some(info) = st.segs.get_mut(&open.seg) {
-                info.rec.durable = open.len;
-            }
-            st.dirty.insert(open.seg);
-            let seg = open.seg;
-            self.drop_journal(st, seg, u64::MAX);
-        }
-        Ok(())
-    }
-
-    /// Asks the background thread to sync the open segment up to its length (inline if it
-    /// cannot).
-    fn request_sync(&self, st: &mut State) -> KvResult<()> {
-        let Some(open) = st.open.as_mut() else {
-            return Ok(());
-        };
-        if open.requested >= open.len || open.synced >= open.len {
-            return Ok(());
-        }
-        if self.syncer.request(open.seg, open.file.clone(), open.len) {
-            open.requested = open.len;
-            Ok(())
-        } else {
-            self.sync_open(st)
-        }
-    }
-
-    /// Journal records of `seg` whose bytes end at or before `upto` are no longer needed.
-    fn drop_journal(&self, st: &mut State, seg: u64, upto: u64) {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.journal)
-            .into_iter()
-            .partition(|(s, _, end)| *s == seg && *end <= upto);
-        st.journal = kept;
-        st.journal_drop.extend(gone.into_iter().map(|(_, k, _)| k));
-    }
-
-    /// Takes in what background syncs made durable.
-    fn absorb_syncs(&self, st: &mut State) {
-        for d in self.syncer.take_done() {
-            if let Some(e) = d.error {
-                log::error!("syncing segment {:016x}: {e}", d.seg);
-                st.sync_error = Some(format!("syncing segment {:016x}: {e}", d.seg));
-                continue;
-            }
-            if let Some(info) = st.segs.get_mut(&d.seg) {
-                if d.upto > info.rec.durable {
-                    info.rec.durable = d.upto;
-                    st.dirty.insert(d.seg);
-                }
-            }
-            if let Some(open) = st.open.as_mut().filter(|o| o.seg == d.seg) {
-                open.synced = open.synced.max(d.upto);
-            }
-            self.drop_journal(st, d.seg, d.upto);
-        }
-    }
-
-    /// Makes every sealed segment durable now (an fsync: a background sync may be pending).
-    fn sync_sealed(&self, st: &mut State) -> KvResult<()> {
-        if let Some(e) = st.sync_error.take() {
-            return Err(KvError::Io(e));
-        }
-        let open = st.open.as_ref().map(|o| o.seg);
-        let pending: Vec<(u64, u64)> = st
-            .segs
-            .iter()
-            .filter(|(s, i)| Some(**s) != open && i.rec.durable < i.rec.len)
-            .map(|(s, i)| (*s, i.rec.len))
-            .collect();
-        for (seg, len) in pending {
-            self.dir
-                .handle(seg)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| io_err(&format!("syncing segment {seg:016x}"), e))?;
-            if let Some(info) = st.segs.get_mut(&seg) {
-                info.rec.durable = len;
-            }
-            st.dirty.insert(seg);
-            self.drop_journal(st, seg, u64::MAX);
-        }
-        Ok(())
-    }
-
-    /// Makes the open segment's bytes durable with the batch `out` about to be synced: a
-    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced.
-    fn durable_tail(&self, st: &mut State, out: &mut Batch) -> KvResult<()> {
-        let Some(open) = st.open.as_mut() else {
-            return Ok(());
-        };
-        let from = open.synced.max(open.journaled);
-        if from >= open.len {
-            return Ok(());
-        }
-        // What is new since the last sync or journal record: a short piece goes into the
-        // log (the journal then grows until the next background sync drops it).
-        if open.len - from > self.opts.journal_max {
-            return self.sync_open(st);
-        }
-        let mut bytes = vec![0u8; (open.len - from) as usize];
-        open.file
-            .read_exact_at(&mut bytes, from)
-            .map_err(|e| io_err(&format!("reading segment {:016x}", open.seg), e))?;
-        let key = journal_key(open.seg, from);
-        out.put(Space::Segments, key.clone(), bytes);
-        open.journaled = open.len;
-        let (seg, end) = (open.seg, open.len);
-        st.journal.push((seg, key, end));
         Ok(())
     }
 
@@ -484,6 +386,12 @@ impl SegmentedKv {
             .write_all_at(buf, open.len)
             .map_err(|e| io_err(&format!("writing segment {:016x}", open.seg), e))?;
         open.len += buf.len() as u64;
+        if open.tail_whole && open.len - open.tail_start <= self.opts.journal_max {
+            open.tail.extend_from_slice(buf);
+        } else {
+            open.tail.clear();
+            open.tail_whole = false;
+        }
         buf.clear();
         if let Some(info) = st.segs.get_mut(&open.seg) {
             info.rec.len = open.len;

@@ -5,10 +5,14 @@
 //! never relies on it: it syncs whatever is still pending itself.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use super::{io_err, journal_key, SegmentedKv, State};
+use crate::kv::{Batch, KvError, KvResult, Space};
 
 struct Job {
     seg: u64,
@@ -63,5 +67,139 @@ impl Syncer {
 
     pub fn take_done(&self) -> Vec<Done> {
         std::mem::take(&mut *self.done.lock())
+    }
+}
+
+impl SegmentedKv {
+    /// fdatasyncs the open segment if it has bytes not known durable.
+    pub(super) fn sync_open(&self, st: &mut State) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        if open.synced < open.len {
+            open.file
+                .sync_data()
+                .map_err(|e| io_err(&format!("syncing segment {:016x}", open.seg), e))?;
+            open.synced = open.len;
+            open.journaled = open.len;
+            open.reset_tail();
+            if let Some(info) = st.segs.get_mut(&open.seg) {
+                info.rec.durable = open.len;
+            }
+            st.dirty.insert(open.seg);
+            let seg = open.seg;
+            self.drop_journal(st, seg, u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// Asks the background thread to sync the open segment up to its length (inline if it
+    /// cannot).
+    pub(super) fn request_sync(&self, st: &mut State) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        if open.requested >= open.len || open.synced >= open.len {
+            return Ok(());
+        }
+        if self.syncer.request(open.seg, open.file.clone(), open.len) {
+            open.requested = open.len;
+            Ok(())
+        } else {
+            self.sync_open(st)
+        }
+    }
+
+    /// Journal records of `seg` whose bytes end at or before `upto` are no longer needed.
+    pub(super) fn drop_journal(&self, st: &mut State, seg: u64, upto: u64) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.journal)
+            .into_iter()
+            .partition(|(s, _, end)| *s == seg && *end <= upto);
+        st.journal = kept;
+        st.journal_drop.extend(gone.into_iter().map(|(_, k, _)| k));
+    }
+
+    /// Takes in what background syncs made durable.
+    pub(super) fn absorb_syncs(&self, st: &mut State) {
+        for d in self.syncer.take_done() {
+            if let Some(e) = d.error {
+                log::error!("syncing segment {:016x}: {e}", d.seg);
+                st.sync_error = Some(format!("syncing segment {:016x}: {e}", d.seg));
+                continue;
+            }
+            if let Some(info) = st.segs.get_mut(&d.seg) {
+                if d.upto > info.rec.durable {
+                    info.rec.durable = d.upto;
+                    st.dirty.insert(d.seg);
+                }
+                if info.rec.durable >= info.rec.len {
+                    st.unsynced.remove(&d.seg);
+                }
+            }
+            if let Some(open) = st.open.as_mut().filter(|o| o.seg == d.seg) {
+                open.synced = open.synced.max(d.upto);
+            }
+            self.drop_journal(st, d.seg, d.upto);
+        }
+    }
+
+    /// Makes every sealed segment durable now (an fsync: a background sync may be pending).
+    pub(super) fn sync_sealed(&self, st: &mut State) -> KvResult<()> {
+        if let Some(e) = st.sync_error.take() {
+            return Err(KvError::Io(e));
+        }
+        // Only sealed segments can be here (the open one is handled by `durable_tail`).
+        let pending: Vec<(u64, u64)> = std::mem::take(&mut st.unsynced)
+            .into_iter()
+            .filter_map(|s| {
+                let i = st.segs.get(&s)?;
+                (i.rec.durable < i.rec.len).then_some((s, i.rec.len))
+            })
+            .collect();
+        for (seg, len) in pending {
+            self.dir
+                .handle(seg)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| io_err(&format!("syncing segment {seg:016x}"), e))?;
+            if let Some(info) = st.segs.get_mut(&seg) {
+                info.rec.durable = len;
+            }
+            st.dirty.insert(seg);
+            self.drop_journal(st, seg, u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// Makes the open segment's bytes durable with the batch `out` about to be synced: a
+    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced.
+    pub(super) fn durable_tail(&self, st: &mut State, out: &mut Batch) -> KvResult<()> {
+        let Some(open) = st.open.as_mut() else {
+            return Ok(());
+        };
+        let from = open.synced.max(open.journaled);
+        if from >= open.len {
+            return Ok(());
+        }
+        // What is new since the last sync or journal record: a short piece goes into the
+        // log (the journal then grows until the next background sync drops it).
+        if open.len - from > self.opts.journal_max {
+            return self.sync_open(st);
+        }
+        let bytes = if open.tail_whole && open.tail_start <= from {
+            open.tail[(from - open.tail_start) as usize..].to_vec()
+        } else {
+            let mut bytes = vec![0u8; (open.len - from) as usize];
+            open.file
+                .read_exact_at(&mut bytes, from)
+                .map_err(|e| io_err(&format!("reading segment {:016x}", open.seg), e))?;
+            bytes
+        };
+        let key = journal_key(open.seg, from);
+        out.put(Space::Segments, key.clone(), bytes);
+        open.journaled = open.len;
+        open.reset_tail();
+        let (seg, end) = (open.seg, open.len);
+        st.journal.push((seg, key, end));
+        Ok(())
     }
 }
