@@ -11,22 +11,25 @@
 //!
 //! Durability order: segment bytes are written (`pwrite`) before the batch that references
 //! them, and an fsync (`sync`, a durable write) makes them durable before the inner store
-//! syncs: when at most `journal_max` bytes of the open segment are unsynced, by putting a copy
-//! of them (a *tail journal* record) into the very batch the inner store syncs (one device
-//! flush per fsync, as without segments), else by fdatasyncing the segment first. The open
-//! segment is also fdatasynced every `sync_bytes` and when sealed, by a background thread
-//! (`sync.rs`: the writer goes on meanwhile; an fsync syncs what is still pending itself),
-//! its journal records are then deleted, and its catalog record says up to where (`durable`). Opening writes the
+//! syncs: when at most `journal_max` bytes were appended to the open segment since its last
+//! sync or journal record, by putting a copy of them (a *tail journal* record) into the very
+//! batch the inner store syncs (one device flush per fsync, as without segments), else by
+//! fdatasyncing the segment first. Sealed segments, and the open one every `sync_bytes`, are
+//! fdatasynced by a background thread (`sync.rs`: the writer goes on meanwhile; an fsync
+//! syncs what is still pending itself); journal records go once their bytes are synced, and
+//! each catalog record says up to where its segment is durable (`durable`). Opening writes the
 //! journal records back into their segments first. After a power loss the inner store may hold
 //! references to bytes that never reached the disk: opening checks the entries past `durable`
-//! of each unsealed segment (their CRCs) and, only if one is damaged, finds and deletes the
-//! references into the damaged part (a scan of the data space), so a read returns an older
-//! version or a hole, never garbage (`open.rs`).
+//! of each segment not known synced (their CRCs) and, only if one is damaged, finds and
+//! deletes the references into the damaged part (a scan of the data space), so a read returns
+//! an older version or a hole, never garbage (`open.rs`).
 //!
 //! Garbage: a segment with no live bytes is deleted once no read view older than that moment
 //! is open and `horizon` has passed; segments mostly dead (or small) are repacked: their live
-//! entries (an entry is live when its key still references it) are written again through the
-//! normal write path (`gc.rs`). fsck checks every reference against its segment (`check.rs`).
+//! entries (an entry is live when a key of its base still references it) are written again
+//! through the normal write path (`gc.rs`); a move between two keys of one base keeps its
+//! bytes (`moves.rs`). Scans read values in windows with few, merged reads (`read.rs`). fsck
+//! checks every reference against its segment (`check.rs`).
 
 mod check;
 mod files;
