@@ -326,11 +326,34 @@ fn workload_across(default: usize, env: &str, mut disrupt: impl FnMut(&Path) -> 
         .expect("read appended");
     let lines: Vec<&str> = text.lines().collect();
     let want = appended.load(Ordering::SeqCst) as usize;
-    assert!(
-        lines.len() >= want,
-        "{} lines, {want} accepted",
-        lines.len()
-    );
+    if lines.len() < want {
+        // Say where the file stops being what was appended (a lost tail, or a block that
+        // reads an older version: zeros where lines were).
+        let first_bad = lines
+            .iter()
+            .enumerate()
+            .find(|(i, l)| **l != format!("{i:08}"))
+            .map(|(i, l)| {
+                (
+                    i,
+                    l.chars()
+                        .take(40)
+                        .collect::<String>()
+                        .escape_debug()
+                        .to_string(),
+                )
+            });
+        let log = fs::read_to_string(store.join("snapfs.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("daemon log (last lines first):\n{}", tail.join("\n"));
+        panic!(
+            "{} lines, {want} accepted: the file has {} bytes (want at least {}); first line \
+             that differs: {first_bad:?}",
+            lines.len(),
+            text.len(),
+            want * 9
+        );
+    }
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(*l, format!("{i:08}"), "line {i} of the appended file");
     }
