@@ -247,7 +247,8 @@ pub struct SegmentedKv {
     opts: SegmentOptions,
     state: Mutex<State>,
     views: Mutex<Views>,
-    /// Sum of the segments' lengths and live bytes (for `disk_usage` without the lock).
+    /// Sum of the segments' lengths and live bytes (for `disk_usage` without the lock), moved
+    /// by each append and batch, recounted only when segments go.
     total_len: AtomicU64,
     total_live: AtomicU64,
     stop: AtomicBool,
@@ -290,10 +291,11 @@ impl SegmentedKv {
         let st = self.state.lock();
         st.segs
             .values()
-            .map(|i| i.rec.len - i.rec.durable.min(i.rec.len))
+            .map(|i| i.rec.len.saturating_sub(i.rec.durable))
             .sum()
     }
 
+    /// Recounts the totals from every record (opening, deletions, repairs: not per batch).
     fn refresh_totals(&self, st: &State) {
         let (mut len, mut live) = (0, 0);
         for info in st.segs.values() {
@@ -304,6 +306,21 @@ impl SegmentedKv {
         self.total_live.store(live, Ordering::Relaxed);
     }
 
+    /// The reference the inner store holds under data key `key`, if it holds one.
+    fn stored_ref(&self, key: &[u8]) -> KvResult<Option<Ref>> {
+        Ok(
+            match self
+                .inner
+                .get(Space::Data, key)?
+                .as_deref()
+                .map(format::parse)
+            {
+                Some(Stored::Ref(r)) => Some(r),
+                _ => None,
+            },
+        )
+    }
+
     /// The reference `key` holds now (`seen`: what this batch already put there).
     fn current_ref(
         &self,
@@ -311,16 +328,10 @@ impl SegmentedKv {
         pool: &moves::Pool,
         key: &[u8],
     ) -> KvResult<Option<Ref>> {
-        if let Some(r) = seen.get(key).or_else(|| pool.prefetched.get(key)) {
-            return Ok(*r);
+        match seen.get(key).or_else(|| pool.prefetched.get(key)) {
+            Some(r) => Ok(*r),
+            None => self.stored_ref(key),
         }
-        Ok(match self.inner.get(Space::Data, key)? {
-            Some(raw) => match format::parse(&raw) {
-                Stored::Ref(r) => Some(r),
-                _ => None,
-            },
-            None => None,
-        })
     }
 
     /// Starts a new open segment (sealing the current one first).
@@ -332,6 +343,7 @@ impl SegmentedKv {
             .create(seg)
             .map_err(|e| io_err(&format!("creating segment {seg:016x}"), e))?;
         let len = format::FILE_HEADER_LEN;
+        self.total_len.fetch_add(len, Ordering::Relaxed);
         st.next_id = seg + 1;
         st.next_id_dirty = true;
         st.segs.insert(
@@ -389,6 +401,8 @@ impl SegmentedKv {
             .write_all_at(buf, open.len)
             .map_err(|e| io_err(&format!("writing segment {:016x}", open.seg), e))?;
         open.len += buf.len() as u64;
+        self.total_len
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         if open.tail_whole && open.len - open.tail_start <= self.opts.journal_max {
             open.tail.extend_from_slice(buf);
         } else {
@@ -537,12 +551,14 @@ impl SegmentedKv {
                 } else if rec.live != 0 {
                     info.empty_since = None;
                 }
+                // Lower first, then add: the atomic never wraps below zero.
+                self.total_live.fetch_sub(info.rec.live, Ordering::Relaxed);
+                self.total_live.fetch_add(rec.live, Ordering::Relaxed);
                 info.rec.live = rec.live;
             }
         }
         st.dirty.clear();
         st.next_id_dirty = false;
-        self.refresh_totals(st);
         Ok(())
     }
 

@@ -57,13 +57,7 @@ impl SegmentedKv {
             let Some(base) = self.base_of(key) else {
                 continue;
             };
-            let r = match self.inner.get(Space::Data, key)? {
-                Some(raw) => match format::parse(&raw) {
-                    Stored::Ref(r) => Some(r),
-                    _ => None,
-                },
-                None => None,
-            };
+            let r = self.stored_ref(key)?;
             if let Some(r) = r {
                 pool.free
                     .entry((r.len, r.crc))
@@ -112,8 +106,8 @@ impl SegmentedKv {
     pub(super) fn holders(&self, key: &[u8], seg: u64, off: u64) -> KvResult<Vec<Vec<u8>>> {
         let is_it = |raw: &[u8]| matches!(format::parse(raw), Stored::Ref(r) if r.seg == seg && r.off == off);
         let Some(base) = self.base_of(key) else {
-            return Ok(match self.inner.get(Space::Data, key)? {
-                Some(raw) if is_it(&raw) => vec![key.to_vec()],
+            return Ok(match self.stored_ref(key)? {
+                Some(r) if r.seg == seg && r.off == off => vec![key.to_vec()],
                 _ => Vec::new(),
             });
         };
