@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# A/B of two snapfs binaries on what file data in segments changes (issue 28): a sequential
-# write of SEG_SMALL and of SEG_BIG (fio, bs=1M, end_fsync) with the device's bytes written per
-# byte (/proc/diskstats, after a sync), random 4 KiB writes each followed by fsync, and the
-# store's size after a file is written three times with a snapshot each and every snapshot is
-# deleted (sampled every 10 s for 60 s while the daemon is idle). Each binary on a fresh store,
-# interleaved round by round (A B A B ...). Prints every measurement and the median and range
-# per binary and row. Never passes or fails on speed.
-# Usage: scripts/bench_segments.sh BIN_A BIN_B
-# Environment: SEG_ROUNDS [3], SEG_SMALL [1G], SEG_BIG [10G], SEG_FSYNC_SECS [10],
-#   SEG_SPACE_MIB (the file of the space row) [1024], BENCH_DIR (parent of the temp dir)
-#   [/var/tmp]
+# A/B of snapfs binaries and backends on what file data in segments changes (issue 28): a
+# sequential write of SEG_SMALL and of SEG_BIG (fio, bs=1M, end_fsync) with the bytes written
+# per byte of file data (embedded: the device's, from /proc/diskstats after a sync; object
+# storage: the bytes PUT, from `snapfs status`), random 4 KiB writes each followed by fsync,
+# cold random 4 KiB reads (after a remount with every cache of the store emptied and the page
+# cache dropped), and the store's size (embedded: the store directory; object storage on
+# file://: the objects directory, the bucket) after a file is written three times with a
+# snapshot each and every snapshot is deleted, sampled at 0, 20 and 60 s of idle. Each target
+# on a fresh store, interleaved round by round (A B C A B C ...). Prints every measurement and
+# the median and range per target and row. Never passes or fails on speed.
+# Usage: scripts/bench_segments.sh TARGET...   where TARGET is BIN[@BACKEND], BACKEND one of
+#   disk (embedded, the default), s3 (a loopback SeaweedFS started by scripts/s3.sh), file
+#   (objects in a local directory)
+# Environment: SEG_ROUNDS [3], SEG_SMALL [1G], SEG_BIG [10G; empty skips the row],
+#   SEG_FSYNC_SECS [10], SEG_READ_SECS (cold random reads) [15], SEG_SPACE_MIB (the file of
+#   the space row; 0 skips it) [1024], BENCH_DIR (parent of the temp dir) [/var/tmp]
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
-[ $# -eq 2 ] || die "usage: scripts/bench_segments.sh BIN_A BIN_B"
-BINS=("$(abspath "$1")" "$(abspath "$2")")
-for b in "${BINS[@]}"; do [ -x "$b" ] || die "$b is not an executable"; done
-ROUNDS="${SEG_ROUNDS:-3}" SMALL="${SEG_SMALL:-1G}" BIG="${SEG_BIG:-10G}"
-FSYNC_SECS="${SEG_FSYNC_SECS:-10}" SPACE_MIB="${SEG_SPACE_MIB:-1024}"
+[ $# -ge 1 ] || die "usage: scripts/bench_segments.sh BIN[@disk|s3|file]..."
+BINS=() BACKENDS=() LABELS=()
+for t in "$@"; do
+    bin="${t%@*}" backend=disk
+    [ "$bin" != "$t" ] && backend="${t##*@}"
+    case "$backend" in disk | s3 | file) ;; *) die "unknown backend in $t (disk, s3, file)" ;; esac
+    bin="$(abspath "$bin")"
+    [ -x "$bin" ] || die "$bin is not an executable"
+    BINS+=("$bin") BACKENDS+=("$backend")
+    LETTERS=ABCDEFGHIJ
+    LABELS+=("${LETTERS:${#LABELS[@]}:1}")
+done
+ROUNDS="${SEG_ROUNDS:-3}" SMALL="${SEG_SMALL:-1G}" BIG="${SEG_BIG-10G}"
+FSYNC_SECS="${SEG_FSYNC_SECS:-10}" READ_SECS="${SEG_READ_SECS:-15}"
+SPACE_MIB="${SEG_SPACE_MIB:-1024}"
 
 setup
 ensure_packages fio
@@ -27,49 +42,85 @@ ensure_packages fio
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/snapfs-seg.XXXXXX")"
 MNT="$WORK/mnt"
 STORE="$WORK/store"
-CUR_BIN=""
+OBJECTS="$WORK/objects"
+CUR_BIN="" CUR_BACKEND="" S3_UP=0 N_STORE=0
 cleanup() {
     if is_mounted "$MNT"; then
         "$CUR_BIN" umount "$MNT" || umount -l "$MNT" || true
     fi
+    [ "$S3_UP" = 1 ] && bash scripts/s3.sh stop "$WORK/s3"
     rm -rf -- "$WORK"
 }
 trap cleanup EXIT
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 DISK="$(basename "$(readlink -f "$(df --output=source "$WORK" | tail -1)")")"
+for b in "${BACKENDS[@]}"; do
+    if [ "$b" = s3 ] && [ "$S3_UP" = 0 ]; then
+        eval "$(bash scripts/s3.sh start "$WORK/s3")"
+        S3_UP=1
+    fi
+done
 
-written() { awk -v d="$DISK" '$3 == d { print $10 * 512 }' /proc/diskstats; }
+disk_written() { awk -v d="$DISK" '$3 == d { print $10 * 512 }' /proc/diskstats; }
+# written: bytes the store wrote where it keeps its data (the disk, or PUTs).
+written() {
+    case "$CUR_BACKEND" in
+    disk) disk_written ;;
+    *) "$CUR_BIN" status --store "$STORE" --json |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['object_store']['put_bytes'])" ;;
+    esac
+}
 record() { # LABEL ROW VALUE
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"
-    printf '  %s  %-44s %s\n' "$1" "$2" "$3" >&2
+    printf '  %s  %-48s %s\n' "$1" "$2" "$3" >&2
 }
 
-fresh() { # BIN: a fresh store mounted at $MNT
-    CUR_BIN="$1"
-    rm -rf -- "$STORE"
+fresh() { # INDEX: a fresh store of target INDEX mounted at $MNT
+    CUR_BIN="${BINS[$1]}" CUR_BACKEND="${BACKENDS[$1]}"
+    rm -rf -- "$STORE" "$OBJECTS"
     mkdir -p "$MNT"
-    "$CUR_BIN" init "$STORE" >/dev/null
+    N_STORE=$((N_STORE + 1))
+    case "$CUR_BACKEND" in
+    disk) "$CUR_BIN" init "$STORE" >/dev/null ;;
+    s3) "$CUR_BIN" init "$STORE" --object-store "s3://snapfs/seg-$N_STORE" >/dev/null ;;
+    file) "$CUR_BIN" init "$STORE" --object-store "file://$OBJECTS" >/dev/null ;;
+    esac
     "$CUR_BIN" mount "$STORE" "$MNT" >/dev/null
 }
 
 done_with() {
     "$CUR_BIN" umount "$MNT"
-    rm -rf -- "$STORE"
+    rm -rf -- "$STORE" "$OBJECTS"
 }
 
 seq_write() { # LABEL SIZE
-    local before bw
+    local before bw what
     sync
     before="$(written)"
     bw="$(fio --name=w --filename="$MNT/f" --size="$2" --rw=write --bs=1M --end_fsync=1 \
         --ioengine=psync --output-format=json |
         python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['bw_bytes']/2**20))")"
     sync
+    what="disk"
+    [ "$CUR_BACKEND" = disk ] || what="PUT"
     record "$1" "seq write $2 (MiB/s)" "$bw"
-    record "$1" "disk bytes per byte, seq write $2" \
+    record "$1" "$what bytes per byte, seq write $2" \
         "$(python3 -c "print(round(($(written) - $before) / $(numfmt --from=iec "$2"), 2))")"
-    rm -f -- "$MNT/f"
+}
+
+# cold_reads LABEL: random 4 KiB reads of $MNT/f after a remount with the store's caches
+# (object storage: the SlateDB disk cache and the segment cache) and the page cache emptied.
+cold_reads() {
+    "$CUR_BIN" umount "$MNT"
+    rm -rf -- "$STORE/cache" "$STORE/segcache"
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    "$CUR_BIN" mount "$STORE" "$MNT" >/dev/null
+    record "$1" "cold rand read 4k (IOPS)" "$(fio --name=r --filename="$MNT/f" --size="$SMALL" \
+        --rw=randread --bs=4k --time_based --runtime="$READ_SECS" --ioengine=psync \
+        --output-format=json |
+        python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['read']['iops']))")"
 }
 
 fsync_writes() { # LABEL
@@ -82,8 +133,19 @@ fsync_writes() { # LABEL
     rm -f -- "$MNT/g"
 }
 
+# stored_bytes: what the store occupies (embedded: its directory; file://: the objects
+# directory; s3: not measurable here, SeaweedFS frees deleted objects only when it vacuums).
+stored_bytes() {
+    case "$CUR_BACKEND" in
+    disk) du -sb "$STORE" | cut -f1 ;;
+    file) du -sb "$OBJECTS" | cut -f1 ;;
+    s3) echo "" ;;
+    esac
+}
+
 space_after_deletes() { # LABEL
-    local i s t0 d
+    local i s t0 d n
+    if [ "$SPACE_MIB" = 0 ] || [ "$CUR_BACKEND" = s3 ]; then return 0; fi
     for i in 1 2 3; do
         dd if=/dev/urandom of="$MNT/f" bs=1M count="$SPACE_MIB" conv=fsync status=none
         mkdir "$MNT/.snapshots/s$i"
@@ -92,44 +154,50 @@ space_after_deletes() { # LABEL
     t0="$(date +%s)"
     for s in 0 20 60; do
         while [ $(($(date +%s) - t0)) -lt "$s" ]; do sleep 1; done
+        n="$(stored_bytes)"
         record "$1" "store / live data, ${s}s after deleting the snapshots" \
-            "$(python3 -c "print(round($(du -sb "$STORE" | cut -f1) / ($SPACE_MIB * 2**20), 2))")"
+            "$(python3 -c "print(round($n / ($SPACE_MIB * 2**20), 2))")"
     done
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    for i in 0 1; do
-        label="$([ "$i" = 0 ] && echo A || echo B)"
-        log "round $round/$ROUNDS: $label (${BINS[$i]})"
-        fresh "${BINS[$i]}"
+    for i in "${!BINS[@]}"; do
+        label="${LABELS[$i]}"
+        log "round $round/$ROUNDS: $label (${BINS[$i]} on ${BACKENDS[$i]})"
+        fresh "$i"
         seq_write "$label" "$SMALL"
-        seq_write "$label" "$BIG"
+        cold_reads "$label"
+        rm -f -- "$MNT/f"
+        if [ -n "$BIG" ]; then
+            seq_write "$label" "$BIG"
+            rm -f -- "$MNT/f"
+        fi
         fsync_writes "$label"
         done_with
-        fresh "${BINS[$i]}"
+        fresh "$i"
         space_after_deletes "$label"
         done_with
     done
 done
 
-echo "A = ${BINS[0]}"
-echo "B = ${BINS[1]}"
-python3 - "$RESULTS" <<'PY'
+for i in "${!BINS[@]}"; do echo "${LABELS[$i]} = ${BINS[$i]} on ${BACKENDS[$i]}"; done
+python3 - "$RESULTS" "${LABELS[@]}" <<'PY'
 import sys, statistics
+labels = sys.argv[2:]
 rows = {}
 order = []
 for line in open(sys.argv[1]):
     label, row, value = line.rstrip("\n").split("\t")
     if row not in rows:
-        rows[row] = {"A": [], "B": []}
+        rows[row] = {l: [] for l in labels}
         order.append(row)
     rows[row][label].append(float(value))
 def cell(v):
     if not v:
         return "-"
     return f"{statistics.median(v):g} ({min(v):g}-{max(v):g})"
-print("| row | A median (range) | B median (range) |")
-print("|---|---:|---:|")
+print("| row | " + " | ".join(f"{l} median (range)" for l in labels) + " |")
+print("|---|" + "---:|" * len(labels))
 for row in order:
-    print(f"| {row} | {cell(rows[row]['A'])} | {cell(rows[row]['B'])} |")
+    print(f"| {row} | " + " | ".join(cell(rows[row][l]) for l in labels) + " |")
 PY

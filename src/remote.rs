@@ -215,6 +215,7 @@ fn options(store: &Path, cfg: &RemoteConfig, read_only: bool) -> SlateOptions {
         lock_file: Some(store.join("lock")),
         location: cfg.object_store.clone(),
         version_rule: Some(VERSION_RULE),
+        segment_cache: Some(store.join("segcache")),
     }
 }
 

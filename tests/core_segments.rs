@@ -1,5 +1,5 @@
 //! The store over the segment layer: a store written before segments (format 1, every block
-//! in RocksDB) opens, reads its blocks as they are, moves to format 2 and writes new blocks
+//! in RocksDB) opens, reads its blocks as they are, moves to this build's format and writes new blocks
 //! to segments; fsck checks both kinds; a newer format is refused by name.
 
 #[path = "core/harness.rs"]
@@ -65,8 +65,8 @@ fn a_store_written_before_segments_opens_reads_and_writes_new_blocks_to_segments
     let store = Arc::new(Store::open(kv.clone()).expect("open an older store"));
     assert_eq!(
         format_of(&*kv),
-        2,
-        "a writable open moves the store to format 2"
+        u64::from(snapfs::store::FORMAT_VERSION),
+        "a writable open moves the store to this build's format"
     );
     let fs = open_default(store.clone());
     let mut want = pattern(1, 100_000);
@@ -110,12 +110,90 @@ fn a_newer_format_is_refused_by_name() {
     {
         let kv: Arc<dyn Kv> = Arc::new(segmented(dir.path()));
         Store::init(kv.clone(), 4096).expect("init");
-        set_format(&*kv, 3);
+        set_format(&*kv, u64::from(snapfs::store::FORMAT_VERSION) + 1);
     }
     let kv: Arc<dyn Kv> = Arc::new(segmented(dir.path()));
     let err = Store::open(kv).err().expect("refused");
+    let (newer, known) = (
+        format!("format version {}", snapfs::store::FORMAT_VERSION + 1),
+        format!("1 to {}", snapfs::store::FORMAT_VERSION),
+    );
     assert!(
-        err.to_string().contains("format version 3") && err.to_string().contains("1 to 2"),
+        err.to_string().contains(&newer) && err.to_string().contains(&known),
         "{err}"
     );
+}
+
+/// A store on object storage written before segments (format 2: every block inside SlateDB)
+/// opens with file data in segment objects: old blocks read as they are, new ones go to
+/// segments, a snapshot taken the old way reads the old way, fsck is clean.
+#[cfg(feature = "slatedb")]
+#[test]
+fn a_store_on_object_storage_written_before_segments_opens_and_writes_to_segments() {
+    use snapfs::kv::slate::{open, Location, SlateOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = Location::Dir(dir.path().join("bucket"));
+    let mut opts = SlateOptions {
+        version_rule: Some(snapfs::remote::VERSION_RULE),
+        ..SlateOptions::default()
+    };
+    let (ino, snap);
+    {
+        let kv = open(&bucket, "snapfs", &opts).expect("open slatedb without segments");
+        assert!(kv.segments().is_none(), "opened with segments");
+        let store = Arc::new(Store::init(kv.clone(), 4096).expect("init"));
+        let fs = open_default(store.clone());
+        let (i, fh) = file(&fs, "old");
+        ino = i;
+        fs.write(ino, Some(fh), 0, &pattern(1, 100_000), false)
+            .expect("write");
+        let id = default_id(&store);
+        snap = store
+            .snapshot(&id, Some("before"), None)
+            .expect("snapshot")
+            .name;
+        fs.write(ino, Some(fh), 50_000, &pattern(2, 20_000), false)
+            .expect("overwrite");
+        fs.fsync().expect("fsync");
+        set_format(&*kv, 2);
+        drop(fs);
+        drop(store);
+        drop(kv);
+    }
+    opts.segment_cache = Some(dir.path().join("segcache"));
+    let kv = open(&bucket, "snapfs", &opts).expect("open with segments");
+    let store = Arc::new(Store::open(kv.clone()).expect("open an older store"));
+    assert_eq!(format_of(&*kv), u64::from(snapfs::store::FORMAT_VERSION));
+    let fs = open_default(store.clone());
+    let mut want = pattern(1, 100_000);
+    want[50_000..70_000].copy_from_slice(&pattern(2, 20_000));
+    assert_eq!(fs.read(ino, 0, 200_000).expect("read"), want);
+    let seg = kv.segments().expect("segments");
+    assert_eq!(
+        seg.check().expect("check").refs,
+        0,
+        "nothing moved by opening"
+    );
+    fs.write(ino, None, 0, &pattern(3, 10_000), false)
+        .expect("write");
+    fs.fsync().expect("fsync");
+    want[..10_000].copy_from_slice(&pattern(3, 10_000));
+    assert_eq!(fs.read(ino, 0, 200_000).expect("read"), want);
+    let report = seg.check().expect("check");
+    assert!(report.refs >= 2, "{report:?}");
+    assert!(report.is_clean(), "{report:?}");
+    let id = default_id(&store);
+    let s = store
+        .snapshots(&id)
+        .expect("snapshots")
+        .into_iter()
+        .find(|s| s.name == snap)
+        .expect("snapshot");
+    let view = snapfs::fs::Fs::frozen(store.clone(), &id, store.snapshot_chain(&s));
+    assert_eq!(
+        view.read(ino, 0, 200_000).expect("read"),
+        pattern(1, 100_000)
+    );
+    let r = snapfs::fsck::check(&store).expect("fsck");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
 }

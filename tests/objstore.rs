@@ -7,7 +7,9 @@
 //!   why) and nothing A had fsync'ed is lost;
 //! - a read-only host browses snapshots while the writer writes, and never fences it;
 //! - the S3 server stopped mid-write and started again: writes return, fsync fails after the
-//!   configured timeout, everything resumes, nothing fsync'ed is lost.
+//!   configured timeout, everything resumes, nothing fsync'ed is lost;
+//! - a reader host reads an old snapshot while the writer's garbage collection repacks and
+//!   deletes the segment objects under it (issue 28), and never fails.
 
 mod common;
 
@@ -501,4 +503,139 @@ fn unmount_with_the_server_down_exits_in_bounded_time() {
         b"synced before the outage"
     );
     a.umount();
+}
+
+/// Reads 4 KiB pieces of `path` at pseudo-random offsets and compares them with `want`,
+/// dropping the kernel's cached pages first so that every read reaches the daemon.
+fn read_pieces(path: &Path, want: &[u8], seed: &mut u64, n: usize) -> Result<(), String> {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    posix_fadvise(f.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .map_err(|e| format!("fadvise {}: {e}", path.display()))?;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..n {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = ((*seed >> 33) as usize % (want.len() / 4096)) * 4096;
+        f.read_exact_at(&mut buf, off as u64)
+            .map_err(|e| format!("read {} at {off}: {e}", path.display()))?;
+        if buf[..] != want[off..off + 4096] {
+            return Err(format!("{} at {off}: other bytes", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 28: a reader host reads an old snapshot while the writer overwrites a file, takes
+/// and deletes snapshots, and its garbage collection repacks and deletes the segments the
+/// snapshot's blocks were in. The reader's small cache makes it fetch again and again, with
+/// views that follow the writer seconds behind: no read fails or returns other bytes.
+#[test]
+fn reader_host_reads_an_old_snapshot_while_the_writer_collects_segments() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    require_fuse();
+    let s3 = S3Server::start();
+    let url = s3.url("reader-gc");
+    let a = mount(&s3, host(&s3, &url, &[]), &[]);
+    let old = pattern(17, 12 << 20);
+    write_synced(&a.join("big"), &old);
+    fs::create_dir(a.join(".snapshots/old")).expect("snapshot old");
+
+    let r = mount(
+        &s3,
+        host(&s3, &url, &["--attach", "--cache-size", "64M"]),
+        &["--read-only"],
+    );
+    let snap = r.join(".snapshots/old/big");
+    assert!(
+        wait_until(Duration::from_secs(30), || fs::read(&snap)
+            .is_ok_and(|d| d == old)),
+        "the reader never saw snapshot old"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let (snap, head, old) = (snap.clone(), r.join("big"), old.clone());
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut seed = 7u64;
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                read_pieces(&snap, &old, &mut seed, 64)?;
+                reads += 64;
+                // The head moves under the reader: any content, but no error (its reads
+                // churn the reader's cache).
+                let f = fs::File::open(&head).map_err(|e| format!("open head: {e}"))?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                loop {
+                    let n = f
+                        .read_at(&mut buf, off)
+                        .map_err(|e| format!("read head at {off}: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    off += n as u64;
+                }
+                // The whole snapshot file, now and then.
+                if reads.is_multiple_of(512) {
+                    let d = fs::read(&snap).map_err(|e| format!("read snapshot: {e}"))?;
+                    if d != old {
+                        return Err("the snapshot read whole holds other bytes".into());
+                    }
+                }
+            }
+            Ok(reads)
+        })
+    };
+
+    // The writer: each round overwrites big (16 MiB), takes a snapshot and deletes the one
+    // before the last (12 rounds: three segments' worth); then it idles, which makes its
+    // garbage collection repack the segments the old blocks are in, and delete the emptied
+    // ones 20 s after they emptied. The reader reads all along.
+    let mut round = 0u32;
+    while round < 12 && !reader.is_finished() {
+        round += 1;
+        write_synced(&a.join("big"), &pattern(round as u8, 16 << 20));
+        fs::create_dir(a.join(format!(".snapshots/s{round}"))).expect("snapshot");
+        if round > 2 {
+            let alias = a.join(format!(".snapshots/s{}", round - 2));
+            let name = fs::read_link(&alias).expect("alias link");
+            fs::remove_dir(a.join(".snapshots").join(name)).expect("rmdir snapshot");
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let deleted = loop {
+        let st = status(&s3, a.store());
+        let deleted = st["object_store"]["segments_deleted"].as_u64().unwrap_or(0);
+        if deleted >= 3 || reader.is_finished() {
+            break deleted;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "fewer than 3 segments deleted after 240 s idle: {st}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // The reader goes on a few seconds past the deletions.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader
+        .join()
+        .expect("reader thread")
+        .unwrap_or_else(|e| panic!("the reader failed after {round} writer rounds: {e}"));
+    eprintln!(
+        "reader-gc: {reads} snapshot reads over {round} writer rounds, {deleted} segments deleted"
+    );
+    assert!(reads > 0, "the reader read nothing");
+    // What the reader sees at the end, after the writer's repacks: the same bytes.
+    assert_eq!(fs::read(&snap).expect("reader snapshot at the end"), old);
+    assert_eq!(fs::read(a.join(".snapshots/old/big")).expect("writer"), old);
+    drop(r);
+    let mut a = a;
+    a.umount();
+    fsck_clean(&s3, a.store());
 }

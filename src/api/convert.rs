@@ -204,6 +204,9 @@ impl From<crate::kv::RemoteStatus> for contract::ObjectStoreStatus {
             put_bytes: r.put_bytes,
             get_requests: r.get_requests,
             list_requests: r.list_requests,
+            segment_bytes: r.segment_bytes,
+            segment_live_bytes: r.segment_live_bytes,
+            segments_deleted: r.segments_deleted,
         }
     }
 }

@@ -438,6 +438,14 @@ pub(super) fn status(common: Common) -> Result<()> {
                 o.get_requests,
                 o.list_requests,
             ));
+            if o.segment_bytes > 0 || o.segments_deleted > 0 {
+                out.push_str(&format!(
+                    "\n  file data: {} in segments, {} of it live; {} segments deleted since start",
+                    human_size(o.segment_bytes),
+                    human_size(o.segment_live_bytes),
+                    o.segments_deleted,
+                ));
+            }
         }
         out
     })

@@ -98,6 +98,11 @@ pub struct ObjectStoreStatus {
     pub put_bytes: u64,
     pub get_requests: u64,
     pub list_requests: u64,
+    /// File data in segment objects: their bytes (live or not), the live part, and the
+    /// segments deleted since the daemon opened the store (emptied ones after the horizon).
+    pub segment_bytes: u64,
+    pub segment_live_bytes: u64,
+    pub segments_deleted: u64,
 }
 
 /// The daemon process, in `GET /status`.

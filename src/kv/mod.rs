@@ -92,6 +92,11 @@ pub struct RemoteStatus {
     pub put_bytes: u64,
     pub get_requests: u64,
     pub list_requests: u64,
+    /// File data in segment objects: their bytes, the live part of them, and how many
+    /// segments were deleted since the store was opened here.
+    pub segment_bytes: u64,
+    pub segment_live_bytes: u64,
+    pub segments_deleted: u64,
 }
 
 pub type KvResult<T> = Result<T, KvError>;
@@ -106,6 +111,25 @@ pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> bool;
 #[derive(Default, Debug, Clone)]
 pub struct Batch {
     ops: Vec<BatchOp>,
+    /// Segment bytes the batch's references point to: (segment, end) of the furthest, which
+    /// a store on object storage must have uploaded before the batch may reach its log.
+    needs: Option<SegPos>,
+    /// How far the segment bytes are durable with this very batch (tail journal records it
+    /// carries): the batches before it, and it, need nothing below this.
+    covers: Option<SegPos>,
+}
+
+/// A position in the segments: (segment, offset), ordered by segment, then offset.
+pub type SegPos = (u64, u64);
+
+/// What a store on object storage asks of the segments its batches point into before a
+/// batch may reach its log (`kv/slate/segments.rs` answers): segment bytes are uploaded
+/// before any reference to them can be durable, so no crash leaves a dangling one.
+pub trait UploadGate: Send + Sync {
+    /// Whether every segment byte below `pos` is in the object store.
+    fn uploaded(&self, pos: SegPos) -> bool;
+    /// Uploads every segment byte below `pos` now.
+    fn upload(&self, pos: SegPos) -> KvResult<()>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +163,24 @@ impl Batch {
     /// Appends every operation of `other` after this batch's own.
     pub fn extend(&mut self, other: Batch) {
         self.ops.extend(other.ops);
+        self.needs = self.needs.max(other.needs);
+        self.covers = self.covers.max(other.covers);
+    }
+    /// Notes that the batch points to segment bytes up to `pos` (see [`Batch::needs`]).
+    pub fn need(&mut self, pos: SegPos) {
+        self.needs = self.needs.max(Some(pos));
+    }
+    /// Notes that the batch makes segment bytes below `pos` durable.
+    pub fn cover(&mut self, pos: SegPos) {
+        self.covers = self.covers.max(Some(pos));
+    }
+    /// The furthest segment bytes the batch points to.
+    pub fn needs(&self) -> Option<SegPos> {
+        self.needs
+    }
+    /// How far the batch makes segment bytes durable.
+    pub fn covers(&self) -> Option<SegPos> {
+        self.covers
     }
 }
 

@@ -33,12 +33,16 @@ mod open;
 #[cfg(feature = "slatedb")]
 mod overlay;
 #[cfg(feature = "slatedb")]
+mod segments;
+#[cfg(feature = "slatedb")]
 mod traffic;
 
 #[cfg(feature = "slatedb")]
 pub use db::SlateKv;
 #[cfg(feature = "slatedb")]
 pub use open::{exists, open, s3_client};
+#[cfg(feature = "slatedb")]
+pub use segments::{segment_options, segmented, ObjectSegments};
 
 /// The key schema's rule for versioned keys, handed in by whoever opens the database (the
 /// backend knows nothing of the schema): SlateDB's bloom filters also hash each versioned
@@ -85,6 +89,9 @@ pub struct SlateOptions {
     pub location: String,
     /// The key schema's version rule (none: filters on whole keys only).
     pub version_rule: Option<VersionRule>,
+    /// Keep file data in segment objects beside the database, cached in this local
+    /// directory (`slate/segments.rs`); none: every value lives in SlateDB.
+    pub segment_cache: Option<PathBuf>,
 }
 
 impl Default for SlateOptions {
@@ -99,6 +106,7 @@ impl Default for SlateOptions {
             lock_file: None,
             location: String::new(),
             version_rule: None,
+            segment_cache: None,
         }
     }
 }

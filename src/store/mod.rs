@@ -43,9 +43,11 @@ use crate::ids::{ContainerId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
-/// On-disk format version of a store written by this build: 2, file blocks may be
-/// references into segment files (`kv::segments`); 1, every block is in the kv.
-pub const FORMAT_VERSION: u32 = 2;
+/// On-disk format version of a store written by this build: 3, file blocks of a store on
+/// object storage may be references into segment objects too; 2, blocks of an embedded
+/// store may be references into segment files (`kv::segments`); 1, every block is in the
+/// kv. A build reads older formats and moves a store it opens for writing to its own.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build opens (a writable open moves it to [`FORMAT_VERSION`]).
 pub const MIN_FORMAT_VERSION: u32 = 1;
 pub const MIN_BLOCK_SIZE: u32 = 4096;

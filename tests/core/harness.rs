@@ -21,7 +21,8 @@ pub enum Backend {
     /// An embedded store as a store directory opens it: RocksDB (in `db/`) under the segment
     /// layer (files in `segments/`, 1 MiB each so that tests seal and repack some).
     Rocks(tempfile::TempDir),
-    /// SlateDB on a local directory standing in for object storage.
+    /// SlateDB on a local directory standing in for object storage, file data in segment
+    /// objects (as a store directory opens it).
     #[cfg(feature = "slatedb")]
     Slate(tempfile::TempDir),
 }
@@ -35,11 +36,14 @@ impl Backend {
             Backend::Slate(dir) => {
                 // As a store directory opens it: with the key schema's version rule.
                 use snapfs::kv::slate::{open, Location, SlateOptions};
+                // With file data in segment objects, cached beside the "bucket".
                 let opts = SlateOptions {
                     version_rule: Some(snapfs::remote::VERSION_RULE),
+                    segment_cache: Some(dir.path().join("segcache")),
                     ..SlateOptions::default()
                 };
-                open(&Location::Dir(dir.path().into()), "snapfs", &opts).expect("open slatedb")
+                let bucket = dir.path().join("bucket");
+                open(&Location::Dir(bucket), "snapfs", &opts).expect("open slatedb")
             }
         }
     }

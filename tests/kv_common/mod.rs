@@ -135,6 +135,17 @@ pub fn open_segmented(
         .expect("open segments")
 }
 
+/// The segment layer with its segments as objects beside a SlateDB database (`kv`), cached
+/// in `cache`: small segments, so that tests seal, upload parts and repack.
+#[cfg(feature = "slatedb")]
+pub fn open_slate_segmented(
+    kv: snapfs::kv::slate::SlateKv,
+    cache: &std::path::Path,
+) -> snapfs::kv::segments::SegmentedKv {
+    snapfs::kv::slate::segmented(kv, cache, 1 << 30, small_segment_options())
+        .expect("open segments on object storage")
+}
+
 /// Every reference of a segmented store holds and every live counter is exact.
 pub fn assert_segments_clean(kv: &dyn Kv) {
     let check = kv.segments().expect("a segmented store");
@@ -280,6 +291,38 @@ macro_rules! conformance {
                     suite::$name(&kv);
                     assert_segments_clean(&kv);
                     drop(kv);
+                }
+            )*
+        }
+
+/// The segment layer over SlateDB, segments as objects (in memory).
+        #[cfg(feature = "slatedb")]
+        mod segmented_slate_memory {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let slate = snapfs::kv::slate::SlateKv::in_memory().expect("open slatedb");
+                    let kv = open_slate_segmented(slate, dir.path());
+                    suite::$name(&kv);
+                    assert_segments_clean(&kv);
+                }
+            )*
+        }
+
+        /// The segment layer over SlateDB on the loopback S3 server.
+        #[cfg(feature = "slatedb")]
+        mod segmented_slate_s3 {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::TempDir::new().expect("tempdir");
+                    let slate = open_slate_s3(concat!("seg-", stringify!($name)));
+                    let kv = open_slate_segmented(slate, dir.path());
+                    suite::$name(&kv);
+                    assert_segments_clean(&kv);
                 }
             )*
         }

@@ -73,7 +73,7 @@ impl SegmentCheck for SegmentedKv {
                 *n += r.len as u64;
                 let flen = *file_lens
                     .entry(r.seg)
-                    .or_insert_with(|| self.dir.len_of(r.seg).ok());
+                    .or_insert_with(|| self.store.len_of(r.seg).ok());
                 match flen {
                     None => report
                         .bad_refs

@@ -1,5 +1,7 @@
-//! A store's segment files on local disk: `DIR/<id as 16 hex digits>.seg`, created with
-//! their header, appended to by one writer, read at any offset, deleted whole.
+//! Where segments are kept: [`SegmentStore`], the operations the segment layer needs
+//! (create, append, make durable, read any range, list, delete whole), and its first
+//! implementation, [`SegmentDir`]: files on local disk, `DIR/<id as 16 hex digits>.seg`.
+//! The second, segments as objects on object storage, is `kv/slate/segments.rs`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -12,6 +14,41 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::format;
+
+/// What the segment layer asks of the place its segments live. One writer appends to one
+/// open segment at a time; any thread reads; a segment is deleted whole.
+pub trait SegmentStore: Send + Sync {
+    /// Creates segment `seg` holding its file header (`format::file_header`).
+    fn create(&self, seg: u64) -> io::Result<()>;
+    /// Writes `bytes` at `off` of segment `seg` (past its current end: appends only).
+    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes the first `upto` bytes of segment `seg` durable.
+    fn sync(&self, seg: u64, upto: u64) -> io::Result<()>;
+    /// How far segment `seg` was made durable by the store on its own (an object store
+    /// uploads when the write-behind buffer needs it), if it knows.
+    fn synced(&self, _seg: u64) -> Option<u64> {
+        None
+    }
+    /// Bytes appended but not yet where a crash cannot take them (an object store's upload
+    /// backlog); 0 for files, whose unsynced bytes the segment records count.
+    fn pending_bytes(&self) -> u64 {
+        0
+    }
+    /// Bytes of a local cache of the segments (an object store's), 0 when none.
+    fn cached_bytes(&self) -> u64 {
+        0
+    }
+    /// `len` bytes of segment `seg` at `off`; missing bytes are an `UnexpectedEof` error.
+    fn read_at(&self, seg: u64, off: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The length of segment `seg` as stored (its durable part for an object store).
+    fn len_of(&self, seg: u64) -> io::Result<u64>;
+    /// Deletes segment `seg` (already gone: fine).
+    fn remove(&self, seg: u64) -> io::Result<()>;
+    /// Every segment stored.
+    fn list(&self) -> io::Result<Vec<Listed>>;
+    /// The local directory of the segments (or of their cache).
+    fn path(&self) -> &Path;
+}
 
 /// Open read handles kept at most (a store of a few TiB has tens of thousands of segments).
 const MAX_HANDLES: usize = 256;
@@ -37,17 +74,13 @@ impl SegmentDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn file_of(&self, seg: u64) -> PathBuf {
         self.dir.join(format!("{seg:016x}.seg"))
     }
 
     /// Creates segment `seg` with its header and makes its name durable; returns the file,
     /// open for reading and writing.
-    pub fn create(&self, seg: u64) -> io::Result<Arc<File>> {
+    fn create_file(&self, seg: u64) -> io::Result<Arc<File>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -62,7 +95,7 @@ impl SegmentDir {
     }
 
     /// A handle of segment `seg` for reading (and, for the open segment, appending).
-    pub fn handle(&self, seg: u64) -> io::Result<Arc<File>> {
+    fn handle(&self, seg: u64) -> io::Result<Arc<File>> {
         if let Some(f) = self.handles.lock().get(&seg) {
             return Ok(f.clone());
         }
@@ -79,21 +112,39 @@ impl SegmentDir {
         handles.insert(seg, file.clone());
         Ok(file)
     }
+}
+
+impl SegmentStore for SegmentDir {
+    fn create(&self, seg: u64) -> io::Result<()> {
+        self.create_file(seg).map(|_| ())
+    }
+
+    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
+        self.handle(seg)?.write_all_at(bytes, off)
+    }
+
+    fn sync(&self, seg: u64, _upto: u64) -> io::Result<()> {
+        self.handle(seg)?.sync_data()
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
 
     /// `len` bytes of segment `seg` at `off`; a short file is an `UnexpectedEof` error.
-    pub fn read_at(&self, seg: u64, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_at(&self, seg: u64, off: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         self.handle(seg)?.read_exact_at(&mut buf, off)?;
         Ok(buf)
     }
 
     /// The current length of segment `seg`'s file.
-    pub fn len_of(&self, seg: u64) -> io::Result<u64> {
+    fn len_of(&self, seg: u64) -> io::Result<u64> {
         Ok(self.handle(seg)?.metadata()?.len())
     }
 
     /// Deletes segment `seg` (already gone: fine).
-    pub fn remove(&self, seg: u64) -> io::Result<()> {
+    fn remove(&self, seg: u64) -> io::Result<()> {
         self.handles.lock().remove(&seg);
         match std::fs::remove_file(self.file_of(seg)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -102,7 +153,7 @@ impl SegmentDir {
     }
 
     /// Every segment file in the directory (other names are ignored).
-    pub fn list(&self) -> io::Result<Vec<Listed>> {
+    fn list(&self) -> io::Result<Vec<Listed>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;

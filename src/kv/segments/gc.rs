@@ -19,8 +19,23 @@ impl SegmentedKv {
     /// One round of garbage collection: deletions, orphans and (when `idle` or the garbage is
     /// over a quarter of the segments) repacks of up to `budget` bytes.
     pub(super) fn collect(&self, idle: bool, budget: u64) -> KvResult<()> {
+        // A reader (a host following the writer) never deletes: what it does not know of
+        // may be the writer's newest segment.
+        if self.inner.status().is_some_and(|s| s.read_only()) {
+            return Ok(());
+        }
         self.delete_empty()?;
-        self.delete_orphans()?;
+        let due = {
+            let mut last = self.orphans_checked.lock();
+            let due = last.is_none_or(|t| t.elapsed() >= self.opts.horizon);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.delete_orphans()?;
+        }
         let (len, live) = self.segment_bytes();
         if idle || len.saturating_sub(live) > len / 4 {
             self.repack(budget)?;
@@ -60,13 +75,14 @@ impl SegmentedKv {
             if st.segs.get(seg).is_none_or(|i| i.rec.live != 0) {
                 continue;
             }
-            self.dir
+            self.store
                 .remove(*seg)
                 .map_err(|e| super::io_err(&format!("deleting segment {seg:016x}"), e))?;
             b.delete(Space::Segments, seg_key(*seg));
             st.segs.remove(seg);
             st.unsynced.remove(seg);
             st.dirty.remove(seg);
+            self.deleted.fetch_add(1, Ordering::Relaxed);
             log::debug!("segment {seg:016x} deleted (no live bytes)");
         }
         self.inner.write(b, false)?;
@@ -78,7 +94,7 @@ impl SegmentedKv {
     /// and of records are never orphans).
     pub(super) fn orphans(&self, older_than_horizon: bool) -> KvResult<Vec<(u64, u64)>> {
         let listed = self
-            .dir
+            .store
             .list()
             .map_err(|e| super::io_err("listing segments", e))?;
         let st = self.state.lock();
@@ -101,9 +117,10 @@ impl SegmentedKv {
         let mut n = 0;
         for (seg, len) in self.orphans(true)? {
             log::info!("deleting orphan segment {seg:016x} ({len} bytes, no record names it)");
-            self.dir
+            self.store
                 .remove(seg)
                 .map_err(|e| super::io_err(&format!("deleting segment {seg:016x}"), e))?;
+            self.deleted.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
         Ok(n)
@@ -152,7 +169,7 @@ impl SegmentedKv {
     /// Moves the live entries of segment `seg` (`len` bytes) into the open segment.
     pub(super) fn repack_one(&self, seg: u64, len: u64) -> KvResult<()> {
         let header = self
-            .dir
+            .store
             .read_at(seg, 0, format::FILE_HEADER_LEN as usize)
             .map_err(|e| super::io_err(&format!("reading segment {seg:016x}"), e))?;
         if !format::check_file_header(&header, seg) {
@@ -167,7 +184,7 @@ impl SegmentedKv {
             }
             let want = REPACK_CHUNK.min(len - off);
             let buf = self
-                .dir
+                .store
                 .read_at(seg, off, want as usize)
                 .map_err(|e| super::io_err(&format!("reading segment {seg:016x}"), e))?;
             // Entries wholly inside the chunk: (key, value, value offset).
@@ -213,7 +230,7 @@ impl SegmentedKv {
                 let h = EntryHeader::parse(&buf)
                     .ok_or_else(|| KvError::Io(format!("segment {seg:016x}: no entry at {off}")))?;
                 let whole = self
-                    .dir
+                    .store
                     .read_at(seg, off, h.total() as usize)
                     .map_err(|e| super::io_err(&format!("reading segment {seg:016x}"), e))?;
                 let key_end = format::ENTRY_HEADER_LEN as usize + h.key_len as usize;

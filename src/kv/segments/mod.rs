@@ -41,11 +41,10 @@ mod read;
 mod sync;
 
 pub use check::{SegmentCheck, SegmentReport};
-pub use format::REF_LEN;
+pub use files::{Listed, SegmentStore};
+pub use format::{file_header, REF_LEN};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,7 +127,6 @@ struct SegInfo {
 /// The segment being appended to.
 struct OpenSeg {
     seg: u64,
-    file: Arc<File>,
     /// Bytes written to the file.
     len: u64,
     /// Bytes known durable (fdatasync'd).
@@ -243,7 +241,7 @@ impl Drop for ViewGuard<'_> {
 /// A [`Kv`] whose large data values live in segment files (see the module doc).
 pub struct SegmentedKv {
     inner: Box<dyn Kv>,
-    dir: SegmentDir,
+    store: Arc<dyn SegmentStore>,
     opts: SegmentOptions,
     state: Mutex<State>,
     views: Mutex<Views>,
@@ -253,22 +251,42 @@ pub struct SegmentedKv {
     total_live: AtomicU64,
     stop: AtomicBool,
     syncer: sync::Syncer,
+    /// Bytes of keys and values appended to segments (the inner store's traffic report
+    /// counts only what it holds itself).
+    appended: AtomicU64,
+    /// Segments deleted since open (emptied, or orphans).
+    deleted: AtomicU64,
+    /// When orphans were last looked for (listing every segment costs requests on object
+    /// storage: at most once per horizon).
+    orphans_checked: Mutex<Option<std::time::Instant>>,
 }
 
 impl SegmentedKv {
     /// Opens the segment layer over `inner` with its files in `dir` (see `open.rs`).
     pub fn open(inner: Box<dyn Kv>, dir: &Path, opts: SegmentOptions) -> KvResult<SegmentedKv> {
         let dir = SegmentDir::open(dir).map_err(|e| io_err("segment directory", e))?;
+        Self::open_in(inner, Arc::new(dir), opts)
+    }
+
+    /// Opens the segment layer over `inner` with its segments in `store`.
+    pub fn open_in(
+        inner: Box<dyn Kv>,
+        store: Arc<dyn SegmentStore>,
+        opts: SegmentOptions,
+    ) -> KvResult<SegmentedKv> {
         let kv = SegmentedKv {
             inner,
-            dir,
+            syncer: sync::Syncer::start(store.clone()),
+            store,
             opts,
             state: Mutex::new(State::default()),
             views: Mutex::new(Views::default()),
             total_len: AtomicU64::new(0),
             total_live: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            syncer: sync::Syncer::start(),
+            appended: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            orphans_checked: Mutex::new(None),
         };
         kv.recover()?;
         Ok(kv)
@@ -338,8 +356,7 @@ impl SegmentedKv {
     fn rotate(&self, st: &mut State) -> KvResult<()> {
         self.seal_open(st)?;
         let seg = st.next_id.max(1);
-        let file = self
-            .dir
+        self.store
             .create(seg)
             .map_err(|e| io_err(&format!("creating segment {seg:016x}"), e))?;
         let len = format::FILE_HEADER_LEN;
@@ -361,7 +378,6 @@ impl SegmentedKv {
         st.dirty.insert(seg);
         st.open = Some(OpenSeg {
             seg,
-            file,
             len,
             synced: len,
             journaled: len,
@@ -397,8 +413,8 @@ impl SegmentedKv {
         let Some(open) = st.open.as_mut() else {
             return Err(KvError::Io("no open segment".into()));
         };
-        open.file
-            .write_all_at(buf, open.len)
+        self.store
+            .append(open.seg, open.len, buf)
             .map_err(|e| io_err(&format!("writing segment {:016x}", open.seg), e))?;
         open.len += buf.len() as u64;
         self.total_len
@@ -440,6 +456,8 @@ impl SegmentedKv {
             .map_err(|_| KvError::Io("value too large for a segment".into()))?;
         let key_len = u16::try_from(key.len())
             .map_err(|_| KvError::Io("key too long for a segment entry".into()))?;
+        self.appended
+            .fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
         buf.extend_from_slice(&format::entry_header(key, len, crc));
         buf.extend_from_slice(key);
         buf.extend_from_slice(value);
@@ -472,6 +490,7 @@ impl SegmentedKv {
                             None => self.append(st, &mut buf, &key, &value)?,
                         };
                         *delta.entry(r.seg).or_default() += r.len as i64;
+                        out.need((r.seg, r.end()));
                         seen.insert(key.clone(), Some(r));
                         out.put(Space::Data, key, r.encode());
                     } else {
@@ -499,6 +518,10 @@ impl SegmentedKv {
         if durable {
             self.sync_sealed(st)?;
             self.durable_tail(st, &mut out)?;
+            // Every segment byte so far is durable with this batch.
+            if let Some(o) = &st.open {
+                out.cover((o.seg, o.len));
+            }
         }
         if let Some((len, done)) = st.open.as_ref().map(|o| (o.len, o.synced.max(o.requested))) {
             if len >= self.opts.segment_bytes {
@@ -620,11 +643,42 @@ impl Kv for SegmentedKv {
     }
 
     fn status(&self) -> Option<&dyn Status> {
-        self.inner.status()
+        self.inner.status().map(|_| self as &dyn Status)
     }
 
     fn segments(&self) -> Option<&dyn SegmentCheck> {
         Some(self)
+    }
+}
+
+/// The inner store's status, its traffic report counting the bytes written to segments too.
+impl Status for SegmentedKv {
+    fn read_only(&self) -> bool {
+        self.inner.status().is_some_and(|s| s.read_only())
+    }
+
+    fn fenced(&self) -> bool {
+        self.inner.status().is_some_and(|s| s.fenced())
+    }
+
+    fn write_stopped(&self) -> bool {
+        self.inner.status().is_some_and(|s| s.write_stopped())
+    }
+
+    fn delayed_write_rate(&self) -> u64 {
+        self.inner.status().map_or(0, |s| s.delayed_write_rate())
+    }
+
+    fn remote_status(&self) -> Option<super::RemoteStatus> {
+        let mut r = self.inner.status()?.remote_status()?;
+        r.written_bytes += self.appended.load(Ordering::Relaxed);
+        r.backlog_bytes += self.store.pending_bytes();
+        r.cache_bytes += self.store.cached_bytes();
+        let (len, live) = self.segment_bytes();
+        r.segment_bytes = len;
+        r.segment_live_bytes = live;
+        r.segments_deleted = self.deleted.load(Ordering::Relaxed);
+        Some(r)
     }
 }
 
@@ -647,7 +701,7 @@ impl Maintenance for SegmentedKv {
     fn path(&self) -> Option<&Path> {
         match self.inner.maintenance().and_then(|m| m.path()) {
             Some(p) => Some(p),
-            None => Some(self.dir.path()),
+            None => Some(self.store.path()),
         }
     }
 

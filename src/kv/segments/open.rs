@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use super::format::{self, EntryHeader, Stored};
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 
 use super::{
     decode_record, encode_record, seg_key, split_journal_key, split_seg_key, SegInfo, SegmentedKv,
@@ -72,7 +71,7 @@ impl SegmentedKv {
             self.replay_journal(&journal, &mut fixes)?;
         }
         let listed = self
-            .dir
+            .store
             .list()
             .map_err(|e| super::io_err("listing segments", e))?;
         let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
@@ -103,9 +102,8 @@ impl SegmentedKv {
                 continue;
             }
             if file_len > 0 {
-                self.dir
-                    .handle(seg)
-                    .and_then(|f| f.sync_data())
+                self.store
+                    .sync(seg, file_len)
                     .map_err(|e| super::io_err(&format!("syncing segment {seg:016x}"), e))?;
             }
             if let Some(info) = st.segs.get_mut(&seg) {
@@ -142,26 +140,30 @@ impl SegmentedKv {
         journal: &BTreeMap<(u64, u64), Vec<u8>>,
         fixes: &mut Batch,
     ) -> KvResult<()> {
-        let mut touched = std::collections::BTreeSet::new();
+        // Segment -> where its restored bytes end.
+        let mut touched: BTreeMap<u64, u64> = BTreeMap::new();
+        let listed: std::collections::BTreeSet<u64> = self
+            .store
+            .list()
+            .map_err(|e| super::io_err("listing segments", e))?
+            .into_iter()
+            .map(|l| l.seg)
+            .collect();
         for (&(seg, off), bytes) in journal {
-            let file = match self.dir.handle(seg) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // The segment was deleted after its bytes were synced: nothing to restore.
-                    fixes.delete(Space::Segments, super::journal_key(seg, off));
-                    continue;
-                }
-                Err(e) => return Err(super::io_err(&format!("segment {seg:016x}"), e)),
-            };
-            file.write_all_at(bytes, off)
-                .map_err(|e| super::io_err(&format!("restoring segment {seg:016x}"), e))?;
-            touched.insert(seg);
             fixes.delete(Space::Segments, super::journal_key(seg, off));
+            if !listed.contains(&seg) {
+                // The segment was deleted after its bytes were synced: nothing to restore.
+                continue;
+            }
+            self.store
+                .append(seg, off, bytes)
+                .map_err(|e| super::io_err(&format!("restoring segment {seg:016x}"), e))?;
+            let end = touched.entry(seg).or_default();
+            *end = (*end).max(off + bytes.len() as u64);
         }
-        for seg in touched {
-            self.dir
-                .handle(seg)
-                .and_then(|f| f.sync_data())
+        for (seg, end) in touched {
+            self.store
+                .sync(seg, end)
                 .map_err(|e| super::io_err(&format!("syncing segment {seg:016x}"), e))?;
         }
         Ok(())
@@ -186,7 +188,7 @@ impl SegmentedKv {
             return None;
         }
         let h = self
-            .dir
+            .store
             .read_at(seg, off, format::ENTRY_HEADER_LEN as usize)
             .ok()?;
         let h = EntryHeader::parse(&h)?;
@@ -194,7 +196,7 @@ impl SegmentedKv {
             return None;
         }
         let body = self
-            .dir
+            .store
             .read_at(
                 seg,
                 off + format::ENTRY_HEADER_LEN,

@@ -5,8 +5,6 @@
 //! is one read per window), several reads at once when the bytes are scattered (a file
 //! rewritten at random places lives in many segments).
 
-use std::os::unix::fs::FileExt;
-
 use super::format::{self, Ref, Stored};
 use super::{io_err, SegmentedKv, ViewGuard};
 use crate::kv::{Dir, KvError, KvRead, KvResult, Pair, Space, Visit};
@@ -40,7 +38,7 @@ impl SegmentedKv {
 
     pub(super) fn read_ref(&self, r: &Ref) -> KvResult<Vec<u8>> {
         let bytes = self
-            .dir
+            .store
             .read_at(r.seg, r.off, r.len as usize)
             .map_err(|e| io_err(&format!("reading segment {:016x} at {}", r.seg, r.off), e))?;
         let crc = crc32fast::hash(&bytes);
@@ -153,12 +151,9 @@ impl SegmentedKv {
     }
 
     fn dir_read(&self, seg: u64, off: u64, len: usize) -> KvResult<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        self.dir
-            .handle(seg)
-            .and_then(|f| f.read_exact_at(&mut buf, off))
-            .map_err(|e| super::io_err(&format!("reading segment {seg:016x} at {off}"), e))?;
-        Ok(buf)
+        self.store
+            .read_at(seg, off, len)
+            .map_err(|e| super::io_err(&format!("reading segment {seg:016x} at {off}"), e))
     }
 
     fn check_crc(&self, r: &Ref, bytes: &[u8]) -> KvResult<()> {

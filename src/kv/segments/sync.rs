@@ -4,19 +4,16 @@
 //! sync makes durable is taken in by the next batch (`SegmentedKv::absorb_syncs`); an fsync
 //! never relies on it: it syncs whatever is still pending itself.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{io_err, journal_key, SegmentedKv, State};
+use super::{io_err, journal_key, SegmentStore, SegmentedKv, State};
 use crate::kv::{Batch, KvError, KvResult, Space};
 
 struct Job {
     seg: u64,
-    file: Arc<File>,
     upto: u64,
 }
 
@@ -33,7 +30,7 @@ pub(super) struct Syncer {
 }
 
 impl Syncer {
-    pub fn start() -> Syncer {
+    pub fn start(store: Arc<dyn SegmentStore>) -> Syncer {
         let (tx, rx) = mpsc::channel::<Job>();
         let done = Arc::new(Mutex::new(Vec::new()));
         let out = done.clone();
@@ -41,7 +38,7 @@ impl Syncer {
             .name("snapfs-segsync".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let error = job.file.sync_data().err().map(|e| e.to_string());
+                    let error = store.sync(job.seg, job.upto).err().map(|e| e.to_string());
                     out.lock().push(Done {
                         seg: job.seg,
                         upto: job.upto,
@@ -56,11 +53,11 @@ impl Syncer {
         }
     }
 
-    /// Asks for segment `seg` (`file`) to be durable up to `upto`; false if it cannot be
-    /// queued (the caller syncs inline).
-    pub fn request(&self, seg: u64, file: Arc<File>, upto: u64) -> bool {
+    /// Asks for segment `seg` to be durable up to `upto`; false if it cannot be queued (the
+    /// caller syncs inline).
+    pub fn request(&self, seg: u64, upto: u64) -> bool {
         match &*self.tx.lock() {
-            Some(tx) => tx.send(Job { seg, file, upto }).is_ok(),
+            Some(tx) => tx.send(Job { seg, upto }).is_ok(),
             None => false,
         }
     }
@@ -77,8 +74,8 @@ impl SegmentedKv {
             return Ok(());
         };
         if open.synced < open.len {
-            open.file
-                .sync_data()
+            self.store
+                .sync(open.seg, open.len)
                 .map_err(|e| io_err(&format!("syncing segment {:016x}", open.seg), e))?;
             open.synced = open.len;
             open.journaled = open.len;
@@ -102,7 +99,7 @@ impl SegmentedKv {
         if open.requested >= open.len || open.synced >= open.len {
             return Ok(());
         }
-        if self.syncer.request(open.seg, open.file.clone(), open.len) {
+        if self.syncer.request(open.seg, open.len) {
             open.requested = open.len;
             Ok(())
         } else {
@@ -121,7 +118,24 @@ impl SegmentedKv {
 
     /// Takes in what background syncs made durable.
     pub(super) fn absorb_syncs(&self, st: &mut State) {
-        for d in self.syncer.take_done() {
+        let mut done = self.syncer.take_done();
+        // What the store made durable on its own (an object store uploads for its log).
+        let watched = st.open.as_ref().map(|o| (o.seg, o.synced));
+        let sealed = st
+            .unsynced
+            .iter()
+            .filter_map(|s| st.segs.get(s).map(|i| (*s, i.rec.durable)));
+        for (seg, known) in watched.into_iter().chain(sealed) {
+            match self.store.synced(seg) {
+                Some(upto) if upto > known => done.push(Done {
+                    seg,
+                    upto,
+                    error: None,
+                }),
+                _ => {}
+            }
+        }
+        for d in done {
             if let Some(e) = d.error {
                 log::error!("syncing segment {:016x}: {e}", d.seg);
                 st.sync_error = Some(format!("syncing segment {:016x}: {e}", d.seg));
@@ -157,9 +171,8 @@ impl SegmentedKv {
             })
             .collect();
         for (seg, len) in pending {
-            self.dir
-                .handle(seg)
-                .and_then(|f| f.sync_data())
+            self.store
+                .sync(seg, len)
                 .map_err(|e| io_err(&format!("syncing segment {seg:016x}"), e))?;
             if let Some(info) = st.segs.get_mut(&seg) {
                 info.rec.durable = len;
@@ -188,11 +201,9 @@ impl SegmentedKv {
         let bytes = if open.tail_whole && open.tail_start <= from {
             open.tail[(from - open.tail_start) as usize..].to_vec()
         } else {
-            let mut bytes = vec![0u8; (open.len - from) as usize];
-            open.file
-                .read_exact_at(&mut bytes, from)
-                .map_err(|e| io_err(&format!("reading segment {:016x}", open.seg), e))?;
-            bytes
+            self.store
+                .read_at(open.seg, from, (open.len - from) as usize)
+                .map_err(|e| io_err(&format!("reading segment {:016x}", open.seg), e))?
         };
         let key = journal_key(open.seg, from);
         out.put(Space::Segments, key.clone(), bytes);

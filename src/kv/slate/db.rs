@@ -22,7 +22,7 @@ use super::traffic::{Counting, Traffic};
 use super::{SlateOptions, VersionRule};
 use crate::kv::{
     Batch, BatchOp, Dir, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Pair, RemoteStatus,
-    Space, Status, Visit,
+    SegPos, Space, Status, UploadGate, Visit,
 };
 use read::{Failed, Reader, Source};
 
@@ -151,6 +151,9 @@ pub struct SlateKv {
     opts: SlateOptions,
     /// Requests and bytes sent to the object store.
     traffic: Arc<Traffic>,
+    /// The object store, counting into `traffic`, and the database's path in it.
+    store: Arc<dyn ObjectStore>,
+    path: String,
     /// Bytes of keys and values written (what the object-store traffic amplifies).
     written: std::sync::atomic::AtomicU64,
     /// What the caller and the drain thread share.
@@ -170,6 +173,9 @@ struct Shared {
     /// The writer's status (durable sequence number, close reason).
     status: Option<tokio::sync::watch::Receiver<DbStatus>>,
     fenced: AtomicBool,
+    /// The segments this database's references point into (set once, by the segment
+    /// layer on top): the drain hands SlateDB no batch before the bytes it needs are up.
+    gate: std::sync::OnceLock<Arc<dyn UploadGate>>,
 }
 
 /// Takes an exclusive lock on `path` (created if missing), or fails with [`KvError::Busy`].
@@ -232,7 +238,7 @@ impl SlateKv {
             };
             let reader = rt
                 .block_on(
-                    DbReader::builder(path.to_string(), store)
+                    DbReader::builder(path.to_string(), store.clone())
                         .with_db_cache(memory_cache(), 0)
                         .with_filter_policies(filter_policies(opts.version_rule))
                         .with_options(ro)
@@ -258,7 +264,7 @@ impl SlateKv {
             };
             let db = rt
                 .block_on(
-                    Db::builder(path.to_string(), store)
+                    Db::builder(path.to_string(), store.clone())
                         .with_db_cache(memory_cache(), 0)
                         .with_filter_policies(filter_policies(opts.version_rule))
                         .with_settings(settings)
@@ -273,6 +279,7 @@ impl SlateKv {
             backlog: Mutex::new(VecDeque::new()),
             status,
             fenced: AtomicBool::new(false),
+            gate: std::sync::OnceLock::new(),
         });
         let drain = match &handle {
             Handle::Writer(db) => {
@@ -294,6 +301,8 @@ impl SlateKv {
             handle,
             opts: opts.clone(),
             traffic,
+            store,
+            path: path.to_string(),
             written: std::sync::atomic::AtomicU64::new(0),
             shared,
             drain: Mutex::new(drain),
@@ -317,6 +326,26 @@ impl SlateKv {
         Self::open(Arc::new(store), "snapfs")
     }
 
+    /// Hands the drain the segments this database's references point into (once).
+    pub fn set_gate(&self, gate: Arc<dyn UploadGate>) {
+        let _ = self.shared.gate.set(gate);
+    }
+
+    /// The object store (counting its traffic with the database's).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// How long a sync waits for the object store to take a write before it fails.
+    pub fn fsync_timeout(&self) -> Option<Duration> {
+        self.opts.fsync_timeout
+    }
+
+    /// The database's path in the object store.
+    pub fn prefix(&self) -> &str {
+        &self.path
+    }
+
     fn db(&self) -> KvResult<&Db> {
         match &self.handle {
             Handle::Writer(db) => Ok(db),
@@ -325,9 +354,22 @@ impl SlateKv {
     }
 }
 
+/// How long the drain waits for segment bytes to be uploaded on their own (every
+/// `sync_bytes` of the open segment) before it uploads them itself: a layer is written
+/// without delay when someone waits for it.
+const GATE_DELAY: Duration = Duration::from_millis(500);
+
 /// Moves the write-behind buffer into SlateDB until it is closed (or a write fails).
 fn drain(db: &Db, rt: &tokio::runtime::Handle, shared: &Shared) {
+    // How far the layers already handed over make segment bytes durable themselves.
+    let mut handed: Option<SegPos> = None;
     while let Some(layer) = shared.overlay.next_layer() {
+        if let Err(e) = shared.await_segments(&layer, handed) {
+            // Only when closing: otherwise the drain waits for the object store.
+            shared.overlay.fail(e);
+            return;
+        }
+        handed = handed.max(layer.covers);
         match rt.block_on(db.write(batch_of(&layer))) {
             Ok(h) => {
                 let mut q = shared.backlog.lock();
@@ -400,6 +442,40 @@ fn batch_of(layer: &Layer) -> WriteBatch {
 }
 
 impl Shared {
+    /// Waits until the segment bytes `layer` points to are uploaded (or carried by its own
+    /// tail journal records or by those of a layer before it); uploads them itself when
+    /// someone waits for the drain or after [`GATE_DELAY`].
+    fn await_segments(&self, layer: &Layer, handed: Option<SegPos>) -> KvResult<()> {
+        let (Some(need), Some(gate)) = (layer.needs, self.gate.get()) else {
+            return Ok(());
+        };
+        if layer.covers >= Some(need) || handed >= Some(need) {
+            return Ok(());
+        }
+        let since = Instant::now();
+        let mut failures = 0u32;
+        while !gate.uploaded(need) {
+            if self.overlay.pressed() || since.elapsed() >= GATE_DELAY {
+                match gate.upload(need) {
+                    Ok(()) => return Ok(()),
+                    // The object store is down: wait for it (syncs time out meanwhile,
+                    // writes wait for room), unless closing.
+                    Err(e) if self.overlay.closing() => return Err(e),
+                    Err(e) => {
+                        if failures.is_multiple_of(30) {
+                            log::warn!("{e}; retrying");
+                        }
+                        failures += 1;
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
     /// Whether another writer fenced this one (SlateDB closed the database for it).
     fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
@@ -561,6 +637,7 @@ impl Kv for SlateKv {
         if self.shared.is_fenced() {
             return Err(KvError::Fenced);
         }
+        let segs = (batch.needs(), batch.covers());
         let mut ops = Vec::with_capacity(batch.len());
         let mut bytes = 0u64;
         for op in batch.into_ops() {
@@ -575,7 +652,7 @@ impl Kv for SlateKv {
                 }
             }
         }
-        self.shared.overlay.put(ops, bytes)?;
+        self.shared.overlay.put(ops, bytes, segs)?;
         self.written.fetch_add(bytes, Ordering::Relaxed);
         if durable {
             self.sync()?;
@@ -719,6 +796,9 @@ impl Status for SlateKv {
             put_bytes: self.traffic.put_bytes.load(Ordering::Relaxed),
             get_requests: self.traffic.gets.load(Ordering::Relaxed),
             list_requests: self.traffic.lists.load(Ordering::Relaxed),
+            segment_bytes: 0,
+            segment_live_bytes: 0,
+            segments_deleted: 0,
         })
     }
 }

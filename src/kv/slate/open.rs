@@ -63,5 +63,12 @@ pub fn exists(at: &Location, prefix: &str) -> Result<bool, OpenError> {
 pub fn open(at: &Location, prefix: &str, opts: &SlateOptions) -> Result<Arc<dyn Kv>, OpenError> {
     let os = object_store(at)?;
     let kv = SlateKv::open_with(os, prefix, opts).map_err(OpenError::Kv)?;
-    Ok(Arc::new(kv))
+    match &opts.segment_cache {
+        Some(cache) => {
+            let kv = super::segmented(kv, cache, opts.cache_bytes, super::segment_options())
+                .map_err(OpenError::Kv)?;
+            Ok(Arc::new(kv))
+        }
+        None => Ok(Arc::new(kv)),
+    }
 }

@@ -37,7 +37,7 @@ use imbl::OrdMap;
 use parking_lot::{Condvar, Mutex};
 use slatedb::bytes::Bytes;
 
-use crate::kv::{KvError, KvResult};
+use crate::kv::{KvError, KvResult, SegPos};
 
 /// How long the drain gathers batches before it writes them (see the module's notes).
 pub(super) const DRAIN_DELAY: Duration = Duration::from_millis(2);
@@ -63,6 +63,13 @@ struct State {
     idle: bool,
     /// ...and a sync wants the buffer drained now (no gathering).
     urgent: bool,
+    /// Callers waiting for batches to be drained (a drain that waits for segment uploads
+    /// makes them happen now when someone waits).
+    waiters: usize,
+    /// The furthest segment bytes the active layer's batches point to, and how far its
+    /// batches make them durable themselves (see [`crate::kv::Batch::needs`]).
+    active_needs: Option<SegPos>,
+    active_covers: Option<SegPos>,
 }
 
 pub(super) struct Overlay {
@@ -91,6 +98,9 @@ pub(super) struct Layer {
     pub bytes: u64,
     /// The batches it completes.
     accepted: u64,
+    /// Segment bytes its references point to, and how far it makes them durable itself.
+    pub needs: Option<SegPos>,
+    pub covers: Option<SegPos>,
 }
 
 impl Overlay {
@@ -108,6 +118,9 @@ impl Overlay {
                 closing: false,
                 idle: false,
                 urgent: false,
+                waiters: 0,
+                active_needs: None,
+                active_covers: None,
             }),
             freezes: AtomicU64::new(0),
             work: Condvar::new(),
@@ -118,8 +131,14 @@ impl Overlay {
     }
 
     /// Buffers one batch (`ops` in order: a later one on the same key wins) of `bytes`,
-    /// waiting while the buffer is full. Returns the batch's number (for [`Self::wait`]).
-    pub fn put(&self, ops: Vec<(Vec<u8>, Value)>, bytes: u64) -> KvResult<u64> {
+    /// waiting while the buffer is full; `segs`: the segment bytes it needs and covers.
+    /// Returns the batch's number (for [`Self::wait`]).
+    pub fn put(
+        &self,
+        ops: Vec<(Vec<u8>, Value)>,
+        bytes: u64,
+        segs: (Option<SegPos>, Option<SegPos>),
+    ) -> KvResult<u64> {
         let mut st = self.state.lock();
         loop {
             if let Some(e) = &st.error {
@@ -137,6 +156,8 @@ impl Overlay {
         }
         st.active_bytes += bytes;
         st.accepted += 1;
+        st.active_needs = st.active_needs.max(segs.0);
+        st.active_covers = st.active_covers.max(segs.1);
         if st.idle || st.active_bytes >= self.eager {
             self.work.notify_one();
         }
@@ -155,6 +176,18 @@ impl Overlay {
             st.urgent = true;
             self.work.notify_one();
         }
+        st.waiters += 1;
+        let r = self.wait_locked(&mut st, n, deadline);
+        st.waiters -= 1;
+        r
+    }
+
+    fn wait_locked(
+        &self,
+        st: &mut parking_lot::MutexGuard<'_, State>,
+        n: u64,
+        deadline: Option<Instant>,
+    ) -> KvResult<bool> {
         loop {
             if st.drained >= n {
                 return Ok(true);
@@ -164,13 +197,25 @@ impl Overlay {
             }
             match deadline {
                 Some(d) => {
-                    if self.progress.wait_until(&mut st, d).timed_out() && st.drained < n {
+                    if self.progress.wait_until(st, d).timed_out() && st.drained < n {
                         return Ok(false);
                     }
                 }
-                None => self.progress.wait(&mut st),
+                None => self.progress.wait(st),
             }
         }
+    }
+
+    /// Whether the drain should not hold back: someone waits for it, the buffer is
+    /// filling, or it is closing.
+    pub fn pressed(&self) -> bool {
+        let st = self.state.lock();
+        st.waiters > 0 || st.closing || st.active_bytes + st.flushing_bytes >= self.eager
+    }
+
+    /// Whether the drain was asked to stop.
+    pub fn closing(&self) -> bool {
+        self.state.lock().closing
     }
 
     /// The number of the last batch SlateDB has.
@@ -239,6 +284,8 @@ impl Overlay {
             map,
             bytes: st.flushing_bytes,
             accepted: st.accepted,
+            needs: st.active_needs.take(),
+            covers: st.active_covers.take(),
         })
     }
 
@@ -402,11 +449,16 @@ mod tests {
         o.put(
             vec![(b"k1".to_vec(), b("old")), (b"k2".to_vec(), b("x"))],
             10,
+            (None, None),
         )
         .unwrap();
         let layer = o.next_layer().unwrap();
-        o.put(vec![(b"k1".to_vec(), b("new")), (b"k2".to_vec(), None)], 10)
-            .unwrap();
+        o.put(
+            vec![(b"k1".to_vec(), b("new")), (b"k2".to_vec(), None)],
+            10,
+            (None, None),
+        )
+        .unwrap();
         assert_eq!(o.get(b"k1"), Some(b("new")));
         assert_eq!(o.get(b"k2"), Some(None));
         assert_eq!(o.get(b"k3"), None);
@@ -423,7 +475,8 @@ mod tests {
     #[test]
     fn a_freeze_after_a_capture_changes_its_stamp() {
         let o = Overlay::new(1 << 20);
-        o.put(vec![(b"k".to_vec(), b("v"))], 2).unwrap();
+        o.put(vec![(b"k".to_vec(), b("v"))], 2, (None, None))
+            .unwrap();
         let (view, stamp) = o.capture();
         assert_eq!(view.range(b"a", b"z", false).count(), 1);
         assert!(o.unchanged(stamp));
@@ -442,11 +495,12 @@ mod tests {
     #[test]
     fn a_failure_sticks() {
         let o = Overlay::new(1 << 20);
-        o.put(vec![(b"k".to_vec(), b("v"))], 2).unwrap();
+        o.put(vec![(b"k".to_vec(), b("v"))], 2, (None, None))
+            .unwrap();
         o.fail(KvError::Fenced);
         assert!(matches!(o.wait(1, None), Err(KvError::Fenced)));
         assert!(matches!(
-            o.put(vec![(b"k".to_vec(), None)], 1),
+            o.put(vec![(b"k".to_vec(), None)], 1, (None, None)),
             Err(KvError::Fenced)
         ));
         assert!(o.next_layer().is_none());
