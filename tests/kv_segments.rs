@@ -603,3 +603,73 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A reader following the writer on object storage reads values whose bytes the writer made
+/// durable as tail journal records only (short fsyncs, then idle: no part uploaded yet),
+/// and, once the writer uploaded them and dropped the records, from the segment objects.
+#[cfg(feature = "slatedb")]
+#[test]
+fn a_reader_on_object_storage_reads_bytes_still_in_tail_journal_records() {
+    use snapfs::kv::slate::{SlateKv, SlateOptions};
+    use snapfs::kv::Maintenance as _;
+    use std::sync::Arc;
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).expect("bucket");
+    let os = || -> Arc<dyn slatedb::object_store::ObjectStore> {
+        Arc::new(
+            slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
+                .expect("local object store"),
+        )
+    };
+    let writer = open_slate_segmented(
+        SlateKv::open(os(), "db").expect("open writer"),
+        &dir.path().join("w-cache"),
+    );
+    for i in 0..4u8 {
+        put(
+            &writer,
+            Space::Data,
+            &[b'j', i],
+            &value(100 + i as u64, 1_000),
+        );
+        writer.sync().expect("sync");
+    }
+    let parts = walk(&bucket.join("db/segments"));
+    let stored: u64 = parts
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("stat").len())
+        .sum();
+    assert!(
+        stored < 1_000,
+        "the short tails were uploaded ({stored} bytes)"
+    );
+    let opts = SlateOptions {
+        read_only: true,
+        ..SlateOptions::default()
+    };
+    let reader = open_slate_segmented(
+        SlateKv::open_with(os(), "db", &opts).expect("open reader"),
+        &dir.path().join("r-cache"),
+    );
+    for i in 0..4u8 {
+        assert_eq!(
+            reader.get(Space::Data, &[b'j', i]).expect("reader get"),
+            Some(value(100 + i as u64, 1_000)),
+            "value {i} through the reader"
+        );
+    }
+    // The writer uploads the tail and drops the records: a new reader reads the objects.
+    writer.flush_buffers().expect("flush");
+    drop(reader);
+    let reader = open_slate_segmented(
+        SlateKv::open_with(os(), "db", &opts).expect("open reader"),
+        &dir.path().join("r-cache"),
+    );
+    for i in 0..4u8 {
+        assert_eq!(
+            reader.get(Space::Data, &[b'j', i]).expect("reader get"),
+            Some(value(100 + i as u64, 1_000))
+        );
+    }
+}

@@ -38,8 +38,7 @@ impl SegmentedKv {
 
     pub(super) fn read_ref(&self, r: &Ref) -> KvResult<Vec<u8>> {
         let bytes = self
-            .store
-            .read_at(r.seg, r.off, r.len as usize)
+            .seg_read(r.seg, r.off, r.len as usize)
             .map_err(|e| io_err(&format!("reading segment {:016x} at {}", r.seg, r.off), e))?;
         let crc = crc32fast::hash(&bytes);
         if crc != r.crc {
@@ -151,9 +150,84 @@ impl SegmentedKv {
     }
 
     fn dir_read(&self, seg: u64, off: u64, len: usize) -> KvResult<Vec<u8>> {
-        self.store
-            .read_at(seg, off, len)
+        self.seg_read(seg, off, len)
             .map_err(|e| super::io_err(&format!("reading segment {seg:016x} at {off}"), e))
+    }
+
+    /// `len` bytes of segment `seg` at `off`. Bytes past what the segment store holds may be
+    /// in tail journal records still: a host that did not append them (a reader following
+    /// the writer on object storage) finds them there, the rest in the store.
+    fn seg_read(&self, seg: u64, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        match self.store.read_at(seg, off, len) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.read_with_journal(seg, off, len).map_err(|j| {
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{e}; {j}"))
+                })
+            }
+            r => r,
+        }
+    }
+
+    fn read_with_journal(&self, seg: u64, off: u64, len: usize) -> Result<Vec<u8>, String> {
+        let end = off + len as u64;
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.inner
+            .scan(
+                Space::Segments,
+                &super::journal_key(seg, 0),
+                &super::journal_key(seg, end),
+                Dir::Forward,
+                &mut |k, v| {
+                    if let Some((_, at)) = super::split_journal_key(k) {
+                        if at + v.len() as u64 > off {
+                            records.push((at, v.to_vec()));
+                        }
+                    }
+                    true
+                },
+            )
+            .map_err(|e| format!("reading its tail journal: {e}"))?;
+        let mut buf = vec![0u8; len];
+        // Covered ranges, relative to `off`.
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for (at, bytes) in &records {
+            let a = (*at).max(off);
+            let b = (at + bytes.len() as u64).min(end);
+            if a >= b {
+                continue;
+            }
+            let (ra, rb) = ((a - off) as usize, (b - off) as usize);
+            let from = (a - at) as usize;
+            buf[ra..rb].copy_from_slice(&bytes[from..from + (rb - ra)]);
+            covered.push((ra, rb));
+        }
+        covered.sort_unstable();
+        // The gaps come from the store (uploaded meanwhile, or before the records).
+        let mut at = 0usize;
+        let mut gaps = Vec::new();
+        for (a, b) in covered {
+            if a > at {
+                gaps.push((at, a));
+            }
+            at = at.max(b);
+        }
+        if at < len {
+            gaps.push((at, len));
+        }
+        for (a, b) in gaps {
+            let got = self
+                .store
+                .read_at(seg, off + a as u64, b - a)
+                .map_err(|e| {
+                    format!(
+                        "bytes {}..{} in neither: {e}",
+                        off + a as u64,
+                        off + b as u64
+                    )
+                })?;
+            buf[a..b].copy_from_slice(&got);
+        }
+        Ok(buf)
     }
 
     fn check_crc(&self, r: &Ref, bytes: &[u8]) -> KvResult<()> {
