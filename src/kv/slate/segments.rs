@@ -12,7 +12,9 @@
 //!
 //! Reads go through a local disk cache, `CACHE/<segment>.seg`, a sparse copy of each segment:
 //! what this host appends is written there first (the upload reads it back from the page
-//! cache), and what it lacks is fetched by ranged GETs of whole 1 MiB chunks. The bytes
+//! cache), and what it lacks is fetched by ranged GETs of whole 1 MiB chunks; a segment
+//! whose reads missed four times (random reads over a file) is fetched whole in the
+//! background when it takes at most an eighth of the budget. The bytes
 //! present are tracked in memory only (a cache file left by an earlier process is
 //! discarded). Segments are evicted whole, least recently read first, once the cache
 //! holds more than its budget; bytes not uploaded yet are never evicted.
@@ -35,6 +37,12 @@ use crate::kv::{KvError, KvResult, SegPos, UploadGate};
 
 /// Bytes fetched at least per GET (aligned): a cold 4 KiB read brings its neighbours.
 const CHUNK: u64 = 1 << 20;
+/// A segment whose reads missed the cache this many times is being read broadly (random
+/// reads over a file): the rest of it is fetched in the background, in `PREFETCH_PIECE`s...
+const PREFETCH_AFTER: u32 = 4;
+const PREFETCH_PIECE: u64 = 8 << 20;
+/// ...when it takes at most this fraction of the cache budget.
+const PREFETCH_MAX_SHARE: u64 = 8;
 
 /// Byte ranges present in a cache file: start -> end, disjoint, merged.
 #[derive(Default)]
@@ -104,6 +112,8 @@ struct Seg {
     file: Option<Arc<File>>,
     /// Last read or write (eviction order).
     used: u64,
+    /// Reads that had to fetch (see `PREFETCH_AFTER`).
+    misses: u32,
 }
 
 impl Seg {
@@ -138,6 +148,9 @@ pub struct ObjectSegments {
     /// A part the object store did not take within this fails its sync (it stays pending
     /// and goes up with the next one).
     put_timeout: Option<std::time::Duration>,
+    /// Segments to fetch whole in the background (a worker thread, holding only a weak
+    /// reference: it ends when this does).
+    prefetch: crossbeam_channel::Sender<u64>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -153,7 +166,7 @@ impl ObjectSegments {
         cache: &Path,
         cache_bytes: u64,
         put_timeout: Option<std::time::Duration>,
-    ) -> KvResult<ObjectSegments> {
+    ) -> KvResult<Arc<ObjectSegments>> {
         std::fs::create_dir_all(cache)
             .map_err(|e| KvError::Io(format!("segment cache {}: {e}", cache.display())))?;
         // What an earlier process cached is not tracked: start empty.
@@ -170,7 +183,8 @@ impl ObjectSegments {
             .enable_all()
             .build()
             .map_err(|e| KvError::Io(format!("segment runtime: {e}")))?;
-        Ok(ObjectSegments {
+        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+        let me = Arc::new(ObjectSegments {
             os,
             rt,
             root: format!("{}/segments", prefix.trim_end_matches('/')),
@@ -179,7 +193,50 @@ impl ObjectSegments {
             st: Mutex::new(State::default()),
             uploading: Mutex::new(()),
             put_timeout,
-        })
+            prefetch: tx,
+        });
+        let weak = Arc::downgrade(&me);
+        std::thread::Builder::new()
+            .name("snapfs-segfetch".into())
+            .spawn(move || {
+                while let Ok(seg) = rx.recv() {
+                    let Some(me) = weak.upgrade() else { return };
+                    me.fetch_whole(seg);
+                }
+            })
+            .map_err(|e| KvError::Io(format!("segment prefetch thread: {e}")))?;
+        Ok(me)
+    }
+
+    /// Fetches what the cache lacks of `seg`, piece by piece (stops at the first error: the
+    /// reads fetch what they need themselves).
+    fn fetch_whole(&self, seg: u64) {
+        let len = {
+            let st = self.st.lock();
+            match st.segs.get(&seg) {
+                Some(s) if s.listed => s.stored_len(),
+                _ => return,
+            }
+        };
+        let mut at = 0;
+        while at < len {
+            let end = (at + PREFETCH_PIECE).min(len);
+            let missing = {
+                let st = self.st.lock();
+                match st.segs.get(&seg) {
+                    Some(s) if s.file.is_some() => s.present.missing(at, end),
+                    // Evicted or deleted meanwhile: stop.
+                    _ => return,
+                }
+            };
+            for (a, b) in missing {
+                if let Err(e) = self.fetch(seg, a, b) {
+                    log::debug!("prefetch of segment {seg:016x} stopped: {e}");
+                    return;
+                }
+            }
+            at = end;
+        }
     }
 
     fn part_path(&self, seg: u64, start: u64) -> object_store::path::Path {
@@ -274,6 +331,10 @@ impl ObjectSegments {
             file.write_all_at(&bytes, from)?;
             let mut st = self.st.lock();
             let s = st.segs.entry(seg).or_default();
+            // Evicted while the bytes came: they went to a file no longer in use.
+            if !s.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+                continue;
+            }
             let before = s.cached();
             s.present.insert(from, to);
             let grown = s.cached() - before;
@@ -281,6 +342,19 @@ impl ObjectSegments {
         }
         self.evict();
         Ok(())
+    }
+
+    /// Counts a read of `seg` that had to fetch; the `PREFETCH_AFTER`th asks for the rest.
+    fn note_miss(&self, seg: u64) {
+        let mut st = self.st.lock();
+        let Some(s) = st.segs.get_mut(&seg) else {
+            return;
+        };
+        s.misses += 1;
+        let small = s.stored_len() <= self.cache_bytes / PREFETCH_MAX_SHARE;
+        if s.misses == PREFETCH_AFTER && s.listed && small {
+            let _ = self.prefetch.send(seg);
+        }
     }
 
     /// Drops whole cache files, least recently used first, while over budget (never bytes
@@ -302,6 +376,7 @@ impl ObjectSegments {
                     let n = s.cached();
                     s.present = Ranges::default();
                     s.file = None;
+                    s.misses = 0;
                     n
                 }
                 None => 0,
@@ -500,6 +575,9 @@ impl SegmentStore for ObjectSegments {
                 let tick = st.tick;
                 let s = st.segs.entry(seg).or_default();
                 s.used = tick;
+                if s.file.is_none() {
+                    s.present = Ranges::default();
+                }
                 if s.present.covers(off, end) {
                     (Vec::new(), s.file.clone())
                 } else {
@@ -514,6 +592,7 @@ impl SegmentStore for ObjectSegments {
             for (a, b) in missing {
                 self.fetch(seg, a, b)?;
             }
+            self.note_miss(seg);
         }
         Err(other(format!(
             "segment {seg:016x}: bytes {off}..{end} left the cache as they were read"
@@ -624,13 +703,13 @@ pub fn segmented(
     cache_bytes: u64,
     opts: SegmentOptions,
 ) -> KvResult<SegmentedKv> {
-    let store = Arc::new(ObjectSegments::open(
+    let store = ObjectSegments::open(
         kv.object_store(),
         kv.prefix(),
         cache,
         cache_bytes,
         kv.fsync_timeout(),
-    )?);
+    )?;
     kv.set_gate(store.clone());
     SegmentedKv::open_in(Box::new(kv), store, opts)
 }
@@ -651,7 +730,54 @@ impl UploadGate for ObjectSegments {
 
 #[cfg(test)]
 mod tests {
-    use super::Ranges;
+    use super::{ObjectSegments, Ranges, CHUNK, PREFETCH_AFTER};
+    use crate::kv::segments::{file_header, SegmentStore};
+    use std::sync::Arc;
+
+    /// Reads that miss in `PREFETCH_AFTER` different chunks bring the whole segment into
+    /// the cache (another process's, empty at open), with the same bytes.
+    #[test]
+    fn broad_reads_fetch_the_whole_segment_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bucket = dir.path().join("bucket");
+        std::fs::create_dir_all(&bucket).expect("bucket");
+        let os: Arc<dyn slatedb::object_store::ObjectStore> = Arc::new(
+            slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
+                .expect("local object store"),
+        );
+        let data: Vec<u8> = (0..(8 * CHUNK) as usize).map(|i| (i % 251) as u8).collect();
+        let header = file_header(7).len() as u64;
+        {
+            let w = ObjectSegments::open(os.clone(), "db", &dir.path().join("w"), 1 << 30, None)
+                .expect("open writer side");
+            w.create(7).expect("create");
+            w.append(7, header, &data).expect("append");
+            w.sync(7, header + data.len() as u64).expect("upload");
+        }
+        let r = ObjectSegments::open(os, "db", &dir.path().join("r"), 1 << 30, None)
+            .expect("open reader side");
+        for i in 0..PREFETCH_AFTER as u64 {
+            let off = header + i * CHUNK + 100;
+            let got = r.read_at(7, off, 4096).expect("read");
+            let at = (off - header) as usize;
+            assert_eq!(got, data[at..at + 4096]);
+        }
+        let whole = header + data.len() as u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while r.cached_bytes() < whole {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {whole} bytes cached",
+                r.cached_bytes()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let at = 6 * CHUNK as usize + 12345;
+        assert_eq!(
+            r.read_at(7, header + at as u64, 1000).expect("read"),
+            data[at..at + 1000]
+        );
+    }
 
     #[test]
     fn ranges_merge_and_report_gaps() {
