@@ -33,6 +33,8 @@ mod open;
 #[cfg(feature = "slatedb")]
 mod overlay;
 #[cfg(feature = "slatedb")]
+mod ranges;
+#[cfg(feature = "slatedb")]
 mod segments;
 #[cfg(feature = "slatedb")]
 mod traffic;

@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use slatedb::object_store::{self, ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::ranges::Ranges;
 use super::SlateKv;
 use crate::kv::segments::{file_header, Listed, SegmentOptions, SegmentStore, SegmentedKv};
 use crate::kv::{KvError, KvResult, SegPos, UploadGate};
@@ -43,59 +44,6 @@ const PREFETCH_AFTER: u32 = 4;
 const PREFETCH_PIECE: u64 = 8 << 20;
 /// ...when it takes at most this fraction of the cache budget.
 const PREFETCH_MAX_SHARE: u64 = 8;
-
-/// Byte ranges present in a cache file: start -> end, disjoint, merged.
-#[derive(Default)]
-struct Ranges(BTreeMap<u64, u64>);
-
-impl Ranges {
-    fn insert(&mut self, mut a: u64, mut b: u64) {
-        if a >= b {
-            return;
-        }
-        // Merge with every range touching [a, b).
-        let touching: Vec<(u64, u64)> = self
-            .0
-            .range(..=b)
-            .rev()
-            .take_while(|(_, e)| **e >= a)
-            .map(|(s, e)| (*s, *e))
-            .collect();
-        for (s, e) in touching {
-            self.0.remove(&s);
-            a = a.min(s);
-            b = b.max(e);
-        }
-        self.0.insert(a, b);
-    }
-
-    fn covers(&self, a: u64, b: u64) -> bool {
-        a >= b || self.0.range(..=a).next_back().is_some_and(|(_, e)| *e >= b)
-    }
-
-    /// The parts of [a, b) not present.
-    fn missing(&self, a: u64, b: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        let mut at = a;
-        let start = self.0.range(..=a).next_back().map_or(a, |(s, _)| *s);
-        for (s, e) in self.0.range(start..b) {
-            if *e <= at {
-                continue;
-            }
-            if *s > at {
-                out.push((at, (*s).min(b)));
-            }
-            at = at.max(*e);
-            if at >= b {
-                break;
-            }
-        }
-        if at < b {
-            out.push((at, b));
-        }
-        out
-    }
-}
 
 #[derive(Default)]
 struct Seg {
@@ -730,7 +678,7 @@ impl UploadGate for ObjectSegments {
 
 #[cfg(test)]
 mod tests {
-    use super::{ObjectSegments, Ranges, CHUNK, PREFETCH_AFTER};
+    use super::{ObjectSegments, CHUNK, PREFETCH_AFTER};
     use crate::kv::segments::{file_header, SegmentStore};
     use std::sync::Arc;
 
@@ -777,21 +725,5 @@ mod tests {
             r.read_at(7, header + at as u64, 1000).expect("read"),
             data[at..at + 1000]
         );
-    }
-
-    #[test]
-    fn ranges_merge_and_report_gaps() {
-        let mut r = Ranges::default();
-        r.insert(10, 20);
-        r.insert(30, 40);
-        assert!(r.covers(12, 18));
-        assert!(!r.covers(15, 35));
-        assert_eq!(r.missing(0, 50), vec![(0, 10), (20, 30), (40, 50)]);
-        r.insert(20, 30);
-        assert!(r.covers(10, 40));
-        assert_eq!(r.missing(5, 45), vec![(5, 10), (40, 45)]);
-        r.insert(0, 100);
-        assert_eq!(r.0.len(), 1);
-        assert!(r.missing(0, 100).is_empty());
     }
 }
