@@ -36,32 +36,30 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn a_store_written_before_segments_opens_reads_and_writes_new_blocks_to_segments() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ino, snap);
-    {
-        // Written the old way: plain RocksDB, format 1.
-        let kv: Arc<dyn Kv> = Arc::new(
-            RocksKv::open(&dir.path().join("db"), &RocksOptions::default()).expect("open"),
-        );
-        let store = Arc::new(Store::init(kv.clone(), 4096).expect("init"));
-        let fs = open_default(store.clone());
-        let (i, fh) = file(&fs, "old");
-        ino = i;
-        fs.write(ino, Some(fh), 0, &pattern(1, 100_000), false)
-            .expect("write");
-        let id = default_id(&store);
-        snap = store
-            .snapshot(&id, Some("before"), None)
-            .expect("snapshot")
-            .name;
-        fs.write(ino, Some(fh), 50_000, &pattern(2, 20_000), false)
-            .expect("overwrite");
-        fs.fsync().expect("fsync");
-        set_format(&*kv, 1);
-    }
-    let kv: Arc<dyn Kv> = Arc::new(segmented(dir.path()));
+/// Writes a file, a snapshot and an overwrite the way a store before segments does, into
+/// `kv`, which then says it has format `format`: (the file's inode, the snapshot's name).
+fn write_the_old_way(kv: Arc<dyn Kv>, format: u64) -> (snapfs::ids::Ino, String) {
+    let store = Arc::new(Store::init(kv.clone(), 4096).expect("init"));
+    let fs = open_default(store.clone());
+    let (ino, fh) = file(&fs, "old");
+    fs.write(ino, Some(fh), 0, &pattern(1, 100_000), false)
+        .expect("write");
+    let id = default_id(&store);
+    let snap = store
+        .snapshot(&id, Some("before"), None)
+        .expect("snapshot")
+        .name;
+    fs.write(ino, Some(fh), 50_000, &pattern(2, 20_000), false)
+        .expect("overwrite");
+    fs.fsync().expect("fsync");
+    set_format(&*kv, format);
+    (ino, snap)
+}
+
+/// Opens the store written by [`write_the_old_way`] over the segment layer `kv`: it moves
+/// to this build's format, its old blocks read as they are, new ones go to segments, the
+/// old snapshot reads the old way, fsck is clean.
+fn check_the_old_store_opens(kv: Arc<dyn Kv>, ino: snapfs::ids::Ino, snap: &str) {
     let store = Arc::new(Store::open(kv.clone()).expect("open an older store"));
     assert_eq!(
         format_of(&*kv),
@@ -105,6 +103,17 @@ fn a_store_written_before_segments_opens_reads_and_writes_new_blocks_to_segments
 }
 
 #[test]
+fn a_store_written_before_segments_opens_reads_and_writes_new_blocks_to_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Written the old way: plain RocksDB, format 1.
+    let (ino, snap) = write_the_old_way(
+        Arc::new(RocksKv::open(&dir.path().join("db"), &RocksOptions::default()).expect("open")),
+        1,
+    );
+    check_the_old_store_opens(Arc::new(segmented(dir.path())), ino, &snap);
+}
+
+#[test]
 fn a_newer_format_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -137,63 +146,11 @@ fn a_store_on_object_storage_written_before_segments_opens_and_writes_to_segment
         version_rule: Some(snapfs::remote::VERSION_RULE),
         ..SlateOptions::default()
     };
-    let (ino, snap);
-    {
-        let kv = open(&bucket, "snapfs", &opts).expect("open slatedb without segments");
-        assert!(kv.segments().is_none(), "opened with segments");
-        let store = Arc::new(Store::init(kv.clone(), 4096).expect("init"));
-        let fs = open_default(store.clone());
-        let (i, fh) = file(&fs, "old");
-        ino = i;
-        fs.write(ino, Some(fh), 0, &pattern(1, 100_000), false)
-            .expect("write");
-        let id = default_id(&store);
-        snap = store
-            .snapshot(&id, Some("before"), None)
-            .expect("snapshot")
-            .name;
-        fs.write(ino, Some(fh), 50_000, &pattern(2, 20_000), false)
-            .expect("overwrite");
-        fs.fsync().expect("fsync");
-        set_format(&*kv, 2);
-        drop(fs);
-        drop(store);
-        drop(kv);
-    }
+    let kv = open(&bucket, "snapfs", &opts).expect("open slatedb without segments");
+    assert!(kv.segments().is_none(), "opened with segments");
+    // Format 2: blocks of stores on object storage were all inside SlateDB.
+    let (ino, snap) = write_the_old_way(kv, 2);
     opts.segment_cache = Some(dir.path().join("segcache"));
     let kv = open(&bucket, "snapfs", &opts).expect("open with segments");
-    let store = Arc::new(Store::open(kv.clone()).expect("open an older store"));
-    assert_eq!(format_of(&*kv), u64::from(snapfs::store::FORMAT_VERSION));
-    let fs = open_default(store.clone());
-    let mut want = pattern(1, 100_000);
-    want[50_000..70_000].copy_from_slice(&pattern(2, 20_000));
-    assert_eq!(fs.read(ino, 0, 200_000).expect("read"), want);
-    let seg = kv.segments().expect("segments");
-    assert_eq!(
-        seg.check().expect("check").refs,
-        0,
-        "nothing moved by opening"
-    );
-    fs.write(ino, None, 0, &pattern(3, 10_000), false)
-        .expect("write");
-    fs.fsync().expect("fsync");
-    want[..10_000].copy_from_slice(&pattern(3, 10_000));
-    assert_eq!(fs.read(ino, 0, 200_000).expect("read"), want);
-    let report = seg.check().expect("check");
-    assert!(report.refs >= 2, "{report:?}");
-    assert!(report.is_clean(), "{report:?}");
-    let id = default_id(&store);
-    let s = store
-        .snapshots(&id)
-        .expect("snapshots")
-        .into_iter()
-        .find(|s| s.name == snap)
-        .expect("snapshot");
-    let view = snapfs::fs::Fs::frozen(store.clone(), &id, store.snapshot_chain(&s));
-    assert_eq!(
-        view.read(ino, 0, 200_000).expect("read"),
-        pattern(1, 100_000)
-    );
-    let r = snapfs::fsck::check(&store).expect("fsck");
-    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    check_the_old_store_opens(kv, ino, &snap);
 }

@@ -7,8 +7,9 @@
 //! thread), at an fsync whose tail is too long for the tail journal, and when the
 //! write-behind buffer of the database must hand SlateDB a batch whose references point to
 //! bytes not up yet ([`UploadGate`]: after at most `GATE_DELAY`, or at once when someone
-//! waits for the drain). Parts go up strictly in order (segment, then offset), one at a time,
-//! so "uploaded below a position" is one comparison.
+//! waits for the drain). Parts are at most 4 MiB, four in flight; "uploaded" moves in order
+//! (segment, then offset) over the parts that went up with none missing before them, so
+//! "uploaded below a position" is one comparison.
 //!
 //! Reads go through a local disk cache, `CACHE/<segment>.seg`, a sparse copy of each segment:
 //! what this host appends is written there first (the upload reads it back from the page
@@ -38,6 +39,10 @@ use crate::kv::{KvError, KvResult, SegPos, UploadGate};
 
 /// Bytes fetched at least per GET (aligned): a cold 4 KiB read brings its neighbours.
 const CHUNK: u64 = 1 << 20;
+/// The largest part uploaded, and how many go up at once (one PUT stream does not keep an
+/// object store busy).
+const PART_MAX: u64 = 4 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
 /// A segment whose reads missed the cache this many times is being read broadly (random
 /// reads over a file): the rest of it is fetched in the background, in `PREFETCH_PIECE`s...
 const PREFETCH_AFTER: u32 = 4;
@@ -213,15 +218,19 @@ impl ObjectSegments {
         Ok(s.file.get_or_insert(f).clone())
     }
 
-    /// Lists the parts of `seg` (once per segment, and again when a read goes past them).
-    fn list_parts(&self, seg: u64) -> io::Result<()> {
-        let prefix = object_store::path::Path::from(format!("{}/{seg:016x}", self.root));
-        let metas: Vec<_> = self
-            .rt
+    /// Every object under `prefix`.
+    fn list_objects(&self, prefix: &str) -> io::Result<Vec<object_store::ObjectMeta>> {
+        let prefix = object_store::path::Path::from(prefix);
+        self.rt
             .block_on(self.os.list(Some(&prefix)).collect::<Vec<_>>())
             .into_iter()
             .collect::<Result<_, _>>()
-            .map_err(other)?;
+            .map_err(other)
+    }
+
+    /// Lists the parts of `seg` (once per segment, and again when a read goes past them).
+    fn list_parts(&self, seg: u64) -> io::Result<()> {
+        let metas = self.list_objects(&format!("{}/{seg:016x}", self.root))?;
         let mut st = self.st.lock();
         let s = st.segs.entry(seg).or_default();
         for m in metas {
@@ -337,18 +346,11 @@ impl ObjectSegments {
     /// PUTs one part. Without a timeout the client's own retries decide; with one, failed
     /// attempts are retried until it has passed, then the sync fails (the part stays
     /// pending and goes up with the next one).
-    fn put_part(
-        &self,
-        seg: u64,
-        path: &object_store::path::Path,
-        payload: PutPayload,
-    ) -> io::Result<()> {
+    async fn put_part(&self, seg: u64, start: u64, bytes: Vec<u8>) -> io::Result<()> {
+        let path = self.part_path(seg, start);
+        let payload = PutPayload::from(bytes);
         let Some(t) = self.put_timeout else {
-            return self
-                .rt
-                .block_on(self.os.put(path, payload))
-                .map(|_| ())
-                .map_err(other);
+            return self.os.put(&path, payload).await.map(|_| ()).map_err(other);
         };
         let started = std::time::Instant::now();
         let mut last = String::from("no answer");
@@ -357,16 +359,12 @@ impl ObjectSegments {
             if left.is_zero() {
                 break;
             }
-            let put = self.os.put(path, payload.clone());
-            match self
-                .rt
-                .block_on(async { tokio::time::timeout(left, put).await })
-            {
+            match tokio::time::timeout(left, self.os.put(&path, payload.clone())).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => last = super::brief(&e),
                 Err(_) => break,
             }
-            std::thread::sleep(std::time::Duration::from_millis(200).min(left));
+            tokio::time::sleep(std::time::Duration::from_millis(200).min(left)).await;
         }
         log::error!(
             "sync: the object store took no write for {t:?} (segment {seg:016x}: {last}); \
@@ -375,7 +373,9 @@ impl ObjectSegments {
         Err(other(format!("the object store took no write for {t:?}")))
     }
 
-    /// Uploads every appended byte of the segments up to `seg` (in order) not up yet.
+    /// Uploads every appended byte of the segments up to `seg` (in order) not up yet: the
+    /// bytes of a segment as parts of at most `PART_MAX`, `PARTS_IN_FLIGHT` at a time;
+    /// "uploaded" moves over the parts that went up without a gap before them.
     fn upload_through(&self, seg: u64) -> io::Result<()> {
         let _one = self.uploading.lock();
         loop {
@@ -392,14 +392,45 @@ impl ObjectSegments {
                 return Ok(());
             };
             let file = file.ok_or_else(|| other("segment cache file missing"))?;
-            let mut buf = vec![0u8; (to - from) as usize];
-            file.read_exact_at(&mut buf, from)?;
-            let path = self.part_path(s, from);
-            self.put_part(s, &path, PutPayload::from(buf))?;
+            let mut pieces = Vec::new();
+            let mut at = from;
+            while at < to {
+                let end = (at + PART_MAX).min(to);
+                pieces.push((at, end));
+                at = end;
+            }
+            let results: Vec<io::Result<()>> = self.rt.block_on(
+                futures_util::stream::iter(pieces.iter().copied())
+                    .map(|(a, b)| {
+                        let file = file.clone();
+                        async move {
+                            let mut buf = vec![0u8; (b - a) as usize];
+                            file.read_exact_at(&mut buf, a)?;
+                            self.put_part(s, a, buf).await
+                        }
+                    })
+                    .buffered(PARTS_IN_FLIGHT)
+                    .collect(),
+            );
             let mut st = self.st.lock();
+            let mut first_err = None;
             if let Some(i) = st.segs.get_mut(&s) {
-                i.parts.insert(from, to);
-                i.uploaded = i.uploaded.max(to);
+                for ((a, b), r) in pieces.into_iter().zip(results) {
+                    match r {
+                        Ok(()) => {
+                            i.parts.insert(a, b);
+                            if first_err.is_none() {
+                                i.uploaded = i.uploaded.max(b);
+                            }
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
         }
     }
@@ -589,13 +620,7 @@ impl SegmentStore for ObjectSegments {
     }
 
     fn list(&self) -> io::Result<Vec<Listed>> {
-        let prefix = object_store::path::Path::from(self.root.clone());
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.os.list(Some(&prefix)).collect::<Vec<_>>())
-            .into_iter()
-            .collect::<Result<_, _>>()
-            .map_err(other)?;
+        let metas = self.list_objects(&self.root)?;
         let mut by_seg: BTreeMap<u64, (u64, SystemTime)> = BTreeMap::new();
         for m in metas {
             let mut parts = m.location.parts();
