@@ -1,6 +1,8 @@
 //! The SlateDB backend itself (see [`super`]): opening, the drain of the write-behind
 //! buffer, syncs, and the [`Kv`] traits.
 
+#[path = "gate.rs"]
+mod gate;
 #[path = "read.rs"]
 mod read;
 
@@ -354,11 +356,6 @@ impl SlateKv {
     }
 }
 
-/// How long the drain waits for segment bytes to be uploaded on their own (every
-/// `sync_bytes` of the open segment) before it uploads them itself: a layer is written
-/// without delay when someone waits for it.
-const GATE_DELAY: Duration = Duration::from_millis(500);
-
 /// Moves the write-behind buffer into SlateDB until it is closed (or a write fails).
 fn drain(db: &Db, rt: &tokio::runtime::Handle, shared: &Shared) {
     // How far the layers already handed over make segment bytes durable themselves.
@@ -442,40 +439,6 @@ fn batch_of(layer: &Layer) -> WriteBatch {
 }
 
 impl Shared {
-    /// Waits until the segment bytes `layer` points to are uploaded (or carried by its own
-    /// tail journal records or by those of a layer before it); uploads them itself when
-    /// someone waits for the drain or after [`GATE_DELAY`].
-    fn await_segments(&self, layer: &Layer, handed: Option<SegPos>) -> KvResult<()> {
-        let (Some(need), Some(gate)) = (layer.needs, self.gate.get()) else {
-            return Ok(());
-        };
-        if layer.covers >= Some(need) || handed >= Some(need) {
-            return Ok(());
-        }
-        let since = Instant::now();
-        let mut failures = 0u32;
-        while !gate.uploaded(need) {
-            if self.overlay.pressed() || since.elapsed() >= GATE_DELAY {
-                match gate.upload(need) {
-                    Ok(()) => return Ok(()),
-                    // The object store is down: wait for it (syncs time out meanwhile,
-                    // writes wait for room), unless closing.
-                    Err(e) if self.overlay.closing() => return Err(e),
-                    Err(e) => {
-                        if failures.is_multiple_of(30) {
-                            log::warn!("{e}; retrying");
-                        }
-                        failures += 1;
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-
     /// Whether another writer fenced this one (SlateDB closed the database for it).
     fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
