@@ -36,6 +36,8 @@ mod overlay;
 mod ranges;
 #[cfg(feature = "slatedb")]
 mod segments;
+#[cfg(all(test, feature = "slatedb"))]
+mod test_store;
 #[cfg(feature = "slatedb")]
 mod traffic;
 

@@ -29,6 +29,12 @@ pub trait SegmentStore: Send + Sync {
     fn synced(&self, _seg: u64) -> Option<u64> {
         None
     }
+    /// Closes segment `seg`, which an earlier process was appending to (this one opened
+    /// after it stopped, or took the store over): nothing it still had in flight may land
+    /// in the segment afterwards. Files: nothing to do (one process holds the directory).
+    fn close_foreign(&self, _seg: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Bytes appended but not yet where a crash cannot take them (an object store's upload
     /// backlog); 0 for files, whose unsynced bytes the segment records count.
     fn pending_bytes(&self) -> u64 {

@@ -87,6 +87,12 @@ pub struct SegmentOptions {
     /// The length of a data key's base (the key without its epoch), as the store defines it:
     /// with it, a value moved between two keys of one base keeps its bytes (`moves.rs`).
     pub base_len: Option<BaseLen>,
+    /// An fsync whose tail is too long for a journal record uploads the segment bytes
+    /// *beside* the inner store's synced batch (both in one round; the batch's catalog
+    /// records still say the bytes are not durable, so a crash between the two leaves
+    /// references that opening checks), instead of before it. For object storage, where
+    /// each is a round of PUTs; a local disk keeps the order (one device, flushes queue).
+    pub upload_beside_log: bool,
 }
 
 impl Default for SegmentOptions {
@@ -101,6 +107,7 @@ impl Default for SegmentOptions {
             repack_smaller_than: 1 << 20,
             repack_budget: 256 << 20,
             base_len: None,
+            upload_beside_log: false,
         }
     }
 }
@@ -515,9 +522,16 @@ impl SegmentedKv {
             }
         }
         self.flush_appends(st, &mut buf)?;
+        // What this fsync uploads beside its batch (object storage; see the options).
+        let mut uploads = sync::Uploads::new();
         if durable {
-            self.sync_sealed(st)?;
-            self.durable_tail(st, &mut out)?;
+            uploads = self.pending_sealed(st)?;
+            if !self.opts.upload_beside_log {
+                self.run_uploads(&uploads)?;
+                self.made_durable(st, &uploads);
+                uploads.clear();
+            }
+            self.durable_tail(st, &mut out, &mut uploads)?;
             // Every segment byte so far is durable with this batch.
             if let Some(o) = &st.open {
                 out.cover((o.seg, o.len));
@@ -564,7 +578,8 @@ impl SegmentedKv {
         for k in &st.journal_drop {
             out.delete(Space::Segments, k.clone());
         }
-        self.inner.write(out, durable)?;
+        let (wrote, uploaded) = self.write_beside(out, durable, &uploads);
+        wrote?;
         st.journal_drop.drain(..dropped_journal);
         let now = Instant::now();
         for (seg, rec) in records {
@@ -582,6 +597,9 @@ impl SegmentedKv {
         }
         st.dirty.clear();
         st.next_id_dirty = false;
+        // The records say so with the next batch (a crash before it: opening checks them).
+        uploaded?;
+        self.made_durable(st, &uploads);
         Ok(())
     }
 

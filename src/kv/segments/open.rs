@@ -4,7 +4,9 @@
 //!
 //! After a crash of the process every appended byte is in the page cache, so the check finds
 //! nothing. After a power loss the inner store may keep references to bytes that never
-//! reached the disk (the batch's log record was written back before the segment's pages):
+//! reached the disk (the batch's log record was written back before the segment's pages);
+//! on object storage, after a crash during an fsync that uploaded its parts beside its log
+//! write (`SegmentOptions::upload_beside_log`), references to parts that never went up:
 //! entries past `durable` are parsed and their CRCs checked, and from the first damaged one
 //! on, every reference into that part of the segment is checked on its own and deleted when
 //! its bytes are wrong: the key then reads as its older version (or a hole), as unsynced data
@@ -70,6 +72,19 @@ impl SegmentedKv {
         if !read_only {
             self.replay_journal(&journal, &mut fixes)?;
         }
+        let unsealed: Vec<u64> = st
+            .segs
+            .iter()
+            .filter(|(_, i)| !i.rec.sealed || i.rec.durable < i.rec.len)
+            .map(|(s, _)| *s)
+            .collect();
+        if !read_only {
+            for &seg in &unsealed {
+                self.store
+                    .close_foreign(seg)
+                    .map_err(|e| super::io_err(&format!("closing segment {seg:016x}"), e))?;
+            }
+        }
         let listed = self
             .store
             .list()
@@ -77,29 +92,27 @@ impl SegmentedKv {
         let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
         let max_rec = st.segs.keys().map(|s| s + 1).max().unwrap_or(1);
         st.next_id = next_id.max(max_listed).max(max_rec);
-        let unsealed: Vec<u64> = st
-            .segs
-            .iter()
-            .filter(|(_, i)| !i.rec.sealed || i.rec.durable < i.rec.len)
-            .map(|(s, _)| *s)
-            .collect();
         for seg in unsealed {
             let Some(rec) = st.segs.get(&seg).map(|i| i.rec) else {
                 continue;
             };
+            if read_only {
+                // A reader mends nothing: the writer's open segment is past `durable` by
+                // design (its reads wait for parts in flight), and after a crash the next
+                // writer checks it.
+                continue;
+            }
             let file_len = listed.iter().find(|l| l.seg == seg).map_or(0, |l| l.len);
             if let Some(from) = self.first_damage(seg, rec.durable, rec.len, file_len) {
                 log::warn!(
-                    "segment {seg:016x} is damaged from offset {from} (a power loss took \
-                     unsynced bytes): checking the references into it"
+                    "segment {seg:016x} is damaged from offset {from} (bytes not yet durable \
+                     were lost: a power loss, or a crash while an fsync uploaded them): \
+                     checking the references into it"
                 );
-                let live = self.drop_damaged_refs(seg, from, read_only)?;
+                let live = self.drop_damaged_refs(seg, from)?;
                 if let Some(info) = st.segs.get_mut(&seg) {
                     info.rec.live = live;
                 }
-            }
-            if read_only {
-                continue;
             }
             if file_len > 0 {
                 self.store
@@ -209,8 +222,8 @@ impl SegmentedKv {
     }
 
     /// Deletes every reference into segment `seg` at or past `from` whose bytes do not match
-    /// its CRC (unless `read_only`); returns the live bytes of `seg` that remain.
-    fn drop_damaged_refs(&self, seg: u64, from: u64, read_only: bool) -> KvResult<u64> {
+    /// its CRC; returns the live bytes of `seg` that remain.
+    fn drop_damaged_refs(&self, seg: u64, from: u64) -> KvResult<u64> {
         let mut live = 0u64;
         let mut damaged = Vec::new();
         self.inner.scan(
@@ -236,7 +249,7 @@ impl SegmentedKv {
              those keys read as their previous version",
             damaged.len()
         );
-        if !read_only && !damaged.is_empty() {
+        if !damaged.is_empty() {
             let mut b = Batch::new();
             for k in damaged {
                 b.delete(Space::Data, k);

@@ -5,6 +5,8 @@
 //! is one read per window), several reads at once when the bytes are scattered (a file
 //! rewritten at random places lives in many segments).
 
+use std::time::Duration;
+
 use super::format::{self, Ref, Stored};
 use super::{io_err, SegmentedKv, ViewGuard};
 use crate::kv::{Dir, KvError, KvRead, KvResult, Pair, Space, Visit};
@@ -17,6 +19,8 @@ const MERGE_GAP: u64 = 64 << 10;
 const MERGE_MAX: u64 = 4 << 20;
 /// Reads in flight at once for scattered bytes.
 const PARALLEL: usize = 8;
+/// How long a reader on another host waits for segment bytes its references point to.
+const PART_WAIT: Duration = Duration::from_secs(5);
 
 /// A run of references read with one pread: segment, start, end, the references (with the
 /// caller's index).
@@ -157,7 +161,30 @@ impl SegmentedKv {
     /// `len` bytes of segment `seg` at `off`. Bytes past what the segment store holds may be
     /// in tail journal records still: a host that did not append them (a reader following
     /// the writer on object storage) finds them there, the rest in the store.
+    ///
+    /// A reader also waits up to [`PART_WAIT`] for bytes in neither: the writer's fsync
+    /// uploads a long tail beside its log write, so a reference can arrive a moment before
+    /// its part (`SegmentOptions::upload_beside_log`).
     fn seg_read(&self, seg: u64, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut waited = Duration::ZERO;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.seg_read_once(seg, off, len) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof
+                        && waited < PART_WAIT
+                        && self.inner.status().is_some_and(|s| s.read_only()) =>
+                {
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn seg_read_once(&self, seg: u64, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
         match self.store.read_at(seg, off, len) {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 self.read_with_journal(seg, off, len).map_err(|j| {

@@ -12,6 +12,9 @@ use parking_lot::Mutex;
 use super::{io_err, journal_key, SegmentStore, SegmentedKv, State};
 use crate::kv::{Batch, KvError, KvResult, Space};
 
+/// Segment bytes to make durable: (segment, up to).
+pub(super) type Uploads = Vec<(u64, u64)>;
+
 struct Job {
     seg: u64,
     upto: u64,
@@ -159,33 +162,101 @@ impl SegmentedKv {
 
     /// Makes every sealed segment durable now (an fsync: a background sync may be pending).
     pub(super) fn sync_sealed(&self, st: &mut State) -> KvResult<()> {
+        let jobs = self.pending_sealed(st)?;
+        self.run_uploads(&jobs)?;
+        self.made_durable(st, &jobs);
+        Ok(())
+    }
+
+    /// The sealed segments an fsync must make durable: (segment, length). Fails with the
+    /// error of a background sync that did not tell anyone yet.
+    pub(super) fn pending_sealed(&self, st: &mut State) -> KvResult<Uploads> {
         if let Some(e) = st.sync_error.take() {
             return Err(KvError::Io(e));
         }
         // Only sealed segments can be here (the open one is handled by `durable_tail`).
-        let pending: Vec<(u64, u64)> = std::mem::take(&mut st.unsynced)
-            .into_iter()
-            .filter_map(|s| {
-                let i = st.segs.get(&s)?;
-                (i.rec.durable < i.rec.len).then_some((s, i.rec.len))
-            })
-            .collect();
-        for (seg, len) in pending {
+        let State { unsynced, segs, .. } = st;
+        unsynced.retain(|s| segs.get(s).is_some_and(|i| i.rec.durable < i.rec.len));
+        Ok(unsynced
+            .iter()
+            .filter_map(|s| segs.get(s).map(|i| (*s, i.rec.len)))
+            .collect())
+    }
+
+    /// fdatasyncs (on object storage: uploads) each segment up to its length in `jobs`.
+    pub(super) fn run_uploads(&self, jobs: &Uploads) -> KvResult<()> {
+        for &(seg, upto) in jobs {
             self.store
-                .sync(seg, len)
+                .sync(seg, upto)
                 .map_err(|e| io_err(&format!("syncing segment {seg:016x}"), e))?;
-            if let Some(info) = st.segs.get_mut(&seg) {
-                info.rec.durable = len;
-            }
-            st.dirty.insert(seg);
-            self.drop_journal(st, seg, u64::MAX);
         }
         Ok(())
     }
 
+    /// Takes in that `jobs` are durable: the records say so with the next batch, and the
+    /// journal records they cover go.
+    pub(super) fn made_durable(&self, st: &mut State, jobs: &Uploads) {
+        for &(seg, upto) in jobs {
+            if let Some(info) = st.segs.get_mut(&seg) {
+                info.rec.durable = info.rec.durable.max(upto);
+                if info.rec.durable >= info.rec.len {
+                    st.unsynced.remove(&seg);
+                }
+            }
+            st.dirty.insert(seg);
+            if let Some(open) = st.open.as_mut().filter(|o| o.seg == seg) {
+                open.synced = open.synced.max(upto);
+                open.journaled = open.journaled.max(upto);
+                if open.synced >= open.len {
+                    open.reset_tail();
+                }
+            }
+            self.drop_journal(st, seg, upto);
+        }
+    }
+
+    /// Writes `out` into the inner store while `uploads` run beside it (the store's log
+    /// write and the segment uploads in one round; see `SegmentOptions::upload_beside_log`).
+    /// Returns both outcomes: the batch's, then the uploads'.
+    pub(super) fn write_beside(
+        &self,
+        out: Batch,
+        durable: bool,
+        uploads: &Uploads,
+    ) -> (KvResult<()>, KvResult<()>) {
+        if uploads.is_empty() {
+            return (self.inner.write(out, durable), Ok(()));
+        }
+        std::thread::scope(|s| {
+            let beside = std::thread::Builder::new()
+                .name("snapfs-segup".into())
+                .spawn_scoped(s, || self.run_uploads(uploads));
+            match beside {
+                Ok(h) => {
+                    let wrote = self.inner.write(out, durable);
+                    let up = h.join().unwrap_or_else(|_| {
+                        Err(KvError::Io("the segment upload thread panicked".into()))
+                    });
+                    (wrote, up)
+                }
+                // No thread: the uploads first, then the batch (two rounds, same order).
+                Err(_) => match self.run_uploads(uploads) {
+                    Ok(()) => (self.inner.write(out, durable), Ok(())),
+                    Err(e) => (Err(e.clone()), Err(e)),
+                },
+            }
+        })
+    }
+
     /// Makes the open segment's bytes durable with the batch `out` about to be synced: a
-    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced.
-    pub(super) fn durable_tail(&self, st: &mut State, out: &mut Batch) -> KvResult<()> {
+    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced
+    /// first, or, with `upload_beside_log`, joins `uploads` (made durable beside `out`).
+    pub(super) fn durable_tail(
+        &self,
+        st: &mut State,
+        out: &mut Batch,
+        uploads: &mut Uploads,
+    ) -> KvResult<()> {
         let Some(open) = st.open.as_mut() else {
             return Ok(());
         };
@@ -196,6 +267,14 @@ impl SegmentedKv {
         // What is new since the last sync or journal record: a short piece goes into the
         // log (the journal then grows until the next background sync drops it).
         if open.len - from > self.opts.journal_max {
+            if self.opts.upload_beside_log {
+                uploads.push((open.seg, open.len));
+                // The batch carries the segment's record (never empty: its covering must
+                // reach the store's write-behind buffer, see `Batch::covers`).
+                let seg = open.seg;
+                st.dirty.insert(seg);
+                return Ok(());
+            }
             return self.sync_open(st);
         }
         let bytes = if open.tail_whole && open.tail_start <= from {

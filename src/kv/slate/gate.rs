@@ -13,9 +13,15 @@ use crate::kv::{KvResult, SegPos};
 const GATE_DELAY: Duration = Duration::from_millis(500);
 
 impl Shared {
-    /// Waits until the segment bytes `layer` points to are uploaded (or carried by its own
-    /// tail journal records or by those of a layer before it); uploads them itself when
-    /// someone waits for the drain or after [`GATE_DELAY`].
+    /// Waits until the segment bytes `layer` points to are uploaded (or made durable by
+    /// itself, by a layer before it, or by a sync's batch queued behind it: a tail journal
+    /// record, or parts uploaded beside the log write); uploads them itself when someone
+    /// waits for the drain or after [`GATE_DELAY`].
+    ///
+    /// A layer that goes ahead of its bytes' upload (a sync's) may reach the bucket before
+    /// them: a crash in between leaves references that opening checks and deletes (the
+    /// catalog records say those bytes are not durable yet), and a reader on another host
+    /// waits for the part in flight (`SegmentedKv::seg_read`).
     pub(super) fn await_segments(&self, layer: &Layer, handed: Option<SegPos>) -> KvResult<()> {
         let (Some(need), Some(gate)) = (layer.needs, self.gate.get()) else {
             return Ok(());
@@ -26,6 +32,9 @@ impl Shared {
         let since = Instant::now();
         let mut failures = 0u32;
         while !gate.uploaded(need) {
+            if self.overlay.queued_covers() >= Some(need) {
+                return Ok(());
+            }
             if self.overlay.pressed() || since.elapsed() >= GATE_DELAY {
                 match gate.upload(need) {
                     Ok(()) => return Ok(()),

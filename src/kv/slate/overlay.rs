@@ -213,6 +213,12 @@ impl Overlay {
         st.waiters > 0 || st.closing || st.active_bytes + st.flushing_bytes >= self.eager
     }
 
+    /// How far the batches not frozen yet make segment bytes durable themselves (a sync's
+    /// batch uploads them beside its log write; the drain hands it over next).
+    pub fn queued_covers(&self) -> Option<SegPos> {
+        self.state.lock().active_covers
+    }
+
     /// Whether the drain was asked to stop.
     pub fn closing(&self) -> bool {
         self.state.lock().closing

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use slatedb::object_store::{self, ObjectStore, ObjectStoreExt, PutPayload};
+use slatedb::object_store::{self, ObjectStore, ObjectStoreExt};
 
 use super::ranges::Ranges;
 use super::SlateKv;
@@ -72,6 +72,25 @@ struct Seg {
 impl Seg {
     fn stored_len(&self) -> u64 {
         self.parts.values().copied().max().unwrap_or(0)
+    }
+
+    /// The first offset in [a, b) no known part holds (parts of one segment go up four at
+    /// a time: a later one can be there before an earlier one).
+    fn gap(&self, a: u64, b: u64) -> Option<u64> {
+        let mut at = a;
+        for (&ps, &pe) in self.parts.range(..b) {
+            if pe <= at {
+                continue;
+            }
+            if ps > at {
+                return Some(at);
+            }
+            at = pe;
+            if at >= b {
+                return None;
+            }
+        }
+        (at < b).then_some(at)
     }
 
     fn cached(&self) -> u64 {
@@ -253,22 +272,25 @@ impl ObjectSegments {
             .lock()
             .segs
             .get(&seg)
-            .is_some_and(|s| s.listed && s.stored_len() >= b);
+            .is_some_and(|s| s.listed && s.gap(a, b).is_none());
         if !known {
             self.list_parts(seg)?;
         }
-        let (parts, stored) = {
+        let (parts, stored, gap) = {
             let st = self.st.lock();
             let s = st.segs.get(&seg);
             (
                 s.map(|s| s.parts.clone()).unwrap_or_default(),
                 s.map_or(0, |s| s.stored_len()),
+                s.map_or(Some(a), |s| s.gap(a, b)),
             )
         };
-        if b > stored {
+        if let Some(at) = gap {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("segment {seg:016x} holds {stored} bytes, not {b}"),
+                format!(
+                    "segment {seg:016x} has no part holding offset {at} ({stored} bytes stored)"
+                ),
             ));
         }
         let (a, b) = (a / CHUNK * CHUNK, (b.div_ceil(CHUNK) * CHUNK).min(stored));
@@ -342,98 +364,6 @@ impl ObjectSegments {
             let _ = std::fs::remove_file(self.cache_file(seg));
         }
     }
-
-    /// PUTs one part. Without a timeout the client's own retries decide; with one, failed
-    /// attempts are retried until it has passed, then the sync fails (the part stays
-    /// pending and goes up with the next one).
-    async fn put_part(&self, seg: u64, start: u64, bytes: Vec<u8>) -> io::Result<()> {
-        let path = self.part_path(seg, start);
-        let payload = PutPayload::from(bytes);
-        let Some(t) = self.put_timeout else {
-            return self.os.put(&path, payload).await.map(|_| ()).map_err(other);
-        };
-        let started = std::time::Instant::now();
-        let mut last = String::from("no answer");
-        loop {
-            let left = t.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left, self.os.put(&path, payload.clone())).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => last = super::brief(&e),
-                Err(_) => break,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200).min(left)).await;
-        }
-        log::error!(
-            "sync: the object store took no write for {t:?} (segment {seg:016x}: {last}); \
-             the writes stay queued and are retried"
-        );
-        Err(other(format!("the object store took no write for {t:?}")))
-    }
-
-    /// Uploads every appended byte of the segments up to `seg` (in order) not up yet: the
-    /// bytes of a segment as parts of at most `PART_MAX`, `PARTS_IN_FLIGHT` at a time;
-    /// "uploaded" moves over the parts that went up without a gap before them.
-    fn upload_through(&self, seg: u64) -> io::Result<()> {
-        let _one = self.uploading.lock();
-        loop {
-            // The first segment (by id) with bytes to upload.
-            let next = {
-                let st = self.st.lock();
-                st.segs
-                    .iter()
-                    .filter(|(s, i)| **s <= seg && i.appended > i.uploaded)
-                    .min_by_key(|(s, _)| **s)
-                    .map(|(s, i)| (*s, i.uploaded, i.appended, i.file.clone()))
-            };
-            let Some((s, from, to, file)) = next else {
-                return Ok(());
-            };
-            let file = file.ok_or_else(|| other("segment cache file missing"))?;
-            let mut pieces = Vec::new();
-            let mut at = from;
-            while at < to {
-                let end = (at + PART_MAX).min(to);
-                pieces.push((at, end));
-                at = end;
-            }
-            let results: Vec<io::Result<()>> = self.rt.block_on(
-                futures_util::stream::iter(pieces.iter().copied())
-                    .map(|(a, b)| {
-                        let file = file.clone();
-                        async move {
-                            let mut buf = vec![0u8; (b - a) as usize];
-                            file.read_exact_at(&mut buf, a)?;
-                            self.put_part(s, a, buf).await
-                        }
-                    })
-                    .buffered(PARTS_IN_FLIGHT)
-                    .collect(),
-            );
-            let mut st = self.st.lock();
-            let mut first_err = None;
-            if let Some(i) = st.segs.get_mut(&s) {
-                for ((a, b), r) in pieces.into_iter().zip(results) {
-                    match r {
-                        Ok(()) => {
-                            i.parts.insert(a, b);
-                            if first_err.is_none() {
-                                i.uploaded = i.uploaded.max(b);
-                            }
-                        }
-                        Err(e) => {
-                            first_err.get_or_insert(e);
-                        }
-                    }
-                }
-            }
-            if let Some(e) = first_err {
-                return Err(e);
-            }
-        }
-    }
 }
 
 impl SegmentStore for ObjectSegments {
@@ -469,22 +399,14 @@ impl SegmentStore for ObjectSegments {
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
         let end = off + bytes.len() as u64;
-        let (uploaded, listed) = {
+        let (uploaded, ours) = {
             let st = self.st.lock();
             st.segs
                 .get(&seg)
-                .map_or((0, false), |s| (s.uploaded.max(s.stored_len()), s.listed))
+                .map_or((0, false), |s| (s.uploaded, s.appended > 0))
         };
-        if !listed {
-            // Bytes restored after a restart (the tail journal): extend what is stored.
-            self.list_parts(seg)?;
-            let mut st = self.st.lock();
-            if let Some(s) = st.segs.get_mut(&seg) {
-                s.uploaded = s.uploaded.max(s.stored_len());
-                s.appended = s.appended.max(s.uploaded);
-            }
-            drop(st);
-            return self.append(seg, off, bytes);
+        if !ours {
+            return self.restore(seg, off, bytes);
         }
         if end <= uploaded {
             return Ok(());
@@ -525,6 +447,10 @@ impl SegmentStore for ObjectSegments {
             )));
         }
         Ok(())
+    }
+
+    fn close_foreign(&self, seg: u64) -> io::Result<()> {
+        self.close_segment(seg)
     }
 
     fn synced(&self, seg: u64) -> Option<u64> {
@@ -664,6 +590,7 @@ pub fn segment_options() -> SegmentOptions {
     SegmentOptions {
         horizon: std::time::Duration::from_secs(20),
         base_len: Some(crate::keys::version_base_len),
+        upload_beside_log: true,
         ..SegmentOptions::default()
     }
 }
@@ -702,53 +629,7 @@ impl UploadGate for ObjectSegments {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{ObjectSegments, CHUNK, PREFETCH_AFTER};
-    use crate::kv::segments::{file_header, SegmentStore};
-    use std::sync::Arc;
-
-    /// Reads that miss in `PREFETCH_AFTER` different chunks bring the whole segment into
-    /// the cache (another process's, empty at open), with the same bytes.
-    #[test]
-    fn broad_reads_fetch_the_whole_segment_in_the_background() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bucket = dir.path().join("bucket");
-        std::fs::create_dir_all(&bucket).expect("bucket");
-        let os: Arc<dyn slatedb::object_store::ObjectStore> = Arc::new(
-            slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
-                .expect("local object store"),
-        );
-        let data: Vec<u8> = (0..(8 * CHUNK) as usize).map(|i| (i % 251) as u8).collect();
-        let header = file_header(7).len() as u64;
-        {
-            let w = ObjectSegments::open(os.clone(), "db", &dir.path().join("w"), 1 << 30, None)
-                .expect("open writer side");
-            w.create(7).expect("create");
-            w.append(7, header, &data).expect("append");
-            w.sync(7, header + data.len() as u64).expect("upload");
-        }
-        let r = ObjectSegments::open(os, "db", &dir.path().join("r"), 1 << 30, None)
-            .expect("open reader side");
-        for i in 0..PREFETCH_AFTER as u64 {
-            let off = header + i * CHUNK + 100;
-            let got = r.read_at(7, off, 4096).expect("read");
-            let at = (off - header) as usize;
-            assert_eq!(got, data[at..at + 4096]);
-        }
-        let whole = header + data.len() as u64;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while r.cached_bytes() < whole {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {} of {whole} bytes cached",
-                r.cached_bytes()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let at = 6 * CHUNK as usize + 12345;
-        assert_eq!(
-            r.read_at(7, header + at as u64, 1000).expect("read"),
-            data[at..at + 1000]
-        );
-    }
-}
+#[path = "segments_tests.rs"]
+mod tests;
+#[path = "upload.rs"]
+mod upload;

@@ -1,6 +1,7 @@
 //! Unit tests of the SlateDB backend.
 
 use super::*;
+use crate::kv::slate::test_store::Hooked;
 
 fn full(space: Space, k: &[u8]) -> Vec<u8> {
     full_key(space, k)
@@ -30,81 +31,6 @@ fn the_filter_prefix_is_the_rules_base_after_the_space_tag() {
         "no such space tag"
     );
     assert_eq!(base_len(&RULE, b""), None);
-}
-
-/// An object store whose every write takes `delay`.
-#[derive(Debug)]
-struct Slow {
-    inner: Arc<dyn ObjectStore>,
-    delay: Duration,
-}
-
-impl std::fmt::Display for Slow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Slow({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Slow {
-    async fn put_opts(
-        &self,
-        location: &slatedb::object_store::path::Path,
-        payload: slatedb::object_store::PutPayload,
-        opts: slatedb::object_store::PutOptions,
-    ) -> slatedb::object_store::Result<slatedb::object_store::PutResult> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &slatedb::object_store::path::Path,
-        opts: slatedb::object_store::PutMultipartOptions,
-    ) -> slatedb::object_store::Result<Box<dyn slatedb::object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &slatedb::object_store::path::Path,
-        options: slatedb::object_store::GetOptions,
-    ) -> slatedb::object_store::Result<slatedb::object_store::GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures_util::stream::BoxStream<
-            'static,
-            slatedb::object_store::Result<slatedb::object_store::path::Path>,
-        >,
-    ) -> futures_util::stream::BoxStream<
-        'static,
-        slatedb::object_store::Result<slatedb::object_store::path::Path>,
-    > {
-        self.inner.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&slatedb::object_store::path::Path>,
-    ) -> futures_util::stream::BoxStream<
-        'static,
-        slatedb::object_store::Result<slatedb::object_store::ObjectMeta>,
-    > {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&slatedb::object_store::path::Path>,
-    ) -> slatedb::object_store::Result<slatedb::object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &slatedb::object_store::path::Path,
-        to: &slatedb::object_store::path::Path,
-        options: slatedb::object_store::CopyOptions,
-    ) -> slatedb::object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
 }
 
 /// A sync behind a backlog that takes the object store several timeouts to take, one
@@ -137,10 +63,8 @@ fn slow_sync(n: u32, timeout: Duration) -> Duration {
         fsync_timeout: Some(timeout),
         ..SlateOptions::default()
     };
-    let slow = Slow {
-        inner: store,
-        delay: Duration::from_millis(200),
-    };
+    let delay = Duration::from_millis(200);
+    let slow = Hooked::new(store, move |_| Box::pin(tokio::time::sleep(delay)));
     let kv = SlateKv::open_with(Arc::new(slow), "slow", &opts).expect("open");
     for i in 0..n {
         let mut b = Batch::new();
