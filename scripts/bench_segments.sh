@@ -3,6 +3,7 @@
 # sequential write of SEG_SMALL and of SEG_BIG (fio, bs=1M, end_fsync) with the bytes written
 # per byte of file data (embedded: the device's, from /proc/diskstats after a sync; object
 # storage: the bytes PUT, from `snapfs status`), random 4 KiB writes each followed by fsync,
+# sequential 1 MiB writes each followed by fsync,
 # cold random 4 KiB reads (after a remount with every cache of the store emptied and the page
 # cache dropped), and the store's size (embedded: the store directory; object storage on
 # file://: the objects directory, the bucket) after a file is written three times with a
@@ -130,6 +131,12 @@ fsync_writes() { # LABEL
         --rw=randwrite --bs=4k --fsync=1 --time_based --runtime="$FSYNC_SECS" --ioengine=psync \
         --output-format=json |
         python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['iops']))")"
+    # Each fsync with 1 MiB behind it: past a journal record (256 KiB), so on object storage
+    # the fsync uploads a part (beside its log write since 288211d, before it until then).
+    record "$1" "seq write 1M fsync=1 (MiB/s)" "$(fio --name=s --filename="$MNT/g" --size=256M \
+        --rw=write --bs=1M --fsync=1 --time_based --runtime="$FSYNC_SECS" --ioengine=psync \
+        --output-format=json |
+        python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['bw_bytes']/2**20, 1))")"
     rm -f -- "$MNT/g"
 }
 
