@@ -1,13 +1,16 @@
 //! Unit tests of segment objects.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use slatedb::object_store::ObjectStore;
 
 use super::{ObjectSegments, CHUNK, PREFETCH_AFTER};
 use crate::kv::segments::{file_header, SegmentStore, SegmentedKv};
 use crate::kv::slate::test_store::Hooked;
 use crate::kv::slate::{segment_options, segmented, SlateKv, SlateOptions};
-use crate::kv::{Batch, Kv, KvRead, Space};
+use crate::kv::{Batch, Kv, KvRead, KvResult, Space};
 
 /// Reads that miss in `PREFETCH_AFTER` different chunks bring the whole segment into
 /// the cache (another process's, empty at open), with the same bytes.
@@ -16,7 +19,7 @@ fn broad_reads_fetch_the_whole_segment_in_the_background() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = dir.path().join("bucket");
     std::fs::create_dir_all(&bucket).expect("bucket");
-    let os: Arc<dyn slatedb::object_store::ObjectStore> = Arc::new(
+    let os: Arc<dyn ObjectStore> = Arc::new(
         slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
             .expect("local object store"),
     );
@@ -63,7 +66,7 @@ fn restored_journal_bytes_fill_a_hole_between_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = dir.path().join("bucket");
     std::fs::create_dir_all(&bucket).expect("bucket");
-    let os: Arc<dyn slatedb::object_store::ObjectStore> = Arc::new(
+    let os: Arc<dyn ObjectStore> = Arc::new(
         slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
             .expect("local object store"),
     );
@@ -129,11 +132,7 @@ struct Rounds {
 
 impl Rounds {
     /// The object store `os` behind this hook.
-    fn store(
-        self: &Arc<Self>,
-        os: Arc<dyn slatedb::object_store::ObjectStore>,
-    ) -> Arc<dyn slatedb::object_store::ObjectStore> {
-        use std::sync::atomic::Ordering::SeqCst;
+    fn store(self: &Arc<Self>, os: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
         let me = self.clone();
         Arc::new(Hooked::new(os, move |path| {
             let me = me.clone();
@@ -172,7 +171,7 @@ impl Rounds {
 }
 
 /// The writer's store in `os` with its segments cached in `cache`.
-fn writer(os: Arc<dyn slatedb::object_store::ObjectStore>, cache: &std::path::Path) -> SegmentedKv {
+fn writer(os: Arc<dyn ObjectStore>, cache: &std::path::Path) -> SegmentedKv {
     let kv = SlateKv::open_with(os, "db", &SlateOptions::default()).expect("open the writer");
     segmented(kv, cache, 1 << 30, segment_options()).expect("segments")
 }
@@ -188,11 +187,9 @@ fn long_value(seed: u8) -> Vec<u8> {
 /// PUT of the fsync to start; in two rounds none would, and the part gives up after 10 s).
 #[test]
 fn an_fsync_uploads_a_long_tail_beside_its_log_write() {
-    use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().expect("tempdir");
     let rounds = Arc::new(Rounds::default());
-    let os: Arc<dyn slatedb::object_store::ObjectStore> =
-        Arc::new(slatedb::object_store::memory::InMemory::new());
+    let os: Arc<dyn ObjectStore> = Arc::new(slatedb::object_store::memory::InMemory::new());
     let kv = writer(rounds.store(os), &dir.path().join("cache"));
     for i in 0..3u8 {
         let mut b = Batch::new();
@@ -216,51 +213,73 @@ fn an_fsync_uploads_a_long_tail_beside_its_log_write() {
     }
 }
 
+/// A writer on a fresh in-memory bucket whose part uploads the returned `Rounds` can hold
+/// back, the bucket itself, and a raw reader of the database (it sees references as they
+/// reach the bucket).
+fn held_writer(dir: &std::path::Path) -> (Arc<Rounds>, Arc<dyn ObjectStore>, SegmentedKv, SlateKv) {
+    let rounds = Arc::new(Rounds::default());
+    let os: Arc<dyn ObjectStore> = Arc::new(slatedb::object_store::memory::InMemory::new());
+    let kv = writer(rounds.store(os.clone()), &dir.join("w"));
+    // The database exists before a reader opens.
+    kv.sync().expect("first sync");
+    let raw = SlateKv::open_with(os.clone(), "db", &read_only()).expect("open a raw reader");
+    (rounds, os, kv, raw)
+}
+
+fn read_only() -> SlateOptions {
+    SlateOptions {
+        read_only: true,
+        ..SlateOptions::default()
+    }
+}
+
+/// Starts an fsync of `k` = `value` on `kv` with its parts held back, and waits until its
+/// log write reached the bucket (`raw` sees the reference).
+fn fsync_held<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    rounds: &Rounds,
+    kv: &'s SegmentedKv,
+    raw: &SlateKv,
+    value: Vec<u8>,
+) -> std::thread::ScopedJoinHandle<'s, KvResult<()>> {
+    rounds.hold.store(true, SeqCst);
+    let fsync = s.spawn(move || {
+        let mut b = Batch::new();
+        b.put(Space::Data, b"k".to_vec(), value);
+        kv.write(b, true)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while raw.get(Space::Data, b"k").expect("raw read").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the log write never reached the bucket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fsync
+}
+
 /// A reader on another host that finds a reference whose part is still on its way (the
 /// writer's fsync uploads it beside the log write) waits for it instead of failing.
 #[test]
 fn a_reader_waits_for_a_part_uploaded_beside_the_log() {
-    use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rounds = Arc::new(Rounds::default());
-    let os: Arc<dyn slatedb::object_store::ObjectStore> =
-        Arc::new(slatedb::object_store::memory::InMemory::new());
-    let kv = writer(rounds.store(os.clone()), &dir.path().join("w"));
-    // The database exists before the reader opens.
-    kv.sync().expect("first sync");
-    let ro = SlateOptions {
-        read_only: true,
-        ..SlateOptions::default()
-    };
-    let raw = SlateKv::open_with(os.clone(), "db", &ro).expect("open a raw reader");
+    let (rounds, os, kv, raw) = held_writer(dir.path());
     let reader = segmented(
-        SlateKv::open_with(os, "db", &ro).expect("open a reader"),
+        SlateKv::open_with(os, "db", &read_only()).expect("open a reader"),
         &dir.path().join("r"),
         1 << 30,
         segment_options(),
     )
     .expect("reader's segments");
-    rounds.hold.store(true, SeqCst);
     std::thread::scope(|s| {
-        let fsync = s.spawn(|| {
-            let mut b = Batch::new();
-            b.put(Space::Data, b"k".to_vec(), long_value(9));
-            kv.write(b, true)
-        });
-        // The reference reaches the reader while its part is held back.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while raw.get(Space::Data, b"k").expect("raw read").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the log write never reached the reader"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let fsync = fsync_held(s, &rounds, &kv, &raw, long_value(9));
         // Released once the reader (which follows the log every second) can see it too.
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(2500));
             rounds.hold.store(false, SeqCst);
         });
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let held = rounds.hold.load(SeqCst);
             let got = reader
@@ -290,33 +309,10 @@ fn a_reader_waits_for_a_part_uploaded_beside_the_log() {
 /// afterwards, is refused, so its fsync fails instead of reporting bytes nobody will read.
 #[test]
 fn a_takeover_refuses_the_old_writers_late_part() {
-    use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rounds = Arc::new(Rounds::default());
-    let os: Arc<dyn slatedb::object_store::ObjectStore> =
-        Arc::new(slatedb::object_store::memory::InMemory::new());
-    let old = writer(rounds.store(os.clone()), &dir.path().join("old"));
-    old.sync().expect("first sync");
-    let ro = SlateOptions {
-        read_only: true,
-        ..SlateOptions::default()
-    };
-    let raw = SlateKv::open_with(os.clone(), "db", &ro).expect("open a raw reader");
-    rounds.hold.store(true, SeqCst);
+    let (rounds, os, old, raw) = held_writer(dir.path());
     std::thread::scope(|s| {
-        let fsync = s.spawn(|| {
-            let mut b = Batch::new();
-            b.put(Space::Data, b"k".to_vec(), long_value(3));
-            old.write(b, true)
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while raw.get(Space::Data, b"k").expect("raw read").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the log write never reached the bucket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let fsync = fsync_held(s, &rounds, &old, &raw, long_value(3));
         let new = writer(os.clone(), &dir.path().join("new"));
         rounds.hold.store(false, SeqCst);
         let late = fsync.join().expect("fsync thread");

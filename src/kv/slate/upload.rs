@@ -174,13 +174,7 @@ impl ObjectSegments {
             let piece = bytes[(from - off) as usize..(to - off) as usize].to_vec();
             match self.rt.block_on(self.put_part(seg, from, piece)) {
                 Ok(()) => {
-                    self.st
-                        .lock()
-                        .segs
-                        .entry(seg)
-                        .or_default()
-                        .parts
-                        .insert(from, to);
+                    self.note_part(seg, from, to);
                     at = to;
                 }
                 // A part of the writer before arrived there meanwhile: look again.
@@ -209,13 +203,7 @@ impl ObjectSegments {
             };
             match self.rt.block_on(self.put_part(seg, at, Vec::new())) {
                 Ok(()) => {
-                    self.st
-                        .lock()
-                        .segs
-                        .entry(seg)
-                        .or_default()
-                        .parts
-                        .insert(at, at);
+                    self.note_part(seg, at, at);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -225,5 +213,16 @@ impl ObjectSegments {
         Err(other(format!(
             "segment {seg:016x}: parts kept arriving while it was being closed"
         )))
+    }
+
+    /// Part [from, to) of `seg` is in the object store.
+    fn note_part(&self, seg: u64, from: u64, to: u64) {
+        self.st
+            .lock()
+            .segs
+            .entry(seg)
+            .or_default()
+            .parts
+            .insert(from, to);
     }
 }
