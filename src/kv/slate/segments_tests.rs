@@ -12,26 +12,34 @@ use crate::kv::slate::test_store::Hooked;
 use crate::kv::slate::{segment_options, segmented, SlateKv, SlateOptions};
 use crate::kv::{Batch, Kv, KvRead, KvResult, Space};
 
+/// Objects in files under `dir/bucket`.
+fn local_bucket(dir: &std::path::Path) -> (std::path::PathBuf, Arc<dyn ObjectStore>) {
+    let bucket = dir.join("bucket");
+    std::fs::create_dir_all(&bucket).expect("bucket");
+    let os = slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
+        .expect("local object store");
+    (bucket, Arc::new(os))
+}
+
+/// Segment 7 holding `data` after its header, uploaded by a writer (cache in `cache`) that
+/// then goes away.
+fn upload_segment_7(os: &Arc<dyn ObjectStore>, cache: &std::path::Path, data: &[u8]) {
+    let header = file_header(7).len() as u64;
+    let w = ObjectSegments::open(os.clone(), "db", cache, 1 << 30, None).expect("open a writer");
+    w.create(7).expect("create");
+    w.append(7, header, data).expect("append");
+    w.sync(7, header + data.len() as u64).expect("upload");
+}
+
 /// Reads that miss in `PREFETCH_AFTER` different chunks bring the whole segment into
 /// the cache (another process's, empty at open), with the same bytes.
 #[test]
 fn broad_reads_fetch_the_whole_segment_in_the_background() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = dir.path().join("bucket");
-    std::fs::create_dir_all(&bucket).expect("bucket");
-    let os: Arc<dyn ObjectStore> = Arc::new(
-        slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
-            .expect("local object store"),
-    );
+    let (_, os) = local_bucket(dir.path());
     let data: Vec<u8> = (0..(8 * CHUNK) as usize).map(|i| (i % 251) as u8).collect();
     let header = file_header(7).len() as u64;
-    {
-        let w = ObjectSegments::open(os.clone(), "db", &dir.path().join("w"), 1 << 30, None)
-            .expect("open writer side");
-        w.create(7).expect("create");
-        w.append(7, header, &data).expect("append");
-        w.sync(7, header + data.len() as u64).expect("upload");
-    }
+    upload_segment_7(&os, &dir.path().join("w"), &data);
     let r = ObjectSegments::open(os, "db", &dir.path().join("r"), 1 << 30, None)
         .expect("open reader side");
     for i in 0..PREFETCH_AFTER as u64 {
@@ -64,23 +72,12 @@ fn broad_reads_fetch_the_whole_segment_in_the_background() {
 #[test]
 fn restored_journal_bytes_fill_a_hole_between_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = dir.path().join("bucket");
-    std::fs::create_dir_all(&bucket).expect("bucket");
-    let os: Arc<dyn ObjectStore> = Arc::new(
-        slatedb::object_store::local::LocalFileSystem::new_with_prefix(&bucket)
-            .expect("local object store"),
-    );
+    let (bucket, os) = local_bucket(dir.path());
     let data: Vec<u8> = (0..(12 * CHUNK) as usize)
         .map(|i| (i % 253) as u8)
         .collect();
     let header = file_header(7).len() as u64;
-    {
-        let w = ObjectSegments::open(os.clone(), "db", &dir.path().join("w"), 1 << 30, None)
-            .expect("open the first writer");
-        w.create(7).expect("create");
-        w.append(7, header, &data).expect("append");
-        w.sync(7, header + data.len() as u64).expect("upload");
-    }
+    upload_segment_7(&os, &dir.path().join("w"), &data);
     // The second of the three data parts never went up.
     let hole = header + 4 * CHUNK;
     let part = bucket.join(format!("db/segments/{:016x}/{hole:016x}", 7));
