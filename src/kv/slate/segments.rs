@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use slatedb::object_store::{self, ObjectStore, ObjectStoreExt};
 
-use super::ranges::Ranges;
+use super::ranges::{gaps, Ranges};
 use super::SlateKv;
 use crate::kv::segments::{file_header, Listed, SegmentOptions, SegmentStore, SegmentedKv};
 use crate::kv::{KvError, KvResult, SegPos, UploadGate};
@@ -74,27 +74,14 @@ impl Seg {
         self.parts.values().copied().max().unwrap_or(0)
     }
 
-    /// The first offset in [a, b) no known part holds (parts of one segment go up four at
-    /// a time: a later one can be there before an earlier one).
-    fn gap(&self, a: u64, b: u64) -> Option<u64> {
-        let mut at = a;
-        for (&ps, &pe) in self.parts.range(..b) {
-            if pe <= at {
-                continue;
-            }
-            if ps > at {
-                return Some(at);
-            }
-            at = pe;
-            if at >= b {
-                return None;
-            }
-        }
-        (at < b).then_some(at)
+    /// The first range in [a, b) no known part holds (parts of one segment go up four at a
+    /// time: a later one can be there before an earlier one).
+    fn gap(&self, a: u64, b: u64) -> Option<(u64, u64)> {
+        gaps(&self.parts, a, b).first().copied()
     }
 
     fn cached(&self) -> u64 {
-        self.present.0.iter().map(|(s, e)| e - s).sum()
+        self.present.len()
     }
 }
 
@@ -282,10 +269,10 @@ impl ObjectSegments {
             (
                 s.map(|s| s.parts.clone()).unwrap_or_default(),
                 s.map_or(0, |s| s.stored_len()),
-                s.map_or(Some(a), |s| s.gap(a, b)),
+                s.map_or(Some((a, b)), |s| s.gap(a, b)),
             )
         };
-        if let Some(at) = gap {
+        if let Some((at, _)) = gap {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -314,9 +301,7 @@ impl ObjectSegments {
             if !s.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &file)) {
                 continue;
             }
-            let before = s.cached();
-            s.present.insert(from, to);
-            let grown = s.cached() - before;
+            let grown = s.present.insert(from, to);
             st.cached += grown;
         }
         self.evict();
@@ -419,7 +404,6 @@ impl SegmentStore for ObjectSegments {
         st.tick += 1;
         let tick = st.tick;
         let s = st.segs.entry(seg).or_default();
-        let before = s.cached();
         if s.appended < off && s.uploaded < off {
             return Err(other(format!(
                 "segment {seg:016x}: an append at {off} would leave a gap after {}",
@@ -427,9 +411,8 @@ impl SegmentStore for ObjectSegments {
             )));
         }
         s.appended = s.appended.max(end);
-        s.present.insert(off, end);
+        let grown = s.present.insert(off, end);
         s.used = tick;
-        let grown = s.cached() - before;
         st.cached += grown;
         Ok(())
     }

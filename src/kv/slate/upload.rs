@@ -156,18 +156,7 @@ impl ObjectSegments {
         let mut at = off;
         let mut tries = 0;
         loop {
-            let hole = {
-                let st = self.st.lock();
-                st.segs.get(&seg).and_then(|s| {
-                    let from = s.gap(at, end)?;
-                    let to = s
-                        .parts
-                        .range(from..)
-                        .next()
-                        .map_or(end, |(&ps, _)| ps.min(end));
-                    Some((from, to))
-                })
-            };
+            let hole = self.st.lock().segs.get(&seg).and_then(|s| s.gap(at, end));
             let Some((from, to)) = hole else {
                 return Ok(());
             };
@@ -199,7 +188,7 @@ impl ObjectSegments {
                 st.segs
                     .get(&seg)
                     .and_then(|s| s.gap(0, u64::MAX))
-                    .unwrap_or(0)
+                    .map_or(0, |(at, _)| at)
             };
             match self.rt.block_on(self.put_part(seg, at, Vec::new())) {
                 Ok(()) => {
