@@ -522,16 +522,17 @@ impl SegmentedKv {
             }
         }
         self.flush_appends(st, &mut buf)?;
-        // What this fsync uploads beside its batch (object storage; see the options).
+        // What this fsync makes durable besides its batch: before it (files), or beside it
+        // (object storage; see the options).
         let mut uploads = sync::Uploads::new();
         if durable {
             uploads = self.pending_sealed(st)?;
+            self.durable_tail(st, &mut out, &mut uploads)?;
             if !self.opts.upload_beside_log {
                 self.run_uploads(&uploads)?;
                 self.made_durable(st, &uploads);
                 uploads.clear();
             }
-            self.durable_tail(st, &mut out, &mut uploads)?;
             // Every segment byte so far is durable with this batch.
             if let Some(o) = &st.open {
                 out.cover((o.seg, o.len));

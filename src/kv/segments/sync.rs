@@ -249,8 +249,8 @@ impl SegmentedKv {
     }
 
     /// Makes the open segment's bytes durable with the batch `out` about to be synced: a
-    /// short unsynced tail goes into `out` as a journal record, a long one is fdatasynced
-    /// first, or, with `upload_beside_log`, joins `uploads` (made durable beside `out`).
+    /// short unsynced tail goes into `out` as a journal record, a long one joins `uploads`
+    /// (fdatasynced before `out`, or uploaded beside it with `upload_beside_log`).
     pub(super) fn durable_tail(
         &self,
         st: &mut State,
@@ -267,15 +267,12 @@ impl SegmentedKv {
         // What is new since the last sync or journal record: a short piece goes into the
         // log (the journal then grows until the next background sync drops it).
         if open.len - from > self.opts.journal_max {
-            if self.opts.upload_beside_log {
-                uploads.push((open.seg, open.len));
-                // The batch carries the segment's record (never empty: its covering must
-                // reach the store's write-behind buffer, see `Batch::covers`).
-                let seg = open.seg;
-                st.dirty.insert(seg);
-                return Ok(());
-            }
-            return self.sync_open(st);
+            uploads.push((open.seg, open.len));
+            // The batch carries the segment's record (never empty: its covering must reach
+            // the store's write-behind buffer, see `Batch::covers`).
+            let seg = open.seg;
+            st.dirty.insert(seg);
+            return Ok(());
         }
         let bytes = if open.tail_whole && open.tail_start <= from {
             open.tail[(from - open.tail_start) as usize..].to_vec()
