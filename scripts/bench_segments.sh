@@ -10,12 +10,20 @@
 # snapshot each and every snapshot is deleted, sampled at 0, 20 and 60 s of idle. Each target
 # on a fresh store, interleaved round by round (A B C A B C ...). Prints every measurement and
 # the median and range per target and row. Never passes or fails on speed.
+# The sequential writes run twice, through the page cache and with direct I/O (fio
+# --direct=1: the FUSE file's pages out of the picture), each after the page cache was
+# dropped and SEG_SETTLE_SECS of idle: on this VM a page of memory not touched lately costs
+# ~30 us to hand out (its hypervisor takes freed memory back), so a write that grows the page
+# cache past the few GiB still warm runs at ~150 MiB/s whatever writes it, the host's own
+# filesystem too; the settling gives every target the same start, and the target `host` (a
+# plain directory beside the stores) shows what the machine does.
 # Usage: scripts/bench_segments.sh TARGET...   where TARGET is BIN[@BACKEND], BACKEND one of
 #   disk (embedded, the default), s3 (a loopback SeaweedFS started by scripts/s3.sh), file
-#   (objects in a local directory)
+#   (objects in a local directory); or `host` (sequential writes only)
 # Environment: SEG_ROUNDS [3], SEG_SMALL [1G], SEG_BIG [10G; empty skips the row],
 #   SEG_FSYNC_SECS [10], SEG_READ_SECS (cold random reads) [15], SEG_SPACE_MIB (the file of
-#   the space row; 0 skips it) [1024], BENCH_DIR (parent of the temp dir) [/var/tmp]
+#   the space row; 0 skips it) [1024], SEG_SETTLE_SECS (idle before each sequential write)
+#   [30], BENCH_DIR (parent of the temp dir) [/var/tmp]
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -24,6 +32,12 @@ cd "$REPO_ROOT"
 [ $# -ge 1 ] || die "usage: scripts/bench_segments.sh BIN[@disk|s3|file]..."
 BINS=() BACKENDS=() LABELS=()
 for t in "$@"; do
+    if [ "$t" = host ]; then
+        BINS+=("") BACKENDS+=(host)
+        LETTERS=ABCDEFGHIJ
+        LABELS+=("${LETTERS:${#LABELS[@]}:1}")
+        continue
+    fi
     bin="${t%@*}" backend=disk
     [ "$bin" != "$t" ] && backend="${t##*@}"
     case "$backend" in disk | s3 | file) ;; *) die "unknown backend in $t (disk, s3, file)" ;; esac
@@ -35,7 +49,7 @@ for t in "$@"; do
 done
 ROUNDS="${SEG_ROUNDS:-3}" SMALL="${SEG_SMALL:-1G}" BIG="${SEG_BIG-10G}"
 FSYNC_SECS="${SEG_FSYNC_SECS:-10}" READ_SECS="${SEG_READ_SECS:-15}"
-SPACE_MIB="${SEG_SPACE_MIB:-1024}"
+SPACE_MIB="${SEG_SPACE_MIB:-1024}" SETTLE="${SEG_SETTLE_SECS:-30}"
 
 setup
 ensure_packages fio
@@ -44,6 +58,7 @@ WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/snapfs-seg.XXXXXX")"
 MNT="$WORK/mnt"
 STORE="$WORK/store"
 OBJECTS="$WORK/objects"
+HOSTDIR="$WORK/host"
 CUR_BIN="" CUR_BACKEND="" S3_UP=0 N_STORE=0
 cleanup() {
     if is_mounted "$MNT"; then
@@ -67,7 +82,7 @@ disk_written() { awk -v d="$DISK" '$3 == d { print $10 * 512 }' /proc/diskstats;
 # written: bytes the store wrote where it keeps its data (the disk, or PUTs).
 written() {
     case "$CUR_BACKEND" in
-    disk) disk_written ;;
+    disk | host) disk_written ;;
     *) "$CUR_BIN" status --store "$STORE" --json |
         python3 -c "import json,sys; print(json.load(sys.stdin)['object_store']['put_bytes'])" ;;
     esac
@@ -95,19 +110,40 @@ done_with() {
     rm -rf -- "$STORE" "$OBJECTS"
 }
 
-seq_write() { # LABEL SIZE
-    local before bw what
+# seq_write LABEL SIZE DIRECT [DIR]: fio's sequential write of SIZE into DIR (the mount),
+# through the page cache (DIRECT 0) or not (1); prints MiB/s.
+seq_write() {
+    local before bw what mode dir="${4:-$MNT}"
     sync
+    echo 3 >/proc/sys/vm/drop_caches
+    sleep "$SETTLE"
     before="$(written)"
-    bw="$(fio --name=w --filename="$MNT/f" --size="$2" --rw=write --bs=1M --end_fsync=1 \
-        --ioengine=psync --output-format=json |
+    bw="$(fio --name=w --filename="$dir/f" --size="$2" --rw=write --bs=1M --end_fsync=1 \
+        --direct="$3" --ioengine=psync --output-format=json |
         python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['bw_bytes']/2**20))")"
     sync
+    rm -f -- "$dir/f"
     what="disk"
-    [ "$CUR_BACKEND" = disk ] || what="PUT"
-    record "$1" "seq write $2 (MiB/s)" "$bw"
-    record "$1" "$what bytes per byte, seq write $2" \
+    [ "$CUR_BACKEND" = disk ] || [ "$CUR_BACKEND" = host ] || what="PUT"
+    mode=""
+    [ "$3" = 1 ] && mode=" direct=1"
+    record "$1" "seq write $2$mode (MiB/s)" "$bw"
+    [ "$3" = 1 ] || record "$1" "$what bytes per byte, seq write $2" \
         "$(python3 -c "print(round(($(written) - $before) / $(numfmt --from=iec "$2"), 2))")"
+    echo "$bw"
+}
+
+# seq_rows LABEL [DIR]: the sequential writes, SMALL and BIG, cached and direct, with the
+# BIG / SMALL ratio of each (same round).
+seq_rows() {
+    local direct small big
+    for direct in 0 1; do
+        small="$(seq_write "$1" "$SMALL" "$direct" "${2:-}")"
+        [ -n "$BIG" ] || continue
+        big="$(seq_write "$1" "$BIG" "$direct" "${2:-}")"
+        record "$1" "seq write $BIG / $SMALL$([ "$direct" = 1 ] && echo " direct=1") (same round)" \
+            "$(python3 -c "print(round($big / $small, 2))")"
+    done
 }
 
 # cold_reads LABEL: random 4 KiB reads of $MNT/f after a remount with the store's caches
@@ -171,14 +207,19 @@ for round in $(seq 1 "$ROUNDS"); do
     for i in "${!BINS[@]}"; do
         label="${LABELS[$i]}"
         log "round $round/$ROUNDS: $label (${BINS[$i]} on ${BACKENDS[$i]})"
+        if [ "${BACKENDS[$i]}" = host ]; then
+            CUR_BIN="" CUR_BACKEND=host
+            mkdir -p "$HOSTDIR"
+            seq_rows "$label" "$HOSTDIR"
+            rm -rf -- "$HOSTDIR"
+            continue
+        fi
         fresh "$i"
-        seq_write "$label" "$SMALL"
+        seq_rows "$label"
+        fio --name=w --filename="$MNT/f" --size="$SMALL" --rw=write --bs=1M --end_fsync=1 \
+            --ioengine=psync --output-format=terse >/dev/null
         cold_reads "$label"
         rm -f -- "$MNT/f"
-        if [ -n "$BIG" ]; then
-            seq_write "$label" "$BIG"
-            rm -f -- "$MNT/f"
-        fi
         fsync_writes "$label"
         done_with
         fresh "$i"
@@ -187,7 +228,13 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-for i in "${!BINS[@]}"; do echo "${LABELS[$i]} = ${BINS[$i]} on ${BACKENDS[$i]}"; done
+for i in "${!BINS[@]}"; do
+    if [ "${BACKENDS[$i]}" = host ]; then
+        echo "${LABELS[$i]} = the host's filesystem (a directory beside the stores)"
+    else
+        echo "${LABELS[$i]} = ${BINS[$i]} on ${BACKENDS[$i]}"
+    fi
+done
 python3 - "$RESULTS" "${LABELS[@]}" <<'PY'
 import sys, statistics
 labels = sys.argv[2:]

@@ -123,6 +123,17 @@ pub fn segments_dir(store: &Path) -> PathBuf {
     store.join("segments")
 }
 
+/// Whether appended segment pages leave the page cache once written back
+/// (`kv/segments/stream.rs`): on unless `SNAPFS_DROP_BEHIND=0` (for measuring).
+fn drop_behind() -> bool {
+    !matches!(
+        std::env::var("SNAPFS_DROP_BEHIND")
+            .as_deref()
+            .map(str::trim),
+        Ok("0") | Ok("off") | Ok("false") | Ok("no")
+    )
+}
+
 /// An embedded store's database: RocksDB for keys, segment files for file data.
 fn open_rocks(path: &Path) -> Result<SegmentedKv> {
     let cannot = |e: KvError| match e {
@@ -135,6 +146,7 @@ fn open_rocks(path: &Path) -> Result<SegmentedKv> {
         &segments_dir(path),
         SegmentOptions {
             base_len: Some(crate::keys::version_base_len),
+            drop_behind: drop_behind(),
             ..SegmentOptions::default()
         },
     )

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::format;
+use super::stream::Streamer;
 
 /// What the segment layer asks of the place its segments live. One writer appends to one
 /// open segment at a time; any thread reads; a segment is deleted whole.
@@ -62,6 +63,8 @@ const MAX_HANDLES: usize = 256;
 pub struct SegmentDir {
     dir: PathBuf,
     handles: Mutex<HashMap<u64, Arc<File>>>,
+    /// Appends let go of their pages once written back (`stream.rs`).
+    stream: Mutex<Streamer>,
 }
 
 /// A segment file as listed: id, length, last modification.
@@ -72,11 +75,14 @@ pub struct Listed {
 }
 
 impl SegmentDir {
-    pub fn open(dir: &Path) -> io::Result<SegmentDir> {
+    /// The segment directory `dir` (created if missing); `drop_behind`: appended pages are
+    /// dropped from the page cache once written back.
+    pub fn open(dir: &Path, drop_behind: bool) -> io::Result<SegmentDir> {
         std::fs::create_dir_all(dir)?;
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             handles: Mutex::new(HashMap::new()),
+            stream: Mutex::new(Streamer::new(drop_behind)),
         })
     }
 
@@ -126,7 +132,8 @@ impl SegmentStore for SegmentDir {
     }
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        self.handle(seg)?.write_all_at(bytes, off)
+        let file = self.handle(seg)?;
+        self.stream.lock().append(seg, &file, bytes, off)
     }
 
     fn sync(&self, seg: u64, _upto: u64) -> io::Result<()> {
@@ -152,6 +159,7 @@ impl SegmentStore for SegmentDir {
     /// Deletes segment `seg` (already gone: fine).
     fn remove(&self, seg: u64) -> io::Result<()> {
         self.handles.lock().remove(&seg);
+        self.stream.lock().forget(seg);
         match std::fs::remove_file(self.file_of(seg)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -38,6 +38,7 @@ mod gc;
 mod moves;
 mod open;
 mod read;
+mod stream;
 mod sync;
 
 pub use check::{SegmentCheck, SegmentReport};
@@ -93,6 +94,9 @@ pub struct SegmentOptions {
     /// references that opening checks), instead of before it. For object storage, where
     /// each is a round of PUTs; a local disk keeps the order (one device, flushes queue).
     pub upload_beside_log: bool,
+    /// Segment files on local disk drop appended pages from the page cache once they are
+    /// written back (`stream.rs`).
+    pub drop_behind: bool,
 }
 
 impl Default for SegmentOptions {
@@ -108,6 +112,7 @@ impl Default for SegmentOptions {
             repack_budget: 256 << 20,
             base_len: None,
             upload_beside_log: false,
+            drop_behind: true,
         }
     }
 }
@@ -271,7 +276,8 @@ pub struct SegmentedKv {
 impl SegmentedKv {
     /// Opens the segment layer over `inner` with its files in `dir` (see `open.rs`).
     pub fn open(inner: Box<dyn Kv>, dir: &Path, opts: SegmentOptions) -> KvResult<SegmentedKv> {
-        let dir = SegmentDir::open(dir).map_err(|e| io_err("segment directory", e))?;
+        let dir =
+            SegmentDir::open(dir, opts.drop_behind).map_err(|e| io_err("segment directory", e))?;
         Self::open_in(inner, Arc::new(dir), opts)
     }
 
