@@ -82,7 +82,7 @@ impl SegmentDir {
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             handles: Mutex::new(HashMap::new()),
-            stream: Mutex::new(Streamer::new(drop_behind)),
+            stream: Mutex::new(Streamer::new(drop_behind, super::stream::default_lag())),
         })
     }
 
@@ -133,7 +133,9 @@ impl SegmentStore for SegmentDir {
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
         let file = self.handle(seg)?;
-        self.stream.lock().append(seg, &file, bytes, off)
+        self.stream
+            .lock()
+            .append(seg, &self.file_of(seg), &file, bytes, off)
     }
 
     fn sync(&self, seg: u64, _upto: u64) -> io::Result<()> {
