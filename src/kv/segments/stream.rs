@@ -18,7 +18,7 @@
 //! the page holding the end of the open segment (the next append writes into it).
 //!
 //! O_DIRECT appends from an aligned buffer were tried first: 10 GiB held its 1 GiB figure
-//! too, but each append then waited for the device (1 GiB at 459-598 MiB/s against 646-706
+//! too, but each append then waited for the device (1 GiB at 459-598 MiB/s against 659-706
 //! here, fio direct=1 on the FUSE file, interleaved).
 
 use std::collections::VecDeque;
