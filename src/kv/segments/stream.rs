@@ -117,11 +117,18 @@ impl Streamer {
                     // No more appends to it: the rest of it goes, the last page too.
                     self.start(old.seg, &old.file, old.started, old.end)?;
                 }
-                Current {
-                    seg,
-                    file: Arc::new(File::open(path)?),
-                    started: off / PAGE * PAGE,
-                    end,
+                match File::open(path) {
+                    Ok(f) => Current {
+                        seg,
+                        file: Arc::new(f),
+                        started: off / PAGE * PAGE,
+                        end,
+                    },
+                    Err(e) => {
+                        // The bytes are written: only their pages stay cached.
+                        log::warn!("segment {seg:016x}: no handle to drop pages behind: {e}");
+                        return Ok(());
+                    }
                 }
             }
         };
