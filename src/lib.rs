@@ -10,6 +10,7 @@ pub mod codec;
 pub mod containerd;
 pub mod contract;
 pub mod daemon;
+pub mod envswitch;
 pub mod error;
 pub mod fdstore;
 pub mod fs;

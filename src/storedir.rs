@@ -126,12 +126,7 @@ pub fn segments_dir(store: &Path) -> PathBuf {
 /// Whether appended segment pages leave the page cache once written back
 /// (`kv/segments/stream.rs`): on unless `SNAPFS_DROP_BEHIND=0` (for measuring).
 fn drop_behind() -> bool {
-    !matches!(
-        std::env::var("SNAPFS_DROP_BEHIND")
-            .as_deref()
-            .map(str::trim),
-        Ok("0") | Ok("off") | Ok("false") | Ok("no")
-    )
+    !crate::envswitch::switched_off("SNAPFS_DROP_BEHIND")
 }
 
 /// An embedded store's database: RocksDB for keys, segment files for file data.

@@ -14,10 +14,7 @@
 /// whose mounts are kept (the supervisor's default): the next daemon is sent them; without
 /// a keeper they die with the mount, like any write not fsync'd.
 pub fn writeback_cache() -> bool {
-    !matches!(
-        std::env::var("SNAPFS_WRITEBACK").as_deref().map(str::trim),
-        Ok("0") | Ok("off") | Ok("false") | Ok("no")
-    )
+    !crate::envswitch::switched_off("SNAPFS_WRITEBACK")
 }
 
 /// Whether the kernel keeps the page cache of files and the listings of directories across
@@ -28,21 +25,11 @@ pub fn writeback_cache() -> bool {
 /// and invalidates the open files and the root, a deleted snapshot invalidates its open
 /// files (later opens answer ESTALE).
 pub fn kernel_cache() -> bool {
-    !matches!(
-        std::env::var("SNAPFS_KERNEL_CACHE")
-            .as_deref()
-            .map(str::trim),
-        Ok("0") | Ok("off") | Ok("false") | Ok("no")
-    )
+    !crate::envswitch::switched_off("SNAPFS_KERNEL_CACHE")
 }
 
 /// Whether directory listings carry attributes (READDIRPLUS, adaptive): on unless
 /// `SNAPFS_READDIRPLUS=0`.
 pub fn readdirplus() -> bool {
-    !matches!(
-        std::env::var("SNAPFS_READDIRPLUS")
-            .as_deref()
-            .map(str::trim),
-        Ok("0") | Ok("off") | Ok("false") | Ok("no")
-    )
+    !crate::envswitch::switched_off("SNAPFS_READDIRPLUS")
 }
