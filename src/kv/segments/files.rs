@@ -63,8 +63,8 @@ const MAX_HANDLES: usize = 256;
 pub struct SegmentDir {
     dir: PathBuf,
     handles: Mutex<HashMap<u64, Arc<File>>>,
-    /// Appends let go of their pages once written back (`stream.rs`).
-    stream: Mutex<Streamer>,
+    /// With drop-behind, appends let go of their pages once written back (`stream.rs`).
+    stream: Option<Mutex<Streamer>>,
 }
 
 /// A segment file as listed: id, length, last modification.
@@ -82,7 +82,7 @@ impl SegmentDir {
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             handles: Mutex::new(HashMap::new()),
-            stream: Mutex::new(Streamer::new(drop_behind, super::stream::default_lag())),
+            stream: drop_behind.then(|| Mutex::new(Streamer::new(super::stream::default_lag()))),
         })
     }
 
@@ -132,10 +132,15 @@ impl SegmentStore for SegmentDir {
     }
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        let file = self.handle(seg)?;
-        self.stream
-            .lock()
-            .append(seg, &self.file_of(seg), &file, bytes, off)
+        self.handle(seg)?.write_all_at(bytes, off)?;
+        match &self.stream {
+            Some(stream) => {
+                stream
+                    .lock()
+                    .appended(seg, || self.file_of(seg), off, off + bytes.len() as u64)
+            }
+            None => Ok(()),
+        }
     }
 
     fn sync(&self, seg: u64, _upto: u64) -> io::Result<()> {
@@ -161,7 +166,9 @@ impl SegmentStore for SegmentDir {
     /// Deletes segment `seg` (already gone: fine).
     fn remove(&self, seg: u64) -> io::Result<()> {
         self.handles.lock().remove(&seg);
-        self.stream.lock().forget(seg);
+        if let Some(stream) = &self.stream {
+            stream.lock().forget(seg);
+        }
         match std::fs::remove_file(self.file_of(seg)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

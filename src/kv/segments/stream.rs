@@ -25,8 +25,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How far behind the writer appended pages stay cached: 1 GiB, or a sixteenth of the
@@ -73,7 +72,6 @@ struct Chunk {
 
 /// The drop-behind side of a segment directory (one writer appends at a time).
 pub struct Streamer {
-    on: bool,
     /// Bytes of chunks kept cached behind the newest one.
     lag: u64,
     current: Option<Current>,
@@ -83,11 +81,9 @@ pub struct Streamer {
 }
 
 impl Streamer {
-    /// With `on`, pages appended more than `lag` bytes ago (and written back) leave the page
-    /// cache.
-    pub fn new(on: bool, lag: u64) -> Streamer {
+    /// Pages appended more than `lag` bytes ago (and written back) leave the page cache.
+    pub fn new(lag: u64) -> Streamer {
         Streamer {
-            on,
             lag,
             current: None,
             behind: VecDeque::new(),
@@ -95,21 +91,16 @@ impl Streamer {
         }
     }
 
-    /// Writes `bytes` at `off` of segment `seg` (file `path`, open as `file`) through the
-    /// page cache, then lets go of the pages appended `lag` bytes ago.
-    pub fn append(
+    /// Bytes `[off, end)` of segment `seg` were just written through the page cache: starts
+    /// their writeback by the chunk and lets go of the pages appended `lag` bytes ago.
+    /// `path` names the segment's file (asked for only when a new segment comes).
+    pub fn appended(
         &mut self,
         seg: u64,
-        path: &Path,
-        file: &File,
-        bytes: &[u8],
+        path: impl FnOnce() -> PathBuf,
         off: u64,
+        end: u64,
     ) -> io::Result<()> {
-        file.write_all_at(bytes, off)?;
-        if !self.on {
-            return Ok(());
-        }
-        let end = off + bytes.len() as u64;
         let mut cur = match self.current.take() {
             Some(c) if c.seg == seg => c,
             other => {
@@ -117,7 +108,7 @@ impl Streamer {
                     // No more appends to it: the rest of it goes, the last page too.
                     self.start(old.seg, &old.file, old.started, old.end)?;
                 }
-                match File::open(path) {
+                match File::open(path()) {
                     Ok(f) => Current {
                         seg,
                         file: Arc::new(f),
@@ -227,6 +218,15 @@ fn sync_file_range(fd: i32, off: u64, len: u64, wait: bool) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
+    use std::path::Path;
+
+    /// What `SegmentDir::append` does: the write, then the streamer.
+    fn append(s: &mut Streamer, seg: u64, path: &Path, file: &File, bytes: &[u8], off: u64) {
+        file.write_all_at(bytes, off).expect("write");
+        s.appended(seg, || path.to_path_buf(), off, off + bytes.len() as u64)
+            .expect("appended");
+    }
 
     fn bytes(len: u64, x: &mut u64) -> Vec<u8> {
         (0..len)
@@ -268,7 +268,7 @@ mod tests {
                 .expect("create")
         };
         let (a, b) = (open(&pa), open(&pb));
-        let mut s = Streamer::new(true, 0);
+        let mut s = Streamer::new(0);
         let mut want = Vec::new();
         let mut x = 7u64;
         for len in [
@@ -286,14 +286,13 @@ mod tests {
         .take(24)
         {
             let chunk = bytes(*len, &mut x);
-            s.append(1, &pa, &a, &chunk, want.len() as u64)
-                .expect("append");
+            append(&mut s, 1, &pa, &a, &chunk, want.len() as u64);
             want.extend_from_slice(&chunk);
         }
         // Moving on to segment b starts a's last chunk; with no lag it alone may stay cached
         // (of a's ~25 MiB; a few pages slack).
         let tail = bytes(100, &mut x);
-        s.append(2, &pb, &b, &tail, 0).expect("append to b");
+        append(&mut s, 2, &pb, &b, &tail, 0);
         assert!(
             cached_pages(&pa) <= CHUNK / PAGE + 16,
             "segment a keeps {} pages cached",
@@ -319,12 +318,12 @@ mod tests {
             .open(&path)
             .expect("create");
         let lag = 8 * CHUNK;
-        let mut s = Streamer::new(true, lag);
+        let mut s = Streamer::new(lag);
         let mut x = 3u64;
         let mut off = 0u64;
         while off < 24 * CHUNK {
             let chunk = bytes(1 << 20, &mut x);
-            s.append(1, &path, &file, &chunk, off).expect("append");
+            append(&mut s, 1, &path, &file, &chunk, off);
             off += chunk.len() as u64;
         }
         let cached = cached_pages(&path);
