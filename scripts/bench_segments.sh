@@ -31,20 +31,18 @@ cd "$REPO_ROOT"
 
 [ $# -ge 1 ] || die "usage: scripts/bench_segments.sh BIN[@disk|s3|file]..."
 BINS=() BACKENDS=() LABELS=()
+LETTERS=ABCDEFGHIJ
 for t in "$@"; do
     if [ "$t" = host ]; then
-        BINS+=("") BACKENDS+=(host)
-        LETTERS=ABCDEFGHIJ
-        LABELS+=("${LETTERS:${#LABELS[@]}:1}")
-        continue
+        bin="" backend=host
+    else
+        bin="${t%@*}" backend=disk
+        [ "$bin" != "$t" ] && backend="${t##*@}"
+        case "$backend" in disk | s3 | file) ;; *) die "unknown backend in $t (disk, s3, file)" ;; esac
+        bin="$(abspath "$bin")"
+        [ -x "$bin" ] || die "$bin is not an executable"
     fi
-    bin="${t%@*}" backend=disk
-    [ "$bin" != "$t" ] && backend="${t##*@}"
-    case "$backend" in disk | s3 | file) ;; *) die "unknown backend in $t (disk, s3, file)" ;; esac
-    bin="$(abspath "$bin")"
-    [ -x "$bin" ] || die "$bin is not an executable"
     BINS+=("$bin") BACKENDS+=("$backend")
-    LETTERS=ABCDEFGHIJ
     LABELS+=("${LETTERS:${#LABELS[@]}:1}")
 done
 ROUNDS="${SEG_ROUNDS:-3}" SMALL="${SEG_SMALL:-1G}" BIG="${SEG_BIG-10G}"
@@ -110,10 +108,11 @@ done_with() {
     rm -rf -- "$STORE" "$OBJECTS"
 }
 
-# seq_write LABEL SIZE DIRECT [DIR]: fio's sequential write of SIZE into DIR (the mount),
-# through the page cache (DIRECT 0) or not (1); prints MiB/s.
+# seq_write LABEL SIZE DIRECT [DIR]: fio's sequential write of SIZE into a new DIR/f (DIR:
+# the mount), through the page cache (DIRECT 0) or not (1); prints MiB/s. The file stays.
 seq_write() {
     local before bw what mode dir="${4:-$MNT}"
+    rm -f -- "$dir/f"
     sync
     echo 3 >/proc/sys/vm/drop_caches
     sleep "$SETTLE"
@@ -122,7 +121,6 @@ seq_write() {
         --direct="$3" --ioengine=psync --output-format=json |
         python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['bw_bytes']/2**20))")"
     sync
-    rm -f -- "$dir/f"
     what="disk"
     [ "$CUR_BACKEND" = disk ] || [ "$CUR_BACKEND" = host ] || what="PUT"
     mode=""
@@ -134,7 +132,7 @@ seq_write() {
 }
 
 # seq_rows LABEL [DIR]: the sequential writes, SMALL and BIG, cached and direct, with the
-# BIG / SMALL ratio of each (same round).
+# BIG / SMALL ratio of each (same round); DIR/f is left, at least SMALL long.
 seq_rows() {
     local direct small big
     for direct in 0 1; do
@@ -216,9 +214,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         fresh "$i"
         seq_rows "$label"
-        fio --name=w --filename="$MNT/f" --size="$SMALL" --rw=write --bs=1M --end_fsync=1 \
-            --ioengine=psync --output-format=terse >/dev/null
-        cold_reads "$label"
+        cold_reads "$label" # of the first SMALL bytes of the last file written
         rm -f -- "$MNT/f"
         fsync_writes "$label"
         done_with
