@@ -17,9 +17,13 @@
 # cache past the few GiB still warm runs at ~150 MiB/s whatever writes it, the host's own
 # filesystem too; the settling gives every target the same start, and the target `host` (a
 # plain directory beside the stores) shows what the machine does.
+# The target `s3put` is the loopback S3 server alone: SEG_SMALL PUT as objects shaped as
+# snapfs's parts (4 MiB, 4 in flight) by curl (unsigned payload: the client hashes nothing),
+# after the same drop and settle: the most any client can write to that server on this
+# machine, which shares its 2 vCPUs with the server.
 # Usage: scripts/bench_segments.sh TARGET...   where TARGET is BIN[@BACKEND], BACKEND one of
 #   disk (embedded, the default), s3 (a loopback SeaweedFS started by scripts/s3.sh), file
-#   (objects in a local directory); or `host` (sequential writes only)
+#   (objects in a local directory); or `host` (sequential writes only); or `s3put`
 # Environment: SEG_ROUNDS [3], SEG_SMALL [1G], SEG_BIG [10G; empty skips the row],
 #   SEG_FSYNC_SECS [10], SEG_READ_SECS (cold random reads) [15], SEG_SPACE_MIB (the file of
 #   the space row; 0 skips it) [1024], SEG_SETTLE_SECS (idle before each sequential write)
@@ -33,8 +37,8 @@ cd "$REPO_ROOT"
 BINS=() BACKENDS=() LABELS=()
 LETTERS=ABCDEFGHIJ
 for t in "$@"; do
-    if [ "$t" = host ]; then
-        bin="" backend=host
+    if [ "$t" = host ] || [ "$t" = s3put ]; then
+        bin="" backend="$t"
     else
         bin="${t%@*}" backend=disk
         [ "$bin" != "$t" ] && backend="${t##*@}"
@@ -70,7 +74,7 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 DISK="$(basename "$(readlink -f "$(df --output=source "$WORK" | tail -1)")")"
 for b in "${BACKENDS[@]}"; do
-    if [ "$b" = s3 ] && [ "$S3_UP" = 0 ]; then
+    if { [ "$b" = s3 ] || [ "$b" = s3put ]; } && [ "$S3_UP" = 0 ]; then
         eval "$(bash scripts/s3.sh start "$WORK/s3")"
         S3_UP=1
     fi
@@ -129,6 +133,25 @@ seq_write() {
     [ "$3" = 1 ] || record "$1" "$what bytes per byte, seq write $2" \
         "$(python3 -c "print(round(($(written) - $before) / $(numfmt --from=iec "$2"), 2))")"
     echo "$bw"
+}
+
+# s3_puts LABEL: SMALL bytes PUT to the loopback server as 4 MiB objects, 4 in flight, after
+# the same drop and settle as seq_write; records MiB/s in the row of the sequential write.
+s3_puts() {
+    local part="$WORK/part" n t0 t1
+    head -c 4M /dev/urandom >"$part"
+    n=$(($(numfmt --from=iec "$SMALL") / 4194304))
+    N_STORE=$((N_STORE + 1))
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    sleep "$SETTLE"
+    t0="$(date +%s.%N)"
+    seq "$n" | xargs -P4 -I{} curl -sSf -o /dev/null -T "$part" --aws-sigv4 "aws:amz:us-east-1:s3" \
+        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        "$AWS_ENDPOINT_URL/snapfs/put-$N_STORE/{}"
+    t1="$(date +%s.%N)"
+    record "$1" "seq write $SMALL (MiB/s)" "$(python3 -c "print(round($n * 4 / ($t1 - $t0)))")"
+    rm -f -- "$part"
 }
 
 # seq_rows LABEL [DIR]: the sequential writes, SMALL and BIG, cached and direct, with the
@@ -212,6 +235,10 @@ for round in $(seq 1 "$ROUNDS"); do
             rm -rf -- "$HOSTDIR"
             continue
         fi
+        if [ "${BACKENDS[$i]}" = s3put ]; then
+            s3_puts "$label"
+            continue
+        fi
         fresh "$i"
         seq_rows "$label"
         cold_reads "$label" # of the first SMALL bytes of the last file written
@@ -227,6 +254,8 @@ done
 for i in "${!BINS[@]}"; do
     if [ "${BACKENDS[$i]}" = host ]; then
         echo "${LABELS[$i]} = the host's filesystem (a directory beside the stores)"
+    elif [ "${BACKENDS[$i]}" = s3put ]; then
+        echo "${LABELS[$i]} = the loopback S3 server alone (curl PUTs, 4 MiB x 4 in flight)"
     else
         echo "${LABELS[$i]} = ${BINS[$i]} on ${BACKENDS[$i]}"
     fi

@@ -33,8 +33,10 @@ start)
     read -r s3 master volume filer admin <"$dir/ports"
     key="snapfs"
     secret="$(cat "$dir/secret")"
-    # With AWS_* in its environment these are the server's admin credentials.
-    AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" setsid "$SNAPFS_WEED" mini \
+    # With AWS_* in its environment these are the server's admin credentials. Its logs go to
+    # TMPDIR, under DIR; its unix sockets are in /tmp whatever TMPDIR says (`stop` removes them).
+    mkdir -p "$dir/tmp"
+    TMPDIR="$dir/tmp" AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" setsid "$SNAPFS_WEED" mini \
         -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$s3" \
         -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
         -admin.port="$admin" -admin.ui=false -webdav=false -master.telemetry=false \
@@ -65,6 +67,13 @@ stop)
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$dir/pid"
+    fi
+    # weed leaves its unix sockets behind: /tmp/seaweedfs-KIND-PORT.sock for its own ports and
+    # their gRPC ports (+10000).
+    if [ -f "$dir/ports" ]; then
+        for p in $(cat "$dir/ports"); do
+            rm -f /tmp/seaweedfs-*-"$p".sock /tmp/seaweedfs-*-"$((p + 10000))".sock
+        done
     fi
     ;;
 *)
