@@ -112,14 +112,25 @@ done_with() {
     rm -rf -- "$STORE" "$OBJECTS"
 }
 
+# drop_caches: writes out and drops the page cache.
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# settle: the start every sequential write gets: the page cache dropped, then SETTLE idle
+# seconds.
+settle() {
+    drop_caches
+    sleep "$SETTLE"
+}
+
 # seq_write LABEL SIZE DIRECT [DIR]: fio's sequential write of SIZE into a new DIR/f (DIR:
 # the mount), through the page cache (DIRECT 0) or not (1); prints MiB/s. The file stays.
 seq_write() {
     local before bw what mode dir="${4:-$MNT}"
     rm -f -- "$dir/f"
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-    sleep "$SETTLE"
+    settle
     before="$(written)"
     bw="$(fio --name=w --filename="$dir/f" --size="$2" --rw=write --bs=1M --end_fsync=1 \
         --direct="$3" --ioengine=psync --output-format=json |
@@ -136,15 +147,13 @@ seq_write() {
 }
 
 # s3_puts LABEL: SMALL bytes PUT to the loopback server as 4 MiB objects, 4 in flight, after
-# the same drop and settle as seq_write; records MiB/s in the row of the sequential write.
+# the same settle as seq_write; records MiB/s in the row of the sequential write.
 s3_puts() {
     local part="$WORK/part" n t0 t1
     head -c 4M /dev/urandom >"$part"
     n=$(($(numfmt --from=iec "$SMALL") / 4194304))
     N_STORE=$((N_STORE + 1))
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-    sleep "$SETTLE"
+    settle
     t0="$(date +%s.%N)"
     seq "$n" | xargs -P4 -I{} curl -sSf -o /dev/null -T "$part" --aws-sigv4 "aws:amz:us-east-1:s3" \
         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
@@ -172,8 +181,7 @@ seq_rows() {
 cold_reads() {
     "$CUR_BIN" umount "$MNT"
     rm -rf -- "$STORE/cache" "$STORE/segcache"
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
+    drop_caches
     "$CUR_BIN" mount "$STORE" "$MNT" >/dev/null
     record "$1" "cold rand read 4k (IOPS)" "$(fio --name=r --filename="$MNT/f" --size="$SMALL" \
         --rw=randread --bs=4k --time_based --runtime="$READ_SECS" --ioengine=psync \
