@@ -176,7 +176,7 @@ fn lock(store: &Path) -> Result<nix::fcntl::Flock<File>> {
             Err((back, _)) => {
                 let why = std::fs::read_to_string(status_path(store)).unwrap_or_default();
                 let first = why.lines().next().unwrap_or("no status").trim();
-                if !first.starts_with("stopped") || Instant::now() >= deadline {
+                if !holder_stopping(first) || Instant::now() >= deadline {
                     bail!(
                         "another supervisor runs the daemon of {} ({first})",
                         store.display()
@@ -187,6 +187,21 @@ fn lock(store: &Path) -> Result<nix::fcntl::Flock<File>> {
             }
         }
     }
+}
+
+/// Is the supervisor that holds the lock on its way out, judging by the first line of its
+/// status? It is when it said its daemon stopped, and also when it has not said so yet: its
+/// daemon has exited (`snapfs umount` returned) but the supervisor has not reaped it, or it
+/// has written no status yet. A supervisor whose daemon runs (or that is restarting one, or
+/// gave up) is not.
+fn holder_stopping(first: &str) -> bool {
+    if first.starts_with("stopped") || first.is_empty() || first == "no status" {
+        return true;
+    }
+    first
+        .strip_prefix("running daemon ")
+        .and_then(|pid| pid.trim().parse::<i32>().ok())
+        .is_some_and(|pid| !crate::mount::process_alive(pid))
 }
 
 /// How long a new supervisor waits for one that reported its daemon stopped to exit.
@@ -495,7 +510,13 @@ impl Supervisor {
             std::process::id(),
             crate::timefmt::rfc3339(crate::codec::Ts::now())
         );
-        let _ = std::fs::write(status_path(&self.store), text);
+        // Written aside and renamed over: a reader (the next supervisor's `lock`) never sees
+        // the file empty, as it could between `write`'s truncate and its write.
+        let path = status_path(&self.store);
+        let tmp = path.with_extension("supervisor.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
     }
 }
 
@@ -540,5 +561,27 @@ mod tests {
         lock(store).expect("taken once the stopping supervisor let go");
         assert!(start.elapsed() >= Duration::from_millis(250));
         releaser.join().expect("releaser");
+    }
+
+    /// The CI once saw a mount right after an unmount refused with "(no status)": the old
+    /// supervisor was rewriting its status, or had not yet reaped its exited daemon. Both
+    /// are a supervisor on its way out, to be waited for.
+    #[test]
+    fn a_holder_without_status_or_with_an_exited_daemon_is_stopping() {
+        assert!(holder_stopping("stopped (daemon 7: exit status: 0)"));
+        assert!(holder_stopping(""));
+        assert!(holder_stopping("no status"));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait true");
+        assert!(holder_stopping(&format!("running daemon {pid}")));
+        assert!(!holder_stopping(&format!(
+            "running daemon {}",
+            std::process::id()
+        )));
+        assert!(!holder_stopping("restarting in 1s (attempt 1)"));
+        assert!(!holder_stopping("gave up after 5 failed daemon starts"));
     }
 }
