@@ -206,28 +206,30 @@ impl Fs {
                 None
             };
             let old_len = old.as_ref().map_or(0, |b| b.len());
-            let block = match old {
+            // A write that covers the whole block (the common sequential case) is encoded
+            // straight from `data`: no block-sized copy first.
+            let (new_len, encoded) = match old {
                 Some(mut b) if !(lo == 0 && hi as usize >= b.len()) => {
                     if b.len() < hi as usize {
                         b.resize(hi as usize, 0);
                     }
                     b[lo as usize..hi as usize].copy_from_slice(src);
-                    b
+                    (b.len(), codec::encode_block(&b))
                 }
-                _ if lo == 0 => src.to_vec(),
+                _ if lo == 0 => (src.len(), codec::encode_block(src)),
                 _ => {
                     let mut b = vec![0u8; hi as usize];
                     b[lo as usize..].copy_from_slice(src);
-                    b
+                    (b.len(), codec::encode_block(&b))
                 }
             };
-            inode.alloc = (inode.alloc + block.len() as u64).saturating_sub(old_len as u64);
+            inode.alloc = (inode.alloc + new_len as u64).saturating_sub(old_len as u64);
             store::put_version(
                 &mut tx.batch,
                 Space::Data,
                 &keys::block(inode.data_id, idx),
                 e,
-                codec::encode_block(&block),
+                encoded,
             );
             idx += 1;
         }

@@ -351,7 +351,15 @@ impl Tx<'_> {
             None
         };
         store.check_quota(container, &quota, usage, size_delta.map(|d| d.bytes))?;
-        let ops = self.batch.ops().to_vec();
+        // What the caches and the drop account read after the write: everything but the
+        // file data (cloning the blocks would copy every byte written once more).
+        let ops: Vec<_> = self
+            .batch
+            .ops()
+            .iter()
+            .filter(|op| !matches!(op, crate::kv::BatchOp::Put(Space::Data, ..)))
+            .cloned()
+            .collect();
         match store.kv().write(self.batch, sync) {
             Ok(()) => {
                 if let Some((_, after)) = usage {

@@ -23,6 +23,10 @@ pub trait SegmentStore: Send + Sync {
     fn create(&self, seg: u64) -> io::Result<()>;
     /// Writes `bytes` at `off` of segment `seg` (past its current end: appends only).
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()>;
+    /// [`SegmentStore::append`] of `parts`, back to back.
+    fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        self.append(seg, off, &parts.concat())
+    }
     /// Makes the first `upto` bytes of segment `seg` durable.
     fn sync(&self, seg: u64, upto: u64) -> io::Result<()>;
     /// How far segment `seg` was made durable by the store on its own (an object store
@@ -132,13 +136,16 @@ impl SegmentStore for SegmentDir {
     }
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        self.handle(seg)?.write_all_at(bytes, off)?;
+        self.append_parts(seg, off, &[bytes])
+    }
+
+    fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        super::appends::write_all_vectored_at(&*self.handle(seg)?, parts, off)?;
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         match &self.stream {
-            Some(stream) => {
-                stream
-                    .lock()
-                    .appended(seg, || self.file_of(seg), off, off + bytes.len() as u64)
-            }
+            Some(stream) => stream
+                .lock()
+                .appended(seg, || self.file_of(seg), off, off + len),
             None => Ok(()),
         }
     }

@@ -31,6 +31,7 @@
 //! bytes (`moves.rs`). Scans read values in windows with few, merged reads (`read.rs`). fsck
 //! checks every reference against its segment (`check.rs`).
 
+mod appends;
 mod check;
 mod files;
 mod format;
@@ -55,6 +56,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{Batch, BatchOp, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Space, Status};
+use appends::Appends;
 use files::SegmentDir;
 use format::{Ref, Stored};
 use read::SegView;
@@ -418,27 +420,31 @@ impl SegmentedKv {
         Ok(())
     }
 
-    /// Appends the entries in `buf` (starting at the open segment's length) to its file.
-    fn flush_appends(&self, st: &mut State, buf: &mut Vec<u8>) -> KvResult<()> {
-        if buf.is_empty() {
+    /// Appends the queued entries (starting at the open segment's length) to its file.
+    fn flush_appends(&self, st: &mut State, queued: &mut Appends) -> KvResult<()> {
+        if queued.is_empty() {
             return Ok(());
         }
         let Some(open) = st.open.as_mut() else {
             return Err(KvError::Io("no open segment".into()));
         };
+        let parts = queued.parts();
+        let len = queued.len();
         self.store
-            .append(open.seg, open.len, buf)
+            .append_parts(open.seg, open.len, &parts)
             .map_err(|e| io_err(&format!("writing segment {:016x}", open.seg), e))?;
-        open.len += buf.len() as u64;
-        self.total_len
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        open.len += len;
+        self.total_len.fetch_add(len, Ordering::Relaxed);
         if open.tail_whole && open.len - open.tail_start <= self.opts.journal_max {
-            open.tail.extend_from_slice(buf);
+            for p in &parts {
+                open.tail.extend_from_slice(p);
+            }
         } else {
             open.tail.clear();
             open.tail_whole = false;
         }
-        buf.clear();
+        drop(parts);
+        queued.clear();
         if let Some(info) = st.segs.get_mut(&open.seg) {
             info.rec.len = open.len;
         }
@@ -447,33 +453,37 @@ impl SegmentedKv {
     }
 
     /// Queues `value` (for `key`) for appending; returns its reference.
-    fn append(&self, st: &mut State, buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> KvResult<Ref> {
+    fn append(
+        &self,
+        st: &mut State,
+        queued: &mut Appends,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> KvResult<Ref> {
         let entry = format::ENTRY_HEADER_LEN + key.len() as u64 + value.len() as u64;
         let start = match &st.open {
-            Some(o) => o.len + buf.len() as u64,
+            Some(o) => o.len + queued.len(),
             None => 0,
         };
         if st.open.is_none()
             || (start + entry > self.opts.segment_bytes && start > format::FILE_HEADER_LEN)
         {
-            self.flush_appends(st, buf)?;
+            self.flush_appends(st, queued)?;
             self.rotate(st)?;
         }
         let open = st
             .open
             .as_ref()
             .ok_or_else(|| KvError::Io("no open segment".into()))?;
-        let at = open.len + buf.len() as u64;
-        let crc = crc32fast::hash(value);
+        let at = open.len + queued.len();
+        let crc = crc32fast::hash(&value);
         let len = u32::try_from(value.len())
             .map_err(|_| KvError::Io("value too large for a segment".into()))?;
         let key_len = u16::try_from(key.len())
             .map_err(|_| KvError::Io("key too long for a segment entry".into()))?;
         self.appended
             .fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
-        buf.extend_from_slice(&format::entry_header(key, len, crc));
-        buf.extend_from_slice(key);
-        buf.extend_from_slice(value);
+        queued.push(&format::entry_header(key, len, crc), key, value);
         Ok(Ref {
             seg: open.seg,
             off: at + format::ENTRY_HEADER_LEN + key_len as u64,
@@ -487,7 +497,7 @@ impl SegmentedKv {
         let mut out = Batch::new();
         let mut seen: HashMap<Vec<u8>, Option<Ref>> = HashMap::new();
         let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
-        let mut buf = Vec::new();
+        let mut queued = Appends::default();
         self.absorb_syncs(st);
         let ops = batch.into_ops();
         let mut pool = self.move_pool(&ops)?;
@@ -500,7 +510,7 @@ impl SegmentedKv {
                     if value.len() > self.opts.inline_max {
                         let r = match self.take_moved(&mut pool, &key, &value)? {
                             Some(r) => r,
-                            None => self.append(st, &mut buf, &key, &value)?,
+                            None => self.append(st, &mut queued, &key, value)?,
                         };
                         *delta.entry(r.seg).or_default() += r.len as i64;
                         out.need((r.seg, r.end()));
@@ -527,7 +537,7 @@ impl SegmentedKv {
                 BatchOp::Delete(space, key) => out.delete(space, key),
             }
         }
-        self.flush_appends(st, &mut buf)?;
+        self.flush_appends(st, &mut queued)?;
         // What this fsync makes durable besides its batch: before it (files), or beside it
         // (object storage; see the options).
         let mut uploads = sync::Uploads::new();
