@@ -58,12 +58,27 @@ impl Appends {
     }
 }
 
+/// `parts` without their first `n` bytes.
+pub fn skip_bytes<'a>(parts: &[&'a [u8]], mut n: u64) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let len = p.len() as u64;
+        if n >= len {
+            n -= len;
+        } else {
+            out.push(&p[n as usize..]);
+            n = 0;
+        }
+    }
+    out
+}
+
 /// The most slices one `pwritev` takes (Linux's `UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
 
 /// Writes `parts`, back to back, at `off` of `file`: `write_all_at` for a list of slices
 /// (short writes and EINTR are retried).
-pub(super) fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut off: u64) -> io::Result<()> {
+pub fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut off: u64) -> io::Result<()> {
     let (mut idx, mut skip) = (0usize, 0usize);
     while idx < parts.len() {
         if skip >= parts[idx].len() {
@@ -133,6 +148,9 @@ mod tests {
         let mut got = vec![0u8; want.len()];
         file.read_exact_at(&mut got, 100).expect("read back");
         assert_eq!(got, want);
+        let skipped = skip_bytes(&parts, 1000);
+        assert_eq!(skipped.concat(), want[1000..]);
+        assert!(skip_bytes(&parts, want.len() as u64).is_empty());
         a.clear();
         assert!(a.is_empty());
         assert_eq!(a.len(), 0);

@@ -42,6 +42,7 @@ mod read;
 mod stream;
 mod sync;
 
+pub use appends::{skip_bytes, write_all_vectored_at};
 pub use check::{SegmentCheck, SegmentReport};
 pub use files::{Listed, SegmentStore};
 pub use format::{file_header, REF_LEN};

@@ -383,7 +383,11 @@ impl SegmentStore for ObjectSegments {
     }
 
     fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        let end = off + bytes.len() as u64;
+        self.append_parts(seg, off, &[bytes])
+    }
+
+    fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let end = off + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let (uploaded, ours) = {
             let st = self.st.lock();
             st.segs
@@ -391,15 +395,15 @@ impl SegmentStore for ObjectSegments {
                 .map_or((0, false), |s| (s.uploaded, s.appended > 0))
         };
         if !ours {
-            return self.restore(seg, off, bytes);
+            return self.restore(seg, off, &parts.concat());
         }
         if end <= uploaded {
             return Ok(());
         }
-        let skip = uploaded.saturating_sub(off) as usize;
-        let (off, bytes) = (off + skip as u64, &bytes[skip..]);
+        let skip = uploaded.saturating_sub(off);
+        let (off, parts) = (off + skip, crate::kv::segments::skip_bytes(parts, skip));
         let file = self.file(seg)?;
-        file.write_all_at(bytes, off)?;
+        crate::kv::segments::write_all_vectored_at(&file, &parts, off)?;
         let mut st = self.st.lock();
         st.tick += 1;
         let tick = st.tick;
