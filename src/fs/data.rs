@@ -208,28 +208,29 @@ impl Fs {
             let old_len = old.as_ref().map_or(0, |b| b.len());
             // A write that covers the whole block (the common sequential case) is encoded
             // straight from `data`: no block-sized copy first.
-            let (new_len, encoded) = match old {
+            let merged = match old {
                 Some(mut b) if !(lo == 0 && hi as usize >= b.len()) => {
                     if b.len() < hi as usize {
                         b.resize(hi as usize, 0);
                     }
                     b[lo as usize..hi as usize].copy_from_slice(src);
-                    (b.len(), codec::encode_block(&b))
+                    Some(b)
                 }
-                _ if lo == 0 => (src.len(), codec::encode_block(src)),
+                _ if lo == 0 => None,
                 _ => {
                     let mut b = vec![0u8; hi as usize];
                     b[lo as usize..].copy_from_slice(src);
-                    (b.len(), codec::encode_block(&b))
+                    Some(b)
                 }
             };
-            inode.alloc = (inode.alloc + new_len as u64).saturating_sub(old_len as u64);
+            let block = merged.as_deref().unwrap_or(src);
+            inode.alloc = (inode.alloc + block.len() as u64).saturating_sub(old_len as u64);
             store::put_version(
                 &mut tx.batch,
                 Space::Data,
                 &keys::block(inode.data_id, idx),
                 e,
-                encoded,
+                codec::encode_block(block),
             );
             idx += 1;
         }

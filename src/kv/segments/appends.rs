@@ -74,9 +74,6 @@ pub fn skip_bytes<'a>(parts: &[&'a [u8]], mut n: u64) -> Vec<&'a [u8]> {
     out
 }
 
-/// The most slices one `pwritev` takes (Linux's `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
-
 /// Writes `parts`, back to back, at `off` of `file`: `write_all_at` for a list of slices
 /// (short writes and EINTR are retried).
 pub fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut off: u64) -> io::Result<()> {
@@ -89,7 +86,7 @@ pub fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut off: u64) -> io::
         }
         let iov: Vec<IoSlice<'_>> = std::iter::once(&parts[idx][skip..])
             .chain(parts[idx + 1..].iter().copied())
-            .take(IOV_MAX)
+            .take(libc::UIO_MAXIOV as usize)
             .map(IoSlice::new)
             .collect();
         let at = i64::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;

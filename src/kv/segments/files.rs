@@ -21,11 +21,12 @@ use super::stream::Streamer;
 pub trait SegmentStore: Send + Sync {
     /// Creates segment `seg` holding its file header (`format::file_header`).
     fn create(&self, seg: u64) -> io::Result<()>;
-    /// Writes `bytes` at `off` of segment `seg` (past its current end: appends only).
-    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()>;
-    /// [`SegmentStore::append`] of `parts`, back to back.
-    fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
-        self.append(seg, off, &parts.concat())
+    /// Writes `parts`, back to back, at `off` of segment `seg` (past its current end:
+    /// appends only).
+    fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()>;
+    /// [`SegmentStore::append_parts`] of one slice.
+    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
+        self.append_parts(seg, off, &[bytes])
     }
     /// Makes the first `upto` bytes of segment `seg` durable.
     fn sync(&self, seg: u64, upto: u64) -> io::Result<()>;
@@ -133,10 +134,6 @@ impl SegmentDir {
 impl SegmentStore for SegmentDir {
     fn create(&self, seg: u64) -> io::Result<()> {
         self.create_file(seg).map(|_| ())
-    }
-
-    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        self.append_parts(seg, off, &[bytes])
     }
 
     fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {

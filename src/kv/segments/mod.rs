@@ -444,7 +444,6 @@ impl SegmentedKv {
             open.tail.clear();
             open.tail_whole = false;
         }
-        drop(parts);
         queued.clear();
         if let Some(info) = st.segs.get_mut(&open.seg) {
             info.rec.len = open.len;

@@ -382,10 +382,6 @@ impl SegmentStore for ObjectSegments {
         self.upload_through(seg)
     }
 
-    fn append(&self, seg: u64, off: u64, bytes: &[u8]) -> io::Result<()> {
-        self.append_parts(seg, off, &[bytes])
-    }
-
     fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
         let end = off + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let (uploaded, ours) = {
