@@ -82,6 +82,20 @@ pub(crate) fn setup_logging(store: &Path) {
     let _ = b.try_init();
 }
 
+/// Panics go to the log as well as to stderr: a daemon's stderr is often a pipe whose
+/// reader (the command that started it) is gone.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        log::error!(
+            "panic in thread {}: {info}",
+            thread.name().unwrap_or("unnamed")
+        );
+        default(info);
+    }));
+}
+
 /// glibc gives threads that allocate their own heap arenas (up to 8 per core), and with the
 /// FUSE and RocksDB threads the daemon's resident memory grew by fragmentation. Measured with
 /// `MEM_WRITE_GIB=1 MEM_FILES=300000 MEM_DIRS=300 scripts/memory.sh`: peak RSS 544 MiB with
@@ -158,6 +172,9 @@ fn background_work(svc: Arc<Service>, stop: Arc<AtomicBool>) {
             continue;
         }
         ticks += 1;
+        if let Some(m) = kv.maintenance() {
+            m.keep_warm();
+        }
         if let Err(e) = svc.expire() {
             log::error!("expiry: {e}");
         }
@@ -234,6 +251,7 @@ pub fn serve(store_path: &Path, opts: DaemonOptions) -> Result<()> {
     crate::perms::set_private_umask();
     let store = open_store_with(store_path, opts.read_only)?;
     setup_logging(store_path);
+    log_panics();
     crate::perms::tighten_on_open(store_path)
         .with_context(|| format!("cannot make store {} owner-only", store_path.display()))?;
     store

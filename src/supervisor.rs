@@ -13,6 +13,8 @@
 //! - A daemon that exits after `STOPPING=1` (SIGTERM, idle exit) was stopped on purpose: the
 //!   supervisor exits with it. SIGTERM, SIGINT and SIGHUP to the supervisor are passed on.
 //! - The first daemon that fails before `READY=1` is not restarted: its error is the start's.
+//!   The ones started again write their stderr to the store's log (`snapfs.log`), where a
+//!   failed start's error or a panic is found later.
 //! - Messages are taken only from the daemon it started (checked with the sender's
 //!   credentials); the socket is an abstract one named after the supervisor's pid and a
 //!   random number.
@@ -212,7 +214,7 @@ impl Supervisor {
         let mut failures = 0u32;
         let mut first = true;
         loop {
-            let mut child = self.spawn()?;
+            let mut child = self.spawn(first)?;
             let pid = child.id();
             self.status(&format!("running daemon {pid}"));
             let (status, run) = self.watch(&mut child, notify_ready && first)?;
@@ -266,8 +268,10 @@ impl Supervisor {
     }
 
     /// Starts a daemon with the kept descriptors (where they are: their numbers go in
-    /// `SNAPFS_LISTEN_FDNUMS`).
-    fn spawn(&self) -> Result<Child> {
+    /// `SNAPFS_LISTEN_FDNUMS`). The first one writes to our stderr (its start error is the
+    /// start's); the ones started again write to the store's log, where a failed start or a
+    /// panic is read later (our stderr may be a pipe its reader closed long ago).
+    fn spawn(&self, first: bool) -> Result<Child> {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
         let fds: Vec<(String, RawFd)> = self
             .held
@@ -286,6 +290,18 @@ impl Supervisor {
             .env_remove("LISTEN_PID")
             .env_remove("SNAPFS_SUPERVISOR")
             .stdin(Stdio::null());
+        if !first {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(crate::storedir::log_path(&self.store));
+            match log {
+                Ok(f) => {
+                    cmd.stderr(f);
+                }
+                Err(e) => log::warn!("the daemon's stderr stays ours: cannot open the log: {e}"),
+            }
+        }
         if fds.is_empty() {
             cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_FDNAMES");
         } else {

@@ -90,6 +90,79 @@ fn a_workload_never_sees_the_daemon_killed() {
     workload_across(20, "SNAPFS_RESTART_KILLS", kill_daemon);
 }
 
+/// Kills that land while the daemon takes in written-back pages: a daemon killed while the
+/// kernel copied a WRITE into a page of its request buffer the process had never touched had
+/// the kernel end that WRITE with EIO (faulting a page in gives up for a dying process), and
+/// written-back data is not written again: the file read zeros there. Each new daemon starts
+/// with fresh buffers and a backlog of WRITEs, and is killed a few milliseconds into it.
+#[test]
+fn written_back_data_survives_kills_while_the_daemon_takes_it_in() {
+    let m = supervised();
+    let root = m.path().to_path_buf();
+    let store = m.store().path().to_path_buf();
+    const CHUNK: usize = 256 << 10;
+    const CHUNKS: u64 = 128;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Round and chunk of the last accepted write (round r writes chunk i with pattern
+    // r * CHUNKS + i over the last round's).
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let f = Arc::new(File::create(root.join("big")).expect("create big"));
+    let writer = {
+        let done = done.clone();
+        let f = f.clone();
+        // No fsync: every chunk goes through the kernel's writeback.
+        worker("writer", &stop, &errors, move |n| {
+            let at = (n % CHUNKS) * CHUNK as u64;
+            f.write_all_at(&pattern(n, CHUNK), at)
+                .map_err(|e| format!("write: {e}"))?;
+            done.store(n + 1, Ordering::SeqCst);
+            Ok(())
+        })
+    };
+    let kills: usize = std::env::var("SNAPFS_RESTART_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..kills {
+        // A few milliseconds into the new daemon's work.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+        kill_daemon(&store);
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer thread");
+    let errors = errors.lock().expect("errors").clone();
+    assert!(errors.is_empty(), "the writer saw errors: {errors:#?}");
+    // A write-back the kernel saw fail is reported by the next fsync of the file (later
+    // writes of a chunk would hide it from the comparison below).
+    let synced = f.sync_all();
+    let n = done.load(Ordering::SeqCst);
+    assert!(n > CHUNKS, "only {n} chunks written");
+    let f = File::open(root.join("big")).expect("open big");
+    let mut bad = Vec::new();
+    for c in 0..CHUNKS {
+        // The last write of chunk c.
+        let last = (n - 1) - ((n - 1 + CHUNKS - c) % CHUNKS);
+        let mut b = vec![0u8; CHUNK];
+        f.read_exact_at(&mut b, c * CHUNK as u64).expect("read big");
+        if b != pattern(last, CHUNK) {
+            let zeros = b.iter().filter(|x| **x == 0).count();
+            bad.push(format!("chunk {c} (write {last}): {zeros} zero bytes"));
+        }
+    }
+    if !bad.is_empty() || synced.is_err() {
+        let log = fs::read_to_string(store.join("snapfs.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("daemon log (last lines first):\n{}", tail.join("\n"));
+    }
+    assert!(bad.is_empty(), "{n} writes accepted, lost: {bad:#?}");
+    assert!(
+        synced.is_ok(),
+        "fsync after {n} writes: {synced:?} (a write-back failed)"
+    );
+}
+
 #[test]
 fn a_workload_never_sees_the_daemon_restarted() {
     workload_across(10, "SNAPFS_RESTART_RESTARTS", restart_daemon);

@@ -319,19 +319,57 @@ fn check_finds_a_planted_bad_reference_and_an_orphan_and_repair_deletes_the_orph
     f.write_all_at(&[b[0] ^ 0x40], 2000).expect("flip");
     let orphan = dir.path().join("segments").join("00000000000fffff.seg");
     std::fs::write(&orphan, b"SNFSSEG1junk").expect("plant orphan");
-    check_finds_the_planted_damage(&kv, &|| !orphan.exists());
+    check_finds_the_planted_damage(&kv, 0xfffff, &|| !orphan.exists());
+}
+
+#[test]
+fn a_segment_created_by_a_writer_killed_before_recording_it_goes_at_open() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let kv = open(dir.path());
+    for i in 0..10u8 {
+        put(&kv, Space::Data, &[b'a', i], &value(i as u64, 1000));
+    }
+    kv.sync().expect("sync");
+    let before = segment_files(dir.path());
+    drop(kv);
+    // What a kill between creating a segment and the batch that records it leaves: a file
+    // past the recorded next id that no record names (a header, nothing else).
+    let left = dir.path().join("segments").join("00000000000000ff.seg");
+    std::fs::write(&left, b"SNFSSEG1\0\0\0\0\0\0\0\0").expect("plant");
+    let kv = open(dir.path());
+    assert!(!left.exists(), "the unrecorded segment is still there");
+    assert_eq!(segment_files(dir.path()), before);
+    let report = kv.segments().expect("segments").check().expect("check");
+    assert!(report.is_clean(), "{report:?}");
+    for i in 0..10u8 {
+        assert_eq!(
+            get(&kv, Space::Data, &[b'a', i]),
+            Some(value(i as u64, 1000))
+        );
+    }
+    // New segments take ids past the deleted one's (a cache elsewhere may have seen it).
+    for i in 0..10u8 {
+        put(&kv, Space::Data, &[b'b', i], &value(100 + i as u64, 1000));
+    }
+    kv.sync().expect("sync");
+    let new: Vec<PathBuf> = segment_files(dir.path())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!new.is_empty());
+    assert!(new.iter().all(|p| *p > left), "{new:?}");
 }
 
 /// The check of `kv`, where one value's bytes have a flipped bit and an orphan segment
-/// 0xfffff of 12 bytes was planted: both are found, the damaged value is an error to read
+/// `orphan` of 12 bytes was planted: both are found, the damaged value is an error to read
 /// (never garbage), repair deletes the orphan (`orphan_gone` says it went) and keeps
 /// reporting the bad reference.
-fn check_finds_the_planted_damage(kv: &dyn Kv, orphan_gone: &dyn Fn() -> bool) {
+fn check_finds_the_planted_damage(kv: &dyn Kv, orphan: u64, orphan_gone: &dyn Fn() -> bool) {
     let check = kv.segments().expect("segments");
     let report = check.check().expect("check");
     assert_eq!(report.bad_refs.len(), 1, "{report:?}");
     assert!(report.bad_refs[0].1.contains("checksum"), "{report:?}");
-    assert_eq!(report.orphans, vec![(0xfffff, 12)]);
+    assert_eq!(report.orphans, vec![(orphan, 12)]);
     let bad_key = report.bad_refs[0].0.clone();
     assert!(kv.get(Space::Data, &bad_key).is_err());
     check.repair(&report).expect("repair");
@@ -561,12 +599,14 @@ fn check_on_object_storage_finds_a_planted_bad_reference_and_an_orphan() {
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).expect("read");
     f.write_all_at(&[b[0] ^ 0x40], at).expect("flip");
-    let orphan = segs.join("00000000000fffff");
+    // Id 0, which no segment takes: one past the recorded next id would be a segment whose
+    // writer died before recording it, which opening deletes (tested above).
+    let orphan = segs.join("0000000000000000");
     std::fs::create_dir_all(&orphan).expect("mkdir");
     std::fs::write(orphan.join("0000000000000000"), b"SNFSSEG1junk").expect("plant orphan");
 
     let kv = open();
-    check_finds_the_planted_damage(&kv, &|| walk(&orphan).is_empty());
+    check_finds_the_planted_damage(&kv, 0, &|| walk(&orphan).is_empty());
 }
 
 /// A local directory standing in for a bucket (created), as an object store.

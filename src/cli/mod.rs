@@ -7,6 +7,7 @@
 //! non-zero exit (2 for usage errors, 32 for a failed mount through the helper, 1 otherwise).
 
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -485,7 +486,12 @@ pub fn main() -> ExitCode {
 
 /// Prints `snapfs: error: MESSAGE` (one line) and returns `code`.
 fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("snapfs: error: {}", one_line(&format!("{e:#}")));
+    // Not `eprintln!`: it panics when stderr is gone (a daemon whose starter closed the pipe).
+    let _ = writeln!(
+        std::io::stderr(),
+        "snapfs: error: {}",
+        one_line(&format!("{e:#}"))
+    );
     ExitCode::from(code)
 }
 
@@ -666,7 +672,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            crate::daemon::serve(
+            let served = crate::daemon::serve(
                 &store,
                 crate::daemon::DaemonOptions {
                     listen,
@@ -678,7 +684,12 @@ fn run(cli: Cli) -> Result<()> {
                     read_only,
                     containerd,
                 },
-            )
+            );
+            if let Err(e) = &served {
+                // Also in the log (once logging is set up): stderr may be gone by now.
+                log::error!("the daemon stops: {e:#}");
+            }
+            served
         }
         Cmd::Fsck { store, repair } => fsck::fsck(&store, repair),
         Cmd::Snapshots { common, cmd } => snapshots(common, cmd),
@@ -769,7 +780,6 @@ fn read_token(path: &Path) -> Result<String> {
 
 /// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
 fn print_bytes(bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
     match std::io::stdout().lock().write_all(bytes) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow!(e).context("cannot write to standard output"))

@@ -29,6 +29,37 @@ use crate::fs::Volume;
 /// 1 MiB) are encoded into the same buffer after the request's fixed part.
 pub(crate) const BUF_SIZE: usize = MAX_WRITE as usize + 8192;
 
+/// A request buffer with every page present, so the kernel never has to fault one in while
+/// it copies a request in (or a reply out). A page fault in that copy fails when the
+/// daemon is being killed, and the kernel then ends the request with EIO instead of keeping
+/// it for the next daemon: for a WRITE of cached pages, written back long after the
+/// writer's write(2) returned, those bytes were lost (the file read zeros there; tracing
+/// `fuse:fuse_request_end` showed resent 1 MiB WRITEs ended with -5 by a dying worker).
+/// Filled with a non-zero byte: the allocator cannot hand back untouched zero pages, and
+/// the fill is not optimized away. Locked in memory where the limit allows it (so swap
+/// never takes a page back); what stays possible is the kernel migrating a page (compaction)
+/// at the very moment of a kill.
+pub(crate) fn request_buffer() -> Vec<u8> {
+    let buf = vec![0xa5u8; BUF_SIZE];
+    lock_in_memory(&buf);
+    buf
+}
+
+/// Best effort `mlock` of `buf` (it stays allocated as long as the caller keeps it; the
+/// lock goes with the memory when it is freed).
+#[allow(unsafe_code)]
+fn lock_in_memory(buf: &[u8]) {
+    // SAFETY: mlock only changes how the kernel treats the pages of this live allocation;
+    // it reads and writes nothing.
+    let rc = unsafe { libc::mlock(buf.as_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        log::debug!(
+            "request buffer not locked in memory: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// What INIT decided for a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Negotiated {
@@ -138,7 +169,7 @@ impl Conn {
         wants: Wants,
         selection: &uring::Selection,
     ) -> io::Result<Arc<Conn>> {
-        let mut buf = vec![0u8; BUF_SIZE];
+        let mut buf = request_buffer();
         let negotiated = loop {
             let n = read_blocking(fd.as_fd(), &mut buf)?;
             let h = InHeader::parse(&buf[..n])

@@ -338,7 +338,16 @@ impl Ops {
         let head = self.volume.head();
         let fh = fh.map(Fh::new);
         let n = if self.writeback {
-            head.write_back(i, fh, offset, data, kill)
+            head.write_back(i, fh, offset, data, kill).inspect_err(|e| {
+                // The writer's write(2) returned long ago: the kernel drops these bytes, and
+                // only an fsync would tell. A full disk or quota says so on its own.
+                if !matches!(e.errno(), libc::ENOSPC | libc::EDQUOT) {
+                    log::warn!(
+                        "writing back {} bytes at {offset} of inode {ino}: {e}",
+                        data.len()
+                    );
+                }
+            })
         } else {
             head.write(i, fh, offset, data, kill)
         }

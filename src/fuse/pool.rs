@@ -1,6 +1,6 @@
 //! The workers that serve every `/dev/fuse` connection of the daemon. A mount costs no
 //! thread of its own and no buffer of its own; a worker owns one request buffer
-//! (`conn::BUF_SIZE`, touched only as far as requests fill it).
+//! (`conn::BUF_SIZE`, every page present: see `conn::request_buffer`).
 //!
 //! Each worker has its own epoll set holding every connection's descriptor with
 //! `EPOLLEXCLUSIVE`: a request wakes one waiting worker (the kernel skips sets whose worker
@@ -29,7 +29,7 @@ use std::time::Duration;
 use nix::errno::Errno as NixErrno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use super::conn::{Conn, BUF_SIZE};
+use super::conn::Conn;
 
 /// How long a worker beyond `min` waits for work before it leaves.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
@@ -193,7 +193,7 @@ impl Pool {
                 return;
             }
         };
-        let mut buf = vec![0u8; BUF_SIZE];
+        let mut buf = super::conn::request_buffer();
         let mut events = [EpollEvent::empty()];
         let timeout = EpollTimeout::try_from(IDLE_EXIT).unwrap_or(EpollTimeout::NONE);
         let mut served = false;

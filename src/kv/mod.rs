@@ -292,6 +292,10 @@ pub trait Maintenance: Send + Sync {
     /// `dropped` (taking the account when it does) or switch its background garbage
     /// collection. `idle`: nothing was written since the previous call. Errors are logged.
     fn tidy(&self, idle: bool, dropped: &dyn Dropped);
+
+    /// Cheap upkeep called every second by the daemon of a writable store (no scan, no
+    /// write): e.g. keeping in the page cache the files the next write will need.
+    fn keep_warm(&self) {}
 }
 
 /// What the backend reports of its state (metrics, `GET /status`, the daemon).

@@ -29,6 +29,7 @@ use super::{
 };
 
 mod gc;
+mod logs;
 
 const CF_META: &str = "meta";
 const CF_DATA: &str = "data";
@@ -601,6 +602,10 @@ impl Maintenance for RocksKv {
 
     fn tidy(&self, idle: bool, dropped: &dyn Dropped) {
         self.tidy_now(idle, dropped)
+    }
+
+    fn keep_warm(&self) {
+        logs::keep_cached(&self.path);
     }
 }
 

@@ -773,6 +773,12 @@ impl Maintenance for SegmentedKv {
         }
     }
 
+    fn keep_warm(&self) {
+        if let Some(m) = self.inner.maintenance() {
+            m.keep_warm();
+        }
+    }
+
     fn tidy(&self, idle: bool, dropped: &dyn Dropped) {
         if let Some(m) = self.inner.maintenance() {
             m.tidy(idle, dropped);

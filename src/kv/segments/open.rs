@@ -89,6 +89,25 @@ impl SegmentedKv {
             .store
             .list()
             .map_err(|e| super::io_err("listing segments", e))?;
+        if !read_only {
+            // A segment is created before the batch that records it (and the next id past
+            // it): one at or past the recorded next id, with no record, was created by a
+            // writer that died before that batch, so no reference can name it.
+            for l in listed
+                .iter()
+                .filter(|l| l.seg >= next_id && !st.segs.contains_key(&l.seg))
+            {
+                log::info!(
+                    "deleting segment {:016x} ({} bytes): created by a writer that stopped \
+                     before recording it",
+                    l.seg,
+                    l.len
+                );
+                self.store
+                    .remove(l.seg)
+                    .map_err(|e| super::io_err(&format!("deleting segment {:016x}", l.seg), e))?;
+            }
+        }
         let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
         let max_rec = st.segs.keys().map(|s| s + 1).max().unwrap_or(1);
         st.next_id = next_id.max(max_listed).max(max_rec);
