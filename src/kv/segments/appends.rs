@@ -1,12 +1,90 @@
-//! The entries one batch appends to the open segment, held until one vectored write: each
-//! value is moved in, never copied into a staging buffer (at a sustained write's speed, the
-//! user-space copies of each block took about a fifth of the FUSE thread's time, this one
-//! among them).
+//! Appending to the open segment: a batch queues its entries (`SegmentedKv::append`, which
+//! gives each its reference and starts a new segment when the open one is full), held until
+//! one vectored write (`SegmentedKv::flush_appends`): each value is moved in, never copied
+//! into a staging buffer (at a sustained write's speed, the user-space copies of each block
+//! took about a fifth of the FUSE thread's time, this one among them).
 
 use std::fs::File;
 use std::io::{self, IoSlice};
 
-use super::format;
+use std::sync::atomic::Ordering;
+
+use super::format::{self, Ref};
+use super::{SegmentedKv, State};
+use crate::kv::{KvError, KvResult};
+
+impl SegmentedKv {
+    /// Appends the queued entries (starting at the open segment's length) to its file.
+    pub(super) fn flush_appends(&self, st: &mut State, queued: &mut Appends) -> KvResult<()> {
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let Some(open) = st.open.as_mut() else {
+            return Err(KvError::Io("no open segment".into()));
+        };
+        let parts = queued.parts();
+        let len = queued.len();
+        self.store
+            .append_parts(open.seg, open.len, &parts)
+            .map_err(|e| super::io_err(&format!("writing segment {:016x}", open.seg), e))?;
+        open.len += len;
+        self.total_len.fetch_add(len, Ordering::Relaxed);
+        if open.tail_whole && open.len - open.tail_start <= self.opts.journal_max {
+            for p in &parts {
+                open.tail.extend_from_slice(p);
+            }
+        } else {
+            open.tail.clear();
+            open.tail_whole = false;
+        }
+        queued.clear();
+        if let Some(info) = st.segs.get_mut(&open.seg) {
+            info.rec.len = open.len;
+        }
+        st.dirty.insert(open.seg);
+        Ok(())
+    }
+
+    /// Queues `value` (for `key`) for appending; returns its reference.
+    pub(super) fn append(
+        &self,
+        st: &mut State,
+        queued: &mut Appends,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> KvResult<Ref> {
+        let entry = format::ENTRY_HEADER_LEN + key.len() as u64 + value.len() as u64;
+        let start = match &st.open {
+            Some(o) => o.len + queued.len(),
+            None => 0,
+        };
+        if st.open.is_none()
+            || (start + entry > self.opts.segment_bytes && start > format::FILE_HEADER_LEN)
+        {
+            self.flush_appends(st, queued)?;
+            self.rotate(st)?;
+        }
+        let open = st
+            .open
+            .as_ref()
+            .ok_or_else(|| KvError::Io("no open segment".into()))?;
+        let at = open.len + queued.len();
+        let crc = crc32fast::hash(&value);
+        let len = u32::try_from(value.len())
+            .map_err(|_| KvError::Io("value too large for a segment".into()))?;
+        let key_len = u16::try_from(key.len())
+            .map_err(|_| KvError::Io("key too long for a segment entry".into()))?;
+        self.appended
+            .fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
+        queued.push(&format::entry_header(key, len, crc), key, value);
+        Ok(Ref {
+            seg: open.seg,
+            off: at + format::ENTRY_HEADER_LEN + key_len as u64,
+            len,
+            crc,
+        })
+    }
+}
 
 /// Entries waiting to be appended, in order: per entry its header and key, then its value.
 #[derive(Default)]
