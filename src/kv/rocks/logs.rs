@@ -14,19 +14,33 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// Asks the kernel to read every `*.log` file of the RocksDB directory `db` into the page
-/// cache (in the background; pages already there cost a lookup). Best effort.
+/// Asks the kernel to read the newest and the oldest `*.log` file of the RocksDB directory
+/// `db` into the page cache (in the background; pages already there cost a lookup). Best
+/// effort. The newest is the log being written (over an old file's pages when it was
+/// recycled); the oldest, the one the next recycling takes (logs become obsolete oldest
+/// first). Logs between them are only read again by recovery: left alone, so that under
+/// memory pressure this never keeps more than two logs (two write buffers) cached.
 pub(super) fn keep_cached(db: &Path) {
     let Ok(dir) = std::fs::read_dir(db) else {
         return;
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        if !name.as_encoded_bytes().ends_with(b".log") {
-            continue;
-        }
+    let mut logs: Vec<(u64, std::path::PathBuf)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let number = name.to_str()?.strip_suffix(".log")?.parse().ok()?;
+            Some((number, e.path()))
+        })
+        .collect();
+    logs.sort();
+    let ends = match logs.as_slice() {
+        [] => return,
+        [only] => vec![only],
+        [first, .., last] => vec![first, last],
+    };
+    for (_, path) in ends {
         // A log deleted meanwhile (flushed and not kept) is simply gone.
-        let Ok(f) = File::open(entry.path()) else {
+        let Ok(f) = File::open(path) else {
             continue;
         };
         let _ = nix::fcntl::posix_fadvise(
@@ -43,40 +57,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_are_read_into_the_page_cache() {
+    fn the_newest_and_the_oldest_log_are_read_into_the_page_cache() {
         let dir = tempfile::TempDir::new().expect("tempdir");
-        let log = dir.path().join("000012.log");
-        std::fs::write(&log, vec![7u8; 1 << 20]).expect("write");
         let other = dir.path().join("MANIFEST-000001");
         std::fs::write(&other, b"x").expect("write");
-        let f = File::open(&log).expect("open");
-        f.sync_all().expect("sync");
-        // Out of the cache (clean pages: DONTNEED drops them).
-        nix::fcntl::posix_fadvise(
-            f.as_raw_fd(),
-            0,
-            0,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        )
-        .expect("dontneed");
-        assert!(
-            resident_pages(&f, 1 << 20) < 256,
-            "the test's file system keeps every page cached (tmpfs?): nothing to show"
-        );
+        let logs: Vec<File> = ["000009.log", "000012.log", "000031.log"]
+            .iter()
+            .map(|name| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, vec![7u8; 1 << 20]).expect("write");
+                let f = File::open(&path).expect("open");
+                f.sync_all().expect("sync");
+                // Out of the cache (clean pages: DONTNEED drops them).
+                nix::fcntl::posix_fadvise(
+                    f.as_raw_fd(),
+                    0,
+                    0,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                )
+                .expect("dontneed");
+                assert!(
+                    resident_pages(&f, 1 << 20) < 256,
+                    "the test's file system keeps every page cached (tmpfs?): nothing to show"
+                );
+                f
+            })
+            .collect();
         keep_cached(dir.path());
-        // WILLNEED starts reads: within a while, every page is resident.
+        // WILLNEED starts reads: within a while, every page of both ends is resident.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let resident = resident_pages(&f, 1 << 20);
-            if resident == 256 {
+            let resident = [&logs[0], &logs[2]].map(|f| resident_pages(f, 1 << 20));
+            if resident == [256, 256] {
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{resident} of 256 pages cached"
+                "{resident:?} of 256 pages cached"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        assert!(
+            resident_pages(&logs[1], 1 << 20) < 256,
+            "a log between the two ends was read too"
+        );
         // A missing directory is not an error.
         keep_cached(&dir.path().join("missing"));
     }
