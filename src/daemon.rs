@@ -2,7 +2,6 @@
 //! Unix socket (mode 0600) and optionally on TCP (bearer token), runs every mount of the
 //! store's containers, expires snapshots and reclaims space in the background.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +15,7 @@ use anyhow::{Context, Result};
 use crate::fs::VolumeOptions;
 use crate::kv::Space;
 use crate::service::Service;
-use crate::storedir::{log_path, open_store_with, socket_path, PidFile};
+use crate::storedir::{open_log, open_store_with, socket_path, PidFile};
 
 /// A daemon started on demand that never got a mount exits after this long.
 const IDLE_UNUSED: Duration = Duration::from_secs(30);
@@ -69,10 +68,7 @@ impl ContainerdOptions {
 }
 
 pub(crate) fn setup_logging(store: &Path) {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(store));
+    let file = open_log(store);
     let mut b = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,fuser::mnt=error"),
     );

@@ -38,6 +38,15 @@ pub fn log_path(store: &Path) -> PathBuf {
     store.join("snapfs.log")
 }
 
+/// The daemon's log, opened for appending (created if missing): the daemon's logger and the
+/// stderr of daemons its supervisor starts again write to it.
+pub fn open_log(store: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(store))
+}
+
 /// Where a new store keeps its data.
 pub enum InitTarget {
     /// An embedded RocksDB in `STORE/db`.

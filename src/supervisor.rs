@@ -291,11 +291,7 @@ impl Supervisor {
             .env_remove("SNAPFS_SUPERVISOR")
             .stdin(Stdio::null());
         if !first {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(crate::storedir::log_path(&self.store));
-            match log {
+            match crate::storedir::open_log(&self.store) {
                 Ok(f) => {
                     cmd.stderr(f);
                 }

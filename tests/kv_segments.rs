@@ -36,6 +36,16 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A store in `dir` holding keys `a0`..`a9` (values `value(i, 1000)`), synced.
+fn open_with_ten_values(dir: &Path) -> SegmentedKv {
+    let kv = open(dir);
+    for i in 0..10u8 {
+        put(&kv, Space::Data, &[b'a', i], &value(i as u64, 1000));
+    }
+    kv.sync().expect("sync");
+    kv
+}
+
 fn value(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..len).map(|_| rng.gen()).collect()
@@ -300,11 +310,7 @@ fn power_loss_of_one_page_in_the_middle_of_the_tail_is_found_at_open() {
 #[test]
 fn check_finds_a_planted_bad_reference_and_an_orphan_and_repair_deletes_the_orphan() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let kv = open(dir.path());
-    for i in 0..10u8 {
-        put(&kv, Space::Data, &[b'a', i], &value(i as u64, 1000));
-    }
-    kv.sync().expect("sync");
+    let kv = open_with_ten_values(dir.path());
     let check = kv.segments().expect("segments");
     assert!(check.check().expect("check").is_clean());
     // A flipped byte in the middle of a value, and a file no record names.
@@ -325,11 +331,7 @@ fn check_finds_a_planted_bad_reference_and_an_orphan_and_repair_deletes_the_orph
 #[test]
 fn a_segment_created_by_a_writer_killed_before_recording_it_goes_at_open() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let kv = open(dir.path());
-    for i in 0..10u8 {
-        put(&kv, Space::Data, &[b'a', i], &value(i as u64, 1000));
-    }
-    kv.sync().expect("sync");
+    let kv = open_with_ten_values(dir.path());
     let before = segment_files(dir.path());
     drop(kv);
     // What a kill between creating a segment and the batch that records it leaves: a file

@@ -116,14 +116,20 @@ impl SegmentedKv {
     pub(super) fn delete_orphans(&self) -> KvResult<u64> {
         let mut n = 0;
         for (seg, len) in self.orphans(true)? {
-            log::info!("deleting orphan segment {seg:016x} ({len} bytes, no record names it)");
-            self.store
-                .remove(seg)
-                .map_err(|e| super::io_err(&format!("deleting segment {seg:016x}"), e))?;
-            self.deleted.fetch_add(1, Ordering::Relaxed);
+            self.remove_unrecorded(seg, len, "no record names it")?;
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Deletes segment `seg` (`len` bytes), which no record names, saying `why`.
+    pub(super) fn remove_unrecorded(&self, seg: u64, len: u64, why: &str) -> KvResult<()> {
+        log::info!("deleting segment {seg:016x} ({len} bytes): {why}");
+        self.store
+            .remove(seg)
+            .map_err(|e| super::io_err(&format!("deleting segment {seg:016x}"), e))?;
+        self.deleted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Repacks candidate segments, least live first, up to `budget` bytes.

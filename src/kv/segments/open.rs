@@ -97,15 +97,11 @@ impl SegmentedKv {
                 .iter()
                 .filter(|l| l.seg >= next_id && !st.segs.contains_key(&l.seg))
             {
-                log::info!(
-                    "deleting segment {:016x} ({} bytes): created by a writer that stopped \
-                     before recording it",
+                self.remove_unrecorded(
                     l.seg,
-                    l.len
-                );
-                self.store
-                    .remove(l.seg)
-                    .map_err(|e| super::io_err(&format!("deleting segment {:016x}", l.seg), e))?;
+                    l.len,
+                    "created by a writer that stopped before recording it",
+                )?;
             }
         }
         let max_listed = listed.iter().map(|l| l.seg + 1).max().unwrap_or(1);
