@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::format;
-use super::stream::Streamer;
+use super::stream::DropBehind;
 
 /// What the segment layer asks of the place its segments live. One writer appends to one
 /// open segment at a time; any thread reads; a segment is deleted whole.
@@ -69,7 +69,12 @@ pub struct SegmentDir {
     dir: PathBuf,
     handles: Mutex<HashMap<u64, Arc<File>>>,
     /// With drop-behind, appends let go of their pages once written back (`stream.rs`).
-    stream: Option<Mutex<Streamer>>,
+    stream: Option<DropBehind>,
+}
+
+/// The file of segment `seg` in directory `dir`.
+fn segment_file(dir: &Path, seg: u64) -> PathBuf {
+    dir.join(format!("{seg:016x}.seg"))
 }
 
 /// A segment file as listed: id, length, last modification.
@@ -84,15 +89,23 @@ impl SegmentDir {
     /// dropped from the page cache once written back.
     pub fn open(dir: &Path, drop_behind: bool) -> io::Result<SegmentDir> {
         std::fs::create_dir_all(dir)?;
+        let stream = if drop_behind {
+            let owned = dir.to_path_buf();
+            DropBehind::start(super::stream::default_lag(), move |seg| {
+                segment_file(&owned, seg)
+            })
+        } else {
+            None
+        };
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             handles: Mutex::new(HashMap::new()),
-            stream: drop_behind.then(|| Mutex::new(Streamer::new(super::stream::default_lag()))),
+            stream,
         })
     }
 
     pub fn file_of(&self, seg: u64) -> PathBuf {
-        self.dir.join(format!("{seg:016x}.seg"))
+        segment_file(&self.dir, seg)
     }
 
     /// Creates segment `seg` with its header and makes its name durable; returns the file,
@@ -138,13 +151,11 @@ impl SegmentStore for SegmentDir {
 
     fn append_parts(&self, seg: u64, off: u64, parts: &[&[u8]]) -> io::Result<()> {
         super::appends::write_all_vectored_at(&*self.handle(seg)?, parts, off)?;
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        match &self.stream {
-            Some(stream) => stream
-                .lock()
-                .appended(seg, || self.file_of(seg), off, off + len),
-            None => Ok(()),
+        if let Some(stream) = &self.stream {
+            let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            stream.appended(seg, off, off + len);
         }
+        Ok(())
     }
 
     fn sync(&self, seg: u64, _upto: u64) -> io::Result<()> {
@@ -171,7 +182,7 @@ impl SegmentStore for SegmentDir {
     fn remove(&self, seg: u64) -> io::Result<()> {
         self.handles.lock().remove(&seg);
         if let Some(stream) = &self.stream {
-            stream.lock().forget(seg);
+            stream.forget(seg);
         }
         match std::fs::remove_file(self.file_of(seg)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
