@@ -513,6 +513,28 @@ mod suite {
         }
     }
 
+    /// `any_key_in` answers for `[start, end)` exactly, values large (in segments) or small,
+    /// on the store and on a read view, and a deleted key no longer counts.
+    pub fn any_key_in_sees_exactly_the_range(kv: &dyn Kv) {
+        let big = vec![7u8; 64 << 10];
+        put(kv, Space::Data, b"b", &big);
+        put(kv, Space::Data, b"d", b"small");
+        put(kv, Space::Meta, b"m", b"meta");
+        let view = kv.read_view();
+        for r in [kv as &dyn KvRead, &*view] {
+            assert!(r.any_key_in(Space::Data, b"a", b"c").unwrap());
+            assert!(r.any_key_in(Space::Data, b"b", b"b\0").unwrap());
+            assert!(!r.any_key_in(Space::Data, b"a", b"b").unwrap());
+            assert!(!r.any_key_in(Space::Data, b"b\0", b"d").unwrap());
+            assert!(r.any_key_in(Space::Data, b"c", b"e").unwrap());
+            assert!(!r.any_key_in(Space::Data, b"m", b"n").unwrap());
+            assert!(r.any_key_in(Space::Meta, b"m", b"n").unwrap());
+        }
+        del(kv, Space::Data, b"b");
+        assert!(!kv.any_key_in(Space::Data, b"a", b"c").unwrap());
+        assert!(view.any_key_in(Space::Data, b"a", b"c").unwrap());
+    }
+
     pub fn read_view_later_writes_are_invisible(kv: &dyn Kv) {
         put(kv, Space::Meta, b"keep", b"v1");
         put(kv, Space::Meta, b"gone", b"v1");
@@ -793,6 +815,7 @@ conformance!(
     seek_for_prev_between_keys_returns_previous,
     seek_for_prev_below_lower_bound_returns_none,
     seek_for_prev_versioned_keys_finds_newest_at_or_below_epoch,
+    any_key_in_sees_exactly_the_range,
     read_view_later_writes_are_invisible,
     read_view_each_sees_its_own_point_in_time,
     compact_after_deletes_preserves_live_keys,

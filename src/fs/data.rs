@@ -194,13 +194,26 @@ impl Fs {
         let end = offset + data.len() as u64;
         let e = tx.epoch();
         let mut idx = offset / bs;
+        // Blocks at or past EOF hold nothing (see the module invariant): no read needed.
+        // Below EOF, a write of several blocks into space no version of any of them was
+        // ever written to (fallocated space, a hole) needs none either: one look at the
+        // keys of its blocks tells (a 1 MiB write into fallocated space read 64 blocks,
+        // each a point read and a scan: 15% of the serving thread's time).
+        let below_eof = inode.size.min(end).saturating_sub(idx * bs).div_ceil(bs);
+        let may_hold = below_eof == 1
+            || (below_eof > 1
+                && crate::kv::any_in(
+                    self.store.kv(),
+                    Space::Data,
+                    &keys::block(inode.data_id, idx),
+                    &keys::block(inode.data_id, idx + below_eof),
+                )?);
         while idx * bs < end {
             let bstart = idx * bs;
             let lo = offset.max(bstart) - bstart;
             let hi = end.min(bstart + bs) - bstart;
             let src = &data[(bstart + lo - offset) as usize..(bstart + hi - offset) as usize];
-            // Blocks at or past EOF hold nothing (see the module invariant): no read needed.
-            let old = if bstart < inode.size {
+            let old = if may_hold && bstart < inode.size {
                 self.block(&tx.chain, inode.data_id, idx)?
             } else {
                 None

@@ -203,6 +203,17 @@ pub trait KvRead {
     /// Visits every key in `[start, end)` in the given direction, calling `f(key, value)`
     /// until it returns `false` or the range ends.
     fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()>;
+
+    /// Whether any key of `space` lies in `[start, end)`. No value is needed: a store whose
+    /// values live elsewhere (segments) answers from its keys alone.
+    fn any_key_in(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
+        let mut any = false;
+        self.scan(space, start, end, Dir::Forward, &mut |_, _| {
+            any = true;
+            false
+        })?;
+        Ok(any)
+    }
 }
 
 /// An embedded ordered key-value store: the core every backend implements and the
@@ -326,12 +337,7 @@ pub fn successor(key: &[u8]) -> Vec<u8> {
 
 /// Whether `r` holds any key of `space` in `[start, end)` (one step of a scan).
 pub fn any_in(r: &dyn KvRead, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
-    let mut any = false;
-    r.scan(space, start, end, Dir::Forward, &mut |_, _| {
-        any = true;
-        false
-    })?;
-    Ok(any)
+    r.any_key_in(space, start, end)
 }
 
 /// The smallest key strictly greater than every key that starts with `prefix`, if one exists.

@@ -66,6 +66,40 @@ fn punch_hole_reads_zeros_and_frees_blocks() {
     assert_eq!(errno(fs.fallocate(ino, 0, 10, 0x10, false)), libc::EOPNOTSUPP);
 }
 
+/// Multi-block writes into fallocated space: where no block of the write holds a version
+/// they skip reading the old blocks; where one does (written in the head, or only in a
+/// snapshot's epoch), its bytes around the write are kept.
+#[test]
+fn writes_into_fallocated_space_keep_what_is_there() {
+    let fs = new_fs();
+    let (ino, fh) = file(&fs, "fa");
+    let size = 400_000usize;
+    fs.fallocate(ino, 0, size as u64, 0, false).unwrap();
+    let mut model = vec![0u8; size];
+    let mut put = |fs: &Fs, off: usize, len: usize, byte: u8| {
+        let bytes = vec![byte; len];
+        fs.write(ino, Some(fh), off as u64, &bytes, false).unwrap();
+        model[off..off + len].copy_from_slice(&bytes);
+    };
+    // Before a snapshot: a few bytes in block 1 (16 KiB blocks), before the big write.
+    put(&fs, 17_000, 2_000, 1);
+    fs.store().snapshot(fs.container(), Some("s"), None).unwrap();
+    // In the head: a few bytes in block 5, after its end.
+    put(&fs, 95_000, 1_000, 2);
+    // Blocks 1-5, partly covering the first and the last: both hold bytes to keep.
+    put(&fs, 20_000, 70_000, 3);
+    // Blocks 7-10 hold nothing: a hole in fallocated space, partly covered at both ends.
+    put(&fs, 120_000, 50_000, 4);
+    // Blocks 12-20: nothing but the last, which holds a byte written in the head after it.
+    put(&fs, 331_000, 1, 5);
+    put(&fs, 200_000, 130_001, 6);
+    assert_eq!(fs.getattr(ino).unwrap().size, size as u64);
+    let got = fs.read(ino, 0, size as u32).unwrap();
+    assert_eq!(got.len(), size);
+    let first_diff = got.iter().zip(&model).position(|(a, b)| a != b);
+    assert_eq!(first_diff, None, "first byte that differs");
+}
+
 #[test]
 fn mkdir_rmdir_tracks_parent_nlink_and_refuses_non_empty() {
     let fs = new_fs();

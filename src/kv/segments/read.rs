@@ -354,6 +354,11 @@ impl KvRead for SegmentedKv {
     fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         scan_via(self, &*self.inner, space, start, end, dir, f)
     }
+
+    /// From the references: no segment read.
+    fn any_key_in(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
+        self.inner.any_key_in(space, start, end)
+    }
 }
 
 /// A read view: the inner store's view, registered so that GC keeps the segments it may read.
@@ -374,5 +379,10 @@ impl KvRead for SegView<'_> {
 
     fn scan(&self, space: Space, start: &[u8], end: &[u8], dir: Dir, f: Visit) -> KvResult<()> {
         scan_via(self.kv, &*self.inner, space, start, end, dir, f)
+    }
+
+    /// From the references: no segment read.
+    fn any_key_in(&self, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
+        self.inner.any_key_in(space, start, end)
     }
 }
