@@ -247,12 +247,13 @@ impl Store {
     /// writes or drops there, against the one it replaces. One read per version, so only for
     /// containers with a limit on it or whose own usage was asked for (see
     /// [`Store::own_known`]); none for the keys under `fresh` ids (allocated by this very
-    /// batch: they replace nothing).
+    /// batch) or of `fresh_blocks`: they replace nothing.
     pub(crate) fn size_delta(
         &self,
         head: Epoch,
         ops: &[BatchOp],
         fresh: &[u64],
+        fresh_blocks: &[super::FreshBlocks],
     ) -> FsResult<OwnDelta> {
         let prefix = keys::epoch_changes(head);
         let mut seen: HashMap<&[u8], Option<u64>> = HashMap::new();
@@ -267,9 +268,14 @@ impl Store {
                 _ => continue,
             };
             let is_fresh = || {
-                keys::split_change(key)
-                    .and_then(|(_, _, base)| keys::owner_id(base))
-                    .is_some_and(|id| fresh.contains(&id))
+                keys::split_change(key).is_some_and(|(_, _, base)| {
+                    keys::owner_id(base).is_some_and(|id| fresh.contains(&id))
+                        || keys::split_block(base).is_some_and(|(d, idx)| {
+                            fresh_blocks
+                                .iter()
+                                .any(|f| f.data_id == d && f.blocks.contains(&idx))
+                        })
+                })
             };
             let old = match seen.get(&key[..]) {
                 Some(s) => *s,
