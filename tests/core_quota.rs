@@ -253,18 +253,15 @@ fn own_usage_is_kept_by_every_write_once_known() {
         // written (and truncated) before, and those across EOF.
         t.fallocate(a, 0, 300_000, 0, false).expect("fallocate");
         check("a fallocate");
-        t.write(a, None, 150_000, &[6u8; 100_000], false)
-            .expect("write into fallocated space");
-        check("a write into fallocated space");
-        t.write(a, None, 0, &[7u8; 60_000], false)
-            .expect("write over truncated blocks");
-        check("a write over truncated blocks");
-        t.write(a, None, 280_000, &[8u8; 100_000], false)
-            .expect("write across EOF");
-        check("a write across EOF");
-        t.write(a, None, 500_000, &[9u8; 100_000], false)
-            .expect("write past EOF");
-        check("a write past EOF");
+        for (what, off, len, byte) in [
+            ("a write into fallocated space", 150_000, 100_000, 6u8),
+            ("a write over truncated blocks", 0, 60_000, 7),
+            ("a write across EOF", 280_000, 100_000, 8),
+            ("a write past EOF", 500_000, 100_000, 9),
+        ] {
+            t.write(a, None, off, &vec![byte; len], false).expect(what);
+            check(what);
+        }
         let b = create(&t, "b");
         t.write(b, None, 0, &[3u8; 5000], false).expect("write b");
         check("a second file");
