@@ -96,6 +96,41 @@ fn live_counters_stay_exact_under_random_batches_and_reopens() {
     assert_segments_clean(&kv);
 }
 
+/// A batch of many puts over keys that exist, interleaved with versions of other epochs,
+/// so that the read-ahead of what the puts replace (`prefetch.rs`) runs out of its budget
+/// part-way and point reads answer for the rest: the live counters stay exact, and so do
+/// they for puts over a span that holds nothing and for a span half new.
+#[test]
+fn puts_over_many_keys_keep_the_counters_exact_whatever_their_span_holds() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let kv = open(dir.path());
+    let key = |i: u8, e: u8| vec![b'k', i, e];
+    let batch_of = |keys: &mut dyn Iterator<Item = Vec<u8>>, seed: u64| {
+        let mut b = Batch::new();
+        for (n, k) in keys.enumerate() {
+            b.put(Space::Data, k, value(seed + n as u64, 5000));
+        }
+        b
+    };
+    // Five versions of each of 20 bases.
+    let mut all = (0..20u8).flat_map(|i| (1..=5u8).map(move |e| key(i, e)));
+    kv.write(batch_of(&mut all, 0), false).expect("write");
+    assert_segments_clean(&kv);
+    // Every base's epoch-3 version again: 20 keys among 100 (the scan stops part-way).
+    kv.write(batch_of(&mut (0..20u8).map(|i| key(i, 3)), 1000), false)
+        .expect("overwrite");
+    assert_segments_clean(&kv);
+    // Keys that hold nothing yet, then a batch half over existing keys, half new.
+    kv.write(batch_of(&mut (0..20u8).map(|i| key(i, 9)), 2000), false)
+        .expect("new keys");
+    assert_segments_clean(&kv);
+    let mut half = (10..30u8).map(|i| key(i, 9));
+    kv.write(batch_of(&mut half, 3000), false)
+        .expect("half new");
+    assert_segments_clean(&kv);
+    assert_eq!(scan_data(&kv).len(), 100 + 30);
+}
+
 #[test]
 fn empty_segments_go_only_when_no_older_read_view_is_open() {
     let dir = tempfile::TempDir::new().expect("tempdir");

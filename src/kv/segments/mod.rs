@@ -38,6 +38,7 @@ mod format;
 mod gc;
 mod moves;
 mod open;
+mod prefetch;
 mod read;
 mod stream;
 mod sync;
@@ -430,6 +431,7 @@ impl SegmentedKv {
         self.absorb_syncs(st);
         let ops = batch.into_ops();
         let mut pool = self.move_pool(&ops)?;
+        self.prefetch_puts(&ops, &mut pool)?;
         for op in ops {
             match op {
                 BatchOp::Put(Space::Data, key, value) => {
