@@ -248,9 +248,9 @@ fn own_usage_is_kept_by_every_write_once_known() {
         check("an overwrite in the same epoch");
         truncate(&t, a, 10);
         check("a truncation");
-        // Writes of several blocks none of which was ever written (fallocated space, past
-        // EOF) read nothing per block (`FreshBlocks`): still exact; so are those over blocks
-        // written (and truncated) before, and those across EOF.
+        // Writes of several blocks, their change records read in scans (`kv::read_keys`):
+        // into fallocated space, over blocks written (and truncated) before, across and past
+        // EOF, each exact.
         t.fallocate(a, 0, 300_000, 0, false).expect("fallocate");
         check("a fallocate");
         for (what, off, len, byte) in [

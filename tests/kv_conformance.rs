@@ -538,6 +538,47 @@ mod suite {
         assert!(any(&*view, Space::Data, b"a", b"c"));
     }
 
+    /// `read_keys` answers every key asked, present or not: neighbours, keys with many
+    /// others between them (the scan seeks on), a run past every stored key, a handful (point
+    /// reads), none; on the store and on a read view.
+    pub fn read_keys_answers_every_key_asked(kv: &dyn Kv) {
+        let key = |i: u32| i.to_be_bytes().to_vec();
+        let stored: Vec<u32> = (0..200).filter(|i| i % 3 != 0).collect();
+        let mut b = Batch::new();
+        for &i in &stored {
+            b.put(
+                Space::Data,
+                key(i),
+                vec![(i % 251) as u8; 100 + (i as usize % 5) * 2000],
+            );
+        }
+        kv.write(b, false).expect("write");
+        let view = kv.read_view();
+        let asks: [Vec<u32>; 5] = [
+            (10..60).collect(),
+            (0..200).step_by(17).collect(),
+            (150..260).collect(),
+            vec![3, 4, 5],
+            vec![],
+        ];
+        for r in [kv as &dyn KvRead, &*view] {
+            for ask in &asks {
+                let keys: Vec<Vec<u8>> = ask.iter().map(|&i| key(i)).collect();
+                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+                let mut got = Vec::new();
+                snapfs::kv::read_keys(r, Space::Data, &refs, |k, v| {
+                    got.push((k.to_vec(), v.map(|v| v.to_vec())))
+                })
+                .expect("read_keys");
+                let want: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+                    .iter()
+                    .map(|k| (k.clone(), get(r, Space::Data, k)))
+                    .collect();
+                assert_eq!(got, want, "asked {ask:?}");
+            }
+        }
+    }
+
     pub fn read_view_later_writes_are_invisible(kv: &dyn Kv) {
         put(kv, Space::Meta, b"keep", b"v1");
         put(kv, Space::Meta, b"gone", b"v1");
@@ -664,6 +705,7 @@ conformance!(
     seek_for_prev_below_lower_bound_returns_none,
     seek_for_prev_versioned_keys_finds_newest_at_or_below_epoch,
     any_key_in_sees_exactly_the_range,
+    read_keys_answers_every_key_asked,
     read_view_later_writes_are_invisible,
     read_view_each_sees_its_own_point_in_time,
     compact_after_deletes_preserves_live_keys,

@@ -97,9 +97,9 @@ fn live_counters_stay_exact_under_random_batches_and_reopens() {
 }
 
 /// A batch of many puts over keys that exist, interleaved with versions of other epochs,
-/// so that the read-ahead of what the puts replace (`prefetch.rs`) runs out of its budget
-/// part-way and point reads answer for the rest: the live counters stay exact, and so do
-/// they for puts over a span that holds nothing and for a span half new.
+/// read ahead in scans (`SegmentedKv::prefetch_puts`, `kv::read_keys`): the live counters
+/// stay exact, and so do they for puts over a span that holds nothing and for a span half
+/// new.
 #[test]
 fn puts_over_many_keys_keep_the_counters_exact_whatever_their_span_holds() {
     let dir = tempfile::TempDir::new().expect("tempdir");

@@ -195,28 +195,17 @@ impl Fs {
         let e = tx.epoch();
         let mut idx = offset / bs;
         // Blocks at or past EOF hold nothing (see the module invariant): no read needed.
-        // When a write spans several blocks, one look at the keys of all of them may tell
-        // that none was ever written, in any epoch (a hole, fallocated space, a new file):
-        // then no old block is read below EOF (a 1 MiB write into fallocated space read 64
-        // blocks, a point read and a scan each: 15% of the serving thread's time), and the
-        // head's own size, when kept, needs no read per block either (`fresh_blocks`).
-        let blocks = idx..end.div_ceil(bs);
+        // Below EOF, when a write spans several blocks, one look at the keys of all of them
+        // may tell that none was ever written, in any epoch (a hole, fallocated space): then
+        // no old block is read (a 1 MiB write into fallocated space read 64 blocks, a point
+        // read and a scan each: 15% of the serving thread's time).
         let below_eof = inode.size.min(end).saturating_sub(idx * bs).div_ceil(bs);
-        let look =
-            blocks.end - blocks.start > 1 && (below_eof > 1 || self.store.own_known(tx.epoch()));
-        let none_stored = look
-            && !crate::kv::any_in(
-                self.store.kv(),
+        let none_stored = below_eof > 1
+            && !self.store.kv().any_key_in(
                 Space::Data,
-                &keys::block(inode.data_id, blocks.start),
-                &keys::block(inode.data_id, blocks.end),
+                &keys::block(inode.data_id, idx),
+                &keys::block(inode.data_id, idx + below_eof),
             )?;
-        if none_stored {
-            tx.fresh_blocks.push(store::FreshBlocks {
-                data_id: inode.data_id,
-                blocks,
-            });
-        }
         while idx * bs < end {
             let bstart = idx * bs;
             let lo = offset.max(bstart) - bstart;

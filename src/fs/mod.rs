@@ -143,9 +143,6 @@ struct Tx<'a> {
     /// Ids allocated by this batch: nothing under them exists yet, in any epoch, so what
     /// it writes under them replaces nothing (no read needed to know it).
     fresh: Vec<u64>,
-    /// Blocks of a file no version of which exists, in any epoch (as `write_blocks` found
-    /// them): what this batch writes to them replaces nothing either.
-    fresh_blocks: Vec<store::FreshBlocks>,
     _guard: parking_lot::MutexGuard<'a, ()>,
 }
 
@@ -349,7 +346,7 @@ impl Tx<'_> {
         // The head's own size: kept when a limit needs it or once someone asked for it
         // (the containerd snapshotter's Usage); else forgotten (`note_size`).
         let size_delta = if quota.including_snapshots.is_some() || store.own_known(epoch) {
-            Some(store.size_delta(epoch, self.batch.ops(), &self.fresh, &self.fresh_blocks)?)
+            Some(store.size_delta(epoch, self.batch.ops(), &self.fresh)?)
         } else {
             None
         };
@@ -537,7 +534,6 @@ impl Fs {
             dropped: 0,
             allocs: HashMap::new(),
             fresh: Vec::new(),
-            fresh_blocks: Vec::new(),
             _guard: guard,
         })
     }

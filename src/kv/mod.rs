@@ -335,9 +335,67 @@ pub fn successor(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Whether `r` holds any key of `space` in `[start, end)` (one step of a scan).
-pub fn any_in(r: &dyn KvRead, space: Space, start: &[u8], end: &[u8]) -> KvResult<bool> {
-    r.any_key_in(space, start, end)
+/// Fewer keys than this are read one by one (a point read skips tables by their filters,
+/// where a scan positions itself in each).
+const READ_KEYS_SCAN_MIN: usize = 4;
+/// Keys a scan of [`read_keys`] may step over between two of the keys it looks for before
+/// it seeks to the next one instead.
+const READ_KEYS_GAP: usize = 4;
+
+/// Reads the values of `keys` (sorted, no duplicates) in `space`: `f(key, value)` for each,
+/// `None` where it is absent. Keys next to each other (a write's blocks, their change
+/// records) are answered by one forward scan, a run that holds nothing by one step; where
+/// more than a few other keys lie between two of them, the scan seeks to the next instead.
+/// So N neighbouring keys cost one positioning, not N point reads, and scattered keys about
+/// what point reads cost. A handful of keys are point reads.
+pub fn read_keys(
+    r: &dyn KvRead,
+    space: Space,
+    keys: &[&[u8]],
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
+) -> KvResult<()> {
+    let Some(last) = keys.last() else {
+        return Ok(());
+    };
+    if keys.len() < READ_KEYS_SCAN_MIN {
+        for k in keys {
+            f(k, r.get(space, k)?.as_deref());
+        }
+        return Ok(());
+    }
+    let end = successor(last);
+    // keys[..next] are answered.
+    let mut next = 0;
+    while next < keys.len() {
+        let mut gap = 0;
+        let mut reached_end = true;
+        r.scan(space, keys[next], &end, Dir::Forward, &mut |k, v| {
+            while next < keys.len() && keys[next] < k {
+                f(keys[next], None);
+                next += 1;
+            }
+            if next < keys.len() && keys[next] == k {
+                f(k, Some(v));
+                next += 1;
+                gap = 0;
+            } else {
+                gap += 1;
+            }
+            if next == keys.len() || gap > READ_KEYS_GAP {
+                reached_end = false;
+                return false;
+            }
+            true
+        })?;
+        if reached_end {
+            // Nothing more in the span: the rest are absent.
+            for k in &keys[next..] {
+                f(k, None);
+            }
+            next = keys.len();
+        }
+    }
+    Ok(())
 }
 
 /// The smallest key strictly greater than every key that starts with `prefix`, if one exists.

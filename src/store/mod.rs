@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{FsError, FsResult};
-use crate::ids::{ContainerId, DataId, Epoch, Ino};
+use crate::ids::{ContainerId, Epoch, Ino};
 use crate::keys;
 use crate::kv::{Batch, Dir, Kv, KvRead, Space};
 
@@ -186,13 +186,6 @@ pub fn scan_visible(
         f(base, v)
     })?;
     Ok(())
-}
-
-/// Blocks `blocks` of data id `data_id`, none of which has a version in any epoch.
-#[derive(Debug, Clone)]
-pub struct FreshBlocks {
-    pub data_id: DataId,
-    pub blocks: std::ops::Range<u64>,
 }
 
 /// Resolves the version of `base` visible in `chain`: the newest version whose epoch is in the

@@ -244,46 +244,51 @@ impl Store {
     }
 
     /// How a batch about to be written changes head epoch `head`'s [`Own`]: each version it
-    /// writes or drops there, against the one it replaces. One read per version, so only for
-    /// containers with a limit on it or whose own usage was asked for (see
-    /// [`Store::own_known`]); none for the keys under `fresh` ids (allocated by this very
-    /// batch) or of `fresh_blocks`: they replace nothing.
+    /// writes or drops there, against the one it replaces. One read per version (neighbouring
+    /// ones, a write's blocks, in one scan: [`crate::kv::read_keys`]), so only for containers
+    /// with a limit on it or whose own usage was asked for (see [`Store::own_known`]); none
+    /// for the keys under `fresh` ids (allocated by this very batch: they replace nothing).
     pub(crate) fn size_delta(
         &self,
         head: Epoch,
         ops: &[BatchOp],
         fresh: &[u64],
-        fresh_blocks: &[super::FreshBlocks],
     ) -> FsResult<OwnDelta> {
         let prefix = keys::epoch_changes(head);
+        let changes: Vec<(&[u8], Option<u64>)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put(Space::Meta, k, v) if k.starts_with(&prefix) => {
+                    Some((&k[..], Some(change_bytes(v))))
+                }
+                BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => Some((&k[..], None)),
+                _ => None,
+            })
+            .collect();
+        let is_fresh = |key: &[u8]| {
+            keys::split_change(key)
+                .and_then(|(_, _, base)| keys::owner_id(base))
+                .is_some_and(|id| fresh.contains(&id))
+        };
+        let mut to_read: Vec<&[u8]> = changes
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !is_fresh(k))
+            .collect();
+        to_read.sort_unstable();
+        to_read.dedup();
+        let mut stored: HashMap<Vec<u8>, u64> = HashMap::new();
+        crate::kv::read_keys(&*self.kv, Space::Meta, &to_read, |k, v| {
+            if let Some(v) = v {
+                stored.insert(k.to_vec(), change_bytes(v));
+            }
+        })?;
         let mut seen: HashMap<&[u8], Option<u64>> = HashMap::new();
         let mut delta = OwnDelta::default();
-        for op in ops {
-            let (key, new) = match op {
-                BatchOp::Put(Space::Meta, k, v) if k.starts_with(&prefix) => (
-                    k,
-                    Some(<[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes)),
-                ),
-                BatchOp::Delete(Space::Meta, k) if k.starts_with(&prefix) => (k, None),
-                _ => continue,
-            };
-            let is_fresh = || {
-                keys::split_change(key).is_some_and(|(_, _, base)| {
-                    keys::owner_id(base).is_some_and(|id| fresh.contains(&id))
-                        || keys::split_block(base).is_some_and(|(d, idx)| {
-                            fresh_blocks
-                                .iter()
-                                .any(|f| f.data_id == d && f.blocks.contains(&idx))
-                        })
-                })
-            };
-            let old = match seen.get(&key[..]) {
+        for (key, new) in changes {
+            let old = match seen.get(key) {
                 Some(s) => *s,
-                None if is_fresh() => None,
-                None => self
-                    .kv
-                    .get(Space::Meta, key)?
-                    .map(|v| <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes)),
+                None => stored.get(key).copied(),
             };
             delta.bytes += new.unwrap_or(0) as i64 - old.unwrap_or(0) as i64;
             if is_inode_change(key) {
@@ -410,4 +415,9 @@ impl Store {
         )?;
         Ok(out)
     }
+}
+
+/// The bytes a change record counts (its value: 8 bytes, big-endian).
+fn change_bytes(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
 }

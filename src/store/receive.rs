@@ -341,12 +341,10 @@ impl Store {
                 )));
             }
             let written = keys::epoch_changes(crec.head);
-            if crate::kv::any_in(
-                self.kv.as_ref(),
-                Space::Meta,
-                &written,
-                &crate::kv::prefix_end(&written),
-            )? {
+            if self
+                .kv
+                .any_key_in(Space::Meta, &written, &crate::kv::prefix_end(&written))?
+            {
                 return Err(StoreError::Conflict(format!(
                     "container {name:?} was written since snapshot {:?}: receive with rollback to drop those writes",
                     base.name

@@ -88,12 +88,7 @@ impl Store {
     pub fn runtime_has_children(&self, key: &str) -> FsResult<bool> {
         let start = keys::runtime_children(key);
         let end = crate::kv::prefix_end(&start);
-        Ok(crate::kv::any_in(
-            self.kv.as_ref(),
-            Space::Meta,
-            &start,
-            &end,
-        )?)
+        Ok(self.kv.any_key_in(Space::Meta, &start, &end)?)
     }
 
     /// The raw keys of the child index.

@@ -38,7 +38,6 @@ mod format;
 mod gc;
 mod moves;
 mod open;
-mod prefetch;
 mod read;
 mod stream;
 mod sync;

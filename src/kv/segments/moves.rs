@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::format::{self, Ref, Stored};
 use super::SegmentedKv;
-use crate::kv::{prefix_end, BatchOp, Dir, KvResult, Space};
+use crate::kv::{prefix_end, read_keys, BatchOp, Dir, KvResult, Space};
 
 /// Freed references by (length, CRC): the base each was under, and the reference.
 type Free = HashMap<(u32, u32), Vec<(Vec<u8>, Ref)>>;
@@ -67,6 +67,31 @@ impl SegmentedKv {
             pool.prefetched.insert(key.to_vec(), r);
         }
         Ok(pool)
+    }
+
+    /// Reads into `pool.prefetched` the references stored under the data keys `ops` puts
+    /// (each put takes the one it replaces off its segment's live bytes, `current_ref`): a
+    /// write's blocks are neighbouring keys, read in one scan instead of one point read
+    /// each (~5% of the serving thread in a 1 MiB write), see [`read_keys`].
+    pub(super) fn prefetch_puts(&self, ops: &[BatchOp], pool: &mut Pool) -> KvResult<()> {
+        let mut keys: Vec<&[u8]> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put(Space::Data, k, _) if !pool.prefetched.contains_key(k) => {
+                    Some(k.as_slice())
+                }
+                _ => None,
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        read_keys(&*self.inner, Space::Data, &keys, |k, raw| {
+            let r = match raw.map(format::parse) {
+                Some(Stored::Ref(r)) => Some(r),
+                _ => None,
+            };
+            pool.prefetched.insert(k.to_vec(), r);
+        })
     }
 
     /// A reference from `pool` holding exactly `value`, for a put under `key` of the same
