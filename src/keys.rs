@@ -343,6 +343,21 @@ pub fn change(epoch: Epoch, space: Space, base: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The run of a change-index key, for [`crate::kv::read_keys`]: the change records of a
+/// file's blocks share one (all but the block's index), so a write's are read in one scan;
+/// any other key is alone (read by a point read).
+pub fn change_run(key: &[u8]) -> &[u8] {
+    match split_change(key) {
+        Some((_, Space::Data, base))
+            if base.first() == Some(&TAG_BLOCK) && base.len() == 1 + 8 + 8 =>
+        {
+            // Tag, data id, index.
+            &key[..key.len() - 8]
+        }
+        _ => key,
+    }
+}
+
 /// Prefix of everything `epoch` wrote in `space`.
 pub fn change_prefix(epoch: Epoch, space: Space) -> Vec<u8> {
     let mut k = with_u64(TAG_CHANGE, epoch.get());
@@ -630,6 +645,24 @@ mod tests {
         let k2 = versioned(&block(d1, 2), ep(1));
         let k3 = versioned(&block(d2, 0), ep(0));
         assert!(k1 < k2 && k2 < k3);
+    }
+
+    #[test]
+    fn a_files_block_changes_share_a_run_and_nothing_else_does() {
+        let (d1, d2) = (DataId::new(1), DataId::new(2));
+        let c = |d, i| change(ep(5), Space::Data, &block(d, i));
+        assert_eq!(change_run(&c(d1, 0)), change_run(&c(d1, u64::MAX)));
+        assert_ne!(change_run(&c(d1, 0)), change_run(&c(d2, 0)));
+        // A run is a prefix: its keys lie together in a sorted list.
+        assert!(c(d1, 7).starts_with(change_run(&c(d1, 7))));
+        let meta = [
+            change(ep(5), Space::Meta, &inode(ino(1))),
+            change(ep(5), Space::Meta, &inode(ino(2))),
+            change(ep(5), Space::Data, &block_prefix(d1)),
+        ];
+        for k in &meta {
+            assert_eq!(change_run(k), &k[..], "alone");
+        }
     }
 }
 

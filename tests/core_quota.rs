@@ -291,3 +291,49 @@ fn own_usage_is_kept_by_every_write_once_known() {
         check("a write after a snapshot");
     }
 }
+
+/// A write whose head keeps its own size reads the change records its batch replaces, a
+/// file's blocks in one scan. Scans step over deleted keys unseen: with a deleted file's
+/// change records between the written file's inode record and its blocks' (they sort
+/// there), a scan from the one to the other walked every tombstone, in every write (a 10 GiB
+/// write after a 1 GiB file was deleted ran at 0.75x). Counted by RocksDB itself.
+#[test]
+fn writes_do_not_walk_a_deleted_files_tombstones() {
+    use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+    let t = make(rocks_backend());
+    let store = t.store().clone();
+    let head = store.head(t.container()).expect("head").epoch;
+    store.own_usage(head, None).expect("own usage");
+    // One name for both, as fio's file: few visible records lie between the second's inode
+    // record and the tombstones, so a scan from there does not seek past them.
+    let x = create(&t, "f");
+    t.write(x, None, 0, &vec![1u8; 4 << 20], false)
+        .expect("write x");
+    t.unlink(ROOT_INO, b"f").expect("unlink x");
+    let y = create(&t, "f");
+    // Its data id from an earlier batch (as a file's first write gives it): the next
+    // write's blocks are not under an id its batch allocates, so their records are read.
+    t.fallocate(y, 0, 260 << 10, 0, false).expect("fallocate y");
+    t.write(y, None, 0, &[2u8; 4096], false)
+        .expect("first write");
+    set_perf_stats(PerfStatsLevel::EnableCount);
+    let mut ctx = PerfContext::default();
+    ctx.reset();
+    // 64 blocks (4 KiB in these stores), in the same epoch as x's 1,024 tombstones.
+    t.write(y, None, 4096, &vec![2u8; 256 << 10], false)
+        .expect("write y");
+    let skipped = ctx.metric(PerfMetric::InternalDeleteSkippedCount);
+    set_perf_stats(PerfStatsLevel::Disable);
+    assert!(
+        skipped < 64,
+        "a 64-block write stepped over {skipped} deleted keys"
+    );
+    let kept = store.own_usage(head, None).expect("own usage");
+    let mut count = (0, 0);
+    for &e in store.chain(head).members() {
+        let o = store.epoch_own(e).expect("count");
+        count.0 += o.bytes;
+        count.1 += o.inodes;
+    }
+    assert_eq!(kept, count, "the head's own size, kept and counted");
+}

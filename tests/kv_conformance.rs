@@ -540,41 +540,64 @@ mod suite {
 
     /// `read_keys` answers every key asked, present or not: neighbours, keys with many
     /// others between them (the scan seeks on), a run past every stored key, a handful (point
-    /// reads), none; on the store and on a read view.
+    /// reads), keys of several runs (owners) and lengths, none; whatever makes a run (each
+    /// key alone, an owner's keys, all); on the store and on a read view.
     pub fn read_keys_answers_every_key_asked(kv: &dyn Kv) {
-        let key = |i: u32| i.to_be_bytes().to_vec();
-        let stored: Vec<u32> = (0..200).filter(|i| i % 3 != 0).collect();
+        // An owner, then an index: as a file's blocks.
+        let key = |o: u32, i: u32| [o.to_be_bytes(), i.to_be_bytes()].concat();
         let mut b = Batch::new();
-        for &i in &stored {
-            b.put(
-                Space::Data,
-                key(i),
-                vec![(i % 251) as u8; 100 + (i as usize % 5) * 2000],
-            );
+        for o in 1..4u32 {
+            for i in (0..200u32).filter(|i| (i + o) % 3 != 0) {
+                b.put(
+                    Space::Data,
+                    key(o, i),
+                    vec![(i % 251) as u8; 100 + (i as usize % 5) * 2000],
+                );
+            }
         }
+        b.put(Space::Data, vec![0, 0, 0, 2, 7], vec![9; 10]);
         kv.write(b, false).expect("write");
+        // Owner 1's keys deleted: what lies between owner 0's and owner 2's.
+        let mut b = Batch::new();
+        for i in 0..200u32 {
+            b.delete(Space::Data, key(1, i));
+        }
+        kv.write(b, false).expect("delete");
         let view = kv.read_view();
-        let asks: [Vec<u32>; 5] = [
-            (10..60).collect(),
-            (0..200).step_by(17).collect(),
-            (150..260).collect(),
-            vec![3, 4, 5],
+        let one =
+            |o: u32, r: std::ops::Range<u32>| -> Vec<Vec<u8>> { r.map(|i| key(o, i)).collect() };
+        let mut across: Vec<Vec<u8>> = (0..5u32)
+            .flat_map(|o| (0..200u32).step_by(17).map(move |i| key(o, i)))
+            .collect();
+        across.push(vec![0, 0, 0, 2, 7]);
+        across.sort();
+        let asks: [Vec<Vec<u8>>; 7] = [
+            one(2, 10..60),
+            across,
+            [one(0, 0..8), one(2, 0..8), one(3, 190..260)].concat(),
+            one(1, 0..50),
+            one(3, 150..260),
+            vec![key(2, 3), key(2, 4), key(2, 5)],
             vec![],
         ];
         for r in [kv as &dyn KvRead, &*view] {
-            for ask in &asks {
-                let keys: Vec<Vec<u8>> = ask.iter().map(|&i| key(i)).collect();
-                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-                let mut got = Vec::new();
-                snapfs::kv::read_keys(r, Space::Data, &refs, |k, v| {
-                    got.push((k.to_vec(), v.map(|v| v.to_vec())))
-                })
-                .expect("read_keys");
-                let want: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
-                    .iter()
-                    .map(|k| (k.clone(), get(r, Space::Data, k)))
-                    .collect();
-                assert_eq!(got, want, "asked {ask:?}");
+            // Runs: every key alone, an owner's keys, all keys.
+            type Run = fn(&[u8]) -> &[u8];
+            let runs: [Run; 3] = [|k| k, |k| &k[..k.len().saturating_sub(4)], |_| &[]];
+            for (n, run) in runs.into_iter().enumerate() {
+                for keys in &asks {
+                    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+                    let mut got = Vec::new();
+                    snapfs::kv::read_keys(r, Space::Data, &refs, run, |k, v| {
+                        got.push((k.to_vec(), v.map(|v| v.to_vec())))
+                    })
+                    .expect("read_keys");
+                    let want: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+                        .iter()
+                        .map(|k| (k.clone(), get(r, Space::Data, k)))
+                        .collect();
+                    assert_eq!(got, want, "asked {keys:?}, runs {n}");
+                }
             }
         }
     }

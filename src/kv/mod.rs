@@ -348,11 +348,38 @@ const READ_KEYS_GAP: usize = 4;
 /// more than a few other keys lie between two of them, the scan seeks to the next instead.
 /// So N neighbouring keys cost one positioning, not N point reads, and scattered keys about
 /// what point reads cost. A handful of keys are point reads.
-pub fn read_keys(
+///
+/// Only keys of one run share a scan: `run(key)` names a key's run, a prefix of it (a
+/// file's blocks have one: all but their index and epoch; a key alone, itself). A scan
+/// steps over deleted keys without showing them, so it cannot count them as a gap: between
+/// two files' blocks can lie a deleted file's whole tombstones, which a scan from one to the
+/// other would walk one by one until compactions drop them. Runs only decide how keys are
+/// read: any answer the same.
+pub fn read_keys<'k>(
+    r: &dyn KvRead,
+    space: Space,
+    keys: &[&'k [u8]],
+    run: impl Fn(&'k [u8]) -> &'k [u8],
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
+) -> KvResult<()> {
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = start + 1;
+        while end < keys.len() && run(keys[end]) == run(keys[start]) {
+            end += 1;
+        }
+        read_run(r, space, &keys[start..end], &mut f)?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// [`read_keys`] of one run.
+fn read_run(
     r: &dyn KvRead,
     space: Space,
     keys: &[&[u8]],
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
+    f: &mut impl FnMut(&[u8], Option<&[u8]>),
 ) -> KvResult<()> {
     let Some(last) = keys.last() else {
         return Ok(());

@@ -278,11 +278,17 @@ impl Store {
         to_read.sort_unstable();
         to_read.dedup();
         let mut stored: HashMap<Vec<u8>, u64> = HashMap::new();
-        crate::kv::read_keys(&*self.kv, Space::Meta, &to_read, |k, v| {
-            if let Some(v) = v {
-                stored.insert(k.to_vec(), change_bytes(v));
-            }
-        })?;
+        crate::kv::read_keys(
+            &*self.kv,
+            Space::Meta,
+            &to_read,
+            keys::change_run,
+            |k, v| {
+                if let Some(v) = v {
+                    stored.insert(k.to_vec(), change_bytes(v));
+                }
+            },
+        )?;
         let mut seen: HashMap<&[u8], Option<u64>> = HashMap::new();
         let mut delta = OwnDelta::default();
         for (key, new) in changes {
