@@ -97,9 +97,9 @@ fn live_counters_stay_exact_under_random_batches_and_reopens() {
 }
 
 /// A batch of many puts over keys that exist, interleaved with versions of other epochs,
-/// read ahead in scans (`SegmentedKv::prefetch_puts`, `kv::read_keys`): the live counters
-/// stay exact, and so do they for puts over a span that holds nothing and for a span half
-/// new.
+/// read ahead in scans (`SegmentedKv::prefetch`, `kv::read_keys`): the live counters
+/// stay exact, and so do they for puts over a span that holds nothing, for a span half
+/// new, and for a batch of deletes.
 #[test]
 fn puts_over_many_keys_keep_the_counters_exact_whatever_their_span_holds() {
     let dir = tempfile::TempDir::new().expect("tempdir");
@@ -129,6 +129,18 @@ fn puts_over_many_keys_keep_the_counters_exact_whatever_their_span_holds() {
         .expect("half new");
     assert_segments_clean(&kv);
     assert_eq!(scan_data(&kv).len(), 100 + 30);
+    // Many deletes in one batch (an unlink of a large file), some of keys that hold
+    // nothing, read ahead the same way.
+    let mut b = Batch::new();
+    for i in 0..40u8 {
+        b.delete(Space::Data, key(i, 9));
+    }
+    for i in 0..20u8 {
+        b.delete(Space::Data, key(i, 2));
+    }
+    kv.write(b, false).expect("deletes");
+    assert_segments_clean(&kv);
+    assert_eq!(scan_data(&kv).len(), 100 + 30 - 30 - 20);
 }
 
 #[test]

@@ -430,7 +430,6 @@ impl SegmentedKv {
         self.absorb_syncs(st);
         let ops = batch.into_ops();
         let mut pool = self.move_pool(&ops)?;
-        self.prefetch_puts(&ops, &mut pool)?;
         for op in ops {
             match op {
                 BatchOp::Put(Space::Data, key, value) => {

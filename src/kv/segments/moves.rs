@@ -31,17 +31,23 @@ impl SegmentedKv {
         key.get(..rule(Space::Data, key)?)
     }
 
-    /// The pool of `ops`: the references of data keys whose only operation in the batch is a
-    /// delete.
+    /// The pool of `ops`: every data key's stored reference (each put or delete takes the
+    /// one it replaces off its segment's live bytes, `current_ref`), and, when the batch puts
+    /// data, the references of the keys whose only operation in it is a delete.
     pub(super) fn move_pool(&self, ops: &[BatchOp]) -> KvResult<Pool> {
         let mut pool = Pool::default();
+        self.prefetch(ops, &mut pool)?;
         if self.opts.base_len.is_none() {
             return Ok(pool);
         }
         let mut count: HashMap<&[u8], (u32, bool)> = HashMap::new();
+        let mut puts = false;
         for op in ops {
             match op {
-                BatchOp::Put(Space::Data, k, _) => count.entry(k).or_default().0 += 1,
+                BatchOp::Put(Space::Data, k, _) => {
+                    count.entry(k).or_default().0 += 1;
+                    puts = true;
+                }
                 BatchOp::Delete(Space::Data, k) => {
                     let c = count.entry(k).or_default();
                     c.0 += 1;
@@ -50,6 +56,11 @@ impl SegmentedKv {
                 _ => {}
             }
         }
+        if !puts {
+            // Nothing to take the freed references (an unlink of a large file frees a
+            // reference per block).
+            return Ok(pool);
+        }
         for (key, (n, deleted)) in count {
             if n != 1 || !deleted {
                 continue;
@@ -57,27 +68,25 @@ impl SegmentedKv {
             let Some(base) = self.base_of(key) else {
                 continue;
             };
-            let r = self.stored_ref(key)?;
-            if let Some(r) = r {
+            if let Some(Some(r)) = pool.prefetched.get(key) {
                 pool.free
                     .entry((r.len, r.crc))
                     .or_default()
-                    .push((base.to_vec(), r));
+                    .push((base.to_vec(), *r));
             }
-            pool.prefetched.insert(key.to_vec(), r);
         }
         Ok(pool)
     }
 
-    /// Reads into `pool.prefetched` the references stored under the data keys `ops` puts
-    /// (each put takes the one it replaces off its segment's live bytes, `current_ref`): a
-    /// write's blocks are neighbouring keys, read in one scan instead of one point read
-    /// each (~5% of the serving thread in a 1 MiB write), see [`read_keys`].
-    pub(super) fn prefetch_puts(&self, ops: &[BatchOp], pool: &mut Pool) -> KvResult<()> {
+    /// Reads into `pool.prefetched` the references stored under the data keys `ops` puts or
+    /// deletes: a write's blocks, or a deleted file's, are neighbouring keys, read in one
+    /// scan instead of one point read each (~5% of the serving thread in a 1 MiB write;
+    /// most of an unlink of a large file), see [`read_keys`].
+    fn prefetch(&self, ops: &[BatchOp], pool: &mut Pool) -> KvResult<()> {
         let mut keys: Vec<&[u8]> = ops
             .iter()
             .filter_map(|op| match op {
-                BatchOp::Put(Space::Data, k, _) if !pool.prefetched.contains_key(k) => {
+                BatchOp::Put(Space::Data, k, _) | BatchOp::Delete(Space::Data, k) => {
                     Some(k.as_slice())
                 }
                 _ => None,
