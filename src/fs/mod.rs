@@ -344,7 +344,8 @@ impl Tx<'_> {
         };
         let quota = store.quota(container)?;
         // The head's own size: kept when a limit needs it or once someone asked for it
-        // (the containerd snapshotter's Usage); else forgotten (`note_size`).
+        // (the containerd snapshotter's Usage, `df`, the metrics, a container's bytes
+        // used); else forgotten (`note_size`).
         let size_delta = if quota.including_snapshots.is_some() || store.own_known(epoch) {
             Some(store.size_delta(epoch, self.batch.ops(), &self.fresh)?)
         } else {

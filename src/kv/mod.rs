@@ -342,8 +342,8 @@ const READ_KEYS_SCAN_MIN: usize = 4;
 /// it seeks to the next one instead.
 const READ_KEYS_GAP: usize = 4;
 
-/// Reads the values of `keys` (sorted, no duplicates) in `space`: `f(key, value)` for each,
-/// `None` where it is absent. Keys next to each other (a write's blocks, their change
+/// Reads the values of `keys` (sorted, no duplicates) in `space`: `f(key, value)` for each
+/// (the key asked, so callers may keep it without a copy), `None` where it is absent. Keys next to each other (a write's blocks, their change
 /// records) are answered by one forward scan, a run that holds nothing by one step; where
 /// more than a few other keys lie between two of them, the scan seeks to the next instead.
 /// So N neighbouring keys cost one positioning, not N point reads, and scattered keys about
@@ -360,12 +360,13 @@ pub fn read_keys<'k>(
     space: Space,
     keys: &[&'k [u8]],
     run: impl Fn(&'k [u8]) -> &'k [u8],
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
+    mut f: impl FnMut(&'k [u8], Option<&[u8]>),
 ) -> KvResult<()> {
     let mut start = 0;
     while start < keys.len() {
+        let this = run(keys[start]);
         let mut end = start + 1;
-        while end < keys.len() && run(keys[end]) == run(keys[start]) {
+        while end < keys.len() && run(keys[end]) == this {
             end += 1;
         }
         read_run(r, space, &keys[start..end], &mut f)?;
@@ -375,11 +376,11 @@ pub fn read_keys<'k>(
 }
 
 /// [`read_keys`] of one run.
-fn read_run(
+fn read_run<'k>(
     r: &dyn KvRead,
     space: Space,
-    keys: &[&[u8]],
-    f: &mut impl FnMut(&[u8], Option<&[u8]>),
+    keys: &[&'k [u8]],
+    f: &mut impl FnMut(&'k [u8], Option<&[u8]>),
 ) -> KvResult<()> {
     let Some(last) = keys.last() else {
         return Ok(());
@@ -402,7 +403,7 @@ fn read_run(
                 next += 1;
             }
             if next < keys.len() && keys[next] == k {
-                f(k, Some(v));
+                f(keys[next], Some(v));
                 next += 1;
                 gap = 0;
             } else {

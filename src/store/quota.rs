@@ -246,8 +246,10 @@ impl Store {
     /// How a batch about to be written changes head epoch `head`'s [`Own`]: each version it
     /// writes or drops there, against the one it replaces. One read per version (neighbouring
     /// ones, a write's blocks, in one scan: [`crate::kv::read_keys`]), so only for containers
-    /// with a limit on it or whose own usage was asked for (see [`Store::own_known`]); none
-    /// for the keys under `fresh` ids (allocated by this very batch: they replace nothing).
+    /// with a limit on it or whose own usage was asked for (see [`Store::own_known`]: also
+    /// once `df`, the metrics or a container's bytes used counted the head, which makes it
+    /// every write of a daemon in use); none for the keys under `fresh` ids (allocated by
+    /// this very batch: they replace nothing).
     pub(crate) fn size_delta(
         &self,
         head: Epoch,
@@ -277,7 +279,7 @@ impl Store {
             .collect();
         to_read.sort_unstable();
         to_read.dedup();
-        let mut stored: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut stored: HashMap<&[u8], u64> = HashMap::new();
         crate::kv::read_keys(
             &*self.kv,
             Space::Meta,
@@ -285,7 +287,7 @@ impl Store {
             keys::change_run,
             |k, v| {
                 if let Some(v) = v {
-                    stored.insert(k.to_vec(), change_bytes(v));
+                    stored.insert(k, change_bytes(v));
                 }
             },
         )?;
