@@ -44,7 +44,7 @@ mod sync;
 
 pub use appends::{skip_bytes, write_all_vectored_at};
 pub use check::{SegmentCheck, SegmentReport};
-pub use files::{Listed, SegmentStore};
+pub use files::{Listed, SegmentDir, SegmentStore};
 pub use format::{file_header, REF_LEN};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,7 +58,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Batch, BatchOp, Dropped, Kv, KvError, KvRead, KvResult, Maintenance, Space, Status};
 use appends::Appends;
-use files::SegmentDir;
 use format::{Ref, Stored};
 use read::SegView;
 
