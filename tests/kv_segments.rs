@@ -26,16 +26,6 @@ fn open(dir: &Path) -> SegmentedKv {
     open_with(dir, small_segment_options())
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("segments"))
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
 /// A store in `dir` holding keys `a0`..`a9` (values `value(i, 1000)`), synced.
 fn open_with_ten_values(dir: &Path) -> SegmentedKv {
     let kv = open(dir);

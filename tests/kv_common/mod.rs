@@ -146,6 +146,17 @@ pub fn open_slate_segmented(
         .expect("open segments on object storage")
 }
 
+/// The segment files under `dir/segments`, sorted.
+pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("segments"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Every reference of a segmented store holds and every live counter is exact.
 pub fn assert_segments_clean(kv: &dyn Kv) {
     let check = kv.segments().expect("a segmented store");
