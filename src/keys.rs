@@ -343,17 +343,24 @@ pub fn change(epoch: Epoch, space: Space, base: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The run of a data-space key, for [`crate::kv::read_keys`]: a file's blocks (every index,
+/// every epoch) share one, their tag and data id, so a scan never crosses from one file's
+/// blocks to another's (a deleted file's tombstones can lie between); any other key is
+/// alone.
+pub fn block_run(key: &[u8]) -> &[u8] {
+    const ID: usize = 1 + 8; // tag, data id
+    match key.first() {
+        Some(&TAG_BLOCK) if key.len() >= ID + 8 => &key[..ID],
+        _ => key,
+    }
+}
+
 /// The run of a change-index key, for [`crate::kv::read_keys`]: the change records of a
-/// file's blocks share one (all but the block's index), so a write's are read in one scan;
-/// any other key is alone (read by a point read).
+/// file's blocks share one ([`block_run`] of the block they name), so a write's are read
+/// in one scan; any other key is alone (read by a point read).
 pub fn change_run(key: &[u8]) -> &[u8] {
     match split_change(key) {
-        Some((_, Space::Data, base))
-            if base.first() == Some(&TAG_BLOCK) && base.len() == 1 + 8 + 8 =>
-        {
-            // Tag, data id, index.
-            &key[..key.len() - 8]
-        }
+        Some((_, Space::Data, base)) => &key[..key.len() - base.len() + block_run(base).len()],
         _ => key,
     }
 }
@@ -663,6 +670,12 @@ mod tests {
         for k in &meta {
             assert_eq!(change_run(k), &k[..], "alone");
         }
+        // The data keys themselves: a file's blocks, any index and epoch, share a run.
+        let v = |d, i, e| versioned(&block(d, i), ep(e));
+        assert_eq!(block_run(&v(d1, 0, 1)), block_run(&v(d1, 9, 4)));
+        assert_ne!(block_run(&v(d1, 0, 1)), block_run(&v(d2, 0, 1)));
+        assert!(v(d1, 3, 2).starts_with(block_run(&v(d1, 3, 2))));
+        assert_eq!(block_run(&block_prefix(d1)), &block_prefix(d1)[..], "alone");
     }
 }
 

@@ -150,6 +150,7 @@ fn open_rocks(path: &Path) -> Result<SegmentedKv> {
         &segments_dir(path),
         SegmentOptions {
             base_len: Some(crate::keys::version_base_len),
+            data_run: Some(crate::keys::block_run),
             drop_behind: drop_behind(),
             ..SegmentOptions::default()
         },

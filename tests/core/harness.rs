@@ -55,6 +55,7 @@ pub fn segmented(dir: &std::path::Path) -> SegmentedKv {
     let opts = SegmentOptions {
         segment_bytes: 1 << 20,
         base_len: Some(snapfs::keys::version_base_len),
+        data_run: Some(snapfs::keys::block_run),
         ..SegmentOptions::default()
     };
     SegmentedKv::open(Box::new(rocks), &dir.join("segments"), opts).expect("open segments")

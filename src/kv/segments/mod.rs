@@ -64,6 +64,9 @@ use read::SegView;
 /// The length of a key's base (the key without its epoch) in a space, if it is versioned.
 pub type BaseLen = fn(Space, &[u8]) -> Option<usize>;
 
+/// The run of a data key ([`SegmentOptions::data_run`]).
+pub type DataRun = fn(&[u8]) -> &[u8];
+
 /// Tuning of [`SegmentedKv`].
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
@@ -90,6 +93,10 @@ pub struct SegmentOptions {
     /// The length of a data key's base (the key without its epoch), as the store defines it:
     /// with it, a value moved between two keys of one base keeps its bytes (`moves.rs`).
     pub base_len: Option<BaseLen>,
+    /// The run of a data key, as the store defines it: keys of one run are read together
+    /// by one scan (`kv::read_keys`), and a scan never leaves its run (it would walk the
+    /// tombstones between two runs). `None`: all of a batch's keys are one run.
+    pub data_run: Option<DataRun>,
     /// An fsync whose tail is too long for a journal record uploads the segment bytes
     /// *beside* the inner store's synced batch (both in one round; the batch's catalog
     /// records still say the bytes are not durable, so a crash between the two leaves
@@ -113,6 +120,7 @@ impl Default for SegmentOptions {
             repack_smaller_than: 1 << 20,
             repack_budget: 256 << 20,
             base_len: None,
+            data_run: None,
             upload_beside_log: false,
             drop_behind: true,
         }

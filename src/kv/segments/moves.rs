@@ -94,7 +94,8 @@ impl SegmentedKv {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        read_keys(&*self.inner, Space::Data, &keys, data_run, |k, raw| {
+        let run = self.opts.data_run.unwrap_or(|_| &[]);
+        read_keys(&*self.inner, Space::Data, &keys, run, |k, raw| {
             let r = match raw.map(format::parse) {
                 Some(Stored::Ref(r)) => Some(r),
                 _ => None,
@@ -160,12 +161,4 @@ impl SegmentedKv {
         )?;
         Ok(out)
     }
-}
-
-/// The run of a data key for [`read_keys`]: all but its last 16 bytes. The store's data
-/// keys are a file's blocks, its data id then each block's index and epoch (two u64s), so
-/// a file's blocks share one run and a scan never crosses from one file to another (a
-/// deleted file's tombstones can lie between). Runs decide only how keys are read.
-fn data_run(key: &[u8]) -> &[u8] {
-    &key[..key.len().saturating_sub(16)]
 }

@@ -573,6 +573,7 @@ pub fn segment_options() -> SegmentOptions {
     SegmentOptions {
         horizon: std::time::Duration::from_secs(20),
         base_len: Some(crate::keys::version_base_len),
+        data_run: Some(crate::keys::block_run),
         upload_beside_log: true,
         ..SegmentOptions::default()
     }
